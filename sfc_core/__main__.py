@@ -1,0 +1,3 @@
+from sfc_core.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""``python -m sfc_core <verb>``: each verb parses its arguments and calls one stage function.
+
+A verb lives in the module of its stage as two functions, ``<name>_arguments(parser)`` and
+``<name>_command(args) -> int``; this table only says where. Modules are imported lazily so
+``--help`` stays fast and a verb's heavy imports are paid only when it runs.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from sfc_core.errors import SfcError
+
+#  verb           module                      function prefix   one-line help
+VERBS: list[tuple[str, str, str, str]] = [
+    ("synth", "sfc_core.data.synthetic", "synth", "write a synthetic long-tailed dataset (VOC layout)"),
+    ("stats", "sfc_core.data.stats", "stats", "per-class image counts, co-occurrence, class weights"),
+    ("train", "sfc_core.train", "train", "train SFC (or the baseline / an ablation) into a run dir"),
+    ("cams", "sfc_core.cams", "cams", "multi-scale + flip classifier and prototype CAMs"),
+    ("eval-cams", "sfc_core.evaluate", "eval_cams", "mIoU and calibration of classifier/prototype/fused CAMs"),
+    ("refine", "sfc_core.refine", "refine", "pseudo masks from the CAMs: IRN or dense CRF"),
+    ("eval-seg", "sfc_core.evaluate", "eval_seg", "mIoU of the pseudo masks"),
+    ("segment", "sfc_core.segment", "segment", "step 3: train and score a segmentation network"),
+    ("bench", "sfc_core.bench", "bench", "benchmark every stage; --naive for the reference's way"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m sfc_core", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for verb, module, prefix, help_text in VERBS:
+        p = sub.add_parser(verb, help=help_text, description=help_text)
+        p.set_defaults(_module=module, _prefix=prefix)
+        try:
+            getattr(importlib.import_module(module), f"{prefix}_arguments")(p)
+        except (ImportError, AttributeError) as e:  # a stage not built yet in this checkout
+            p.set_defaults(_missing=str(e))
+    return parser
+
+
+def add_config_arguments(p: argparse.ArgumentParser, preset_default: str | None = "synthetic") -> None:
+    """The arguments every config-building verb shares: preset, dataset root, overrides."""
+    p.add_argument("--preset", default=preset_default,
+                   help="named configuration: synthetic-smoke, synthetic, voc, coco")
+    p.add_argument("--data-root", default=None, help="dataset root (overrides data.root)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config field, e.g. --set train.lr=0.01 (repeatable)")
+
+
+def config_from_args(args: argparse.Namespace):
+    from sfc_core.config import Config, parse_overrides
+
+    overrides = parse_overrides(args.overrides)
+    if getattr(args, "data_root", None):
+        overrides["data.root"] = args.data_root
+    return Config.from_preset(args.preset, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "_missing", None):
+        print(f"error: verb {args.verb!r} is not available: {args._missing}", file=sys.stderr)
+        return 2
+    command = getattr(importlib.import_module(args._module), f"{args._prefix}_command")
+    try:
+        return int(command(args) or 0)
+    except SfcError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished work is kept; run the same command again to resume",
+              file=sys.stderr)
+        return 130

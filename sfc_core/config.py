@@ -1,0 +1,313 @@
+"""One configuration object for every stage, with named presets.
+
+`Config` is a tree of dataclasses, one section per stage. Every default is the paper's VOC
+value (``../shared/method.md``); a preset is a short list of dotted overrides on top of
+those defaults, so ``voc`` is the defaults themselves and each other preset says only what
+it changes and why.
+
+    cfg = Config.from_preset("synthetic", {"train.epochs": 3, "data.root": "data/x"})
+    cfg.train.lr            # 0.1 etc.
+    cfg.to_dict(); Config.from_dict(d)
+
+Notebooks (papermill parameters), the CLI (``--preset``, ``--set key=value``) and the tests
+all build their configuration this way.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sfc_core.errors import SfcError
+
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "voc"                  # "voc" | "coco" | "synthetic"
+    root: str = ""                        # dataset root (synthetic: where it is generated/cached)
+    synthetic_size: str = "default"       # synthetic only: "smoke" | "default" | "large"
+    synthetic_seed: int = 0               # synthetic only: generator seed
+    shared_parts: bool = True             # synthetic only: False = control set, no shared parts
+    train_list: str = "train_aug"         # trains classifier, IRN and step 3 (VOC trainaug 10,582)
+    eval_list: str = "train"              # CAM / pseudo-mask evaluation (VOC train 1,464)
+    heldout_list: str = "val"             # held-out evaluation (VOC val 1,449)
+    resize_long: tuple[int, int] = (320, 640)   # random long-side resize range, bicubic
+    crop_size: int = 512                  # random crop, zero padded, with a valid mask
+    num_workers: int = 2                  # DataLoader workers
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet50"            # registry in sfc_core/model/backbone.py
+    backbone_weights: str = "imagenet"    # "imagenet" (torchvision download) | a .pth path | "none"
+    side_channels: tuple[int, int, int, int] = (128, 128, 256, 256)  # hierarchical features
+    seed_background_scale: float = 0.3    # background channel x 0.3 before the seed arg-max
+
+
+@dataclass
+class LossConfig:
+    prototype_weight: float = 1.6         # prototype consistency; 0 switches it off
+    scale_weight: float = 0.8             # cross-scale consistency; 0 switches it off
+    class_weights: str = "distribution"   # "distribution" (paper's coefficients) | "uniform"
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 16                  # images from the loader per step
+    bank_draws: int = 4                   # images re-sampled from the image bank; 0 = no bank
+    epochs: int = 6
+    max_steps: int = 0                    # 0: epochs * (len(train list) // batch_size)
+    optimizer: str = "sgd"                # "sgd" (paper) | "adamw" (from-scratch presets)
+    schedule: str = "poly"                # "poly" (paper) | "onecycle"
+    lr: float = 0.1                       # backbone learning rate
+    new_layer_lr_mult: float = 10.0       # classifier, PCM and side layers: lr x 10
+    weight_decay: float = 1e-4
+    momentum: float = 0.0                 # reference is effectively 1e-4 (a positional-arg quirk)
+    poly_power: float = 0.9
+    grad_clip: float = 1.0                # global grad-norm clipping
+    seed: int = 10
+    device: str = "auto"                  # "auto" | "cpu" | "cuda" | "cuda:N"
+    amp: bool = True                      # mixed precision on GPU (bf16, else fp16 + scaler)
+    channels_last: bool = True            # on GPU
+    log_every: int = 10
+    val_every: int = 300                  # training-time validation on the eval list; 0 = never
+    checkpoint_every: int = 300
+
+
+@dataclass
+class CamConfig:
+    scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)   # multi-scale inference, each with a flip
+    flip: bool = True
+    mask_by_label: bool = False           # reference: classifier CAM not label-masked at inference
+    fusion_lambda: float = 0.3            # fused = classifier + lambda * prototype
+    background: str = "reference"         # "reference" (bg + 0.4 vs 2 x fg) | "threshold"
+    bg_threshold: float = 0.25            # used when background == "threshold"
+    lambda_sweep: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5, 0.7, 1.0)
+    threshold_sweep: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
+
+
+@dataclass
+class RefineConfig:
+    relation_lambda: float = 0.7          # fusion used for IRN's relation labels (reference)
+    relation_rule: str = "reference"      # "reference" (CRF twice, bg x 0.5) | "thresholds" (IRN)
+    conf_fg_threshold: float = 0.30       # IRN's own rule
+    conf_bg_threshold: float = 0.05
+    crf_iterations: int = 10
+    crf_gaussian_sxy: float = 3.0
+    crf_gaussian_compat: float = 3.0
+    crf_bilateral_sxy: float = 50.0
+    crf_bilateral_srgb: float = 5.0
+    crf_bilateral_compat: float = 10.0
+    crf_label_confidence: float = 0.7
+    irn_backbone: str = "resnet50"
+    irn_crop_size: int = 512
+    irn_batch_size: int = 32
+    irn_epochs: int = 3
+    irn_lr: float = 0.1
+    irn_new_layer_lr_mult: float = 10.0
+    irn_weight_decay: float = 1e-4
+    irn_scale_range: tuple[float, float] = (0.5, 1.0)  # reference's effective range
+    irn_radius: int = 10                  # path radius at 1/4 resolution
+    walk_lambda: float = 0.3              # fusion used for the random walk
+    walk_beta: float = 10.0
+    walk_exp_times: int = 8               # 2^8 steps
+    walk_radius: int = 5
+    walk_power: float = 1.3
+    walk_bg_constant: float = 0.25
+
+
+@dataclass
+class SegmentConfig:
+    network: str = "deeplabv3_resnet101"  # torchvision segmentation model name
+    backbone_weights: str = "imagenet"
+    crop_size: int = 512
+    scale_range: tuple[float, float] = (0.5, 2.0)
+    batch_size: int = 16
+    iterations: int = 30000
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+
+
+@dataclass
+class Config:
+    preset: str = "voc"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    cams: CamConfig = field(default_factory=CamConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    segment: SegmentConfig = field(default_factory=SegmentConfig)
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def from_preset(cls, name: str, overrides: dict[str, Any] | None = None) -> "Config":
+        if name not in PRESETS:
+            raise SfcError(f"unknown preset {name!r}", fix=f"use one of: {', '.join(PRESETS)}")
+        cfg = cls(preset=name)
+        cfg.override(PRESETS[name])
+        cfg.override(overrides or {})
+        return cfg
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        cfg = cls(preset=d.get("preset", "voc"))
+        flat = {f"{section}.{key}": value
+                for section, values in d.items() if isinstance(values, dict)
+                for key, value in values.items()}
+        cfg.override(flat)
+        return cfg
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def override(self, overrides: dict[str, Any]) -> "Config":
+        """Set dotted keys (``"train.lr": 0.01``), converting strings to the field's type."""
+        for key, value in overrides.items():
+            section_name, _, field_name = key.partition(".")
+            section = getattr(self, section_name, None)
+            if not dataclasses.is_dataclass(section) or not field_name:
+                raise SfcError(f"unknown configuration key {key!r}",
+                               fix=f"use SECTION.FIELD with SECTION one of: {', '.join(_sections())}")
+            hints = typing.get_type_hints(type(section))
+            if field_name not in hints:
+                names = ", ".join(f.name for f in dataclasses.fields(section))
+                raise SfcError(f"unknown configuration key {key!r}",
+                               fix=f"fields of {section_name!r}: {names}")
+            setattr(section, field_name, _coerce(value, hints[field_name], key))
+        return self
+
+    def save(self, path: str | Path) -> None:
+        from sfc_core.io import atomic_write_json
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Config":
+        path = Path(path)
+        if not path.is_file():
+            raise SfcError(f"no configuration at {path}",
+                           fix="point --run at a run directory made by `python -m sfc_core train`")
+        return cls.from_dict(json.loads(path.read_text()))
+
+
+def _sections() -> list[str]:
+    return [f.name for f in dataclasses.fields(Config) if f.name != "preset"]
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Convert ``value`` (often a CLI string) to the annotated type of a config field."""
+    origin = typing.get_origin(hint)
+    try:
+        if origin is tuple:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            args = typing.get_args(hint)
+            item_type = args[0]
+            if len(args) == 2 and args[1] is Ellipsis:
+                return tuple(_coerce(v, item_type, key) for v in items)
+            if len(items) != len(args):
+                raise ValueError(f"expected {len(args)} values")
+            return tuple(_coerce(v, t, key) for v, t in zip(items, args))
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError("expected true/false")
+            return bool(value)
+        if hint is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError("expected an integer")
+            return int(value)
+        if hint is float:
+            return float(value)
+        if hint is str:
+            return str(value)
+    except (TypeError, ValueError) as e:
+        raise SfcError(f"bad value {value!r} for {key}: {e}", fix=f"give a {hint} value") from None
+    return value
+
+
+# Presets: dotted overrides on the VOC defaults above. Keep each line's reason beside it.
+PRESETS: dict[str, dict[str, Any]] = {
+    "voc": {},
+    "coco": {
+        "data.dataset": "coco",
+        "data.train_list": "train",       # COCO 2014 train (82,081) trains and is evaluated
+        "data.eval_list": "train",
+        "data.heldout_list": "val",
+        "train.epochs": 5,                # SIPE's COCO schedule (reference has no COCO branch)
+        "train.val_every": 0,             # no training-time validation on COCO (cost)
+    },
+    "synthetic": {
+        "data.dataset": "synthetic",
+        "data.root": "data/synthetic",
+        "data.synthetic_size": "default",
+        "model.backbone": "tiny",         # width-reduced ResNet-18 layout, trained from scratch
+        "model.backbone_weights": "none",
+        "train.optimizer": "adamw",       # from-scratch recipe (synthetic_benchmark.md probe)
+        "train.schedule": "onecycle",
+        "train.lr": 2e-3,
+        "train.new_layer_lr_mult": 1.0,
+        "train.weight_decay": 1e-4,
+        "train.batch_size": 32,
+        "train.epochs": 20,
+        "train.val_every": 0,
+        "train.checkpoint_every": 100,
+        "segment.network": "lraspp_mobilenet_v3_large",
+        "segment.backbone_weights": "none",
+    },
+    "synthetic-smoke": {
+        "data.dataset": "synthetic",
+        "data.root": "data/synthetic",
+        "data.synthetic_size": "smoke",
+        "model.backbone": "tiny",
+        "model.backbone_weights": "none",
+        "train.optimizer": "adamw",
+        "train.schedule": "onecycle",
+        "train.lr": 2e-3,
+        "train.new_layer_lr_mult": 1.0,
+        "train.batch_size": 8,
+        "train.bank_draws": 2,
+        "train.epochs": 2,
+        "train.val_every": 0,
+        "train.checkpoint_every": 5,
+        "train.log_every": 2,
+        "cams.scales": (1.0, 0.5),
+        "segment.network": "lraspp_mobilenet_v3_large",
+        "segment.backbone_weights": "none",
+        "segment.iterations": 4,
+        "segment.batch_size": 4,
+    },
+}
+
+# Switches that turn the full method into the baseline or an ablation (same code, a flag off).
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "baseline": {"loss.prototype_weight": 0.0, "loss.scale_weight": 0.0, "train.bank_draws": 0},
+    "no-bank": {"train.bank_draws": 0},
+    "no-prototype-loss": {"loss.prototype_weight": 0.0},
+    "no-scale-loss": {"loss.scale_weight": 0.0},
+    "uniform-class-weights": {"loss.class_weights": "uniform"},
+}
+
+
+def parse_overrides(items: list[str] | None) -> dict[str, str]:
+    """``["train.lr=0.01", ...]`` -> ``{"train.lr": "0.01"}`` (types applied by override)."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SfcError(f"bad override {item!r}", fix="write --set SECTION.FIELD=VALUE")
+        out[key.strip()] = value.strip()
+    return out

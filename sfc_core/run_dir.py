@@ -1,0 +1,111 @@
+"""The run directory: the contract through which the pipeline's stages hand work on.
+
+This module is the only place that spells the file names inside a run. A stage reads what
+earlier stages wrote through these paths and writes its own results through them; no stage
+imports another stage.
+
+    RUN_DIR/
+      config.json                 resolved Config (preset, overrides, dataset root, seed)
+      class_names.json            foreground class names, in label order
+      checkpoints/last.pt, best.pt
+      metrics.jsonl, tb/          training logs
+      cams/<image_id>.npz         classifier and prototype CAMs (see sfc_core.cams)
+      cam_eval.json               classifier / prototype / fused rows, sweeps, calibration
+      refine/<method>/            relation labels, IRN checkpoint, work files
+      pseudo/<method>/SegmentationClassPseudo/<id>.png + pseudo/<method>/<list>.txt
+      seg_eval.json               pseudo-mask mIoU per method
+      segment/<masks>/            step 3: checkpoints/, metrics.jsonl, final_eval.json
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from sfc_core.config import Config
+from sfc_core.errors import SfcError
+
+
+@dataclass(frozen=True)
+class RunDir:
+    root: Path
+
+    def __init__(self, root: str | Path):
+        object.__setattr__(self, "root", Path(root))
+
+    # -- configuration ----------------------------------------------------------------------
+    @property
+    def config_json(self) -> Path:
+        return self.root / "config.json"
+
+    @property
+    def class_names_json(self) -> Path:
+        return self.root / "class_names.json"
+
+    def load_config(self) -> Config:
+        if not self.config_json.is_file():
+            raise SfcError(f"{self.root} is not a run directory (no config.json)",
+                           path=self.config_json,
+                           fix="train first: python -m sfc_core train --preset NAME --out RUN_DIR")
+        return Config.load(self.config_json)
+
+    def class_names(self) -> list[str]:
+        if not self.class_names_json.is_file():
+            raise SfcError("run directory has no class list", path=self.class_names_json,
+                           fix="train first: python -m sfc_core train --out RUN_DIR")
+        return json.loads(self.class_names_json.read_text())
+
+    # -- training ---------------------------------------------------------------------------
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.checkpoints / "last.pt"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.checkpoints / "best.pt"
+
+    @property
+    def metrics_jsonl(self) -> Path:
+        return self.root / "metrics.jsonl"
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.root / "tb"
+
+    # -- CAMs and their evaluation ----------------------------------------------------------
+    @property
+    def cams(self) -> Path:
+        return self.root / "cams"
+
+    def cam_file(self, image_id: str) -> Path:
+        return self.cams / f"{image_id}.npz"
+
+    @property
+    def cam_eval_json(self) -> Path:
+        return self.root / "cam_eval.json"
+
+    # -- pseudo masks (step 2) --------------------------------------------------------------
+    def refine_dir(self, method: str) -> Path:
+        return self.root / "refine" / method
+
+    def pseudo_masks(self, method: str) -> Path:
+        """Folder of palette PNGs ``<id>.png`` in the VOC layout (DeepLab trainers read it)."""
+        return self.root / "pseudo" / method / "SegmentationClassPseudo"
+
+    def pseudo_list(self, method: str, list_name: str) -> Path:
+        return self.root / "pseudo" / method / f"{list_name}.txt"
+
+    @property
+    def seg_eval_json(self) -> Path:
+        return self.root / "seg_eval.json"
+
+    # -- step 3 -----------------------------------------------------------------------------
+    def segment_dir(self, masks: str) -> Path:
+        return self.root / "segment" / masks
+
+    def final_eval_json(self, masks: str) -> Path:
+        return self.segment_dir(masks) / "final_eval.json"
