@@ -1,0 +1,144 @@
+"""Segmentation metrics from one confusion matrix, and the calibration diagnostics.
+
+Every score here is a function of an integer confusion matrix ``conf`` (K, K) indexed
+``[gt, pred]`` and accumulated over a whole image list, as the VOC protocol does: per class
+``IoU = TP / (GT + Pred - TP)`` and mIoU = the mean over the classes that occur in the ground
+truth or the prediction (``nanmean``). Pixels whose ground truth is 255 count for nothing.
+
+    conf = sum(confusion_matrix(pred, gt, K) for pred, gt in pairs)
+    mean_iou(conf), iou_from_confusion(conf), precision_recall(conf)
+
+Calibration (the paper's over-/under-activation): ``activation_ratio`` = predicted area / GT
+area per class, ``error_shares`` = false-positive and false-negative pixels as shares of the
+class's union (so IoU + fp + fn = 1, as the reference's eval script prints them), and
+``spearman_vs_count`` relates a per-class figure to the class's training image count.
+"""
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+from sfc_core.errors import SfcError
+
+IGNORE = 255
+
+
+def _as_uint8(labels: np.ndarray, what: str) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.dtype == np.uint8:
+        return labels
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise SfcError(f"{what} has dtype {labels.dtype}, expected integer class indices",
+                       fix="pass label maps as integer arrays (uint8 preferred)")
+    if labels.size and (labels.min() < 0 or labels.max() > IGNORE):
+        raise SfcError(f"{what} has values outside 0..255 (min {labels.min()}, max {labels.max()})",
+                       fix="class indices are 0..C with 255 = ignore")
+    return labels.astype(np.uint8)
+
+
+def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.ndarray:
+    """Pixel counts ``conf[g, p]`` of ground-truth class g predicted as p.
+
+    pred, gt: integer arrays of the same shape, values 0..K-1 (gt may also be 255 = ignore).
+    Returns int64 (K, K). One ``np.bincount`` over ``gt * 256 + pred``: the 256 x 256 table
+    also catches out-of-range values without a separate pass.
+    """
+    pred, gt = _as_uint8(pred, "prediction"), _as_uint8(gt, "ground truth")
+    if pred.shape != gt.shape:
+        raise SfcError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}",
+                       fix="resize the prediction to the ground-truth mask's size")
+    if not 0 < num_classes <= IGNORE:
+        raise SfcError(f"num_classes={num_classes} is outside 1..255")
+    index = gt.astype(np.uint16).ravel() << 8
+    index |= pred.ravel()
+    table = np.bincount(index, minlength=256 * 256).reshape(256, 256)
+    table[IGNORE] = 0
+    k = num_classes
+    if table[k:].any():
+        bad = np.flatnonzero(table[k:].sum(1)) + k
+        raise SfcError(f"ground truth has class values {bad.tolist()} outside 0..{k - 1} and 255",
+                       fix="check that the masks and the run use the same class list")
+    if table[:, k:].any():
+        bad = np.flatnonzero(table[:, k:].sum(0)) + k
+        raise SfcError(f"prediction has class values {bad.tolist()} outside 0..{k - 1}",
+                       fix="map uncertain (255) prediction pixels to a class or to ignore first")
+    return table[:k, :k].copy()
+
+
+def threshold_confusions(fg_class: np.ndarray, fg_score: np.ndarray, gt: np.ndarray,
+                         thresholds: np.ndarray, num_classes: int) -> np.ndarray:
+    """Confusions of the predictions ``where(fg_score > t, fg_class, 0)`` for every t at once.
+
+    fg_class: int (P,) the best foreground class per pixel (1..C); fg_score: float (P,) its
+    score; gt: (P,) ground truth, already free of ignore pixels; thresholds: (T,) ascending.
+    Returns int64 (T, K, K). A pixel is foreground for exactly the thresholds below its score,
+    so one bincount of (gt, class, number of thresholds below the score) and a cumulative sum
+    give all T matrices, at the cost of one.
+    """
+    k, t = num_classes, len(thresholds)
+    above = np.searchsorted(np.asarray(thresholds), fg_score, side="left")  # (P,) in 0..T
+    index = (gt.astype(np.int64) * k + fg_class) * (t + 1) + above
+    counts = np.bincount(index, minlength=k * k * (t + 1)).reshape(k, k, t + 1)
+    # foreground at threshold i <=> above > i: sum the bins above..T that exceed i
+    fg_counts = np.cumsum(counts[..., ::-1], axis=-1)[..., ::-1][..., 1:]   # (K, K, T)
+    conf = np.moveaxis(fg_counts, -1, 0).copy()                            # (T, K, K)
+    conf[:, :, 0] += counts.sum(axis=(1, 2))[None, :] - fg_counts.sum(axis=1).T
+    return conf
+
+
+def iou_from_confusion(conf: np.ndarray) -> np.ndarray:
+    """Per-class IoU, float64 (K,); nan for a class absent from both GT and prediction."""
+    conf = np.asarray(conf, dtype=np.float64)
+    tp = np.diag(conf)
+    union = conf.sum(0) + conf.sum(1) - tp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, tp / union, np.nan)
+
+
+def mean_iou(conf: np.ndarray) -> float:
+    """mIoU over the classes present in GT or prediction (VOC protocol: nanmean)."""
+    iou = iou_from_confusion(conf)
+    return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def precision_recall(conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(precision, recall), float64 (K,) each: TP / predicted and TP / GT (nan where 0/0)."""
+    conf = np.asarray(conf, dtype=np.float64)
+    tp = np.diag(conf)
+    return _ratio(tp, conf.sum(0)), _ratio(tp, conf.sum(1))
+
+
+def activation_ratio(conf: np.ndarray) -> np.ndarray:
+    """Predicted area / GT area per class, float64 (K,): > 1 over-, < 1 under-activation."""
+    conf = np.asarray(conf, dtype=np.float64)
+    return _ratio(conf.sum(0), conf.sum(1))
+
+
+def error_shares(conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(fp_share, fn_share), float64 (K,): FP and FN pixels over the class's union.
+
+    With IoU = TP / union these satisfy IoU + fp_share + fn_share = 1 per class.
+    """
+    conf = np.asarray(conf, dtype=np.float64)
+    tp = np.diag(conf)
+    union = conf.sum(0) + conf.sum(1) - tp
+    return _ratio(conf.sum(0) - tp, union), _ratio(conf.sum(1) - tp, union)
+
+
+def spearman_vs_count(values: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
+    """Spearman correlation (rho, p-value) of a per-class figure against log image count.
+
+    values, counts: (C,) over the same classes; classes with a non-finite value or a zero
+    count are left out; fewer than 3 classes left gives (nan, nan).
+    """
+    values, counts = np.asarray(values, dtype=np.float64), np.asarray(counts, dtype=np.float64)
+    keep = np.isfinite(values) & (counts > 0)
+    if keep.sum() < 3 or np.ptp(values[keep]) == 0 or np.ptp(counts[keep]) == 0:
+        return float("nan"), float("nan")
+    result = stats.spearmanr(values[keep], np.log(counts[keep]))
+    return float(result.statistic), float(result.pvalue)
