@@ -30,8 +30,8 @@ from sfc_core.errors import SfcError
 class RunDir:
     root: Path
 
-    def __init__(self, root: str | Path):
-        object.__setattr__(self, "root", Path(root))
+    def __init__(self, root: str | Path | RunDir):
+        object.__setattr__(self, "root", Path(root.root if isinstance(root, RunDir) else root))
 
     # -- configuration ----------------------------------------------------------------------
     @property
@@ -95,6 +95,13 @@ class RunDir:
     def pseudo_masks(self, method: str) -> Path:
         """Folder of palette PNGs ``<id>.png`` in the VOC layout (DeepLab trainers read it)."""
         return self.root / "pseudo" / method / "SegmentationClassPseudo"
+
+    def pseudo_methods(self) -> list[str]:
+        """Refinement methods that have a pseudo-mask folder in this run, sorted."""
+        root = self.root / "pseudo"
+        if not root.is_dir():
+            return []
+        return sorted(p.name for p in root.iterdir() if self.pseudo_masks(p.name).is_dir())
 
     def pseudo_list(self, method: str, list_name: str) -> Path:
         return self.root / "pseudo" / method / f"{list_name}.txt"
