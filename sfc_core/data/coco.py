@@ -1,0 +1,60 @@
+"""MS COCO 2014 in the layout WSSS code commonly shares (reference_code.md 1.5).
+
+    root/
+      JPEGImages/train2014/<id>.jpg, JPEGImages/val2014/<id>.jpg
+      SegmentationClass/train2014/<id>.png, .../val2014/<id>.png   0 background, 1..80 in
+                          COCO category order with the unused ids removed, 255 ignore
+      ImageSets/train.txt, ImageSets/val.txt      one id per line (COCO_train2014_000000000009)
+      cls_labels.json     optional, as for VOC; else labels come from the masks
+
+The lists may also use the reference's names, `train_coco.txt` / `val_coco.txt`: the list
+`train` is read from `ImageSets/train.txt` if it exists, else `ImageSets/train_coco.txt`.
+The image and mask sub-folder is the split named inside the id, so val ids read from
+`val2014/` (the reference reads every id from `train2014/`, which breaks on val).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from sfc_core.data.voc import SegmentationDataset
+from sfc_core.errors import SfcError
+
+COCO_CLASSES = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
+    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
+    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush",
+)
+
+
+class CocoDataset(SegmentationDataset):
+    """COCO 2014 on the VOC readers: only the folder of an id and the list names differ."""
+
+    def __init__(self, root: str | Path, labels_file: str | Path | None = None):
+        super().__init__(root, class_names=COCO_CLASSES, mask_dir="SegmentationClass",
+                         image_dir="JPEGImages", list_dir="ImageSets", labels_file=labels_file)
+
+    def list_path(self, list_name: str) -> Path:
+        plain = super().list_path(list_name)
+        reference = self.list_dir / f"{list_name}_coco.txt"
+        return reference if not plain.is_file() and reference.is_file() else plain
+
+    def split_of(self, image_id: str) -> str:
+        """'COCO_val2014_000000000042' -> 'val2014'."""
+        parts = image_id.split("_")
+        if len(parts) != 3 or parts[0] != "COCO":
+            raise SfcError(f"image id {image_id!r} is not a COCO 2014 id (COCO_<split>_<number>)",
+                           path=self.list_dir, fix="list ids like COCO_train2014_000000000009")
+        return parts[1]
+
+    def image_path(self, image_id: str) -> Path:
+        return self.image_dir / self.split_of(image_id) / f"{image_id}{self.image_ext}"
+
+    def mask_path(self, image_id: str) -> Path:
+        return self.mask_dir / self.split_of(image_id) / f"{image_id}.png"

@@ -1,0 +1,106 @@
+"""Image transforms of the reference pipeline (reference_code.md 1.3-1.4), as pure functions.
+
+Images are numpy arrays in HWC layout: uint8 before `normalize`, float32 after. Randomness
+comes in as a `numpy.random.Generator`, so a caller decides what it is a function of.
+`valid_mask_from_boxes` is the one torch function: it turns the crop boxes of a batch into
+the (N, C+1, h, w) valid mask on the device of its inputs.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def rescale(image: np.ndarray, scale: float) -> np.ndarray:
+    """Bicubic (PIL) resize of a uint8 (H, W, 3) image to (round(H*s), round(W*s), 3).
+
+    A scale of 1 returns the image itself, as the reference does.
+    """
+    if scale == 1:
+        return image
+    height, width = image.shape[:2]
+    size = (round(width * scale), round(height * scale))   # PIL takes (width, height)
+    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC))
+
+
+def resize_long(image: np.ndarray, long_side: int) -> np.ndarray:
+    """Rescale a uint8 (H, W, 3) image so its longer side is `long_side` pixels (bicubic)."""
+    height, width = image.shape[:2]
+    return rescale(image, long_side / (height if width < height else width))
+
+
+def normalize(image: np.ndarray) -> np.ndarray:
+    """uint8 (H, W, 3) RGB -> float32 (H, W, 3): (x / 255 - IMAGENET_MEAN) / IMAGENET_STD."""
+    return (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+
+
+def hflip(image: np.ndarray) -> np.ndarray:
+    """Mirror an (H, W, ...) array left to right (a contiguous copy)."""
+    return np.ascontiguousarray(image[:, ::-1])
+
+
+def random_crop_box(size: tuple[int, int], crop_size: int,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Where a random crop_size x crop_size crop of an image of `size` = (H, W) comes from.
+
+    Per axis, independently (reference `get_random_crop_box`): an axis longer than the crop
+    is cut at a random offset in the image; a shorter one is placed at a random offset in
+    the crop. Returns two int64 (4,) boxes `[y0, y1, x0, x1]` (half-open) of the same shape:
+    `source` in image coordinates and `box` in crop coordinates.
+    """
+    source, box = [], []
+    for length in size:
+        if length > crop_size:
+            start = int(rng.integers(length - crop_size + 1))
+            source += [start, start + crop_size]
+            box += [0, crop_size]
+        else:
+            start = int(rng.integers(crop_size - length + 1))
+            source += [0, length]
+            box += [start, start + length]
+    return np.array(source, dtype=np.int64), np.array(box, dtype=np.int64)
+
+
+def random_crop(image: np.ndarray, crop_size: int,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Random crop of a float (H, W, 3) image into a zero (S, S, 3) container, S = crop_size.
+
+    Returns the crop and `box` int64 (4,) = [y0, y1, x0, x1], the real image inside it.
+    Zero after `normalize` is the ImageNet mean colour, as in the reference.
+    """
+    source, box = random_crop_box(image.shape[:2], crop_size, rng)
+    crop = np.zeros((crop_size, crop_size) + image.shape[2:], dtype=image.dtype)
+    crop[box[0]:box[1], box[2]:box[3]] = image[source[0]:source[1], source[2]:source[3]]
+    return crop, box
+
+
+def nearest_source_index(out_size: int, in_size: int, device: torch.device | None = None) -> torch.Tensor:
+    """int64 (out_size,): the input pixel each output pixel takes under
+    `F.interpolate(mode="nearest")`, i.e. floor(i * in/out) computed in float32 as PyTorch
+    does, so the result matches it bit for bit."""
+    scale = torch.tensor(in_size, dtype=torch.float32, device=device) / out_size
+    index = (torch.arange(out_size, dtype=torch.float32, device=device) * scale).floor().long()
+    return index.clamp_(max=in_size - 1)
+
+
+def valid_mask_from_boxes(boxes: torch.Tensor, labels: torch.Tensor, crop_size: int,
+                          grid: tuple[int, int]) -> torch.Tensor:
+    """The label-masked valid mask of a batch, on the (h, w) feature grid.
+
+    boxes (N, 4) int64 `[y0, y1, x0, x1]` of the real image inside each crop; labels (N, C)
+    multi-hot. Returns (N, C+1, h, w) in the labels' dtype: the crop-resolution mask (1 inside
+    the box) downsampled to `grid` with nearest (as `F.interpolate(mode="nearest")`), channel 0
+    = validity, channel k = validity x labels[:, k-1]. Runs on the device of its inputs.
+    """
+    height, width = grid
+    rows = nearest_source_index(height, crop_size, boxes.device)                 # (h,)
+    cols = nearest_source_index(width, crop_size, boxes.device)                  # (w,)
+    inside_rows = (rows >= boxes[:, 0:1]) & (rows < boxes[:, 1:2])              # (N, h)
+    inside_cols = (cols >= boxes[:, 2:3]) & (cols < boxes[:, 3:4])              # (N, w)
+    valid = (inside_rows[:, :, None] & inside_cols[:, None, :]).to(labels.dtype)  # (N, h, w)
+    channels = torch.cat([torch.ones_like(labels[:, :1]), labels], dim=1)       # (N, C+1)
+    return channels[:, :, None, None] * valid[:, None]

@@ -1,0 +1,322 @@
+"""Datasets in the PASCAL VOC layout (reference_code.md 1.1-1.4).
+
+    root/
+      JPEGImages/<id>.jpg
+      SegmentationClassAug/<id>.png  (else SegmentationClass/): palette PNG, 0 background,
+                                     1..C classes, 255 ignore
+      ImageSets/Segmentation/<list>.txt   one id per line, or "/JPEGImages/<id>.jpg /Seg.../<id>.png"
+      class_names.txt                optional: foreground names in label order (else VOC's 20)
+      cls_labels.json                optional: {"<id>": [0-based class indices]} (else from masks)
+
+`SegmentationDataset` reads one tree; `TrainDataset` and `MultiScaleDataset` are the
+training and inference views over one of its lists.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from sfc_core.config import VOC_CLASSES
+from sfc_core.data.transforms import hflip, normalize, random_crop, rescale, resize_long
+from sfc_core.errors import SfcError
+
+IGNORE_INDEX = 255
+LABELS_JSON = "cls_labels.json"
+CLASS_NAMES_TXT = "class_names.txt"
+
+
+class SegmentationDataset:
+    """One dataset tree in the VOC layout: lists, images, masks and image-level labels.
+
+    Image-level labels come from, in order: `labels_file` (the kit's JSON, or the reference's
+    pickled-dict `.npy` of id -> float (C,) vectors), `<root>/cls_labels.json`, or the masks
+    (a class is present if any pixel has it; computed once per image and kept in memory).
+    """
+
+    def __init__(self, root: str | Path, class_names: list[str] | tuple[str, ...] | None = None,
+                 mask_dir: str | None = None, image_dir: str = "JPEGImages",
+                 image_ext: str = ".jpg", list_dir: str = "ImageSets/Segmentation",
+                 labels_file: str | Path | None = None):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise SfcError(f"dataset root {self.root} does not exist", path=self.root,
+                           fix="point data.root (--data-root) at the dataset folder")
+        expected = [image_dir, list_dir] + ([mask_dir] if mask_dir else [])
+        missing = [name for name in expected if not (self.root / name).is_dir()]
+        if missing:
+            raise SfcError(f"dataset root lacks the folder(s) {', '.join(missing)}", path=self.root,
+                           fix="point data.root at the folder that holds JPEGImages/ and ImageSets/ "
+                               "(for VOC: VOCdevkit/VOC2012)")
+        self.image_dir = self.root / image_dir
+        self.list_dir = self.root / list_dir
+        self.image_ext = image_ext
+        if mask_dir is None:
+            mask_dir = next((d for d in ("SegmentationClassAug", "SegmentationClass")
+                             if (self.root / d).is_dir()), "SegmentationClass")
+        self.mask_dir = self.root / mask_dir
+        self.class_names = tuple(class_names) if class_names is not None else self._read_class_names()
+        self.num_classes = len(self.class_names)
+        self.labels_file = Path(labels_file) if labels_file is not None else self.root / LABELS_JSON
+        self._ids: dict[str, list[str]] = {}
+        self._labels: dict[str, np.ndarray] | None = None   # id -> float32 (C,), from a file
+        self._mask_labels: dict[str, np.ndarray] = {}        # id -> float32 (C,), from masks
+
+    # -- class names and lists ------------------------------------------------------------
+    def _read_class_names(self) -> tuple[str, ...]:
+        path = self.root / CLASS_NAMES_TXT
+        if not path.is_file():
+            return VOC_CLASSES
+        names = [line.strip() for line in path.read_text().splitlines()]
+        while names and not names[-1]:
+            names.pop()
+        if not names or "" in names:
+            raise SfcError("class name list is empty or has an empty line", path=path,
+                           fix="write one foreground class name per line, no blank lines")
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise SfcError(f"class name list repeats {', '.join(duplicates)}", path=path,
+                           fix="give every foreground class one unique name")
+        return tuple(names)
+
+    def list_path(self, list_name: str) -> Path:
+        return self.list_dir / f"{list_name}.txt"
+
+    def ids(self, list_name: str) -> list[str]:
+        """Image ids of a list, in file order. Checked once that every image exists."""
+        if list_name not in self._ids:
+            path = self.list_path(list_name)
+            if not path.is_file():
+                known = sorted(p.stem for p in self.list_dir.glob("*.txt"))
+                raise SfcError(f"no image list {list_name!r}", path=path,
+                               fix=f"use one of the lists in {self.list_dir}: {', '.join(known) or 'none'}")
+            # A line is a bare id or "/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png".
+            ids = [Path(line.split()[0]).stem if "/" in line else line.split()[0]
+                   for line in path.read_text().splitlines() if line.strip()]
+            if not ids:
+                raise SfcError(f"image list {list_name!r} is empty", path=path,
+                               fix="write one image id per line")
+            missing = [i for i in ids if not os.path.exists(self.image_path(i))]
+            if missing:
+                raise SfcError(f"image list names {len(missing)} missing image(s), first: "
+                               f"{', '.join(missing[:5])} (looked in {self.image_path(missing[0]).parent})",
+                               path=path, fix="re-extract the dataset or remove those ids from the list")
+            self._ids[list_name] = ids
+        return self._ids[list_name]
+
+    # -- files ------------------------------------------------------------------------------
+    def image_path(self, image_id: str) -> Path:
+        return self.image_dir / f"{image_id}{self.image_ext}"
+
+    def mask_path(self, image_id: str) -> Path:
+        return self.mask_dir / f"{image_id}.png"
+
+    def has_masks(self, list_name: str) -> bool:
+        return all(os.path.exists(self.mask_path(i)) for i in self.ids(list_name))
+
+    def read_image(self, image_id: str) -> np.ndarray:
+        """uint8 (H, W, 3) RGB (grayscale and palette JPEGs are converted)."""
+        with _open_image(self.image_path(image_id), "image") as image:
+            return np.asarray(image.convert("RGB"))
+
+    def read_mask(self, image_id: str) -> np.ndarray:
+        """uint8 (H, W): 0 background, 1..C classes, 255 ignore. Checked against its image."""
+        path = self.mask_path(image_id)
+        mask = self._read_mask_indices(path)
+        with _open_image(self.image_path(image_id), "image", decode=False) as image:
+            width, height = image.size
+        if mask.shape != (height, width):
+            raise SfcError(f"mask is {mask.shape[1]}x{mask.shape[0]} but its image is {width}x{height}",
+                           path=path, fix="regenerate the mask at the image's size")
+        return mask
+
+    def _read_mask_indices(self, path: Path) -> np.ndarray:
+        with _open_image(path, "mask") as image:
+            if image.mode not in ("P", "L"):
+                raise SfcError(f"mask has PIL mode {image.mode}, not a palette or grayscale PNG", path=path,
+                               fix="save masks as palette PNGs of class indices (0 bg, 1..C, 255 ignore)")
+            mask = np.asarray(image)
+        wrong = (mask > self.num_classes) & (mask != IGNORE_INDEX)
+        if wrong.any():
+            raise SfcError(f"mask has class index {int(mask[wrong].max())} but the dataset has "
+                           f"{self.num_classes} classes", path=path,
+                           fix=f"check {CLASS_NAMES_TXT} or the mask folder (--set data.dataset)")
+        return mask
+
+    # -- image-level labels -----------------------------------------------------------------
+    def label(self, image_id: str) -> np.ndarray:
+        """float32 (C,) multi-hot image label."""
+        if self.labels_file.is_file():
+            labels = self._file_labels()
+            if image_id not in labels:
+                raise SfcError(f"label file has no entry for image {image_id}", path=self.labels_file,
+                               fix="regenerate the label file for every image in the lists")
+            return labels[image_id]
+        if image_id not in self._mask_labels:
+            path = self.mask_path(image_id)
+            if not path.is_file():
+                raise SfcError(f"no image-level label for {image_id}: no {LABELS_JSON} and no mask",
+                               path=path, fix=f"add {self.labels_file} or the segmentation masks")
+            present = np.unique(self._read_mask_indices(path))
+            present = present[(present > 0) & (present != IGNORE_INDEX)]
+            label = np.zeros(self.num_classes, dtype=np.float32)
+            label[present.astype(np.int64) - 1] = 1
+            self._mask_labels[image_id] = label
+        return self._mask_labels[image_id]
+
+    def labels(self, list_name: str) -> np.ndarray:
+        """float32 (N, C) labels of a list, in list order."""
+        ids = self.ids(list_name)
+        if self.labels_file.is_file():
+            missing = [i for i in ids if i not in self._file_labels()]
+            if missing:
+                raise SfcError(f"label file has no entry for {len(missing)} image(s) of list "
+                               f"{list_name!r}, first: {', '.join(missing[:5])}", path=self.labels_file,
+                               fix="regenerate the label file for every image in the lists")
+        from_masks = not self.labels_file.is_file()
+        rows = [self.label(i) for i in tqdm(ids, desc=f"labels from masks ({list_name})",
+                                            leave=False, disable=not from_masks)]
+        return np.stack(rows).astype(np.float32)
+
+    def _file_labels(self) -> dict[str, np.ndarray]:
+        if self._labels is None:
+            self._labels = read_labels_file(self.labels_file, self.num_classes)
+        return self._labels
+
+
+def read_labels_file(path: Path, num_classes: int) -> dict[str, np.ndarray]:
+    """Image-level labels from the kit's JSON ({"<id>": [class indices]}) or the reference's
+    `.npy` (a pickled dict id -> float (C,) vector). Returns id -> float32 (C,)."""
+    fix = (f"write {LABELS_JSON} as {{\"<image id>\": [0-based class indices]}} for the "
+           f"{num_classes} classes of the dataset")
+    try:
+        if path.suffix == ".npy":
+            raw = np.load(path, allow_pickle=True).item()
+        else:
+            raw = json.loads(path.read_text())
+    except (OSError, ValueError, AttributeError) as e:
+        raise SfcError(f"cannot read the label file: {e}", path=path, fix=fix) from None
+    if not isinstance(raw, dict):
+        raise SfcError("label file is not a dict of image id -> label", path=path, fix=fix)
+    labels = {}
+    for image_id, value in raw.items():
+        if path.suffix == ".npy":
+            label = np.asarray(value, dtype=np.float32).reshape(-1)
+            if label.shape != (num_classes,):
+                raise SfcError(f"label of {image_id} has {label.size} entries but the dataset has "
+                               f"{num_classes} classes", path=path, fix=fix)
+        else:
+            try:
+                indices = np.asarray(value, dtype=np.int64).reshape(-1)
+            except (TypeError, ValueError):
+                raise SfcError(f"label of {image_id} is {value!r}, not a list of class indices",
+                               path=path, fix=fix) from None
+            if ((indices < 0) | (indices >= num_classes)).any():
+                raise SfcError(f"label of {image_id} names class index {indices.max()} but the dataset "
+                               f"has {num_classes} classes (0..{num_classes - 1})", path=path, fix=fix)
+            label = np.zeros(num_classes, dtype=np.float32)
+            label[indices] = 1
+        labels[str(image_id)] = label
+    return labels
+
+
+def _open_image(path: Path, what: str, decode: bool = True) -> Image.Image:
+    """PIL open that turns a missing or undecodable file into an SfcError naming it.
+
+    With `decode`, the pixels are decoded here, so a truncated JPEG fails now, not later;
+    without, only the header is read (for the size)."""
+    if not os.path.exists(path):
+        raise SfcError(f"{what} file is missing", path=path,
+                       fix="re-extract the dataset or remove the id from its list")
+    try:
+        image = Image.open(path)
+        if decode:
+            image.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise SfcError(f"cannot read {what}: {e}", path=path,
+                       fix="the file is corrupt or truncated: re-extract the dataset") from None
+    return image
+
+
+class TrainDataset(Dataset):
+    """Training view of a list: the reference's augmentation (reference_code.md 1.3).
+
+    Random long-side resize (integer L uniform in resize_long, both ends, bicubic), ImageNet
+    normalisation, horizontal flip with p=0.5, random crop to crop_size x crop_size with zero
+    padding. The randomness of item `index` is a pure function of (seed, epoch, index), so a
+    resumed run and any number of DataLoader workers see the same samples. Call
+    `set_epoch(e)` before building each epoch's DataLoader iterator (with
+    `persistent_workers=True` the workers keep the epoch they were started with).
+
+    Item: `name` str, `image` float32 (3, S, S), `box` int64 (4,) = [y0, y1, x0, x1] of the real
+    image inside the crop (half-open), `label` float32 (C,).
+    """
+
+    def __init__(self, dataset: SegmentationDataset, list_name: str, crop_size: int = 512,
+                 resize_long: tuple[int, int] = (320, 640), flip: bool = True, seed: int = 0):
+        self.dataset = dataset
+        self.ids = dataset.ids(list_name)
+        self.labels = dataset.labels(list_name)
+        self.crop_size = crop_size
+        self.resize_long = resize_long
+        self.flip = flip
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        image = self.dataset.read_image(self.ids[index])
+        low, high = self.resize_long
+        image = normalize(resize_long(image, int(rng.integers(low, high + 1))))
+        flipped = rng.random() < 0.5   # drawn either way: `flip` leaves the crop unchanged
+        if self.flip and flipped:
+            image = hflip(image)
+        image, box = random_crop(image, self.crop_size, rng)
+        return {"name": self.ids[index],
+                "image": torch.from_numpy(image.transpose(2, 0, 1).copy()),
+                "box": torch.from_numpy(box),
+                "label": torch.from_numpy(self.labels[index])}
+
+
+class MultiScaleDataset(Dataset):
+    """Inference view of a list: every scale of the image, each with its flip (1.4).
+
+    Item: `name` str, `size` int64 (2,) = (H, W), `label` float32 (C,), `images` a list with one
+    float32 (2, 3, h_s, w_s) tensor per scale (the image and its horizontal flip; (1, 3, ...)
+    when flip=False), h_s = round(H * s), bicubic, normalised.
+    """
+
+    def __init__(self, dataset: SegmentationDataset, list_name: str,
+                 scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0), flip: bool = True):
+        self.dataset = dataset
+        self.ids = dataset.ids(list_name)
+        self.labels = dataset.labels(list_name)
+        self.scales = scales
+        self.flip = flip
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict:
+        image = self.dataset.read_image(self.ids[index])
+        images = []
+        for scale in self.scales:
+            scaled = normalize(rescale(image, scale))
+            views = [scaled, hflip(scaled)] if self.flip else [scaled]
+            images.append(torch.from_numpy(np.stack(views).transpose(0, 3, 1, 2).copy()))
+        return {"name": self.ids[index],
+                "size": torch.tensor(image.shape[:2], dtype=torch.int64),
+                "label": torch.from_numpy(self.labels[index]),
+                "images": images}
