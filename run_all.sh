@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The main job: execute every notebook in order with papermill, on the synthetic default
+# unless told otherwise. Finished stages are reused (each stage skips work whose output
+# exists), so a second run is cheap; --force redoes everything.
+#
+#   bash run_all.sh                                  # synthetic default, CPU, one seed
+#   bash run_all.sh --full                           # + 3 seeds and the ablation table
+#   bash run_all.sh --smoke                          # tiny preset, a minute or two
+#   bash run_all.sh --preset voc --data-root PATH    # PASCAL VOC 2012 (GPU)
+#
+# Options: --preset NAME  --data-root PATH  --smoke  --full  --force
+#          --name NAME     run folder runs/NAME (default: the preset, with -smoke)
+#          --figures DIR   where figures and tables go (default: figures/, --smoke: runs/NAME/figures)
+# Executed notebooks land in runs/NAME/executed/. Stops at the first failing notebook.
+set -euo pipefail
+cd "$(dirname "$0")"
+repo="$(pwd)"
+
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+
+preset=synthetic data_root="" smoke=False full=False force=False name="" figures=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --preset) preset="${2:?--preset needs a name}"; shift 2 ;;
+    --data-root) data_root="${2:?--data-root needs a path}"; shift 2 ;;
+    --smoke) smoke=True; shift ;;
+    --full) full=True; shift ;;
+    --force) force=True; shift ;;
+    --name) name="${2:?--name needs a name}"; shift 2 ;;
+    --figures) figures="${2:?--figures needs a folder}"; shift 2 ;;
+    -h|--help) usage; exit 0 ;;
+    *) echo "run_all.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
+  esac
+done
+if [ -n "$data_root" ]; then data_root="$(cd "$data_root" 2>/dev/null && pwd)" \
+  || { echo "run_all.sh: --data-root $data_root is not a folder" >&2; exit 2; }; fi
+if [ -z "$name" ]; then name="$preset"; [ "$smoke" = True ] && name="$name-smoke"; fi
+run_root="$repo/runs/$name"
+if [ -z "$figures" ]; then
+  if [ "$smoke" = True ]; then figures="$run_root/figures"; else figures="$repo/figures"; fi
+fi
+mkdir -p "$run_root/executed" "$figures"
+figures="$(cd "$figures" && pwd)"
+
+source scripts/bootstrap.sh
+export MPLBACKEND=Agg PYTHONHASHSEED=0
+
+notebooks=(00_data 01_long_tail_analysis 02_train 03_cam_fusion 04_visualization 05_evaluation)
+echo "[run_all] preset=$preset smoke=$smoke full=$full force=$force"
+echo "[run_all] runs: $run_root   figures: $figures"
+start_all=$(date +%s)
+timings=()
+for nb in "${notebooks[@]}"; do
+  start=$(date +%s)
+  echo "[run_all] $nb ..."
+  if ! python -m papermill "notebooks/$nb.ipynb" "$run_root/executed/$nb.ipynb" \
+      --cwd "$repo" --kernel python3 \
+      -r preset "$preset" -r data_root "$data_root" -r run_root "$run_root" \
+      -r figures_dir "$figures" -p smoke "$smoke" -p full "$full" -p force "$force"; then
+    echo "[run_all] FAILED: notebook $nb (see the executed copy: $run_root/executed/$nb.ipynb)" >&2
+    exit 1
+  fi
+  took=$(( $(date +%s) - start ))
+  timings+=("$(printf '%-24s %4d s' "$nb" "$took")")
+  echo "[run_all] $nb done in ${took} s"
+done
+total=$(( $(date +%s) - start_all ))
+echo "[run_all] elapsed per notebook:"
+printf '  %s\n' "${timings[@]}"
+printf '[run_all] total: %d s (%d min %02d s) on %s CPU cores\n' "$total" $((total / 60)) $((total % 60)) "$(nproc)"
