@@ -127,16 +127,24 @@ class RefineConfig:
 
 @dataclass
 class SegmentConfig:
-    network: str = "deeplabv3_resnet101"  # torchvision segmentation model name
-    backbone_weights: str = "imagenet"
-    crop_size: int = 512
-    scale_range: tuple[float, float] = (0.5, 2.0)
-    batch_size: int = 16
-    iterations: int = 30000
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    poly_power: float = 0.9
+    # Step 3 (method.md 5): the DeepLabV3 recipe of VainF/DeepLabV3Plus-Pytorch (VOC trainaug)
+    # and torchvision's references/segmentation, unless a line says otherwise.
+    network: str = "deeplabv3_resnet101"  # torchvision.models.segmentation builder name
+    backbone_weights: str = "imagenet"    # "imagenet" (torchvision's download) | a .pth path | "none"
+    crop_size: int = 512                  # VainF: 513; image padded with the mean, mask with 255
+    scale_range: tuple[float, float] = (0.5, 2.0)   # random rescale (VainF, torchvision refs)
+    flip: bool = True                     # random horizontal flip, p = 0.5
+    batch_size: int = 16                  # VainF / DeepLabV3 paper
+    iterations: int = 30000               # VainF / DeepLabV3 paper: 30K on VOC trainaug
+    lr: float = 0.01                      # VainF (DeepLabV3 paper: 0.007)
+    backbone_lr_mult: float = 0.1         # VainF: pretrained backbone at lr x 0.1
+    momentum: float = 0.9                 # VainF, torchvision refs
+    weight_decay: float = 1e-4            # torchvision refs (VainF's code default: 4e-5)
+    poly_power: float = 0.9               # lr x (1 - t/T)^0.9 (DeepLab)
+    eval_scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # DeepLabV3 paper, + flip
+    eval_crf: bool = False                # dense CRF (refine.crf_* constants) after multi-scale
+    log_every: int = 20
+    checkpoint_every: int = 1000
 
 
 @dataclass
