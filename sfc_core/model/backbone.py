@@ -1,0 +1,206 @@
+"""Backbones: a registry of networks that return their four stage outputs (x1, x2, x3, x4).
+
+    backbone = build_backbone("resnet50", weights="imagenet")
+    x1, x2, x3, x4 = backbone(images)          # strides 4, 8, 16, 16 for the ResNets
+    backbone.channels                          # (256, 512, 1024, 2048)
+    backbone.feature_size(512, 512)            # (32, 32): the grid of x3 and x4
+
+Registered entries (``BACKBONES``):
+
+- ``resnet50``, ``resnet101``: torchvision ResNets with strides (2, 2, 2, 1) and no dilation
+  (layer4's first block has stride 1), output stride 16, as the reference. Their freeze
+  policy is the reference's: every BatchNorm in eval mode with frozen running statistics;
+  conv1/bn1, layer1 and layer2 get no gradient (``requires_grad_(False)``, the output of
+  layer2 detached, left out of the optimiser); layer3 and layer4 train, BN affine included.
+  Weights: ``"imagenet"`` (torchvision IMAGENET1K_V1, the reference's 76.1% weights, from
+  torch's hub cache or a download), a path to a torchvision state dict, or ``"none"``.
+- ``tiny``: a width-reduced ResNet-18 layout (widths 16-32-64-128, blocks 1/1/2/2) for the
+  synthetic CPU presets: a 3x3 stride-2 stem without max-pool, layer2 and layer3 at stride 2,
+  layer4 dilated, so output stride 8 (a 128 px image gives 16x16). Trained from scratch, so
+  its BatchNorm trains and nothing is frozen. Weights: ``"none"`` or a path.
+
+The freeze policy is data of each entry (``frozen_stages``, ``frozen_bn``), applied by
+``Backbone`` in one place.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+from sfc_core.errors import SfcError
+
+BACKBONES: dict[str, Callable[[str], Backbone]] = {}
+
+
+def register(name: str) -> Callable:
+    def add(builder: Callable[[str], Backbone]) -> Callable[[str], Backbone]:
+        BACKBONES[name] = builder
+        return builder
+    return add
+
+
+def build_backbone(name: str, weights: str = "none") -> Backbone:
+    """The registered backbone ``name`` with ``weights`` ("imagenet", a state-dict path, "none")."""
+    if name not in BACKBONES:
+        raise SfcError(f"unknown backbone {name!r}",
+                       fix=f"set model.backbone to one of: {', '.join(BACKBONES)}")
+    return BACKBONES[name](weights)
+
+
+class Backbone(nn.Module):
+    """Five stages (stem, layer1..layer4); ``forward`` returns the outputs of layer1..layer4.
+
+    frozen_stages: index of the last stage (0 = stem) that gets no gradient; its output is
+    detached and it and all stages before it have ``requires_grad=False``. -1: none frozen.
+    frozen_bn: every BatchNorm stays in eval mode (running statistics used, never updated).
+    """
+
+    def __init__(self, stages: list[nn.Module], channels: tuple[int, int, int, int],
+                 output_stride: int, frozen_stages: int = -1, frozen_bn: bool = False):
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+        self.channels = channels
+        self.output_stride = output_stride
+        self.frozen_stages = frozen_stages
+        self.frozen_bn = frozen_bn
+        for stage in self.stages[:frozen_stages + 1]:
+            stage.requires_grad_(False)
+        self.train()
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """images (N, 3, H, W) -> (x1, x2, x3, x4), each (N, channels[i], ...)."""
+        outputs = []
+        x = images
+        for index, stage in enumerate(self.stages):
+            x = stage(x)
+            if index == self.frozen_stages:
+                x = x.detach()
+            if index > 0:
+                outputs.append(x)
+        return tuple(outputs)
+
+    def train(self, mode: bool = True) -> Backbone:
+        super().train(mode)
+        if self.frozen_bn:
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+        return self
+
+    def feature_size(self, height: int, width: int) -> tuple[int, int]:
+        """The (h, w) grid of x3/x4 for an (H, W) input: ceil(./2) once per stride-2 step."""
+        for _ in range(int(math.log2(self.output_stride))):
+            height, width = (height + 1) // 2, (width + 1) // 2
+        return height, width
+
+
+def load_state_dict_file(module: nn.Module, path: str | Path, ignore_prefixes: tuple[str, ...] = ()) -> None:
+    """Load a state dict saved with ``torch.save`` into ``module``; SfcError on any mismatch."""
+    path = Path(path)
+    fix = "give a state dict saved from the same architecture (torchvision layout), or 'none'"
+    if not path.is_file():
+        raise SfcError("backbone weights file not found", path=path, fix=fix)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise SfcError(f"cannot read backbone weights ({type(e).__name__})", path=path, fix=fix) from None
+    if not isinstance(state, dict):
+        raise SfcError("backbone weights file is not a state dict", path=path, fix=fix)
+    state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
+    result = module.load_state_dict(state, strict=False)
+    shape_errors = [k for k, v in state.items() if k in module.state_dict()
+                    and module.state_dict()[k].shape != v.shape]
+    if result.missing_keys or result.unexpected_keys or shape_errors:
+        raise SfcError(f"backbone weights do not match {type(module).__name__}: "
+                       f"missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}, "
+                       f"wrong shape {shape_errors[:3]}", path=path, fix=fix)
+
+
+# -- torchvision ResNets at output stride 16 -----------------------------------------------
+
+def _torchvision_resnet(name: str, weights: str) -> Backbone:
+    builder = getattr(torchvision.models, name)
+    if weights == "imagenet":
+        try:
+            resnet = builder(weights="IMAGENET1K_V1")
+        except Exception as e:  # offline: no hub cache and no network
+            file = {"resnet50": "resnet50-19c8e357.pth", "resnet101": "resnet101-5d3b4d8f.pth"}[name]
+            raise SfcError(f"cannot load ImageNet weights for {name} ({type(e).__name__}: {e})",
+                           path=Path(torch.hub.get_dir()) / "checkpoints" / file,
+                           fix=f"download {file} elsewhere and pass "
+                               f"--set model.backbone_weights=/path/{file} (or --backbone-weights)") from None
+    else:
+        resnet = builder(weights=None)
+        if weights != "none":
+            load_state_dict_file(resnet, weights)
+    # strides (2, 2, 2, 1): layer4 keeps stride 16, no dilation (reference network/resnet50.py)
+    resnet.layer4[0].conv2.stride = (1, 1)
+    resnet.layer4[0].downsample[0].stride = (1, 1)
+    stem = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool)
+    return Backbone([stem, resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4],
+                    channels=(256, 512, 1024, 2048), output_stride=16, frozen_stages=2, frozen_bn=True)
+
+
+@register("resnet50")
+def resnet50(weights: str = "imagenet") -> Backbone:
+    return _torchvision_resnet("resnet50", weights)
+
+
+@register("resnet101")
+def resnet101(weights: str = "imagenet") -> Backbone:
+    return _torchvision_resnet("resnet101", weights)
+
+
+# -- the tiny from-scratch backbone for CPU presets ----------------------------------------
+
+class BasicBlock(nn.Module):
+    """ResNet basic block (two 3x3 convs) with optional stride and dilation."""
+
+    def __init__(self, in_channels: int, channels: int, stride: int = 1, dilation: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, padding=dilation, dilation=dilation, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, 1, padding=dilation, dilation=dilation, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or in_channels != channels:
+            self.downsample = nn.Sequential(nn.Conv2d(in_channels, channels, 1, stride, bias=False),
+                                            nn.BatchNorm2d(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        return self.relu(self.bn2(self.conv2(out)) + identity)
+
+
+def _layer(in_channels: int, channels: int, blocks: int, stride: int, dilation: int) -> nn.Sequential:
+    return nn.Sequential(BasicBlock(in_channels, channels, stride, dilation),
+                         *[BasicBlock(channels, channels, 1, dilation) for _ in range(blocks - 1)])
+
+
+@register("tiny")
+def tiny(weights: str = "none") -> Backbone:
+    widths, blocks = (16, 32, 64, 128), (1, 1, 2, 2)
+    stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 2, padding=1, bias=False),
+                         nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+    layers = [_layer(widths[0], widths[0], blocks[0], stride=1, dilation=1),
+              _layer(widths[0], widths[1], blocks[1], stride=2, dilation=1),
+              _layer(widths[1], widths[2], blocks[2], stride=2, dilation=1),
+              _layer(widths[2], widths[3], blocks[3], stride=1, dilation=2)]
+    for module in [stem, *layers]:
+        for m in module.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+    backbone = Backbone([stem, *layers], channels=widths, output_stride=8)
+    if weights == "imagenet":
+        raise SfcError("the tiny backbone has no ImageNet weights",
+                       fix="set model.backbone_weights=none (it trains from scratch) or a .pth path")
+    if weights != "none":
+        load_state_dict_file(backbone, weights)
+    return backbone

@@ -1,0 +1,106 @@
+"""The CAM math of SFC as pure functions (method.md section 2, reference_code.md 2.3-2.4).
+
+Shapes: N images, C foreground classes, K = C+1 channels with background at channel 0,
+(h, w) the feature grid, P = h*w pixels, D feature channels.
+
+    cam = classifier_cam(logit_map, valid_mask)                 # (N, K, h, w)
+    cam = pixel_correlation(cam, pcm_features)                  # PCM-refined classifier CAM
+    features = hierarchical_features([s1, s2, s3, s4], (h, w))  # (N, 768, h, w)
+    seed = seeds(cam, valid_mask, background_scale=0.3)         # one-hot, no gradient
+    proto_cam = prototype_cam(features, prototypes(seed, features))
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-5            # the reference's eps for max- and L2-normalisation
+COSINE_EPS = 1e-8     # torch.cosine_similarity's eps, as the reference's prototype CAM
+
+
+def max_normalise(x: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """(N, K, h, w) -> each (image, channel) divided by its spatial max + eps."""
+    return x / (x.amax(dim=(-2, -1), keepdim=True) + eps)
+
+
+def l2_normalise(x: torch.Tensor, dim: int = 1, eps: float = EPS) -> torch.Tensor:
+    """x / (||x||_2 + eps) along ``dim`` (the reference's form, not F.normalize's max(., eps))."""
+    return x / (x.norm(dim=dim, keepdim=True) + eps)
+
+
+def classifier_cam(logit_map: torch.Tensor, valid_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Max-normalised classifier CAM with a background channel.
+
+    logit_map (N, C, h, w) raw classifier map; valid_mask (N, K, h, w) or broadcastable
+    (e.g. (1, K, 1, 1) = [1, label]), or None for no masking. Returns (N, K, h, w):
+    channel 0 = 1 - max over all C classes, channels 1..C = maxnorm(relu(logit_map)),
+    all multiplied by the valid mask.
+    """
+    foreground = max_normalise(F.relu(logit_map))
+    background = 1 - foreground.amax(dim=1, keepdim=True)
+    cam = torch.cat([background, foreground], dim=1)
+    return cam if valid_mask is None else cam * valid_mask
+
+
+def pixel_correlation(cam: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """PCM (SEAM): propagate the CAM twice through the features' pixel affinity.
+
+    cam (N, K, h, w); features (N, D, h, w). Each pixel's feature is L2-normalised, the
+    affinity A = relu(f^T f) (N, P, P) is column-normalised (each column sums to 1, eps 1e-5),
+    and the result is cam @ A @ A, reshaped to (N, K, h, w). Not re-normalised.
+    """
+    n, k, h, w = cam.shape
+    f = l2_normalise(features.flatten(2))                          # (N, D, P)
+    affinity = F.relu(torch.bmm(f.transpose(1, 2), f))             # (N, P, P)
+    affinity = affinity / (affinity.sum(dim=1, keepdim=True) + EPS)
+    refined = torch.bmm(torch.bmm(cam.reshape(n, k, h * w), affinity), affinity)
+    return refined.reshape(n, k, h, w)
+
+
+def hierarchical_features(sides: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """Concatenate per-pixel L2-normalised side features on one grid.
+
+    sides: [(N, D_i, h_i, w_i)]; each is L2-normalised over channels, then resized to
+    ``size`` = (h, w) with plain bilinear (align_corners=False, no anti-aliasing).
+    Returns (N, sum D_i, h, w).
+    """
+    return torch.cat([F.interpolate(l2_normalise(side), size=size, mode="bilinear", align_corners=False)
+                      for side in sides], dim=1)
+
+
+@torch.no_grad()
+def seeds(cam: torch.Tensor, valid_mask: torch.Tensor, background_scale: float = 0.3) -> torch.Tensor:
+    """One-hot seeds of the arg-max class, background scaled first. No gradient.
+
+    cam (N, K, h, w); valid_mask (N, K, h, w) or broadcastable (label-masked). Returns
+    (N, K, h, w) in cam's dtype: onehot(argmax_k cam_k * [background_scale, 1, ..., 1])
+    times the valid mask, so seeds of absent classes and padding are 0.
+    """
+    scale = torch.ones(cam.shape[1], dtype=cam.dtype, device=cam.device)
+    scale[0] = background_scale
+    winner = (cam * scale[:, None, None]).argmax(dim=1)                     # (N, h, w)
+    one_hot = F.one_hot(winner, cam.shape[1]).permute(0, 3, 1, 2).to(cam.dtype)
+    return one_hot * valid_mask
+
+
+def prototypes(seeds: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """Image-specific class prototypes: the seed-masked sum of features over all P pixels / P.
+
+    seeds (N, K, h, w); features (N, D, h, w) -> (N, K, D). Dividing by P, not the seed count,
+    follows the reference; only the direction is used. A class without seeds gets zero.
+    """
+    n, k, h, w = seeds.shape
+    return torch.einsum("nkp,ncp->nkc", seeds.reshape(n, k, h * w), features.flatten(2)) / (h * w)
+
+
+def prototype_cam(features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
+    """ReLU of the cosine similarity between every pixel's feature and each prototype.
+
+    features (N, D, h, w); prototypes (N, K, D) -> (N, K, h, w). Cosine as
+    torch.cosine_similarity (each vector divided by max(norm, 1e-8)): a zero prototype gives 0.
+    """
+    n, d, h, w = features.shape
+    f = features.flatten(2)
+    f = f / f.norm(dim=1, keepdim=True).clamp_min(COSINE_EPS)
+    p = prototypes / prototypes.norm(dim=2, keepdim=True).clamp_min(COSINE_EPS)
+    return F.relu(torch.bmm(p, f)).reshape(n, -1, h, w)

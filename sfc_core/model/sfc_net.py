@@ -1,0 +1,144 @@
+"""The SFC network: a backbone plus the new 1x1 layers; all CAM math is in ``cam.py``.
+
+    model = build_model(cfg.model, num_classes)
+    out = model(images, valid_mask)      # training: score, cam (PCM-refined), prototype_cam
+    cam, proto = model.infer(pair, label)   # inference on an image + its flip
+    model = load_model(run_dir)          # best.pt (else last.pt) of a training run
+
+New layers (reference_code.md 2.2), all 1x1 convolutions without bias:
+side1..side4 on the detached x1..x4 -> ``model.side_channels`` (hierarchical features),
+``classifier`` x4 -> C, ``pcm_projection`` (the reference's f9) (3 + C4) -> C4 on the image
+resized to the grid and x4.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sfc_core.config import ModelConfig
+from sfc_core.errors import SfcError
+from sfc_core.model import cam as cam_math
+from sfc_core.model.backbone import Backbone, build_backbone
+
+ARCHITECTURE = "sfc"   # recorded in checkpoints and checked when loading
+
+
+class SfcNet(nn.Module):
+    def __init__(self, backbone: Backbone, num_classes: int,
+                 side_channels: tuple[int, int, int, int] = (128, 128, 256, 256),
+                 seed_background_scale: float = 0.3):
+        super().__init__()
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.seed_background_scale = seed_background_scale
+        self.sides = nn.ModuleList(nn.Conv2d(c_in, c_out, 1, bias=False)
+                                   for c_in, c_out in zip(backbone.channels, side_channels))
+        top = backbone.channels[-1]
+        self.classifier = nn.Conv2d(top, num_classes, 1, bias=False)
+        self.pcm_projection = nn.Conv2d(3 + top, top, 1, bias=False)
+
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters: ``backbone`` (lr) and ``new`` (lr x new_layer_lr_mult)."""
+        new = [*self.sides.parameters(), *self.classifier.parameters(), *self.pcm_projection.parameters()]
+        return {"backbone": [p for p in self.backbone.parameters() if p.requires_grad],
+                "new": [p for p in new if p.requires_grad]}
+
+    def feature_size(self, height: int, width: int) -> tuple[int, int]:
+        """(h, w) of the CAM grid for an (H, W) input."""
+        return self.backbone.feature_size(height, width)
+
+    # -- pieces shared by training and inference -------------------------------------------
+    def _pcm_features(self, images: torch.Tensor, x4: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W), (N, C4, h, w) -> (N, C4, h, w): f9(concat(bilinear-AC image, x4))."""
+        small = F.interpolate(images, size=x4.shape[-2:], mode="bilinear", align_corners=True)
+        return self.pcm_projection(torch.cat([small, x4], dim=1))
+
+    def _hierarchical_features(self, stages: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """Side convs on the detached stage outputs -> (N, sum(side_channels), h, w) on x3's grid."""
+        sides = [side(x.detach()) for side, x in zip(self.sides, stages)]
+        return cam_math.hierarchical_features(sides, stages[2].shape[-2:])
+
+    def _prototype_cam(self, cam: torch.Tensor, features: torch.Tensor, seed_mask: torch.Tensor) -> torch.Tensor:
+        seeds = cam_math.seeds(cam, seed_mask, self.seed_background_scale)
+        return cam_math.prototype_cam(features, cam_math.prototypes(seeds, features))
+
+    # -- training ----------------------------------------------------------------------------
+    def forward(self, images: torch.Tensor, valid_mask: torch.Tensor,
+                with_prototype_cam: bool = True) -> dict[str, torch.Tensor]:
+        """images (N, 3, H, W); valid_mask (N, C+1, h, w), label-masked (or broadcastable,
+        e.g. (N, C+1, 1, 1) = [1, label] for uncropped validation images).
+
+        Returns ``score`` (N, C) class logits (GAP of the classifier map), ``cam``
+        (N, C+1, h, w) the PCM-refined classifier CAM, and, unless ``with_prototype_cam`` is
+        False, ``prototype_cam`` (N, C+1, h, w).
+        """
+        stages = self.backbone(images)
+        x4 = stages[3]
+        logit_map = self.classifier(x4)
+        cam = cam_math.classifier_cam(logit_map, valid_mask)
+        out = {"score": logit_map.mean(dim=(2, 3)),
+               "cam": cam_math.pixel_correlation(cam, self._pcm_features(images, x4))}
+        if with_prototype_cam:
+            out["prototype_cam"] = self._prototype_cam(out["cam"], self._hierarchical_features(stages),
+                                                       valid_mask)
+        return out
+
+    # -- inference ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def infer(self, images: torch.Tensor, label: torch.Tensor,
+              mask_by_label: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """CAMs of one image at one scale (reference_code.md 2.4).
+
+        images (2, 3, H, W) = the image and its horizontal flip, or (1, 3, H, W); label (C,).
+        With a flip pair, the classifier map, the hierarchical features, x4 and the image are
+        summed with the flipped view mirrored back, before any normalisation. The seeds are
+        masked by [1, label]; the classifier CAM only when ``mask_by_label`` (the reference
+        does not). Returns (cam, prototype_cam), each (C+1, h, w).
+        """
+        stages = self.backbone(images)
+        x4 = stages[3]
+        logit_map, features = self.classifier(x4), self._hierarchical_features(stages)
+        if images.shape[0] == 2:
+            logit_map, features, x4, images = (t[:1] + t[1:].flip(-1) for t in (logit_map, features, x4, images))
+        label_mask = torch.cat([label.new_ones(1), label]).to(logit_map.dtype)[None, :, None, None]
+        cam = cam_math.classifier_cam(logit_map, label_mask if mask_by_label else None)
+        cam = cam_math.pixel_correlation(cam, self._pcm_features(images, x4))
+        return cam[0], self._prototype_cam(cam, features, label_mask)[0]
+
+
+def build_model(model_cfg: ModelConfig, num_classes: int) -> SfcNet:
+    """An SfcNet for ``num_classes`` foreground classes (from the dataset) and ``model_cfg``."""
+    backbone = build_backbone(model_cfg.backbone, model_cfg.backbone_weights)
+    return SfcNet(backbone, num_classes, model_cfg.side_channels, model_cfg.seed_background_scale)
+
+
+def checkpoint_identity(model_cfg: ModelConfig, class_names: list[str]) -> dict:
+    """What a checkpoint records about the network, and what loading it checks."""
+    return {"architecture": ARCHITECTURE, "backbone": model_cfg.backbone,
+            "num_classes": len(class_names), "class_names": list(class_names)}
+
+
+def load_model(run_dir: str | Path, which: str = "best", device: torch.device | str | None = None) -> SfcNet:
+    """The trained SfcNet of a run directory, in eval mode on ``device`` (default: auto).
+
+    ``which`` = "best" (falls back to last.pt when best.pt is absent) or "last". The
+    checkpoint must match RUN_DIR/config.json and class_names.json (SfcError otherwise).
+    """
+    from sfc_core import engine
+    from sfc_core.run_dir import RunDir
+
+    if which not in ("best", "last"):
+        raise SfcError(f"unknown checkpoint {which!r}", fix="use which='best' or which='last'")
+    run = RunDir(run_dir)
+    cfg, class_names = run.load_config(), run.class_names()
+    path = run.best_checkpoint if which == "best" and run.best_checkpoint.is_file() else run.last_checkpoint
+    ckpt = engine.load_checkpoint(path)
+    engine.check_compatible(ckpt, checkpoint_identity(cfg.model, class_names), path)
+    cfg.model.backbone_weights = "none"      # the checkpoint holds every weight
+    model = build_model(cfg.model, len(class_names))
+    model.load_state_dict(ckpt["model"])
+    device = engine.select_device("auto") if device is None else torch.device(device)
+    return model.to(device).eval()
