@@ -14,7 +14,9 @@ imports another stage.
       refine/<method>/            relation labels, IRN checkpoint, work files
       pseudo/<method>/SegmentationClassPseudo/<id>.png + pseudo/<method>/<list>.txt
       seg_eval.json               pseudo-mask mIoU per method
-      segment/<masks>/            step 3: checkpoints/, metrics.jsonl, final_eval.json
+      segment/<masks>/            step 3, laid out like a run (RunDir(segment_dir(masks))):
+                                  config.json, checkpoints/, metrics.jsonl, tb/,
+                                  final_eval.json, predictions/<id>.png
 """
 from __future__ import annotations
 
@@ -116,3 +118,7 @@ class RunDir:
 
     def final_eval_json(self, masks: str) -> Path:
         return self.segment_dir(masks) / "final_eval.json"
+
+    def segment_predictions(self, masks: str) -> Path:
+        """Folder of palette PNGs ``<id>.png``: the step-3 network's held-out predictions."""
+        return self.segment_dir(masks) / "predictions"
