@@ -70,13 +70,19 @@ def threshold_confusions(fg_class: np.ndarray, fg_score: np.ndarray, gt: np.ndar
     """Confusions of the predictions ``where(fg_score > t, fg_class, 0)`` for every t at once.
 
     fg_class: int (P,) the best foreground class per pixel (1..C); fg_score: float (P,) its
-    score; gt: (P,) ground truth, already free of ignore pixels; thresholds: (T,) ascending.
+    score; gt: (P,) ground truth, already free of ignore pixels; thresholds: (T,) ascending,
+    compared in the dtype of fg_score.
     Returns int64 (T, K, K). A pixel is foreground for exactly the thresholds below its score,
     so one bincount of (gt, class, number of thresholds below the score) and a cumulative sum
     give all T matrices, at the cost of one.
     """
     k, t = num_classes, len(thresholds)
-    above = np.searchsorted(np.asarray(thresholds), fg_score, side="left")  # (P,) in 0..T
+    # thresholds in the scores' dtype, so ties break as `score > t` does on those arrays
+    thresholds = np.asarray(thresholds, dtype=fg_score.dtype)
+    if np.any(np.diff(thresholds) <= 0):
+        raise SfcError(f"thresholds must be strictly ascending, got {thresholds.tolist()}",
+                       fix="sort the threshold sweep (cams.threshold_sweep) and drop repeats")
+    above = np.searchsorted(thresholds, fg_score, side="left")             # (P,) in 0..T
     index = (gt.astype(np.int64) * k + fg_class) * (t + 1) + above
     counts = np.bincount(index, minlength=k * k * (t + 1)).reshape(k, k, t + 1)
     # foreground at threshold i <=> above > i: sum the bins above..T that exceed i
