@@ -262,6 +262,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data.dataset": "synthetic",
         "data.root": "data/synthetic",
         "data.synthetic_size": "default",
+        "data.resize_long": (64, 128),    # 96 px images: the reference's 320-640 range relative to VOC's 500 px
+        "data.crop_size": 96,             # OS 8 -> 12x12 CAMs (the probe's grid)
         "model.backbone": "tiny",         # width-reduced ResNet-18 layout, trained from scratch
         "model.backbone_weights": "none",
         "train.optimizer": "adamw",       # from-scratch recipe (synthetic_benchmark.md probe)
@@ -280,6 +282,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data.dataset": "synthetic",
         "data.root": "data/synthetic",
         "data.synthetic_size": "smoke",
+        "data.resize_long": (48, 80),     # 64 px images
+        "data.crop_size": 64,
         "model.backbone": "tiny",
         "model.backbone_weights": "none",
         "train.optimizer": "adamw",
