@@ -99,6 +99,7 @@ class CamConfig:
 class RefineConfig:
     relation_lambda: float = 0.7          # fusion used for IRN's relation labels (reference)
     relation_rule: str = "reference"      # "reference" (CRF twice, bg x 0.5) | "thresholds" (IRN)
+    relation_bg_scale: float = 0.5        # reference rule: background x 0.5 for the second map
     conf_fg_threshold: float = 0.30       # IRN's own rule
     conf_bg_threshold: float = 0.05
     crf_iterations: int = 10
@@ -109,14 +110,14 @@ class RefineConfig:
     crf_bilateral_compat: float = 10.0
     crf_label_confidence: float = 0.7
     irn_backbone: str = "resnet50"
+    irn_backbone_weights: str = "imagenet"  # "imagenet" | a .pth path | "sfc": the run's trained backbone
     irn_crop_size: int = 512
     irn_batch_size: int = 32
     irn_epochs: int = 3
-    irn_lr: float = 0.1
-    irn_new_layer_lr_mult: float = 10.0
+    irn_lr: float = 0.1                   # boundary branch (the displacement branch, lr x 10, is dropped)
     irn_weight_decay: float = 1e-4
     irn_scale_range: tuple[float, float] = (0.5, 1.0)  # reference's effective range
-    irn_radius: int = 10                  # path radius at 1/4 resolution
+    irn_radius: int = 10                  # path radius on the boundary grid (1/4 resolution)
     walk_lambda: float = 0.3              # fusion used for the random walk
     walk_beta: float = 10.0
     walk_exp_times: int = 8               # 2^8 steps
@@ -275,6 +276,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.epochs": 20,
         "train.val_every": 0,
         "train.checkpoint_every": 100,
+        "refine.irn_backbone": "tiny",    # IRN on the run's own trained backbone (a random one is useless)
+        "refine.irn_backbone_weights": "sfc",
+        "refine.irn_crop_size": 96,
+        "refine.irn_scale_range": (0.75, 1.25),  # around the walk's scale 1 (images are only 96 px)
+        "refine.irn_radius": 5,           # tiny's boundary grid is 1/2 resolution: objects ~12 px wide
+        "refine.walk_radius": 3,
         "segment.network": "lraspp_mobilenet_v3_large",
         "segment.backbone_weights": "none",
     },
@@ -297,6 +304,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.checkpoint_every": 5,
         "train.log_every": 2,
         "cams.scales": (1.0, 0.5),
+        "refine.irn_backbone": "tiny",
+        "refine.irn_backbone_weights": "sfc",
+        "refine.irn_crop_size": 64,
+        "refine.irn_scale_range": (0.75, 1.25),
+        "refine.irn_batch_size": 8,
+        "refine.irn_epochs": 1,
+        "refine.irn_radius": 5,
+        "refine.walk_radius": 3,
         "segment.network": "lraspp_mobilenet_v3_large",
         "segment.backbone_weights": "none",
         "segment.iterations": 4,
