@@ -1,0 +1,192 @@
+"""Mechanism diagnostics on the synthetic dataset, which knows which pixels are a shared part.
+
+The paper's claim is that a head class's CAM learns the part it shares with rarer classes
+and so takes their pixels. Two figures test it directly:
+
+- ``shared_part_recall``: per class, the share of its shared-part pixels that the prediction
+  gives to that class (for a head class: does its CAM cover the shared part?);
+- ``lost_to_other_class``: per class, the share of its ground-truth pixels predicted as
+  another foreground class, and which class took most (for a non-head: its head?).
+
+Both come from one integer table accumulated over an image list, ``counts[g, part, p]`` =
+pixels of ground-truth class g (0 background, 1..C) lying on part value ``part`` (0 none,
+1 shared part, 2 own part; ``SegmentationPart/``) predicted as class p:
+
+    groups = read_groups(dataset_root)
+    counts = accumulate_part_confusion(((pred, gt, read_part_mask(root, i)) for ...), C + 1)
+    shared_part_recall(counts); lost_to_other_class(counts); mechanism_summary(counts, groups)
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from sfc_core.errors import SfcError
+
+IGNORE = 255
+NUM_PART_VALUES = 3          # 0 none, 1 shared (large) part, 2 own part
+SHARED_PART, OWN_PART = 1, 2
+PART_DIR = "SegmentationPart"
+GROUPS_JSON = "groups.json"
+
+
+@dataclass(frozen=True)
+class Groups:
+    """The class groups of a synthetic dataset (from its groups.json)."""
+    class_names: tuple[str, ...]     # foreground, label order
+    head: np.ndarray                 # int64 (C,): 0-based index of each class's group head
+    group: np.ndarray                # int64 (C,): group index of each class
+    shared_parts: bool               # False for the control set
+
+    @property
+    def is_head(self) -> np.ndarray:
+        """bool (C,)"""
+        return self.head == np.arange(len(self.class_names))
+
+
+def read_groups(root: str | Path) -> Groups:
+    """Read ``<root>/groups.json`` written by ``sfc_core.data.synthetic``."""
+    path = Path(root) / GROUPS_JSON
+    if not path.is_file():
+        raise SfcError("no groups.json: mechanism diagnostics need a synthetic dataset", path=path,
+                       fix="generate one: python -m sfc_core synth --preset smoke --out DIR")
+    try:
+        data = json.loads(path.read_text())
+        classes = data["classes"]
+        names = tuple(c["name"] for c in classes)
+        head = np.array([names.index(c["head"]) for c in classes], dtype=np.int64)
+        group = np.array([c["group"] for c in classes], dtype=np.int64)
+        shared = all(g["shared_part"] is not None for g in data["groups"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise SfcError(f"groups.json is malformed ({type(e).__name__}: {e})", path=path,
+                       fix="regenerate the dataset with --force") from None
+    return Groups(names, head, group, shared)
+
+
+def read_part_mask(root: str | Path, image_id: str) -> np.ndarray:
+    """uint8 (H, W) part mask of one image: 0 none, 1 shared part, 2 own part."""
+    path = Path(root) / PART_DIR / f"{image_id}.png"
+    if not path.is_file():
+        raise SfcError(f"no part mask for image {image_id}", path=path,
+                       fix="part masks exist only in synthetic datasets; regenerate it with --force")
+    with Image.open(path) as image:
+        return np.asarray(image)
+
+
+def part_confusion(pred: np.ndarray, gt: np.ndarray, part: np.ndarray, num_classes: int) -> np.ndarray:
+    """Pixel counts ``counts[g, part, p]`` for one image.
+
+    pred, gt, part: integer (H, W); pred in 0..K-1, gt in 0..K-1 or 255 (ignored), part in
+    0..2. num_classes K = C + 1 (background included). Returns int64 (K, 3, K).
+    """
+    pred, gt, part = (np.asarray(a) for a in (pred, gt, part))
+    if not pred.shape == gt.shape == part.shape:
+        raise SfcError(f"shapes differ: prediction {pred.shape}, ground truth {gt.shape}, parts {part.shape}",
+                       fix="resize the prediction to the mask's size")
+    valid = gt != IGNORE
+    pred, gt, part = pred[valid].astype(np.int64), gt[valid].astype(np.int64), part[valid].astype(np.int64)
+    for name, values, limit in (("prediction", pred, num_classes), ("ground truth", gt, num_classes),
+                                ("part mask", part, NUM_PART_VALUES)):
+        if values.size and (values.min() < 0 or values.max() >= limit):
+            raise SfcError(f"{name} has values outside 0..{limit - 1} "
+                           f"(min {values.min()}, max {values.max()})",
+                           fix="check that the masks and the run use the same class list")
+    index = (gt * NUM_PART_VALUES + part) * num_classes + pred
+    size = num_classes * NUM_PART_VALUES * num_classes
+    return np.bincount(index, minlength=size).reshape(num_classes, NUM_PART_VALUES, num_classes)
+
+
+def accumulate_part_confusion(samples: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                              num_classes: int, progress: bool = True) -> np.ndarray:
+    """Sum of ``part_confusion`` over ``(pred, gt, part)`` triples: int64 (K, 3, K)."""
+    total = np.zeros((num_classes, NUM_PART_VALUES, num_classes), dtype=np.int64)
+    for pred, gt, part in tqdm(samples, desc="part confusion", disable=not progress, leave=False):
+        total += part_confusion(pred, gt, part, num_classes)
+    return total
+
+
+def _share(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+def _nanmean(values: np.ndarray) -> float:
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else float("nan")
+
+
+def part_recall(counts: np.ndarray, part_value: int) -> np.ndarray:
+    """float64 (C,): share of each class's pixels on ``part_value`` predicted as that class.
+
+    nan for a class with no such pixels. counts: (C+1, 3, C+1) from part_confusion.
+    """
+    on_part = counts[1:, part_value, :]                       # (C, C+1) gt class x pred
+    return _share(np.diagonal(on_part[:, 1:]), on_part.sum(1))
+
+
+def shared_part_recall(counts: np.ndarray) -> np.ndarray:
+    """float64 (C,): recall of each class on its shared-part pixels."""
+    return part_recall(counts, SHARED_PART)
+
+
+def own_part_recall(counts: np.ndarray) -> np.ndarray:
+    """float64 (C,): recall of each class on its own-part pixels."""
+    return part_recall(counts, OWN_PART)
+
+
+def lost_to_other_class(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per class, (share of GT pixels predicted as another foreground class, the top taker).
+
+    Returns float64 (C,) shares (nan for a class with no GT pixels) and int64 (C,) 0-based
+    index of the foreground class that took most of them (-1 where none was taken).
+    """
+    conf = counts.sum(1)[1:, 1:]                              # (C, C) fg gt x fg pred
+    taken = conf - np.diag(np.diag(conf))
+    share = _share(taken.sum(1), counts[1:].sum((1, 2)))
+    taker = np.where(taken.sum(1) > 0, taken.argmax(1), -1)
+    return share, taker
+
+
+def lost_to_head(counts: np.ndarray, groups: Groups) -> np.ndarray:
+    """float64 (C,): share of each class's GT pixels predicted as its group head (nan for heads)."""
+    c = len(groups.class_names)
+    conf = counts.sum(1)                                      # (C+1, C+1)
+    share = _share(conf[1 + np.arange(c), 1 + groups.head], conf[1:].sum(1))
+    return np.where(groups.is_head, np.nan, share)
+
+
+def mechanism_summary(counts: np.ndarray, groups: Groups) -> dict:
+    """The figures the benchmark's targets are stated in, plus the per-class rows.
+
+    ``heads_shared_part_recall``: mean over head classes of their shared-part recall;
+    ``non_head_lost``: pixels of non-head classes predicted as another foreground class, over
+    all their GT pixels (pooled); ``non_head_lost_to_head``: the same, taken by their head.
+    """
+    c = len(groups.class_names)
+    if counts.shape != (c + 1, NUM_PART_VALUES, c + 1):
+        raise SfcError(f"counts have shape {counts.shape}, expected {(c + 1, NUM_PART_VALUES, c + 1)} "
+                       f"for {c} classes", fix="accumulate with num_classes = len(class_names) + 1")
+    shared, own = shared_part_recall(counts), own_part_recall(counts)
+    lost, taker = lost_to_other_class(counts)
+    to_head = lost_to_head(counts, groups)
+    gt_pixels = counts[1:].sum((1, 2))
+    non_head = ~groups.is_head
+    pooled = gt_pixels[non_head].sum()
+    return {
+        "heads_shared_part_recall": _nanmean(shared[groups.is_head]),
+        "non_head_lost": float(_share(np.nansum(lost[non_head] * gt_pixels[non_head]), pooled)),
+        "non_head_lost_to_head": float(_share(np.nansum(to_head[non_head] * gt_pixels[non_head]), pooled)),
+        "classes": [{"name": name, "head": groups.class_names[groups.head[k]],
+                     "shared_part_recall": shared[k], "own_part_recall": own[k],
+                     "lost_to_other_class": lost[k],
+                     "top_taker": groups.class_names[taker[k]] if taker[k] >= 0 else None,
+                     "lost_to_head": to_head[k]}
+                    for k, name in enumerate(groups.class_names)],
+    }
