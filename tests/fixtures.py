@@ -66,7 +66,7 @@ def fixture_label(spec: tuple[int, int, list], num_classes: int) -> np.ndarray:
     return label
 
 
-def _palette_png(mask: np.ndarray, path: Path) -> None:
+def write_palette_png(mask: np.ndarray, path: Path) -> None:
     image = Image.fromarray(mask, mode="P")
     image.putpalette([v for i in range(256) for v in ((i * 37) % 256, (i * 91) % 256, (i * 53) % 256)])
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -92,7 +92,7 @@ def write_voc_tree(root: Path, class_names: bool = True, labels: str = "masks",
     for image_id, spec in VOC_IMAGES.items():
         _jpeg(fixture_image(image_id, spec[0], spec[1]), root / "JPEGImages" / f"{image_id}.jpg",
               grayscale=image_id in GRAYSCALE_IDS)
-        _palette_png(fixture_mask(spec), root / mask_dir / f"{image_id}.png")
+        write_palette_png(fixture_mask(spec), root / mask_dir / f"{image_id}.png")
     lists = root / "ImageSets" / "Segmentation"
     lists.mkdir(parents=True, exist_ok=True)
     for name, ids in VOC_LISTS.items():
@@ -116,7 +116,7 @@ def write_coco_tree(root: Path, list_suffix: str = "") -> Path:
     for image_id, spec in COCO_IMAGES.items():
         split = image_id.split("_")[1]
         _jpeg(fixture_image(image_id, spec[0], spec[1]), root / "JPEGImages" / split / f"{image_id}.jpg")
-        _palette_png(fixture_mask(spec), root / "SegmentationClass" / split / f"{image_id}.png")
+        write_palette_png(fixture_mask(spec), root / "SegmentationClass" / split / f"{image_id}.png")
     lists = root / "ImageSets"
     lists.mkdir(parents=True, exist_ok=True)
     for name, ids in COCO_LISTS.items():
