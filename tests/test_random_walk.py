@@ -94,13 +94,33 @@ def test_a_wall_stops_propagation():
     assert walked[:, :5].std() < 0.05                           # 256 steps nearly flatten it
 
 
-def test_hybrid_walk_adds_the_two_walks_and_labels_from_either_side():
+def test_hybrid_walk_is_the_reference_sum_of_two_walks():
+    rng = np.random.default_rng(2)
+    edge = rng.random((4, 5)) ** 3
+    scores = rng.random((3, 15, 18))
+    out = hybrid_walk(torch.tensor(scores), torch.tensor(edge), 4, radius=3, beta=10.0, exp_times=3,
+                      power=1.3, bg_constant=0.25).numpy()
+    # reference make_seg_labels: resize to the edge grid, ^1.3; walk fg; walk all after ^1.3 again
+    small = torch.nn.functional.interpolate(torch.tensor(scores)[None], size=(4, 5), mode="bilinear",
+                                            align_corners=False)[0].numpy() ** 1.3
+
+    def up(x):
+        x = torch.nn.functional.interpolate(torch.tensor(x)[None], scale_factor=4, mode="bilinear",
+                                            align_corners=False)[0].numpy()
+        return x[:, :15, :18]
+
+    fg = up(dense_walk(small[1:], edge, 3, 10.0, 3))
+    every = up(dense_walk(small ** 1.3, edge, 3, 10.0, 3))
+    expected = np.concatenate([np.full((1, 15, 18), 0.25), fg / fg.max()]) + every / every.max()
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
+def test_hybrid_walk_labels_each_side_of_a_wall():
     edge = torch.zeros(4, 6)
     edge[:, 3] = 1.0
     scores = torch.zeros(2, 16, 24)
     scores[0] = 0.3                                            # background everywhere
     scores[1, :, :8] = 1.0                                     # a class on the left
-    out = hybrid_walk(scores, edge, radius=3, beta=10.0, exp_times=4, power=1.3, bg_constant=0.25)
-    assert out.shape == (2, 16, 24)
+    out = hybrid_walk(scores, edge, 4, radius=3, beta=10.0, exp_times=4, power=1.3, bg_constant=0.25)
     label = out.argmax(0)
     assert (label[:, :8] == 1).all() and (label[:, 16:] == 0).all()

@@ -127,12 +127,14 @@ def random_walk(cams: torch.Tensor, edge: torch.Tensor, transition: torch.Tensor
     return x.T.reshape(k, height, width)
 
 
-def hybrid_walk(scores: torch.Tensor, edge: torch.Tensor, *, radius: int, beta: float, exp_times: int,
-                power: float, bg_constant: float) -> torch.Tensor:
+def hybrid_walk(scores: torch.Tensor, edge: torch.Tensor, stride: int, *, radius: int, beta: float,
+                exp_times: int, power: float, bg_constant: float) -> torch.Tensor:
     """The reference's make_seg_labels (reference_code.md 5.3): the sum of two walks.
 
     scores: (K', H, W) fused CAM after the background rule, channel 0 = background;
-    edge: (h4, w4) boundary map at stride 4. Both walks use one transition matrix:
+    edge: (h, w) boundary map at ``stride`` (IRN: 4), h = ceil(H / stride). The CAM is
+    resized to the edge grid, walked there, and upsampled by ``stride`` and cropped back.
+    Both walks use one transition matrix:
       1. IRN's: the foreground channels ^ power, walked, normalised by their global max,
          beside a constant background ``bg_constant``;
       2. SIPE's: all channels ^ power^2 (the reference applies the power twice), walked,
@@ -143,9 +145,9 @@ def hybrid_walk(scores: torch.Tensor, edge: torch.Tensor, *, radius: int, beta: 
     small = F.interpolate(scores[None], size=edge.shape, mode="bilinear", align_corners=False)[0] ** power
     stack = torch.cat([small[1:], small ** power])             # (K'-1 + K', h4, w4)
     walked = random_walk(stack, edge, transition_matrix(edge, radius, beta), 2 ** exp_times)
-    walked = F.interpolate(walked[None], scale_factor=4, mode="bilinear",
+    walked = F.interpolate(walked[None], scale_factor=stride, mode="bilinear",
                            align_corners=False)[0, :, :height, :width]
     foreground, every = walked[:k - 1], walked[k - 1:]
-    foreground = foreground / foreground.max()
+    foreground = foreground / foreground.max().clamp_min(1e-5)
     background = torch.full_like(foreground[:1], bg_constant)
-    return torch.cat([background, foreground]) + every / every.max()
+    return torch.cat([background, foreground]) + every / every.max().clamp_min(1e-5)
