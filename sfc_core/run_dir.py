@@ -11,7 +11,7 @@ imports another stage.
       metrics.jsonl, tb/          training logs
       cams/<image_id>.npz         classifier and prototype CAMs (see sfc_core.cams)
       cam_eval.json               classifier / prototype / fused rows, sweeps, calibration
-      refine/<method>/            relation labels, IRN checkpoint, work files
+      refine/irn/                 relation_labels/<id>.png, checkpoint.pt, metrics.jsonl (IRN)
       pseudo/<method>/SegmentationClassPseudo/<id>.png + pseudo/<method>/<list>.txt
       seg_eval.json               pseudo-mask mIoU per method
       segment/<masks>/            step 3, laid out like a run (RunDir(segment_dir(masks))):
@@ -93,6 +93,19 @@ class RunDir:
     # -- pseudo masks (step 2) --------------------------------------------------------------
     def refine_dir(self, method: str) -> Path:
         return self.root / "refine" / method
+
+    @property
+    def relation_labels(self) -> Path:
+        """IRN's relation labels ``<id>.png`` (palette; 0 bg, 1..C, 255 uncertain)."""
+        return self.refine_dir("irn") / "relation_labels"
+
+    @property
+    def irn_checkpoint(self) -> Path:
+        return self.refine_dir("irn") / "checkpoint.pt"
+
+    @property
+    def irn_metrics_jsonl(self) -> Path:
+        return self.refine_dir("irn") / "metrics.jsonl"
 
     def pseudo_masks(self, method: str) -> Path:
         """Folder of palette PNGs ``<id>.png`` in the VOC layout (DeepLab trainers read it)."""
