@@ -128,3 +128,9 @@ def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
     assert main(["stats", "--dataset", "voc", "--root", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path / "nowhere") in err and "Traceback" not in err
+
+
+def test_missing_label_file(tmp_path):
+    root = write_voc_tree(tmp_path)
+    with raises_naming(root / "cls_labels.npy", "label file does not exist"):
+        SegmentationDataset(root, labels_file=root / "cls_labels.npy")

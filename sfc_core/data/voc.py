@@ -63,7 +63,12 @@ class SegmentationDataset:
         self.mask_dir = self.root / mask_dir
         self.class_names = tuple(class_names) if class_names is not None else self._read_class_names()
         self.num_classes = len(self.class_names)
-        self.labels_file = Path(labels_file) if labels_file is not None else self.root / LABELS_JSON
+        if labels_file is not None and not Path(labels_file).is_file():
+            raise SfcError("label file does not exist", path=labels_file,
+                           fix=f"point labels_file at a {LABELS_JSON} or a reference-style cls_labels .npy")
+        if labels_file is None and (self.root / LABELS_JSON).is_file():
+            labels_file = self.root / LABELS_JSON
+        self.labels_file = Path(labels_file) if labels_file is not None else None   # None: from masks
         self._ids: dict[str, list[str]] = {}
         self._labels: dict[str, np.ndarray] | None = None   # id -> float32 (C,), from a file
         self._mask_labels: dict[str, np.ndarray] = {}        # id -> float32 (C,), from masks
@@ -152,7 +157,7 @@ class SegmentationDataset:
     # -- image-level labels -----------------------------------------------------------------
     def label(self, image_id: str) -> np.ndarray:
         """float32 (C,) multi-hot image label."""
-        if self.labels_file.is_file():
+        if self.labels_file is not None:
             labels = self._file_labels()
             if image_id not in labels:
                 raise SfcError(f"label file has no entry for image {image_id}", path=self.labels_file,
@@ -162,7 +167,7 @@ class SegmentationDataset:
             path = self.mask_path(image_id)
             if not path.is_file():
                 raise SfcError(f"no image-level label for {image_id}: no {LABELS_JSON} and no mask",
-                               path=path, fix=f"add {self.labels_file} or the segmentation masks")
+                               path=path, fix=f"add {self.root / LABELS_JSON} or the segmentation masks")
             present = np.unique(self._read_mask_indices(path))
             present = present[(present > 0) & (present != IGNORE_INDEX)]
             label = np.zeros(self.num_classes, dtype=np.float32)
@@ -173,15 +178,14 @@ class SegmentationDataset:
     def labels(self, list_name: str) -> np.ndarray:
         """float32 (N, C) labels of a list, in list order."""
         ids = self.ids(list_name)
-        if self.labels_file.is_file():
+        if self.labels_file is not None:
             missing = [i for i in ids if i not in self._file_labels()]
             if missing:
                 raise SfcError(f"label file has no entry for {len(missing)} image(s) of list "
                                f"{list_name!r}, first: {', '.join(missing[:5])}", path=self.labels_file,
                                fix="regenerate the label file for every image in the lists")
-        from_masks = not self.labels_file.is_file()
         rows = [self.label(i) for i in tqdm(ids, desc=f"labels from masks ({list_name})",
-                                            leave=False, disable=not from_masks)]
+                                            leave=False, disable=self.labels_file is not None)]
         return np.stack(rows).astype(np.float32)
 
     def _file_labels(self) -> dict[str, np.ndarray]:
