@@ -1,0 +1,449 @@
+"""The evaluation stages: CAMs (`eval-cams`) and pseudo masks (`eval-seg`).
+
+`eval_cams` scores the classifier, prototype and fused CAMs (sfc_core.fusion) on the
+evaluation list against the ground-truth masks. Each image is read once; its confusions for
+every sweep point (background thresholds x {classifier, prototype, fused at each lambda},
+plus the reference's fixed "0.4 pad" rule for each map) are accumulated in that one pass
+(`image_confusions`). The threshold (and lambda) with the best mIoU on the evaluation list is
+chosen per kind; if CAMs exist for the held-out list (`cams --list val`), the held-out figures
+are reported at those settings. Calibration per class: activation ratio (predicted / GT
+area), false-positive and false-negative shares, and the Spearman correlation of the ratio
+with log image count on the training list (the paper's over-/under-activation).
+
+`eval_seg` scores the refinement stage's pseudo masks, counting their uncertain (255) pixels
+twice, labelled: as background (the reference's eval_sem_seg) and as ignored.
+
+All scores in the JSON files are fractions in [0, 1] (null where a class is absent from both
+GT and prediction); tables print percentages.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from sfc_core.cams import CamRecord, load_cam
+from sfc_core.errors import SfcError
+from sfc_core.fusion import KINDS, best_foreground, kind_cam, label_rows
+from sfc_core.io import atomic_write_json
+from sfc_core.metrics import (
+    IGNORE,
+    activation_ratio,
+    confusion_matrix,
+    error_shares,
+    iou_from_confusion,
+    mean_iou,
+    precision_recall,
+    spearman_vs_count,
+    threshold_confusions,
+)
+from sfc_core.run_dir import RunDir
+
+# -- per-image work (what a benchmark times) --------------------------------------------------
+
+
+def cam_variants(lambdas: Sequence[float]) -> list[tuple[str, float]]:
+    """The maps a CAM evaluation scores: (kind, lambda) for classifier, prototype, then fused."""
+    return [("classifier", 0.0), ("prototype", 0.0)] + [("fused", float(lam)) for lam in lambdas]
+
+
+def image_confusions(record: CamRecord, gt: np.ndarray, num_classes: int, lambdas: Sequence[float],
+                     thresholds: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """All confusions one image adds to a CAM evaluation, from a single read of its CAMs.
+
+    record: the image's CAMs (K', H, W); gt: uint8 (H, W) with 255 = ignore; num_classes: K
+    (background included); thresholds ascending. Returns int64 (M, T, K, K) for the threshold
+    rule at every threshold and (M, K, K) for the reference rule, M = len(cam_variants(lambdas)).
+    Ignore pixels are dropped once, before any map is fused.
+    """
+    valid = gt.ravel() != IGNORE
+    gt_valid = gt.ravel()[valid]
+    rows = len(record.keys)
+    flat = dataclasses.replace(record, classifier=record.classifier.reshape(rows, -1)[:, valid],
+                               prototype=record.prototype.reshape(rows, -1)[:, valid])
+    variants = cam_variants(lambdas)
+    by_threshold = np.empty((len(variants), len(thresholds), num_classes, num_classes), np.int64)
+    by_reference = np.empty((len(variants), num_classes, num_classes), np.int64)
+    for m, (kind, lam) in enumerate(variants):
+        cam = kind_cam(flat, kind, lam)                                  # (K', P)
+        fg_row, fg_score = best_foreground(cam)
+        by_threshold[m] = threshold_confusions(record.keys[fg_row], fg_score, gt_valid, thresholds,
+                                               num_classes)
+        reference = record.keys[label_rows(cam, "reference")].astype(np.uint8)
+        by_reference[m] = confusion_matrix(reference, gt_valid, num_classes)
+    return by_threshold, by_reference
+
+
+# -- list-level checks and accumulation -------------------------------------------------------
+
+
+def _check_files(paths: dict[str, Path], what: str, list_name: str, fix: str) -> None:
+    """SfcError naming how many and which of a list's files are missing (never a silent subset)."""
+    missing = [image_id for image_id, path in paths.items() if not path.is_file()]
+    if missing:
+        first = next(iter(paths.values())).parent
+        raise SfcError(f"{len(missing)} of {len(paths)} images of list {list_name!r} have no {what}, "
+                       f"first: {', '.join(missing[:5])}", path=first, fix=fix)
+
+
+def _check_masks(dataset, ids: list[str], list_name: str) -> None:
+    _check_files({i: dataset.mask_path(i) for i in ids}, "ground-truth mask", list_name,
+                 fix=f"evaluate on a list with masks (the list {list_name!r} needs "
+                     f"{dataset.mask_dir.name}/<id>.png for every image)")
+
+
+def _read_gt(dataset, image_id: str, shape: tuple[int, ...], path: Path) -> np.ndarray:
+    gt = dataset.read_mask(image_id)
+    if gt.shape != tuple(shape):
+        raise SfcError(f"{path.name} is {shape[1]}x{shape[0]} but the mask of {image_id} is "
+                       f"{gt.shape[1]}x{gt.shape[0]}", path=path,
+                       fix="the file comes from another dataset: remake it for this run's dataset")
+    return gt
+
+
+def accumulate_cam_confusions(run: RunDir, dataset, list_name: str, num_classes: int,
+                              lambdas: Sequence[float], thresholds: Sequence[float]
+                              ) -> tuple[np.ndarray, np.ndarray]:
+    """Sum of `image_confusions` over a list: int64 (M, T, K, K) and (M, K, K)."""
+    ids = dataset.ids(list_name)
+    _check_files({i: run.cam_file(i) for i in ids}, "CAM file", list_name,
+                 fix=f"run: python -m sfc_core cams --run {run.root} --list {list_name}")
+    _check_masks(dataset, ids, list_name)
+    k = num_classes + 1
+    by_threshold = np.zeros((2 + len(lambdas), len(thresholds), k, k), np.int64)
+    by_reference = np.zeros((2 + len(lambdas), k, k), np.int64)
+    for image_id in tqdm(ids, desc=f"eval-cams {list_name}", unit="img"):
+        record = load_cam(run, image_id, num_classes=num_classes)
+        gt = _read_gt(dataset, image_id, record.size, run.cam_file(image_id))
+        t, r = image_confusions(record, gt, k, lambdas, thresholds)
+        by_threshold += t
+        by_reference += r
+    return by_threshold, by_reference
+
+
+# -- scores -------------------------------------------------------------------------------------
+
+
+def _number(x: float) -> float | None:
+    return None if not math.isfinite(x) else float(x)
+
+
+def _per_class(values: np.ndarray, names: Sequence[str]) -> dict[str, float | None]:
+    return {name: _number(v) for name, v in zip(names, values)}
+
+
+def scores(conf: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
+    """mIoU and per-class IoU / precision / recall of a (K, K) confusion; names has K entries."""
+    precision, recall = precision_recall(conf)
+    return {"miou": _number(mean_iou(conf)), "iou": _per_class(iou_from_confusion(conf), names),
+            "precision": _per_class(precision, names), "recall": _per_class(recall, names)}
+
+
+def calibration(conf: np.ndarray, class_names: Sequence[str], counts: np.ndarray) -> dict[str, Any]:
+    """Over-/under-activation per foreground class against its training image count.
+
+    conf: (C+1, C+1) with background first; counts: (C,) training images per class.
+    """
+    ratio = activation_ratio(conf)[1:]
+    fp, fn = error_shares(conf)
+    rho, p = spearman_vs_count(ratio, counts)
+    order = np.argsort(-np.asarray(counts), kind="stable")
+    group = max(1, min(3, len(order) // 2))
+
+    def mean_ratio(classes: np.ndarray) -> float | None:
+        values = ratio[classes][np.isfinite(ratio[classes])]
+        return _number(values.mean()) if len(values) else None
+
+    return {"activation_ratio": _per_class(ratio, class_names),
+            "fp_share": _per_class(fp[1:], class_names),
+            "fn_share": _per_class(fn[1:], class_names),
+            "spearman_ratio_vs_log_count": _number(rho), "spearman_p": _number(p),
+            "head_classes": [class_names[i] for i in order[:group]],
+            "head_mean_ratio": mean_ratio(order[:group]),
+            "tail_classes": [class_names[i] for i in order[-group:]],
+            "tail_mean_ratio": mean_ratio(order[-group:])}
+
+
+def variant_name(kind: str, lam: float) -> str:
+    return f"fused@{lam:g}" if kind == "fused" else kind
+
+
+def _variant_index(kind: str, lam: float | None, lambdas: Sequence[float]) -> int:
+    return 2 + list(lambdas).index(lam) if kind == "fused" else KINDS.index(kind)
+
+
+def choose_settings(by_threshold: np.ndarray, lambdas: Sequence[float],
+                    thresholds: Sequence[float]) -> dict[str, tuple[float | None, float]]:
+    """Per kind, the (lambda, threshold) with the best mIoU (lambda None except for fused;
+    the first best on ties, i.e. the lowest threshold and lambda)."""
+    miou = np.array([[mean_iou(c) for c in per_t] for per_t in by_threshold])   # (M, T)
+    miou = np.where(np.isfinite(miou), miou, -1.0)
+    best = {kind: (None, thresholds[int(np.argmax(miou[m]))]) for m, kind in enumerate(KINDS[:2])}
+    fused = int(np.argmax(miou[2:]))
+    best["fused"] = (lambdas[fused // len(thresholds)], thresholds[fused % len(thresholds)])
+    return best
+
+
+def cam_rows(by_threshold: np.ndarray, by_reference: np.ndarray, lambdas: Sequence[float],
+             thresholds: Sequence[float], settings: dict[str, tuple[float | None, float]],
+             reference_lambda: float, names: Sequence[str], counts: np.ndarray) -> dict[str, Any]:
+    """The three rows (classifier, prototype, fused) at the given settings, the reference rule
+    beside each (fused at `reference_lambda`), and the calibration block.
+
+    by_threshold (M, T, K, K) and by_reference (M, K, K) as `accumulate_cam_confusions` gives
+    them for `lambdas` and `thresholds`; names: K class names, background first.
+    """
+    rows, calib = {}, {}
+    for kind in KINDS:
+        lam, threshold = settings[kind]
+        conf = by_threshold[_variant_index(kind, lam, lambdas), list(thresholds).index(threshold)]
+        ref_lam = reference_lambda if kind == "fused" else None
+        rows[kind] = {"background": "threshold", "threshold": threshold, "lambda": lam,
+                      **scores(conf, names),
+                      "reference_rule": {"lambda": ref_lam, **scores(
+                          by_reference[_variant_index(kind, ref_lam, lambdas)], names)}}
+        calib[kind] = calibration(conf, names[1:], counts)
+    return {"rows": rows, "calibration": calib}
+
+
+# -- eval-cams ------------------------------------------------------------------------------
+
+
+def _class_counts(dataset, list_name: str) -> np.ndarray:
+    from sfc_core.data.stats import class_counts
+
+    return np.asarray(class_counts(dataset, list_name), dtype=np.int64)
+
+
+def _open(run: RunDir):
+    from sfc_core.data import open_dataset
+
+    cfg = run.load_config()
+    class_names = run.class_names()
+    dataset = open_dataset(cfg.data)
+    if dataset.num_classes != len(class_names):
+        raise SfcError(f"the run has {len(class_names)} classes, the dataset {dataset.num_classes}",
+                       path=run.class_names_json,
+                       fix="point data.root at the dataset the run was trained on")
+    return cfg, class_names, dataset
+
+
+def eval_cams(run: str | Path | RunDir, list_name: str | None = None) -> dict[str, Any]:
+    """Score the three CAM kinds on the evaluation list (and the held-out list if its CAMs
+    exist); write RUN_DIR/cam_eval.json, print the tables, return the dict."""
+    run = RunDir(run)
+    cfg, class_names, dataset = _open(run)
+    names = ["background", *class_names]
+    list_name = list_name or cfg.data.eval_list
+    thresholds = sorted(set(cfg.cams.threshold_sweep))
+    lambdas = sorted(set(cfg.cams.lambda_sweep) | {cfg.cams.fusion_lambda})
+    counts = _class_counts(dataset, cfg.data.train_list)
+
+    by_threshold, by_reference = accumulate_cam_confusions(run, dataset, list_name, len(class_names),
+                                                           lambdas, thresholds)
+    settings = choose_settings(by_threshold, lambdas, thresholds)
+    variants = cam_variants(lambdas)
+    result = {"list": list_name, "num_images": len(dataset.ids(list_name)), "classes": names,
+              "thresholds": thresholds, "lambdas": lambdas, "fusion_lambda": cfg.cams.fusion_lambda,
+              "image_counts": {"list": cfg.data.train_list, **dict(zip(class_names, counts.tolist()))},
+              **cam_rows(by_threshold, by_reference, lambdas, thresholds, settings,
+                         cfg.cams.fusion_lambda, names, counts),
+              "sweep": {"threshold_rule": {variant_name(*v): [_number(mean_iou(c)) for c in by_threshold[m]]
+                                           for m, v in enumerate(variants)},
+                        "reference_rule": {variant_name(*v): _number(mean_iou(by_reference[m]))
+                                           for m, v in enumerate(variants)}},
+              "heldout": None}
+
+    held = cfg.data.heldout_list
+    if held != list_name and dataset.list_path(held).is_file():
+        if not any(run.cam_file(i).is_file() for i in dataset.ids(held)):
+            result["heldout"] = {"list": held, "note": "no CAMs for the held-out list: python -m "
+                                 f"sfc_core cams --run {run.root} --list {held}"}
+        else:  # at the settings chosen above; only the lambdas they name are needed
+            held_lambdas = sorted({settings["fused"][0], cfg.cams.fusion_lambda})
+            held_confusions = accumulate_cam_confusions(run, dataset, held, len(class_names),
+                                                        held_lambdas, thresholds)
+            result["heldout"] = {"list": held, "num_images": len(dataset.ids(held)),
+                                 **cam_rows(*held_confusions, held_lambdas, thresholds, settings,
+                                            cfg.cams.fusion_lambda, names, counts)}
+    atomic_write_json(run.cam_eval_json, result)
+    print(format_cam_eval(result))
+    return result
+
+
+# -- eval-seg -------------------------------------------------------------------------------
+
+
+def read_pseudo_mask(path: Path) -> np.ndarray:
+    """uint8 (H, W) of a palette/grayscale pseudo-mask PNG (255 = uncertain)."""
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("P", "L"):
+                raise SfcError(f"pseudo mask has PIL mode {image.mode}, not a palette PNG", path=path,
+                               fix="rerun the refine stage, which writes palette PNGs")
+            return np.asarray(image)
+    except (OSError, SyntaxError, ValueError) as e:
+        raise SfcError(f"cannot read pseudo mask: {e}", path=path, fix="rerun the refine stage") from None
+
+
+def eval_seg(run: str | Path | RunDir, methods: Sequence[str] | None = None) -> dict[str, Any]:
+    """Score every method's pseudo masks on the evaluation list; write RUN_DIR/seg_eval.json.
+
+    Uncertain pixels (255) are scored both as background (the reference) and as ignored.
+    """
+    run = RunDir(run)
+    cfg, class_names, dataset = _open(run)
+    names = ["background", *class_names]
+    k = len(names)
+    methods = list(methods or run.pseudo_methods())
+    if not methods:
+        raise SfcError("the run has no pseudo masks", path=run.root / "pseudo",
+                       fix=f"run: python -m sfc_core refine --run {run.root}")
+    list_name = cfg.data.eval_list
+    ids = dataset.ids(list_name)
+    _check_masks(dataset, ids, list_name)
+    result: dict[str, Any] = {"list": list_name, "num_images": len(ids), "classes": names, "methods": {}}
+    for method in methods:
+        folder = run.pseudo_masks(method)
+        paths = {i: folder / f"{i}.png" for i in ids}
+        _check_files(paths, f"pseudo mask ({method})", list_name,
+                     fix=f"run: python -m sfc_core refine --run {run.root} --method {method}")
+        as_background = np.zeros((k, k), np.int64)
+        as_ignored = np.zeros((k, k), np.int64)
+        uncertain = 0
+        for image_id in tqdm(ids, desc=f"eval-seg {method}", unit="img"):
+            pred = read_pseudo_mask(paths[image_id])
+            gt = _read_gt(dataset, image_id, pred.shape, paths[image_id])
+            unsure = (pred == IGNORE) & (gt != IGNORE)
+            uncertain += int(unsure.sum())
+            filled = np.where(pred == IGNORE, 0, pred).astype(np.uint8)
+            as_background += confusion_matrix(filled, gt, k)
+            as_ignored += confusion_matrix(filled, np.where(unsure, IGNORE, gt).astype(np.uint8), k)
+        scored = int(as_background.sum())
+        result["methods"][method] = {
+            "uncertain_pixels": uncertain, "scored_pixels": scored,
+            "uncertain_share": uncertain / scored if scored else None,
+            "uncertain_as_background": scores(as_background, names),
+            "uncertain_ignored": scores(as_ignored, names)}
+    if run.cam_eval_json.is_file():
+        cam_eval = json.loads(run.cam_eval_json.read_text())
+        fused = cam_eval["rows"]["fused"]
+        result["fused_cam"] = {"list": cam_eval["list"], "lambda": fused["lambda"],
+                               "threshold": fused["threshold"], "miou": fused["miou"],
+                               "iou": fused["iou"]}
+    atomic_write_json(run.seg_eval_json, result)
+    print(format_seg_eval(result))
+    return result
+
+
+# -- tables ---------------------------------------------------------------------------------
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Plain aligned text table: first column left-aligned, the rest right-aligned."""
+    cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    lines = [" ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in cells]
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+
+
+def _rows_table(block: dict[str, Any]) -> str:
+    rows = []
+    for kind, row in block["rows"].items():
+        lam = "-" if row["lambda"] is None else f"{row['lambda']:g}"
+        ref = row["reference_rule"]
+        ref_lam = "" if ref["lambda"] is None else f" (lambda {ref['lambda']:g})"
+        rows.append([kind, lam, f"{row['threshold']:g}", _pct(row["miou"]), _pct(ref["miou"]) + ref_lam])
+    return format_table(["CAM", "lambda", "bg threshold", "mIoU %", "reference rule mIoU %"], rows)
+
+
+def format_cam_eval(result: dict[str, Any]) -> str:
+    """The eval-cams report: the three rows, the sweep, per-class IoU and calibration."""
+    rows, calib = result["rows"], result["calibration"]
+    out = [f"CAM evaluation on list {result['list']!r} ({result['num_images']} images); "
+           f"threshold and lambda chosen on this list", _rows_table(result), ""]
+    sweep = result["sweep"]["threshold_rule"]
+    out += ["mIoU % by background threshold (threshold rule)",
+            format_table(["CAM", *[f"{t:g}" for t in result["thresholds"]]],
+                         [[name, *[_pct(v) for v in values]] for name, values in sweep.items()]), ""]
+    counts = result["image_counts"]
+    per_class = []
+    for name in result["classes"]:
+        line = [name, counts.get(name, "-")]
+        line += [_pct(rows[kind]["iou"][name]) for kind in KINDS]
+        if name in calib["classifier"]["activation_ratio"]:
+            line += [("-" if calib[kind]["activation_ratio"][name] is None
+                      else f"{calib[kind]['activation_ratio'][name]:.2f}") for kind in KINDS]
+        else:
+            line += ["", "", ""]
+        per_class.append(line)
+    out += ["per class: IoU % and activation ratio (predicted / GT area) at the chosen settings",
+            format_table(["class", "train images", "IoU cls", "IoU proto", "IoU fused",
+                          "ratio cls", "ratio proto", "ratio fused"], per_class), ""]
+    spear = []
+    for kind in KINDS:
+        c = calib[kind]
+        rho = "-" if c["spearman_ratio_vs_log_count"] is None else f"{c['spearman_ratio_vs_log_count']:+.2f}"
+        head = "-" if c["head_mean_ratio"] is None else f"{c['head_mean_ratio']:.2f}"
+        tail = "-" if c["tail_mean_ratio"] is None else f"{c['tail_mean_ratio']:.2f}"
+        spear.append([kind, rho, head, tail])
+    out += ["calibration: Spearman(activation ratio, log train image count); mean ratio of the "
+            "most / least frequent classes",
+            format_table(["CAM", "Spearman", "head ratio", "tail ratio"], spear)]
+    held = result.get("heldout")
+    if held:
+        out += [""]
+        out += ([f"held-out list {held['list']!r} ({held.get('num_images')} images) at the settings above",
+                 _rows_table(held)] if "rows" in held else [f"held-out: {held['note']}"])
+    return "\n".join(out)
+
+
+def format_seg_eval(result: dict[str, Any]) -> str:
+    rows = []
+    for method, m in result["methods"].items():
+        rows.append([method, _pct(m["uncertain_as_background"]["miou"]), _pct(m["uncertain_ignored"]["miou"]),
+                     _pct(m["uncertain_share"])])
+    if "fused_cam" in result:
+        f = result["fused_cam"]
+        rows.append([f"fused CAM (lambda {f['lambda']:g}, t {f['threshold']:g})", _pct(f["miou"]), "", ""])
+    return "\n".join([f"pseudo-mask evaluation on list {result['list']!r} ({result['num_images']} images)",
+                      format_table(["masks", "mIoU % (uncertain = bg)", "mIoU % (uncertain ignored)",
+                                    "uncertain %"], rows)])
+
+
+# -- verbs ----------------------------------------------------------------------------------
+
+
+def eval_cams_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="run directory with cams/")
+    p.add_argument("--list", dest="list_name", default=None,
+                   help="list to choose thresholds on (default: data.eval_list)")
+
+
+def eval_cams_command(args: argparse.Namespace) -> int:
+    eval_cams(args.run, args.list_name)
+    return 0
+
+
+def eval_seg_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="run directory with pseudo masks")
+    p.add_argument("--methods", default=None,
+                   help="comma-separated refinement methods (default: every method present)")
+
+
+def eval_seg_command(args: argparse.Namespace) -> int:
+    eval_seg(args.run, args.methods.split(",") if args.methods else None)
+    return 0

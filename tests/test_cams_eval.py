@@ -1,0 +1,260 @@
+"""CAM files, eval-cams and eval-seg on hand-written CAMs, and the smoke-preset end to end."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from sfc_core.cams import load_cam, make_cams, present_keys, save_cam
+from sfc_core.cli import main
+from sfc_core.config import Config
+from sfc_core.data import SegmentationDataset
+from sfc_core.data.synthetic import voc_palette
+from sfc_core.data.transforms import normalize, rescale
+from sfc_core.errors import SfcError
+from sfc_core.evaluate import eval_cams, eval_seg, image_confusions
+from sfc_core.fusion import predict_mask
+from sfc_core.io import atomic_write_json
+from sfc_core.metrics import mean_iou
+from sfc_core.run_dir import RunDir
+from tests.fixtures import FIXTURE_CLASSES, VOC_IMAGES, VOC_LISTS, fixture_label, fixture_mask, write_voc_tree
+
+C = len(FIXTURE_CLASSES)
+
+
+def count_confusion(pred, gt, k):
+    """Independent of sfc_core.metrics: np.add.at over the non-ignored pixels."""
+    conf = np.zeros((k, k), dtype=np.int64)
+    keep = gt != 255
+    np.add.at(conf, (gt[keep].astype(int), pred[keep].astype(int)), 1)
+    return conf
+
+
+def write_cams(run, ids, seed=0, perfect_classifier=True):
+    """CAMs for `ids`: classifier = the GT foreground (perfect) or noise, prototype = noise."""
+    rng = np.random.default_rng(seed)
+    for image_id in ids:
+        spec = VOC_IMAGES[image_id]
+        keys = present_keys(fixture_label(spec, C))
+        mask = fixture_mask(spec)
+        shape = (len(keys), *mask.shape)
+        classifier = rng.random(shape).astype(np.float32)
+        if perfect_classifier:
+            classifier = np.stack([(mask == k).astype(np.float32) for k in keys])
+        prototype = rng.random(shape).astype(np.float32)
+        save_cam(run.cam_file(image_id), keys, classifier, prototype, C)
+
+
+@pytest.fixture()
+def hand_run(tmp_path):
+    """A run directory on the tiny VOC fixture tree, with CAMs for the train list."""
+    root = write_voc_tree(tmp_path / "voc", labels="json")
+    run = RunDir(tmp_path / "run")
+    cfg = Config.from_preset("synthetic-smoke", {"data.dataset": "voc", "data.root": str(root),
+                                                 "data.train_list": "train", "data.eval_list": "train",
+                                                 "data.heldout_list": "val", "data.num_workers": 0})
+    cfg.save(run.config_json)
+    atomic_write_json(run.class_names_json, list(FIXTURE_CLASSES))
+    write_cams(run, VOC_LISTS["train"])
+    return run, cfg
+
+
+def test_cam_file_round_trip_and_class_list_check(hand_run):
+    run, _ = hand_run
+    record = load_cam(run, "2007_000005")
+    np.testing.assert_array_equal(record.keys, [0, 1, 2, 3])
+    assert record.classifier.dtype == np.float32 and record.size == (20, 30)
+    assert record.num_classes == C
+    keys = np.array([0, 2])
+    save_cam(run.cam_file("2007_000001"), keys, np.zeros((2, 20, 30)), np.zeros((2, 20, 30)), 20)
+    with pytest.raises(SfcError, match="made for 20 classes, the run has 3") as e:
+        load_cam(run, "2007_000001", num_classes=C)
+    assert "2007_000001.npz" in str(e.value)
+    run.cam_file("2007_000002").write_bytes(b"not a zip")
+    with pytest.raises(SfcError, match="unreadable CAM file"):
+        load_cam(run, "2007_000002")
+
+
+def test_make_cams_sums_scales_max_normalises_and_resumes(hand_run):
+    """An untrained tiny network: the saved maps equal the per-scale inference done by hand."""
+    from sfc_core.engine import save_checkpoint
+    from sfc_core.model.sfc_net import build_model, checkpoint_identity
+
+    run, cfg = hand_run
+    torch.manual_seed(0)
+    model = build_model(cfg.model, C).eval()
+    save_checkpoint(run.last_checkpoint, {"model": model.state_dict(),
+                                          **checkpoint_identity(cfg.model, list(FIXTURE_CLASSES))})
+    shutil.rmtree(run.cams)
+    assert make_cams(run.root, device="cpu") == run.cams
+    image_id = "2007_000002"
+    dataset = SegmentationDataset(cfg.data.root)
+    image = dataset.read_image(image_id)
+    label = torch.from_numpy(dataset.label(image_id))
+    totals = [torch.zeros(C + 1, 20, 30), torch.zeros(C + 1, 20, 30)]
+    with torch.inference_mode():
+        for scale in cfg.cams.scales:
+            scaled = normalize(rescale(image, scale))
+            pair = torch.from_numpy(np.stack([scaled, scaled[:, ::-1]]).transpose(0, 3, 1, 2).copy())
+            for total, cam in zip(totals, model.infer(pair, label)):
+                total += F.interpolate(cam[None], (20, 30), mode="bilinear", align_corners=False)[0]
+    record = load_cam(run, image_id, num_classes=C)
+    np.testing.assert_array_equal(record.keys, [0, 1, 2])
+    for saved, total in zip((record.classifier, record.prototype), totals):
+        expected = (total / (total.amax(dim=(1, 2), keepdim=True) + 1e-5))[[0, 1, 2]].numpy()
+        np.testing.assert_allclose(saved, expected, atol=2e-3)
+    # resumable: only the missing file is made again
+    before = {i: run.cam_file(i).stat().st_mtime_ns for i in VOC_LISTS["train"]}
+    run.cam_file(image_id).unlink()
+    make_cams(run.root, device="cpu")
+    after = {i: run.cam_file(i).stat().st_mtime_ns for i in VOC_LISTS["train"]}
+    assert [i for i in before if before[i] != after[i]] == [image_id]
+
+
+def test_image_confusions_match_predict_mask_for_every_sweep_point(hand_run):
+    run, _ = hand_run
+    write_cams(run, VOC_LISTS["train"], seed=1, perfect_classifier=False)
+    record = load_cam(run, "2007_000005")
+    gt = fixture_mask(VOC_IMAGES["2007_000005"])
+    lambdas, thresholds = [0.3, 1.0], [0.1, 0.4, 0.7]
+    by_threshold, by_reference = image_confusions(record, gt, C + 1, lambdas, thresholds)
+    variants = [("classifier", 0.0), ("prototype", 0.0), ("fused", 0.3), ("fused", 1.0)]
+    assert by_threshold.shape == (4, 3, C + 1, C + 1) and by_reference.shape == (4, C + 1, C + 1)
+    for m, (kind, lam) in enumerate(variants):
+        for i, t in enumerate(thresholds):
+            expected = count_confusion(predict_mask(record, kind, lam, "threshold", t), gt, C + 1)
+            np.testing.assert_array_equal(by_threshold[m, i], expected)
+        expected = count_confusion(predict_mask(record, kind, lam, "reference"), gt, C + 1)
+        np.testing.assert_array_equal(by_reference[m], expected)
+
+
+def test_eval_cams_rows_sweep_and_calibration(hand_run):
+    run, cfg = hand_run
+    result = eval_cams(run)
+    assert set(result["rows"]) == {"classifier", "prototype", "fused"}
+    # the classifier CAM is the GT itself: perfect at every threshold, lowest one chosen
+    classifier = result["rows"]["classifier"]
+    assert classifier["miou"] == pytest.approx(1.0)
+    assert classifier["threshold"] == min(cfg.cams.threshold_sweep)
+    assert all(v == pytest.approx(1.0) for v in result["sweep"]["threshold_rule"]["classifier"])
+    assert set(classifier["iou"]) == {"background", *FIXTURE_CLASSES}
+    # the prototype CAM is noise: its figures equal an independent count over predict_mask
+    ids = VOC_LISTS["train"]
+    records = [load_cam(run, i) for i in ids]
+    gts = [fixture_mask(VOC_IMAGES[i]) for i in ids]
+    for i, t in enumerate(result["thresholds"]):
+        for name, kind, lam in [("prototype", "prototype", 0.0), ("fused@0.5", "fused", 0.5)]:
+            conf = sum(count_confusion(predict_mask(r, kind, lam, "threshold", t), g, C + 1)
+                       for r, g in zip(records, gts))
+            assert result["sweep"]["threshold_rule"][name][i] == pytest.approx(mean_iou(conf))
+    prototype = result["rows"]["prototype"]
+    conf = sum(count_confusion(predict_mask(r, "prototype", 0.0, "threshold", prototype["threshold"]), g, C + 1)
+               for r, g in zip(records, gts))
+    assert prototype["miou"] == pytest.approx(max(result["sweep"]["threshold_rule"]["prototype"]))
+    ratio = result["calibration"]["prototype"]["activation_ratio"]
+    np.testing.assert_allclose([ratio[n] for n in FIXTURE_CLASSES], conf.sum(0)[1:] / conf.sum(1)[1:])
+    assert result["calibration"]["classifier"]["activation_ratio"]["cat"] == pytest.approx(1.0)
+    reference = sum(count_confusion(predict_mask(r, "prototype", 0.0, "reference"), g, C + 1)
+                    for r, g in zip(records, gts))
+    assert prototype["reference_rule"]["miou"] == pytest.approx(mean_iou(reference))
+    fused = result["rows"]["fused"]
+    assert fused["lambda"] in result["lambdas"] and fused["reference_rule"]["lambda"] == cfg.cams.fusion_lambda
+    assert result["image_counts"]["cat"] == 3
+    assert "note" in result["heldout"]          # no CAMs for val yet: said, not skipped silently
+    assert json.loads(run.cam_eval_json.read_text())["rows"]["fused"]["miou"] == pytest.approx(fused["miou"])
+
+
+def test_eval_cams_reports_heldout_at_the_chosen_settings(hand_run):
+    run, _ = hand_run
+    write_cams(run, VOC_LISTS["val"], seed=3)
+    result = eval_cams(run)
+    held = result["heldout"]
+    assert held["list"] == "val" and held["num_images"] == 1
+    for kind in ("classifier", "prototype", "fused"):
+        assert held["rows"][kind]["threshold"] == result["rows"][kind]["threshold"]
+        assert held["rows"][kind]["lambda"] == result["rows"][kind]["lambda"]
+    record, gt = load_cam(run, "2007_000006"), fixture_mask(VOC_IMAGES["2007_000006"])
+    row = result["rows"]["fused"]
+    conf = count_confusion(predict_mask(record, "fused", row["lambda"], "threshold", row["threshold"]), gt, C + 1)
+    assert held["rows"]["fused"]["miou"] == pytest.approx(mean_iou(conf))
+
+
+def test_eval_cams_refuses_missing_cams_missing_gt_and_another_class_list(hand_run, capsys):
+    run, cfg = hand_run
+    run.cam_file("2007_000003").unlink()
+    with pytest.raises(SfcError, match="1 of 5 images of list 'train' have no CAM file, first: 2007_000003"):
+        eval_cams(run)
+    assert main(["eval-cams", "--run", str(run.root)]) == 2
+    assert "have no CAM file" in capsys.readouterr().err
+    write_cams(run, ["2007_000003"])
+    (Path(cfg.data.root) / "SegmentationClass" / "2007_000002.png").unlink()
+    with pytest.raises(SfcError, match="1 of 5 images of list 'train' have no ground-truth mask"):
+        eval_cams(run)
+    write_voc_tree(cfg.data.root, labels="json")
+    save_cam(run.cam_file("2007_000004"), np.array([0, 2, 3]), np.zeros((3, 20, 30)), np.zeros((3, 20, 30)), 20)
+    with pytest.raises(SfcError, match="made for 20 classes"):
+        eval_cams(run)
+
+
+def test_eval_seg_counts_uncertain_pixels_both_ways(hand_run):
+    run, _ = hand_run
+    folder = run.pseudo_masks("crf")
+    folder.mkdir(parents=True)
+    expected_bg = expected_ignored = 0
+    uncertain = 0
+    for image_id in VOC_LISTS["train"]:
+        gt = fixture_mask(VOC_IMAGES[image_id])
+        pred = np.where(gt == 255, 0, gt).astype(np.uint8)
+        pred[5:8, :] = 255                      # a band of uncertain pixels
+        uncertain += int(((pred == 255) & (gt != 255)).sum())
+        png = Image.fromarray(pred)
+        png.putpalette(voc_palette())
+        png.save(folder / f"{image_id}.png")
+        expected_bg = expected_bg + count_confusion(np.where(pred == 255, 0, pred), gt, C + 1)
+        expected_ignored = expected_ignored + count_confusion(pred, np.where(pred == 255, 255, gt), C + 1)
+    eval_cams(run)
+    result = eval_seg(run)
+    crf = result["methods"]["crf"]
+    assert crf["uncertain_pixels"] == uncertain
+    assert crf["uncertain_as_background"]["miou"] == pytest.approx(mean_iou(expected_bg))
+    assert crf["uncertain_ignored"]["miou"] == pytest.approx(1.0) == mean_iou(expected_ignored)
+    assert crf["uncertain_as_background"]["miou"] < 1.0
+    assert result["fused_cam"]["miou"] is not None
+    assert json.loads(run.seg_eval_json.read_text())["methods"]["crf"]["uncertain_pixels"] == uncertain
+    (folder / "2007_000001.png").unlink()
+    with pytest.raises(SfcError, match="have no pseudo mask \\(crf\\)"):
+        eval_seg(run)
+
+
+@pytest.mark.slow
+def test_cams_then_eval_cams_on_the_smoke_preset(cam_run, smoke_dataset, capsys):
+    cfg = cam_run.load_config()
+    ids = smoke_dataset.ids(cfg.data.train_list)
+    assert all(cam_run.cam_file(i).is_file() for i in ids)
+    record = load_cam(cam_run, ids[0], num_classes=smoke_dataset.num_classes)
+    gt = smoke_dataset.read_mask(ids[0])
+    assert record.size == gt.shape
+    np.testing.assert_array_equal(record.keys, present_keys(smoke_dataset.label(ids[0])))
+    assert record.classifier.max() <= 1.0 and record.classifier.max() > 0.5
+    # resumable: a second call finds every image done and rewrites nothing
+    mtime = cam_run.cam_file(ids[0]).stat().st_mtime_ns
+    assert main(["cams", "--run", str(cam_run.root)]) == 0
+    assert cam_run.cam_file(ids[0]).stat().st_mtime_ns == mtime
+    assert main(["eval-cams", "--run", str(cam_run.root)]) == 0
+    out = capsys.readouterr().out
+    assert "classifier" in out and "prototype" in out and "fused" in out and "Spearman" in out
+    result = json.loads(cam_run.cam_eval_json.read_text())
+    names = smoke_dataset.class_names
+    for kind in ("classifier", "prototype", "fused"):
+        row = result["rows"][kind]
+        assert 0.0 <= row["miou"] <= 1.0
+        assert set(row["iou"]) == {"background", *names}
+        assert set(result["calibration"][kind]["activation_ratio"]) == set(names)
+        assert row["miou"] == pytest.approx(max(v for v in result["sweep"]["threshold_rule"][
+            kind if kind != "fused" else f"fused@{row['lambda']:g}"]))
