@@ -151,7 +151,8 @@ class SegmentationDataset:
         if wrong.any():
             raise SfcError(f"mask has class index {int(mask[wrong].max())} but the dataset has "
                            f"{self.num_classes} classes", path=path,
-                           fix=f"check {CLASS_NAMES_TXT} or the mask folder (--set data.dataset)")
+                           fix=f"check {CLASS_NAMES_TXT} (one name per class) or that the masks "
+                               "belong to this dataset")
         return mask
 
     # -- image-level labels -----------------------------------------------------------------
@@ -197,8 +198,10 @@ class SegmentationDataset:
 def read_labels_file(path: Path, num_classes: int) -> dict[str, np.ndarray]:
     """Image-level labels from the kit's JSON ({"<id>": [class indices]}) or the reference's
     `.npy` (a pickled dict id -> float (C,) vector). Returns id -> float32 (C,)."""
-    fix = (f"write {LABELS_JSON} as {{\"<image id>\": [0-based class indices]}} for the "
-           f"{num_classes} classes of the dataset")
+    if path.suffix == ".npy":
+        fix = f"save a dict of image id -> float ({num_classes},) multi-hot vector with np.save"
+    else:
+        fix = f"write {{\"<image id>\": [0-based class indices < {num_classes}]}} as JSON"
     try:
         if path.suffix == ".npy":
             raw = np.load(path, allow_pickle=True).item()
@@ -221,8 +224,9 @@ def read_labels_file(path: Path, num_classes: int) -> dict[str, np.ndarray]:
             except (TypeError, ValueError):
                 raise SfcError(f"label of {image_id} is {value!r}, not a list of class indices",
                                path=path, fix=fix) from None
-            if ((indices < 0) | (indices >= num_classes)).any():
-                raise SfcError(f"label of {image_id} names class index {indices.max()} but the dataset "
+            wrong = indices[(indices < 0) | (indices >= num_classes)]
+            if wrong.size:
+                raise SfcError(f"label of {image_id} names class index {wrong[0]} but the dataset "
                                f"has {num_classes} classes (0..{num_classes - 1})", path=path, fix=fix)
             label = np.zeros(num_classes, dtype=np.float32)
             label[indices] = 1
