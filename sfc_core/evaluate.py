@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from sfc_core.cams import CamRecord, load_cam
 from sfc_core.errors import SfcError
-from sfc_core.fusion import KINDS, best_foreground, kind_cam, label_rows
+from sfc_core.fusion import KINDS, background_score, best_foreground, kind_cam
 from sfc_core.io import atomic_write_json
 from sfc_core.metrics import (
     IGNORE,
@@ -74,11 +74,11 @@ def image_confusions(record: CamRecord, gt: np.ndarray, num_classes: int, lambda
     by_reference = np.empty((len(variants), num_classes, num_classes), np.int64)
     for m, (kind, lam) in enumerate(variants):
         cam = kind_cam(flat, kind, lam)                                  # (K', P)
-        fg_row, fg_score = best_foreground(cam)
-        by_threshold[m] = threshold_confusions(record.keys[fg_row], fg_score, gt_valid, thresholds,
-                                               num_classes)
-        reference = record.keys[label_rows(cam, "reference")].astype(np.uint8)
-        by_reference[m] = confusion_matrix(reference, gt_valid, num_classes)
+        fg_row, fg_score = best_foreground(cam)                          # once per map
+        fg_class = record.keys[fg_row]
+        by_threshold[m] = threshold_confusions(fg_class, fg_score, gt_valid, thresholds, num_classes)
+        reference = np.where(fg_score > background_score(cam, "reference"), fg_class, 0)
+        by_reference[m] = confusion_matrix(reference.astype(np.uint8), gt_valid, num_classes)
     return by_threshold, by_reference
 
 

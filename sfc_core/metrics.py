@@ -39,30 +39,31 @@ def _as_uint8(labels: np.ndarray, what: str) -> np.ndarray:
 def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.ndarray:
     """Pixel counts ``conf[g, p]`` of ground-truth class g predicted as p.
 
-    pred, gt: integer arrays of the same shape, values 0..K-1 (gt may also be 255 = ignore).
-    Returns int64 (K, K). One ``np.bincount`` over ``gt * 256 + pred``: the 256 x 256 table
-    also catches out-of-range values without a separate pass.
+    pred, gt: integer arrays of the same shape, values 0..K-1 (gt may also be 255 = ignore,
+    where pred may be anything). Returns int64 (K, K). One ``np.bincount`` over
+    ``gt * K + pred``: ignore pixels land past row K-1 and are dropped, out-of-range
+    ground-truth values land in rows K..254 and are reported.
     """
     pred, gt = _as_uint8(pred, "prediction"), _as_uint8(gt, "ground truth")
     if pred.shape != gt.shape:
         raise SfcError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}",
                        fix="resize the prediction to the ground-truth mask's size")
-    if not 0 < num_classes <= IGNORE:
-        raise SfcError(f"num_classes={num_classes} is outside 1..255")
-    index = gt.astype(np.uint16).ravel() << 8
-    index |= pred.ravel()
-    table = np.bincount(index, minlength=256 * 256).reshape(256, 256)
-    table[IGNORE] = 0
     k = num_classes
-    if table[k:].any():
-        bad = np.flatnonzero(table[k:].sum(1)) + k
-        raise SfcError(f"ground truth has class values {bad.tolist()} outside 0..{k - 1} and 255",
-                       fix="check that the masks and the run use the same class list")
-    if table[:, k:].any():
-        bad = np.flatnonzero(table[:, k:].sum(0)) + k
+    if not 0 < k < IGNORE:
+        raise SfcError(f"num_classes={k} is outside 1..254")
+    out_of_range = pred >= k
+    if out_of_range.any() and (gt[out_of_range] != IGNORE).any():
+        bad = np.unique(pred[out_of_range & (gt != IGNORE)])
         raise SfcError(f"prediction has class values {bad.tolist()} outside 0..{k - 1}",
                        fix="map uncertain (255) prediction pixels to a class or to ignore first")
-    return table[:k, :k].copy()
+    index = gt.astype(np.uint16).ravel() * k       # at most 255 * K + 255 < 2**16
+    index += pred.ravel()
+    counts = np.bincount(index, minlength=IGNORE * k)
+    if counts[k * k:IGNORE * k].any():
+        bad = np.flatnonzero(counts[k * k:IGNORE * k].reshape(-1, k).sum(1)) + k
+        raise SfcError(f"ground truth has class values {bad.tolist()} outside 0..{k - 1} and 255",
+                       fix="check that the masks and the run use the same class list")
+    return counts[:k * k].reshape(k, k).copy()
 
 
 def threshold_confusions(fg_class: np.ndarray, fg_score: np.ndarray, gt: np.ndarray,
@@ -82,8 +83,9 @@ def threshold_confusions(fg_class: np.ndarray, fg_score: np.ndarray, gt: np.ndar
     if np.any(np.diff(thresholds) <= 0):
         raise SfcError(f"thresholds must be strictly ascending, got {thresholds.tolist()}",
                        fix="sort the threshold sweep (cams.threshold_sweep) and drop repeats")
-    above = np.searchsorted(thresholds, fg_score, side="left")             # (P,) in 0..T
-    index = (gt.astype(np.int64) * k + fg_class) * (t + 1) + above
+    index = (gt.astype(np.int64) * k + fg_class) * (t + 1)
+    for threshold in thresholds:       # + how many thresholds are below the score (T passes
+        index += fg_score > threshold  # beat a searchsorted for sweeps this short)
     counts = np.bincount(index, minlength=k * k * (t + 1)).reshape(k, k, t + 1)
     # foreground at threshold i <=> above > i: sum the bins above..T that exceed i
     fg_counts = np.cumsum(counts[..., ::-1], axis=-1)[..., ::-1][..., 1:]   # (K, K, T)

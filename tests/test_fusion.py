@@ -6,7 +6,7 @@ import pytest
 
 from sfc_core.cams import CamRecord
 from sfc_core.errors import SfcError
-from sfc_core.fusion import background_scores, best_foreground, fuse, label_rows, predict_mask
+from sfc_core.fusion import background_score, best_foreground, fuse, label_rows, predict_mask
 
 
 def random_cam(rng, rows=4, shape=(9, 11)):
@@ -25,14 +25,29 @@ def test_fuse_is_the_weighted_mean_and_keeps_the_unit_range():
         fuse(classifier, prototype, -0.1)
 
 
-def test_reference_rule_equals_half_background_plus_0_2_against_foreground():
+def pad_trick(cam):
+    """The reference's make_cam step, written out: background + 0.4, foreground x 2."""
+    return np.concatenate([cam[:1] + 0.4, 2 * cam[1:]])
+
+
+def test_reference_rule_equals_the_pad_trick_and_half_background_plus_0_2():
     rng = np.random.default_rng(1)
     cam = random_cam(rng, rows=5, shape=(40, 30))
+    cam[:, :5] = np.round(cam[:, :5] * 4) / 4            # exact ties in part of the image
+    np.testing.assert_array_equal(label_rows(cam, "reference"), np.argmax(pad_trick(cam), axis=0))
     halved = np.concatenate([0.5 * cam[:1] + 0.2, cam[1:]])
     np.testing.assert_array_equal(label_rows(cam, "reference"), np.argmax(halved, axis=0))
-    scores = background_scores(cam, "reference")
-    np.testing.assert_allclose(scores[0], cam[0] + 0.4, rtol=1e-6)
-    np.testing.assert_allclose(scores[1:], 2 * cam[1:], rtol=1e-6)
+    np.testing.assert_allclose(background_score(cam, "reference"), 0.5 * cam[0] + 0.2, rtol=1e-6)
+
+
+def test_best_foreground_takes_the_first_maximum_like_argmax():
+    rng = np.random.default_rng(4)
+    cam = np.round(rng.random((6, 50, 20)) * 3) / 3         # many ties
+    row, score = best_foreground(cam)
+    np.testing.assert_array_equal(row, np.argmax(cam[1:], axis=0) + 1)
+    np.testing.assert_array_equal(score, cam[1:].max(axis=0))
+    threshold_rows = np.argmax(np.concatenate([np.full_like(cam[:1], 1 / 3), cam[1:]]), axis=0)
+    np.testing.assert_array_equal(label_rows(cam, "threshold", 1 / 3), threshold_rows)
 
 
 def test_reference_rule_on_the_fused_map_matches_the_reference_step2_sum():
@@ -40,7 +55,7 @@ def test_reference_rule_on_the_fused_map_matches_the_reference_step2_sum():
     rng = np.random.default_rng(2)
     classifier, prototype = random_cam(rng).astype(np.float64), random_cam(rng).astype(np.float64)
     lam = 0.7
-    reference_sum = background_scores(classifier, "reference") + lam * background_scores(prototype, "reference")
+    reference_sum = pad_trick(classifier) + lam * pad_trick(prototype)
     np.testing.assert_array_equal(label_rows(fuse(classifier, prototype, lam), "reference"),
                                   np.argmax(reference_sum, axis=0))
 
