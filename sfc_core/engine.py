@@ -14,8 +14,8 @@ Reproducibility
 Distributed (torchrun)
     DistInfo(rank, world_size, local_rank) with .is_main and .distributed
     setup_distributed() -> DistInfo          reads torchrun's env vars; single process otherwise
-    wrap_ddp(model, dist, device), unwrap(model), all_reduce_sum(tensor, dist),
-    gather_objects(obj, dist) -> list, cleanup_distributed(dist)
+    wrap_ddp(model, dist, device, **ddp_kwargs), unwrap(model), all_reduce_sum(tensor, dist),
+    barrier(dist), gather_objects(obj, dist) -> list, cleanup_distributed(dist)
 
 Optimisation
     make_optimizer(name, groups, momentum, weight_decay)   "sgd" | "adamw"; groups carry "lr"
@@ -26,7 +26,8 @@ Checkpoints and logs
     save_checkpoint(path, state), load_checkpoint(path, map_location) -> dict
     check_compatible(ckpt, expected, path)   SfcError when classes / backbone / architecture differ
     check_finite(loss, step, last_checkpoint)
-    MetricsLogger(metrics_path, tensorboard_dir): log(step, values), image(tag, step, array)
+    MetricsLogger(metrics_path, tensorboard_dir, resume_step=None): log(step, values),
+        image(tag, step, array)
 
 Checkpoints hold only tensors and plain Python values, so they load with
 ``torch.load(weights_only=True)``.
@@ -34,6 +35,7 @@ Checkpoints hold only tensors and plain Python values, so they load with
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import random
@@ -47,7 +49,7 @@ import torch
 from torch import nn
 
 from sfc_core.errors import SfcError
-from sfc_core.io import append_jsonl, atomic_torch_save
+from sfc_core.io import append_jsonl, atomic_torch_save, atomic_write_text
 
 # -- distributed ---------------------------------------------------------------------------
 
@@ -90,12 +92,13 @@ def cleanup_distributed(dist: DistInfo) -> None:
         torch.distributed.destroy_process_group()
 
 
-def wrap_ddp(model: nn.Module, dist: DistInfo, device: torch.device) -> nn.Module:
-    """DistributedDataParallel when distributed, the model itself otherwise."""
+def wrap_ddp(model: nn.Module, dist: DistInfo, device: torch.device, **ddp_kwargs: Any) -> nn.Module:
+    """DistributedDataParallel (with ``ddp_kwargs``, e.g. find_unused_parameters) when
+    distributed, the model itself otherwise."""
     if not dist.distributed:
         return model
     device_ids = [device.index] if device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, **ddp_kwargs)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -107,6 +110,12 @@ def all_reduce_sum(tensor: torch.Tensor, dist: DistInfo) -> torch.Tensor:
     if dist.distributed:
         torch.distributed.all_reduce(tensor)
     return tensor
+
+
+def barrier(dist: DistInfo) -> None:
+    """Wait for every rank (no-op in one process)."""
+    if dist.distributed:
+        torch.distributed.barrier()
 
 
 def gather_objects(obj: Any, dist: DistInfo) -> list[Any]:
@@ -308,22 +317,29 @@ def check_finite(loss: torch.Tensor | float, step: int, last_checkpoint: str | P
 class MetricsLogger:
     """Scalars to ``metrics_path`` (one JSON line per call) and TensorBoard; images to TensorBoard.
 
-    With ``enabled=False`` (ranks other than 0) every call does nothing.
+    With ``enabled=False`` (ranks other than 0) every call does nothing. A run resumed from
+    the checkpoint of step ``resume_step`` drops what was logged after that step (it is about
+    to be logged again): lines of metrics.jsonl and TensorBoard events alike.
     """
 
     def __init__(self, metrics_path: str | Path, tensorboard_dir: str | Path | None = None,
-                 enabled: bool = True):
+                 enabled: bool = True, resume_step: int | None = None):
         self.metrics_path = Path(metrics_path)
         self.tensorboard_dir = tensorboard_dir
         self.enabled = enabled
+        self.purge_step = None if resume_step is None else resume_step + 1
         self._writer = None
+        if enabled and resume_step is not None and self.metrics_path.is_file():
+            lines = self.metrics_path.read_text().splitlines(keepends=True)
+            atomic_write_text(self.metrics_path,
+                              "".join(line for line in lines if json.loads(line)["step"] <= resume_step))
 
     @property
     def writer(self):
         if self._writer is None and self.tensorboard_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(str(self.tensorboard_dir))
+            self._writer = SummaryWriter(str(self.tensorboard_dir), purge_step=self.purge_step)
         return self._writer
 
     def log(self, step: int, values: dict[str, float]) -> None:

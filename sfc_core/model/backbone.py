@@ -15,9 +15,10 @@ Registered entries (``BACKBONES``):
   Weights: ``"imagenet"`` (torchvision IMAGENET1K_V1, the reference's 76.1% weights, from
   torch's hub cache or a download), a path to a torchvision state dict, or ``"none"``.
 - ``tiny``: a width-reduced ResNet-18 layout (widths 16-32-64-128, blocks 1/1/2/2) for the
-  synthetic CPU presets: a 3x3 stride-2 stem without max-pool, layer2 and layer3 at stride 2,
-  layer4 dilated, so output stride 8 (a 128 px image gives 16x16). Trained from scratch, so
-  its BatchNorm trains and nothing is frozen. Weights: ``"none"`` or a path.
+  synthetic CPU presets: a 3x3 stride-2 stem with max-pool (stride 4), layer2 at stride 2,
+  layer3 at stride 1, layer4 dilated (2), so output stride 8 (a 128 px image gives 16x16).
+  Trained from scratch, so its BatchNorm trains and nothing is frozen. Weights: ``"none"``
+  or a path.
 
 The freeze policy is data of each entry (``frozen_stages``, ``frozen_bn``), applied by
 ``Backbone`` in one place.
@@ -188,10 +189,10 @@ def _layer(in_channels: int, channels: int, blocks: int, stride: int, dilation: 
 def tiny(weights: str = "none") -> Backbone:
     widths, blocks = (16, 32, 64, 128), (1, 1, 2, 2)
     stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 2, padding=1, bias=False),
-                         nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True))
+                         nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, padding=1))
     layers = [_layer(widths[0], widths[0], blocks[0], stride=1, dilation=1),
               _layer(widths[0], widths[1], blocks[1], stride=2, dilation=1),
-              _layer(widths[1], widths[2], blocks[2], stride=2, dilation=1),
+              _layer(widths[1], widths[2], blocks[2], stride=1, dilation=1),
               _layer(widths[2], widths[3], blocks[3], stride=1, dilation=2)]
     for module in [stem, *layers]:
         for m in module.modules():

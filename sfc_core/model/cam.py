@@ -25,7 +25,7 @@ def max_normalise(x: torch.Tensor, eps: float = EPS) -> torch.Tensor:
 
 def l2_normalise(x: torch.Tensor, dim: int = 1, eps: float = EPS) -> torch.Tensor:
     """x / (||x||_2 + eps) along ``dim`` (the reference's form, not F.normalize's max(., eps))."""
-    return x / (x.norm(dim=dim, keepdim=True) + eps)
+    return x * (x.norm(dim=dim, keepdim=True) + eps).reciprocal()
 
 
 def classifier_cam(logit_map: torch.Tensor, valid_mask: torch.Tensor | None = None) -> torch.Tensor:

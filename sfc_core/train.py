@@ -1,0 +1,391 @@
+"""The SFC training stage (method.md section 3): ``train(cfg, out)`` and the ``train`` verb.
+
+    python -m sfc_core train --preset synthetic --out runs/sfc            # full SFC
+    python -m sfc_core train --preset synthetic --out runs/base --baseline
+    python -m sfc_core train --preset synthetic --out runs/sfc --resume   # continue exactly
+    torchrun --nproc_per_node 4 -m sfc_core train --preset voc --data-root VOC2012 --out runs/voc
+
+One step: a loader batch (images, crop boxes, labels) is written into the image bank and
+``train.bank_draws`` slots are drawn and appended; the batch and a 0.5x bilinear
+(align_corners=True) copy go through the network; the loss is classification (mean of both
+scales) + ``loss.prototype_weight`` x prototype consistency + ``loss.scale_weight`` x
+cross-scale consistency, weighted per class by the distribution coefficients; the global
+gradient norm is clipped and the schedule steps ("poly" over two lr groups, or "onecycle").
+
+Writes (through ``RunDir``): config.json, class_names.json, metrics.jsonl and tb/ every
+``log_every`` steps, checkpoints/last.pt every ``checkpoint_every`` steps and at the end,
+checkpoints/best.pt (best sum of the two validation mIoUs when ``val_every`` > 0, else the
+final model).
+
+Resume: last.pt holds the model, optimiser, schedule, loss scaler, step, image bank and RNG
+states (global generators and the trainer's own generator, which shuffles bank writes and
+draws bank slots). Data order is a function of (seed, epoch) (DistributedSampler) and each
+sample's augmentation of (seed, epoch, index) (TrainDataset), so a resumed run skips the
+epoch's first batches without loading them and ends with exactly the weights of a run that
+never stopped. A run directory that already holds a run is refused without ``--resume``.
+
+DDP (torchrun): one process per GPU, a DistributedSampler shard each, gradients averaged by
+DDP. The image bank stays per process (each rank's bank holds images of its own shard);
+checkpoints gather every rank's bank and RNG states, so resume needs the same world size.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+from tqdm import tqdm
+
+from sfc_core import engine
+from sfc_core.bank import ImageBank
+from sfc_core.config import ABLATIONS, Config, parse_overrides
+from sfc_core.data import MultiScaleDataset, SegmentationDataset, TrainDataset, open_dataset
+from sfc_core.data.stats import class_weights
+from sfc_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, valid_mask_from_boxes
+from sfc_core.errors import SfcError
+from sfc_core.io import atomic_write_json
+from sfc_core.losses import classification_loss, prototype_consistency, scale_consistency
+from sfc_core.metrics import confusion_matrix, mean_iou
+from sfc_core.model.cam import max_normalise
+from sfc_core.model.sfc_net import SfcNet, build_model, checkpoint_identity
+from sfc_core.run_dir import RunDir
+
+# Fields a resumed run may change: where things are and how fast, never what is computed.
+RESUMABLE_CHANGES = {"data.root", "data.num_workers", "train.device", "train.log_every"}
+
+
+class SfcObjective(nn.Module):
+    """The losses of one batch as one module call, so DDP sees a single forward.
+
+    images (N, 3, S, S), boxes (N, 4) of the real image inside each crop, labels (N, C).
+    Returns the loss terms (``total`` included) and the scale-1 network outputs.
+    """
+
+    def __init__(self, model: SfcNet, class_weights: torch.Tensor, crop_size: int,
+                 prototype_weight: float, scale_weight: float):
+        super().__init__()
+        self.model = model
+        self.register_buffer("class_weights", class_weights)
+        self.crop_size = crop_size
+        self.prototype_weight = prototype_weight
+        self.scale_weight = scale_weight
+
+    def forward(self, images: torch.Tensor, boxes: torch.Tensor,
+                labels: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        half = F.interpolate(images, scale_factor=0.5, mode="bilinear", align_corners=True)
+        full_out = self.model(images, self._valid_mask(images, boxes, labels),
+                              with_prototype_cam=self.prototype_weight > 0)
+        half_out = self.model(half, self._valid_mask(half, boxes, labels), with_prototype_cam=False)
+        losses = {"cls": (classification_loss(full_out["score"], labels)
+                          + classification_loss(half_out["score"], labels)) / 2}
+        total = losses["cls"]
+        if self.prototype_weight > 0:
+            losses["prototype"] = prototype_consistency(full_out["cam"], full_out["prototype_cam"],
+                                                        self.class_weights)
+            total = total + self.prototype_weight * losses["prototype"]
+        if self.scale_weight > 0:
+            losses["scale"] = scale_consistency(full_out["cam"], half_out["cam"], labels, self.class_weights)
+            total = total + self.scale_weight * losses["scale"]
+        losses["total"] = total
+        return losses, full_out
+
+    def _valid_mask(self, images: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(N, C+1, h, w) label-masked valid mask on the CAM grid of ``images``."""
+        grid = self.model.feature_size(*images.shape[-2:])
+        return valid_mask_from_boxes(boxes, labels, self.crop_size, grid)
+
+
+def train(cfg: Config, out: str | Path, resume: bool = False, stop_after: int | None = None) -> dict:
+    """Train SFC (or the baseline / an ablation, by config) into the run directory ``out``.
+
+    resume: continue from ``out``/checkpoints/last.pt (exactly; see the module docstring).
+    stop_after: stop once this many steps are done, writing nothing extra: simulates an
+    interruption (the last periodic checkpoint is what a resume starts from).
+    Returns a summary: steps, seconds, images_per_second, best validation, checkpoint paths.
+    """
+    dist = engine.setup_distributed()
+    try:
+        return _train(cfg, RunDir(out), resume, stop_after, dist)
+    finally:
+        engine.cleanup_distributed(dist)
+
+
+def _train(cfg: Config, run: RunDir, resume: bool, stop_after: int | None, dist: engine.DistInfo) -> dict:
+    t = cfg.train
+    device = engine.select_device(t.device, dist)
+    if dist.is_main:
+        _claim_run_dir(run, cfg, resume)
+    engine.seed_everything(t.seed)
+    dataset = open_dataset(cfg.data)
+    class_names = list(dataset.class_names)
+    if dist.is_main:
+        cfg.save(run.config_json)
+        atomic_write_json(run.class_names_json, class_names)
+    engine.barrier(dist)
+
+    model = build_model(cfg.model, len(class_names)).to(device)
+    channels_last = device.type == "cuda" and t.channels_last
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    weights = torch.as_tensor(class_weights(dataset, cfg), dtype=torch.float32)
+    objective = SfcObjective(model, weights, cfg.data.crop_size, cfg.loss.prototype_weight,
+                             cfg.loss.scale_weight).to(device)
+
+    train_set = TrainDataset(dataset, cfg.data.train_list, cfg.data.crop_size, cfg.data.resize_long, seed=t.seed)
+    sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
+                                 seed=t.seed, drop_last=True)
+    steps_per_epoch = len(sampler) // t.batch_size
+    if steps_per_epoch == 0:
+        raise SfcError(f"train list {cfg.data.train_list!r} has {len(train_set)} images, fewer than one "
+                       f"batch of {t.batch_size} per process", path=dataset.list_path(cfg.data.train_list),
+                       fix="lower train.batch_size or use a longer list")
+    max_steps = t.max_steps or t.epochs * steps_per_epoch
+
+    groups = model.parameter_groups()
+    optimizer = engine.make_optimizer(t.optimizer, [{"params": groups["backbone"], "lr": t.lr},
+                                                    {"params": groups["new"], "lr": t.lr * t.new_layer_lr_mult}],
+                                      t.momentum, t.weight_decay)
+    schedule = engine.make_schedule(optimizer, t.schedule, max_steps, t.poly_power)
+    scaler = engine.make_grad_scaler(device, t.amp)
+    bank = ImageBank(len(class_names), (3, cfg.data.crop_size, cfg.data.crop_size), device) \
+        if t.bank_draws > 0 else None
+    generator = torch.Generator().manual_seed(t.seed + dist.rank)
+
+    step, best = 0, {"score": -math.inf}
+    identity = checkpoint_identity(cfg.model, class_names)
+    if resume and run.last_checkpoint.is_file():
+        ckpt = engine.load_checkpoint(run.last_checkpoint)
+        engine.check_compatible(ckpt, identity, run.last_checkpoint)
+        if len(ckpt["ranks"]) != dist.world_size:
+            raise SfcError(f"checkpoint was written by {len(ckpt['ranks'])} process(es), this run has "
+                           f"{dist.world_size}", path=run.last_checkpoint,
+                           fix="resume with the same number of processes (torchrun --nproc_per_node)")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        schedule.load_state_dict(ckpt["schedule"])
+        scaler.load_state_dict(ckpt["scaler"])
+        own = ckpt["ranks"][dist.rank]
+        if bank is not None:
+            bank.load_state_dict(own["bank"])
+        generator.set_state(own["generator"])
+        engine.set_rng_state(own["rng"])
+        step, best = ckpt["step"], ckpt["best"]
+
+    ddp_objective = engine.wrap_ddp(objective, dist, device,
+                                    find_unused_parameters=cfg.loss.prototype_weight == 0)
+    logger = engine.MetricsLogger(run.metrics_jsonl, run.tensorboard, enabled=dist.is_main,
+                                  resume_step=step if resume else None)
+    images_per_step = (t.batch_size + t.bank_draws) * dist.world_size
+    start_step, started = step, time.perf_counter()
+    bar = tqdm(total=max_steps, initial=step, desc="train", unit="step", disable=not dist.is_main)
+    trainable = [p for group in groups.values() for p in group]
+
+    def checkpoint(path: Path, full: bool) -> None:
+        """last.pt (full=True: everything needed to resume) or best.pt (weights + identity)."""
+        state = {"model": model.state_dict(), "step": step, "best": best, "config": cfg.to_dict(), **identity}
+        if full:
+            ranks = engine.gather_objects({"bank": bank.state_dict() if bank is not None else None,
+                                           "generator": generator.get_state(),
+                                           "rng": engine.rng_state()}, dist)
+            state.update(optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
+                         scaler=scaler.state_dict(), epoch=step // steps_per_epoch, ranks=ranks)
+        if dist.is_main:
+            engine.save_checkpoint(path, state)
+
+    try:
+        while step < max_steps and step != stop_after:
+            epoch, done_in_epoch = divmod(step, steps_per_epoch)
+            for batch in _epoch_loader(train_set, sampler, epoch, done_in_epoch, t.batch_size,
+                                       cfg.data.num_workers, device):
+                images = batch["image"].to(device, non_blocking=True)
+                boxes, labels = batch["box"], batch["label"]
+                if bank is not None:
+                    bank.update(images, boxes, labels, generator)
+                    drawn_images, drawn_boxes, drawn_labels = bank.draw(t.bank_draws, generator)
+                    images = torch.cat([images, drawn_images])
+                    boxes, labels = torch.cat([boxes, drawn_boxes]), torch.cat([labels, drawn_labels])
+                if channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with engine.out_of_memory_hint("train.batch_size", t.batch_size):
+                    with engine.autocast(device, t.amp):
+                        losses, outputs = ddp_objective(images, boxes.to(device), labels.to(device))
+                    grad_norm = engine.optimizer_step(losses["total"], optimizer, scaler, trainable, t.grad_clip)
+                schedule.step()
+                step += 1
+                bar.update(1)
+
+                if step % t.log_every == 0 or step == max_steps:
+                    loss_values = {name: value.item() for name, value in losses.items()}
+                    engine.check_finite(loss_values["total"], step, _existing(run.last_checkpoint))
+                    rate = images_per_step * (step - start_step) / (time.perf_counter() - started)
+                    logger.log(step, {**{f"loss/{name}": value for name, value in loss_values.items()},
+                                      "lr/backbone": optimizer.param_groups[0]["lr"],
+                                      "lr/new": optimizer.param_groups[1]["lr"],
+                                      "grad_norm": grad_norm.item(), "images_per_second": rate})
+                    bar.set_postfix({**{name: f"{value:.3f}" for name, value in loss_values.items()},
+                                     "img/s": f"{rate:.1f}"})
+                    if step % (10 * t.log_every) == 0:
+                        _log_cam_image(logger, step, images[0], outputs)
+                if t.val_every > 0 and (step % t.val_every == 0 or step == max_steps):
+                    scores = validate(model, dataset, cfg.data.eval_list, device, dist, cfg.data.num_workers, t.amp)
+                    logger.log(step, {f"val/{name}": value for name, value in scores.items()})
+                    if scores["miou_cam"] + scores["miou_prototype"] > best["score"]:
+                        best = {"score": scores["miou_cam"] + scores["miou_prototype"], "step": step, **scores}
+                        checkpoint(run.best_checkpoint, full=False)
+                if step % t.checkpoint_every == 0 or step == max_steps:
+                    engine.check_finite(losses["total"], step, _existing(run.last_checkpoint))
+                    checkpoint(run.last_checkpoint, full=True)
+                if step in (max_steps, stop_after):
+                    break
+        if step == max_steps and t.val_every == 0:
+            best = {"score": None, "step": step}
+            checkpoint(run.best_checkpoint, full=False)     # no validation: best = final
+    finally:
+        bar.close()
+        logger.close()
+
+    seconds = time.perf_counter() - started
+    return {"steps": step, "max_steps": max_steps, "finished": step == max_steps, "seconds": seconds,
+            "images_per_second": images_per_step * (step - start_step) / max(seconds, 1e-9),
+            "best": best, "last_checkpoint": str(run.last_checkpoint),
+            "best_checkpoint": str(run.best_checkpoint) if run.best_checkpoint.is_file() else None}
+
+
+def _existing(path: Path) -> Path | None:
+    return path if path.is_file() else None
+
+
+def _claim_run_dir(run: RunDir, cfg: Config, resume: bool) -> None:
+    """Refuse to train over an existing run without --resume, or to resume it differently."""
+    if not resume:
+        if run.config_json.is_file() or run.last_checkpoint.is_file():
+            raise SfcError(f"{run.root} already holds a training run", path=run.root,
+                           fix="add --resume to continue it, or choose a fresh --out")
+        return
+    if run.config_json.is_file():
+        saved = _flat(run.load_config().to_dict())
+        wanted = _flat(cfg.to_dict())
+        differ = sorted(key for key in saved.keys() | wanted.keys()
+                        if saved.get(key) != wanted.get(key) and key not in RESUMABLE_CHANGES)
+        if differ:
+            details = ", ".join(f"{key}: {saved.get(key)!r} -> {wanted.get(key)!r}" for key in differ[:5])
+            raise SfcError(f"--resume with a configuration that differs from the run's ({details})",
+                           path=run.config_json,
+                           fix="resume with the run's preset, flags and --set values, or choose a fresh --out")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
+    return flat
+
+
+def _epoch_loader(train_set: TrainDataset, sampler: DistributedSampler, epoch: int, skip_batches: int,
+                  batch_size: int, num_workers: int, device: torch.device) -> DataLoader:
+    """This process's batches of ``epoch``, without the first ``skip_batches`` (resume)."""
+    train_set.set_epoch(epoch)
+    sampler.set_epoch(epoch)
+    order = list(sampler)[skip_batches * batch_size:]
+    return DataLoader(train_set, batch_size=batch_size, sampler=order, drop_last=True,
+                      num_workers=num_workers, pin_memory=device.type == "cuda",
+                      generator=torch.Generator().manual_seed(epoch))
+
+
+@torch.no_grad()
+def validate(model: SfcNet, dataset: SegmentationDataset, list_name: str, device: torch.device,
+             dist: engine.DistInfo | None = None, num_workers: int = 0,
+             amp: bool = True) -> dict[str, float]:
+    """Single-scale, no-flip arg-max mIoU of the refined CAM and of the prototype CAM (the
+    reference's training-time validation): each image at full size with the valid mask
+    [1, label], CAMs upsampled bilinearly to the image, max-normalised, arg-max over C+1.
+    Under DDP each rank scores its share and the confusion matrices are summed."""
+    dist = dist or engine.DistInfo()
+    items = MultiScaleDataset(dataset, list_name, scales=(1.0,), flip=False)
+    shard = Subset(items, range(dist.rank, len(items), dist.world_size))
+    loader = DataLoader(shard, batch_size=None, num_workers=num_workers,
+                        generator=torch.Generator().manual_seed(0))
+    num_channels = dataset.num_classes + 1
+    confusions = {"cam": np.zeros((num_channels, num_channels), np.int64),
+                  "prototype_cam": np.zeros((num_channels, num_channels), np.int64)}
+    was_training = model.training
+    model.eval()
+    for item in tqdm(loader, desc=f"validate ({list_name})", leave=False, disable=not dist.is_main):
+        image = item["images"][0].to(device)
+        label_mask = torch.cat([torch.ones(1), item["label"]]).to(device)[None, :, None, None]
+        with engine.autocast(device, amp):
+            out = model(image, label_mask)
+        gt = dataset.read_mask(item["name"])
+        for key in confusions:
+            cam = F.interpolate(out[key].float(), size=gt.shape, mode="bilinear", align_corners=False)
+            pred = max_normalise(cam)[0].argmax(dim=0).to(torch.uint8).cpu().numpy()
+            confusions[key] += confusion_matrix(pred, gt, num_channels)
+    model.train(was_training)
+    totals = {key: engine.all_reduce_sum(torch.from_numpy(conf).to(device), dist).cpu().numpy()
+              for key, conf in confusions.items()}
+    return {"miou_cam": mean_iou(totals["cam"]), "miou_prototype": mean_iou(totals["prototype_cam"])}
+
+
+def _log_cam_image(logger: engine.MetricsLogger, step: int, image: torch.Tensor,
+                   outputs: dict[str, torch.Tensor]) -> None:
+    """TensorBoard: the first image of the batch beside its refined and prototype CAMs
+    (maximum over foreground channels, upsampled)."""
+    if not logger.enabled:
+        return
+    from sfc_core.plots import cam_overlay
+
+    rgb = image.detach().float().cpu().numpy().transpose(1, 2, 0) * IMAGENET_STD + IMAGENET_MEAN
+    rgb = np.clip(rgb * 255, 0, 255).astype(np.uint8)
+    panels = [rgb]
+    for key in ("cam", "prototype_cam"):
+        if key in outputs:
+            cam = max_normalise(outputs[key][:1, 1:].detach().float()).amax(dim=1, keepdim=True)
+            cam = F.interpolate(cam, size=rgb.shape[:2], mode="bilinear", align_corners=False)
+            panels.append(cam_overlay(rgb, cam[0, 0].cpu().numpy()))
+    logger.image("cams/image_refined_prototype", step, np.concatenate(panels, axis=1))
+
+
+# -- the verb ------------------------------------------------------------------------------
+
+
+def train_arguments(p: argparse.ArgumentParser) -> None:
+    from sfc_core.cli import add_config_arguments
+
+    add_config_arguments(p)
+    p.add_argument("--out", required=True, help="run directory to create (or resume)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
+    for name, overrides in ABLATIONS.items():
+        p.add_argument(f"--{name}", action="store_true",
+                       help="set " + ", ".join(f"{k}={v}" for k, v in overrides.items()))
+    p.add_argument("--backbone-weights", default=None, metavar="PATH",
+                   help="local backbone state dict (sets model.backbone_weights)")
+    p.add_argument("--stop-after", type=int, default=None, metavar="STEPS",
+                   help="stop after this many steps, as if interrupted (resume with --resume)")
+
+
+def train_command(args: argparse.Namespace) -> int:
+    from sfc_core.cli import config_from_args
+
+    cfg = config_from_args(args)
+    for name, overrides in ABLATIONS.items():
+        if getattr(args, name.replace("-", "_")):
+            cfg.override(overrides)
+    if args.backbone_weights:
+        cfg.override({"model.backbone_weights": args.backbone_weights})
+    cfg.override(parse_overrides(args.overrides))       # an explicit --set wins over the flags
+    summary = train(cfg, args.out, resume=args.resume, stop_after=args.stop_after)
+    best = summary["best"]
+    scores = (f"; best at step {best['step']}: mIoU refined CAM {100 * best['miou_cam']:.1f}, "
+              f"prototype CAM {100 * best['miou_prototype']:.1f}") if best.get("miou_cam") is not None else ""
+    print(f"trained {summary['steps']}/{summary['max_steps']} steps in {summary['seconds']:.0f} s "
+          f"({summary['images_per_second']:.1f} images/s){scores}; checkpoints in {Path(args.out) / 'checkpoints'}")
+    return 0
