@@ -11,17 +11,25 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
-from collections.abc import Sequence
+import operator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib import colormaps
+from matplotlib.ticker import FuncFormatter
 
+from sfc_core.cams import CamRecord, load_cam
+from sfc_core.data import SegmentationDataset
+from sfc_core.errors import SfcError
+from sfc_core.fusion import kind_cam, predict_mask
 from sfc_core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from sfc_core.metrics import spearman_vs_count
+from sfc_core.run_dir import RunDir
 
 IGNORE = 255
 
@@ -58,6 +66,15 @@ def mask_to_rgb(mask: np.ndarray) -> np.ndarray:
     return table[mask]
 
 
+PART_COLOURS = np.array([[0, 0, 0], [255, 127, 14], [44, 160, 44]], dtype=np.uint8)  # none, shared, own
+
+
+def part_mask_to_rgb(part: np.ndarray) -> np.ndarray:
+    """Colour a synthetic part mask: (H, W) uint8 (0 none, 1 shared part, 2 own part) -> (H, W, 3)
+    uint8 (black, orange, green)."""
+    return PART_COLOURS[np.asarray(part)]
+
+
 def cam_overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5, vmax: float = 1.0) -> np.ndarray:
     """Blend a CAM onto an image with the jet colour map.
 
@@ -67,6 +84,57 @@ def cam_overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5, vmax: fl
     heat = colormaps["jet"](np.clip(np.asarray(cam, dtype=np.float32) / max(vmax, 1e-8), 0, 1))[..., :3]
     blend = (1 - alpha) * np.asarray(image, dtype=np.float32) / 255 + alpha * heat
     return np.round(255 * blend).astype(np.uint8)
+
+
+def cam_overlays(image: np.ndarray, record: CamRecord, class_index: int,
+                 variants: Sequence[tuple[str, float]]) -> list[np.ndarray]:
+    """One class's CAM over the image for each (kind, lambda): a list of (H, W, 3) uint8.
+
+    image: (H, W, 3) uint8; record: the image's saved CAMs; class_index: 1..C, one of record.keys.
+    """
+    row = [int(k) for k in record.keys].index(class_index)
+    return [cam_overlay(image, kind_cam(record, kind, lam)[row]) for kind, lam in variants]
+
+
+# -- reading a run for figures ---------------------------------------------------------------
+
+
+def class_values(per_class: dict[str, float | None], class_names: Sequence[str]) -> np.ndarray:
+    """float64 (C,) from a JSON per-class mapping ``{name: value or null}`` (null -> nan)."""
+    return np.array([as_float(per_class.get(name)) for name in class_names], dtype=np.float64)
+
+
+def chosen_setting(cam_eval: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The setting eval-cams chose for a CAM kind: {"kind", "lam", "background", "threshold"}."""
+    row = cam_eval["rows"][kind]
+    return {"kind": kind, "lam": row["lambda"] or 0.0, "background": row["background"],
+            "threshold": row["threshold"]}
+
+
+def chosen_predictions(run: str | Path | RunDir, dataset: SegmentationDataset, kind: str,
+                       list_name: str | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
+    """(image id, prediction, ground truth) over a list (default: the one cam_eval.json scored),
+    each uint8 (H, W), for one CAM kind at the setting eval-cams chose for it."""
+    run = RunDir(run)
+    if not run.cam_eval_json.is_file():
+        raise SfcError("the run has no CAM evaluation", path=run.cam_eval_json,
+                       fix=f"run: python -m sfc_core eval-cams --run {run.root}")
+    cam_eval = json.loads(run.cam_eval_json.read_text())
+    setting = chosen_setting(cam_eval, kind)
+    for image_id in dataset.ids(list_name or cam_eval["list"]):
+        record = load_cam(run, image_id, num_classes=dataset.num_classes)
+        yield image_id, predict_mask(record, **setting), dataset.read_mask(image_id)
+
+
+def run_mechanism(run: str | Path | RunDir, dataset: SegmentationDataset, kind: str) -> dict[str, Any]:
+    """``sfc_core.mechanism.mechanism_summary`` of a run's CAM kind on the list cam_eval.json
+    scored (synthetic datasets only: it reads their part masks and groups)."""
+    from sfc_core import mechanism
+
+    samples = ((pred, truth, mechanism.read_part_mask(dataset.root, image_id))
+               for image_id, pred, truth in chosen_predictions(run, dataset, kind))
+    counts = mechanism.accumulate_part_confusion(samples, dataset.num_classes + 1)
+    return mechanism.mechanism_summary(counts, mechanism.read_groups(dataset.root))
 
 
 # -- charts ----------------------------------------------------------------------------------
@@ -128,26 +196,32 @@ def cooccurrence_heatmap(matrix: np.ndarray, class_names: Sequence[str], title: 
     return fig
 
 
-def per_class_vs_frequency(counts: Sequence[int], values: dict[str, Sequence[float]],
-                           class_names: Sequence[str], ylabel: str, reference: float | None = None,
-                           title: str = "", ax: plt.Axes | None = None) -> plt.Figure:
+def per_class_vs_frequency(counts: Sequence[int] | dict[str, Sequence[int]],
+                           values: dict[str, Sequence[float]], class_names: Sequence[str], ylabel: str,
+                           reference: float | None = None, title: str = "",
+                           ax: plt.Axes | None = None) -> plt.Figure:
     """Scatter of a per-class figure against the class's image count (log x), one series per run.
 
-    counts: (C,); values: ``{label: (C,)}``; reference: a horizontal line (e.g. ratio 1).
-    Each series' label carries its Spearman rho against log count.
+    counts: (C,) shared by all series, or ``{label: (C,)}`` per series; values: ``{label: (C,)}``;
+    reference: a horizontal line (e.g. ratio 1). Each label carries its Spearman rho against
+    log count.
     """
     fig, ax = _axes(ax, (7.0, 4.5))
-    counts = np.asarray(counts, dtype=float)
     for label, ys in values.items():
+        xs = np.asarray(counts[label] if isinstance(counts, dict) else counts, dtype=float)
         ys = np.asarray(ys, dtype=float)
-        rho, _ = spearman_vs_count(ys, counts)
-        ax.scatter(counts, ys, label=f"{label} (Spearman {rho:+.2f})", s=40)
-        for name, x, y in zip(class_names, counts, ys):
+        rho, _ = spearman_vs_count(ys, xs)
+        ax.scatter(xs, ys, label=f"{label} (Spearman {rho:+.2f})", s=40)
+        for name, x, y in zip(class_names, xs, ys):
             if np.isfinite(y):
                 ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
     if reference is not None:
         ax.axhline(reference, color="grey", lw=1, ls="--")
     ax.set_xscale("log")
+    plain = FuncFormatter(lambda x, _: f"{x:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(plain)
+    ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel("training images of the class (log)")
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -156,7 +230,8 @@ def per_class_vs_frequency(counts: Sequence[int], values: dict[str, Sequence[flo
     return fig
 
 
-def activation_ratio_scatter(counts: Sequence[int], ratios: dict[str, Sequence[float]],
+def activation_ratio_scatter(counts: Sequence[int] | dict[str, Sequence[int]],
+                             ratios: dict[str, Sequence[float]],
                              class_names: Sequence[str], ax: plt.Axes | None = None) -> plt.Figure:
     """Activation ratio (predicted / GT area) per class against class frequency (log x)."""
     return per_class_vs_frequency(counts, ratios, class_names, "activation ratio (pred / GT area)",
@@ -178,6 +253,71 @@ def curves(records: list[dict[str, float]], keys: Sequence[str], x: str = "step"
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def threshold_sweep(cam_eval: dict[str, Any], title: str = "", ax: plt.Axes | None = None) -> plt.Figure:
+    """mIoU against the background threshold, one line per CAM variant (from cam_eval.json)."""
+    fig, ax = _axes(ax, (7.0, 4.0))
+    for name, values in cam_eval["sweep"]["threshold_rule"].items():
+        ys = [np.nan if v is None else 100 * v for v in values]
+        ax.plot(cam_eval["thresholds"], ys, marker=".", label=name,
+                ls="--" if name.startswith("fused@") else "-", lw=2 if "@" not in name else 1)
+    ax.set_xlabel("background threshold")
+    ax.set_ylabel("mIoU (%)")
+    ax.set_title(title or f"Background-threshold sweep on {cam_eval['list']}")
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def lambda_sweep(cam_evals: dict[str, dict[str, Any]], ax: plt.Axes | None = None) -> plt.Figure:
+    """mIoU of the fused CAM against lambda, per run: best threshold (solid), reference rule (dashed)."""
+    fig, ax = _axes(ax, (7.0, 4.0))
+    for run_name, cam_eval in cam_evals.items():
+        lambdas = cam_eval["lambdas"]
+        best = [max((v for v in cam_eval["sweep"]["threshold_rule"][f"fused@{lam:g}"] if v is not None),
+                    default=np.nan) for lam in lambdas]
+        reference = [cam_eval["sweep"]["reference_rule"][f"fused@{lam:g}"] for lam in lambdas]
+        line, = ax.plot(lambdas, 100 * np.asarray(best, dtype=float), marker="o",
+                        label=f"{run_name}: best threshold")
+        ax.plot(lambdas, 100 * np.asarray([np.nan if r is None else r for r in reference], dtype=float),
+                marker="s", ls="--", color=line.get_color(), label=f"{run_name}: reference rule")
+    ax.set_xlabel("lambda  (fused = (classifier + lambda x prototype) / (1 + lambda))")
+    ax.set_ylabel("mIoU (%)")
+    ax.set_title("Fusion weight sweep")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def cam_table(cam_evals: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (run, CAM kind) from cam_eval.json dicts: mIoU in % at the settings chosen on
+    the evaluation list, the reference rule, the held-out list, and the calibration figures."""
+    rows = []
+    for run_name, cam_eval in cam_evals.items():
+        held = cam_eval.get("heldout") or {}
+        for kind, row in cam_eval["rows"].items():
+            calib = cam_eval["calibration"][kind]
+            rows.append({
+                "run": run_name, "CAM": kind, "lambda": row["lambda"], "threshold": row["threshold"],
+                f"mIoU % ({cam_eval['list']})": _percent(row["miou"]),
+                "mIoU % (reference rule)": _percent(row["reference_rule"]["miou"]),
+                f"mIoU % ({held.get('list', 'held-out')})": _percent(held["rows"][kind]["miou"])
+                if "rows" in held else math.nan,
+                "Spearman(ratio, log count)": as_float(calib["spearman_ratio_vs_log_count"]),
+                "head ratio": as_float(calib["head_mean_ratio"]),
+                "tail ratio": as_float(calib["tail_mean_ratio"]),
+            })
+    return rows
+
+
+def as_float(value: float | None) -> float:
+    """A JSON number or null as a float (null -> nan)."""
+    return math.nan if value is None else float(value)
+
+
+def _percent(value: float | None) -> float:
+    return 100 * as_float(value)
 
 
 def image_grid(panels: list[list[np.ndarray]], titles: list[list[str]] | None = None,
@@ -220,6 +360,64 @@ def write_table(rows: list[dict[str, Any]], figures_dir: str | Path, name: str) 
     writer.writerows(rows)
     atomic_write_json(figures_dir / f"{name}.json", rows)
     return atomic_write_text(figures_dir / f"{name}.csv", text.getvalue())
+
+
+_COMPARISONS = {">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt}
+
+
+def target_row(figure: str, measured: float | None, op: str, bound: float, scope: str = "") -> dict[str, Any]:
+    """One row of a targets table: the figure, its target (``op bound``), the measured value, met."""
+    value = as_float(measured)
+    met = math.isfinite(value) and _COMPARISONS[op](value, bound)
+    return {"figure": figure, "scope": scope, "target": f"{op} {bound:g}", "measured": value,
+            "met": "yes" if met else "NO"}
+
+
+def targets_summary(rows: list[dict[str, Any]]) -> str:
+    """A plain sentence: every target met, or which ones were missed and by what."""
+    missed = [row for row in rows if row["met"] != "yes"]
+    if not missed:
+        return f"All {len(rows)} targets met."
+    items = "; ".join(f"{row['figure']}{' (' + row['scope'] + ')' if row['scope'] else ''}: "
+                      f"measured {row['measured']:.3g}, target {row['target']}" for row in missed)
+    return f"**{len(missed)} of {len(rows)} targets missed**: {items}."
+
+
+def iou_gain_by_frequency(counts: Sequence[int], iou_before: Sequence[float],
+                          iou_after: Sequence[float]) -> dict[str, float]:
+    """Mean IoU gain (after - before) of the most frequent and the rarest third of the classes.
+
+    counts, iou_before, iou_after: (C,) over the same classes (IoU nan where undefined).
+    """
+    order = np.argsort(-np.asarray(counts), kind="stable")
+    third = max(1, len(order) // 3)
+    gain = np.asarray(iou_after, dtype=float) - np.asarray(iou_before, dtype=float)
+    return {"head_third_gain": float(np.nanmean(gain[order[:third]])),
+            "tail_third_gain": float(np.nanmean(gain[order[-third:]]))}
+
+
+def mean_std_rows(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    """Rows grouped by ``row[key]`` (first-seen order); numeric columns become mean and std
+    over the group (std with ddof=1, nan for one row), other columns keep their first value."""
+    groups: dict[Any, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(row[key], []).append(row)
+    out = []
+    for name, group in groups.items():
+        merged: dict[str, Any] = {key: name, "n": len(group)}
+        for column in group[0]:
+            values = [row.get(column) for row in group]
+            if column == key:
+                continue
+            if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+                array = np.asarray(values, dtype=float)
+                merged[column] = float(np.nanmean(array)) if np.isfinite(array).any() else math.nan
+                merged[f"{column} std"] = (float(np.nanstd(array, ddof=1))
+                                           if np.isfinite(array).sum() > 1 else math.nan)
+            else:
+                merged[column] = values[0]
+        out.append(merged)
+    return out
 
 
 def table_markdown(rows: list[dict[str, Any]], digits: int = 3) -> str:

@@ -1,0 +1,147 @@
+"""The interactive CAM explorer (ipywidgets): saved CAMs under any fusion and background rule.
+
+Pick an image, one of its classes, a CAM kind (classifier / prototype / fused), the fusion
+lambda and the background rule and threshold; the overlay, the predicted mask, the ground
+truth and the image's IoU update at once. Nothing runs the network: every view is computed
+from the run's saved CAM files (``sfc_core.cams.load_cam``) with ``sfc_core.fusion``.
+
+    from sfc_core.explorer import CamExplorer
+    CamExplorer("runs/synthetic/sfc")          # last line of a notebook cell: shows the widget
+
+``explorer_view`` is the pure function behind the widget (one image, one setting).
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from sfc_core.cams import CamRecord, load_cam
+from sfc_core.data import open_dataset
+from sfc_core.errors import SfcError
+from sfc_core.fusion import BACKGROUND_RULES, KINDS, predict_mask
+from sfc_core.metrics import confusion_matrix, iou_from_confusion, mean_iou
+from sfc_core.plots import cam_overlays, mask_to_rgb
+from sfc_core.run_dir import RunDir
+
+
+@dataclass
+class ExplorerView:
+    overlay: np.ndarray      # (H, W, 3) uint8: the class's CAM over the image
+    prediction: np.ndarray   # (H, W) uint8 class indices 0..C
+    truth: np.ndarray        # (H, W) uint8 class indices 0..C, 255 ignore
+    image_miou: float        # mIoU over the classes in the truth or the prediction
+    class_iou: float         # IoU of the chosen class
+
+
+def explorer_view(image: np.ndarray, truth: np.ndarray, record: CamRecord, class_index: int,
+                  kind: str, lam: float, background: str, threshold: float,
+                  num_classes: int) -> ExplorerView:
+    """One explorer frame. image (H, W, 3) uint8, truth (H, W) uint8; class_index 1..C must be
+    one of ``record.keys``; num_classes = C (foreground)."""
+    keys = [int(k) for k in record.keys]
+    if class_index not in keys[1:]:
+        raise SfcError(f"class {class_index} has no CAM in this record (classes {keys[1:]})",
+                       fix="pick one of the image's labelled classes")
+    prediction = predict_mask(record, kind, lam, background, threshold)
+    conf = confusion_matrix(prediction, truth, num_classes + 1)
+    overlay = cam_overlays(image, record, class_index, [(kind, lam)])[0]
+    return ExplorerView(overlay=overlay, prediction=prediction, truth=truth,
+                        image_miou=mean_iou(conf), class_iou=float(iou_from_confusion(conf)[class_index]))
+
+
+def png_bytes(array: np.ndarray, width: int) -> bytes:
+    """(H, W, 3) uint8 -> PNG bytes, scaled (nearest) to ``width`` pixels wide."""
+    image = Image.fromarray(array)
+    height = max(1, round(image.height * width / image.width))
+    buf = io.BytesIO()
+    image.resize((width, height), Image.NEAREST).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class CamExplorer:
+    """The widget: controls on top, overlay / prediction / ground truth below, IoU under them.
+
+    run: a run directory with ``cams/``; list_name: the image list (default: the run's
+    evaluation list), restricted to the images that have CAMs and masks. ``self.widget`` is
+    the ipywidgets box; the controls are attributes (``image``, ``cls``, ``kind``, ``lam``,
+    ``background``, ``threshold``) so code can move them as a user would.
+    """
+
+    def __init__(self, run: str | Path | RunDir, list_name: str | None = None, width: int = 256):
+        import ipywidgets as w
+
+        self.run = RunDir(run)
+        cfg = self.run.load_config()
+        self.dataset = open_dataset(cfg.data)
+        self.class_names = self.run.class_names()
+        list_name = list_name or cfg.data.eval_list
+        self.ids = [i for i in self.dataset.ids(list_name) if self.run.cam_file(i).is_file()]
+        if not self.ids:
+            raise SfcError(f"no CAMs for the images of list {list_name!r}", path=self.run.cams,
+                           fix=f"make them first: python -m sfc_core cams --run {self.run.root}")
+        self.width = width
+        self._record = lru_cache(maxsize=64)(
+            lambda image_id: load_cam(self.run, image_id, num_classes=len(self.class_names)))
+
+        self.image = w.Dropdown(options=self.ids, description="image").add_class("sfc-explorer-image-id")
+        self.cls = w.Dropdown(description="class").add_class("sfc-explorer-class")
+        self.kind = w.ToggleButtons(options=KINDS, value="fused", description="CAM").add_class("sfc-explorer-kind")
+        self.lam = w.FloatSlider(value=cfg.cams.fusion_lambda, min=0.0, max=1.0, step=0.05,
+                                 description="lambda").add_class("sfc-explorer-lambda")
+        self.background = w.ToggleButtons(options=BACKGROUND_RULES, value=cfg.cams.background,
+                                          description="background").add_class("sfc-explorer-background")
+        self.threshold = w.FloatSlider(value=cfg.cams.bg_threshold, min=0.0, max=0.95, step=0.05,
+                                       description="threshold").add_class("sfc-explorer-threshold")
+        self.overlay_image = w.Image(format="png").add_class("sfc-explorer-overlay")
+        self.prediction_image = w.Image(format="png").add_class("sfc-explorer-prediction")
+        self.truth_image = w.Image(format="png").add_class("sfc-explorer-truth")
+        self.score = w.HTML().add_class("sfc-explorer-iou")
+
+        def captioned(caption: str, image: w.Image) -> w.VBox:
+            return w.VBox([w.HTML(f"<b>{caption}</b>"), image])
+
+        self.widget = w.VBox([
+            w.HBox([self.image, self.cls]), self.kind, self.lam, self.background, self.threshold,
+            w.HBox([captioned("CAM overlay", self.overlay_image),
+                    captioned("predicted mask", self.prediction_image),
+                    captioned("ground truth", self.truth_image)]),
+            self.score,
+        ]).add_class("sfc-explorer")
+
+        self.image.observe(self._on_image, "value")
+        for control in (self.cls, self.kind, self.lam, self.background, self.threshold):
+            control.observe(self._redraw, "value")
+        self._on_image()
+
+    def _on_image(self, change: dict | None = None) -> None:
+        keys = [int(k) for k in self._record(self.image.value).keys[1:]]
+        options = [(self.class_names[k - 1], k) for k in keys]
+        with self.cls.hold_trait_notifications():
+            self.cls.options = options
+            self.cls.value = options[0][1] if options else None
+        self._redraw()
+
+    def _redraw(self, change: dict | None = None) -> None:
+        self.lam.disabled = self.kind.value != "fused"
+        self.threshold.disabled = self.background.value != "threshold"
+        if self.cls.value is None:
+            self.score.value = "this image has no labelled class"
+            return
+        image_id = self.image.value
+        view = explorer_view(self.dataset.read_image(image_id), self.dataset.read_mask(image_id),
+                             self._record(image_id), self.cls.value, self.kind.value, self.lam.value,
+                             self.background.value, self.threshold.value, len(self.class_names))
+        self.overlay_image.value = png_bytes(view.overlay, self.width)
+        self.prediction_image.value = png_bytes(mask_to_rgb(view.prediction), self.width)
+        self.truth_image.value = png_bytes(mask_to_rgb(view.truth), self.width)
+        name = self.class_names[self.cls.value - 1]
+        self.score.value = (f"image {image_id}: mIoU <b>{100 * view.image_miou:.1f}</b> &nbsp; "
+                            f"IoU of {name} <b>{100 * view.class_iou:.1f}</b>")
+
+    def _repr_mimebundle_(self, **kwargs):
+        return self.widget._repr_mimebundle_(**kwargs)
