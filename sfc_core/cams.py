@@ -15,7 +15,10 @@ maps are read, so thresholds and lambda can be swept without the network.
 The stage resumes: images whose file exists are skipped (files are written atomically).
 On CPU the DataLoader decodes and rescales in `data.num_workers` processes; on a GPU the
 scales of an image run back to back on the device and are summed there, one copy back per
-image; under torchrun every rank takes an interleaved shard of the images still to do.
+image; under torchrun every rank takes an interleaved shard of the images still to do:
+
+    torchrun --nproc_per_node 4 -m sfc_core -- cams --run RUN_DIR     (the -- keeps torchrun
+                                                                      from reading --run)
 """
 from __future__ import annotations
 
@@ -128,7 +131,13 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
     interleaved shard of the rest.
     """
     from sfc_core.data import MultiScaleDataset, open_dataset
-    from sfc_core.engine import autocast, cleanup_distributed, select_device, setup_distributed
+    from sfc_core.engine import (
+        autocast,
+        cleanup_distributed,
+        gather_objects,
+        select_device,
+        setup_distributed,
+    )
     from sfc_core.model.sfc_net import load_model
 
     run = RunDir(run)
@@ -145,17 +154,15 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
                        fix="point data.root at the dataset the run was trained on")
     views = MultiScaleDataset(dataset, list_name, scales=scales, flip=cfg.cams.flip)
     todo = [i for i, image_id in enumerate(views.ids) if not run.cam_file(image_id).is_file()]
+    done = len(views) - len(todo)
 
     dist = setup_distributed()
     shard = todo[dist.rank::dist.world_size]
     device = select_device(str(device or cfg.train.device), dist)
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
     model = load_model(run.root, which="best", device=device)   # last.pt if there is no best.pt
     loader = DataLoader(Subset(views, shard), batch_size=1, collate_fn=_only_item,
                         num_workers=cfg.data.num_workers if shard else 0,
                         pin_memory=device.type == "cuda")
-    done = len(views) - len(todo)
     with torch.inference_mode():
         for item in tqdm(loader, desc=f"cams {list_name} ({len(scales)} scales)",
                          total=len(shard), disable=not dist.is_main, unit="img"):
@@ -168,9 +175,10 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
             rows = torch.from_numpy(keys).to(device)
             save_cam(run.cam_file(item["name"]), keys, classifier[rows].cpu().numpy(),
                      prototype[rows].cpu().numpy(), num_classes)
+    made = sum(gather_objects(len(shard), dist))     # also waits for every rank's files
     cleanup_distributed(dist)
     if dist.is_main:
-        print(f"cams: {len(todo)} image(s) made, {done} already there -> {run.cams}")
+        print(f"cams: {made} image(s) made, {done} already there -> {run.cams}")
     return run.cams
 
 
