@@ -22,6 +22,7 @@ def test_crf_snaps_labels_to_colour_edges():
     noisy = bands.copy()
     noisy[:, 5] = 1                       # label boundary one pixel off the colour boundary
     noisy[3, 14] = 0                      # a stray pixel
+    image.setflags(write=False)           # as np.asarray(PIL image) gives it
     out = crf_labels(image, noisy, 3, RefineConfig())
     assert out.shape == bands.shape and out.dtype == np.int64
     np.testing.assert_array_equal(out, bands)

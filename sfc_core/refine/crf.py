@@ -25,7 +25,7 @@ from pydensecrf.utils import unary_from_labels
 
 from sfc_core.config import RefineConfig
 from sfc_core.errors import SfcError
-from sfc_core.fusion import background_scores, fuse
+from sfc_core.fusion import background_score, fuse
 
 IGNORE = 255
 RELATION_RULES = ("reference", "thresholds")
@@ -34,7 +34,8 @@ RELATION_RULES = ("reference", "thresholds")
 def crf_labels(image: np.ndarray, labels: np.ndarray, n_labels: int, cfg: RefineConfig) -> np.ndarray:
     """Smooth a hard label map with a fully connected CRF (Krähenbühl and Koltun).
 
-    image: uint8 (H, W, 3) RGB; labels: int (H, W) in [0, n_labels). Returns int64 (H, W).
+    image: uint8 (H, W, 3) RGB (read-only arrays, as PIL gives, are fine: pydensecrf gets a
+    C-contiguous copy); labels: int (H, W) in [0, n_labels). Returns int64 (H, W).
     Unary from the hard labels (energy -log p for the given label, p = label confidence 0.7,
     the rest shared by the others); Gaussian and bilateral pairwise terms; mean-field
     iterations; arg-max. Constants from ``cfg`` (reference: 10 it., 3/3, 50/5/10, 0.7).
@@ -48,7 +49,7 @@ def crf_labels(image: np.ndarray, labels: np.ndarray, n_labels: int, cfg: Refine
     crf.setUnaryEnergy(np.ascontiguousarray(unary))
     crf.addPairwiseGaussian(sxy=cfg.crf_gaussian_sxy, compat=cfg.crf_gaussian_compat)
     crf.addPairwiseBilateral(sxy=cfg.crf_bilateral_sxy, srgb=cfg.crf_bilateral_srgb,
-                             rgbim=np.ascontiguousarray(image, dtype=np.uint8),
+                             rgbim=np.array(image, dtype=np.uint8, order="C"),  # a writable copy
                              compat=cfg.crf_bilateral_compat)
     q = np.asarray(crf.inference(cfg.crf_iterations), np.float32)
     return q.reshape(n_labels, height, width).argmax(0)
@@ -71,23 +72,30 @@ def confident_labels(image: np.ndarray, fg_scores: np.ndarray, bg_scores: np.nda
     return out
 
 
+def rule_scores(cam: np.ndarray, background: str, threshold: float | None = None) -> np.ndarray:
+    """(K', ...) -> (K', ...): channel 0 replaced by sfc_core.fusion's background score under a
+    background rule, so the arg-max over channels is ``fusion.label_rows`` (ties to background)."""
+    return np.concatenate([background_score(cam, background, threshold)[None], cam[1:]])
+
+
 def confidence_scores(classifier: np.ndarray, prototype: np.ndarray,
                       cfg: RefineConfig) -> tuple[np.ndarray, np.ndarray]:
     """The foreground- and background-favouring score maps of ``cfg.relation_rule``.
 
     classifier, prototype: (K', H, W) raw max-normalised CAMs (channel 0 = background).
     Both use the fused CAM with ``cfg.relation_lambda`` (sfc_core.fusion: a weighted mean, so
-    the reference's un-normalised sum is the same map times 1 + lambda, the same arg-max).
+    the reference's sum of pad-tricked maps is a positive multiple of these scores: the
+    same arg-max, and the same after halving the background channel).
     Returns two (K', H, W) arrays.
     """
     fused = fuse(classifier, prototype, cfg.relation_lambda)
     if cfg.relation_rule == "reference":
-        fg_scores = background_scores(fused, "reference")
+        fg_scores = rule_scores(fused, "reference")
         bg_scores = fg_scores.copy()           # explicit copy (quirk 27: no aliasing)
         bg_scores[0] *= cfg.relation_bg_scale
         return fg_scores, bg_scores
     if cfg.relation_rule == "thresholds":
-        return (background_scores(fused, "threshold", cfg.conf_fg_threshold),
-                background_scores(fused, "threshold", cfg.conf_bg_threshold))
+        return (rule_scores(fused, "threshold", cfg.conf_fg_threshold),
+                rule_scores(fused, "threshold", cfg.conf_bg_threshold))
     raise SfcError(f"unknown relation rule {cfg.relation_rule!r}",
                    fix=f"set refine.relation_rule to one of: {', '.join(RELATION_RULES)}")

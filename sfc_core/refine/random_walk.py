@@ -13,6 +13,7 @@ and applied to both walks of the hybrid at once, in O(hw) memory rather than O((
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -112,7 +113,9 @@ def transition_matrix(edge: torch.Tensor, radius: int, beta: float) -> torch.Ten
     row_sums = torch.zeros(height * width, dtype=edge.dtype, device=edge.device).index_add_(0, rows, values)
     matrix = torch.sparse_coo_tensor(torch.stack([rows, cols]), values / row_sums[rows],
                                      (height * width, height * width), check_invariants=False)
-    return matrix.coalesce().to_sparse_csr()
+    with warnings.catch_warnings():           # "sparse CSR support is in beta": it works here
+        warnings.simplefilter("ignore", UserWarning)
+        return matrix.coalesce().to_sparse_csr()
 
 
 def random_walk(cams: torch.Tensor, edge: torch.Tensor, transition: torch.Tensor, steps: int) -> torch.Tensor:

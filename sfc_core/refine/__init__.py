@@ -1,0 +1,158 @@
+"""The `refine` stage: pseudo masks from the CAMs (method.md section 5, reference_code.md 5).
+
+    python -m sfc_core refine --run RUN_DIR --method irn|crf
+
+- ``crf`` (the COCO route, where IRN costs too much): the CRF-smoothed confident labels of
+  the fused CAM (``crf.py``, ``refine.relation_rule``) are the pseudo masks; 255 marks the
+  pixels the two confidence maps disagree on, which DeepLab trainers ignore.
+- ``irn`` (the VOC route): the same confident labels are IRN's relation labels
+  (``refine/irn/relation_labels/``); the boundary network trains on them (``irn.py``,
+  ``refine/irn/checkpoint.pt``); the reference's hybrid random walk of the fused CAM
+  (lambda ``refine.walk_lambda``, background rule ``cams.background``) on the predicted
+  boundaries gives the pseudo masks (``random_walk.py``), with no 255.
+
+Output, for every image of ``data.train_list`` (step 3 trains on them; ``eval-seg`` scores
+the evaluation list, a subset): palette PNGs (VOC colours) ``<id>.png`` in
+``RunDir.pseudo_masks(method)``, and the list ``RunDir.pseudo_list(method, train_list)`` in
+the VOC ``train_aug.txt`` format: ``/<image path> /SegmentationClassPseudo/<id>.png`` per line,
+paths relative to the dataset root.
+
+Resumable: finished PNGs are skipped and IRN training resumes from its checkpoint. The CRF
+runs in a pool of ``data.num_workers`` processes; the boundary network and the walk run on
+``train.device`` (the GPU when there is one).
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from sfc_core.cams import load_cam
+from sfc_core.config import Config
+from sfc_core.data import SegmentationDataset, open_dataset
+from sfc_core.data.synthetic import voc_palette
+from sfc_core.data.transforms import normalize
+from sfc_core.engine import autocast, select_device
+from sfc_core.errors import SfcError
+from sfc_core.fusion import fuse
+from sfc_core.io import atomic_save_png, atomic_write_text
+from sfc_core.refine.crf import confidence_scores, confident_labels, rule_scores
+from sfc_core.refine.irn import edge_map, load_boundary_net, train_irn
+from sfc_core.refine.random_walk import hybrid_walk
+from sfc_core.run_dir import RunDir
+
+METHODS = ("irn", "crf")
+
+
+def refine(run: str | Path | RunDir, method: str, device: str | torch.device | None = None) -> Path:
+    """Pseudo masks of every training image by ``method`` ("irn" or "crf"); returns their folder."""
+    run = RunDir(run)
+    if method not in METHODS:
+        raise SfcError(f"unknown refinement method {method!r}", fix=f"use --method {' or '.join(METHODS)}")
+    cfg = run.load_config()
+    dataset = open_dataset(cfg.data)
+    list_name = cfg.data.train_list
+    ids = dataset.ids(list_name)
+    missing = [image_id for image_id in ids if not run.cam_file(image_id).is_file()]
+    if missing:
+        raise SfcError(f"{len(missing)} image(s) of list {list_name!r} have no CAMs, first: "
+                       f"{', '.join(missing[:3])}", path=run.cams,
+                       fix=f"run: python -m sfc_core cams --run {run.root}")
+    if method == "crf":
+        write_confident_labels(run, cfg, dataset, ids, run.pseudo_masks("crf"))
+    else:
+        write_confident_labels(run, cfg, dataset, ids, run.relation_labels)
+        device = select_device(str(device or cfg.train.device))
+        train_irn(run, cfg, dataset, ids, device)
+        write_walk_masks(run, cfg, dataset, ids, device)
+    masks = run.pseudo_masks(method)
+    lines = [f"/{dataset.image_path(i).relative_to(dataset.root)} /{masks.name}/{i}.png" for i in ids]
+    atomic_write_text(run.pseudo_list(method, list_name), "\n".join(lines) + "\n")
+    print(f"refine {method}: {len(ids)} pseudo masks -> {masks}")
+    return masks
+
+
+def save_mask(path: Path, mask: np.ndarray) -> None:
+    """A uint8 (H, W) label map as a palette PNG with the VOC colours (255 = uncertain)."""
+    image = Image.fromarray(mask, mode="P")
+    image.putpalette(voc_palette())
+    atomic_save_png(path, image)
+
+
+def _confident_label_task(run: RunDir, cfg: Config, dataset: SegmentationDataset, out_dir: Path,
+                          image_id: str) -> None:
+    record = load_cam(run, image_id, dataset.num_classes)
+    image = dataset.read_image(image_id)
+    if image.shape[:2] != record.size:
+        raise SfcError(f"CAM of {image_id} is {record.size} but the image is {image.shape[:2]}",
+                       path=run.cam_file(image_id), fix=f"delete it and run: python -m sfc_core cams --run {run.root}")
+    fg_scores, bg_scores = confidence_scores(record.classifier, record.prototype, cfg.refine)
+    save_mask(out_dir / f"{image_id}.png", confident_labels(image, fg_scores, bg_scores, record.keys, cfg.refine))
+
+
+def write_confident_labels(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[str],
+                           out_dir: Path) -> None:
+    """CRF-smoothed confident labels of ``ids`` into ``out_dir`` (skips finished images)."""
+    todo = [image_id for image_id in ids if not (out_dir / f"{image_id}.png").is_file()]
+    task = partial(_confident_label_task, run, cfg, dataset, out_dir)
+    bar = tqdm(total=len(todo), desc=f"refine: confident labels -> {out_dir.name}", unit="img")
+    processes = min(cfg.data.num_workers, len(todo))
+    if processes > 1:
+        with multiprocessing.get_context("spawn").Pool(processes) as pool:
+            for _ in pool.imap_unordered(task, todo, chunksize=4):
+                bar.update()
+    else:
+        for image_id in todo:
+            task(image_id)
+            bar.update()
+    bar.close()
+
+
+def write_walk_masks(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[str],
+                     device: torch.device) -> None:
+    """IRN pseudo masks: the hybrid random walk of each image's fused CAM on its boundary map."""
+    out_dir = run.pseudo_masks("irn")
+    todo = [image_id for image_id in ids if not (out_dir / f"{image_id}.png").is_file()]
+    if not todo:
+        return
+    refine = cfg.refine
+    net = load_boundary_net(run, cfg, device)
+    threads = torch.get_num_threads()
+    if device.type == "cpu":    # 2^8 small sequential products: one thread is fastest (no sync)
+        torch.set_num_threads(1)
+    with torch.inference_mode():
+        for image_id in tqdm(todo, desc="refine: random walk", unit="img"):
+            record = load_cam(run, image_id, dataset.num_classes)
+            if len(record.keys) == 1:             # no foreground class: all background
+                save_mask(out_dir / f"{image_id}.png", np.zeros(record.size, np.uint8))
+                continue
+            image = torch.from_numpy(normalize(dataset.read_image(image_id)).transpose(2, 0, 1).copy())
+            with autocast(device, cfg.train.amp):
+                edge = edge_map(net, image.to(device))
+            scores = rule_scores(fuse(record.classifier, record.prototype, refine.walk_lambda),
+                                 cfg.cams.background, cfg.cams.bg_threshold)
+            walked = hybrid_walk(torch.from_numpy(scores).to(device), edge, net.stride,
+                                 radius=refine.walk_radius, beta=refine.walk_beta,
+                                 exp_times=refine.walk_exp_times, power=refine.walk_power,
+                                 bg_constant=refine.walk_bg_constant)
+            mask = record.keys[walked.argmax(0).cpu().numpy()].astype(np.uint8)
+            save_mask(out_dir / f"{image_id}.png", mask)
+    torch.set_num_threads(threads)
+
+
+def refine_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="run directory with CAMs (made by `cams`)")
+    p.add_argument("--method", choices=METHODS, default="irn",
+                   help="irn: relation labels + boundary net + random walk (VOC); crf: dense CRF (COCO)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: train.device)")
+
+
+def refine_command(args: argparse.Namespace) -> int:
+    refine(args.run, args.method, args.device)
+    return 0

@@ -1,0 +1,257 @@
+"""IRN's class-boundary network (Ahn et al., CVPR 2019) and its training on relation labels.
+
+The network (reference_code.md 5.2) is a frozen backbone with a light boundary branch: each
+stage output goes through a 1x1 conv to 32 channels, GroupNorm(4) and ReLU, is resized to the
+finest stage's grid, and a 1x1 conv (with bias) of their concatenation gives one boundary
+logit per pixel. The grid is the backbone's first stage output (layer1): stride 4 for the
+ResNets (IRN's 1/4 resolution), stride 2 for ``tiny``. IRN also feeds the stem to the
+branch; the backbone registry returns layer1..layer4 only, so this branch has four inputs.
+
+IRN's displacement branch and its mean-shift pass are not built: they serve instance masks
+and do not touch the boundary map (disjoint parameters on a frozen backbone), so they are
+useless for semantic pseudo masks (quirk 26).
+
+Training: random rescale (``refine.irn_scale_range``; the reference's effective [0.5, 1.0]),
+flip, random crop (image padded with 0 after normalisation, labels with 255), labels resized
+(nearest) to the boundary grid. Every pair of pixels within ``refine.irn_radius`` on that grid
+is a target (``affinity_targets``): both background (bg_pos), the same class (fg_pos), or
+different labels (neg); pairs touching 255 are ignored. The affinity of a pair is
+``1 - max(boundary on the path)``; the loss is IRN's
+``((mean_bgpos -log a + mean_fgpos -log a) / 2 + mean_neg -log(1 - a)) / 2``.
+SGD (momentum ``train.momentum``), poly 0.9, no gradient clipping, as the reference.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from sfc_core import engine
+from sfc_core.config import Config
+from sfc_core.data.transforms import hflip, normalize, random_crop_box, rescale
+from sfc_core.data.voc import SegmentationDataset
+from sfc_core.errors import SfcError
+from sfc_core.model.backbone import Backbone, build_backbone
+from sfc_core.refine.random_walk import PathIndex, edge_to_affinity, shifted_crops
+from sfc_core.run_dir import RunDir
+
+ARCHITECTURE = "irn-boundary"
+BRANCH_CHANNELS = 32
+BRANCH_GROUPS = 4
+IGNORE = 255
+LOG_EPS = 1e-5
+
+
+class BoundaryNet(nn.Module):
+    """Frozen backbone + IRN's boundary branch. ``forward``: (N, 3, H, W) -> logits (N, h, w),
+    (h, w) = the grid of the backbone's first stage, ``self.stride`` times smaller."""
+
+    def __init__(self, backbone: Backbone):
+        super().__init__()
+        self.backbone = backbone.requires_grad_(False).eval()
+        self.branches = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(channels, BRANCH_CHANNELS, 1, bias=False),
+                          nn.GroupNorm(BRANCH_GROUPS, BRANCH_CHANNELS), nn.ReLU(inplace=True))
+            for channels in backbone.channels)
+        self.boundary = nn.Conv2d(BRANCH_CHANNELS * len(backbone.channels), 1, 1)
+        with torch.no_grad():
+            probe = torch.zeros(1, 3, 64, 64, device=next(backbone.parameters()).device)
+            self.stride = 64 // backbone(probe)[0].shape[-1]
+
+    def train(self, mode: bool = True) -> BoundaryNet:
+        super().train(mode)
+        self.backbone.eval()             # frozen: BatchNorm statistics never move
+        return self
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        return [*self.branches.parameters(), *self.boundary.parameters()]
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            features = self.backbone(images)
+        size = features[0].shape[-2:]
+        maps = [F.interpolate(branch(x), size=size, mode="bilinear", align_corners=False)
+                for branch, x in zip(self.branches, features)]
+        return self.boundary(torch.cat(maps, 1))[:, 0]
+
+
+def edge_map(net: BoundaryNet, image: torch.Tensor) -> torch.Tensor:
+    """Boundary probabilities of one normalised image (3, H, W), averaged with its flip as the
+    reference does: ``sigmoid(logit / 2 + flip(logit of the flip) / 2)`` -> (h, w)."""
+    logits = net(torch.stack([image, image.flip(-1)])).float()
+    return torch.sigmoid(logits[0] / 2 + logits[1].flip(-1) / 2)
+
+
+def affinity_targets(labels: torch.Tensor, index: PathIndex) -> tuple[torch.Tensor, ...]:
+    """IRN's pair labels from label maps (N, h, w) (0 bg, 1..C, 255 ignored).
+
+    Returns bg_pos, fg_pos, neg, each bool (N, D, h', w') over the sources and directions of
+    ``index`` (layout of ``edge_to_affinity``): both ends background; both the same class;
+    different labels. A pair with an end at 255 is in none of them.
+    """
+    hs, ws = index.source_shape(*labels.shape[-2:])
+    m = index.margin
+    source = labels[:, None, :hs, m:m + ws]                     # (N, 1, h', w')
+    destination = shifted_crops(labels, index, index.offsets)    # (N, D, h', w')
+    valid = (source != IGNORE) & (destination != IGNORE)
+    same = valid & (source == destination)
+    return same & (source == 0), same & (source > 0), valid & (source != destination)
+
+
+def affinity_loss(affinity: torch.Tensor, bg_pos: torch.Tensor, fg_pos: torch.Tensor,
+                  neg: torch.Tensor) -> torch.Tensor:
+    """IRN's boundary loss from path affinities and pair labels, all (N, D, h', w')."""
+    def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return (values * mask).sum() / (mask.sum() + LOG_EPS)
+
+    positive = -torch.log(affinity + LOG_EPS)
+    negative = -torch.log(1 + LOG_EPS - affinity)
+    return (masked_mean(positive, bg_pos) / 2 + masked_mean(positive, fg_pos) / 2
+            + masked_mean(negative, neg)) / 2
+
+
+class AffinityDataset(Dataset):
+    """Images with their relation labels, augmented as the reference's VOC12AffinityDataset.
+
+    Item: ``image`` float32 (3, S, S) normalised, ``label`` int64 (S, S) (255 in the padding),
+    S = crop_size. The randomness of item ``index`` is a function of (seed, epoch, index).
+    """
+
+    def __init__(self, dataset: SegmentationDataset, ids: list[str], run: RunDir, crop_size: int,
+                 scale_range: tuple[float, float], seed: int):
+        self.dataset, self.ids, self.run = dataset, ids, run
+        self.crop_size, self.scale_range, self.seed = crop_size, scale_range, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> dict:
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        image_id = self.ids[index]
+        image = rescale(self.dataset.read_image(image_id), rng.uniform(*self.scale_range))
+        label = read_label(self.run.relation_labels / f"{image_id}.png").resize(
+            (image.shape[1], image.shape[0]), Image.Resampling.NEAREST)
+        image, label = normalize(image), np.asarray(label)
+        if rng.random() < 0.5:
+            image, label = hflip(image), hflip(label)
+        source, box = random_crop_box(image.shape[:2], self.crop_size, rng)
+        image_crop = np.zeros((self.crop_size, self.crop_size, 3), np.float32)
+        label_crop = np.full((self.crop_size, self.crop_size), IGNORE, np.int64)
+        image_crop[box[0]:box[1], box[2]:box[3]] = image[source[0]:source[1], source[2]:source[3]]
+        label_crop[box[0]:box[1], box[2]:box[3]] = label[source[0]:source[1], source[2]:source[3]]
+        return {"image": torch.from_numpy(image_crop.transpose(2, 0, 1).copy()),
+                "label": torch.from_numpy(label_crop)}
+
+
+def read_label(path) -> Image.Image:
+    if not path.is_file():
+        raise SfcError("relation label missing", path=path,
+                       fix="run the refine stage again: it makes the missing relation labels first")
+    return Image.open(path)
+
+
+def initial_backbone(run: RunDir, cfg: Config) -> Backbone:
+    """IRN's frozen backbone before training: ``refine.irn_backbone_weights`` = "imagenet" or a
+    path (the reference), or "sfc": the run's own trained backbone (best, else last checkpoint),
+    the only useful choice when the backbone was trained from scratch."""
+    refine = cfg.refine
+    if refine.irn_backbone_weights != "sfc":
+        return build_backbone(refine.irn_backbone, refine.irn_backbone_weights)
+    if refine.irn_backbone != cfg.model.backbone:
+        raise SfcError(f"refine.irn_backbone_weights=sfc needs refine.irn_backbone to be the run's "
+                       f"backbone {cfg.model.backbone!r}, not {refine.irn_backbone!r}", path=run.config_json,
+                       fix=f"set refine.irn_backbone={cfg.model.backbone}, or irn_backbone_weights=imagenet")
+    from sfc_core.model.sfc_net import load_model
+
+    which = "best" if run.best_checkpoint.is_file() else "last"
+    return load_model(run.root, which=which).backbone
+
+
+def load_boundary_net(run: RunDir, cfg: Config, device: torch.device) -> BoundaryNet:
+    """The trained boundary network of a run (after ``train_irn``), in eval mode."""
+    checkpoint = engine.load_checkpoint(run.irn_checkpoint, device)
+    engine.check_compatible(checkpoint, {"backbone": cfg.refine.irn_backbone, "architecture": ARCHITECTURE},
+                     run.irn_checkpoint)
+    net = BoundaryNet(build_backbone(cfg.refine.irn_backbone, "none"))
+    net.load_state_dict(checkpoint["model"])
+    return net.to(device).eval()
+
+
+def train_irn(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[str],
+              device: torch.device) -> None:
+    """Train the boundary network on the relation labels of ``ids`` into ``run.irn_checkpoint``.
+
+    Resumes from the checkpoint (weights, optimiser, schedule, step; the data order and
+    augmentation are functions of seed, epoch and index); returns at once when it is finished.
+    """
+    refine = cfg.refine
+    data = AffinityDataset(dataset, ids, run, refine.irn_crop_size, refine.irn_scale_range, cfg.train.seed)
+    batch_size = refine.irn_batch_size
+    steps_per_epoch = len(data) // batch_size
+    if steps_per_epoch == 0:
+        raise SfcError(f"{len(data)} training images make no batch of {batch_size}", path=run.config_json,
+                       fix=f"set refine.irn_batch_size <= {len(data)}")
+    max_steps = steps_per_epoch * refine.irn_epochs
+
+    net = BoundaryNet(initial_backbone(run, cfg)).to(device)
+    optimizer = engine.make_optimizer("sgd", [{"params": net.head_parameters(), "lr": refine.irn_lr}],
+                               cfg.train.momentum, refine.irn_weight_decay)
+    schedule = engine.make_schedule(optimizer, "poly", max_steps, cfg.train.poly_power)
+    step = 0
+    if run.irn_checkpoint.is_file():
+        checkpoint = engine.load_checkpoint(run.irn_checkpoint, device)
+        engine.check_compatible(checkpoint, {"backbone": refine.irn_backbone, "architecture": ARCHITECTURE,
+                                      "max_steps": max_steps}, run.irn_checkpoint)
+        net.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        schedule.load_state_dict(checkpoint["schedule"])
+        step = checkpoint["step"]
+    if step >= max_steps:
+        return
+
+    def save() -> None:
+        engine.save_checkpoint(run.irn_checkpoint, {
+            "model": net.state_dict(), "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(), "step": step, "max_steps": max_steps,
+            "backbone": refine.irn_backbone, "architecture": ARCHITECTURE})
+
+    index = PathIndex.build(refine.irn_radius)
+    scaler = engine.make_grad_scaler(device, cfg.train.amp)
+    logger = engine.MetricsLogger(run.irn_metrics_jsonl)
+    net.train()
+    bar = tqdm(total=max_steps, initial=step, desc="irn: train boundary net", unit="step")
+    while step < max_steps:
+        epoch, done = divmod(step, steps_per_epoch)
+        data.set_epoch(epoch)
+        order = np.random.default_rng([cfg.train.seed, epoch]).permutation(len(data))
+        loader = DataLoader(Subset(data, order[done * batch_size:steps_per_epoch * batch_size].tolist()),
+                            batch_size=batch_size, drop_last=True, num_workers=cfg.data.num_workers,
+                            pin_memory=device.type == "cuda")
+        for batch in loader:
+            images = batch["image"].to(device, non_blocking=True)
+            labels = batch["label"].to(device, non_blocking=True)
+            with engine.autocast(device, cfg.train.amp):
+                logits = net(images)
+            edge = torch.sigmoid(logits.float())
+            labels = F.interpolate(labels[:, None].float(), size=edge.shape[-2:], mode="nearest")[:, 0].long()
+            loss = affinity_loss(edge_to_affinity(edge, index), *affinity_targets(labels, index))
+            engine.check_finite(loss.detach(), step, run.irn_checkpoint if run.irn_checkpoint.is_file() else None)
+            engine.optimizer_step(loss, optimizer, scaler, net.head_parameters(), grad_clip=0)
+            schedule.step()
+            step += 1
+            bar.update()
+            if step % cfg.train.log_every == 0:
+                logger.log(step, {"irn/loss": loss.item(), "irn/lr": schedule.get_last_lr()[0]})
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+            if step % cfg.train.checkpoint_every == 0 or step == max_steps:
+                save()
+    bar.close()
+    logger.close()

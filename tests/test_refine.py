@@ -1,0 +1,134 @@
+"""IRN's affinity targets, loss and boundary network; the refine stage end to end on the smoke run."""
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sfc_core.config import Config
+from sfc_core.errors import SfcError
+from sfc_core.model.backbone import build_backbone
+from sfc_core.refine.irn import BoundaryNet, affinity_loss, affinity_targets
+from sfc_core.refine.random_walk import PathIndex
+
+
+def test_affinity_targets_classify_every_pair_and_ignore_255():
+    labels = np.zeros((7, 9), np.int64)
+    labels[1:4, 2:6] = 3
+    labels[4:, 6:] = 5
+    labels[0, :3] = 255
+    labels[5, 1] = 255
+    index = PathIndex.build(3)
+    bg_pos, fg_pos, neg = (t[0].numpy() for t in affinity_targets(torch.from_numpy(labels)[None], index))
+    m = index.margin
+    assert bg_pos.shape == (len(index.offsets), 7 - m, 9 - 2 * m)
+    counts = {"bg": 0, "fg": 0, "neg": 0, "ignored": 0}
+    for d, y, x in itertools.product(range(len(index.offsets)), range(7 - m), range(9 - 2 * m)):
+        dy, dx = index.offsets[d]
+        a, b = labels[y, x + m], labels[y + dy, x + m + dx]
+        expected = ("ignored" if 255 in (a, b) else "bg" if a == b == 0 else "fg" if a == b else "neg")
+        got = [name for name, t in (("bg", bg_pos), ("fg", fg_pos), ("neg", neg)) if t[d, y, x]]
+        assert got == ([] if expected == "ignored" else [expected]), (d, y, x, a, b)
+        counts[expected] += 1
+    assert min(counts.values()) > 0                 # the map exercises every case
+
+
+def test_affinity_loss_matches_irns_formula_by_hand():
+    affinity = torch.tensor([0.9, 0.5, 0.2, 0.7]).view(1, 4, 1, 1)
+    bg_pos = torch.tensor([1, 0, 0, 0], dtype=torch.bool).view(1, 4, 1, 1)
+    fg_pos = torch.tensor([0, 1, 0, 0], dtype=torch.bool).view(1, 4, 1, 1)
+    neg = torch.tensor([0, 0, 1, 1], dtype=torch.bool).view(1, 4, 1, 1)
+    eps = 1e-5
+    bg = -np.log(0.9 + eps)
+    fg = -np.log(0.5 + eps)
+    ng = (-np.log(1 + eps - 0.2) - np.log(1 + eps - 0.7)) / (2 + eps)
+    expected = (bg * 1 / (1 + eps) / 2 + fg * 1 / (1 + eps) / 2 + ng) / 2
+    assert affinity_loss(affinity, bg_pos, fg_pos, neg).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_boundary_net_trains_only_its_branch_on_a_frozen_backbone():
+    torch.manual_seed(0)
+    net = BoundaryNet(build_backbone("tiny", "none"))
+    assert net.stride == 4
+    bn_means = [m.running_mean.clone() for m in net.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    backbone_before = {k: v.clone() for k, v in net.backbone.state_dict().items()}
+    net.train()
+    logits = net(torch.randn(2, 3, 40, 56))
+    assert logits.shape == (2, 10, 14)
+    logits.sigmoid().mean().backward()
+    assert all(p.grad is None for p in net.backbone.parameters())
+    assert all(p.grad is not None for p in net.head_parameters())
+    after = [m.running_mean for m in net.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(torch.equal(a, b) for a, b in zip(bn_means, after))   # BN statistics frozen
+    assert all(torch.equal(v, net.backbone.state_dict()[k]) for k, v in backbone_before.items())
+
+
+def test_unknown_method_and_missing_cams_are_sfc_errors(tmp_path):
+    from sfc_core.refine import refine
+
+    with pytest.raises(SfcError, match="--method irn or crf"):
+        refine(tmp_path, "deeplab")
+    with pytest.raises(SfcError, match="not a run directory"):
+        refine(tmp_path, "crf")
+
+
+def test_sfc_weights_need_the_runs_backbone(tmp_path):
+    from sfc_core.refine.irn import initial_backbone
+    from sfc_core.run_dir import RunDir
+
+    cfg = Config.from_preset("synthetic-smoke", {"refine.irn_backbone": "resnet50"})
+    with pytest.raises(SfcError, match="refine.irn_backbone=tiny"):
+        initial_backbone(RunDir(tmp_path), cfg)
+
+
+def read_png(path):
+    with Image.open(path) as image:
+        return image.mode, np.asarray(image)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["crf", "irn"])
+def test_refine_writes_resumable_palette_masks_for_the_train_list(cam_run, smoke_dataset, method):
+    from sfc_core.cli import main
+
+    cfg = cam_run.load_config()
+    ids = smoke_dataset.ids(cfg.data.train_list)
+    assert main(["refine", "--run", str(cam_run.root), "--method", method]) == 0
+    folder = cam_run.pseudo_masks(method)
+    assert sorted(p.stem for p in folder.glob("*.png")) == sorted(ids)
+    allowed = set(range(smoke_dataset.num_classes + 1)) | {255}
+    for image_id in ids[:10]:
+        mode, mask = read_png(folder / f"{image_id}.png")
+        assert mode == "P" and mask.shape == smoke_dataset.read_image(image_id).shape[:2]
+        present = set(np.flatnonzero(smoke_dataset.label(image_id)) + 1) | {0, 255}
+        assert set(np.unique(mask)) <= allowed & present          # only the image's own classes
+    if method == "irn":
+        assert cam_run.irn_checkpoint.is_file()
+        assert len(list(cam_run.relation_labels.glob("*.png"))) == len(ids)
+        assert not any((read_png(folder / f"{i}.png")[1] == 255).any() for i in ids)  # the walk decides all
+    lines = cam_run.pseudo_list(method, cfg.data.train_list).read_text().splitlines()
+    assert lines[0] == f"/JPEGImages/{ids[0]}.jpg /SegmentationClassPseudo/{ids[0]}.png"
+    assert len(lines) == len(ids)
+
+    # resumable: finished masks are kept, a missing one is made again
+    kept, removed = folder / f"{ids[0]}.png", folder / f"{ids[1]}.png"
+    mtime = kept.stat().st_mtime_ns
+    before = read_png(removed)[1]
+    removed.unlink()
+    assert main(["refine", "--run", str(cam_run.root), "--method", method]) == 0
+    assert kept.stat().st_mtime_ns == mtime
+    np.testing.assert_array_equal(read_png(removed)[1], before)
+
+
+@pytest.mark.slow
+def test_eval_seg_scores_both_methods(cam_run):
+    from sfc_core.evaluate import eval_seg
+    from sfc_core.refine import refine
+
+    for method in ("crf", "irn"):
+        refine(cam_run, method)                  # no-op when the test above made them
+    result = eval_seg(cam_run)
+    assert set(result["methods"]) >= {"crf", "irn"}
+    for method in ("crf", "irn"):
+        assert 0 <= result["methods"][method]["uncertain_ignored"]["miou"] <= 1
