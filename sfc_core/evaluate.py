@@ -94,6 +94,11 @@ def _check_files(paths: dict[str, Path], what: str, list_name: str, fix: str) ->
                        f"first: {', '.join(missing[:5])}", path=first, fix=fix)
 
 
+def _check_cams(run: RunDir, ids: list[str], list_name: str) -> None:
+    _check_files({i: run.cam_file(i) for i in ids}, "CAM file", list_name,
+                 fix=f"run: python -m sfc_core cams --run {run.root} --list {list_name}")
+
+
 def _check_masks(dataset, ids: list[str], list_name: str) -> None:
     _check_files({i: dataset.mask_path(i) for i in ids}, "ground-truth mask", list_name,
                  fix=f"evaluate on a list with masks (the list {list_name!r} needs "
@@ -114,8 +119,7 @@ def accumulate_cam_confusions(run: RunDir, dataset, list_name: str, num_classes:
                               ) -> tuple[np.ndarray, np.ndarray]:
     """Sum of `image_confusions` over a list: int64 (M, T, K, K) and (M, K, K)."""
     ids = dataset.ids(list_name)
-    _check_files({i: run.cam_file(i) for i in ids}, "CAM file", list_name,
-                 fix=f"run: python -m sfc_core cams --run {run.root} --list {list_name}")
+    _check_cams(run, ids, list_name)
     _check_masks(dataset, ids, list_name)
     k = num_classes + 1
     by_threshold = np.zeros((2 + len(lambdas), len(thresholds), k, k), np.int64)
@@ -246,6 +250,11 @@ def eval_cams(run: str | Path | RunDir, list_name: str | None = None) -> dict[st
     thresholds = sorted(set(cfg.cams.threshold_sweep))
     lambdas = sorted(set(cfg.cams.lambda_sweep) | {cfg.cams.fusion_lambda})
     counts = _class_counts(dataset, cfg.data.train_list)
+    held = cfg.data.heldout_list
+    held_ids = dataset.ids(held) if held != list_name and dataset.list_path(held).is_file() else []
+    score_held = any(run.cam_file(i).is_file() for i in held_ids)
+    if score_held:                       # some held-out CAMs: all of them, checked before the work
+        _check_cams(run, held_ids, held)
 
     by_threshold, by_reference = accumulate_cam_confusions(run, dataset, list_name, len(class_names),
                                                            lambdas, thresholds)
@@ -253,7 +262,8 @@ def eval_cams(run: str | Path | RunDir, list_name: str | None = None) -> dict[st
     variants = cam_variants(lambdas)
     result = {"list": list_name, "num_images": len(dataset.ids(list_name)), "classes": names,
               "thresholds": thresholds, "lambdas": lambdas, "fusion_lambda": cfg.cams.fusion_lambda,
-              "image_counts": {"list": cfg.data.train_list, **dict(zip(class_names, counts.tolist()))},
+              "image_counts": dict(zip(class_names, counts.tolist())),
+              "image_counts_list": cfg.data.train_list,
               **cam_rows(by_threshold, by_reference, lambdas, thresholds, settings,
                          cfg.cams.fusion_lambda, names, counts),
               "sweep": {"threshold_rule": {variant_name(*v): [_number(mean_iou(c)) for c in by_threshold[m]]
@@ -261,19 +271,16 @@ def eval_cams(run: str | Path | RunDir, list_name: str | None = None) -> dict[st
                         "reference_rule": {variant_name(*v): _number(mean_iou(by_reference[m]))
                                            for m, v in enumerate(variants)}},
               "heldout": None}
-
-    held = cfg.data.heldout_list
-    if held != list_name and dataset.list_path(held).is_file():
-        if not any(run.cam_file(i).is_file() for i in dataset.ids(held)):
-            result["heldout"] = {"list": held, "note": "no CAMs for the held-out list: python -m "
-                                 f"sfc_core cams --run {run.root} --list {held}"}
-        else:  # at the settings chosen above; only the lambdas they name are needed
-            held_lambdas = sorted({settings["fused"][0], cfg.cams.fusion_lambda})
-            held_confusions = accumulate_cam_confusions(run, dataset, held, len(class_names),
-                                                        held_lambdas, thresholds)
-            result["heldout"] = {"list": held, "num_images": len(dataset.ids(held)),
-                                 **cam_rows(*held_confusions, held_lambdas, thresholds, settings,
-                                            cfg.cams.fusion_lambda, names, counts)}
+    if score_held:   # at the settings chosen above; only the lambdas they name are needed
+        held_lambdas = sorted({settings["fused"][0], cfg.cams.fusion_lambda})
+        held_confusions = accumulate_cam_confusions(run, dataset, held, len(class_names),
+                                                    held_lambdas, thresholds)
+        result["heldout"] = {"list": held, "num_images": len(held_ids),
+                             **cam_rows(*held_confusions, held_lambdas, thresholds, settings,
+                                        cfg.cams.fusion_lambda, names, counts)}
+    elif held_ids:
+        result["heldout"] = {"list": held, "note": "no CAMs for the held-out list: python -m "
+                             f"sfc_core cams --run {run.root} --list {held}"}
     atomic_write_json(run.cam_eval_json, result)
     print(format_cam_eval(result))
     return result

@@ -185,6 +185,17 @@ def test_eval_cams_reports_heldout_at_the_chosen_settings(hand_run):
     assert held["rows"]["fused"]["miou"] == pytest.approx(mean_iou(conf))
 
 
+def test_eval_cams_refuses_a_partly_made_heldout_list_before_any_work(hand_run):
+    run, cfg = hand_run
+    lists = Path(cfg.data.root) / "ImageSets" / "Segmentation"
+    (lists / "val2.txt").write_text("2007_000001\n2007_000006\n")     # 000001 has CAMs, 000006 not
+    cfg.data.heldout_list = "val2"
+    cfg.save(run.config_json)
+    with pytest.raises(SfcError, match="1 of 2 images of list 'val2' have no CAM file, first: 2007_000006"):
+        eval_cams(run)
+    assert not run.cam_eval_json.exists()
+
+
 def test_eval_cams_refuses_missing_cams_missing_gt_and_another_class_list(hand_run, capsys):
     run, cfg = hand_run
     run.cam_file("2007_000003").unlink()
