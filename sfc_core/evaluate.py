@@ -31,6 +31,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from sfc_core.cams import CamRecord, load_cam
+from sfc_core.config import Config
+from sfc_core.data import SegmentationDataset, open_dataset
+from sfc_core.data.stats import class_counts
 from sfc_core.errors import SfcError
 from sfc_core.fusion import KINDS, background_score, best_foreground, kind_cam
 from sfc_core.io import atomic_write_json
@@ -99,13 +102,13 @@ def _check_cams(run: RunDir, ids: list[str], list_name: str) -> None:
                  fix=f"run: python -m sfc_core cams --run {run.root} --list {list_name}")
 
 
-def _check_masks(dataset, ids: list[str], list_name: str) -> None:
+def _check_masks(dataset: SegmentationDataset, ids: list[str], list_name: str) -> None:
     _check_files({i: dataset.mask_path(i) for i in ids}, "ground-truth mask", list_name,
                  fix=f"evaluate on a list with masks (the list {list_name!r} needs "
                      f"{dataset.mask_dir.name}/<id>.png for every image)")
 
 
-def _read_gt(dataset, image_id: str, shape: tuple[int, ...], path: Path) -> np.ndarray:
+def _read_gt(dataset: SegmentationDataset, image_id: str, shape: tuple[int, ...], path: Path) -> np.ndarray:
     gt = dataset.read_mask(image_id)
     if gt.shape != tuple(shape):
         raise SfcError(f"{path.name} is {shape[1]}x{shape[0]} but the mask of {image_id} is "
@@ -114,18 +117,21 @@ def _read_gt(dataset, image_id: str, shape: tuple[int, ...], path: Path) -> np.n
     return gt
 
 
-def accumulate_cam_confusions(run: RunDir, dataset, list_name: str, num_classes: int,
-                              lambdas: Sequence[float], thresholds: Sequence[float]
+def accumulate_cam_confusions(run: RunDir, dataset: SegmentationDataset, list_name: str,
+                              num_foreground: int, lambdas: Sequence[float], thresholds: Sequence[float]
                               ) -> tuple[np.ndarray, np.ndarray]:
-    """Sum of `image_confusions` over a list: int64 (M, T, K, K) and (M, K, K)."""
+    """Sum of `image_confusions` over a list: int64 (M, T, K, K) and (M, K, K), K = C + 1.
+
+    num_foreground: C, the run's class count (CAM files made for another count are refused).
+    """
     ids = dataset.ids(list_name)
     _check_cams(run, ids, list_name)
     _check_masks(dataset, ids, list_name)
-    k = num_classes + 1
+    k = num_foreground + 1
     by_threshold = np.zeros((2 + len(lambdas), len(thresholds), k, k), np.int64)
     by_reference = np.zeros((2 + len(lambdas), k, k), np.int64)
     for image_id in tqdm(ids, desc=f"eval-cams {list_name}", unit="img"):
-        record = load_cam(run, image_id, num_classes=num_classes)
+        record = load_cam(run, image_id, num_classes=num_foreground)
         gt = _read_gt(dataset, image_id, record.size, run.cam_file(image_id))
         t, r = image_confusions(record, gt, k, lambdas, thresholds)
         by_threshold += t
@@ -221,15 +227,7 @@ def cam_rows(by_threshold: np.ndarray, by_reference: np.ndarray, lambdas: Sequen
 # -- eval-cams ------------------------------------------------------------------------------
 
 
-def _class_counts(dataset, list_name: str) -> np.ndarray:
-    from sfc_core.data.stats import class_counts
-
-    return np.asarray(class_counts(dataset, list_name), dtype=np.int64)
-
-
-def _open(run: RunDir):
-    from sfc_core.data import open_dataset
-
+def _open(run: RunDir) -> tuple[Config, list[str], SegmentationDataset]:
     cfg = run.load_config()
     class_names = run.class_names()
     dataset = open_dataset(cfg.data)
@@ -249,7 +247,7 @@ def eval_cams(run: str | Path | RunDir, list_name: str | None = None) -> dict[st
     list_name = list_name or cfg.data.eval_list
     thresholds = sorted(set(cfg.cams.threshold_sweep))
     lambdas = sorted(set(cfg.cams.lambda_sweep) | {cfg.cams.fusion_lambda})
-    counts = _class_counts(dataset, cfg.data.train_list)
+    counts = class_counts(dataset, cfg.data.train_list)
     held = cfg.data.heldout_list
     held_ids = dataset.ids(held) if held != list_name and dataset.list_path(held).is_file() else []
     score_held = any(run.cam_file(i).is_file() for i in held_ids)
