@@ -5,6 +5,7 @@ Devices and precision
     autocast(device, enabled)                context: bf16 where supported, else fp16; CPU no-op
     make_grad_scaler(device, enabled)        a GradScaler, active only for fp16 on CUDA
     optimizer_step(loss, optimizer, scaler, parameters, grad_clip) -> grad norm
+    optimizer_update(optimizer, scaler, parameters, grad_clip) -> grad norm   (the step after backward)
     out_of_memory_hint(key, batch_size)      context: CUDA OOM -> SfcError naming a batch size
 
 Reproducibility
@@ -166,9 +167,15 @@ def make_grad_scaler(device: torch.device, enabled: bool = True) -> torch.amp.Gr
 
 def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                    parameters: Iterable[torch.Tensor], grad_clip: float) -> torch.Tensor:
-    """Backward, unscale, clip the global gradient norm (skipped when ``grad_clip <= 0``),
-    step, zero the gradients. Returns the gradient norm before clipping (a 0-d tensor)."""
+    """Backward, then ``optimizer_update``. Returns the gradient norm before clipping (a 0-d tensor)."""
     scaler.scale(loss).backward()
+    return optimizer_update(optimizer, scaler, parameters, grad_clip)
+
+
+def optimizer_update(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                     parameters: Iterable[torch.Tensor], grad_clip: float) -> torch.Tensor:
+    """After backward: unscale, clip the global gradient norm (skipped when ``grad_clip <= 0``),
+    step, zero the gradients. Returns the gradient norm before clipping (a 0-d tensor)."""
     scaler.unscale_(optimizer)
     parameters = [p for p in parameters if p.grad is not None]
     max_norm = grad_clip if grad_clip > 0 else math.inf

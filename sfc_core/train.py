@@ -44,7 +44,7 @@ from tqdm import tqdm
 
 from sfc_core import engine
 from sfc_core.bank import ImageBank
-from sfc_core.config import ABLATIONS, Config, parse_overrides
+from sfc_core.config import ABLATIONS, Config, TrainConfig, parse_overrides
 from sfc_core.data import MultiScaleDataset, SegmentationDataset, TrainDataset, open_dataset
 from sfc_core.data.stats import class_weights
 from sfc_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, valid_mask_from_boxes
@@ -101,6 +101,31 @@ class SfcObjective(nn.Module):
         return valid_mask_from_boxes(boxes, labels, self.crop_size, grid)
 
 
+def build_optimizer(model: SfcNet, t: TrainConfig, max_steps: int) -> tuple[torch.optim.Optimizer,
+                                                                            torch.optim.lr_scheduler.LRScheduler]:
+    """The optimiser over the model's trainable parameters (backbone at ``t.lr``, new layers at
+    ``t.lr * t.new_layer_lr_mult``) and its schedule over ``max_steps`` updates."""
+    groups = model.parameter_groups()
+    optimizer = engine.make_optimizer(t.optimizer, [{"params": groups["backbone"], "lr": t.lr},
+                                                    {"params": groups["new"], "lr": t.lr * t.new_layer_lr_mult}],
+                                      t.momentum, t.weight_decay)
+    return optimizer, engine.make_schedule(optimizer, t.schedule, max_steps, t.poly_power)
+
+
+def append_bank_draws(bank: ImageBank | None, images: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
+                      draws: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Write a loader batch into the image bank, then append ``draws`` slots drawn from it.
+
+    images (B, 3, S, S) on the bank's device, boxes (B, 4) and labels (B, C) on the CPU ->
+    the same with B + draws rows. Without a bank (None) the batch comes back unchanged.
+    """
+    if bank is None:
+        return images, boxes, labels
+    bank.update(images, boxes, labels, generator)
+    drawn_images, drawn_boxes, drawn_labels = bank.draw(draws, generator)
+    return torch.cat([images, drawn_images]), torch.cat([boxes, drawn_boxes]), torch.cat([labels, drawn_labels])
+
+
 def train(cfg: Config, out: str | Path, resume: bool = False, stop_after: int | None = None) -> dict:
     """Train SFC (or the baseline / an ablation, by config) into the run directory ``out``.
 
@@ -147,11 +172,7 @@ def _train(cfg: Config, run: RunDir, resume: bool, stop_after: int | None, dist:
                        fix="lower train.batch_size or use a longer list")
     max_steps = t.max_steps or t.epochs * steps_per_epoch
 
-    groups = model.parameter_groups()
-    optimizer = engine.make_optimizer(t.optimizer, [{"params": groups["backbone"], "lr": t.lr},
-                                                    {"params": groups["new"], "lr": t.lr * t.new_layer_lr_mult}],
-                                      t.momentum, t.weight_decay)
-    schedule = engine.make_schedule(optimizer, t.schedule, max_steps, t.poly_power)
+    optimizer, schedule = build_optimizer(model, t, max_steps)
     scaler = engine.make_grad_scaler(device, t.amp)
     bank = ImageBank(len(class_names), (3, cfg.data.crop_size, cfg.data.crop_size), device) \
         if t.bank_draws > 0 else None
@@ -184,7 +205,7 @@ def _train(cfg: Config, run: RunDir, resume: bool, stop_after: int | None, dist:
     images_per_step = (t.batch_size + t.bank_draws) * dist.world_size
     start_step, started = step, time.perf_counter()
     bar = tqdm(total=max_steps, initial=step, desc="train", unit="step", disable=not dist.is_main)
-    trainable = [p for group in groups.values() for p in group]
+    trainable = [p for group in model.parameter_groups().values() for p in group]
 
     def checkpoint(path: Path, full: bool) -> None:
         """last.pt (full=True: everything needed to resume) or best.pt (weights + identity)."""
@@ -204,12 +225,8 @@ def _train(cfg: Config, run: RunDir, resume: bool, stop_after: int | None, dist:
             for batch in _epoch_loader(train_set, sampler, epoch, done_in_epoch, t.batch_size,
                                        cfg.data.num_workers, device):
                 images = batch["image"].to(device, non_blocking=True)
-                boxes, labels = batch["box"], batch["label"]
-                if bank is not None:
-                    bank.update(images, boxes, labels, generator)
-                    drawn_images, drawn_boxes, drawn_labels = bank.draw(t.bank_draws, generator)
-                    images = torch.cat([images, drawn_images])
-                    boxes, labels = torch.cat([boxes, drawn_boxes]), torch.cat([labels, drawn_labels])
+                images, boxes, labels = append_bank_draws(bank, images, batch["box"], batch["label"],
+                                                          t.bank_draws, generator)
                 if channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 with engine.out_of_memory_hint("train.batch_size", t.batch_size):
