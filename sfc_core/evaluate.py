@@ -190,12 +190,14 @@ def _variant_index(kind: str, lam: float | None, lambdas: Sequence[float]) -> in
     return 2 + list(lambdas).index(lam) if kind == "fused" else KINDS.index(kind)
 
 
-def choose_settings(by_threshold: np.ndarray, lambdas: Sequence[float],
+def choose_settings(sweep_miou: np.ndarray, lambdas: Sequence[float],
                     thresholds: Sequence[float]) -> dict[str, tuple[float | None, float]]:
     """Per kind, the (lambda, threshold) with the best mIoU (lambda None except for fused;
-    the first best on ties, i.e. the lowest threshold and lambda)."""
-    miou = np.array([[mean_iou(c) for c in per_t] for per_t in by_threshold])   # (M, T)
-    miou = np.where(np.isfinite(miou), miou, -1.0)
+    the first best on ties, i.e. the lowest threshold and lambda).
+
+    sweep_miou: (M, T) mIoU of every map of `cam_variants(lambdas)` at every threshold.
+    """
+    miou = np.where(np.isfinite(sweep_miou), sweep_miou, -1.0)
     best = {kind: (None, thresholds[int(np.argmax(miou[m]))]) for m, kind in enumerate(KINDS[:2])}
     fused = int(np.argmax(miou[2:]))
     best["fused"] = (lambdas[fused // len(thresholds)], thresholds[fused % len(thresholds)])
@@ -256,7 +258,8 @@ def eval_cams(run: str | Path | RunDir, list_name: str | None = None) -> dict[st
 
     by_threshold, by_reference = accumulate_cam_confusions(run, dataset, list_name, len(class_names),
                                                            lambdas, thresholds)
-    settings = choose_settings(by_threshold, lambdas, thresholds)
+    sweep_miou = np.array([[mean_iou(c) for c in per_threshold] for per_threshold in by_threshold])
+    settings = choose_settings(sweep_miou, lambdas, thresholds)
     variants = cam_variants(lambdas)
     result = {"list": list_name, "num_images": len(dataset.ids(list_name)), "classes": names,
               "thresholds": thresholds, "lambdas": lambdas, "fusion_lambda": cfg.cams.fusion_lambda,
@@ -264,7 +267,7 @@ def eval_cams(run: str | Path | RunDir, list_name: str | None = None) -> dict[st
               "image_counts_list": cfg.data.train_list,
               **cam_rows(by_threshold, by_reference, lambdas, thresholds, settings,
                          cfg.cams.fusion_lambda, names, counts),
-              "sweep": {"threshold_rule": {variant_name(*v): [_number(mean_iou(c)) for c in by_threshold[m]]
+              "sweep": {"threshold_rule": {variant_name(*v): [_number(x) for x in sweep_miou[m]]
                                            for m, v in enumerate(variants)},
                         "reference_rule": {variant_name(*v): _number(mean_iou(by_reference[m]))
                                            for m, v in enumerate(variants)}},
