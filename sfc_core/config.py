@@ -280,7 +280,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "refine.irn_backbone_weights": "sfc",
         "refine.irn_crop_size": 96,
         "refine.irn_scale_range": (0.75, 1.25),  # around the walk's scale 1 (images are only 96 px)
-        "refine.irn_radius": 5,           # tiny's boundary grid is 1/2 resolution: objects ~12 px wide
+        "refine.irn_radius": 5,           # on the 1/4 grid (24x24) objects are only ~6-9 px wide
         "refine.walk_radius": 3,
         "segment.network": "lraspp_mobilenet_v3_large",
         "segment.backbone_weights": "none",
