@@ -90,11 +90,12 @@ def save_cam(path: str | Path, keys: np.ndarray, classifier: np.ndarray, prototy
 
 def load_cam(run: str | Path | RunDir, image_id: str, num_classes: int | None = None) -> CamRecord:
     """Read `cams/<image_id>.npz`; with `num_classes`, check it was made for that class list."""
-    path = RunDir(run).cam_file(image_id)
-    remake = f"delete {path} and run: python -m sfc_core cams --run {RunDir(run).root}"
+    run = RunDir(run)
+    path = run.cam_file(image_id)
+    command = f"python -m sfc_core cams --run {run.root}"
+    remake = f"delete {path} and run: {command}"
     if not path.is_file():
-        raise SfcError(f"no CAM file for image {image_id}", path=path,
-                       fix=f"run: python -m sfc_core cams --run {RunDir(run).root}")
+        raise SfcError(f"no CAM file for image {image_id}", path=path, fix=f"run: {command}")
     try:
         with np.load(path) as f:
             arrays = {name: f[name] for name in CAM_FIELDS if name in f.files}
@@ -109,9 +110,10 @@ def load_cam(run: str | Path | RunDir, image_id: str, num_classes: int | None = 
                        arrays["prototype"].astype(np.float32), file_classes)
     if num_classes is not None and file_classes != num_classes:
         raise SfcError(f"CAM file was made for {file_classes} classes, the run has {num_classes}",
-                       path=path, fix=f"the CAMs come from another class list: {remake}")
+                       path=path, fix=f"the CAMs come from another class list: delete {run.cams} "
+                                      f"and run: {command}")
     shape = (len(keys), *arrays["size"].tolist())
-    if (record.classifier.shape != shape or record.prototype.shape != shape or keys[0] != 0
+    if (record.classifier.shape != shape or record.prototype.shape != shape or keys[:1].tolist() != [0]
             or np.any(np.diff(keys) <= 0) or keys[-1] > file_classes):
         raise SfcError(f"CAM file is inconsistent (keys {keys.tolist()}, maps "
                        f"{record.classifier.shape} / {record.prototype.shape}, size {shape[1:]})",
