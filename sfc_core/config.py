@@ -284,6 +284,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "refine.walk_radius": 3,
         "segment.network": "lraspp_mobilenet_v3_large",
         "segment.backbone_weights": "none",
+        "segment.crop_size": 96,          # 96 px images
+        "segment.backbone_lr_mult": 1.0,  # from scratch: one learning rate for all layers
+        "segment.lr": 0.02,
+        "segment.iterations": 600,        # provisional, being measured
+        "segment.eval_scales": (0.75, 1.0, 1.25),
+        "segment.checkpoint_every": 100,
     },
     "synthetic-smoke": {
         "data.dataset": "synthetic",
@@ -316,6 +322,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "segment.backbone_weights": "none",
         "segment.iterations": 4,
         "segment.batch_size": 4,
+        "segment.crop_size": 64,          # 64 px images
+        "segment.backbone_lr_mult": 1.0,
+        "segment.lr": 0.02,
+        "segment.eval_scales": (0.75, 1.0, 1.25),
+        "segment.checkpoint_every": 2,
+        "segment.log_every": 1,
     },
 }
 

@@ -1,0 +1,514 @@
+"""Step 3: a torchvision segmentation network trained on pseudo masks (method.md section 5).
+
+    python -m sfc_core segment --run RUN_DIR --masks irn|crf|cam|gt [--crf] [--save-predictions]
+
+Trains ``cfg.segment.network`` (DeepLabV3-ResNet-101 with ImageNet weights for VOC and COCO;
+a small network from scratch on the synthetic presets) on one kind of mask of the training
+list, then scores it on the held-out list, single-scale and multi-scale + flip (optionally
+followed by the refinement stage's dense CRF). The masks:
+
+- ``irn`` / ``crf``: the refinement stage's pseudo masks (palette PNGs, 255 = ignored);
+- ``cam``: the fused CAM's arg-max, at the lambda and background threshold eval-cams chose
+  (``cam_eval.json``), else at ``cams.fusion_lambda`` with the reference background rule;
+- ``gt``: the dataset's own masks of the same images (the fully supervised upper bound).
+
+Everything lands in ``RUN_DIR/segment/<masks>/``, laid out like a run directory (config.json,
+checkpoints/last.pt, metrics.jsonl, tb/) plus final_eval.json and predictions/. The
+augmentation of a sample is a pure function of (seed, epoch, index) and an epoch's order of
+(seed, epoch), and checkpoints hold the model, optimiser, schedule, scaler and RNG states, so
+a killed run resumes (just run the same command again) to the weights of one that never
+stopped. A finished run is not trained again; calling the stage again re-evaluates it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import urllib.error
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm import tqdm
+
+from sfc_core import engine
+from sfc_core.config import Config, SegmentConfig, parse_overrides
+from sfc_core.data import MultiScaleDataset, SegmentationDataset, open_dataset
+from sfc_core.data.transforms import hflip, normalize, random_crop_box, rescale
+from sfc_core.errors import SfcError
+from sfc_core.evaluate import read_pseudo_mask, scores
+from sfc_core.io import atomic_save_png, atomic_write_json
+from sfc_core.metrics import IGNORE, confusion_matrix
+from sfc_core.run_dir import RunDir
+
+MASK_SOURCES = ("irn", "crf", "cam", "gt")
+
+# -- training masks ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MaskSource:
+    """Where the training masks of one ``--masks`` choice come from."""
+
+    name: str
+    read: Callable[[str], np.ndarray]   # image id -> uint8 (H, W): 0 bg, 1..C, 255 ignored
+    path: Callable[[str], Path]         # image id -> the file its mask is made from
+    fix: str                            # how to make the masks that are missing
+    settings: dict[str, Any]            # what chose these masks (recorded in final_eval.json)
+
+
+def _pseudo_path(folder: Path, image_id: str) -> Path:
+    return folder / f"{image_id}.png"
+
+
+def _read_pseudo(folder: Path, image_id: str) -> np.ndarray:
+    return read_pseudo_mask(_pseudo_path(folder, image_id))
+
+
+def _read_cam_mask(run: RunDir, num_classes: int, lam: float, background: str,
+                   threshold: float | None, image_id: str) -> np.ndarray:
+    from sfc_core.cams import load_cam
+    from sfc_core.fusion import predict_mask
+
+    return predict_mask(load_cam(run, image_id, num_classes), "fused", lam, background, threshold)
+
+
+def cam_mask_settings(run: RunDir, cfg: Config) -> dict[str, Any]:
+    """Lambda and background rule of the fused CAM: what eval-cams chose, else the reference's."""
+    if run.cam_eval_json.is_file():
+        fused = json.loads(run.cam_eval_json.read_text())["rows"]["fused"]
+        return {"lambda": fused["lambda"], "background": "threshold", "threshold": fused["threshold"],
+                "from": "cam_eval.json"}
+    return {"lambda": cfg.cams.fusion_lambda, "background": "reference", "threshold": None,
+            "from": "reference rule (no cam_eval.json)"}
+
+
+def mask_source(run: RunDir, dataset: SegmentationDataset, masks: str, cfg: Config) -> MaskSource:
+    """The reader of the training masks named by ``masks`` (one of MASK_SOURCES)."""
+    if masks == "gt":
+        return MaskSource("gt", dataset.read_mask, dataset.mask_path,
+                          "the dataset has no masks for these images: train on --masks irn|crf|cam",
+                          {})
+    if masks in ("irn", "crf"):
+        folder = run.pseudo_masks(masks)
+        return MaskSource(masks, partial(_read_pseudo, folder), partial(_pseudo_path, folder),
+                          f"run: python -m sfc_core refine --run {run.root} --method {masks}", {})
+    if masks == "cam":
+        s = cam_mask_settings(run, cfg)
+        return MaskSource("cam", partial(_read_cam_mask, run, dataset.num_classes, s["lambda"],
+                                         s["background"], s["threshold"]),
+                          run.cam_file, f"run: python -m sfc_core cams --run {run.root}", s)
+    raise SfcError(f"unknown mask source {masks!r}", fix=f"use --masks {'|'.join(MASK_SOURCES)}")
+
+
+def check_masks(source: MaskSource, dataset: SegmentationDataset, list_name: str) -> None:
+    """Read every training mask once: all present, each the size of its image, classes 0..C."""
+    ids = dataset.ids(list_name)
+    missing = [i for i in ids if not source.path(i).is_file()]
+    if missing:
+        raise SfcError(f"{len(missing)} of the {len(ids)} images of list {list_name!r} have no "
+                       f"{source.name} mask, first: {', '.join(missing[:5])}",
+                       path=source.path(missing[0]).parent, fix=source.fix)
+    for image_id in tqdm(ids, desc=f"check {source.name} masks", unit="img", leave=False):
+        mask = source.read(image_id)
+        with Image.open(dataset.image_path(image_id)) as image:
+            width, height = image.size
+        if mask.shape != (height, width):
+            raise SfcError(f"the {source.name} mask of {image_id} is {mask.shape[1]}x{mask.shape[0]} "
+                           f"but its image is {width}x{height}", path=source.path(image_id),
+                           fix=source.fix)
+        wrong = (mask > dataset.num_classes) & (mask != IGNORE)
+        if wrong.any():
+            raise SfcError(f"the {source.name} mask of {image_id} has class index {int(mask[wrong].max())}, "
+                           f"but the dataset has classes 0..{dataset.num_classes} (and 255 = ignore)",
+                           path=source.path(image_id), fix=source.fix)
+
+
+# -- the joint training transform -------------------------------------------------------------
+
+
+def rescale_mask(mask: np.ndarray, scale: float) -> np.ndarray:
+    """Nearest-neighbour resize of a uint8 (H, W) mask to the size `rescale` gives its image."""
+    if scale == 1:
+        return mask
+    height, width = mask.shape
+    size = (round(width * scale), round(height * scale))   # PIL takes (width, height)
+    return np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST))
+
+
+def paste_crop(array: np.ndarray, source: np.ndarray, box: np.ndarray, crop_size: int,
+               fill: float) -> np.ndarray:
+    """The (S, S, ...) crop of `array` described by `random_crop_box`, `fill` where it has no pixel."""
+    crop = np.full((crop_size, crop_size) + array.shape[2:], fill, dtype=array.dtype)
+    crop[box[0]:box[1], box[2]:box[3]] = array[source[0]:source[1], source[2]:source[3]]
+    return crop
+
+
+def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, crop_size: int,
+            scale_range: tuple[float, float], flip: bool) -> tuple[np.ndarray, np.ndarray]:
+    """The DeepLab training transform of an image and its mask, jointly.
+
+    image uint8 (H, W, 3), mask uint8 (H, W). Rescale by s ~ U(scale_range) (image bicubic,
+    mask nearest), ImageNet normalisation, horizontal flip with p = 0.5, random crop to
+    (S, S) with the image padded by 0 (the mean colour) and the mask by 255 (ignored).
+    Returns float32 (S, S, 3) and uint8 (S, S).
+    """
+    scale = float(rng.uniform(*scale_range))
+    image, mask = normalize(rescale(image, scale)), rescale_mask(mask, scale)
+    if rng.random() < 0.5 and flip:   # drawn either way: `flip` leaves the crop unchanged
+        image, mask = hflip(image), hflip(mask)
+    source, box = random_crop_box(image.shape[:2], crop_size, rng)
+    return paste_crop(image, source, box, crop_size, 0.0), paste_crop(mask, source, box, crop_size, IGNORE)
+
+
+class MaskedCrops(Dataset):
+    """Training samples: images of a list with their masks under `augment`.
+
+    Keys are (epoch, index); the sample is a pure function of (seed, epoch, index), whichever
+    worker makes it. Item: image float32 (3, S, S), mask int64 (S, S).
+    """
+
+    def __init__(self, dataset: SegmentationDataset, ids: list[str], read_mask: Callable[[str], np.ndarray],
+                 seg: SegmentConfig, seed: int):
+        self.dataset, self.ids, self.read_mask, self.seg, self.seed = dataset, ids, read_mask, seg, seed
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = key
+        image_id = self.ids[index]
+        image, mask = augment(self.dataset.read_image(image_id), self.read_mask(image_id),
+                              np.random.default_rng([self.seed, epoch, index]), self.seg.crop_size,
+                              self.seg.scale_range, self.seg.flip)
+        return torch.from_numpy(image.transpose(2, 0, 1).copy()), torch.from_numpy(mask.astype(np.int64))
+
+
+def epoch_keys(num_images: int, seed: int, epoch: int, dist: engine.DistInfo) -> list[tuple[int, int]]:
+    """This rank's (epoch, index) keys of one epoch: a permutation drawn from (seed, epoch), dealt
+    out rank by rank (a tail shorter than the world size is dropped, so ranks stay in step)."""
+    order = np.random.default_rng([seed, epoch]).permutation(num_images)
+    order = order[: num_images - num_images % dist.world_size]
+    return [(epoch, int(i)) for i in order[dist.rank::dist.world_size]]
+
+
+# -- the network ------------------------------------------------------------------------------
+
+
+def build_network(name: str, num_classes: int, backbone_weights: str) -> nn.Module:
+    """A torchvision segmentation network with `num_classes` outputs and no auxiliary head.
+
+    backbone_weights: "imagenet" (torchvision's ImageNet weights for the backbone, downloaded
+    into torch's cache on first use), "none" (from scratch), or the path of a torchvision
+    ImageNet classifier checkpoint of the backbone (e.g. resnet101-63fe2227.pth).
+    """
+    names = torchvision.models.list_models(module=torchvision.models.segmentation)
+    if name not in names:
+        raise SfcError(f"unknown segmentation network {name!r}",
+                       fix=f"set segment.network to one of torchvision's: {', '.join(names)}")
+    builder = torchvision.models.get_model_builder(name)
+    if backbone_weights == "imagenet":   # the builder's default backbone weights: ImageNet
+        try:
+            return builder(weights=None, num_classes=num_classes, aux_loss=False)
+        except (urllib.error.URLError, OSError) as e:
+            raise SfcError(f"cannot download the ImageNet weights of {name}'s backbone ({e})",
+                           fix="copy torchvision's ImageNet checkpoint of the backbone to this machine "
+                               "and pass --set segment.backbone_weights=PATH") from None
+    model = builder(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
+    if backbone_weights != "none":
+        load_backbone(model, Path(backbone_weights))
+    return model
+
+
+def load_backbone(model: nn.Module, path: Path) -> None:
+    """Load an ImageNet classifier's state dict (torchvision layout) into ``model.backbone``.
+
+    The classifier head's keys are ignored; MobileNet's ``features.`` prefix is stripped.
+    """
+    fix = "pass the torchvision ImageNet checkpoint of this network's backbone: --set segment.backbone_weights=PATH"
+    if not path.is_file():
+        raise SfcError("backbone weights file not found", path=path, fix=fix)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or foreign file: say which one
+        raise SfcError(f"backbone weights cannot be read ({type(e).__name__}: {str(e)[:200]})",
+                       path=path, fix=fix) from None
+    state = {key.removeprefix("features."): value for key, value in state.items()}
+    own = model.backbone.state_dict()
+    missing = [key for key in own if key not in state]
+    wrong = [key for key in own if key in state and state[key].shape != own[key].shape]
+    if missing or wrong:
+        raise SfcError(f"backbone weights do not fit: {len(missing)} tensors missing, {len(wrong)} of another "
+                       f"shape, first: {', '.join((missing + wrong)[:3])}", path=path, fix=fix)
+    model.backbone.load_state_dict({key: state[key] for key in own})
+
+
+def parameter_groups(model: nn.Module, seg: SegmentConfig) -> list[dict[str, Any]]:
+    """Backbone at lr x backbone_lr_mult, the head (everything else) at lr."""
+    backbone = list(model.backbone.parameters())
+    ids = {id(p) for p in backbone}
+    head = [p for p in model.parameters() if id(p) not in ids]
+    return [{"params": backbone, "lr": seg.lr * seg.backbone_lr_mult}, {"params": head, "lr": seg.lr}]
+
+
+def pixel_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over the pixels that are not 255: (N, K, H, W), int64 (N, H, W) -> ().
+
+    The mean over labelled pixels; 0 (not nan) when a batch has none.
+    """
+    total = F.cross_entropy(logits.float(), masks, ignore_index=IGNORE, reduction="sum")
+    return total / (masks != IGNORE).sum().clamp(min=1)
+
+
+def train_step(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, amp: bool) -> torch.Tensor:
+    """One update on a batch (images (N, 3, S, S), masks (N, S, S)); returns the loss (0-d)."""
+    with engine.autocast(images.device, amp):
+        logits = model(images)["out"]
+    loss = pixel_loss(logits, masks)
+    engine.optimizer_step(loss, optimizer, scaler, model.parameters(), grad_clip=0.0)  # DeepLab: no clipping
+    return loss.detach()
+
+
+# -- evaluation -------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def scale_probabilities(model: nn.Module, views: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Softmax of one scale's views, flips undone, upsampled: (V, 3, h, w) -> (V, K, H, W).
+
+    View 1, when present, is the horizontal flip of view 0 (MultiScaleDataset's layout).
+    """
+    logits = model(views)["out"].float()
+    if len(logits) == 2:
+        logits = torch.stack([logits[0], logits[1].flip(-1)])
+    return F.interpolate(logits, size, mode="bilinear", align_corners=False).softmax(1)
+
+
+def crf_prediction(image: np.ndarray, pred: np.ndarray, refine_cfg) -> np.ndarray:
+    """The dense CRF of the refinement stage over a prediction's own classes: uint8 (H, W)."""
+    from sfc_core.refine.crf import crf_labels
+
+    keys, rows = np.unique(pred, return_inverse=True)
+    return keys[crf_labels(image, rows.reshape(pred.shape), len(keys), refine_cfg)].astype(np.uint8)
+
+
+def save_palette_png(path: Path, mask: np.ndarray) -> None:
+    from sfc_core.data.synthetic import voc_palette
+
+    png = Image.fromarray(mask.astype(np.uint8), mode="P")
+    png.putpalette(voc_palette())
+    atomic_save_png(path, png)
+
+
+def evaluate_network(model: nn.Module, dataset: SegmentationDataset, list_name: str, cfg: Config,
+                     device: torch.device, dist: engine.DistInfo,
+                     predictions: Path | None = None) -> dict[str, np.ndarray]:
+    """Confusions (K, K) of the network on a list: "single_scale" (scale 1, no flip),
+    "multi_scale_flip" (softmax averaged over cfg.segment.eval_scales and flips) and, with
+    cfg.segment.eval_crf, "multi_scale_flip_crf". Each rank scores its share of the list; the
+    confusions are summed over ranks. With `predictions`, the last kind's label maps are
+    written there as palette PNGs."""
+    seg, k = cfg.segment, dataset.num_classes + 1
+    scales = tuple(seg.eval_scales) if 1.0 in seg.eval_scales else (1.0, *seg.eval_scales)
+    views = MultiScaleDataset(dataset, list_name, scales=scales, flip=True)
+    shard = Subset(views, range(dist.rank, len(views), dist.world_size))
+    loader = DataLoader(shard, batch_size=None, num_workers=cfg.data.num_workers)
+    kinds = ["single_scale", "multi_scale_flip"] + (["multi_scale_flip_crf"] if seg.eval_crf else [])
+    conf = {kind: np.zeros((k, k), np.int64) for kind in kinds}
+    model.eval()
+    for item in tqdm(loader, desc=f"evaluate on {list_name}", unit="img", disable=not dist.is_main):
+        size = tuple(item["size"].tolist())
+        probs = [scale_probabilities(model, v.to(device), size) for v in item["images"]]
+        labels = {"single_scale": probs[scales.index(1.0)][0].argmax(0),
+                  "multi_scale_flip": sum(p.sum(0) for p, s in zip(probs, scales)
+                                          if s in seg.eval_scales).argmax(0)}
+        labels = {kind: label.cpu().numpy().astype(np.uint8) for kind, label in labels.items()}
+        if seg.eval_crf:
+            labels["multi_scale_flip_crf"] = crf_prediction(dataset.read_image(item["name"]),
+                                                            labels["multi_scale_flip"], cfg.refine)
+        gt = dataset.read_mask(item["name"])
+        for kind in kinds:
+            conf[kind] += confusion_matrix(labels[kind], gt, k)
+        if predictions is not None:
+            save_palette_png(predictions / f"{item['name']}.png", labels[kinds[-1]])
+    return {kind: engine.all_reduce_sum(torch.from_numpy(c), dist).numpy() for kind, c in conf.items()}
+
+
+# -- the stage --------------------------------------------------------------------------------
+
+
+def _expected(cfg: Config, dataset: SegmentationDataset, masks: str) -> dict[str, Any]:
+    """What a checkpoint of this step-3 run must match (engine.check_compatible)."""
+    return {"architecture": cfg.segment.network, "num_classes": dataset.num_classes,
+            "class_names": list(dataset.class_names), "masks": masks}
+
+
+def segment(run: str | Path | RunDir, masks: str, overrides: dict[str, Any] | None = None,
+            save_predictions: bool = False) -> dict[str, Any]:
+    """Train cfg.segment.network on `masks` of the training list, score it on the held-out list.
+
+    The configuration is the run's config.json with `overrides` (dotted keys) on top. Resumes
+    from RUN_DIR/segment/<masks>/checkpoints/last.pt when it exists; trains nothing when that
+    checkpoint is finished. Writes final_eval.json (and returns it): mIoU and per-class IoU,
+    fractions in [0, 1], single-scale and multi-scale + flip (+ CRF with segment.eval_crf).
+    """
+    run = RunDir(run)
+    cfg = run.load_config().override(overrides or {})
+    seg = cfg.segment
+    out = RunDir(run.segment_dir(masks))
+    dataset = open_dataset(cfg.data)
+    ids = dataset.ids(cfg.data.train_list)
+
+    # Every check before anything is written: masks, network, an existing checkpoint.
+    source = mask_source(run, dataset, masks, cfg)
+    check_masks(source, dataset, cfg.data.train_list)
+    if not dataset.has_masks(cfg.data.heldout_list):
+        raise SfcError(f"the held-out list {cfg.data.heldout_list!r} lacks ground-truth masks",
+                       path=dataset.list_path(cfg.data.heldout_list),
+                       fix="set data.heldout_list to a list with masks (VOC: val)")
+    engine.seed_everything(cfg.train.seed)
+    model = build_network(seg.network, dataset.num_classes + 1, seg.backbone_weights)
+    expected = _expected(cfg, dataset, masks)
+    ckpt = None
+    if out.last_checkpoint.is_file():
+        ckpt = engine.load_checkpoint(out.last_checkpoint)
+        engine.check_compatible(ckpt, expected, out.last_checkpoint)
+
+    dist = engine.setup_distributed()
+    device = engine.select_device(cfg.train.device, dist)
+    amp = cfg.train.amp and device.type == "cuda"
+    memory_format = torch.channels_last if cfg.train.channels_last and device.type == "cuda" \
+        else torch.contiguous_format
+    model = model.to(device, memory_format=memory_format)
+    optimizer = engine.make_optimizer("sgd", parameter_groups(model, seg), seg.momentum, seg.weight_decay)
+    schedule = engine.make_schedule(optimizer, "poly", seg.iterations, seg.poly_power)
+    scaler = engine.make_grad_scaler(device, amp)
+    step = 0
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        schedule.load_state_dict(ckpt["schedule"])
+        scaler.load_state_dict(ckpt["scaler"])
+        engine.set_rng_state(ckpt["rng"])
+        step = ckpt["step"]
+    if dist.is_main:
+        cfg.save(out.config_json)
+
+    throughput = None
+    if step < seg.iterations:
+        throughput = _train(model, optimizer, schedule, scaler, step, cfg, dataset, ids, source,
+                            out, expected, device, amp, memory_format, dist)
+
+    predictions = run.segment_predictions(masks) if save_predictions else None
+    conf = evaluate_network(engine.unwrap(model), dataset, cfg.data.heldout_list, cfg, device, dist,
+                            predictions)
+    names = ["background", *dataset.class_names]
+    result = {"masks": masks, "mask_settings": source.settings, "network": seg.network,
+              "train_list": cfg.data.train_list, "steps": seg.iterations,
+              "train_images_per_s": throughput, "list": cfg.data.heldout_list,
+              "num_images": len(dataset.ids(cfg.data.heldout_list)), "classes": names,
+              "eval_scales": list(seg.eval_scales),
+              **{kind: scores(c, names) for kind, c in conf.items()}}
+    if dist.is_main:
+        atomic_write_json(run.final_eval_json(masks), result)
+    engine.cleanup_distributed(dist)
+    return result
+
+
+def _train(model: nn.Module, optimizer, schedule, scaler, step: int, cfg: Config,
+           dataset: SegmentationDataset, ids: list[str], source: MaskSource, out: RunDir,
+           expected: dict[str, Any], device: torch.device, amp: bool,
+           memory_format: torch.memory_format, dist: engine.DistInfo) -> float | None:
+    """The training loop from `step` to cfg.segment.iterations. Returns images/s over this call
+    (all ranks; None if it ran no timed step)."""
+    seg, seed = cfg.segment, cfg.train.seed
+    crops = MaskedCrops(dataset, ids, source.read, seg, seed)
+    steps_per_epoch = len(epoch_keys(len(ids), seed, 0, dist)) // seg.batch_size
+    if steps_per_epoch == 0:
+        raise SfcError(f"the training list has {len(ids)} images, fewer than one batch of "
+                       f"{seg.batch_size} per process", fix="lower segment.batch_size")
+    ddp_model = engine.wrap_ddp(model, dist, device)
+    ddp_model.train()
+    logger = engine.MetricsLogger(out.metrics_jsonl, out.tensorboard, enabled=dist.is_main)
+    batch_images = seg.batch_size * dist.world_size
+    progress = tqdm(total=seg.iterations, initial=step, desc=f"segment {source.name}", unit="step",
+                    disable=not dist.is_main)
+    losses, timed_steps, timed_seconds, warm = [], 0, 0.0, False
+    while step < seg.iterations:
+        epoch, skip = divmod(step, steps_per_epoch)
+        keys = epoch_keys(len(ids), seed, epoch, dist)[skip * seg.batch_size:]
+        loader = DataLoader(crops, batch_size=seg.batch_size, sampler=keys, drop_last=True,
+                            num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
+                            generator=torch.Generator().manual_seed(seed))  # leaves the global RNG alone
+        tick = time.perf_counter()
+        for images, masks in loader:
+            images = images.to(device, non_blocking=True, memory_format=memory_format)
+            lr = schedule.get_last_lr()[-1]   # the head's learning rate in this update
+            with engine.out_of_memory_hint("segment.batch_size", seg.batch_size):
+                loss = train_step(ddp_model, images, masks.to(device, non_blocking=True), optimizer,
+                                  scaler, amp)
+            schedule.step()
+            step += 1
+            losses.append(float(loss))
+            engine.check_finite(losses[-1], step, out.last_checkpoint if out.last_checkpoint.is_file() else None)
+            now = time.perf_counter()
+            if warm:   # the first step of a call (start-up, first batch) is not timed
+                timed_steps, timed_seconds = timed_steps + 1, timed_seconds + now - tick
+            tick, warm = now, True
+            progress.update(1)
+            if step % seg.log_every == 0 or step == seg.iterations:
+                logger.log(step, {"loss": float(np.mean(losses)), "lr": lr,
+                                  "images_per_s": batch_images * timed_steps / max(timed_seconds, 1e-9)})
+                progress.set_postfix(loss=f"{np.mean(losses):.3f}")
+                losses = []
+            if dist.is_main and (step % seg.checkpoint_every == 0 or step == seg.iterations):
+                engine.save_checkpoint(out.last_checkpoint, {
+                    **expected, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(), "scaler": scaler.state_dict(), "step": step,
+                    "rng": engine.rng_state()})
+            if step == seg.iterations:
+                break
+    progress.close()
+    logger.close()
+    return batch_images * timed_steps / timed_seconds if timed_steps else None
+
+
+# -- CLI --------------------------------------------------------------------------------------
+
+
+def segment_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--run", required=True, help="run directory (made by train; cams / refine as needed)")
+    p.add_argument("--masks", required=True, choices=MASK_SOURCES,
+                   help="training masks: pseudo masks of refine (irn, crf), the fused CAM (cam), "
+                        "or the ground truth (gt: the fully supervised upper bound)")
+    p.add_argument("--crf", action="store_true",
+                   help="also score multi-scale predictions after the dense CRF (segment.eval_crf)")
+    p.add_argument("--save-predictions", action="store_true",
+                   help="write the held-out predictions as palette PNGs to segment/<masks>/predictions/")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set segment.iterations=2000 (repeatable)")
+
+
+def segment_command(args: argparse.Namespace) -> int:
+    overrides: dict[str, Any] = parse_overrides(args.overrides)
+    if args.crf:
+        overrides["segment.eval_crf"] = True
+    result = segment(args.run, args.masks, overrides, save_predictions=args.save_predictions)
+    kinds = [kind for kind in ("single_scale", "multi_scale_flip", "multi_scale_flip_crf") if kind in result]
+    print(f"step 3 on {args.masks} masks, {result['network']}, held-out list {result['list']!r} "
+          f"({result['num_images']} images):")
+    for kind in kinds:
+        miou = result[kind]["miou"]
+        print(f"  {kind:<22} mIoU {'-' if miou is None else f'{100 * miou:.1f}'}")
+    print(f"  written: {RunDir(args.run).final_eval_json(args.masks)}")
+    return 0

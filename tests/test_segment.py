@@ -1,0 +1,314 @@
+"""Step 3 (sfc_core.segment): joint transforms, network set-up, evaluation, the stage end to end,
+its bad inputs and an exact resume."""
+from __future__ import annotations
+
+import json
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from PIL import Image
+
+from sfc_core import segment as seg
+from sfc_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from sfc_core.engine import DistInfo
+from sfc_core.errors import SfcError
+from sfc_core.io import atomic_write_json
+from sfc_core.metrics import confusion_matrix, mean_iou
+from sfc_core.run_dir import RunDir
+
+# Few steps of small crops, one eval scale, no workers: what the end-to-end tests run with.
+FAST = {"segment.iterations": 3, "segment.batch_size": 4, "segment.crop_size": 48,
+        "segment.eval_scales": (1.0,), "segment.checkpoint_every": 2, "segment.log_every": 1,
+        "data.num_workers": 0}
+
+
+# -- joint transform ---------------------------------------------------------------------------
+
+
+def _column_image(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """An image whose grey level is 1 + its column, and a mask holding the same number."""
+    columns = np.tile((1 + np.arange(width) % 200).astype(np.uint8), (height, 1))
+    return np.repeat(columns[..., None], 3, axis=2), columns.copy()
+
+
+def _grey(image: np.ndarray) -> np.ndarray:
+    """Undo the ImageNet normalisation of a float (S, S, 3) crop's first channel -> uint8 grey."""
+    return np.round((image[..., 0] * IMAGENET_STD[0] + IMAGENET_MEAN[0]) * 255).astype(np.int64)
+
+
+def test_augment_keeps_image_and_mask_aligned():
+    image, mask = _column_image(30, 50)
+    flips = set()
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        crop, crop_mask = seg.augment(image, mask, rng, crop_size=40, scale_range=(1.0, 1.0), flip=True)
+        assert crop.shape == (40, 40, 3) and crop.dtype == np.float32 and crop_mask.shape == (40, 40)
+        grey, padded = _grey(crop), crop_mask == 255
+        # padding: the mask is 255 exactly where the image is the mean colour (grey 0 after undoing)
+        assert padded.any() and np.array_equal(padded, np.isclose(crop, 0).all(-1))
+        assert np.array_equal(grey[~padded], crop_mask[~padded])   # same pixel in both
+        real_rows = np.flatnonzero(~padded.all(1))
+        columns = crop_mask[real_rows[0]][~padded[real_rows[0]]].astype(int)
+        flips.add(bool(columns[0] > columns[-1]))
+        assert np.all(np.abs(np.diff(columns)) == 1)   # a contiguous run of columns, maybe mirrored
+    assert flips == {True, False}
+
+
+def test_augment_is_a_pure_function_of_the_generator_and_rescales_both():
+    image, mask = _column_image(32, 32)
+    a = seg.augment(image, mask, np.random.default_rng([1, 2, 3]), 48, (0.5, 2.0), True)
+    b = seg.augment(image, mask, np.random.default_rng([1, 2, 3]), 48, (0.5, 2.0), True)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        crop, crop_mask = seg.augment(image, mask, rng, 48, (0.5, 2.0), True)
+        assert np.array_equal(crop_mask == 255, np.isclose(crop, 0).all(-1))
+
+
+def test_rescale_mask_gives_the_image_size_and_only_existing_labels():
+    from sfc_core.data.transforms import rescale
+
+    image, mask = _column_image(21, 33)
+    for scale in (0.5, 0.77, 1.0, 1.6, 2.0):
+        out = seg.rescale_mask(mask, scale)
+        assert out.shape == rescale(image, scale).shape[:2]
+        assert set(np.unique(out)) <= set(np.unique(mask))
+
+
+def test_epoch_keys_deal_one_permutation_to_the_ranks():
+    whole = seg.epoch_keys(10, seed=3, epoch=1, dist=DistInfo())
+    assert sorted(i for _, i in whole) == list(range(10)) and {e for e, _ in whole} == {1}
+    assert whole == seg.epoch_keys(10, seed=3, epoch=1, dist=DistInfo())
+    assert whole != seg.epoch_keys(10, seed=3, epoch=2, dist=DistInfo())
+    ranks = [seg.epoch_keys(10, 3, 1, DistInfo(rank=r, world_size=3)) for r in range(3)]
+    assert [len(r) for r in ranks] == [3, 3, 3]
+    flat = [i for r in ranks for _, i in r]
+    assert len(set(flat)) == 9 and set(flat) <= set(range(10))
+
+
+# -- loss and network --------------------------------------------------------------------------
+
+
+def test_pixel_loss_is_the_mean_over_labelled_pixels():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 5, 6)
+    masks = torch.randint(0, 4, (2, 5, 6))
+    masks[0, :2] = 255
+    expected = F.cross_entropy(logits, masks, ignore_index=255)
+    assert torch.allclose(seg.pixel_loss(logits, masks), expected)
+    assert seg.pixel_loss(logits, torch.full_like(masks, 255)).item() == 0.0
+
+
+def test_build_network_names_and_weights():
+    with pytest.raises(SfcError, match="unknown segmentation network"):
+        seg.build_network("unet_of_my_own", 3, "none")
+    model = seg.build_network("lraspp_mobilenet_v3_large", 5, "none")
+    assert model(torch.zeros(1, 3, 32, 32))["out"].shape == (1, 5, 32, 32)
+
+
+def test_imagenet_backbone_offline_names_the_setting(monkeypatch):
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)
+    with pytest.raises(SfcError, match="segment.backbone_weights=PATH"):
+        seg.build_network("lraspp_mobilenet_v3_large", 3, "imagenet")
+
+
+def test_backbone_weights_from_a_local_checkpoint(tmp_path):
+    classifier = torchvision.models.mobilenet_v3_large(weights=None)
+    path = tmp_path / "mobilenet_v3_large.pth"
+    torch.save(classifier.state_dict(), path)
+    model = seg.build_network("lraspp_mobilenet_v3_large", 3, str(path))
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(value, classifier.state_dict()[f"features.{key}"]), key
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "resnet18.pth")
+    with pytest.raises(SfcError, match="do not fit"):
+        seg.build_network("lraspp_mobilenet_v3_large", 3, str(tmp_path / "resnet18.pth"))
+    with pytest.raises(SfcError, match="not found"):
+        seg.build_network("lraspp_mobilenet_v3_large", 3, str(tmp_path / "missing.pth"))
+
+
+def test_parameter_groups_split_backbone_and_head():
+    from sfc_core.config import SegmentConfig
+
+    model = seg.build_network("lraspp_mobilenet_v3_large", 3, "none")
+    groups = seg.parameter_groups(model, SegmentConfig(lr=0.2, backbone_lr_mult=0.1))
+    assert [g["lr"] for g in groups] == pytest.approx([0.02, 0.2])
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+    assert len(groups[0]["params"]) == len(list(model.backbone.parameters()))
+
+
+def test_crf_prediction_keeps_to_the_predicted_classes():
+    from sfc_core.config import RefineConfig
+
+    rng = np.random.default_rng(0)
+    image = np.zeros((24, 24, 3), np.uint8)
+    image[:, 12:] = 200
+    pred = np.full((24, 24), 7, np.uint8)
+    pred[:, 13:] = 3
+    pred[rng.random((24, 24)) < 0.05] = 3          # speckle the CRF should clean on the left
+    out = seg.crf_prediction(image, pred, RefineConfig())
+    assert out.dtype == np.uint8 and set(np.unique(out)) <= {3, 7}
+    assert (out[:, :10] == 7).mean() > (pred[:, :10] == 7).mean()
+
+
+# -- the stage on the smoke dataset ------------------------------------------------------------
+
+
+def _make_run(path, config, dataset) -> RunDir:
+    """A run directory with a configuration and class list: what the stage reads of a run."""
+    run = RunDir(path)
+    config.save(run.config_json)
+    atomic_write_json(run.class_names_json, list(dataset.class_names))
+    return run
+
+
+@pytest.fixture
+def run(smoke_config, smoke_dataset, tmp_path):
+    return _make_run(tmp_path / "run", smoke_config, smoke_dataset)
+
+
+def _write_pseudo_masks(run: RunDir, dataset, ids, method: str = "irn") -> None:
+    """Ground truth with a 255 band on the left: stands in for the refinement stage's PNGs."""
+    folder = run.pseudo_masks(method)
+    folder.mkdir(parents=True, exist_ok=True)
+    for image_id in ids:
+        mask = dataset.read_mask(image_id).copy()
+        mask[:, :4] = 255
+        image = Image.fromarray(mask, mode="P")
+        image.putpalette([0, 0, 0] * 256)
+        image.save(folder / f"{image_id}.png")
+
+
+def test_segment_gt_trains_evaluates_and_writes_its_files(run, smoke_config, smoke_dataset):
+    settings = {**FAST, "segment.eval_scales": (0.75, 1.0)}
+    result = seg.segment(run, "gt", settings, save_predictions=True)
+    out = RunDir(run.segment_dir("gt"))
+    assert json.loads(run.final_eval_json("gt").read_text()) == json.loads(json.dumps(result))
+    assert torch.load(out.last_checkpoint, weights_only=True)["step"] == 3
+    logged = [json.loads(line) for line in out.metrics_jsonl.read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in logged)
+    assert out.load_config().segment.iterations == 3
+    assert result["classes"] == ["background", *smoke_dataset.class_names]
+    # the multi-scale mIoU, recomputed here from the saved predictions and the ground truth
+    ids = smoke_dataset.ids(smoke_config.data.heldout_list)
+    k = smoke_dataset.num_classes + 1
+    conf = sum(confusion_matrix(np.asarray(Image.open(run.segment_predictions("gt") / f"{i}.png")),
+                                smoke_dataset.read_mask(i), k) for i in ids)
+    assert result["multi_scale_flip"]["miou"] == pytest.approx(mean_iou(conf))
+    assert result["num_images"] == len(ids) and result["train_images_per_s"] > 0
+    assert "multi_scale_flip_crf" not in result
+    # a finished run is not trained again; evaluating it again gives the same figures
+    again = seg.segment(run, "gt", {**settings, "segment.eval_crf": True})
+    assert again["train_images_per_s"] is None
+    assert again["multi_scale_flip"]["miou"] == pytest.approx(result["multi_scale_flip"]["miou"])
+    assert 0 <= again["multi_scale_flip_crf"]["miou"] <= 1
+
+
+def test_segment_irn_reads_pseudo_masks(run, smoke_config, smoke_dataset):
+    _write_pseudo_masks(run, smoke_dataset, smoke_dataset.ids(smoke_config.data.train_list))
+    result = seg.segment(run, "irn", {**FAST, "segment.iterations": 1})
+    assert result["masks"] == "irn" and run.final_eval_json("irn").is_file()
+    assert 0 <= result["single_scale"]["miou"] <= 1
+
+
+def test_segment_cam_uses_the_threshold_eval_cams_chose(run, smoke_config, smoke_dataset):
+    from sfc_core.cams import save_cam
+
+    ids = smoke_dataset.ids(smoke_config.data.train_list)
+    for image_id in ids:   # CAMs that are one-hot ground truth: the mask must come back
+        gt = smoke_dataset.read_mask(image_id)
+        keys = np.concatenate([[0], np.flatnonzero(smoke_dataset.label(image_id)) + 1])
+        maps = (gt[None] == keys[:, None, None]).astype(np.float32) * 0.8
+        save_cam(run.cam_file(image_id), keys, maps, maps, smoke_dataset.num_classes)
+    source = seg.mask_source(run, smoke_dataset, "cam", smoke_config)
+    assert source.settings["background"] == "reference"
+    atomic_write_json(run.cam_eval_json, {"rows": {"fused": {"lambda": 0.5, "threshold": 0.3}}})
+    source = seg.mask_source(run, smoke_dataset, "cam", smoke_config)
+    assert source.settings == {"lambda": 0.5, "background": "threshold", "threshold": 0.3,
+                               "from": "cam_eval.json"}
+    gt = smoke_dataset.read_mask(ids[0])
+    assert np.array_equal(source.read(ids[0]), np.where(gt == 255, 0, gt))
+    result = seg.segment(run, "cam", {**FAST, "segment.iterations": 1})
+    assert result["mask_settings"]["threshold"] == 0.3
+
+
+def test_missing_pseudo_masks_name_count_and_list(run, smoke_config, smoke_dataset, capsys):
+    from sfc_core.cli import main
+
+    ids = smoke_dataset.ids(smoke_config.data.train_list)
+    _write_pseudo_masks(run, smoke_dataset, ids[3:])
+    with pytest.raises(SfcError, match=rf"3 of the {len(ids)} images of list 'train_aug' have no irn mask"):
+        seg.segment(run, "irn", FAST)
+    assert main(["segment", "--run", str(run.root), "--masks", "crf"]) == 2
+    assert "refine --run" in capsys.readouterr().err
+    assert not run.segment_dir("irn").exists() and not run.segment_dir("crf").exists()
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("size", "is 6x5 but its image is"),
+    ("class", "has class index 42"),
+])
+def test_bad_pseudo_masks_stop_before_writing(run, smoke_config, smoke_dataset, damage, message):
+    ids = smoke_dataset.ids(smoke_config.data.train_list)
+    _write_pseudo_masks(run, smoke_dataset, ids)
+    bad = run.pseudo_masks("irn") / f"{ids[7]}.png"
+    mask = np.zeros((5, 6), np.uint8) if damage == "size" else smoke_dataset.read_mask(ids[7]).copy()
+    if damage == "class":
+        mask[2, 2] = 42
+    Image.fromarray(mask, mode="L").save(bad)
+    with pytest.raises(SfcError, match=message) as info:
+        seg.segment(run, "irn", FAST)
+    assert info.value.path == bad
+    assert not run.segment_dir("irn").exists()
+
+
+def test_checkpoint_of_another_network_or_class_count_is_refused(run):
+    seg.segment(run, "gt", {**FAST, "segment.iterations": 1})
+    last = RunDir(run.segment_dir("gt")).last_checkpoint
+    before = last.read_bytes()
+    with pytest.raises(SfcError, match="architecture='lraspp_mobilenet_v3_large'"):
+        seg.segment(run, "gt", {**FAST, "segment.network": "deeplabv3_mobilenet_v3_large"})
+    ckpt = torch.load(last, weights_only=True)
+    torch.save({**ckpt, "num_classes": ckpt["num_classes"] + 1}, last)
+    with pytest.raises(SfcError, match="num_classes"):
+        seg.segment(run, "gt", FAST)
+    torch.save(torch.load(last, weights_only=True) | {"num_classes": ckpt["num_classes"]}, last)
+    assert torch.load(last, weights_only=True)["step"] == 1 and len(before) > 0
+
+
+def test_killed_run_resumes_to_the_same_weights(run, smoke_config, smoke_dataset, tmp_path, monkeypatch):
+    # deeplabv3 has dropout (global RNG); 80 images / 16 = 5 steps an epoch: the kill in step 5
+    # resumes from the step-3 checkpoint, mid-epoch, and the run crosses into the next epoch.
+    settings = {**FAST, "segment.network": "deeplabv3_mobilenet_v3_large", "segment.batch_size": 16,
+                "segment.iterations": 7, "segment.checkpoint_every": 3, "data.num_workers": 1}
+    straight = seg.segment(run, "gt", settings)
+    reference = torch.load(RunDir(run.segment_dir("gt")).last_checkpoint, weights_only=True)
+
+    other = _make_run(tmp_path / "other", smoke_config, smoke_dataset)
+    last = RunDir(other.segment_dir("gt")).last_checkpoint
+    original, calls = seg.train_step, []
+
+    def killed_in_step_five(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(seg, "train_step", killed_in_step_five)
+    with pytest.raises(KeyboardInterrupt):
+        seg.segment(other, "gt", settings)
+    assert torch.load(last, weights_only=True)["step"] == 3
+    assert not other.final_eval_json("gt").exists()
+    monkeypatch.setattr(seg, "train_step", original)
+    resumed = seg.segment(other, "gt", settings)
+    final = torch.load(last, weights_only=True)
+    assert final["step"] == 7
+    for key, value in reference["model"].items():
+        assert torch.equal(value, final["model"][key]), key
+    assert resumed["single_scale"]["miou"] == pytest.approx(straight["single_scale"]["miou"])
