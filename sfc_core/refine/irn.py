@@ -22,6 +22,8 @@ SGD (momentum ``train.momentum``), poly 0.9, no gradient clipping, as the refere
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -33,7 +35,7 @@ from tqdm import tqdm
 from sfc_core import engine
 from sfc_core.config import Config
 from sfc_core.data.transforms import hflip, normalize, random_crop_box, rescale
-from sfc_core.data.voc import SegmentationDataset
+from sfc_core.data.voc import IGNORE_INDEX, SegmentationDataset
 from sfc_core.errors import SfcError
 from sfc_core.model.backbone import Backbone, build_backbone
 from sfc_core.refine.random_walk import PathIndex, edge_to_affinity, shifted_crops
@@ -42,8 +44,7 @@ from sfc_core.run_dir import RunDir
 ARCHITECTURE = "irn-boundary"
 BRANCH_CHANNELS = 32
 BRANCH_GROUPS = 4
-IGNORE = 255
-LOG_EPS = 1e-5
+EPS = 1e-5
 
 
 class BoundaryNet(nn.Module):
@@ -97,7 +98,7 @@ def affinity_targets(labels: torch.Tensor, index: PathIndex) -> tuple[torch.Tens
     m = index.margin
     source = labels[:, None, :hs, m:m + ws]                     # (N, 1, h', w')
     destination = shifted_crops(labels, index, index.offsets)    # (N, D, h', w')
-    valid = (source != IGNORE) & (destination != IGNORE)
+    valid = (source != IGNORE_INDEX) & (destination != IGNORE_INDEX)
     same = valid & (source == destination)
     return same & (source == 0), same & (source > 0), valid & (source != destination)
 
@@ -106,10 +107,10 @@ def affinity_loss(affinity: torch.Tensor, bg_pos: torch.Tensor, fg_pos: torch.Te
                   neg: torch.Tensor) -> torch.Tensor:
     """IRN's boundary loss from path affinities and pair labels, all (N, D, h', w')."""
     def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return (values * mask).sum() / (mask.sum() + LOG_EPS)
+        return (values * mask).sum() / (mask.sum() + EPS)
 
-    positive = -torch.log(affinity + LOG_EPS)
-    negative = -torch.log(1 + LOG_EPS - affinity)
+    positive = -torch.log(affinity + EPS)
+    negative = -torch.log(1 + EPS - affinity)
     return (masked_mean(positive, bg_pos) / 2 + masked_mean(positive, fg_pos) / 2
             + masked_mean(negative, neg)) / 2
 
@@ -144,14 +145,14 @@ class AffinityDataset(Dataset):
             image, label = hflip(image), hflip(label)
         source, box = random_crop_box(image.shape[:2], self.crop_size, rng)
         image_crop = np.zeros((self.crop_size, self.crop_size, 3), np.float32)
-        label_crop = np.full((self.crop_size, self.crop_size), IGNORE, np.int64)
+        label_crop = np.full((self.crop_size, self.crop_size), IGNORE_INDEX, np.int64)
         image_crop[box[0]:box[1], box[2]:box[3]] = image[source[0]:source[1], source[2]:source[3]]
         label_crop[box[0]:box[1], box[2]:box[3]] = label[source[0]:source[1], source[2]:source[3]]
         return {"image": torch.from_numpy(image_crop.transpose(2, 0, 1).copy()),
                 "label": torch.from_numpy(label_crop)}
 
 
-def read_label(path) -> Image.Image:
+def read_label(path: Path) -> Image.Image:
     if not path.is_file():
         raise SfcError("relation label missing", path=path,
                        fix="run the refine stage again: it makes the missing relation labels first")
@@ -208,8 +209,12 @@ def train_irn(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[
     step = 0
     if run.irn_checkpoint.is_file():
         checkpoint = engine.load_checkpoint(run.irn_checkpoint, device)
-        engine.check_compatible(checkpoint, {"backbone": refine.irn_backbone, "architecture": ARCHITECTURE,
-                                      "max_steps": max_steps}, run.irn_checkpoint)
+        engine.check_compatible(checkpoint, {"backbone": refine.irn_backbone, "architecture": ARCHITECTURE},
+                                run.irn_checkpoint)
+        if checkpoint["max_steps"] != max_steps:
+            raise SfcError(f"the IRN checkpoint is for {checkpoint['max_steps']} steps, this configuration "
+                           f"gives {max_steps}", path=run.irn_checkpoint,
+                           fix="delete it to train IRN again, or use the configuration it was made with")
         net.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         schedule.load_state_dict(checkpoint["schedule"])
