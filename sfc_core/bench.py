@@ -1,0 +1,674 @@
+"""Benchmarks of every stage, and the reference-style training step (verb: bench).
+
+    python -m sfc_core bench --preset synthetic --threads 2 --naive          # CPU, A/B speed-up
+    python -m sfc_core bench --preset voc --device cuda --steps 50 --naive   # the paper's setting
+
+Prints one JSON object (and writes it to ``--out`` if given):
+
+- ``train``: one SFC training step at the preset's configuration (``train.batch_size`` loader
+  images + ``train.bank_draws`` bank images, two scales, all losses, clipping, optimiser):
+  images/s over all images of the step, seconds per step split into data (loader batch to
+  the device-side batch: bank update and draws, valid mask), forward (both scales and the
+  losses), backward and optimiser (clip, step, schedule), and peak memory. With ``--naive``
+  the reference-style step runs beside it, repeat for repeat in alternating order
+  (kit, naive, naive, kit, ...) so load drift on a shared machine cancels in the ratio
+  ``speedup`` = naive seconds per image / kit seconds per image.
+- ``cams``: CAM inference images/s at ``cams.scales`` with flips (``cams.multiscale_cams``).
+- ``eval``: the confusion matrix of 1,464 masks of 500x375 (VOC train's evaluation) with the
+  preset's classes (``metrics.confusion_matrix``): masks/s and seconds for the list.
+- ``segment``: step-3 training images/s (``segment.train_step`` on ``segment.network``).
+
+Inputs are random tensors of the preset's sizes, so no dataset is needed; the class count
+comes from the preset's dataset kind (its class list) without reading the dataset. Weights
+are random (``*.backbone_weights`` is set to none): speed does not depend on them. Warm-up
+steps are excluded from every figure. ``peak_memory_mb`` is what a step allocates on top of
+what is held before it (activations, gradients, temporaries): on CUDA from the caching
+allocator's peak, on the CPU from glibc's ``mallinfo2`` sampled every 0.2 ms during one
+extra step (null where glibc is missing).
+
+The reference-style step (``--naive``) is the kit's network and losses computed the way the
+authors' trainer does it (reference_code.md 3.2-3.4, quirks 8-12 and 16): the image bank on
+the CPU, written per image and per class by Python loops and copied whole to the device
+every step, plus its thrown-away shuffled copy; the valid mask as a full (N, C+1, S, S)
+float tensor made per sample by the loader, resized on the device; the per-class weights
+recomputed from the count arrays every step and applied by a Python loop of slice
+assignments, in frequency order; the prototype step materialising (N, C+1, D, h, w); the
+half-scale prototype CAM computed and not used; float32, contiguous memory, cuDNN
+deterministic, DataParallel on a GPU. It computes the same losses as the kit's step
+(tests/test_bench.py checks it). On the CPU the bank's copies are forced (``copy=True``),
+so they cost what the same bytes cost to move; a host-device transfer costs more.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import ctypes
+import json
+import os
+import platform
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sfc_core import engine
+from sfc_core.config import VOC_CLASSES, Config
+from sfc_core.data.stats import bank_extra, default_second_counts, distribution_coefficients
+from sfc_core.data.transforms import random_crop_box
+from sfc_core.errors import SfcError
+from sfc_core.model.cam import max_normalise
+from sfc_core.model.sfc_net import SfcNet, build_model
+
+STAGES = ("train", "cams", "eval", "segment")
+PHASES = ("data", "forward", "backward", "optimiser")
+VOC_IMAGE_SIZE = (375, 500)     # (H, W) of most VOC images: the eval masks, VOC/COCO inference
+VOC_EVAL_MASKS = 1464           # VOC train, the CAM and pseudo-mask evaluation list
+IMBALANCE = 15.0                # most / least frequent class of the bench's statistics (VOC: 15.6)
+
+
+# -- measuring -----------------------------------------------------------------------------
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class PhaseClock:
+    """Seconds per named phase, summed over calls; the device is synchronised at both ends of a
+    phase, so asynchronous GPU work is charged to the phase that launched it."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seconds = dict.fromkeys(PHASES, 0.0)
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        synchronize(self.device)
+        start = time.perf_counter()
+        with torch.profiler.record_function(name):
+            yield
+        synchronize(self.device)
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+                 "fordblks", "keepcost")]
+
+
+def _malloc_in_use() -> Callable[[], int] | None:
+    """A function returning the bytes glibc's malloc has handed out now, or None without glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+    except (OSError, AttributeError):
+        return None
+
+    def in_use() -> int:
+        info = libc.mallinfo2()
+        return info.uordblks + info.hblkhd
+    return in_use
+
+
+@contextlib.contextmanager
+def peak_memory(device: torch.device, result: dict) -> Iterator[None]:
+    """Set ``result["peak_memory_mb"]`` to the most memory allocated inside the block beyond
+    what was allocated when it began (None where it cannot be measured)."""
+    result["peak_memory_mb"] = None
+    if device.type == "cuda":
+        synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        yield
+        synchronize(device)
+        result["peak_memory_mb"] = (torch.cuda.max_memory_allocated(device) - before) / 2**20
+        return
+    in_use = _malloc_in_use()
+    if in_use is None:
+        yield
+        return
+    before, peak, done = in_use(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], in_use())
+            time.sleep(0.0002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        yield
+    finally:
+        done.set()
+        sampler.join()
+    result["peak_memory_mb"] = max(0, peak[0] - before) / 2**20
+
+
+def machine_info(device: torch.device) -> dict:
+    """What the figures were measured on."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return {"device": str(device),
+            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu,
+            "cpu": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "cuda": torch.version.cuda if device.type == "cuda" else None,
+            "python": platform.python_version()}
+
+
+def profile_summary(run_one: Callable[[], object], device: torch.device, rows: int = 15) -> list[dict]:
+    """The ``rows`` operators with the most self time (device time on CUDA) in one call of
+    ``run_one``, as {"op", "self_ms", "calls"}; the phases appear as data/forward/... rows
+    with their total time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        run_one()
+    key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = prof.key_averages()
+    phases = [{"op": e.key, "total_ms": e.cpu_time_total / 1e3, "calls": e.count}
+              for e in events if e.key in PHASES]
+    ops = sorted((e for e in events if e.key not in PHASES), key=lambda e: getattr(e, key), reverse=True)
+    return phases + [{"op": e.key, "self_ms": getattr(e, key) / 1e3, "calls": e.count} for e in ops[:rows]]
+
+
+# -- synthetic inputs ------------------------------------------------------------------------
+
+
+def num_foreground_classes(cfg: Config) -> int:
+    """C of the preset's dataset kind, from its class list (the dataset is not read)."""
+    if cfg.data.dataset == "voc":
+        return len(VOC_CLASSES)
+    if cfg.data.dataset == "coco":
+        from sfc_core.data.coco import COCO_CLASSES
+
+        return len(COCO_CLASSES)
+    if cfg.data.dataset == "synthetic":
+        from sfc_core.data.synthetic import class_table
+
+        return len(class_table(cfg.data.shared_parts))
+    raise SfcError(f"unknown dataset kind {cfg.data.dataset!r}", fix="set data.dataset to voc, coco or synthetic")
+
+
+def inference_size(cfg: Config) -> tuple[int, int]:
+    """(H, W) of an inference image: the synthetic generator's size, else VOC's usual size."""
+    if cfg.data.dataset == "synthetic":
+        from sfc_core.data.synthetic import SIZES
+
+        size = SIZES[cfg.data.synthetic_size].image_size
+        return size, size
+    return VOC_IMAGE_SIZE
+
+
+def class_statistics(num_classes: int, batch_size: int, bank_draws: int) -> tuple[np.ndarray, np.ndarray, float]:
+    """Long-tailed (n, b, E) for ``distribution_coefficients``: image counts falling
+    geometrically from 1000 by a factor IMBALANCE, E and b as the kit makes them."""
+    counts = np.round(1000 * IMBALANCE ** -np.linspace(0, 1, num_classes)).astype(np.int64)
+    extra = bank_extra(int(counts.sum()), batch_size, bank_draws, num_classes)
+    return counts, default_second_counts(counts, extra), extra
+
+
+def loader_batches(count: int, batch_size: int, crop_size: int, resize_long: tuple[int, int],
+                   counts: np.ndarray, seed: int = 0) -> list[dict]:
+    """``count`` batches as the training DataLoader collates them: ``image`` float32
+    (B, 3, S, S) zero outside the pasted image, ``box`` int64 (B, 4), ``label`` float32 (B, C)
+    with 1-3 classes per image drawn in proportion to ``counts``."""
+    rng = np.random.default_rng(seed)
+    num_classes = len(counts)
+    batches = []
+    for _ in range(count):
+        images = torch.zeros(batch_size, 3, crop_size, crop_size)
+        boxes = torch.zeros(batch_size, 4, dtype=torch.int64)
+        labels = torch.zeros(batch_size, num_classes)
+        for i in range(batch_size):
+            long_side = int(rng.integers(resize_long[0], resize_long[1] + 1))
+            size = (round(long_side * rng.uniform(0.6, 1.0)), long_side)
+            _, box = random_crop_box(size, crop_size, rng)
+            y0, y1, x0, x1 = box.tolist()
+            images[i, :, y0:y1, x0:x1] = torch.from_numpy(rng.standard_normal((3, y1 - y0, x1 - x0), np.float32))
+            boxes[i] = torch.from_numpy(box)
+            present = rng.choice(num_classes, size=min(num_classes, int(rng.integers(1, 4))), replace=False,
+                                 p=counts / counts.sum())
+            labels[i, present] = 1
+        batches.append({"image": images, "box": boxes, "label": labels})
+    return batches
+
+
+def bench_config(cfg: Config) -> Config:
+    """A copy of ``cfg`` with random weights everywhere (nothing is downloaded or read)."""
+    return Config.from_dict(cfg.to_dict()).override({"model.backbone_weights": "none",
+                                                      "segment.backbone_weights": "none"})
+
+
+# -- the reference-style step (--naive) ------------------------------------------------------
+
+
+def reference_valid_mask(box: torch.Tensor, num_channels: int, crop_size: int) -> torch.Tensor:
+    """The reference loader's valid mask of one sample (quirk 9): float32 (K, S, S), 1 inside
+    ``box`` = [y0, y1, x0, x1] on every channel."""
+    mask = torch.zeros(num_channels, crop_size, crop_size)
+    mask[:, box[0]:box[1], box[2]:box[3]] = 1
+    return mask
+
+
+class ReferenceBank:
+    """The reference's image bank (reference_code.md 3.2, quirks 8 and 19): one slot per class
+    on the CPU holding an image, its raw (K, S, S) valid mask and its label; every slot is
+    drawable, filled or not."""
+
+    def __init__(self, num_classes: int, crop_size: int, seed: int):
+        self.images = torch.zeros(num_classes, 3, crop_size, crop_size)
+        self.valid_masks = torch.zeros(num_classes, num_classes + 1, crop_size, crop_size)
+        self.labels = torch.zeros(num_classes, num_classes)
+        self.random = random.Random(seed)
+
+    def update(self, images: torch.Tensor, valid_masks: torch.Tensor, labels: torch.Tensor) -> None:
+        """For each image in batch order and each of its classes, copy it into the class's slot."""
+        for i in range(len(labels)):
+            for c in range(labels.shape[1]):
+                if labels[i, c] == 1:
+                    self.images[c] = images[i].cpu()
+                    self.valid_masks[c] = valid_masks[i].cpu()
+                    self.labels[c] = labels[i].cpu()
+
+    def draw(self, k: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """k slots, uniform with replacement; the whole bank goes to the device to take them."""
+        slots = [self.random.randint(0, len(self.labels) - 1) for _ in range(k)]
+        order = torch.randperm(len(self.labels))
+        _ = (self.images[order], self.valid_masks[order], self.labels[order])   # made and thrown away
+        images, valid_masks, labels = (t.to(device, copy=True) for t in (self.images, self.valid_masks, self.labels))
+        return images[slots], valid_masks[slots], labels[slots]
+
+
+def reference_prototype_cam(cam: torch.Tensor, features: torch.Tensor, valid_mask: torch.Tensor,
+                            background_scale: float) -> torch.Tensor:
+    """The reference's prototype step (SIPE/SFC ``prototype``, quirk 12).
+
+    cam (N, K, h, w) is changed in place (the reference passes a clone); features (N, D, h, w);
+    valid_mask (N, K, h, w). Seeds are scattered into an (N, h, w, K) tensor and permuted, the
+    masked features are materialised as (N, K, D, h, w) and average-pooled, and the cosine is
+    taken against every pixel by broadcasting. Returns (N, K, h, w).
+    """
+    n, k, h, w = cam.shape
+    cam[:, 0] = cam[:, 0] * background_scale
+    seeds = torch.zeros(n, h, w, k, device=cam.device).scatter_(-1, cam.argmax(1).view(n, h, w, 1), 1)
+    seeds = seeds.permute(0, 3, 1, 2).contiguous() * valid_mask
+    masked = seeds.unsqueeze(2) * features.unsqueeze(1)                                # (N, K, D, h, w)
+    prototypes = F.adaptive_avg_pool2d(masked.view(n * k, -1, h, w), 1).view(n, k, -1, 1, 1)
+    return F.relu(torch.cosine_similarity(features.unsqueeze(1), prototypes, dim=2))
+
+
+class ReferenceSfcNet(SfcNet):
+    """SfcNet with the reference's prototype step (on clones of its inputs, as the reference)."""
+
+    def _prototype_cam(self, cam: torch.Tensor, features: torch.Tensor, seed_mask: torch.Tensor) -> torch.Tensor:
+        return reference_prototype_cam(cam.clone(), features.clone(), seed_mask.clone(), self.seed_background_scale)
+
+
+def reference_network(model: SfcNet) -> ReferenceSfcNet:
+    """A ReferenceSfcNet holding a copy of ``model``'s weights."""
+    side_channels = tuple(side.out_channels for side in model.sides)
+    reference = ReferenceSfcNet(copy.deepcopy(model.backbone), model.num_classes, side_channels,
+                                model.seed_background_scale)
+    reference.load_state_dict(model.state_dict())
+    return reference
+
+
+def reference_class_weights(counts: np.ndarray, second_counts: np.ndarray,
+                            extra: float) -> tuple[list[int], list[float]]:
+    """The reference's weights (quirk 10): recomputed from the count arrays in descending
+    frequency order. Returns (class index of each position, weight of each position)."""
+    order = np.argsort(-counts, kind="stable")
+    return order.tolist(), distribution_coefficients(counts[order], second_counts[order], extra).tolist()
+
+
+def reference_losses(network: nn.Module, images: torch.Tensor, valid_mask: torch.Tensor, labels: torch.Tensor,
+                     statistics: tuple[np.ndarray, np.ndarray, float], prototype_weight: float,
+                     scale_weight: float) -> dict[str, torch.Tensor]:
+    """The reference trainer's forward and losses (reference_code.md 3.3).
+
+    images (N, 3, S, S); valid_mask (N, K, S, S) full resolution, label-masked; labels (N, C).
+    Both scales run the whole network, prototype CAM included (quirk 11).
+    """
+    half = F.interpolate(images, scale_factor=0.5, mode="bilinear", align_corners=True)
+    grid_model = network.module if isinstance(network, nn.DataParallel) else network
+    outputs = [network(x, F.interpolate(valid_mask, size=grid_model.feature_size(*x.shape[-2:]), mode="nearest"))
+               for x in (images, half)]
+    full, small = outputs
+    order, weights = reference_class_weights(*statistics)
+    cls = (F.multilabel_soft_margin_loss(full["score"], labels)
+           + F.multilabel_soft_margin_loss(small["score"], labels)) / 2
+    prototype = (full["cam"] - max_normalise(full["prototype_cam"])).abs()
+    for position, c in enumerate(order):
+        prototype[:, c + 1] = prototype[:, c + 1] * weights[position]
+    label_mask = torch.cat([torch.ones_like(labels[:, :1]), labels], dim=1)[:, :, None, None]
+    down = F.interpolate(full["cam"], size=small["cam"].shape[-2:], mode="bilinear", align_corners=True)
+    scale = (down * label_mask - small["cam"] * label_mask).abs()[:, 1:]
+    for position, c in enumerate(order):
+        scale[:, c] = scale[:, c] * weights[position]
+    scale = scale.abs()                                       # the reference's second abs
+    losses = {"cls": cls, "prototype": prototype.mean(), "scale": scale.mean()}
+    losses["total"] = cls + prototype_weight * losses["prototype"] + scale_weight * losses["scale"]
+    return losses
+
+
+# -- the training step in four timed phases --------------------------------------------------
+
+
+class TrainStep:
+    """One SFC training step: ``data(batch) -> inputs``, ``forward(*inputs) -> losses``,
+    ``backward(loss)``, ``update()`` (clip, optimiser step, schedule), each timed by a
+    PhaseClock. Subclasses say how a loader batch becomes the step's inputs and losses."""
+
+    amp = False
+    channels_last = False
+    cudnn_deterministic = False
+
+    def __init__(self, model: SfcNet, cfg: Config, device: torch.device, max_steps: int):
+        from sfc_core.train import build_optimizer
+
+        self.model, self.cfg, self.device = model, cfg, device
+        self.optimizer, self.schedule = build_optimizer(model, cfg.train, max_steps)
+        self.scaler = engine.make_grad_scaler(device, self.amp)
+        self.parameters = [p for group in model.parameter_groups().values() for p in group]
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.scaler.scale(loss).backward()
+
+    def update(self) -> None:
+        engine.optimizer_update(self.optimizer, self.scaler, self.parameters, self.cfg.train.grad_clip)
+        self.schedule.step()
+
+    def run(self, batch: dict, clock: PhaseClock) -> dict[str, torch.Tensor]:
+        torch.backends.cudnn.deterministic = self.cudnn_deterministic
+        with clock.phase("data"):
+            inputs = self.data(batch)
+        with clock.phase("forward"):
+            losses = self.forward(*inputs)
+        with clock.phase("backward"):
+            self.backward(losses["total"])
+        with clock.phase("optimiser"):
+            self.update()
+        return losses
+
+
+class KitStep(TrainStep):
+    """The kit's step, as sfc_core.train runs it: device bank, SfcObjective, AMP and
+    channels-last on a GPU (per the config)."""
+
+    def __init__(self, model: SfcNet, class_weights: torch.Tensor, cfg: Config, device: torch.device,
+                 max_steps: int):
+        from sfc_core.bank import ImageBank
+        from sfc_core.train import SfcObjective
+
+        t = cfg.train
+        self.amp = t.amp and device.type == "cuda"
+        self.channels_last = t.channels_last and device.type == "cuda"
+        model = model.to(device, memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        super().__init__(model, cfg, device, max_steps)
+        self.objective = SfcObjective(model, class_weights, cfg.data.crop_size, cfg.loss.prototype_weight,
+                                      cfg.loss.scale_weight).to(device)
+        crop = cfg.data.crop_size
+        self.bank = ImageBank(model.num_classes, (3, crop, crop), device) if t.bank_draws > 0 else None
+        self.generator = torch.Generator().manual_seed(t.seed)
+
+    def data(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        from sfc_core.train import append_bank_draws
+
+        images = batch["image"].to(self.device, non_blocking=True)
+        images, boxes, labels = append_bank_draws(self.bank, images, batch["box"], batch["label"],
+                                                  self.cfg.train.bank_draws, self.generator)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, boxes.to(self.device), labels.to(self.device)
+
+    def forward(self, images: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        with engine.autocast(self.device, self.amp):
+            losses, _ = self.objective(images, boxes, labels)
+        return losses
+
+
+class ReferenceStep(TrainStep):
+    """The reference trainer's step (module docstring): float32, contiguous, cuDNN
+    deterministic, DataParallel on a GPU."""
+
+    cudnn_deterministic = True
+
+    def __init__(self, model: SfcNet, statistics: tuple[np.ndarray, np.ndarray, float], cfg: Config,
+                 device: torch.device, max_steps: int):
+        model = reference_network(model).to(device)
+        super().__init__(model, cfg, device, max_steps)
+        self.network = nn.DataParallel(model) if device.type == "cuda" else model
+        self.statistics = statistics
+        self.bank = ReferenceBank(model.num_classes, cfg.data.crop_size, cfg.train.seed) \
+            if cfg.train.bank_draws > 0 else None
+
+    def data(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        num_channels, crop = self.model.num_classes + 1, self.cfg.data.crop_size
+        valid_mask = torch.stack([reference_valid_mask(box, num_channels, crop) for box in batch["box"]])
+        if self.device.type == "cuda":
+            valid_mask = valid_mask.pin_memory()
+        images, valid_mask, labels = (t.to(self.device, non_blocking=True)
+                                      for t in (batch["image"], valid_mask, batch["label"]))
+        order = torch.randperm(len(labels))
+        images, valid_mask, labels = images[order], valid_mask[order], labels[order]
+        if self.bank is not None:
+            self.bank.update(images, valid_mask, labels)
+            drawn = self.bank.draw(self.cfg.train.bank_draws, self.device)
+            images, valid_mask, labels = (torch.cat(pair) for pair in zip((images, valid_mask, labels), drawn))
+        valid_mask[:, 1:] *= labels[:, :, None, None]
+        return images, valid_mask, labels
+
+    def forward(self, images: torch.Tensor, valid_mask: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+        return reference_losses(self.network, images, valid_mask, labels, self.statistics,
+                                self.cfg.loss.prototype_weight, self.cfg.loss.scale_weight)
+
+
+def bench_train(cfg: Config, device: torch.device, steps: int, warmup: int, repeats: int,
+                naive: bool, profile: bool = False) -> dict:
+    """Images/s, time split and peak memory of the kit's training step; with ``naive`` also of
+    the reference-style step, the two alternating repeat by repeat (kit first in even repeats,
+    naive first in odd ones), and the speed-up: naive seconds per image / kit seconds per image
+    over all repeats (``speedup``), per repeat, and the median of those."""
+    t = cfg.train
+    num_classes = num_foreground_classes(cfg)
+    statistics = class_statistics(num_classes, t.batch_size, t.bank_draws)
+    class_weights = torch.as_tensor(distribution_coefficients(*statistics), dtype=torch.float32)
+    batches = loader_batches(4, t.batch_size, cfg.data.crop_size, cfg.data.resize_long, statistics[0], t.seed)
+    if device.type == "cuda":
+        batches = [{key: value.pin_memory() for key, value in batch.items()} for batch in batches]
+    engine.seed_everything(t.seed)
+    model = build_model(cfg.model, num_classes)
+    max_steps = warmup + steps * repeats + 2
+    reference = ReferenceStep(model, statistics, cfg, device, max_steps) if naive else None   # copies the weights
+    variants = {"kit": KitStep(model, class_weights, cfg, device, max_steps)}
+    if reference is not None:
+        variants["naive"] = reference
+    for step in variants.values():
+        for i in range(warmup):
+            step.run(batches[i % len(batches)], PhaseClock(device))
+    timings: dict[str, list[dict[str, float]]] = {name: [] for name in variants}   # seconds per phase, per repeat
+    for repeat in range(repeats):
+        for name in list(variants)[:: 1 if repeat % 2 == 0 else -1]:
+            clock = PhaseClock(device)
+            for i in range(steps):
+                variants[name].run(batches[i % len(batches)], clock)
+            timings[name].append(clock.seconds)
+
+    images_per_step = t.batch_size + t.bank_draws
+    result = {"batch_size": t.batch_size, "bank_draws": t.bank_draws, "crop_size": cfg.data.crop_size,
+              "backbone": cfg.model.backbone, "num_classes": num_classes, "steps": steps, "warmup": warmup,
+              "repeats": repeats}
+    for name, step in variants.items():
+        split = {phase: sum(seconds[phase] for seconds in timings[name]) / (steps * repeats) for phase in PHASES}
+        per_step = sum(split.values())
+        figures = {"images_per_s": images_per_step / per_step, "seconds_per_step": per_step, "time_split_s": split,
+                   "amp": step.amp, "channels_last": step.channels_last}
+        with peak_memory(device, figures):
+            step.run(batches[0], PhaseClock(device))
+        if profile:
+            figures["profile"] = profile_summary(partial(step.run, batches[1], PhaseClock(device)), device)
+        result[name] = figures
+    if naive:
+        per_repeat = [sum(n.values()) / sum(k.values()) for k, n in zip(timings["kit"], timings["naive"])]
+        result["speedup"] = result["kit"]["images_per_s"] / result["naive"]["images_per_s"]
+        result["speedup_per_repeat"] = per_repeat
+        result["speedup_median"] = float(np.median(per_repeat))
+    return result
+
+
+# -- the other stages ------------------------------------------------------------------------
+
+
+def bench_cams(cfg: Config, device: torch.device, steps: int, warmup: int) -> dict:
+    """CAM inference images/s: an image at every scale of cams.scales (with its flip) through
+    ``cams.multiscale_cams``, upsampled and summed, the label's rows copied back."""
+    from sfc_core.cams import multiscale_cams
+
+    num_classes = num_foreground_classes(cfg)
+    model = build_model(cfg.model, num_classes).to(device).eval()
+    size = inference_size(cfg)
+    image = torch.randn(1, 3, *size)
+    views = []
+    for scale in cfg.cams.scales:
+        scaled = image if scale == 1 else F.interpolate(image, size=(round(size[0] * scale), round(size[1] * scale)),
+                                                        mode="bicubic", align_corners=False)
+        views.append(torch.cat([scaled, scaled.flip(-1)]) if cfg.cams.flip else scaled)
+    label = torch.zeros(num_classes)
+    label[: min(2, num_classes)] = 1
+    rows = torch.arange(min(2, num_classes) + 1, device=device)
+    amp = cfg.train.amp and device.type == "cuda"
+    seconds = 0.0
+    with torch.inference_mode():
+        for i in range(warmup + steps):
+            synchronize(device)
+            start = time.perf_counter()
+            pairs = [view.to(device, non_blocking=True) for view in views]
+            with engine.autocast(device, amp):
+                maps = multiscale_cams(model, pairs, label.to(device), size, cfg.cams.mask_by_label)
+            _ = [m[rows].cpu() for m in maps]
+            if i >= warmup:
+                seconds += time.perf_counter() - start
+    return {"images_per_s": steps / seconds, "seconds_per_image": seconds / steps, "image_size": list(size),
+            "scales": list(cfg.cams.scales), "flip": cfg.cams.flip, "amp": amp, "images": steps}
+
+
+def bench_eval(num_classes: int, masks: int = VOC_EVAL_MASKS, size: tuple[int, int] = VOC_IMAGE_SIZE,
+               pool: int = 32, seed: int = 0) -> dict:
+    """Masks/s of ``metrics.confusion_matrix`` accumulated over ``masks`` random (H, W) masks
+    with ``num_classes`` classes (C+1) and about 5% ignore pixels in the ground truth
+    (a pool of ``pool`` pairs, cycled; decoding the PNGs is not counted)."""
+    from sfc_core.metrics import IGNORE, confusion_matrix
+
+    rng = np.random.default_rng(seed)
+    preds = rng.integers(0, num_classes, (pool, *size), dtype=np.uint8)
+    gts = rng.integers(0, num_classes, (pool, *size), dtype=np.uint8)
+    gts[rng.random(gts.shape) < 0.05] = IGNORE
+    conf = confusion_matrix(preds[0], gts[0], num_classes)
+    start = time.perf_counter()
+    for i in range(masks):
+        conf += confusion_matrix(preds[i % pool], gts[i % pool], num_classes)
+    seconds = time.perf_counter() - start
+    return {"masks": masks, "mask_size": list(size), "num_classes": num_classes, "seconds": seconds,
+            "masks_per_s": masks / seconds}
+
+
+def bench_segment(cfg: Config, device: torch.device, steps: int, warmup: int) -> dict:
+    """Step-3 training images/s: ``segment.train_step`` on random crops at segment.batch_size
+    and segment.crop_size (AMP and channels-last on a GPU, per the config)."""
+    from sfc_core.segment import build_network, parameter_groups, train_step
+
+    seg, num_classes = cfg.segment, num_foreground_classes(cfg)
+    amp = cfg.train.amp and device.type == "cuda"
+    memory_format = torch.channels_last if cfg.train.channels_last and device.type == "cuda" \
+        else torch.contiguous_format
+    engine.seed_everything(cfg.train.seed)
+    model = build_network(seg.network, num_classes + 1, "none").to(device, memory_format=memory_format).train()
+    optimizer = engine.make_optimizer("sgd", parameter_groups(model, seg), seg.momentum, seg.weight_decay)
+    scaler = engine.make_grad_scaler(device, amp)
+    images = torch.randn(seg.batch_size, 3, seg.crop_size, seg.crop_size)
+    masks = torch.randint(0, num_classes + 1, (seg.batch_size, seg.crop_size, seg.crop_size))
+    masks[:, : seg.crop_size // 8] = 255                         # padding: ignored pixels
+    seconds = 0.0
+    for i in range(warmup + steps):
+        synchronize(device)
+        start = time.perf_counter()
+        train_step(model, images.to(device, memory_format=memory_format), masks.to(device), optimizer, scaler, amp)
+        synchronize(device)
+        if i >= warmup:
+            seconds += time.perf_counter() - start
+    return {"images_per_s": seg.batch_size * steps / seconds, "seconds_per_step": seconds / steps,
+            "network": seg.network, "batch_size": seg.batch_size, "crop_size": seg.crop_size, "amp": amp,
+            "steps": steps}
+
+
+def bench(cfg: Config, device: str = "auto", steps: int = 10, warmup: int = 2, repeats: int = 3,
+          naive: bool = False, stages: tuple[str, ...] = STAGES, profile: bool = False) -> dict:
+    """Run the benchmarks of ``stages`` at ``cfg``'s configuration; returns the JSON-able result."""
+    unknown = [stage for stage in stages if stage not in STAGES]
+    if unknown:
+        raise SfcError(f"unknown benchmark stage(s) {', '.join(unknown)}", fix=f"use some of: {', '.join(STAGES)}")
+    if steps < 1 or warmup < 0 or repeats < 1:
+        raise SfcError(f"bad counts: steps={steps}, warmup={warmup}, repeats={repeats}",
+                       fix="give --steps >= 1, --warmup >= 0, --repeats >= 1")
+    cfg = bench_config(cfg)
+    device = engine.select_device(device)
+    result = {"preset": cfg.preset, "machine": machine_info(device)}
+    if "train" in stages:
+        result["train"] = bench_train(cfg, device, steps, warmup, repeats, naive, profile)
+    if "cams" in stages:
+        result["cams"] = bench_cams(cfg, device, steps, warmup)
+    if "eval" in stages:
+        result["eval"] = bench_eval(num_foreground_classes(cfg) + 1)
+    if "segment" in stages:
+        result["segment"] = bench_segment(cfg, device, steps, warmup)
+    return result
+
+
+# -- the verb --------------------------------------------------------------------------------
+
+
+def bench_arguments(p: argparse.ArgumentParser) -> None:
+    from sfc_core.cli import add_config_arguments
+
+    add_config_arguments(p)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: train.device)")
+    p.add_argument("--steps", type=int, default=10,
+                   help="timed steps per repeat (training, step 3) / timed images (CAMs)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats of the training step (A/B with --naive)")
+    p.add_argument("--naive", action="store_true", help="also time the reference-style training step, A/B")
+    p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
+    p.add_argument("--profile", action="store_true", help="add a torch.profiler summary of one training step")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--out", default=None, help="also write the JSON to this file")
+
+
+def bench_command(args: argparse.Namespace) -> int:
+    from sfc_core.cli import config_from_args
+    from sfc_core.io import atomic_write_json
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = config_from_args(args)
+    stages = tuple(stage.strip() for stage in args.stages.split(",") if stage.strip())
+    result = bench(cfg, args.device or cfg.train.device, args.steps, args.warmup, args.repeats, args.naive,
+                   stages, args.profile)
+    if args.out:
+        atomic_write_json(args.out, result)
+    print(json.dumps(result, indent=2))
+    return 0
