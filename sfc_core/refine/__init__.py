@@ -105,7 +105,8 @@ def write_confident_labels(run: RunDir, cfg: Config, dataset: SegmentationDatase
     processes = min(cfg.data.num_workers, len(todo))
     if processes > 1:
         with multiprocessing.get_context("spawn").Pool(processes) as pool:
-            for _ in pool.imap_unordered(task, todo, chunksize=4):
+            # big chunks: the task (with the dataset object) is pickled once per chunk
+            for _ in pool.imap_unordered(task, todo, chunksize=max(1, len(todo) // (8 * processes))):
                 bar.update()
     else:
         for image_id in todo:
