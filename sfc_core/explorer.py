@@ -13,6 +13,7 @@ from the run's saved CAM files (``sfc_core.cams.load_cam``) with ``sfc_core.fusi
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +28,8 @@ from sfc_core.fusion import BACKGROUND_RULES, KINDS, predict_mask
 from sfc_core.metrics import confusion_matrix, iou_from_confusion, mean_iou
 from sfc_core.plots import cam_overlays, mask_to_rgb
 from sfc_core.run_dir import RunDir
+
+SLIDER_STEP = 0.05    # lambda and threshold sliders
 
 
 @dataclass
@@ -63,6 +66,10 @@ def png_bytes(array: np.ndarray, width: int) -> bytes:
     return buf.getvalue()
 
 
+def _percent(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{100 * value:.1f}"
+
+
 class CamExplorer:
     """The widget: controls on top, overlay / prediction / ground truth below, IoU under them.
 
@@ -91,11 +98,11 @@ class CamExplorer:
         self.image = w.Dropdown(options=self.ids, description="image").add_class("sfc-explorer-image-id")
         self.cls = w.Dropdown(description="class").add_class("sfc-explorer-class")
         self.kind = w.ToggleButtons(options=KINDS, value="fused", description="CAM").add_class("sfc-explorer-kind")
-        self.lam = w.FloatSlider(value=cfg.cams.fusion_lambda, min=0.0, max=1.0, step=0.05,
+        self.lam = w.FloatSlider(value=cfg.cams.fusion_lambda, min=0.0, max=1.0, step=SLIDER_STEP,
                                  description="lambda").add_class("sfc-explorer-lambda")
         self.background = w.ToggleButtons(options=BACKGROUND_RULES, value=cfg.cams.background,
                                           description="background").add_class("sfc-explorer-background")
-        self.threshold = w.FloatSlider(value=cfg.cams.bg_threshold, min=0.0, max=0.95, step=0.05,
+        self.threshold = w.FloatSlider(value=cfg.cams.bg_threshold, min=0.0, max=0.95, step=SLIDER_STEP,
                                        description="threshold").add_class("sfc-explorer-threshold")
         self.overlay_image = w.Image(format="png").add_class("sfc-explorer-overlay")
         self.prediction_image = w.Image(format="png").add_class("sfc-explorer-prediction")
@@ -121,9 +128,10 @@ class CamExplorer:
     def _on_image(self, change: dict | None = None) -> None:
         keys = [int(k) for k in self._record(self.image.value).keys[1:]]
         options = [(self.class_names[k - 1], k) for k in keys]
-        with self.cls.hold_trait_notifications():
-            self.cls.options = options
-            self.cls.value = options[0][1] if options else None
+        self.cls.unobserve(self._redraw, "value")     # one redraw below, not one per trait change
+        self.cls.options = options
+        self.cls.value = options[0][1] if options else None
+        self.cls.observe(self._redraw, "value")
         self._redraw()
 
     def _redraw(self, change: dict | None = None) -> None:
@@ -140,8 +148,8 @@ class CamExplorer:
         self.prediction_image.value = png_bytes(mask_to_rgb(view.prediction), self.width)
         self.truth_image.value = png_bytes(mask_to_rgb(view.truth), self.width)
         name = self.class_names[self.cls.value - 1]
-        self.score.value = (f"image {image_id}: mIoU <b>{100 * view.image_miou:.1f}</b> &nbsp; "
-                            f"IoU of {name} <b>{100 * view.class_iou:.1f}</b>")
+        self.score.value = (f"image {image_id}: mIoU <b>{_percent(view.image_miou)}</b> &nbsp; "
+                            f"IoU of {name} <b>{_percent(view.class_iou)}</b>")
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)

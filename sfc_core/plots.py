@@ -351,14 +351,16 @@ def save_figure(fig: plt.Figure, figures_dir: str | Path, name: str, dpi: int = 
 
 
 def write_table(rows: list[dict[str, Any]], figures_dir: str | Path, name: str) -> Path:
-    """Write ``rows`` (dicts with the same keys) to ``name.csv`` and ``name.json``; returns the CSV."""
+    """Write ``rows`` (dicts) to ``name.csv`` and ``name.json`` (nan as null); returns the CSV path."""
     figures_dir = Path(figures_dir)
     columns = list(dict.fromkeys(key for row in rows for key in row))
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_json(figures_dir / f"{name}.json", rows)
+    atomic_write_json(figures_dir / f"{name}.json",
+                      [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+                       for row in rows])
     return atomic_write_text(figures_dir / f"{name}.csv", text.getvalue())
 
 
@@ -396,24 +398,25 @@ def iou_gain_by_frequency(counts: Sequence[int], iou_before: Sequence[float],
             "tail_third_gain": float(np.nanmean(gain[order[-third:]]))}
 
 
-def mean_std_rows(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
-    """Rows grouped by ``row[key]`` (first-seen order); numeric columns become mean and std
-    over the group (std with ddof=1, nan for one row), other columns keep their first value."""
+def mean_std_rows(rows: list[dict[str, Any]], key: str, drop: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Rows grouped by ``row[key]`` (first-seen order), columns in ``drop`` left out. Numeric
+    columns become their mean over the group plus a ``"<column> std"`` column (ddof=1, nan for
+    one row); other columns keep their first value. ``n`` is the group's size."""
     groups: dict[Any, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(row[key], []).append(row)
     out = []
     for name, group in groups.items():
         merged: dict[str, Any] = {key: name, "n": len(group)}
-        for column in group[0]:
-            values = [row.get(column) for row in group]
-            if column == key:
+        for column in dict.fromkeys(c for row in group for c in row):
+            if column == key or column in drop:
                 continue
+            values = [row.get(column) for row in group]
             if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
                 array = np.asarray(values, dtype=float)
-                merged[column] = float(np.nanmean(array)) if np.isfinite(array).any() else math.nan
-                merged[f"{column} std"] = (float(np.nanstd(array, ddof=1))
-                                           if np.isfinite(array).sum() > 1 else math.nan)
+                finite = np.isfinite(array)
+                merged[column] = float(array[finite].mean()) if finite.any() else math.nan
+                merged[f"{column} std"] = float(array[finite].std(ddof=1)) if finite.sum() > 1 else math.nan
             else:
                 merged[column] = values[0]
         out.append(merged)
@@ -421,16 +424,23 @@ def mean_std_rows(rows: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
 
 
 def table_markdown(rows: list[dict[str, Any]], digits: int = 3) -> str:
-    """A Markdown table of ``rows`` (floats rounded to ``digits``; nan shown as n/a)."""
+    """A Markdown table of ``rows``: floats rounded to ``digits``, nan shown as n/a, and a
+    column ``X`` with a ``"X std"`` beside it shown as one column ``mean ± std``."""
     if not rows:
         return "(no rows)"
     columns = list(dict.fromkeys(key for row in rows for key in row))
+    shown = [c for c in columns if not (c.endswith(" std") and c[:-4] in columns)]
 
-    def cell(value: Any) -> str:
+    def cell(row: dict[str, Any], column: str) -> str:
+        value = row.get(column)
         if isinstance(value, float):
-            return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+            if math.isnan(value):
+                return "n/a"
+            std = row.get(f"{column} std")
+            spread = f" ± {std:.{digits}f}" if isinstance(std, float) and not math.isnan(std) else ""
+            return f"{value:.{digits}f}{spread}"
         return "" if value is None else str(value)
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
-    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    lines = ["| " + " | ".join(shown) + " |", "|" + " --- |" * len(shown)]
+    lines += ["| " + " | ".join(cell(row, c) for c in shown) + " |" for row in rows]
     return "\n".join(lines)

@@ -170,13 +170,12 @@ def _wait_for_idle_kernel(base: str, token: str, timeout: float = 180) -> None:
     raise TimeoutError(f"no idle kernel after {timeout} s: {sessions}")
 
 
-def _run_root(request) -> tuple[Path, Path]:
-    """(run root holding sfc/, the run's dataset root), from the environment or the smoke run."""
+def _explorer_run(request):
+    """The run the explorer shows (``sfc/`` of SFC_EXPLORER_RUN_ROOT, else the smoke run)."""
     from sfc_core.run_dir import RunDir
 
     given = os.environ.get("SFC_EXPLORER_RUN_ROOT")
-    run = RunDir(Path(given) / "sfc") if given else request.getfixturevalue("cam_run")
-    return run.root.parent, Path(run.load_config().data.root)
+    return RunDir(Path(given) / "sfc") if given else request.getfixturevalue("cam_run")
 
 
 @pytest.mark.slow
@@ -187,14 +186,19 @@ def test_explorer_in_jupyterlab_redraws_the_overlay_when_the_slider_moves(reques
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is missing")
     import papermill
 
-    run_root, data_root = _run_root(request)
+    from sfc_core.explorer import SLIDER_STEP
+
+    run = _explorer_run(request)
+    cfg = run.load_config()
+    presses = 8
+    expected_lambda = min(1.0, cfg.cams.fusion_lambda + presses * SLIDER_STEP)
     shots = Path(os.environ.get("SFC_SCREENSHOT_DIR", tmp_path / "figures"))
     shots.mkdir(parents=True, exist_ok=True)
     served = tmp_path / "served"
     served.mkdir()
     papermill.execute_notebook(
         str(NOTEBOOK), str(served / NOTEBOOK.name), prepare_only=True, kernel_name="python3",
-        parameters={"run_root": str(run_root), "data_root": str(data_root),
+        parameters={"run_root": str(run.root.parent), "data_root": cfg.data.root,
                     "figures_dir": str(tmp_path / "figures"), "smoke": True})
 
     with jupyter_lab(served, tmp_path / "jupyter") as (base, token), sync_api.sync_playwright() as p:
@@ -218,7 +222,7 @@ def test_explorer_in_jupyterlab_redraws_the_overlay_when_the_slider_moves(reques
 
             # move the fusion-lambda slider with the keyboard, as a user would
             page.locator(".sfc-explorer-lambda .noUi-handle").focus()
-            for _ in range(8):
+            for _ in range(presses):
                 page.keyboard.press("ArrowRight")
             deadline = time.monotonic() + 60
             after = overlay.screenshot()
@@ -231,7 +235,7 @@ def test_explorer_in_jupyterlab_redraws_the_overlay_when_the_slider_moves(reques
         finally:
             browser.close()
 
-    assert float(readout) != pytest.approx(0.3), f"the slider did not move (readout {readout})"
+    assert float(readout) == pytest.approx(expected_lambda), f"the slider did not move (readout {readout})"
     assert after != before, "the overlay did not change after the lambda slider moved"
     assert score_before.startswith("image ")
     assert (shots / "explorer_screenshot.png").stat().st_size > 10_000

@@ -1,0 +1,200 @@
+"""The notebooks run top to bottom headlessly (papermill, smoke size, in order, one shared run
+root and figures folder in a temp dir), and the plotting helpers they call compute what they say.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+
+from sfc_core import plots
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+PARAMETERS = ("preset", "data_root", "run_root", "figures_dir", "smoke", "full", "force")
+
+# What each notebook must leave in the figures folder.
+EXPECTED_FIGURES = {
+    "00_data": ["00_examples.png"],
+    "01_long_tail_analysis": ["01_class_counts.png", "01_cooccurrence.png", "01_distribution_coefficients.png",
+                              "01_activation_ratio.png", "01_class_stats.csv", "01_symptom.json",
+                              "01_shared_part_recall.png", "01_lost_to_other_class.png", "01_mechanism.json",
+                              "01_mechanism_targets.json"],
+    "02_train": ["02_loss_curves.png"],
+    "03_cam_fusion": ["03_cam_table.csv", "03_cam_table.json", "03_threshold_sweep.png", "03_lambda_sweep.png",
+                      "03_iou_vs_frequency.png", "03_activation_ratio.png", "03_cam_kinds.png"],
+    "04_visualization": ["04_head_tail_overlays.png"],
+    "05_evaluation": ["05_results.json", "05_results_per_seed.csv", "05_fix_targets.json", "05_ablations.json",
+                      "05_pseudo_masks.json", "05_step3.json", "05_published.json"],
+}
+
+
+# -- the notebooks as files --------------------------------------------------------------------
+
+
+def test_the_notebooks_are_the_six_of_the_pipeline():
+    assert [p.stem for p in NOTEBOOKS] == list(EXPECTED_FIGURES)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_has_one_parameters_cell_and_no_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1
+    names = {line.split("=")[0].strip() for line in tagged[0].source.splitlines()
+             if "=" in line and not line.startswith("#")}
+    assert set(PARAMETERS) <= names
+    assert all(not c.get("outputs") and c.get("execution_count") is None
+               for c in nb.cells if c.cell_type == "code"), "commit notebooks without outputs"
+
+
+# -- the notebooks, executed -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shared(smoke_config, tmp_path_factory) -> dict[str, Path]:
+    """One run root and figures folder for all notebooks; the session's smoke dataset."""
+    root = tmp_path_factory.mktemp("notebooks")
+    return {"data_root": Path(smoke_config.data.root), "run_root": root / "runs",
+            "figures_dir": root / "figures", "executed": root / "executed"}
+
+
+def _committed_figures() -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in (REPO / "figures").glob("*")}
+
+
+def _outputs_text(path: Path) -> str:
+    nb = nbformat.read(path, as_version=4)
+    texts = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            texts.append(output.get("text", ""))
+            texts.extend(str(v) for v in output.get("data", {}).values())
+    return "\n".join(texts)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_runs_headlessly_at_smoke_size(path, shared):
+    import papermill
+
+    before = _committed_figures()
+    out = shared["executed"] / path.name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(
+        str(path), str(out), cwd=str(REPO), kernel_name="python3", progress_bar=False,
+        parameters={"smoke": True, "data_root": str(shared["data_root"]),
+                    "run_root": str(shared["run_root"]), "figures_dir": str(shared["figures_dir"])})
+    for name in EXPECTED_FIGURES[path.stem]:
+        file = shared["figures_dir"] / name
+        assert file.is_file() and file.stat().st_size > 0, f"{path.stem} did not write {name}"
+    assert _committed_figures() == before, "the smoke run wrote into the committed figures/"
+    _check_contents(path.stem, shared, _outputs_text(out))
+
+
+def _check_contents(stem: str, shared: dict[str, Path], text: str) -> None:
+    """Spot checks of what a notebook wrote, against values computed here independently."""
+    figures, runs = shared["figures_dir"], shared["run_root"]
+    if stem == "01_long_tail_analysis":
+        # image counts per class straight from the generator's label file and training list
+        root = shared["data_root"] / "smoke-seed0"
+        names = (root / "class_names.txt").read_text().split()
+        labels = json.loads((root / "cls_labels.json").read_text())
+        ids = (root / "ImageSets" / "Segmentation" / "train_aug.txt").read_text().split()
+        expected = {name: sum(k in labels[i] for i in ids) for k, name in enumerate(names)}
+        table = json.loads((figures / "01_class_stats.json").read_text())
+        assert {row["class"]: row["images"] for row in table} == expected
+        assert [row["images"] for row in table] == sorted(expected.values(), reverse=True)
+        assert (runs / "baseline-control" / "cam_eval.json").is_file()
+        assert "targets" in text
+    if stem == "03_cam_fusion":
+        table = json.loads((figures / "03_cam_table.json").read_text())
+        for row in table:
+            cam_eval = json.loads((runs / row["run"] / "cam_eval.json").read_text())
+            assert row["mIoU % (train)"] == pytest.approx(100 * cam_eval["rows"][row["CAM"]]["miou"])
+        assert {(r["run"], r["CAM"]) for r in table} == {(run, kind) for run in ("baseline", "sfc")
+                                                         for kind in ("classifier", "prototype", "fused")}
+    if stem == "05_evaluation":
+        published = json.loads((figures / "05_published.json").read_text())
+        assert {"source": "SFC (AAAI 2024), published", "what": "CAM seeds (fused CAM)",
+                "split": "VOC train", "mIoU %": 64.7} in published
+        results = json.loads((figures / "05_results.json").read_text())
+        assert [row["variant"] for row in results] == ["baseline", "sfc"]
+        assert ("targets met" in text) or ("targets missed" in text)
+        step3 = json.loads((figures / "05_step3.json").read_text())
+        assert [row["trained on"] for row in step3] == ["baseline masks", "sfc masks", "ground truth (upper bound)"]
+
+
+# -- the plotting helpers --------------------------------------------------------------------
+
+
+def test_mask_to_rgb_colours_background_ignore_and_classes():
+    rgb = plots.mask_to_rgb(np.array([[0, 1, 2, 255, 21]], dtype=np.uint8))
+    assert rgb.shape == (1, 5, 3) and rgb.dtype == np.uint8
+    assert rgb[0, 0].tolist() == [0, 0, 0] and rgb[0, 3].tolist() == [255, 255, 255]
+    assert rgb[0, 1].tolist() != rgb[0, 2].tolist()
+    assert rgb[0, 1].tolist() == rgb[0, 4].tolist()          # tab20 cycles after 20 classes
+
+
+def test_cam_overlay_blends_the_jet_colour_of_the_cam():
+    image = np.full((1, 2, 3), 200, dtype=np.uint8)
+    out = plots.cam_overlay(image, np.array([[0.0, 1.0]]), alpha=0.5)
+    # jet(0) is dark blue (0, 0, 0.5), jet(1) dark red (0.5, 0, 0)
+    assert out[0, 0].tolist() == [round(255 * 0.5 * 200 / 255), round(255 * 0.5 * 200 / 255),
+                                  round(255 * (0.5 * 200 / 255 + 0.25))]
+    assert out[0, 1, 0] > out[0, 1, 2]
+
+
+def test_iou_gain_by_frequency_takes_thirds_by_count():
+    counts = [100, 50, 40, 30, 20, 10]       # thirds: {0, 1} head, {4, 5} tail
+    before = [0.5, 0.5, 0.4, 0.3, 0.2, 0.1]
+    after = [0.5, 0.7, 0.4, 0.3, 0.4, math.nan]
+    gains = plots.iou_gain_by_frequency(counts, before, after)
+    assert gains["head_third_gain"] == pytest.approx(0.1)
+    assert gains["tail_third_gain"] == pytest.approx(0.2)   # nan class left out
+
+
+def test_mean_std_rows_groups_by_key_and_markdown_shows_the_spread():
+    rows = [{"variant": "a", "seed": 0, "miou": 1.0, "CAM": "fused"},
+            {"variant": "b", "seed": 0, "miou": 5.0, "CAM": "fused"},
+            {"variant": "a", "seed": 1, "miou": 3.0, "CAM": "fused"}]
+    out = plots.mean_std_rows(rows, "variant", drop=("seed",))
+    assert [r["variant"] for r in out] == ["a", "b"] and "seed" not in out[0]
+    assert out[0]["miou"] == 2.0 and out[0]["miou std"] == pytest.approx(math.sqrt(2.0))
+    assert out[0]["n"] == 2 and out[0]["CAM"] == "fused"
+    assert math.isnan(out[1]["miou std"])
+    md = plots.table_markdown(out, digits=2).splitlines()
+    assert md[0] == "| variant | n | miou | CAM |"
+    assert md[2] == "| a | 2 | 2.00 ± 1.41 | fused |" and md[3] == "| b | 1 | 5.00 | fused |"
+
+
+def test_target_rows_and_summary_say_what_was_missed():
+    rows = [plots.target_row("rho", 0.7, ">=", 0.6), plots.target_row("gain", 1.5, ">=", 3.0, "sfc"),
+            plots.target_row("ratio", None, "<", 0.9)]
+    assert [r["met"] for r in rows] == ["yes", "NO", "NO"]
+    summary = plots.targets_summary(rows)
+    assert "2 of 3 targets missed" in summary and "gain (sfc): measured 1.5, target >= 3" in summary
+    assert plots.targets_summary(rows[:1]) == "All 1 targets met."
+
+
+def test_write_table_and_markdown(tmp_path):
+    rows = [{"run": "sfc", "miou": 0.5}, {"run": "baseline", "miou": math.nan, "note": "x"}]
+    plots.write_table(rows, tmp_path, "t")
+    assert (tmp_path / "t.csv").read_text().splitlines() == ["run,miou,note", "sfc,0.5,", "baseline,nan,x"]
+    assert json.loads((tmp_path / "t.json").read_text()) == [{"run": "sfc", "miou": 0.5},
+                                                            {"run": "baseline", "miou": None, "note": "x"}]
+    md = plots.table_markdown(rows, digits=2).splitlines()
+    assert md[0] == "| run | miou | note |" and md[2] == "| sfc | 0.50 |  |" and md[3] == "| baseline | n/a | x |"
+
+
+def test_published_numbers_match_paper_numbers_md():
+    text = (REPO.parent / "shared" / "paper_numbers.md")
+    if not text.is_file():
+        pytest.skip("../shared/paper_numbers.md is not next to this checkout")
+    quoted = text.read_text()
+    for row in plots.PUBLISHED:
+        assert f"{row['miou']:g}" in quoted, row
