@@ -309,7 +309,7 @@ def check_compatible(ckpt: dict[str, Any], expected: dict[str, Any], path: str |
 
 def check_finite(loss: torch.Tensor | float, step: int, last_checkpoint: str | Path | None) -> None:
     """Stop a diverged run with the step and the last good checkpoint (NaN/inf loss)."""
-    value = float(loss)
+    value = torch.as_tensor(loss).detach().item()
     if math.isfinite(value):
         return
     where = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint yet"

@@ -1,0 +1,94 @@
+"""Shared trainer plumbing: RNG state, checkpoints, compatibility, schedules, logging."""
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from sfc_core import engine
+from sfc_core.errors import SfcError
+
+
+def draws():
+    return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+
+def test_rng_state_survives_a_checkpoint_file(tmp_path):
+    engine.seed_everything(7)
+    draws()
+    path = engine.save_checkpoint(tmp_path / "ck.pt", {"rng": engine.rng_state()})
+    expected = draws()
+    engine.seed_everything(123)
+    engine.set_rng_state(engine.load_checkpoint(path)["rng"])
+    assert draws() == expected
+
+
+def test_load_checkpoint_names_the_file(tmp_path):
+    with pytest.raises(SfcError, match="not found") as error:
+        engine.load_checkpoint(tmp_path / "missing.pt")
+    assert "missing.pt" in str(error.value)
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(SfcError, match="cannot be read") as error:
+        engine.load_checkpoint(broken)
+    assert str(broken) in str(error.value)
+
+
+def test_check_compatible_says_what_differs():
+    ckpt = {"num_classes": 21, "backbone": "resnet50", "class_names": ["a"]}
+    engine.check_compatible(ckpt, {"num_classes": 21, "backbone": "resnet50"}, "x.pt")
+    with pytest.raises(SfcError) as error:
+        engine.check_compatible(ckpt, {"num_classes": 11, "backbone": "tiny"}, "x.pt")
+    message = str(error.value)
+    assert "num_classes=21" in message and "'resnet50'" in message and "num_classes=11" in message
+    assert "fresh --out" in message
+    with pytest.raises(SfcError, match="class names"):
+        engine.check_compatible(ckpt, {"class_names": ["b"]}, "x.pt")
+
+
+def test_check_finite_names_step_and_checkpoint():
+    engine.check_finite(torch.tensor(1.5), 3, None)
+    with pytest.raises(SfcError, match="step 12") as error:
+        engine.check_finite(torch.tensor(float("inf")), 12, "runs/x/checkpoints/last.pt")
+    assert "runs/x/checkpoints/last.pt" in str(error.value)
+
+
+def test_poly_schedule_follows_the_formula():
+    params = [torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))]
+    optimizer = engine.make_optimizer("sgd", [{"params": params[:1], "lr": 0.1},
+                                              {"params": params[1:], "lr": 1.0}], momentum=0.0, weight_decay=1e-4)
+    schedule = engine.make_schedule(optimizer, "poly", max_steps=10, power=0.9)
+    for _ in range(4):
+        optimizer.step()
+        schedule.step()
+    factor = (1 - 4 / 10) ** 0.9
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.1 * factor, 1.0 * factor])
+    assert optimizer.param_groups[0]["momentum"] == 0.0 and optimizer.param_groups[0]["weight_decay"] == 1e-4
+    with pytest.raises(SfcError, match="schedule"):
+        engine.make_schedule(optimizer, "cosine", 10)
+
+
+def test_metrics_logger_drops_records_after_the_resume_point(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    logger = engine.MetricsLogger(path)
+    for step in (2, 4, 6):
+        logger.log(step, {"loss": step / 10})
+    engine.MetricsLogger(path, resume_step=4)
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["step"] for r in records] == [2, 4] and records[1]["loss"] == pytest.approx(0.4)
+    engine.MetricsLogger(tmp_path / "other.jsonl", enabled=False).log(1, {"x": 1})
+    assert not (tmp_path / "other.jsonl").exists()
+
+
+def test_cpu_device_and_precision_are_plain():
+    device = engine.select_device("cpu")
+    assert device.type == "cpu"
+    assert not engine.make_grad_scaler(device, True).is_enabled()
+    with engine.autocast(device, True):
+        assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.float32
+    if not torch.cuda.is_available():
+        with pytest.raises(SfcError, match="train.device=cpu"):
+            engine.select_device("cuda")

@@ -1,0 +1,107 @@
+"""End-to-end training on the smoke preset: a complete run directory, exact resume, the
+refusals, training-time validation and the verb's flags."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from sfc_core import engine
+from sfc_core.config import Config
+from sfc_core.errors import SfcError
+from sfc_core.model import load_model
+from sfc_core.run_dir import RunDir
+from sfc_core.train import train
+
+
+def copy_config(cfg: Config, **overrides) -> Config:
+    return Config.from_dict(cfg.to_dict()).override(overrides)
+
+
+def test_smoke_training_writes_a_complete_run(trained_run, smoke_dataset):
+    run = trained_run
+    assert json.loads(run.class_names_json.read_text()) == list(smoke_dataset.class_names)
+    assert run.load_config().preset == "synthetic-smoke"
+    ckpt = engine.load_checkpoint(run.last_checkpoint)
+    assert ckpt["step"] == 20 and ckpt["num_classes"] == smoke_dataset.num_classes
+    assert ckpt["backbone"] == "tiny" and ckpt["architecture"] == "sfc"
+    assert {"model", "optimizer", "schedule", "scaler", "ranks", "config"} <= ckpt.keys()
+    assert ckpt["ranks"][0]["bank"]["filled"].any()
+    assert engine.load_checkpoint(run.best_checkpoint)["step"] == 20   # val_every=0: best = final
+    records = [json.loads(line) for line in run.metrics_jsonl.read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(2, 21, 2))       # log_every=2
+    assert all(math.isfinite(r["loss/total"]) and r["images_per_second"] > 0 for r in records)
+    assert {"loss/cls", "loss/prototype", "loss/scale", "lr/backbone", "lr/new"} <= records[0].keys()
+    assert any(run.tensorboard.iterdir())
+
+    model = load_model(run.root, device="cpu")
+    image = torch.randn(2, 3, 64, 64)
+    cam, proto = model.infer(image, torch.tensor(smoke_dataset.label(smoke_dataset.ids("train")[0])))
+    assert cam.shape == proto.shape == (smoke_dataset.num_classes + 1, 8, 8)
+    assert torch.isfinite(cam).all() and torch.isfinite(proto).all()
+
+
+def test_a_started_run_is_not_overwritten(trained_run, smoke_config):
+    with pytest.raises(SfcError, match="already holds a training run") as error:
+        train(smoke_config, trained_run.root)
+    assert "--resume" in str(error.value)
+
+
+def test_resume_after_an_interruption_ends_with_identical_weights(trained_run, smoke_config, tmp_path):
+    run = RunDir(tmp_path / "interrupted")
+    summary = train(smoke_config, run.root, stop_after=7)
+    assert summary["steps"] == 7 and not summary["finished"]
+    assert engine.load_checkpoint(run.last_checkpoint)["step"] == 5    # checkpoint_every=5
+    summary = train(smoke_config, run.root, resume=True)               # a fresh start from step 5
+    assert summary["finished"] and summary["steps"] == 20
+
+    resumed = engine.load_checkpoint(run.last_checkpoint)
+    uninterrupted = engine.load_checkpoint(trained_run.last_checkpoint)
+    assert resumed["model"].keys() == uninterrupted["model"].keys()
+    for name, tensor in uninterrupted["model"].items():
+        assert torch.equal(resumed["model"][name], tensor), name
+    for a, b in zip(resumed["optimizer"]["state"].values(), uninterrupted["optimizer"]["state"].values()):
+        assert all(torch.equal(a[key], b[key]) for key in a)
+    assert torch.equal(resumed["ranks"][0]["bank"]["images"], uninterrupted["ranks"][0]["bank"]["images"])
+    steps = [json.loads(line)["step"] for line in run.metrics_jsonl.read_text().splitlines()]
+    assert steps == list(range(2, 21, 2))                              # no step logged twice
+
+
+def test_resume_refuses_a_different_configuration(trained_run, smoke_config):
+    with pytest.raises(SfcError, match="loss.prototype_weight"):
+        train(copy_config(smoke_config, **{"loss.prototype_weight": 0.0}), trained_run.root, resume=True)
+
+
+def test_validation_keeps_the_best_checkpoint(smoke_config, smoke_dataset, tmp_path):
+    run = RunDir(tmp_path / "validated")
+    cfg = copy_config(smoke_config, **{"train.max_steps": 4, "train.val_every": 2, "train.checkpoint_every": 4})
+    summary = train(cfg, run.root)
+    records = [json.loads(line) for line in run.metrics_jsonl.read_text().splitlines()]
+    scores = {r["step"]: r["val/miou_cam"] + r["val/miou_prototype"] for r in records if "val/miou_cam" in r}
+    assert sorted(scores) == [2, 4]
+    assert all(0 <= r.get("val/miou_cam", 0) <= 1 for r in records)
+    best_step = max(scores, key=scores.get)
+    best = engine.load_checkpoint(run.best_checkpoint)
+    assert best["step"] == best_step == summary["best"]["step"]
+    assert best["best"]["score"] == pytest.approx(scores[best_step])
+
+
+def test_train_verb_applies_ablation_flags_then_explicit_sets(monkeypatch, tmp_path):
+    from sfc_core import train as train_module
+    from sfc_core.cli import main
+
+    seen = {}
+
+    def fake_train(cfg, out, resume=False, stop_after=None):
+        seen.update(cfg=cfg, out=out, resume=resume, stop_after=stop_after)
+        return {"steps": 0, "max_steps": 0, "seconds": 0.0, "images_per_second": 0.0, "best": {}}
+    monkeypatch.setattr(train_module, "train", fake_train)
+    code = main(["train", "--preset", "synthetic-smoke", "--out", str(tmp_path / "r"), "--baseline",
+                 "--set", "train.bank_draws=1", "--backbone-weights", "/w.pth", "--resume", "--stop-after", "3"])
+    cfg = seen["cfg"]
+    assert code == 0 and seen["resume"] and seen["stop_after"] == 3
+    assert cfg.loss.prototype_weight == 0 and cfg.loss.scale_weight == 0
+    assert cfg.train.bank_draws == 1                       # --set wins over --baseline
+    assert cfg.model.backbone_weights == "/w.pth"
