@@ -171,8 +171,8 @@ def machine_info(device: torch.device) -> dict:
 
 def profile_summary(run_one: Callable[[], object], device: torch.device, rows: int = 15) -> list[dict]:
     """The ``rows`` operators with the most self time (device time on CUDA) in one call of
-    ``run_one``, as {"op", "self_ms", "calls"}; the phases appear as data/forward/... rows
-    with their total time."""
+    ``run_one``, as {"op", "self_ms", "calls"}, after the scopes (the phases and the naive
+    step's ``naive/...`` parts) as {"op", "total_ms", "calls"} (CPU time, children included)."""
     from torch.profiler import ProfilerActivity, profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -180,10 +180,11 @@ def profile_summary(run_one: Callable[[], object], device: torch.device, rows: i
         run_one()
     key = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
     events = prof.key_averages()
-    phases = [{"op": e.key, "total_ms": e.cpu_time_total / 1e3, "calls": e.count}
-              for e in events if e.key in PHASES]
-    ops = sorted((e for e in events if e.key not in PHASES), key=lambda e: getattr(e, key), reverse=True)
-    return phases + [{"op": e.key, "self_ms": getattr(e, key) / 1e3, "calls": e.count} for e in ops[:rows]]
+    is_scope = [e.key in PHASES or e.key.startswith("naive/") for e in events]
+    scopes = [{"op": e.key, "total_ms": e.cpu_time_total / 1e3, "calls": e.count}
+              for e, scope in zip(events, is_scope) if scope]
+    ops = sorted((e for e, scope in zip(events, is_scope) if not scope), key=lambda e: getattr(e, key), reverse=True)
+    return scopes + [{"op": e.key, "self_ms": getattr(e, key) / 1e3, "calls": e.count} for e in ops[:rows]]
 
 
 # -- synthetic inputs ------------------------------------------------------------------------
@@ -316,7 +317,9 @@ class ReferenceSfcNet(SfcNet):
     """SfcNet with the reference's prototype step (on clones of its inputs, as the reference)."""
 
     def _prototype_cam(self, cam: torch.Tensor, features: torch.Tensor, seed_mask: torch.Tensor) -> torch.Tensor:
-        return reference_prototype_cam(cam.clone(), features.clone(), seed_mask.clone(), self.seed_background_scale)
+        with torch.profiler.record_function("naive/prototype"):
+            return reference_prototype_cam(cam.clone(), features.clone(), seed_mask.clone(),
+                                           self.seed_background_scale)
 
 
 def reference_network(model: SfcNet) -> ReferenceSfcNet:
@@ -336,6 +339,14 @@ def reference_class_weights(counts: np.ndarray, second_counts: np.ndarray,
     return order.tolist(), distribution_coefficients(counts[order], second_counts[order], extra).tolist()
 
 
+def apply_class_weights(losses: torch.Tensor, order: list[int], weights: list[float], offset: int) -> None:
+    """The reference's slice assignments, in place: channel ``c + offset`` of (N, channels, h, w)
+    ``losses`` times the weight of class c, one class at a time."""
+    with torch.profiler.record_function("naive/class_weights"):
+        for position, c in enumerate(order):
+            losses[:, c + offset] = losses[:, c + offset] * weights[position]
+
+
 def reference_losses(network: nn.Module, images: torch.Tensor, valid_mask: torch.Tensor, labels: torch.Tensor,
                      statistics: tuple[np.ndarray, np.ndarray, float], prototype_weight: float,
                      scale_weight: float) -> dict[str, torch.Tensor]:
@@ -353,13 +364,11 @@ def reference_losses(network: nn.Module, images: torch.Tensor, valid_mask: torch
     cls = (F.multilabel_soft_margin_loss(full["score"], labels)
            + F.multilabel_soft_margin_loss(small["score"], labels)) / 2
     prototype = (full["cam"] - max_normalise(full["prototype_cam"])).abs()
-    for position, c in enumerate(order):
-        prototype[:, c + 1] = prototype[:, c + 1] * weights[position]
+    apply_class_weights(prototype, order, weights, offset=1)
     label_mask = torch.cat([torch.ones_like(labels[:, :1]), labels], dim=1)[:, :, None, None]
     down = F.interpolate(full["cam"], size=small["cam"].shape[-2:], mode="bilinear", align_corners=True)
     scale = (down * label_mask - small["cam"] * label_mask).abs()[:, 1:]
-    for position, c in enumerate(order):
-        scale[:, c] = scale[:, c] * weights[position]
+    apply_class_weights(scale, order, weights, offset=0)
     scale = scale.abs()                                       # the reference's second abs
     losses = {"cls": cls, "prototype": prototype.mean(), "scale": scale.mean()}
     losses["total"] = cls + prototype_weight * losses["prototype"] + scale_weight * losses["scale"]
@@ -459,16 +468,18 @@ class ReferenceStep(TrainStep):
 
     def data(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         num_channels, crop = self.model.num_classes + 1, self.cfg.data.crop_size
-        valid_mask = torch.stack([reference_valid_mask(box, num_channels, crop) for box in batch["box"]])
-        if self.device.type == "cuda":
-            valid_mask = valid_mask.pin_memory()
+        with torch.profiler.record_function("naive/valid_mask"):
+            valid_mask = torch.stack([reference_valid_mask(box, num_channels, crop) for box in batch["box"]])
+            if self.device.type == "cuda":
+                valid_mask = valid_mask.pin_memory()
         images, valid_mask, labels = (t.to(self.device, non_blocking=True)
                                       for t in (batch["image"], valid_mask, batch["label"]))
         order = torch.randperm(len(labels))
         images, valid_mask, labels = images[order], valid_mask[order], labels[order]
         if self.bank is not None:
-            self.bank.update(images, valid_mask, labels)
-            drawn = self.bank.draw(self.cfg.train.bank_draws, self.device)
+            with torch.profiler.record_function("naive/bank"):
+                self.bank.update(images, valid_mask, labels)
+                drawn = self.bank.draw(self.cfg.train.bank_draws, self.device)
             images, valid_mask, labels = (torch.cat(pair) for pair in zip((images, valid_mask, labels), drawn))
         valid_mask[:, 1:] *= labels[:, :, None, None]
         return images, valid_mask, labels
@@ -571,7 +582,9 @@ def bench_eval(num_classes: int, masks: int = VOC_EVAL_MASKS, size: tuple[int, i
                pool: int = 32, seed: int = 0) -> dict:
     """Masks/s of ``metrics.confusion_matrix`` accumulated over ``masks`` random (H, W) masks
     with ``num_classes`` classes (C+1) and about 5% ignore pixels in the ground truth
-    (a pool of ``pool`` pairs, cycled; decoding the PNGs is not counted)."""
+    (a pool of ``pool`` pairs, cycled; decoding the PNGs is not counted). ``seconds`` is wall
+    time, ``cpu_seconds`` the process's CPU time (single-threaded NumPy: the compute itself,
+    little affected by other processes' load)."""
     from sfc_core.metrics import IGNORE, confusion_matrix
 
     rng = np.random.default_rng(seed)
@@ -579,12 +592,12 @@ def bench_eval(num_classes: int, masks: int = VOC_EVAL_MASKS, size: tuple[int, i
     gts = rng.integers(0, num_classes, (pool, *size), dtype=np.uint8)
     gts[rng.random(gts.shape) < 0.05] = IGNORE
     conf = confusion_matrix(preds[0], gts[0], num_classes)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     for i in range(masks):
         conf += confusion_matrix(preds[i % pool], gts[i % pool], num_classes)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
     return {"masks": masks, "mask_size": list(size), "num_classes": num_classes, "seconds": seconds,
-            "masks_per_s": masks / seconds}
+            "cpu_seconds": cpu_seconds, "masks_per_s": masks / seconds}
 
 
 def bench_segment(cfg: Config, device: torch.device, steps: int, warmup: int) -> dict:

@@ -147,6 +147,6 @@ def test_bench_verb_reports_well_formed_numbers(tmp_path, capsys):
     evaluation = printed["eval"]
     assert (evaluation["masks"], evaluation["mask_size"]) == (1464, [375, 500])
     assert evaluation["num_classes"] == bench.num_foreground_classes(Config.from_preset("synthetic-smoke")) + 1
-    assert _finite_positive(evaluation["masks_per_s"]) and _finite_positive(evaluation["seconds"])
+    assert all(_finite_positive(evaluation[key]) for key in ("masks_per_s", "seconds", "cpu_seconds"))
     segment = printed["segment"]
     assert _finite_positive(segment["images_per_s"]) and (segment["batch_size"], segment["crop_size"]) == (2, 32)
