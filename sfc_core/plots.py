@@ -36,16 +36,16 @@ IGNORE = 255
 # Published results quoted from paper_numbers.md, shown beside the kit's own numbers and
 # always labelled "published": they are other people's measurements, not this kit's output.
 PUBLISHED: list[dict[str, Any]] = [
-    {"source": "SFC (AAAI 2024), published", "what": "CAM seeds (fused CAM)", "split": "VOC train", "miou": 64.7},
-    {"source": "SFC (AAAI 2024), published", "what": "final segmentation (DeepLab, ResNet-101)", "split": "VOC val", "miou": 71.2},
-    {"source": "SFC (AAAI 2024), published", "what": "final segmentation (DeepLab, ResNet-101)", "split": "VOC test", "miou": 72.5},
-    {"source": "SFC (AAAI 2024), published", "what": "final segmentation (DeepLab, ResNet-101)", "split": "COCO 2014 val", "miou": 46.8},
-    {"source": "SFC released log", "what": "CAM evaluation (prototype CAM, 4 scales + flip)", "split": "VOC train", "miou": 63.1},
-    {"source": "SIPE (CVPR 2022), published", "what": "CAM seeds (image-specific CAM)", "split": "VOC train", "miou": 58.65},
-    {"source": "SIPE (CVPR 2022), published", "what": "CAM seeds", "split": "COCO 2014 train", "miou": 34.41},
-    {"source": "SIPE (CVPR 2022), published", "what": "final segmentation (ResNet-101)", "split": "VOC val", "miou": 68.8},
-    {"source": "SIPE (CVPR 2022), published", "what": "final segmentation (ResNet-101)", "split": "VOC test", "miou": 69.7},
-    {"source": "SIPE (CVPR 2022), published", "what": "final segmentation (ResNet-101)", "split": "COCO 2014 val", "miou": 40.6},
+    {"source": "SFC (AAAI 2024), published", "what": "CAM seeds (fused CAM)", "split": "VOC train", "mIoU %": 64.7},
+    {"source": "SFC (AAAI 2024), published", "what": "final segmentation (DeepLab, ResNet-101)", "split": "VOC val", "mIoU %": 71.2},
+    {"source": "SFC (AAAI 2024), published", "what": "final segmentation (DeepLab, ResNet-101)", "split": "VOC test", "mIoU %": 72.5},
+    {"source": "SFC (AAAI 2024), published", "what": "final segmentation (DeepLab, ResNet-101)", "split": "COCO 2014 val", "mIoU %": 46.8},
+    {"source": "SFC released log", "what": "CAM evaluation (prototype CAM, 4 scales + flip)", "split": "VOC train", "mIoU %": 63.1},
+    {"source": "SIPE (CVPR 2022), published", "what": "CAM seeds (image-specific CAM)", "split": "VOC train", "mIoU %": 58.65},
+    {"source": "SIPE (CVPR 2022), published", "what": "CAM seeds", "split": "COCO 2014 train", "mIoU %": 34.41},
+    {"source": "SIPE (CVPR 2022), published", "what": "final segmentation (ResNet-101)", "split": "VOC val", "mIoU %": 68.8},
+    {"source": "SIPE (CVPR 2022), published", "what": "final segmentation (ResNet-101)", "split": "VOC test", "mIoU %": 69.7},
+    {"source": "SIPE (CVPR 2022), published", "what": "final segmentation (ResNet-101)", "split": "COCO 2014 val", "mIoU %": 40.6},
 ]
 
 

@@ -197,4 +197,4 @@ def test_published_numbers_match_paper_numbers_md():
         pytest.skip("../shared/paper_numbers.md is not next to this checkout")
     quoted = text.read_text()
     for row in plots.PUBLISHED:
-        assert f"{row['miou']:g}" in quoted, row
+        assert f"{row['mIoU %']:g}" in quoted, row
