@@ -154,10 +154,14 @@ def lost_to_other_class(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return share, taker
 
 
-def lost_to_head(counts: np.ndarray, groups: Groups) -> np.ndarray:
-    """float64 (C,): share of each class's GT pixels predicted as its group head (nan for heads)."""
+def lost_to_head(counts: np.ndarray, groups: Groups, part_value: int | None = None) -> np.ndarray:
+    """float64 (C,): share of each class's GT pixels predicted as its group head (nan for heads).
+
+    With ``part_value``, only the pixels on that part (SHARED_PART: does the head's CAM take
+    the part it shares with this class?).
+    """
     c = len(groups.class_names)
-    conf = counts.sum(1)                                      # (C+1, C+1)
+    conf = counts.sum(1) if part_value is None else counts[:, part_value, :]   # (C+1, C+1)
     share = _share(conf[1 + np.arange(c), 1 + groups.head], conf[1:].sum(1))
     return np.where(groups.is_head, np.nan, share)
 
@@ -167,7 +171,8 @@ def mechanism_summary(counts: np.ndarray, groups: Groups) -> dict:
 
     ``heads_shared_part_recall``: mean over head classes of their shared-part recall;
     ``non_head_lost``: pixels of non-head classes predicted as another foreground class, over
-    all their GT pixels (pooled); ``non_head_lost_to_head``: the same, taken by their head.
+    all their GT pixels (pooled); ``non_head_lost_to_head``: the same, taken by their head;
+    ``non_head_shared_part_to_head``: the same on their shared-part pixels only.
     """
     c = len(groups.class_names)
     if counts.shape != (c + 1, NUM_PART_VALUES, c + 1):
@@ -176,17 +181,23 @@ def mechanism_summary(counts: np.ndarray, groups: Groups) -> dict:
     shared, own = shared_part_recall(counts), own_part_recall(counts)
     lost, taker = lost_to_other_class(counts)
     to_head = lost_to_head(counts, groups)
-    gt_pixels = counts[1:].sum((1, 2))
+    shared_to_head = lost_to_head(counts, groups, SHARED_PART)
+    gt_pixels, shared_pixels = counts[1:].sum((1, 2)), counts[1:, SHARED_PART].sum(1)
     non_head = ~groups.is_head
-    pooled = gt_pixels[non_head].sum()
+
+    def pooled(share: np.ndarray, pixels: np.ndarray) -> float:
+        """Pixel-weighted mean over the non-head classes."""
+        return float(_share(np.nansum(share[non_head] * pixels[non_head]), pixels[non_head].sum()))
+
     return {
         "heads_shared_part_recall": _nanmean(shared[groups.is_head]),
-        "non_head_lost": float(_share(np.nansum(lost[non_head] * gt_pixels[non_head]), pooled)),
-        "non_head_lost_to_head": float(_share(np.nansum(to_head[non_head] * gt_pixels[non_head]), pooled)),
+        "non_head_lost": pooled(lost, gt_pixels),
+        "non_head_lost_to_head": pooled(to_head, gt_pixels),
+        "non_head_shared_part_to_head": pooled(shared_to_head, shared_pixels),
         "classes": [{"name": name, "head": groups.class_names[groups.head[k]],
                      "shared_part_recall": shared[k], "own_part_recall": own[k],
                      "lost_to_other_class": lost[k],
                      "top_taker": groups.class_names[taker[k]] if taker[k] >= 0 else None,
-                     "lost_to_head": to_head[k]}
+                     "lost_to_head": to_head[k], "shared_part_to_head": shared_to_head[k]}
                     for k, name in enumerate(groups.class_names)],
     }

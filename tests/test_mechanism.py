@@ -57,11 +57,13 @@ def test_hand_made_image():
     assert taker.tolist() == [-1, 0, -1]
     to_head = lost_to_head(counts, GROUPS)
     assert np.isnan(to_head[[0, 2]]).all() and to_head[1] == 0.5
+    assert lost_to_head(counts, GROUPS, part_value=1)[1] == pytest.approx(2 / 3)   # (0,2) (1,2) of 3
 
     summary = mechanism_summary(counts, GROUPS)
     assert summary["heads_shared_part_recall"] == pytest.approx((1 + 2 / 3) / 2)
     assert summary["non_head_lost"] == pytest.approx(0.5)
     assert summary["non_head_lost_to_head"] == pytest.approx(0.5)
+    assert summary["non_head_shared_part_to_head"] == pytest.approx(2 / 3)
     assert summary["classes"][1]["top_taker"] == "A" and summary["classes"][0]["top_taker"] is None
     json.dumps(summary, default=float)                       # plain enough to store
 
@@ -117,6 +119,7 @@ def test_on_a_generated_dataset(tmp_path):
     summary = mechanism_summary(counts, groups)
     assert summary["heads_shared_part_recall"] == 1.0
     assert summary["non_head_lost"] == 1.0 and summary["non_head_lost_to_head"] == 1.0
+    assert summary["non_head_shared_part_to_head"] == 1.0
 
 
 def test_missing_groups_json_says_what_to_do(tmp_path):
