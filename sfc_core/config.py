@@ -51,6 +51,9 @@ class ModelConfig:
     backbone_weights: str = "imagenet"    # "imagenet" (torchvision download) | a .pth path | "none"
     side_channels: tuple[int, int, int, int] = (128, 128, 256, 256)  # hierarchical features
     seed_background_scale: float = 0.3    # background channel x 0.3 before the seed arg-max
+    pcm: bool = True                      # pixel-correlation refinement of the classifier CAM
+                                          # (False: the plain CAM; nothing trains f9 without
+                                          # the consistency losses, and an untrained f9 smears)
 
 
 @dataclass
@@ -337,7 +340,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # Switches that turn the full method into the baseline or an ablation (same code, a flag off).
 ABLATIONS: dict[str, dict[str, Any]] = {
-    "baseline": {"loss.prototype_weight": 0.0, "loss.scale_weight": 0.0, "train.bank_draws": 0},
+    "baseline": {"loss.prototype_weight": 0.0, "loss.scale_weight": 0.0, "train.bank_draws": 0,
+                 "model.pcm": False},     # a plain CAM: no loss would train the PCM projection
     "no-bank": {"train.bank_draws": 0},
     "no-prototype-loss": {"loss.prototype_weight": 0.0},
     "no-scale-loss": {"loss.scale_weight": 0.0},

@@ -199,7 +199,7 @@ def _train(cfg: Config, run: RunDir, resume: bool, stop_after: int | None, dist:
         step, best = ckpt["step"], ckpt["best"]
 
     ddp_objective = engine.wrap_ddp(objective, dist, device,
-                                    find_unused_parameters=cfg.loss.prototype_weight == 0)
+                                    find_unused_parameters=cfg.loss.prototype_weight == 0 or not cfg.model.pcm)
     logger = engine.MetricsLogger(run.metrics_jsonl, run.tensorboard, enabled=dist.is_main,
                                   resume_step=step if resume else None)
     images_per_step = (t.batch_size + t.bank_draws) * dist.world_size

@@ -197,3 +197,13 @@ def test_infer_without_flip_equals_forward_with_the_label_mask(tiny_model):
         out = tiny_model(image, torch.cat([torch.ones(1), label])[None, :, None, None])
     assert torch.allclose(cam, out["cam"][0]) and torch.allclose(proto, out["prototype_cam"][0])
     assert out["score"].shape == (1, 3)
+
+
+def test_without_pcm_the_cam_is_the_plain_classifier_cam(tiny_model):
+    plain = build_model(ModelConfig(backbone="tiny", backbone_weights="none", pcm=False), num_classes=3).eval()
+    plain.load_state_dict(tiny_model.state_dict())
+    image, mask = torch.randn(1, 3, 32, 32), torch.tensor([1.0, 1.0, 0.0, 1.0])[None, :, None, None]
+    with torch.no_grad():
+        expected = cam_math.classifier_cam(plain.classifier(plain.backbone(image)[3]), mask)
+        assert torch.equal(plain(image, mask)["cam"], expected)
+        assert not torch.allclose(tiny_model(image, mask)["cam"], expected)

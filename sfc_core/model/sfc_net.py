@@ -29,11 +29,12 @@ ARCHITECTURE = "sfc"   # recorded in checkpoints and checked when loading
 class SfcNet(nn.Module):
     def __init__(self, backbone: Backbone, num_classes: int,
                  side_channels: tuple[int, int, int, int] = (128, 128, 256, 256),
-                 seed_background_scale: float = 0.3):
+                 seed_background_scale: float = 0.3, pcm: bool = True):
         super().__init__()
         self.backbone = backbone
         self.num_classes = num_classes
         self.seed_background_scale = seed_background_scale
+        self.pcm = pcm
         self.sides = nn.ModuleList(nn.Conv2d(c_in, c_out, 1, bias=False)
                                    for c_in, c_out in zip(backbone.channels, side_channels))
         top = backbone.channels[-1]
@@ -51,10 +52,13 @@ class SfcNet(nn.Module):
         return self.backbone.feature_size(height, width)
 
     # -- pieces shared by training and inference -------------------------------------------
-    def _pcm_features(self, images: torch.Tensor, x4: torch.Tensor) -> torch.Tensor:
-        """(N, 3, H, W), (N, C4, h, w) -> (N, C4, h, w): f9(concat(bilinear-AC image, x4))."""
+    def _refine(self, cam: torch.Tensor, images: torch.Tensor, x4: torch.Tensor) -> torch.Tensor:
+        """PCM on features f9(concat(bilinear-AC image, x4)); the CAM itself when ``pcm`` is off.
+        cam (N, C+1, h, w), images (N, 3, H, W), x4 (N, C4, h, w) -> (N, C+1, h, w)."""
+        if not self.pcm:
+            return cam
         small = F.interpolate(images, size=x4.shape[-2:], mode="bilinear", align_corners=True)
-        return self.pcm_projection(torch.cat([small, x4], dim=1))
+        return cam_math.pixel_correlation(cam, self.pcm_projection(torch.cat([small, x4], dim=1)))
 
     def _hierarchical_features(self, stages: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Side convs on the detached stage outputs -> (N, sum(side_channels), h, w) on x3's grid."""
@@ -72,15 +76,14 @@ class SfcNet(nn.Module):
         e.g. (N, C+1, 1, 1) = [1, label] for uncropped validation images).
 
         Returns ``score`` (N, C) class logits (GAP of the classifier map), ``cam``
-        (N, C+1, h, w) the PCM-refined classifier CAM, and, unless ``with_prototype_cam`` is
+        (N, C+1, h, w) the PCM-refined classifier CAM (unrefined when ``pcm`` is off), and, unless ``with_prototype_cam`` is
         False, ``prototype_cam`` (N, C+1, h, w).
         """
         stages = self.backbone(images)
         x4 = stages[3]
         logit_map = self.classifier(x4)
         cam = cam_math.classifier_cam(logit_map, valid_mask)
-        out = {"score": logit_map.mean(dim=(2, 3)),
-               "cam": cam_math.pixel_correlation(cam, self._pcm_features(images, x4))}
+        out = {"score": logit_map.mean(dim=(2, 3)), "cam": self._refine(cam, images, x4)}
         if with_prototype_cam:
             out["prototype_cam"] = self._prototype_cam(out["cam"], self._hierarchical_features(stages),
                                                        valid_mask)
@@ -105,14 +108,15 @@ class SfcNet(nn.Module):
             logit_map, features, x4, images = (t[:1] + t[1:].flip(-1) for t in (logit_map, features, x4, images))
         label_mask = torch.cat([label.new_ones(1), label]).to(logit_map.dtype)[None, :, None, None]
         cam = cam_math.classifier_cam(logit_map, label_mask if mask_by_label else None)
-        cam = cam_math.pixel_correlation(cam, self._pcm_features(images, x4))
+        cam = self._refine(cam, images, x4)
         return cam[0], self._prototype_cam(cam, features, label_mask)[0]
 
 
 def build_model(model_cfg: ModelConfig, num_classes: int) -> SfcNet:
     """An SfcNet for ``num_classes`` foreground classes (from the dataset) and ``model_cfg``."""
     backbone = build_backbone(model_cfg.backbone, model_cfg.backbone_weights)
-    return SfcNet(backbone, num_classes, model_cfg.side_channels, model_cfg.seed_background_scale)
+    return SfcNet(backbone, num_classes, model_cfg.side_channels, model_cfg.seed_background_scale,
+                  model_cfg.pcm)
 
 
 def checkpoint_identity(model_cfg: ModelConfig, class_names: list[str]) -> dict:
