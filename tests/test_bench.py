@@ -137,10 +137,12 @@ def test_bench_verb_reports_well_formed_numbers(tmp_path, capsys):
         assert set(figures["time_split_s"]) == set(bench.PHASES)
         assert all(_finite_positive(v) for v in figures["time_split_s"].values())
         assert sum(figures["time_split_s"].values()) == pytest.approx(figures["seconds_per_step"])
-        assert _finite_positive(figures["peak_memory_mb"])
+        assert _finite_positive(figures["peak_memory_mb"]) and _finite_positive(figures["cpu_seconds_per_step"])
     assert train["speedup"] == pytest.approx(train["kit"]["images_per_s"] / train["naive"]["images_per_s"])
     assert len(train["speedup_per_repeat"]) == 2 and all(map(_finite_positive, train["speedup_per_repeat"]))
     assert train["speedup_median"] == pytest.approx(float(np.median(train["speedup_per_repeat"])))
+    assert train["speedup_cpu"] == pytest.approx(train["naive"]["cpu_seconds_per_step"]
+                                                 / train["kit"]["cpu_seconds_per_step"])
 
     cams = printed["cams"]
     assert _finite_positive(cams["images_per_s"]) and cams["scales"] == [1.0, 0.5] and cams["flip"] is True
