@@ -46,7 +46,7 @@ from sfc_core.data import MultiScaleDataset, SegmentationDataset, open_dataset
 from sfc_core.data.transforms import hflip, normalize, random_crop_box, rescale
 from sfc_core.errors import SfcError
 from sfc_core.evaluate import read_pseudo_mask, scores
-from sfc_core.io import atomic_save_png, atomic_write_json
+from sfc_core.io import atomic_write_json
 from sfc_core.metrics import IGNORE, confusion_matrix
 from sfc_core.run_dir import RunDir
 
@@ -302,14 +302,6 @@ def crf_prediction(image: np.ndarray, pred: np.ndarray, refine_cfg) -> np.ndarra
     return keys[crf_labels(image, rows.reshape(pred.shape), len(keys), refine_cfg)].astype(np.uint8)
 
 
-def save_palette_png(path: Path, mask: np.ndarray) -> None:
-    from sfc_core.data.synthetic import voc_palette
-
-    png = Image.fromarray(mask.astype(np.uint8), mode="P")
-    png.putpalette(voc_palette())
-    atomic_save_png(path, png)
-
-
 def evaluate_network(model: nn.Module, dataset: SegmentationDataset, list_name: str, cfg: Config,
                      device: torch.device, dist: engine.DistInfo,
                      predictions: Path | None = None) -> dict[str, np.ndarray]:
@@ -323,12 +315,15 @@ def evaluate_network(model: nn.Module, dataset: SegmentationDataset, list_name: 
     views = MultiScaleDataset(dataset, list_name, scales=scales, flip=True)
     shard = Subset(views, range(dist.rank, len(views), dist.world_size))
     loader = DataLoader(shard, batch_size=None, num_workers=cfg.data.num_workers)
+    if predictions is not None:
+        from sfc_core.refine import save_mask  # palette PNG, VOC colours, written atomically
     kinds = ["single_scale", "multi_scale_flip"] + (["multi_scale_flip_crf"] if seg.eval_crf else [])
     conf = {kind: np.zeros((k, k), np.int64) for kind in kinds}
     model.eval()
     for item in tqdm(loader, desc=f"evaluate on {list_name}", unit="img", disable=not dist.is_main):
         size = tuple(item["size"].tolist())
-        probs = [scale_probabilities(model, v.to(device), size) for v in item["images"]]
+        with engine.autocast(device, cfg.train.amp):
+            probs = [scale_probabilities(model, v.to(device), size) for v in item["images"]]
         labels = {"single_scale": probs[scales.index(1.0)][0].argmax(0),
                   "multi_scale_flip": sum(p.sum(0) for p, s in zip(probs, scales)
                                           if s in seg.eval_scales).argmax(0)}
@@ -340,8 +335,9 @@ def evaluate_network(model: nn.Module, dataset: SegmentationDataset, list_name: 
         for kind in kinds:
             conf[kind] += confusion_matrix(labels[kind], gt, k)
         if predictions is not None:
-            save_palette_png(predictions / f"{item['name']}.png", labels[kinds[-1]])
-    return {kind: engine.all_reduce_sum(torch.from_numpy(c), dist).numpy() for kind, c in conf.items()}
+            save_mask(predictions / f"{item['name']}.png", labels[kinds[-1]])
+    return {kind: engine.all_reduce_sum(torch.from_numpy(c).to(device), dist).cpu().numpy()
+            for kind, c in conf.items()}
 
 
 # -- the stage --------------------------------------------------------------------------------
@@ -390,7 +386,8 @@ def segment(run: str | Path | RunDir, masks: str, overrides: dict[str, Any] | No
     memory_format = torch.channels_last if cfg.train.channels_last and device.type == "cuda" \
         else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
-    optimizer = engine.make_optimizer("sgd", parameter_groups(model, seg), seg.momentum, seg.weight_decay)
+    optimizer = engine.make_optimizer(seg.optimizer, parameter_groups(model, seg), seg.momentum,
+                                      seg.weight_decay)
     schedule = engine.make_schedule(optimizer, "poly", seg.iterations, seg.poly_power)
     scaler = engine.make_grad_scaler(device, amp)
     step = 0
@@ -439,7 +436,8 @@ def _train(model: nn.Module, optimizer, schedule, scaler, step: int, cfg: Config
                        f"{seg.batch_size} per process", fix="lower segment.batch_size")
     ddp_model = engine.wrap_ddp(model, dist, device)
     ddp_model.train()
-    logger = engine.MetricsLogger(out.metrics_jsonl, out.tensorboard, enabled=dist.is_main)
+    # logs past `step` come from a killed run and are about to be written again: dropped
+    logger = engine.MetricsLogger(out.metrics_jsonl, out.tensorboard, enabled=dist.is_main, resume_step=step)
     batch_images = seg.batch_size * dist.world_size
     progress = tqdm(total=seg.iterations, initial=step, desc=f"segment {source.name}", unit="step",
                     disable=not dist.is_main)
