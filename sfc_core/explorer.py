@@ -73,8 +73,8 @@ def _percent(value: float) -> str:
 class CamExplorer:
     """The widget: controls on top, overlay / prediction / ground truth below, IoU under them.
 
-    run: a run directory with ``cams/``; list_name: the image list (default: the run's
-    evaluation list), restricted to the images that have CAMs and masks. ``self.widget`` is
+    run: a run directory with ``cams/``; list_name: an image list with ground-truth masks
+    (default: the run's evaluation list), restricted to its images with CAMs. ``self.widget`` is
     the ipywidgets box; the controls are attributes (``image``, ``cls``, ``kind``, ``lam``,
     ``background``, ``threshold``) so code can move them as a user would.
     """
