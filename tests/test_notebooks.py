@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import subprocess
 from pathlib import Path
 
 import nbformat
@@ -198,3 +200,30 @@ def test_published_numbers_match_paper_numbers_md():
     quoted = text.read_text()
     for row in plots.PUBLISHED:
         assert f"{row['mIoU %']:g}" in quoted, row
+
+
+# -- run_all.sh ------------------------------------------------------------------------------
+
+
+def _run_all(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(REPO / "run_all.sh"), *args], capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_run_all_rejects_bad_options_before_doing_anything():
+    bad = _run_all("--no-such-option")
+    assert bad.returncode == 2 and "unknown option --no-such-option" in bad.stderr
+    missing = _run_all("--data-root", "/no/such/folder")
+    assert missing.returncode == 2 and "is not a folder" in missing.stderr
+
+
+@pytest.mark.slow
+def test_run_all_stops_at_the_first_failing_notebook_and_names_it(tmp_path):
+    name = f"test-run-all-{tmp_path.name}"
+    try:
+        result = _run_all("--preset", "no-such-preset", "--name", name, "--figures", str(tmp_path))
+    finally:
+        shutil.rmtree(REPO / "runs" / name, ignore_errors=True)
+    assert result.returncode == 1
+    assert "FAILED: notebook 00_data" in result.stderr
+    assert "01_long_tail_analysis" not in result.stdout
