@@ -190,7 +190,8 @@ def profile_summary(run_one: Callable[[], object], device: torch.device, rows: i
     is_scope = [e.key in PHASES or e.key.startswith("naive/") for e in events]
     scopes = [{"op": e.key, "total_ms": e.cpu_time_total / 1e3, "calls": e.count}
               for e, scope in zip(events, is_scope) if scope]
-    ops = sorted((e for e, scope in zip(events, is_scope) if not scope), key=lambda e: getattr(e, key), reverse=True)
+    ops = sorted((e for e, scope in zip(events, is_scope) if not scope), key=lambda e: getattr(e, key),
+                 reverse=True)
     return scopes + [{"op": e.key, "self_ms": getattr(e, key) / 1e3, "calls": e.count} for e in ops[:rows]]
 
 
@@ -209,7 +210,8 @@ def num_foreground_classes(cfg: Config) -> int:
         from sfc_core.data.synthetic import class_table
 
         return len(class_table(cfg.data.shared_parts))
-    raise SfcError(f"unknown dataset kind {cfg.data.dataset!r}", fix="set data.dataset to voc, coco or synthetic")
+    raise SfcError(f"unknown dataset kind {cfg.data.dataset!r}",
+                   fix="set data.dataset to voc, coco or synthetic")
 
 
 def inference_size(cfg: Config) -> tuple[int, int]:
@@ -222,7 +224,8 @@ def inference_size(cfg: Config) -> tuple[int, int]:
     return VOC_IMAGE_SIZE
 
 
-def class_statistics(num_classes: int, batch_size: int, bank_draws: int) -> tuple[np.ndarray, np.ndarray, float]:
+def class_statistics(num_classes: int, batch_size: int,
+                     bank_draws: int) -> tuple[np.ndarray, np.ndarray, float]:
     """Long-tailed (n, b, E) for ``distribution_coefficients``: image counts falling
     geometrically from 1000 by a factor IMBALANCE, E and b as the kit makes them."""
     counts = np.round(1000 * IMBALANCE ** -np.linspace(0, 1, num_classes)).astype(np.int64)
@@ -247,7 +250,8 @@ def loader_batches(count: int, batch_size: int, crop_size: int, resize_long: tup
             size = (round(long_side * rng.uniform(0.6, 1.0)), long_side)
             _, box = random_crop_box(size, crop_size, rng)
             y0, y1, x0, x1 = box.tolist()
-            images[i, :, y0:y1, x0:x1] = torch.from_numpy(rng.standard_normal((3, y1 - y0, x1 - x0), np.float32))
+            pixels = rng.standard_normal((3, y1 - y0, x1 - x0), np.float32)
+            images[i, :, y0:y1, x0:x1] = torch.from_numpy(pixels)
             boxes[i] = torch.from_numpy(box)
             present = rng.choice(num_classes, size=min(num_classes, int(rng.integers(1, 4))), replace=False,
                                  p=counts / counts.sum())
@@ -298,7 +302,8 @@ class ReferenceBank:
         slots = [self.random.randint(0, len(self.labels) - 1) for _ in range(k)]
         order = torch.randperm(len(self.labels))
         _ = (self.images[order], self.valid_masks[order], self.labels[order])   # made and thrown away
-        images, valid_masks, labels = (t.to(device, copy=True) for t in (self.images, self.valid_masks, self.labels))
+        images, valid_masks, labels = (t.to(device, copy=True)
+                                       for t in (self.images, self.valid_masks, self.labels))
         return images[slots], valid_masks[slots], labels[slots]
 
 
@@ -323,7 +328,8 @@ def reference_prototype_cam(cam: torch.Tensor, features: torch.Tensor, valid_mas
 class ReferenceSfcNet(SfcNet):
     """SfcNet with the reference's prototype step (on clones of its inputs, as the reference)."""
 
-    def _prototype_cam(self, cam: torch.Tensor, features: torch.Tensor, seed_mask: torch.Tensor) -> torch.Tensor:
+    def _prototype_cam(self, cam: torch.Tensor, features: torch.Tensor,
+                       seed_mask: torch.Tensor) -> torch.Tensor:
         with torch.profiler.record_function("naive/prototype"):
             return reference_prototype_cam(cam.clone(), features.clone(), seed_mask.clone(),
                                            self.seed_background_scale)
@@ -364,9 +370,9 @@ def reference_losses(network: nn.Module, images: torch.Tensor, valid_mask: torch
     """
     half = F.interpolate(images, scale_factor=0.5, mode="bilinear", align_corners=True)
     grid_model = network.module if isinstance(network, nn.DataParallel) else network
-    outputs = [network(x, F.interpolate(valid_mask, size=grid_model.feature_size(*x.shape[-2:]), mode="nearest"))
-               for x in (images, half)]
-    full, small = outputs
+    full, small = (network(x, F.interpolate(valid_mask, size=grid_model.feature_size(*x.shape[-2:]),
+                                            mode="nearest"))
+                   for x in (images, half))
     order, weights = reference_class_weights(*statistics)
     cls = (F.multilabel_soft_margin_loss(full["score"], labels)
            + F.multilabel_soft_margin_loss(small["score"], labels)) / 2
@@ -434,7 +440,8 @@ class KitStep(TrainStep):
         t = cfg.train
         self.amp = t.amp and device.type == "cuda"
         self.channels_last = t.channels_last and device.type == "cuda"
-        model = model.to(device, memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        model = model.to(device, memory_format=memory_format)
         super().__init__(model, cfg, device, max_steps)
         self.objective = SfcObjective(model, class_weights, cfg.data.crop_size, cfg.loss.prototype_weight,
                                       cfg.loss.scale_weight).to(device)
@@ -452,7 +459,8 @@ class KitStep(TrainStep):
             images = images.contiguous(memory_format=torch.channels_last)
         return images, boxes.to(self.device), labels.to(self.device)
 
-    def forward(self, images: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, boxes: torch.Tensor,
+                labels: torch.Tensor) -> dict[str, torch.Tensor]:
         with engine.autocast(self.device, self.amp):
             losses, _ = self.objective(images, boxes, labels)
         return losses
@@ -468,7 +476,7 @@ class ReferenceStep(TrainStep):
                  device: torch.device, max_steps: int):
         model = reference_network(model).to(device)
         super().__init__(model, cfg, device, max_steps)
-        self.network = nn.DataParallel(model) if device.type == "cuda" else model
+        self.network = nn.DataParallel(model, device_ids=[device.index]) if device.type == "cuda" else model
         self.statistics = statistics
         self.bank = ReferenceBank(model.num_classes, cfg.data.crop_size, cfg.train.seed) \
             if cfg.train.bank_draws > 0 else None
@@ -487,11 +495,13 @@ class ReferenceStep(TrainStep):
             with torch.profiler.record_function("naive/bank"):
                 self.bank.update(images, valid_mask, labels)
                 drawn = self.bank.draw(self.cfg.train.bank_draws, self.device)
-            images, valid_mask, labels = (torch.cat(pair) for pair in zip((images, valid_mask, labels), drawn))
+            images, valid_mask, labels = (torch.cat(pair)
+                                          for pair in zip((images, valid_mask, labels), drawn))
         valid_mask[:, 1:] *= labels[:, :, None, None]
         return images, valid_mask, labels
 
-    def forward(self, images: torch.Tensor, valid_mask: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, valid_mask: torch.Tensor,
+                labels: torch.Tensor) -> dict[str, torch.Tensor]:
         return reference_losses(self.network, images, valid_mask, labels, self.statistics,
                                 self.cfg.loss.prototype_weight, self.cfg.loss.scale_weight)
 
@@ -513,7 +523,8 @@ def bench_train(cfg: Config, device: torch.device, steps: int, warmup: int, repe
     engine.seed_everything(t.seed)
     model = build_model(cfg.model, num_classes)
     max_steps = warmup + steps * repeats + 2
-    reference = ReferenceStep(model, statistics, cfg, device, max_steps) if naive else None   # copies the weights
+    # the reference step copies the weights before the kit's step converts them (channels-last)
+    reference = ReferenceStep(model, statistics, cfg, device, max_steps) if naive else None
     variants = {"kit": KitStep(model, class_weights, cfg, device, max_steps)}
     if reference is not None:
         variants["naive"] = reference
@@ -533,10 +544,12 @@ def bench_train(cfg: Config, device: torch.device, steps: int, warmup: int, repe
               "backbone": cfg.model.backbone, "num_classes": num_classes, "steps": steps, "warmup": warmup,
               "repeats": repeats}
     for name, step in variants.items():
-        split = {phase: sum(clock.seconds[phase] for clock in clocks[name]) / (steps * repeats) for phase in PHASES}
+        timed = steps * repeats
+        split = {phase: sum(clock.seconds[phase] for clock in clocks[name]) / timed for phase in PHASES}
         per_step = sum(split.values())
-        figures = {"images_per_s": images_per_step / per_step, "seconds_per_step": per_step, "time_split_s": split,
-                   "cpu_seconds_per_step": sum(clock.cpu_seconds for clock in clocks[name]) / (steps * repeats),
+        figures = {"images_per_s": images_per_step / per_step, "seconds_per_step": per_step,
+                   "time_split_s": split,
+                   "cpu_seconds_per_step": sum(clock.cpu_seconds for clock in clocks[name]) / timed,
                    "amp": step.amp, "channels_last": step.channels_last}
         with peak_memory(device, figures):
             step.run(batches[0], PhaseClock(device))
@@ -544,11 +557,13 @@ def bench_train(cfg: Config, device: torch.device, steps: int, warmup: int, repe
             figures["profile"] = profile_summary(partial(step.run, batches[1], PhaseClock(device)), device)
         result[name] = figures
     if naive:
-        per_repeat = [naive_clock.total / kit_clock.total for kit_clock, naive_clock in zip(clocks["kit"], clocks["naive"])]
-        result["speedup"] = result["kit"]["images_per_s"] / result["naive"]["images_per_s"]
+        kit_figures, naive_figures = result["kit"], result["naive"]
+        per_repeat = [naive_clock.total / kit_clock.total
+                      for kit_clock, naive_clock in zip(clocks["kit"], clocks["naive"])]
+        result["speedup"] = kit_figures["images_per_s"] / naive_figures["images_per_s"]
         result["speedup_per_repeat"] = per_repeat
         result["speedup_median"] = float(np.median(per_repeat))
-        result["speedup_cpu"] = result["naive"]["cpu_seconds_per_step"] / result["kit"]["cpu_seconds_per_step"]
+        result["speedup_cpu"] = naive_figures["cpu_seconds_per_step"] / kit_figures["cpu_seconds_per_step"]
     return result
 
 
@@ -566,8 +581,9 @@ def bench_cams(cfg: Config, device: torch.device, steps: int, warmup: int) -> di
     image = torch.randn(1, 3, *size)
     views = []
     for scale in cfg.cams.scales:
-        scaled = image if scale == 1 else F.interpolate(image, size=(round(size[0] * scale), round(size[1] * scale)),
-                                                        mode="bicubic", align_corners=False)
+        scaled_size = (round(size[0] * scale), round(size[1] * scale))
+        scaled = image if scale == 1 else F.interpolate(image, size=scaled_size, mode="bicubic",
+                                                        align_corners=False)
         views.append(torch.cat([scaled, scaled.flip(-1)]) if cfg.cams.flip else scaled)
     label = torch.zeros(num_classes)
     label[: min(2, num_classes)] = 1
@@ -620,7 +636,8 @@ def bench_segment(cfg: Config, device: torch.device, steps: int, warmup: int) ->
     memory_format = torch.channels_last if cfg.train.channels_last and device.type == "cuda" \
         else torch.contiguous_format
     engine.seed_everything(cfg.train.seed)
-    model = build_network(seg.network, num_classes + 1, "none").to(device, memory_format=memory_format).train()
+    model = build_network(seg.network, num_classes + 1, "none").to(device, memory_format=memory_format)
+    model.train()
     optimizer = engine.make_optimizer("sgd", parameter_groups(model, seg), seg.momentum, seg.weight_decay)
     scaler = engine.make_grad_scaler(device, amp)
     images = torch.randn(seg.batch_size, 3, seg.crop_size, seg.crop_size)
@@ -630,7 +647,8 @@ def bench_segment(cfg: Config, device: torch.device, steps: int, warmup: int) ->
     for i in range(warmup + steps):
         synchronize(device)
         start = time.perf_counter()
-        train_step(model, images.to(device, memory_format=memory_format), masks.to(device), optimizer, scaler, amp)
+        train_step(model, images.to(device, memory_format=memory_format), masks.to(device), optimizer,
+                   scaler, amp)
         synchronize(device)
         if i >= warmup:
             seconds += time.perf_counter() - start
@@ -644,7 +662,8 @@ def bench(cfg: Config, device: str = "auto", steps: int = 10, warmup: int = 2, r
     """Run the benchmarks of ``stages`` at ``cfg``'s configuration; returns the JSON-able result."""
     unknown = [stage for stage in stages if stage not in STAGES]
     if unknown:
-        raise SfcError(f"unknown benchmark stage(s) {', '.join(unknown)}", fix=f"use some of: {', '.join(STAGES)}")
+        raise SfcError(f"unknown benchmark stage(s) {', '.join(unknown)}",
+                       fix=f"use some of: {', '.join(STAGES)}")
     if steps < 1 or warmup < 0 or repeats < 1:
         raise SfcError(f"bad counts: steps={steps}, warmup={warmup}, repeats={repeats}",
                        fix="give --steps >= 1, --warmup >= 0, --repeats >= 1")
@@ -673,7 +692,8 @@ def bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=10,
                    help="timed steps per repeat (training, step 3) / timed images (CAMs)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
-    p.add_argument("--repeats", type=int, default=3, help="timed repeats of the training step (A/B with --naive)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="timed repeats of the training step (A/B with --naive)")
     p.add_argument("--naive", action="store_true", help="also time the reference-style training step, A/B")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     p.add_argument("--profile", action="store_true", help="add a torch.profiler summary of one training step")

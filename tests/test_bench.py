@@ -35,7 +35,8 @@ def test_reference_prototype_cam_matches_the_kit():
     valid_mask = torch.ones(3, NUM_CLASSES + 1, 5, 6)
     valid_mask[0, 2] = 0                            # an absent class: no seeds, a zero prototype
     valid_mask[1, :, :, :2] = 0                     # padding
-    expected = cam_math.prototype_cam(features, cam_math.prototypes(cam_math.seeds(cam, valid_mask, 0.3), features))
+    seeds = cam_math.seeds(cam, valid_mask, 0.3)
+    expected = cam_math.prototype_cam(features, cam_math.prototypes(seeds, features))
     got = bench.reference_prototype_cam(cam.clone(), features, valid_mask, 0.3)
     assert got.shape == (3, NUM_CLASSES + 1, 5, 6)
     assert torch.allclose(got, expected, atol=1e-6)
@@ -137,7 +138,8 @@ def test_bench_verb_reports_well_formed_numbers(tmp_path, capsys):
         assert set(figures["time_split_s"]) == set(bench.PHASES)
         assert all(_finite_positive(v) for v in figures["time_split_s"].values())
         assert sum(figures["time_split_s"].values()) == pytest.approx(figures["seconds_per_step"])
-        assert _finite_positive(figures["peak_memory_mb"]) and _finite_positive(figures["cpu_seconds_per_step"])
+        assert _finite_positive(figures["peak_memory_mb"])
+        assert _finite_positive(figures["cpu_seconds_per_step"])
     assert train["speedup"] == pytest.approx(train["kit"]["images_per_s"] / train["naive"]["images_per_s"])
     assert len(train["speedup_per_repeat"]) == 2 and all(map(_finite_positive, train["speedup_per_repeat"]))
     assert train["speedup_median"] == pytest.approx(float(np.median(train["speedup_per_repeat"])))
@@ -148,7 +150,9 @@ def test_bench_verb_reports_well_formed_numbers(tmp_path, capsys):
     assert _finite_positive(cams["images_per_s"]) and cams["scales"] == [1.0, 0.5] and cams["flip"] is True
     evaluation = printed["eval"]
     assert (evaluation["masks"], evaluation["mask_size"]) == (1464, [375, 500])
-    assert evaluation["num_classes"] == bench.num_foreground_classes(Config.from_preset("synthetic-smoke")) + 1
+    smoke_classes = bench.num_foreground_classes(Config.from_preset("synthetic-smoke"))
+    assert evaluation["num_classes"] == smoke_classes + 1
     assert all(_finite_positive(evaluation[key]) for key in ("masks_per_s", "seconds", "cpu_seconds"))
     segment = printed["segment"]
-    assert _finite_positive(segment["images_per_s"]) and (segment["batch_size"], segment["crop_size"]) == (2, 32)
+    assert _finite_positive(segment["images_per_s"])
+    assert (segment["batch_size"], segment["crop_size"]) == (2, 32)
