@@ -1,6 +1,8 @@
 """Step 3: a torchvision segmentation network trained on pseudo masks (method.md section 5).
 
     python -m sfc_core segment --run RUN_DIR --masks irn|crf|cam|gt [--crf] [--save-predictions]
+    torchrun --nproc_per_node 4 -m sfc_core -- segment --run RUN_DIR --masks irn   (DDP; the --
+                                                  keeps torchrun from reading --run)
 
 Trains ``cfg.segment.network`` (DeepLabV3-ResNet-101 with ImageNet weights for VOC and COCO;
 a small network from scratch on the synthetic presets) on one kind of mask of the training
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 import urllib.error
 from collections.abc import Callable
@@ -502,6 +505,8 @@ def segment_command(args: argparse.Namespace) -> int:
     if args.crf:
         overrides["segment.eval_crf"] = True
     result = segment(args.run, args.masks, overrides, save_predictions=args.save_predictions)
+    if os.environ.get("RANK", "0") != "0":   # under torchrun, rank 0 reports
+        return 0
     kinds = [kind for kind in ("single_scale", "multi_scale_flip", "multi_scale_flip_crf") if kind in result]
     print(f"step 3 on {args.masks} masks, {result['network']}, held-out list {result['list']!r} "
           f"({result['num_images']} images):")
