@@ -1,7 +1,9 @@
 """Benchmarks of every stage, and the reference-style training step (verb: bench).
 
-    python -m sfc_core bench --preset synthetic --threads 2 --naive          # CPU, A/B speed-up
-    python -m sfc_core bench --preset voc --device cuda --steps 50 --naive   # the paper's setting
+    python -m sfc_core bench --preset synthetic --threads 2 --steps 1 --repeats 20 --naive  # CPU A/B
+    python -m sfc_core bench --preset voc --device cuda --steps 10 --repeats 6 --naive    # paper's
+
+Measured figures, machines and commands: BENCHMARKS.md.
 
 Prints one JSON object (and writes it to ``--out`` if given):
 
@@ -99,7 +101,7 @@ class PhaseClock:
         with torch.profiler.record_function(name):
             yield
         synchronize(self.device)
-        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+        self.seconds[name] += time.perf_counter() - start
         self.cpu_seconds += time.process_time() - start_cpu
 
     @property
