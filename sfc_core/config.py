@@ -120,6 +120,7 @@ class RefineConfig:
     irn_lr: float = 0.1                   # boundary branch (the displacement branch, lr x 10, is dropped)
     irn_weight_decay: float = 1e-4
     irn_scale_range: tuple[float, float] = (0.5, 1.0)  # reference's effective range
+    irn_image_scale: float = 1.0          # images rescaled by this for IRN (small images: a finer grid)
     irn_radius: int = 10                  # path radius on the boundary grid (1/4 resolution)
     walk_lambda: float = 0.3              # fusion used for the random walk
     walk_beta: float = 10.0
@@ -283,12 +284,18 @@ PRESETS: dict[str, dict[str, Any]] = {
         # 12x12 CAMs upsampled to 96 px are wide: the best threshold was the old sweep's top (0.5)
         # on main and control sets alike; measured best 0.7-0.8 (docs/synthetic.md)
         "cams.threshold_sweep": (0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9),
+        # CRF spatial constants scaled from VOC's ~500 px to 96 px (50 -> 10, 3 -> 1): with VOC's
+        # bilateral 50 the kernel spans the image and swaps touching objects' labels
+        "refine.crf_gaussian_sxy": 1.0,
+        "refine.crf_bilateral_sxy": 10.0,
         "refine.irn_backbone": "tiny",    # IRN on the run's own trained backbone (a random one is useless)
         "refine.irn_backbone_weights": "sfc",
-        "refine.irn_crop_size": 96,
-        "refine.irn_scale_range": (0.75, 1.25),  # around the walk's scale 1 (images are only 96 px)
-        "refine.irn_radius": 5,           # on the 1/4 grid (24x24) objects are only ~6-9 px wide
-        "refine.walk_radius": 3,
+        # IRN at 2x: at 1x the 1/4 boundary grid is 24x24 and objects ~6 cells wide, too coarse
+        # for the walk (coarse-CAM probe with true boundaries: 74% mIoU at 1x, 91% at 2x)
+        "refine.irn_image_scale": 2.0,
+        "refine.irn_crop_size": 192,
+        "refine.irn_scale_range": (0.75, 1.25),  # around the walk's scale (images are only 96 px)
+        "refine.irn_radius": 5,           # objects are ~12 cells wide on the 1/4 grid at 2x
         "segment.network": "lraspp_mobilenet_v3_large",
         "segment.backbone_weights": "none",
         "segment.crop_size": 96,          # 96 px images
@@ -317,14 +324,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.checkpoint_every": 5,
         "train.log_every": 2,
         "cams.scales": (1.0, 0.5),
+        "refine.crf_gaussian_sxy": 1.0,
+        "refine.crf_bilateral_sxy": 10.0,
         "refine.irn_backbone": "tiny",
         "refine.irn_backbone_weights": "sfc",
-        "refine.irn_crop_size": 64,
+        "refine.irn_image_scale": 2.0,
+        "refine.irn_crop_size": 128,
         "refine.irn_scale_range": (0.75, 1.25),
         "refine.irn_batch_size": 8,
         "refine.irn_epochs": 1,
         "refine.irn_radius": 5,
-        "refine.walk_radius": 3,
         "segment.network": "lraspp_mobilenet_v3_large",
         "segment.backbone_weights": "none",
         "segment.iterations": 4,

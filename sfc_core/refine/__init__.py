@@ -37,14 +37,12 @@ from sfc_core.cams import load_cam
 from sfc_core.config import Config
 from sfc_core.data import SegmentationDataset, open_dataset
 from sfc_core.data.synthetic import voc_palette
-from sfc_core.data.transforms import normalize
-from sfc_core.engine import autocast, select_device
+from sfc_core.engine import select_device
 from sfc_core.errors import SfcError
 from sfc_core.fusion import fuse
 from sfc_core.io import atomic_save_png, atomic_write_text
 from sfc_core.refine.crf import confidence_scores, confident_labels, rule_scores
-from sfc_core.refine.irn import edge_map, load_boundary_net, train_irn
-from sfc_core.refine.random_walk import hybrid_walk
+from sfc_core.refine.irn import load_boundary_net, train_irn, walk_scores
 from sfc_core.run_dir import RunDir
 
 METHODS = ("irn", "crf")
@@ -122,7 +120,6 @@ def write_walk_masks(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids
     todo = [image_id for image_id in ids if not (out_dir / f"{image_id}.png").is_file()]
     if not todo:
         return
-    refine = cfg.refine
     net = load_boundary_net(run, cfg, device)
     threads = torch.get_num_threads()
     if device.type == "cpu":    # 2^8 small sequential products: one thread is fastest (no sync)
@@ -133,15 +130,10 @@ def write_walk_masks(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids
             if len(record.keys) == 1:             # no foreground class: all background
                 save_mask(out_dir / f"{image_id}.png", np.zeros(record.size, np.uint8))
                 continue
-            image = torch.from_numpy(normalize(dataset.read_image(image_id)).transpose(2, 0, 1).copy())
-            with autocast(device, cfg.train.amp):
-                edge = edge_map(net, image.to(device))
-            scores = rule_scores(fuse(record.classifier, record.prototype, refine.walk_lambda),
+            scores = rule_scores(fuse(record.classifier, record.prototype, cfg.refine.walk_lambda),
                                  cfg.cams.background, cfg.cams.bg_threshold)
-            walked = hybrid_walk(torch.from_numpy(scores).to(device), edge, net.stride,
-                                 radius=refine.walk_radius, beta=refine.walk_beta,
-                                 exp_times=refine.walk_exp_times, power=refine.walk_power,
-                                 bg_constant=refine.walk_bg_constant)
+            walked = walk_scores(net, dataset.read_image(image_id), torch.from_numpy(scores).to(device),
+                                 cfg.refine, cfg.train.amp)
             mask = record.keys[walked.argmax(0).cpu().numpy()].astype(np.uint8)
             save_mask(out_dir / f"{image_id}.png", mask)
     torch.set_num_threads(threads)

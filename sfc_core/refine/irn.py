@@ -11,6 +11,9 @@ IRN's displacement branch and its mean-shift pass are not built: they serve inst
 and do not touch the boundary map (disjoint parameters on a frozen backbone), so they are
 useless for semantic pseudo masks (quirk 26).
 
+Small images (the synthetic presets) go through the network and the walk rescaled by
+``refine.irn_image_scale``, so the stride-4 boundary grid is fine enough for their objects.
+
 Training: random rescale (``refine.irn_scale_range``; the reference's effective [0.5, 1.0]),
 flip, random crop (image padded with 0 after normalisation, labels with 255), labels resized
 (nearest) to the boundary grid. Every pair of pixels within ``refine.irn_radius`` on that grid
@@ -33,12 +36,12 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from sfc_core import engine
-from sfc_core.config import Config
+from sfc_core.config import Config, RefineConfig
 from sfc_core.data.transforms import hflip, normalize, random_crop_box, rescale
 from sfc_core.data.voc import IGNORE_INDEX, SegmentationDataset
 from sfc_core.errors import SfcError
 from sfc_core.model.backbone import Backbone, build_backbone
-from sfc_core.refine.random_walk import PathIndex, edge_to_affinity, shifted_crops
+from sfc_core.refine.random_walk import PathIndex, edge_to_affinity, hybrid_walk, shifted_crops
 from sfc_core.run_dir import RunDir
 
 ARCHITECTURE = "irn-boundary"
@@ -87,6 +90,28 @@ def edge_map(net: BoundaryNet, image: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(logits[0] / 2 + logits[1].flip(-1) / 2)
 
 
+def walk_scores(net: BoundaryNet, image: np.ndarray, scores: torch.Tensor, refine: RefineConfig,
+                amp: bool) -> torch.Tensor:
+    """The hybrid random walk of ``scores`` on the boundary map of ``image``.
+
+    image: uint8 (H, W, 3); scores: (K', H, W) on the walk's device (fused CAM after the
+    background rule). Image and scores are rescaled by ``refine.irn_image_scale`` for the
+    network and the walk, the result back to (H, W). Returns (K', H, W).
+    """
+    size = image.shape[:2]
+    scaled = normalize(rescale(image, refine.irn_image_scale))
+    with engine.autocast(scores.device, amp):
+        edge = edge_map(net, torch.from_numpy(scaled.transpose(2, 0, 1).copy()).to(scores.device))
+    if scaled.shape[:2] != size:
+        scores = F.interpolate(scores[None], size=scaled.shape[:2], mode="bilinear", align_corners=False)[0]
+    walked = hybrid_walk(scores, edge, net.stride, radius=refine.walk_radius, beta=refine.walk_beta,
+                         exp_times=refine.walk_exp_times, power=refine.walk_power,
+                         bg_constant=refine.walk_bg_constant)
+    if scaled.shape[:2] != size:
+        walked = F.interpolate(walked[None], size=size, mode="bilinear", align_corners=False)[0]
+    return walked
+
+
 def affinity_targets(labels: torch.Tensor, index: PathIndex) -> tuple[torch.Tensor, ...]:
     """IRN's pair labels from label maps (N, h, w) (0 bg, 1..C, 255 ignored).
 
@@ -116,16 +141,18 @@ def affinity_loss(affinity: torch.Tensor, bg_pos: torch.Tensor, fg_pos: torch.Te
 
 
 class AffinityDataset(Dataset):
-    """Images with their relation labels, augmented as the reference's VOC12AffinityDataset.
+    """Images with their relation labels, augmented as the reference's VOC12AffinityDataset
+    (random scale: ``irn_image_scale`` x uniform in ``irn_scale_range``).
 
     Item: ``image`` float32 (3, S, S) normalised, ``label`` int64 (S, S) (255 in the padding),
     S = crop_size. The randomness of item ``index`` is a function of (seed, epoch, index).
     """
 
-    def __init__(self, dataset: SegmentationDataset, ids: list[str], run: RunDir, crop_size: int,
-                 scale_range: tuple[float, float], seed: int):
+    def __init__(self, dataset: SegmentationDataset, ids: list[str], run: RunDir, refine: RefineConfig,
+                 seed: int):
         self.dataset, self.ids, self.run = dataset, ids, run
-        self.crop_size, self.scale_range, self.seed = crop_size, scale_range, seed
+        self.crop_size, self.seed = refine.irn_crop_size, seed
+        self.scale_range = tuple(refine.irn_image_scale * s for s in refine.irn_scale_range)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -194,7 +221,7 @@ def train_irn(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[
     augmentation are functions of seed, epoch and index); returns at once when it is finished.
     """
     refine = cfg.refine
-    data = AffinityDataset(dataset, ids, run, refine.irn_crop_size, refine.irn_scale_range, cfg.train.seed)
+    data = AffinityDataset(dataset, ids, run, refine, cfg.train.seed)
     batch_size = refine.irn_batch_size
     steps_per_epoch = len(data) // batch_size
     if steps_per_epoch == 0:
