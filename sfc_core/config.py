@@ -299,7 +299,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         # Step 3 from scratch in ~2 CPU minutes. Measured on GT masks (held-out mIoU, 1 thread,
         # loaded machine): LR-ASPP beat DeepLabV3-MobileNet at equal compute (26.0 vs 8.4);
         # SGD lr 0.1 ~ 0.02 ~ AdamW 2e-3 (27.2 / 26.0 / 25.8 at 600 steps of 96 px); 64 px
-        # crops x 1350 steps 34.9 vs 96 px x 600 steps 27.2 for about the same CPU time.
+        # crops x 1350 steps 34.9 vs 96 px x 600 steps 27.2 for ~20% more CPU time (203 vs 165 s).
         "segment.network": "lraspp_mobilenet_v3_large",
         "segment.backbone_weights": "none",
         "segment.crop_size": 64,          # 96 px images rescaled by 0.5-2.0, cut to 64 px
