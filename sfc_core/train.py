@@ -56,7 +56,10 @@ from sfc_core.model.cam import max_normalise
 from sfc_core.model.sfc_net import SfcNet, build_model, checkpoint_identity
 from sfc_core.run_dir import RunDir
 
-# Fields a resumed run may change: where things are and how fast, never what is computed.
+# What a resumed training must not change: the sections that decide what is computed (later
+# stages' sections, cams/refine/segment, may change freely), except where things are and how
+# fast they run.
+TRAINING_SECTIONS = ("data.", "model.", "loss.", "train.")
 RESUMABLE_CHANGES = {"data.root", "data.num_workers", "train.device", "train.log_every"}
 
 
@@ -289,7 +292,8 @@ def _claim_run_dir(run: RunDir, cfg: Config, resume: bool) -> None:
         saved = _flat(run.load_config().to_dict())
         wanted = _flat(cfg.to_dict())
         differ = sorted(key for key in saved.keys() | wanted.keys()
-                        if saved.get(key) != wanted.get(key) and key not in RESUMABLE_CHANGES)
+                        if saved.get(key) != wanted.get(key) and key.startswith(TRAINING_SECTIONS)
+                        and key not in RESUMABLE_CHANGES)
         if differ:
             details = ", ".join(f"{key}: {saved.get(key)!r} -> {wanted.get(key)!r}" for key in differ[:5])
             raise SfcError(f"--resume with a configuration that differs from the run's ({details})",

@@ -74,6 +74,16 @@ def test_resume_refuses_a_different_configuration(trained_run, smoke_config):
         train(copy_config(smoke_config, **{"loss.prototype_weight": 0.0}), trained_run.root, resume=True)
 
 
+def test_resume_accepts_changes_to_later_stages_only(smoke_config, tmp_path):
+    from sfc_core.train import _claim_run_dir
+
+    run = RunDir(tmp_path / "claimed")
+    smoke_config.save(run.config_json)
+    _claim_run_dir(run, copy_config(smoke_config, **{"refine.irn_epochs": 7, "segment.lr": 0.5}), resume=True)
+    with pytest.raises(SfcError, match="train.lr"):
+        _claim_run_dir(run, copy_config(smoke_config, **{"train.lr": 0.5}), resume=True)
+
+
 def test_validation_keeps_the_best_checkpoint(smoke_config, smoke_dataset, tmp_path):
     run = RunDir(tmp_path / "validated")
     cfg = copy_config(smoke_config, **{"train.max_steps": 4, "train.val_every": 2, "train.checkpoint_every": 4})
