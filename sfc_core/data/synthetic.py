@@ -36,7 +36,7 @@ from tqdm import tqdm
 from sfc_core.errors import SfcError
 from sfc_core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MARKER = "COMPLETE.json"
 
 
@@ -60,12 +60,12 @@ SIZES: dict[str, SizeSpec] = {
 # -- what an image is made of (the same for every size) ---------------------------------------
 @dataclass(frozen=True)
 class Design:
-    alone_prob: float = 0.12            # share of a non-head class's images without its head
-    extra_object_prob: float = 0.2      # a non-head image gets a third object (another head)
+    alone_prob: float = 0.10            # share of a non-head class's images without its head
+    extra_object_prob: float = 0.2      # a head-and-non-head pair gets a third object (a head)
     head_extra_probs: tuple[float, float] = (0.35, 0.10)  # a head image gets 1 / 2 more heads
-    own_part_missing_prob: float = 0.3  # the shared part is then the only cue
+    own_part_missing_prob: float = 0.4  # the shared part is then the only cue
     large_radius: tuple[float, float] = (0.105, 0.135)   # large part radius / image size
-    own_radius_ratio: tuple[float, float] = (1.45, 1.65)  # large radius / own radius
+    own_radius_ratio: tuple[float, float] = (1.5, 1.7)    # large radius / own radius
     brightness: tuple[float, float] = (0.85, 1.1)         # per-object brightness jitter
     clutter_count: tuple[int, int] = (3, 6)               # background blobs per image
     clutter_radius: tuple[float, float] = (0.035, 0.09)   # / image size
