@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from sfc_core import engine
-from sfc_core.config import Config, SegmentConfig, parse_overrides
+from sfc_core.config import Config, RefineConfig, SegmentConfig, parse_overrides
 from sfc_core.data import MultiScaleDataset, SegmentationDataset, open_dataset
 from sfc_core.data.transforms import hflip, normalize, random_crop_box, rescale
 from sfc_core.errors import SfcError
@@ -297,7 +297,7 @@ def scale_probabilities(model: nn.Module, views: torch.Tensor, size: tuple[int, 
     return F.interpolate(logits, size, mode="bilinear", align_corners=False).softmax(1)
 
 
-def crf_prediction(image: np.ndarray, pred: np.ndarray, refine_cfg) -> np.ndarray:
+def crf_prediction(image: np.ndarray, pred: np.ndarray, refine_cfg: RefineConfig) -> np.ndarray:
     """The dense CRF of the refinement stage over a prediction's own classes: uint8 (H, W)."""
     from sfc_core.refine.crf import crf_labels
 
