@@ -166,7 +166,7 @@ class Config:
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
-    def from_preset(cls, name: str, overrides: dict[str, Any] | None = None) -> "Config":
+    def from_preset(cls, name: str, overrides: dict[str, Any] | None = None) -> Config:
         if name not in PRESETS:
             raise SfcError(f"unknown preset {name!r}", fix=f"use one of: {', '.join(PRESETS)}")
         cfg = cls(preset=name)
@@ -175,7 +175,7 @@ class Config:
         return cfg
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Config":
+    def from_dict(cls, d: dict[str, Any]) -> Config:
         cfg = cls(preset=d.get("preset", "voc"))
         flat = {f"{section}.{key}": value
                 for section, values in d.items() if isinstance(values, dict)
@@ -186,7 +186,7 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def override(self, overrides: dict[str, Any]) -> "Config":
+    def override(self, overrides: dict[str, Any]) -> Config:
         """Set dotted keys (``"train.lr": 0.01``), converting strings to the field's type."""
         for key, value in overrides.items():
             section_name, _, field_name = key.partition(".")
@@ -207,7 +207,7 @@ class Config:
         atomic_write_json(path, self.to_dict())
 
     @classmethod
-    def load(cls, path: str | Path) -> "Config":
+    def load(cls, path: str | Path) -> Config:
         path = Path(path)
         if not path.is_file():
             raise SfcError(f"no configuration at {path}",
