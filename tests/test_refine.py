@@ -64,12 +64,15 @@ def test_boundary_net_trains_only_its_branch_on_a_frozen_backbone():
     assert all(torch.equal(v, net.backbone.state_dict()[k]) for k, v in backbone_before.items())
 
 
-def test_unknown_method_and_missing_cams_are_sfc_errors(tmp_path):
+def test_unknown_method_no_run_and_missing_cams_are_sfc_errors(tmp_path, smoke_config, smoke_dataset):
     from sfc_core.refine import refine
 
     with pytest.raises(SfcError, match="--method irn or crf"):
         refine(tmp_path, "deeplab")
     with pytest.raises(SfcError, match="not a run directory"):
+        refine(tmp_path, "crf")
+    smoke_config.save(tmp_path / "config.json")
+    with pytest.raises(SfcError, match=f"{len(smoke_dataset.ids('train_aug'))} image.* have no CAMs"):
         refine(tmp_path, "crf")
 
 

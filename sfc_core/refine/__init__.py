@@ -42,7 +42,7 @@ from sfc_core.errors import SfcError
 from sfc_core.fusion import fuse
 from sfc_core.io import atomic_save_png, atomic_write_text
 from sfc_core.refine.crf import confidence_scores, confident_labels, rule_scores
-from sfc_core.refine.irn import load_boundary_net, train_irn, walk_scores
+from sfc_core.refine.irn import BoundaryNet, load_boundary_net, train_irn, walk_scores
 from sfc_core.run_dir import RunDir
 
 METHODS = ("irn", "crf")
@@ -122,10 +122,19 @@ def write_walk_masks(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids
         return
     net = load_boundary_net(run, cfg, device)
     threads = torch.get_num_threads()
-    if device.type == "cpu":    # 2^8 small sequential products: one thread is fastest (no sync)
+    if device.type == "cpu":    # 2^k small sequential products: one thread is fastest (no sync)
         torch.set_num_threads(1)
+    try:
+        _walk_images(net, run, cfg, dataset, todo, device)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _walk_images(net: BoundaryNet, run: RunDir, cfg: Config, dataset: SegmentationDataset,
+                 ids: list[str], device: torch.device) -> None:
+    out_dir = run.pseudo_masks("irn")
     with torch.inference_mode():
-        for image_id in tqdm(todo, desc="refine: random walk", unit="img"):
+        for image_id in tqdm(ids, desc="refine: random walk", unit="img"):
             record = load_cam(run, image_id, dataset.num_classes)
             if len(record.keys) == 1:             # no foreground class: all background
                 save_mask(out_dir / f"{image_id}.png", np.zeros(record.size, np.uint8))
@@ -136,7 +145,6 @@ def write_walk_masks(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids
                                  cfg.refine, cfg.train.amp)
             mask = record.keys[walked.argmax(0).cpu().numpy()].astype(np.uint8)
             save_mask(out_dir / f"{image_id}.png", mask)
-    torch.set_num_threads(threads)
 
 
 def refine_arguments(p: argparse.ArgumentParser) -> None:
