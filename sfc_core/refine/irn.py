@@ -207,7 +207,7 @@ def load_boundary_net(run: RunDir, cfg: Config, device: torch.device) -> Boundar
     """The trained boundary network of a run (after ``train_irn``), in eval mode."""
     checkpoint = engine.load_checkpoint(run.irn_checkpoint, device)
     engine.check_compatible(checkpoint, {"backbone": cfg.refine.irn_backbone, "architecture": ARCHITECTURE},
-                     run.irn_checkpoint)
+                            run.irn_checkpoint)
     net = BoundaryNet(build_backbone(cfg.refine.irn_backbone, "none"))
     net.load_state_dict(checkpoint["model"])
     return net.to(device).eval()
@@ -231,7 +231,7 @@ def train_irn(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[
 
     net = BoundaryNet(initial_backbone(run, cfg)).to(device)
     optimizer = engine.make_optimizer("sgd", [{"params": net.head_parameters(), "lr": refine.irn_lr}],
-                               cfg.train.momentum, refine.irn_weight_decay)
+                                      cfg.train.momentum, refine.irn_weight_decay)
     schedule = engine.make_schedule(optimizer, "poly", max_steps, cfg.train.poly_power)
     step = 0
     if run.irn_checkpoint.is_file():
