@@ -408,13 +408,14 @@ def segment(run: str | Path | RunDir, masks: str, overrides: dict[str, Any] | No
     if step < seg.iterations:
         throughput = _train(model, optimizer, schedule, scaler, step, cfg, dataset, ids, source,
                             out, expected, device, amp, memory_format, dist)
+        step = seg.iterations
 
     predictions = run.segment_predictions(masks) if save_predictions else None
     conf = evaluate_network(engine.unwrap(model), dataset, cfg.data.heldout_list, cfg, device, dist,
                             predictions)
     names = ["background", *dataset.class_names]
     result = {"masks": masks, "mask_settings": source.settings, "network": seg.network,
-              "train_list": cfg.data.train_list, "steps": seg.iterations,
+              "train_list": cfg.data.train_list, "steps": step,
               "train_images_per_s": throughput, "list": cfg.data.heldout_list,
               "num_images": len(dataset.ids(cfg.data.heldout_list)), "classes": names,
               "eval_scales": list(seg.eval_scales),
