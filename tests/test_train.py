@@ -84,6 +84,21 @@ def test_resume_accepts_changes_to_later_stages_only(smoke_config, tmp_path):
         _claim_run_dir(run, copy_config(smoke_config, **{"train.lr": 0.5}), resume=True)
 
 
+def test_the_paper_network_with_pcm_trains_its_projection(smoke_config, tmp_path):
+    """The smoke preset, like the synthetic one, has no PCM; the paper's (voc) network has, and
+    the consistency losses must train its projection. Same seed, so a run at lr 0 keeps the
+    initial weights."""
+    weights = {}
+    for lr in (0.0, 2e-3):
+        cfg = copy_config(smoke_config, **{"model.pcm": True, "model.seed_background_scale": 0.3,
+                                           "train.lr": lr, "train.max_steps": 2, "train.checkpoint_every": 2})
+        run = RunDir(tmp_path / f"lr{lr}")
+        train(cfg, run.root)
+        weights[lr] = engine.load_checkpoint(run.last_checkpoint)["model"]["pcm_projection.weight"]
+    assert torch.isfinite(weights[2e-3]).all()
+    assert not torch.equal(weights[0.0], weights[2e-3])
+
+
 def test_validation_keeps_the_best_checkpoint(smoke_config, smoke_dataset, tmp_path):
     run = RunDir(tmp_path / "validated")
     cfg = copy_config(smoke_config, **{"train.max_steps": 4, "train.val_every": 2, "train.checkpoint_every": 4})
