@@ -100,6 +100,7 @@ class CamConfig:
 
 @dataclass
 class RefineConfig:
+    method: str = "irn"                   # the pseudo masks step 3 trains on: "irn" (VOC) | "crf" (COCO)
     relation_lambda: float = 0.7          # fusion used for IRN's relation labels (reference)
     relation_rule: str = "reference"      # "reference" (CRF twice, bg x 0.5) | "thresholds" (IRN)
     relation_bg_scale: float = 0.5        # reference rule: background x 0.5 for the second map
@@ -262,6 +263,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data.eval_list": "train",
         "data.heldout_list": "val",
         "train.epochs": 5,                # SIPE's COCO schedule (reference has no COCO branch)
+        "refine.method": "crf",           # the paper's COCO route: IRN costs too much on 82k images
         "train.val_every": 0,             # no training-time validation on COCO (cost)
     },
     "synthetic": {
@@ -273,9 +275,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model.backbone": "tiny",         # width-reduced ResNet-18 layout, trained from scratch
         "model.backbone_weights": "none",
         # No PCM: from scratch it collapses SFC (12 epochs, eval list: PCM on, fused CAM
-        # mIoU 22.8 with an all-zero prototype CAM, also with a 30%-of-steps classification-
-        # only warm-up; PCM off 43.2; baseline 32.9). PCM comes from SEAM, not SFC: the
-        # baseline has none either.
+        # mIoU 22.5 with an all-zero prototype CAM; 23.7 with a classification-only warm-up
+        # over 30% of the steps; PCM off 43.2; baseline 32.9). PCM comes from SEAM, not SFC:
+        # the baseline has none either (docs/synthetic.md).
         "model.pcm": False,
         # Seeds: with background = 1 - fg, a pixel seeds its class iff fg > s (1 - fg), i.e.
         # fg > s / (1 + s). VOC's s = 0.3 puts that at 0.23, near VOC's usual CAM threshold;
@@ -298,6 +300,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         # 12x12 CAMs upsampled to 96 px are wide: the best threshold was the old sweep's top (0.5)
         # on main and control sets alike; measured best 0.7-0.8 (docs/synthetic.md)
         "cams.threshold_sweep": (0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9),
+        # Pseudo masks by the dense CRF: on the eval list (every 4th image, generator seed 0)
+        # CRF 28.9 (baseline) / 46.3 (SFC) against fused CAMs ~31 / 41.5; IRN's walk 22.7 on
+        # the baseline, its boundary net on a tiny from-scratch backbone being weak (`refine
+        # --method irn` still runs; 05_evaluation scores both with full=True)
+        "refine.method": "crf",
         # CRF spatial constants scaled from VOC's ~500 px to 96 px (50 -> 10, 3 -> 1): with VOC's
         # bilateral 50 the kernel spans the image and swaps touching objects' labels
         "refine.crf_gaussian_sxy": 1.0,
@@ -318,13 +325,14 @@ PRESETS: dict[str, dict[str, Any]] = {
         # (26.0 vs 8.4); SGD lr 0.1 ~ 0.02 ~ AdamW 2e-3 (27.2 / 26.0 / 25.8 at 600 steps of
         # 96 px); 64 px crops x 1350 steps 34.9 vs 96 px x 600 steps 27.2 for ~20% more CPU
         # time (203 vs 165 s). Generator v2, idle machine: 700 steps 28.5 in 108 s (training at
-        # 131 images/s, evaluation included), 1200 steps 28.3.
+        # 131 images/s, evaluation included), 1200 steps 28.3. 500 steps keep run_all.sh
+        # within 15 minutes (three step-3 trainings side by side took 281 s at 700).
         "segment.network": "lraspp_mobilenet_v3_large",
         "segment.backbone_weights": "none",
         "segment.crop_size": 64,          # 96 px images rescaled by 0.5-2.0, cut to 64 px
         "segment.backbone_lr_mult": 1.0,  # from scratch: one learning rate for all layers
         "segment.lr": 0.1,
-        "segment.iterations": 700,        # ~5.6 epochs of 2,000 images
+        "segment.iterations": 500,        # 4 epochs of 2,000 images
         "segment.eval_scales": (0.75, 1.0, 1.25),
         "segment.checkpoint_every": 100,
     },
@@ -349,6 +357,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.checkpoint_every": 5,
         "train.log_every": 2,
         "cams.scales": (1.0, 0.5),
+        "refine.method": "crf",           # as synthetic
         "refine.crf_gaussian_sxy": 1.0,
         "refine.crf_bilateral_sxy": 10.0,
         "refine.irn_backbone": "tiny",

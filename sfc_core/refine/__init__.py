@@ -48,12 +48,14 @@ from sfc_core.run_dir import RunDir
 METHODS = ("irn", "crf")
 
 
-def refine(run: str | Path | RunDir, method: str, device: str | torch.device | None = None) -> Path:
-    """Pseudo masks of every training image by ``method`` ("irn" or "crf"); returns their folder."""
+def refine(run: str | Path | RunDir, method: str | None = None, device: str | torch.device | None = None) -> Path:
+    """Pseudo masks of every training image by ``method`` ("irn" or "crf"; default the run's
+    ``refine.method``); returns their folder."""
     run = RunDir(run)
+    cfg = run.load_config()
+    method = method or cfg.refine.method
     if method not in METHODS:
         raise SfcError(f"unknown refinement method {method!r}", fix=f"use --method {' or '.join(METHODS)}")
-    cfg = run.load_config()
     dataset = open_dataset(cfg.data)
     list_name = cfg.data.train_list
     ids = dataset.ids(list_name)
@@ -149,8 +151,9 @@ def _walk_images(net: BoundaryNet, run: RunDir, cfg: Config, dataset: Segmentati
 
 def refine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="run directory with CAMs (made by `cams`)")
-    p.add_argument("--method", choices=METHODS, default="irn",
-                   help="irn: relation labels + boundary net + random walk (VOC); crf: dense CRF (COCO)")
+    p.add_argument("--method", choices=METHODS, default=None,
+                   help="irn: relation labels + boundary net + random walk (VOC); crf: dense CRF (COCO); "
+                        "default: the run's refine.method")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: train.device)")
 
 

@@ -1,0 +1,89 @@
+"""The stages chained for one run, and several runs side by side: what the notebooks call.
+
+    prepare_runs({"baseline": base_cfg, "sfc": cfg}, "runs/synthetic")   # train + CAMs + eval
+    pseudo_mask_runs(["runs/synthetic/baseline", "runs/synthetic/sfc"])  # step 2 + eval-seg
+    segment_runs([("runs/synthetic/sfc", "crf"), ("runs/synthetic/sfc", "gt")])   # step 3
+
+Each stage skips finished work (training resumes or is reused, finished CAM files and pseudo
+masks are kept, evaluations are read back), so calling these again is cheap. Independent runs
+go through ``sfc_core.parallel.run_side_by_side``: on a CPU machine the small synthetic runs
+finish sooner side by side, one torch thread each, than one after the other.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from sfc_core.cams import make_cams
+from sfc_core.config import Config
+from sfc_core.evaluate import eval_cams, eval_seg
+from sfc_core.parallel import run_side_by_side
+from sfc_core.refine import refine
+from sfc_core.run_dir import RunDir
+from sfc_core.segment import segment
+from sfc_core.train import train
+
+
+def trained_and_evaluated(cfg: Config, run_dir: str | Path, force: bool = False) -> dict[str, Any]:
+    """Train (or resume, or reuse) one run, make its CAMs of the evaluation and held-out lists,
+    and return its CAM evaluation (``eval_cams``; read back when already written)."""
+    run = RunDir(run_dir)
+    if force:
+        shutil.rmtree(run.root, ignore_errors=True)
+    train(cfg, run.root, resume=True)
+    for list_name in (cfg.data.eval_list, cfg.data.heldout_list):
+        make_cams(run, list_name)
+    return json.loads(run.cam_eval_json.read_text()) if run.cam_eval_json.is_file() else eval_cams(run)
+
+
+def prepare_runs(configs: dict[str, Config], run_root: str | Path, force: bool = False,
+                 processes: int = 2) -> dict[str, dict[str, Any]]:
+    """``trained_and_evaluated`` for each ``{name: config}`` into ``run_root/name``, side by
+    side, started in the given order (put the longest first); returns ``{name: CAM evaluation}``.
+    Two processes on two cores: three at once ran each training at ~half its speed alone
+    (their data-loader workers compete too), so the three finished later than two-then-one."""
+    calls = [partial(trained_and_evaluated, cfg, Path(run_root) / name, force) for name, cfg in configs.items()]
+    return dict(zip(configs, run_side_by_side(calls, processes)))
+
+
+def pseudo_masks(run_dir: str | Path, method: str | None = None, force: bool = False) -> dict[str, Any]:
+    """Step 2 for one run: CAMs of the training list, pseudo masks by ``method`` ("irn" or
+    "crf"; default the run's ``refine.method``), and their evaluation (``eval_seg``; read back
+    when it already scores ``method``)."""
+    run = RunDir(run_dir)
+    method = method or run.load_config().refine.method
+    if force:
+        for folder in (run.refine_dir(method), run.pseudo_masks(method).parent):
+            shutil.rmtree(folder, ignore_errors=True)
+        run.seg_eval_json.unlink(missing_ok=True)
+    make_cams(run)
+    refine(run, method)
+    if run.seg_eval_json.is_file():
+        scored = json.loads(run.seg_eval_json.read_text())
+        if method in scored["methods"]:
+            return scored
+    return eval_seg(run)          # every method with pseudo masks, this one included
+
+
+def pseudo_mask_runs(run_dirs: list[str | Path], method: str | None = None, force: bool = False,
+                     processes: int = 2) -> list[dict[str, Any]]:
+    """``pseudo_masks`` for several runs, side by side."""
+    return run_side_by_side([partial(pseudo_masks, run_dir, method, force) for run_dir in run_dirs], processes)
+
+
+def segmented(run_dir: str | Path, masks: str, force: bool = False) -> dict[str, Any]:
+    """Step 3 for one run: a segmentation network trained on ``masks`` ("irn", "crf", "cam" or
+    "gt") and scored on the held-out list (``segment``; read back when already finished)."""
+    run = RunDir(run_dir)
+    if force:
+        shutil.rmtree(run.segment_dir(masks), ignore_errors=True)
+    final = run.final_eval_json(masks)
+    return json.loads(final.read_text()) if final.is_file() else segment(run, masks)
+
+
+def segment_runs(jobs: list[tuple[str | Path, str]], force: bool = False, processes: int = 3) -> list[dict[str, Any]]:
+    """``segmented`` for each (run directory, masks), side by side."""
+    return run_side_by_side([partial(segmented, run_dir, masks, force) for run_dir, masks in jobs], processes)

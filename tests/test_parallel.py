@@ -1,0 +1,38 @@
+"""run_side_by_side: results in call order, errors raised in the caller, one thread per process."""
+from __future__ import annotations
+
+import os
+from functools import partial
+
+import pytest
+import torch
+
+from sfc_core.errors import SfcError
+from sfc_core.parallel import run_side_by_side
+
+
+def _threads_and_pid(tag: str) -> tuple[str, int, int]:
+    return tag, torch.get_num_threads(), os.getpid()
+
+
+def _fail(message: str) -> None:
+    raise SfcError(message, fix="none")
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2 or torch.cuda.is_available(),
+                    reason="side by side only on a CPU machine with 2+ cores")
+def test_calls_run_in_other_processes_in_order_with_their_share_of_threads():
+    results = run_side_by_side([partial(_threads_and_pid, tag) for tag in "abc"], processes=2)
+    assert [tag for tag, _, _ in results] == ["a", "b", "c"]
+    assert all(pid != os.getpid() for _, _, pid in results)
+    assert all(threads == max(1, os.cpu_count() // 2) for _, threads, _ in results)
+
+
+def test_one_process_runs_inline():
+    [(tag, _, pid)] = run_side_by_side([partial(_threads_and_pid, "x")], processes=4)
+    assert tag == "x" and pid == os.getpid()
+
+
+def test_an_error_in_a_call_reaches_the_caller():
+    with pytest.raises(SfcError, match="broken stage"):
+        run_side_by_side([partial(_threads_and_pid, "ok"), partial(_fail, "broken stage")], processes=2)
