@@ -263,9 +263,12 @@ def loader_batches(count: int, batch_size: int, crop_size: int, resize_long: tup
 
 
 def bench_config(cfg: Config) -> Config:
-    """A copy of ``cfg`` with random weights everywhere (nothing is downloaded or read)."""
+    """A copy of ``cfg`` with random weights everywhere (nothing is downloaded or read), and
+    the paper's network (PCM on, seeds at background x 0.3), which the reference-style step
+    copies, whatever the preset trains (the synthetic presets switch PCM off)."""
     return Config.from_dict(cfg.to_dict()).override({"model.backbone_weights": "none",
-                                                      "segment.backbone_weights": "none"})
+                                                      "segment.backbone_weights": "none",
+                                                      "model.pcm": True, "model.seed_background_scale": 0.3})
 
 
 # -- the reference-style step (--naive) ------------------------------------------------------

@@ -52,10 +52,12 @@ def refine(run: str | Path | RunDir, method: str | None = None, device: str | to
     """Pseudo masks of every training image by ``method`` ("irn" or "crf"; default the run's
     ``refine.method``); returns their folder."""
     run = RunDir(run)
+    if method is not None and method not in METHODS:     # a mistyped method is named first
+        raise _unknown_method(method)
     cfg = run.load_config()
     method = method or cfg.refine.method
     if method not in METHODS:
-        raise SfcError(f"unknown refinement method {method!r}", fix=f"use --method {' or '.join(METHODS)}")
+        raise _unknown_method(method)
     dataset = open_dataset(cfg.data)
     list_name = cfg.data.train_list
     ids = dataset.ids(list_name)
@@ -76,6 +78,11 @@ def refine(run: str | Path | RunDir, method: str | None = None, device: str | to
     atomic_write_text(run.pseudo_list(method, list_name), "\n".join(lines) + "\n")
     print(f"refine {method}: {len(ids)} pseudo masks -> {masks}")
     return masks
+
+
+def _unknown_method(name: str) -> SfcError:
+    return SfcError(f"unknown refinement method {name!r}",
+                    fix=f"use --method {' or '.join(METHODS)} (or set refine.method to one of them)")
 
 
 def save_mask(path: Path, mask: np.ndarray) -> None:
