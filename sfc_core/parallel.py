@@ -10,10 +10,9 @@ runs side by side with one thread each finish sooner than one after the other wi
 
 On a GPU, or with one CPU core, or for a single call, the calls run one after the other in
 this process. Otherwise each runs in a fresh (spawned) process with ``cpu_count // processes``
-torch threads (at least one), at most ``processes`` at a time; ``processes`` may exceed the
-cores (three runs of unequal length on two cores finish sooner all at once than two, then
-one). Results come back in order and the first error is raised here. Each call must be picklable: a module-level function, or a ``functools.partial``
-of one with picklable arguments (configs, paths).
+torch threads (at least one), at most ``processes`` at a time. Results come back in order and
+the first error is raised here. Each call must be picklable: a module-level function, or a
+``functools.partial`` of one with picklable arguments (configs, paths).
 """
 from __future__ import annotations
 
