@@ -263,7 +263,7 @@ def _train(cfg: Config, run: RunDir, resume: bool, stop_after: int | None, dist:
                     checkpoint(run.last_checkpoint, full=True)
                 if step in (max_steps, stop_after):
                     break
-        if step == max_steps and t.val_every == 0:
+        if step == max_steps and step > start_step and t.val_every == 0:   # a finished run reused: nothing to write
             best = {"score": None, "step": step}
             checkpoint(run.best_checkpoint, full=False)     # no validation: best = final
     finally:
