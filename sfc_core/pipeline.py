@@ -27,13 +27,19 @@ from sfc_core.segment import segment
 from sfc_core.train import train
 
 
-def trained_and_evaluated(cfg: Config, run_dir: str | Path, force: bool = False) -> dict[str, Any]:
-    """Train (or resume, or reuse) one run, make its CAMs of the evaluation and held-out lists,
-    and return its CAM evaluation (``eval_cams``; read back when already written)."""
-    run = RunDir(run_dir)
+def trained(cfg: Config, run_dir: str | Path, force: bool = False) -> None:
+    """Train one run into ``run_dir`` (resume an interrupted one, reuse a finished one;
+    start over with ``force``)."""
     if force:
-        shutil.rmtree(run.root, ignore_errors=True)
-    train(cfg, run.root, resume=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+    train(cfg, run_dir, resume=True)
+
+
+def evaluated(run_dir: str | Path) -> dict[str, Any]:
+    """CAMs of a trained run's evaluation and held-out lists, and their evaluation
+    (``eval_cams``; read back when already written)."""
+    run = RunDir(run_dir)
+    cfg = run.load_config()
     for list_name in (cfg.data.eval_list, cfg.data.heldout_list):
         make_cams(run, list_name)
     return json.loads(run.cam_eval_json.read_text()) if run.cam_eval_json.is_file() else eval_cams(run)
@@ -41,12 +47,16 @@ def trained_and_evaluated(cfg: Config, run_dir: str | Path, force: bool = False)
 
 def prepare_runs(configs: dict[str, Config], run_root: str | Path, force: bool = False,
                  processes: int = 2) -> dict[str, dict[str, Any]]:
-    """``trained_and_evaluated`` for each ``{name: config}`` into ``run_root/name``, side by
-    side, started in the given order (put the longest first); returns ``{name: CAM evaluation}``.
+    """Train each ``{name: config}`` into ``run_root/name``, then make its evaluation and
+    held-out CAMs and score them; runs side by side, started in the given order (put the
+    longest first); returns ``{name: CAM evaluation}``.
     Two processes on two cores: three at once ran each training at ~half its speed alone
-    (their data-loader workers compete too), so the three finished later than two-then-one."""
-    calls = [partial(trained_and_evaluated, cfg, Path(run_root) / name, force) for name, cfg in configs.items()]
-    return dict(zip(configs, run_side_by_side(calls, processes)))
+    (their data-loader workers compete too), so the three finished later than two-then-one.
+    Training and CAMs are separate steps, so a process that is done with its run takes
+    another run's CAMs or training rather than idling (``parallel``)."""
+    jobs = [(partial(trained, cfg, Path(run_root) / name, force), partial(evaluated, Path(run_root) / name))
+            for name, cfg in configs.items()]
+    return dict(zip(configs, run_side_by_side(jobs, processes)))
 
 
 def pseudo_masks(run_dir: str | Path, method: str | None = None, force: bool = False) -> dict[str, Any]:

@@ -1,8 +1,11 @@
-"""run_side_by_side: results in call order, errors raised in the caller, one thread per process."""
+"""run_side_by_side: results in job order, chained steps in order, errors raised in the caller,
+one thread per process."""
 from __future__ import annotations
 
 import os
 from functools import partial
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +16,14 @@ from sfc_core.parallel import run_side_by_side
 
 def _threads_and_pid(tag: str) -> tuple[str, int, int]:
     return tag, torch.get_num_threads(), os.getpid()
+
+
+def _write(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
+def _read(path: Path) -> str:
+    return path.read_text()
 
 
 def _fail(message: str) -> None:
@@ -36,3 +47,18 @@ def test_one_process_runs_inline():
 def test_an_error_in_a_call_reaches_the_caller():
     with pytest.raises(SfcError, match="broken stage"):
         run_side_by_side([partial(_threads_and_pid, "ok"), partial(_fail, "broken stage")], processes=2)
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_chain_runs_its_steps_in_order_and_returns_the_last_result(tmp_path, processes):
+    # each job's second step reads what its first wrote: it must not start before it
+    jobs = [(partial(_write, tmp_path / tag, f"made by {tag}"), partial(_read, tmp_path / tag)) for tag in "abc"]
+    assert run_side_by_side(jobs, processes=processes) == ["made by a", "made by b", "made by c"]
+
+
+def test_an_error_in_a_chain_stops_it_and_reaches_the_caller(tmp_path):
+    jobs = [(partial(_fail, "training broke"), partial(_write, tmp_path / "after", "x")),
+            partial(_threads_and_pid, "ok")]
+    with pytest.raises(SfcError, match="training broke"):
+        run_side_by_side(jobs, processes=2)
+    assert not (tmp_path / "after").exists()
