@@ -302,8 +302,21 @@ def read_pseudo_mask(path: Path) -> np.ndarray:
         raise SfcError(f"cannot read pseudo mask: {e}", path=path, fix="rerun the refine stage") from None
 
 
+def _kept_scores(run: RunDir, list_name: str, rescored: Sequence[str]) -> dict[str, Any]:
+    """The scores in seg_eval.json of the methods not in ``rescored`` whose masks are still there."""
+    if not run.seg_eval_json.is_file():
+        return {}
+    previous = json.loads(run.seg_eval_json.read_text())
+    if previous.get("list") != list_name:
+        return {}
+    present = set(run.pseudo_methods())
+    return {m: v for m, v in previous.get("methods", {}).items() if m not in rescored and m in present}
+
+
 def eval_seg(run: str | Path | RunDir, methods: Sequence[str] | None = None) -> dict[str, Any]:
-    """Score every method's pseudo masks on the evaluation list; write RUN_DIR/seg_eval.json.
+    """Score the pseudo masks of ``methods`` (default: every method the run has) on the
+    evaluation list; write RUN_DIR/seg_eval.json, keeping the scores of other methods already
+    there (same list, masks still present).
 
     Uncertain pixels (255) are scored both as background (the reference) and as ignored.
     """
@@ -318,7 +331,8 @@ def eval_seg(run: str | Path | RunDir, methods: Sequence[str] | None = None) -> 
     list_name = cfg.data.eval_list
     ids = dataset.ids(list_name)
     _check_masks(dataset, ids, list_name)
-    result: dict[str, Any] = {"list": list_name, "num_images": len(ids), "classes": names, "methods": {}}
+    result: dict[str, Any] = {"list": list_name, "num_images": len(ids), "classes": names,
+                              "methods": _kept_scores(run, list_name, methods)}
     for method in methods:
         folder = run.pseudo_masks(method)
         paths = {i: folder / f"{i}.png" for i in ids}

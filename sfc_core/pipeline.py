@@ -75,7 +75,7 @@ def pseudo_masks(run_dir: str | Path, method: str | None = None, force: bool = F
         scored = json.loads(run.seg_eval_json.read_text())
         if method in scored["methods"]:
             return scored
-    return eval_seg(run)          # every method with pseudo masks, this one included
+    return eval_seg(run, [method])   # keeps the other method's scores
 
 
 def pseudo_mask_runs(run_dirs: list[str | Path], method: str | None = None, force: bool = False,

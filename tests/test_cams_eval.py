@@ -238,6 +238,12 @@ def test_eval_seg_counts_uncertain_pixels_both_ways(hand_run):
     assert crf["uncertain_as_background"]["miou"] < 1.0
     assert result["fused_cam"]["miou"] is not None
     assert json.loads(run.seg_eval_json.read_text())["methods"]["crf"]["uncertain_pixels"] == uncertain
+    # scoring one method keeps the other's scores; they go when its masks go
+    shutil.copytree(folder, run.pseudo_masks("irn"))
+    assert set(eval_seg(run, ["irn"])["methods"]) == {"crf", "irn"}
+    assert json.loads(run.seg_eval_json.read_text())["methods"]["crf"]["uncertain_pixels"] == uncertain
+    shutil.rmtree(run.pseudo_masks("irn"))
+    assert set(eval_seg(run, ["crf"])["methods"]) == {"crf"}
     (folder / "2007_000001.png").unlink()
     with pytest.raises(SfcError, match="have no pseudo mask \\(crf\\)"):
         eval_seg(run)
