@@ -577,11 +577,12 @@ def bench_train(cfg: Config, device: torch.device, steps: int, warmup: int, repe
 
 def bench_cams(cfg: Config, device: torch.device, steps: int, warmup: int) -> dict:
     """CAM inference images/s: an image at every scale of cams.scales (with its flip) through
-    ``cams.multiscale_cams``, upsampled and summed, the label's rows copied back."""
+    ``cams.multiscale_cams`` in channels-last memory as the stage runs it, upsampled and
+    summed, the label's rows copied back."""
     from sfc_core.cams import multiscale_cams
 
     num_classes = num_foreground_classes(cfg)
-    model = build_model(cfg.model, num_classes).to(device).eval()
+    model = build_model(cfg.model, num_classes).to(device).eval().to(memory_format=torch.channels_last)
     size = inference_size(cfg)
     image = torch.randn(1, 3, *size)
     views = []
@@ -599,7 +600,8 @@ def bench_cams(cfg: Config, device: torch.device, steps: int, warmup: int) -> di
         for i in range(warmup + steps):
             synchronize(device)
             start = time.perf_counter()
-            pairs = [view.to(device, non_blocking=True) for view in views]
+            pairs = [view.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+                     for view in views]       # as the cams stage
             with engine.autocast(device, amp):
                 maps = multiscale_cams(model, pairs, label.to(device), size, cfg.cams.mask_by_label)
             _ = [m[rows].cpu() for m in maps]
