@@ -29,12 +29,12 @@ import multiprocessing
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from typing import Any, Union
+from typing import Any
 
 import torch
 
 Step = Callable[[], Any]
-Job = Union[Step, Sequence[Step]]
+Job = Step | Sequence[Step]
 
 
 def run_side_by_side(jobs: Sequence[Job], processes: int = 2) -> list[Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from functools import partial
-
 from pathlib import Path
 
 import pytest
