@@ -577,12 +577,11 @@ def bench_train(cfg: Config, device: torch.device, steps: int, warmup: int, repe
 
 def bench_cams(cfg: Config, device: torch.device, steps: int, warmup: int) -> dict:
     """CAM inference images/s: an image at every scale of cams.scales (with its flip) through
-    ``cams.multiscale_cams`` in channels-last memory as the stage runs it, upsampled and
-    summed, the label's rows copied back."""
+    ``cams.multiscale_cams``, upsampled and summed, the label's rows copied back."""
     from sfc_core.cams import multiscale_cams
 
     num_classes = num_foreground_classes(cfg)
-    model = build_model(cfg.model, num_classes).to(device).eval().to(memory_format=torch.channels_last)
+    model = build_model(cfg.model, num_classes).to(device).eval()
     size = inference_size(cfg)
     image = torch.randn(1, 3, *size)
     views = []

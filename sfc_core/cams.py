@@ -62,14 +62,10 @@ def multiscale_cams(model, images: list[torch.Tensor], label: torch.Tensor, size
 
     images: one (2, 3, h_s, w_s) tensor per scale (image and flip), on the model's device;
     label: (C,) multi-hot. Each scale's (C+1, h, w) maps are upsampled bilinearly to `size`,
-    summed over scales, then max-normalised per channel (reference make_cam). The images go in
-    channels-last memory, the layout `make_cams` puts the model in (on this CPU 1.4x the
-    images/s of the default layout for the tiny network; the maps differ by at most 7e-7,
-    below the float16 resolution of the saved files).
+    summed over scales, then max-normalised per channel (reference make_cam).
     """
     classifier = prototype = 0
     for pair in images:
-        pair = pair.contiguous(memory_format=torch.channels_last)
         scale_cams = model.infer(pair, label, mask_by_label=mask_by_label)
         up = [F.interpolate(cam[None].float(), size, mode="bilinear", align_corners=False)[0]
               for cam in scale_cams]
@@ -165,8 +161,7 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
     dist = setup_distributed()
     shard = todo[dist.rank::dist.world_size]
     device = select_device(str(device or cfg.train.device), dist)
-    # last.pt if there is no best.pt; channels-last as multiscale_cams feeds it
-    model = load_model(run.root, which="best", device=device).to(memory_format=torch.channels_last)
+    model = load_model(run.root, which="best", device=device)   # last.pt if there is no best.pt
     loader = DataLoader(Subset(views, shard), batch_size=1, collate_fn=_only_item,
                         num_workers=cfg.data.num_workers if shard else 0,
                         pin_memory=device.type == "cuda")
