@@ -16,6 +16,7 @@ from sfc_core.errors import SfcError
 VERBS: list[tuple[str, str, str, str]] = [
     ("synth", "sfc_core.data.synthetic", "synth", "write a synthetic long-tailed dataset (VOC layout)"),
     ("stats", "sfc_core.data.stats", "stats", "per-class image counts, co-occurrence, class weights"),
+    ("pretrain", "sfc_core.pretrain", "pretrain", "pretrain the small backbone on the synthetic pretraining set"),
     ("train", "sfc_core.train", "train", "train SFC (or the baseline / an ablation) into a run dir"),
     ("cams", "sfc_core.cams", "cams", "multi-scale + flip classifier and prototype CAMs"),
     ("eval-cams", "sfc_core.evaluate", "eval_cams", "mIoU and calibration of classifier/prototype/fused CAMs"),

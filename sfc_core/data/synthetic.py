@@ -138,6 +138,10 @@ PRIMARY_SHARE: dict[str, float] = {
 }
 SHAPES = ("disc", "square", "hexagon", "triangle", "diamond", "ellipse", "cross", "star")
 TEXTURES = ("solid", "stripes", "checker", "dots", "rings", "waves")
+# Drawn only by the pretraining set (sfc_core/data/pretrain_set.py). Kept out of SHAPES and
+# TEXTURES, which the clutter draws from, so the benchmark's images stay byte-identical.
+EXTRA_SHAPES = ("pentagon", "ring", "crescent")
+EXTRA_TEXTURES = ("grid", "diagonal")
 
 
 @dataclass(frozen=True)
@@ -185,6 +189,13 @@ def _shape_inside(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         return np.all([u * np.cos(a) + v * np.sin(a) <= apothem for a in angles], axis=0)
     if shape == "star":
         return np.hypot(u, v) <= 0.55 + 0.45 * np.cos(5 * np.arctan2(v, u))
+    if shape == "pentagon":
+        angles = np.pi / 2 + 2 * np.pi * np.arange(5) / 5
+        return np.all([u * np.cos(a) + v * np.sin(a) <= 0.8 for a in angles], axis=0)
+    if shape == "ring":
+        return (u * u + v * v <= 1.0) & (u * u + v * v >= 0.3)
+    if shape == "crescent":
+        return (u * u + v * v <= 1.0) & ((u - 0.45) ** 2 + v * v >= 0.55)
     raise ValueError(shape)
 
 
@@ -203,6 +214,10 @@ def _texture(texture: str, u: np.ndarray, v: np.ndarray, frequency: float) -> np
         return np.floor(np.hypot(fu, fv)) % 2 == 1
     if texture == "waves":
         return np.sin(np.pi * (fu + 0.4 * np.sin(np.pi * fv))) > 0
+    if texture == "grid":
+        return ((fu - np.floor(fu)) < 0.3) | ((fv - np.floor(fv)) < 0.3)
+    if texture == "diagonal":
+        return np.floor(fu + fv) % 2 == 1
     raise ValueError(texture)
 
 
@@ -313,13 +328,8 @@ def _muted_colour(rng: np.random.Generator) -> np.ndarray:
     return np.clip(grey + tint, 0, 255).astype(np.float32)
 
 
-def render(rng: np.random.Generator, objects: list[PlacedObject], classes: list[ClassInfo],
-           size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Draw background, clutter and objects.
-
-    Returns image uint8 (S, S, 3), class mask uint8 (S, S) (0 bg, 1..C), part mask uint8
-    (S, S) (0 none, 1 large part, 2 own part).
-    """
+def render_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """float32 (S, S, 3): a gradient between two muted colours and low-contrast clutter blobs."""
     d = DESIGN
     grid = (np.arange(size, dtype=np.float32) + 0.5) / size
     theta = rng.uniform(0, 2 * np.pi)
@@ -327,7 +337,6 @@ def render(rng: np.random.Generator, objects: list[PlacedObject], classes: list[
     ramp = (ramp - ramp.min()) / max(float(np.ptp(ramp)), 1e-6)
     start, end = _muted_colour(rng), _muted_colour(rng)
     image = start + (end - start) * ramp[..., None]
-
     for _ in range(int(rng.integers(d.clutter_count[0], d.clutter_count[1] + 1))):
         colour = _muted_colour(rng)
         style = PartStyle(str(rng.choice(SHAPES)), str(rng.choice(TEXTURES)),
@@ -336,7 +345,23 @@ def render(rng: np.random.Generator, objects: list[PlacedObject], classes: list[
         r = float(rng.uniform(*d.clutter_radius) * size)
         centre = (float(rng.uniform(0, size)), float(rng.uniform(0, size)))
         draw_part(image, style, centre, r, float(rng.uniform(0, 2 * np.pi)))
+    return image
 
+
+def add_noise(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """float32 (S, S, 3) -> uint8: Gaussian pixel noise (``DESIGN.noise_sigma``), clipped."""
+    image = image + rng.normal(0, DESIGN.noise_sigma, image.shape).astype(np.float32)
+    return np.clip(image, 0, 255).round().astype(np.uint8)
+
+
+def render(rng: np.random.Generator, objects: list[PlacedObject], classes: list[ClassInfo],
+           size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draw background, clutter and objects.
+
+    Returns image uint8 (S, S, 3), class mask uint8 (S, S) (0 bg, 1..C), part mask uint8
+    (S, S) (0 none, 1 large part, 2 own part).
+    """
+    image = render_background(rng, size)
     class_mask = np.zeros((size, size), np.uint8)
     part_mask = np.zeros((size, size), np.uint8)
     for obj in objects:
@@ -351,8 +376,7 @@ def render(rng: np.random.Generator, objects: list[PlacedObject], classes: list[
             box, inside = draw_part(image, info.own_style, centre, obj.own_radius, obj.angle, obj.brightness)
             class_mask[box][inside] = obj.cls + 1
             part_mask[box][inside] = 2
-    image += rng.normal(0, d.noise_sigma, image.shape).astype(np.float32)
-    return np.clip(image, 0, 255).round().astype(np.uint8), class_mask, part_mask
+    return add_noise(rng, image), class_mask, part_mask
 
 
 # -- the dataset -----------------------------------------------------------------------------

@@ -17,8 +17,10 @@ Registered entries (``BACKBONES``):
 - ``tiny``: a width-reduced ResNet-18 layout (widths 16-32-64-128, blocks 1/1/2/2) for the
   synthetic CPU presets: a 3x3 stride-2 stem with max-pool (stride 4), layer2 at stride 2,
   layer3 at stride 1, layer4 dilated (2), so output stride 8 (a 128 px image gives 16x16).
-  Trained from scratch, so its BatchNorm trains and nothing is frozen. Weights: ``"none"``
-  or a path.
+  Weights: ``"none"`` (from scratch: its BatchNorm trains and nothing is frozen) or a path,
+  e.g. the file ``python -m sfc_core pretrain`` writes (sfc_core/pretrain.py). With loaded
+  weights it gets the ResNets' freeze policy, as the paper does with ImageNet weights: frozen
+  BatchNorm statistics, stem, layer1 and layer2 without gradient.
 
 The freeze policy is data of each entry (``frozen_stages``, ``frozen_bn``), applied by
 ``Backbone`` in one place.
@@ -198,10 +200,13 @@ def tiny(weights: str = "none") -> Backbone:
         for m in module.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-    backbone = Backbone([stem, *layers], channels=widths, output_stride=8)
-    if weights == "imagenet":
-        raise SfcError("the tiny backbone has no ImageNet weights",
-                       fix="set model.backbone_weights=none (it trains from scratch) or a .pth path")
-    if weights != "none":
+    if weights in ("imagenet", "pretrain"):
+        raise SfcError(f"the tiny backbone has no {weights!r} weights here",
+                       fix="make them with `python -m sfc_core pretrain` and set model.backbone_weights "
+                           "to the path it prints (the train verb does this for 'pretrain'), or none")
+    pretrained = weights != "none"
+    backbone = Backbone([stem, *layers], channels=widths, output_stride=8,
+                        frozen_stages=2 if pretrained else -1, frozen_bn=pretrained)
+    if pretrained:
         load_state_dict_file(backbone, weights)
     return backbone

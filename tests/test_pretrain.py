@@ -1,0 +1,118 @@
+"""The synthetic pretraining set and the pretrain stage, on tiny sizes."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sfc_core.config import Config
+from sfc_core.data.pretrain_set import (
+    MIN_COLOUR_DISTANCE,
+    PretrainClass,
+    PretrainSpec,
+    benchmark_styles,
+    check_disjoint,
+    class_definitions,
+    make_images,
+)
+from sfc_core.errors import SfcError
+from sfc_core.model.backbone import build_backbone
+from sfc_core.pretrain import (
+    Classifier,
+    Recipe,
+    accuracy,
+    pretrain,
+    resolve_backbone_weights,
+    train_classifier,
+)
+
+TINY = PretrainSpec(image_size=32, num_pairs=3, colours_per_pair=2, train_per_class=12, val_per_class=4)
+QUICK = Recipe(epochs=2, batch_size=16)
+
+
+def test_set_is_deterministic_and_seeded():
+    images, labels = make_images(TINY, "train")
+    again, labels_again = make_images(TINY, "train")
+    assert images.shape == (6 * 12, 32, 32, 3) and images.dtype == np.uint8
+    assert np.array_equal(images, again) and np.array_equal(labels, labels_again)
+    assert np.bincount(labels).tolist() == [12] * 6
+    other, _ = make_images(PretrainSpec(**{**TINY.__dict__, "seed": 1001}), "train")
+    assert not np.array_equal(images, other)
+    val, _ = make_images(TINY, "val")
+    assert not any(np.array_equal(val[0], image) for image in images)
+
+
+def test_classes_are_distinct_and_disjoint_from_the_benchmark():
+    classes = class_definitions(PretrainSpec())
+    assert len(classes) == 80
+    triples = {(c.style.shape, c.style.texture, c.style.colour) for c in classes}
+    assert len(triples) == 80
+    bench = benchmark_styles()
+    bench_pairs = {(b.shape, b.texture) for b in bench}
+    assert len(bench_pairs) == 20      # 3 shared + 7 control large parts + 10 own parts
+    for c in classes:
+        assert (c.style.shape, c.style.texture) not in bench_pairs
+        assert min(math.dist(c.style.colour, b.colour) for b in bench) >= MIN_COLOUR_DISTANCE
+    check_disjoint(classes)
+    copied = PretrainClass("copy", bench[0])
+    with pytest.raises(SfcError, match="overlaps the benchmark part"):
+        check_disjoint([*classes, copied])
+
+
+def test_too_many_classes_is_an_sfc_error():
+    with pytest.raises(SfcError, match="free"):
+        class_definitions(PretrainSpec(num_pairs=500))
+
+
+def test_a_few_steps_beat_chance():
+    torch.manual_seed(0)
+    images, labels = make_images(TINY, "train")
+    model = Classifier(build_backbone("tiny", "none"), TINY.num_classes)
+    before = accuracy(model, images, labels)
+    train_classifier(model, images, labels, Recipe(epochs=6, batch_size=12), progress=False)
+    after = accuracy(model, images, labels)
+    assert after >= 2 / TINY.num_classes and after > before
+
+
+def test_pretrain_caches_by_parameters_and_the_weights_load(tmp_path):
+    path = pretrain(tmp_path, TINY, QUICK, progress=False)
+    stamp = path.stat().st_mtime_ns
+    assert pretrain(tmp_path, TINY, QUICK, progress=False) == path and path.stat().st_mtime_ns == stamp
+    other = pretrain(tmp_path, TINY, Recipe(epochs=1, batch_size=16), progress=False)
+    assert other != path and other.is_file()
+    assert not list(tmp_path.glob(".*.tmp"))
+
+    backbone = build_backbone("tiny", str(path))
+    saved = torch.load(path, weights_only=True)
+    assert all(torch.equal(saved[k], v) for k, v in backbone.state_dict().items())
+    # the paper's freeze policy: stem, layer1, layer2 without gradient; BN statistics frozen
+    assert backbone.frozen_stages == 2 and backbone.frozen_bn
+    assert not any(p.requires_grad for stage in backbone.stages[:3] for p in stage.parameters())
+    assert all(p.requires_grad for stage in backbone.stages[3:] for p in stage.parameters())
+    backbone.train()
+    assert not any(m.training for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    scratch = build_backbone("tiny", "none")
+    assert scratch.frozen_stages == -1 and all(p.requires_grad for p in scratch.parameters())
+
+
+def test_named_weights_resolve_to_the_pretrained_file(tmp_path):
+    cfg = Config.from_preset("synthetic-paper", {"data.root": str(tmp_path)})
+    resolved = resolve_backbone_weights(cfg, TINY, QUICK)
+    assert resolved.model.backbone_weights == resolved.refine.irn_backbone_weights
+    assert resolved.model.backbone_weights.startswith(str(tmp_path / "pretrain"))
+    assert cfg.model.backbone_weights == "pretrain"       # the input is not changed
+    with pytest.raises(SfcError, match="python -m sfc_core pretrain"):
+        build_backbone("tiny", "pretrain")
+
+
+def test_paper_preset_keeps_the_voc_recipe():
+    paper, voc = Config.from_preset("synthetic-paper"), Config.from_preset("voc")
+    for key in ("model.pcm", "model.seed_background_scale", "model.side_channels", "loss.prototype_weight",
+                "loss.scale_weight", "loss.class_weights", "train.optimizer", "train.schedule", "train.lr",
+                "train.new_layer_lr_mult", "train.momentum", "train.weight_decay", "train.batch_size",
+                "train.bank_draws", "train.epochs", "cams.scales", "cams.fusion_lambda",
+                "cams.background", "refine.method", "refine.walk_bg_constant"):
+        section, name = key.split(".")
+        assert getattr(getattr(paper, section), name) == getattr(getattr(voc, section), name), key
