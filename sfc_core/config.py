@@ -43,6 +43,9 @@ class DataConfig:
     resize_long: tuple[int, int] = (320, 640)   # random long-side resize range, bicubic
     crop_size: int = 512                  # random crop, zero padded, with a valid mask
     num_workers: int = 2                  # DataLoader workers
+    labels_file: str = ""                 # image labels: "" = <root>/cls_labels.json (prepare), else from masks
+    allow_pickled_labels: bool = False    # read a reference-style .npy label file (pickle can run code)
+    coco_mask_layout: str = "split"       # COCO: "split" (SegmentationClass/<split>/) | "flat" (one folder)
 
 
 @dataclass
