@@ -673,7 +673,7 @@ def bench(cfg: Config, device: str = "auto", steps: int = 10, warmup: int = 2, r
         raise SfcError(f"bad counts: steps={steps}, warmup={warmup}, repeats={repeats}",
                        fix="give --steps >= 1, --warmup >= 0, --repeats >= 1")
     cfg = bench_config(cfg)
-    device = engine.select_device(device)
+    device = engine.select_device(device, option="--device")
     result = {"preset": cfg.preset, "machine": machine_info(device)}
     if "train" in stages:
         result["train"] = bench_train(cfg, device, steps, warmup, repeats, naive, profile)

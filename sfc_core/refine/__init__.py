@@ -66,11 +66,11 @@ def refine(run: str | Path | RunDir, method: str | None = None, device: str | to
         raise SfcError(f"{len(missing)} image(s) of list {list_name!r} have no CAMs, first: "
                        f"{', '.join(missing[:3])}", path=run.cams,
                        fix=f"run: python -m sfc_core cams --run {run.root}")
+    device = select_device(str(device or cfg.train.device), option="--device")
     if method == "crf":
         write_confident_labels(run, cfg, dataset, ids, run.pseudo_masks("crf"))
     else:
         write_confident_labels(run, cfg, dataset, ids, run.relation_labels)
-        device = select_device(str(device or cfg.train.device))
         train_irn(run, cfg, dataset, ids, device)
         write_walk_masks(run, cfg, dataset, ids, device)
     masks = run.pseudo_masks(method)
