@@ -223,6 +223,7 @@ LIMITS: dict[str, Limit] = {
     "data.resize_long": Limit(1, ordered=True),
     "data.crop_size": NETWORK_MIN_CROP,
     "data.num_workers": at_least(0),
+    "data.coco_mask_layout": one_of("split", "flat"),            # data/coco.py MASK_LAYOUTS
     "model.backbone": one_of("resnet50", "resnet101", "tiny"),    # model/backbone.py BACKBONES
     "model.side_channels": at_least(1),
     "model.seed_background_scale": above(0),
@@ -296,7 +297,7 @@ LIMITS: dict[str, Limit] = {
     "segment.checkpoint_every": at_least(1),
 }
 # Checked where they are used: paths (or "imagenet" / "none" / "sfc") and list names.
-FREE_FORM = {"data.root", "data.train_list", "data.eval_list", "data.heldout_list",
+FREE_FORM = {"data.root", "data.labels_file", "data.train_list", "data.eval_list", "data.heldout_list",
              "model.backbone_weights", "refine.irn_backbone_weights", "segment.backbone_weights"}
 DEVICE_KEYS = {"train.device"}         # auto, cpu, cuda, cuda:N (check_device)
 
