@@ -18,6 +18,8 @@ VERBS: list[tuple[str, str, str, str]] = [
     ("prepare", "sfc_core.data.prepare", "prepare", "VOC 2012 + SBD or COCO 2014 downloads -> the kit's dataset layout"),
     ("stats", "sfc_core.data.stats", "stats", "per-class image counts, co-occurrence, class weights"),
     ("train", "sfc_core.train", "train", "train SFC (or the baseline / an ablation) into a run dir"),
+    ("import-checkpoint", "sfc_core.import_checkpoint", "import_checkpoint",
+     "a checkpoint trained elsewhere (SFC authors', SIPE's) as a run directory"),
     ("cams", "sfc_core.cams", "cams", "multi-scale + flip classifier and prototype CAMs"),
     ("eval-cams", "sfc_core.evaluate", "eval_cams", "mIoU and calibration of classifier/prototype/fused CAMs"),
     ("refine", "sfc_core.refine", "refine", "pseudo masks from the CAMs: IRN or dense CRF"),
