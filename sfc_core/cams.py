@@ -126,8 +126,10 @@ def _only_item(batch: list[dict]) -> dict:
 
 
 def make_cams(run: str | Path | RunDir, list_name: str | None = None,
-              scales: tuple[float, ...] | None = None, device: str | torch.device | None = None) -> Path:
+              scales: tuple[float, ...] | None = None, device: str | torch.device | None = None,
+              overrides: dict | None = None) -> Path:
     """CAMs of every image of `list_name` (default: the training list) into RUN_DIR/cams/.
+    `overrides`: dotted config keys on top of the run's config.json (e.g. data.root).
 
     Returns the cams folder. Finished images are skipped; under torchrun each rank does an
     interleaved shard of the rest.
@@ -143,7 +145,7 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
     from sfc_core.model.sfc_net import load_model
 
     run = RunDir(run)
-    cfg = run.load_config()
+    cfg = run.load_config(overrides)
     list_name = list_name or cfg.data.train_list
     scales = tuple(scales or cfg.cams.scales)
     if not scales or min(scales) <= 0:
@@ -190,6 +192,9 @@ def cams_arguments(p: argparse.ArgumentParser) -> None:
                    help="image list (default: the training list; `val` for held-out figures)")
     p.add_argument("--scales", default=None, help="comma-separated scales, e.g. 1.0,0.5,1.5,2.0")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: train.device)")
+    from sfc_core.cli import add_override_arguments
+
+    add_override_arguments(p)
 
 
 def parse_scales(text: str | None) -> tuple[float, ...] | None:
@@ -202,5 +207,7 @@ def parse_scales(text: str | None) -> tuple[float, ...] | None:
 
 
 def cams_command(args: argparse.Namespace) -> int:
-    make_cams(args.run, args.list_name, parse_scales(args.scales), args.device)
+    from sfc_core.cli import overrides_from_args
+
+    make_cams(args.run, args.list_name, parse_scales(args.scales), args.device, overrides_from_args(args))
     return 0

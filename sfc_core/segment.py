@@ -44,7 +44,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from sfc_core import engine
-from sfc_core.config import Config, RefineConfig, SegmentConfig, parse_overrides
+from sfc_core.config import Config, RefineConfig, SegmentConfig
 from sfc_core.data import MultiScaleDataset, SegmentationDataset, open_dataset
 from sfc_core.data.transforms import hflip, normalize, random_crop_box, rescale
 from sfc_core.errors import SfcError
@@ -497,12 +497,15 @@ def segment_arguments(p: argparse.ArgumentParser) -> None:
                    help="also score multi-scale predictions after the dense CRF (segment.eval_crf)")
     p.add_argument("--save-predictions", action="store_true",
                    help="write the held-out predictions as palette PNGs to segment/<masks>/predictions/")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set segment.iterations=2000 (repeatable)")
+    from sfc_core.cli import add_override_arguments
+
+    add_override_arguments(p)
 
 
 def segment_command(args: argparse.Namespace) -> int:
-    overrides: dict[str, Any] = parse_overrides(args.overrides)
+    from sfc_core.cli import overrides_from_args
+
+    overrides: dict[str, Any] = overrides_from_args(args)
     if args.crf:
         overrides["segment.eval_crf"] = True
     result = segment(args.run, args.masks, overrides, save_predictions=args.save_predictions)

@@ -48,13 +48,15 @@ from sfc_core.run_dir import RunDir
 METHODS = ("irn", "crf")
 
 
-def refine(run: str | Path | RunDir, method: str | None = None, device: str | torch.device | None = None) -> Path:
+def refine(run: str | Path | RunDir, method: str | None = None, device: str | torch.device | None = None,
+           overrides: dict | None = None) -> Path:
     """Pseudo masks of every training image by ``method`` ("irn" or "crf"; default the run's
-    ``refine.method``); returns their folder."""
+    ``refine.method``); returns their folder. ``overrides``: dotted config keys on top of the
+    run's config.json (e.g. refine.irn_backbone_weights=PATH)."""
     run = RunDir(run)
     if method is not None and method not in METHODS:     # a mistyped method is named first
         raise _unknown_method(method)
-    cfg = run.load_config()
+    cfg = run.load_config(overrides)
     method = method or cfg.refine.method
     if method not in METHODS:
         raise _unknown_method(method)
@@ -162,8 +164,13 @@ def refine_arguments(p: argparse.ArgumentParser) -> None:
                    help="irn: relation labels + boundary net + random walk (VOC); crf: dense CRF (COCO); "
                         "default: the run's refine.method")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: train.device)")
+    from sfc_core.cli import add_override_arguments
+
+    add_override_arguments(p)
 
 
 def refine_command(args: argparse.Namespace) -> int:
-    refine(args.run, args.method, args.device)
+    from sfc_core.cli import overrides_from_args
+
+    refine(args.run, args.method, args.device, overrides_from_args(args))
     return 0

@@ -192,11 +192,12 @@ def initial_backbone(run: RunDir, cfg: Config) -> Backbone:
     the only useful choice when the backbone was trained from scratch."""
     refine = cfg.refine
     if refine.irn_backbone_weights != "sfc":
-        return build_backbone(refine.irn_backbone, refine.irn_backbone_weights)
+        return build_backbone(refine.irn_backbone, refine.irn_backbone_weights, "refine.irn_backbone_weights")
     if refine.irn_backbone != cfg.model.backbone:
         raise SfcError(f"refine.irn_backbone_weights=sfc needs refine.irn_backbone to be the run's "
                        f"backbone {cfg.model.backbone!r}, not {refine.irn_backbone!r}", path=run.config_json,
-                       fix=f"set refine.irn_backbone={cfg.model.backbone}, or irn_backbone_weights=imagenet")
+                       fix=f"pass --set refine.irn_backbone={cfg.model.backbone}, or "
+                           "--set refine.irn_backbone_weights=imagenet (or a .pth path)")
     from sfc_core.model.sfc_net import load_model
 
     which = "best" if run.best_checkpoint.is_file() else "last"
