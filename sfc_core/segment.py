@@ -46,7 +46,7 @@ from tqdm import tqdm
 from sfc_core import engine
 from sfc_core.config import Config, RefineConfig, SegmentConfig, parse_overrides
 from sfc_core.data import MultiScaleDataset, SegmentationDataset, open_dataset
-from sfc_core.data.transforms import hflip, normalize, random_crop_box, rescale
+from sfc_core.data.transforms import augment
 from sfc_core.errors import SfcError
 from sfc_core.evaluate import read_pseudo_mask, scores
 from sfc_core.io import atomic_write_json
@@ -136,45 +136,12 @@ def check_masks(source: MaskSource, dataset: SegmentationDataset, list_name: str
                            path=source.path(image_id), fix=source.fix)
 
 
-# -- the joint training transform -------------------------------------------------------------
-
-
-def rescale_mask(mask: np.ndarray, scale: float) -> np.ndarray:
-    """Nearest-neighbour resize of a uint8 (H, W) mask to the size `rescale` gives its image."""
-    if scale == 1:
-        return mask
-    height, width = mask.shape
-    size = (round(width * scale), round(height * scale))   # PIL takes (width, height)
-    return np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST))
-
-
-def paste_crop(array: np.ndarray, source: np.ndarray, box: np.ndarray, crop_size: int,
-               fill: float) -> np.ndarray:
-    """The (S, S, ...) crop of `array` described by `random_crop_box`, `fill` where it has no pixel."""
-    crop = np.full((crop_size, crop_size) + array.shape[2:], fill, dtype=array.dtype)
-    crop[box[0]:box[1], box[2]:box[3]] = array[source[0]:source[1], source[2]:source[3]]
-    return crop
-
-
-def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, crop_size: int,
-            scale_range: tuple[float, float], flip: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The DeepLab training transform of an image and its mask, jointly.
-
-    image uint8 (H, W, 3), mask uint8 (H, W). Rescale by s ~ U(scale_range) (image bicubic,
-    mask nearest), ImageNet normalisation, horizontal flip with p = 0.5, random crop to
-    (S, S) with the image padded by 0 (the mean colour) and the mask by 255 (ignored).
-    Returns float32 (S, S, 3) and uint8 (S, S).
-    """
-    scale = float(rng.uniform(*scale_range))
-    image, mask = normalize(rescale(image, scale)), rescale_mask(mask, scale)
-    if rng.random() < 0.5 and flip:   # drawn either way: `flip` leaves the crop unchanged
-        image, mask = hflip(image), hflip(mask)
-    source, box = random_crop_box(image.shape[:2], crop_size, rng)
-    return paste_crop(image, source, box, crop_size, 0.0), paste_crop(mask, source, box, crop_size, IGNORE)
+# -- training samples -------------------------------------------------------------------------
 
 
 class MaskedCrops(Dataset):
-    """Training samples: images of a list with their masks under `augment`.
+    """Training samples: images of a list with their masks under the joint `augment`
+    (random rescale by s ~ U(segment.scale_range), flip, crop; mask padded with 255).
 
     Keys are (epoch, index); the sample is a pure function of (seed, epoch, index), whichever
     worker makes it. Item: image float32 (3, S, S), mask int64 (S, S).
@@ -190,9 +157,10 @@ class MaskedCrops(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, index = key
         image_id = self.ids[index]
-        image, mask = augment(self.dataset.read_image(image_id), self.read_mask(image_id),
-                              np.random.default_rng([self.seed, epoch, index]), self.seg.crop_size,
-                              self.seg.scale_range, self.seg.flip)
+        rng = np.random.default_rng([self.seed, epoch, index])
+        image, mask, _ = augment(self.dataset.read_image(image_id), self.read_mask(image_id), rng,
+                                 self.seg.crop_size, float(rng.uniform(*self.seg.scale_range)),
+                                 self.seg.flip, IGNORE)
         return torch.from_numpy(image.transpose(2, 0, 1).copy()), torch.from_numpy(mask.astype(np.int64))
 
 

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from sfc_core import engine
 from sfc_core.config import Config, RefineConfig
-from sfc_core.data.transforms import hflip, normalize, random_crop_box, rescale
+from sfc_core.data.transforms import augment, normalize, rescale
 from sfc_core.data.voc import IGNORE_INDEX, SegmentationDataset
 from sfc_core.errors import SfcError
 from sfc_core.model.backbone import Backbone, build_backbone
@@ -164,19 +164,12 @@ class AffinityDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         image_id = self.ids[index]
-        image = rescale(self.dataset.read_image(image_id), rng.uniform(*self.scale_range))
-        label = read_label(self.run.relation_labels / f"{image_id}.png").resize(
-            (image.shape[1], image.shape[0]), Image.Resampling.NEAREST)
-        image, label = normalize(image), np.asarray(label)
-        if rng.random() < 0.5:
-            image, label = hflip(image), hflip(label)
-        source, box = random_crop_box(image.shape[:2], self.crop_size, rng)
-        image_crop = np.zeros((self.crop_size, self.crop_size, 3), np.float32)
-        label_crop = np.full((self.crop_size, self.crop_size), IGNORE_INDEX, np.int64)
-        image_crop[box[0]:box[1], box[2]:box[3]] = image[source[0]:source[1], source[2]:source[3]]
-        label_crop[box[0]:box[1], box[2]:box[3]] = label[source[0]:source[1], source[2]:source[3]]
-        return {"image": torch.from_numpy(image_crop.transpose(2, 0, 1).copy()),
-                "label": torch.from_numpy(label_crop)}
+        scale = rng.uniform(*self.scale_range)
+        label = np.asarray(read_label(self.run.relation_labels / f"{image_id}.png"))
+        image, label, _ = augment(self.dataset.read_image(image_id), label, rng, self.crop_size, scale,
+                                  mask_fill=IGNORE_INDEX)
+        return {"image": torch.from_numpy(image.transpose(2, 0, 1).copy()),
+                "label": torch.from_numpy(label.astype(np.int64))}
 
 
 def read_label(path: Path) -> Image.Image:
