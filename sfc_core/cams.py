@@ -160,7 +160,7 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
 
     dist = setup_distributed()
     shard = todo[dist.rank::dist.world_size]
-    device = select_device(str(device or cfg.train.device), dist)
+    device = select_device(str(device or cfg.train.device), dist, option="--device")
     model = load_model(run.root, which="best", device=device)   # last.pt if there is no best.pt
     loader = DataLoader(Subset(views, shard), batch_size=1, collate_fn=_only_item,
                         num_workers=cfg.data.num_workers if shard else 0,

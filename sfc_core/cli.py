@@ -22,7 +22,7 @@ VERBS: list[tuple[str, str, str, str]] = [
     ("refine", "sfc_core.refine", "refine", "pseudo masks from the CAMs: IRN or dense CRF"),
     ("eval-seg", "sfc_core.evaluate", "eval_seg", "mIoU of the pseudo masks"),
     ("segment", "sfc_core.segment", "segment", "step 3: train and score a segmentation network"),
-    ("bench", "sfc_core.bench", "bench", "benchmark every stage; --naive for the reference's way"),
+    ("bench", "benchmarks.bench", "bench", "benchmark every stage; --naive for the reference's way"),
 ]
 
 

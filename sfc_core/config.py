@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,6 +155,176 @@ class SegmentConfig:
     checkpoint_every: int = 1000
 
 
+# -- allowed values ------------------------------------------------------------------------
+# Every count, size, rate and choice of the sections above, checked whenever a value is set
+# (preset, --set, config.json), so a bad value stops before a stage writes anything. A tuple's
+# limit applies to each item. Fields not listed: booleans (their type says it all) and
+# FREE_FORM (paths and list names, checked where they are opened).
+
+
+@dataclass(frozen=True)
+class Limit:
+    """Numbers in [low, high] (``low_open``/``high_open``: that end excluded), or, with
+    ``choices``, one of those strings. ``ordered``: a (low, high) pair, first <= second."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple[str, ...] = ()
+    ordered: bool = False
+
+    def allows(self, value: Any) -> bool:
+        if isinstance(value, tuple):
+            return bool(value) and all(self.allows(v) for v in value) \
+                and (not self.ordered or list(value) == sorted(value))
+        if self.choices:
+            return value in self.choices
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def describe(self, many: bool = False) -> str:
+        """``"a value >= 1"``, ``"every value in [0, 1]"`` (many: for a tuple), ``"one of a, b"``."""
+        if self.choices:
+            return ("every value " if many else "") + "one of " + ", ".join(self.choices)
+        if self.high == math.inf:
+            text = f"{'>' if self.low_open else '>='} {self.low:g}"
+        else:
+            text = (f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}"
+                    f"{')' if self.high_open else ']'}")
+        return ("every value " if many else "a value ") + text + (", low <= high" if self.ordered else "")
+
+
+def at_least(low: float) -> Limit:
+    return Limit(low)
+
+
+def above(low: float) -> Limit:
+    return Limit(low, low_open=True)
+
+
+def one_of(*choices: str) -> Limit:
+    return Limit(choices=choices)
+
+
+UNIT = Limit(0.0, 1.0)                 # a fraction or a threshold on max-normalised maps
+OPTIMIZERS = one_of("sgd", "adamw")
+NETWORK_MIN_CROP = at_least(32)        # the half-scale copy still has a 2x2 grid at stride 16
+DEVICE_FORM = "auto, cpu, cuda or cuda:N"
+
+LIMITS: dict[str, Limit] = {
+    "data.dataset": one_of("voc", "coco", "synthetic"),
+    "data.synthetic_size": one_of("smoke", "default", "large"),   # data/synthetic.py SIZES
+    "data.synthetic_seed": at_least(0),
+    "data.resize_long": Limit(1, ordered=True),
+    "data.crop_size": NETWORK_MIN_CROP,
+    "data.num_workers": at_least(0),
+    "model.backbone": one_of("resnet50", "resnet101", "tiny"),    # model/backbone.py BACKBONES
+    "model.side_channels": at_least(1),
+    "model.seed_background_scale": above(0),
+    "loss.prototype_weight": at_least(0),
+    "loss.scale_weight": at_least(0),
+    "loss.class_weights": one_of("distribution", "uniform"),
+    "train.batch_size": at_least(1),
+    "train.bank_draws": at_least(0),
+    "train.epochs": at_least(1),
+    "train.max_steps": at_least(0),
+    "train.optimizer": OPTIMIZERS,
+    "train.schedule": one_of("poly", "onecycle"),
+    "train.lr": above(0),
+    "train.new_layer_lr_mult": above(0),
+    "train.weight_decay": at_least(0),
+    "train.momentum": Limit(0.0, 1.0, high_open=True),
+    "train.poly_power": at_least(0),
+    "train.grad_clip": at_least(0),                     # 0: no clipping
+    "train.seed": at_least(0),
+    "train.log_every": at_least(1),
+    "train.val_every": at_least(0),
+    "train.checkpoint_every": at_least(1),
+    "cams.scales": above(0),
+    "cams.fusion_lambda": at_least(0),
+    "cams.background": one_of("reference", "threshold"),
+    "cams.bg_threshold": UNIT,
+    "cams.lambda_sweep": at_least(0),
+    "cams.threshold_sweep": UNIT,
+    "refine.method": one_of("irn", "crf"),
+    "refine.relation_lambda": at_least(0),
+    "refine.relation_rule": one_of("reference", "thresholds"),
+    "refine.relation_bg_scale": above(0),
+    "refine.conf_fg_threshold": UNIT,
+    "refine.conf_bg_threshold": UNIT,
+    "refine.crf_iterations": at_least(1),
+    "refine.crf_gaussian_sxy": above(0),
+    "refine.crf_gaussian_compat": above(0),
+    "refine.crf_bilateral_sxy": above(0),
+    "refine.crf_bilateral_srgb": above(0),
+    "refine.crf_bilateral_compat": above(0),
+    "refine.crf_label_confidence": Limit(0.0, 1.0, low_open=True, high_open=True),
+    "refine.irn_backbone": one_of("resnet50", "resnet101", "tiny"),
+    "refine.irn_crop_size": NETWORK_MIN_CROP,
+    "refine.irn_batch_size": at_least(1),
+    "refine.irn_epochs": at_least(1),
+    "refine.irn_lr": above(0),
+    "refine.irn_weight_decay": at_least(0),
+    "refine.irn_scale_range": Limit(0.0, low_open=True, ordered=True),
+    "refine.irn_image_scale": above(0),
+    "refine.irn_radius": at_least(1),
+    "refine.walk_lambda": at_least(0),
+    "refine.walk_beta": above(0),
+    "refine.walk_exp_times": Limit(0, 16),              # 2^k steps
+    "refine.walk_radius": at_least(1),
+    "refine.walk_power": above(0),
+    "refine.walk_bg_constant": UNIT,
+    "segment.network": one_of("deeplabv3_mobilenet_v3_large", "deeplabv3_resnet50", "deeplabv3_resnet101",
+                              "fcn_resnet50", "fcn_resnet101", "lraspp_mobilenet_v3_large"),  # torchvision's
+    "segment.crop_size": NETWORK_MIN_CROP,
+    "segment.scale_range": Limit(0.0, low_open=True, ordered=True),
+    "segment.batch_size": at_least(1),
+    "segment.iterations": at_least(1),
+    "segment.optimizer": OPTIMIZERS,
+    "segment.lr": above(0),
+    "segment.backbone_lr_mult": above(0),
+    "segment.momentum": Limit(0.0, 1.0, high_open=True),
+    "segment.weight_decay": at_least(0),
+    "segment.poly_power": at_least(0),
+    "segment.eval_scales": above(0),
+    "segment.log_every": at_least(1),
+    "segment.checkpoint_every": at_least(1),
+}
+# Checked where they are used: paths (or "imagenet" / "none" / "sfc") and list names.
+FREE_FORM = {"data.root", "data.train_list", "data.eval_list", "data.heldout_list",
+             "model.backbone_weights", "refine.irn_backbone_weights", "segment.backbone_weights"}
+DEVICE_KEYS = {"train.device"}         # auto, cpu, cuda, cuda:N (check_device)
+
+
+def check_value(key: str, value: Any) -> Any:
+    """``value`` if ``LIMITS[key]`` allows it (or the key has no limit), else SfcError naming
+    the key, the value and the allowed range."""
+    if key in DEVICE_KEYS:
+        return check_device(value, key)
+    limit = LIMITS.get(key)
+    if limit is None or limit.allows(value):
+        return value
+    allowed = limit.describe(many=isinstance(value, tuple))
+    raise SfcError(f"{key}={_show(value)} is not allowed: {key} must be {allowed}",
+                   fix=f"set {key} to {allowed}")
+
+
+def check_device(name: str, source: str = "the device") -> str:
+    """``name`` if it is a device string the kit accepts (auto, cpu, cuda, cuda:N), else
+    SfcError naming ``source`` (the key or flag it came from)."""
+    kind, colon, index = str(name).partition(":")
+    if (kind in ("auto", "cpu") and not colon) or (kind == "cuda" and (not colon or index.isdigit())):
+        return name
+    raise SfcError(f"{source}={name!r} is not a device", fix=f"give {source} as {DEVICE_FORM}")
+
+
+def _show(value: Any) -> str:
+    return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value) \
+        if isinstance(value, tuple) else repr(value)
+
+
 @dataclass
 class Config:
     preset: str = "voc"
@@ -200,7 +371,7 @@ class Config:
                 names = ", ".join(f.name for f in dataclasses.fields(section))
                 raise SfcError(f"unknown configuration key {key!r}",
                                fix=f"fields of {section_name!r}: {names}")
-            setattr(section, field_name, _coerce(value, hints[field_name], key))
+            setattr(section, field_name, check_value(key, _coerce(value, hints[field_name], key)))
         return self
 
     def save(self, path: str | Path) -> None:
@@ -213,7 +384,13 @@ class Config:
         if not path.is_file():
             raise SfcError(f"no configuration at {path}",
                            fix="point --run at a run directory made by `python -m sfc_core train`")
-        return cls.from_dict(json.loads(path.read_text()))
+        try:
+            return cls.from_dict(json.loads(path.read_text()))
+        except ValueError as e:     # not JSON
+            raise SfcError(f"configuration cannot be read ({e})", path=path,
+                           fix="delete the run directory and train again") from None
+        except SfcError as e:       # a key or value this version of the kit does not accept
+            raise SfcError(e.problem, path=path, fix=f"{e.fix}, in {path}") from None
 
 
 def _sections() -> list[str]:
@@ -250,7 +427,9 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         if hint is str:
             return str(value)
     except (TypeError, ValueError) as e:
-        raise SfcError(f"bad value {value!r} for {key}: {e}", fix=f"give a {hint} value") from None
+        wanted = LIMITS[key].describe(many=origin is tuple) if key in LIMITS \
+            else f"a {getattr(hint, '__name__', hint)} value"
+        raise SfcError(f"bad value {value!r} for {key}: {e}", fix=f"set {key} to {wanted}") from None
     return value
 
 

@@ -267,7 +267,7 @@ def scale_probabilities(model: nn.Module, views: torch.Tensor, size: tuple[int, 
 
 def crf_prediction(image: np.ndarray, pred: np.ndarray, refine_cfg: RefineConfig) -> np.ndarray:
     """The dense CRF of the refinement stage over a prediction's own classes: uint8 (H, W)."""
-    from sfc_core.refine.crf import crf_labels
+    from sfc_core.crf import crf_labels
 
     keys, rows = np.unique(pred, return_inverse=True)
     return keys[crf_labels(image, rows.reshape(pred.shape), len(keys), refine_cfg)].astype(np.uint8)

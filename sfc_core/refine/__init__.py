@@ -3,7 +3,7 @@
     python -m sfc_core refine --run RUN_DIR --method irn|crf
 
 - ``crf`` (the COCO route, where IRN costs too much): the CRF-smoothed confident labels of
-  the fused CAM (``crf.py``, ``refine.relation_rule``) are the pseudo masks; 255 marks the
+  the fused CAM (``sfc_core.crf``, ``refine.relation_rule``) are the pseudo masks; 255 marks the
   pixels the two confidence maps disagree on, which DeepLab trainers ignore.
 - ``irn`` (the VOC route): the same confident labels are IRN's relation labels
   (``refine/irn/relation_labels/``); the boundary network trains on them (``irn.py``,
@@ -35,13 +35,13 @@ from tqdm import tqdm
 
 from sfc_core.cams import load_cam
 from sfc_core.config import Config
+from sfc_core.crf import confidence_scores, confident_labels, rule_scores
 from sfc_core.data import SegmentationDataset, open_dataset
 from sfc_core.data.synthetic import voc_palette
 from sfc_core.engine import select_device
 from sfc_core.errors import SfcError
 from sfc_core.fusion import fuse
 from sfc_core.io import atomic_save_png, atomic_write_text
-from sfc_core.refine.crf import confidence_scores, confident_labels, rule_scores
 from sfc_core.refine.irn import BoundaryNet, load_boundary_net, train_irn, walk_scores
 from sfc_core.run_dir import RunDir
 
@@ -66,11 +66,11 @@ def refine(run: str | Path | RunDir, method: str | None = None, device: str | to
         raise SfcError(f"{len(missing)} image(s) of list {list_name!r} have no CAMs, first: "
                        f"{', '.join(missing[:3])}", path=run.cams,
                        fix=f"run: python -m sfc_core cams --run {run.root}")
+    device = select_device(str(device or cfg.train.device), option="--device")
     if method == "crf":
         write_confident_labels(run, cfg, dataset, ids, run.pseudo_masks("crf"))
     else:
         write_confident_labels(run, cfg, dataset, ids, run.relation_labels)
-        device = select_device(str(device or cfg.train.device))
         train_irn(run, cfg, dataset, ids, device)
         write_walk_masks(run, cfg, dataset, ids, device)
     masks = run.pseudo_masks(method)
