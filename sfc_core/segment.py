@@ -285,7 +285,7 @@ def evaluate_network(model: nn.Module, dataset: SegmentationDataset, list_name: 
     scales = tuple(seg.eval_scales) if 1.0 in seg.eval_scales else (1.0, *seg.eval_scales)
     views = MultiScaleDataset(dataset, list_name, scales=scales, flip=True)
     shard = Subset(views, range(dist.rank, len(views), dist.world_size))
-    loader = DataLoader(shard, batch_size=None, num_workers=cfg.data.num_workers)
+    loader = DataLoader(shard, batch_size=None, num_workers=cfg.runtime.num_workers)
     if predictions is not None:
         from sfc_core.refine import save_mask  # palette PNG, VOC colours, written atomically
     kinds = ["single_scale", "multi_scale_flip"] + (["multi_scale_flip_crf"] if seg.eval_crf else [])
@@ -293,7 +293,7 @@ def evaluate_network(model: nn.Module, dataset: SegmentationDataset, list_name: 
     model.eval()
     for item in tqdm(loader, desc=f"evaluate on {list_name}", unit="img", disable=not dist.is_main):
         size = tuple(item["size"].tolist())
-        with engine.autocast(device, cfg.train.amp):
+        with engine.autocast(device, cfg.runtime.amp):
             probs = [scale_probabilities(model, v.to(device), size) for v in item["images"]]
         labels = {"single_scale": probs[scales.index(1.0)][0].argmax(0),
                   "multi_scale_flip": sum(p.sum(0) for p, s in zip(probs, scales)
@@ -343,7 +343,7 @@ def segment(run: str | Path | RunDir, masks: str, overrides: dict[str, Any] | No
         raise SfcError(f"the held-out list {cfg.data.heldout_list!r} lacks ground-truth masks",
                        path=dataset.list_path(cfg.data.heldout_list),
                        fix="set data.heldout_list to a list with masks (VOC: val)")
-    engine.seed_everything(cfg.train.seed)
+    engine.seed_everything(cfg.runtime.seed)
     model = build_network(seg.network, dataset.num_classes + 1, seg.backbone_weights)
     expected = _expected(cfg, dataset, masks)
     ckpt = None
@@ -352,9 +352,9 @@ def segment(run: str | Path | RunDir, masks: str, overrides: dict[str, Any] | No
         engine.check_compatible(ckpt, expected, out.last_checkpoint)
 
     dist = engine.setup_distributed()
-    device = engine.select_device(cfg.train.device, dist)
-    amp = cfg.train.amp and device.type == "cuda"
-    memory_format = torch.channels_last if cfg.train.channels_last and device.type == "cuda" \
+    device = engine.select_device(cfg.runtime.device, dist)
+    amp = cfg.runtime.amp and device.type == "cuda"
+    memory_format = torch.channels_last if cfg.runtime.channels_last and device.type == "cuda" \
         else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
     optimizer = engine.make_optimizer(seg.optimizer, parameter_groups(model, seg), seg.momentum,
@@ -400,7 +400,7 @@ def _train(model: nn.Module, optimizer, schedule, scaler, step: int, cfg: Config
            memory_format: torch.memory_format, dist: engine.DistInfo) -> float | None:
     """The training loop from `step` to cfg.segment.iterations. Returns images/s over this call
     (all ranks; None if it ran no timed step)."""
-    seg, seed = cfg.segment, cfg.train.seed
+    seg, seed = cfg.segment, cfg.runtime.seed
     crops = MaskedCrops(dataset, ids, source.read, seg, seed)
     steps_per_epoch = len(epoch_keys(len(ids), seed, 0, dist)) // seg.batch_size
     if steps_per_epoch == 0:
@@ -418,7 +418,7 @@ def _train(model: nn.Module, optimizer, schedule, scaler, step: int, cfg: Config
         epoch, skip = divmod(step, steps_per_epoch)
         keys = epoch_keys(len(ids), seed, epoch, dist)[skip * seg.batch_size:]
         loader = DataLoader(crops, batch_size=seg.batch_size, sampler=keys, drop_last=True,
-                            num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
+                            num_workers=cfg.runtime.num_workers, pin_memory=device.type == "cuda",
                             generator=torch.Generator().manual_seed(seed))  # leaves the global RNG alone
         tick = time.perf_counter()
         for images, masks in loader:

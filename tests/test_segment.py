@@ -22,7 +22,7 @@ from sfc_core.run_dir import RunDir
 # Few steps of small crops, one eval scale, no workers: what the end-to-end tests run with.
 FAST = {"segment.iterations": 3, "segment.batch_size": 4, "segment.crop_size": 48,
         "segment.eval_scales": (1.0,), "segment.checkpoint_every": 2, "segment.log_every": 1,
-        "data.num_workers": 0}
+        "runtime.num_workers": 0}
 
 
 def test_epoch_keys_deal_one_permutation_to_the_ranks():
@@ -255,7 +255,7 @@ def test_killed_run_resumes_to_the_same_weights(run, smoke_config, smoke_dataset
     # resumes from the step-3 checkpoint, mid-epoch, and the run crosses into the next epoch.
     settings = {**FAST, "segment.network": "deeplabv3_mobilenet_v3_large", "segment.batch_size": 16,
                 "segment.crop_size": 32, "segment.iterations": 7, "segment.checkpoint_every": 3,
-                "data.num_workers": 1}
+                "runtime.num_workers": 1}
     seg.segment(run, "gt", settings)
     reference = torch.load(RunDir(run.segment_dir("gt")).last_checkpoint, weights_only=True)
 

@@ -21,7 +21,8 @@ is a target (``affinity_targets``): both background (bg_pos), the same class (fg
 different labels (neg); pairs touching 255 are ignored. The affinity of a pair is
 ``1 - max(boundary on the path)``; the loss is IRN's
 ``((mean_bgpos -log a + mean_fgpos -log a) / 2 + mean_neg -log(1 - a)) / 2``.
-SGD (momentum ``train.momentum``), poly 0.9, no gradient clipping, as the reference.
+SGD (momentum ``refine.irn_momentum``, 0 as IRN's), poly ``refine.irn_poly_power``, no gradient
+clipping, as the reference.
 """
 from __future__ import annotations
 
@@ -214,7 +215,7 @@ def train_irn(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[
     augmentation are functions of seed, epoch and index); returns at once when it is finished.
     """
     refine = cfg.refine
-    data = AffinityDataset(dataset, ids, run, refine, cfg.train.seed)
+    data = AffinityDataset(dataset, ids, run, refine, cfg.runtime.seed)
     batch_size = refine.irn_batch_size
     steps_per_epoch = len(data) // batch_size
     if steps_per_epoch == 0:
@@ -224,8 +225,8 @@ def train_irn(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[
 
     net = BoundaryNet(initial_backbone(run, cfg)).to(device)
     optimizer = engine.make_optimizer("sgd", [{"params": net.head_parameters(), "lr": refine.irn_lr}],
-                                      cfg.train.momentum, refine.irn_weight_decay)
-    schedule = engine.make_schedule(optimizer, "poly", max_steps, cfg.train.poly_power)
+                                      refine.irn_momentum, refine.irn_weight_decay)
+    schedule = engine.make_schedule(optimizer, "poly", max_steps, refine.irn_poly_power)
     step = 0
     if run.irn_checkpoint.is_file():
         checkpoint = engine.load_checkpoint(run.irn_checkpoint, device)
@@ -249,21 +250,21 @@ def train_irn(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[
             "backbone": refine.irn_backbone, "architecture": ARCHITECTURE})
 
     index = PathIndex.build(refine.irn_radius)
-    scaler = engine.make_grad_scaler(device, cfg.train.amp)
+    scaler = engine.make_grad_scaler(device, cfg.runtime.amp)
     logger = engine.MetricsLogger(run.irn_metrics_jsonl)
     net.train()
     bar = tqdm(total=max_steps, initial=step, desc="irn: train boundary net", unit="step")
     while step < max_steps:
         epoch, done = divmod(step, steps_per_epoch)
         data.set_epoch(epoch)
-        order = np.random.default_rng([cfg.train.seed, epoch]).permutation(len(data))
+        order = np.random.default_rng([cfg.runtime.seed, epoch]).permutation(len(data))
         loader = DataLoader(Subset(data, order[done * batch_size:steps_per_epoch * batch_size].tolist()),
-                            batch_size=batch_size, drop_last=True, num_workers=cfg.data.num_workers,
+                            batch_size=batch_size, drop_last=True, num_workers=cfg.runtime.num_workers,
                             pin_memory=device.type == "cuda")
         for batch in loader:
             images = batch["image"].to(device, non_blocking=True)
             labels = batch["label"].to(device, non_blocking=True)
-            with engine.autocast(device, cfg.train.amp):
+            with engine.autocast(device, cfg.runtime.amp):
                 logits = net(images)
             edge = torch.sigmoid(logits.float())
             labels = F.interpolate(labels[:, None].float(), size=edge.shape[-2:], mode="nearest")[:, 0].long()
@@ -273,10 +274,10 @@ def train_irn(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[
             schedule.step()
             step += 1
             bar.update()
-            if step % cfg.train.log_every == 0:
+            if step % refine.irn_log_every == 0:
                 logger.log(step, {"irn/loss": loss.item(), "irn/lr": schedule.get_last_lr()[0]})
                 bar.set_postfix(loss=f"{loss.item():.4f}")
-            if step % cfg.train.checkpoint_every == 0 or step == max_steps:
+            if step % refine.irn_checkpoint_every == 0 or step == max_steps:
                 save()
     bar.close()
     logger.close()
