@@ -15,6 +15,7 @@ from sfc_core.errors import SfcError
 #  verb           module                      function prefix   one-line help
 VERBS: list[tuple[str, str, str, str]] = [
     ("synth", "sfc_core.data.synthetic", "synth", "write a synthetic long-tailed dataset (VOC layout)"),
+    ("prepare", "sfc_core.data.prepare", "prepare", "VOC 2012 + SBD or COCO 2014 downloads -> the kit's dataset layout"),
     ("stats", "sfc_core.data.stats", "stats", "per-class image counts, co-occurrence, class weights"),
     ("train", "sfc_core.train", "train", "train SFC (or the baseline / an ablation) into a run dir"),
     ("cams", "sfc_core.cams", "cams", "multi-scale + flip classifier and prototype CAMs"),

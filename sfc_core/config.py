@@ -66,6 +66,9 @@ class DataConfig:
     heldout_list: str = "val"             # held-out evaluation (VOC val 1,449)
     resize_long: tuple[int, int] = (320, 640)   # random long-side resize range, bicubic
     crop_size: int = 512                  # random crop, zero padded, with a valid mask
+    labels_file: str = ""                 # image labels: "" = <root>/cls_labels.json (prepare), else from masks
+    allow_pickled_labels: bool = False    # read a reference-style .npy label file (pickle can run code)
+    coco_mask_layout: str = "split"       # COCO: "split" (SegmentationClass/<split>/) | "flat" (one folder)
 
 
 @dataclass
@@ -243,6 +246,7 @@ LIMITS: dict[str, Limit] = {
     "data.synthetic_seed": at_least(0),
     "data.resize_long": Limit(1, ordered=True),
     "data.crop_size": NETWORK_MIN_CROP,
+    "data.coco_mask_layout": one_of("split", "flat"),            # data/coco.py MASK_LAYOUTS
     "model.backbone": one_of("resnet50", "resnet101", "tiny"),    # model/backbone.py BACKBONES
     "model.side_channels": at_least(1),
     "model.seed_background_scale": above(0),
@@ -319,7 +323,7 @@ LIMITS: dict[str, Limit] = {
     "segment.checkpoint_every": at_least(1),
 }
 # Checked where they are used: paths (or "imagenet" / "none" / "sfc") and list names.
-FREE_FORM = {"data.root", "data.train_list", "data.eval_list", "data.heldout_list",
+FREE_FORM = {"data.root", "data.labels_file", "data.train_list", "data.eval_list", "data.heldout_list",
              "model.backbone_weights", "refine.irn_backbone_weights", "segment.backbone_weights"}
 DEVICE_KEYS = {"runtime.device"}         # auto, cpu, cuda, cuda:N (check_device)
 
