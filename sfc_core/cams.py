@@ -13,7 +13,7 @@ No background rule is baked in (reference quirk 23): `sfc_core.fusion` applies i
 maps are read, so thresholds and lambda can be swept without the network.
 
 The stage resumes: images whose file exists are skipped (files are written atomically).
-On CPU the DataLoader decodes and rescales in `data.num_workers` processes; on a GPU the
+On CPU the DataLoader decodes and rescales in `runtime.num_workers` processes; on a GPU the
 scales of an image run back to back on the device and are summed there, one copy back per
 image; under torchrun every rank takes an interleaved shard of the images still to do:
 
@@ -162,17 +162,17 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
 
     dist = setup_distributed()
     shard = todo[dist.rank::dist.world_size]
-    device = select_device(str(device or cfg.train.device), dist, option="--device")
+    device = select_device(str(device or cfg.runtime.device), dist, option="--device")
     model = load_model(run.root, which="best", device=device)   # last.pt if there is no best.pt
     loader = DataLoader(Subset(views, shard), batch_size=1, collate_fn=_only_item,
-                        num_workers=cfg.data.num_workers if shard else 0,
+                        num_workers=cfg.runtime.num_workers if shard else 0,
                         pin_memory=device.type == "cuda")
     with torch.inference_mode():
         for item in tqdm(loader, desc=f"cams {list_name} ({len(scales)} scales)",
                          total=len(shard), disable=not dist.is_main, unit="img"):
             images = [pair.to(device, non_blocking=True) for pair in item["images"]]
             label = item["label"].to(device)
-            with autocast(device, cfg.train.amp):
+            with autocast(device, cfg.runtime.amp):
                 classifier, prototype = multiscale_cams(model, images, label, tuple(item["size"].tolist()),
                                                         cfg.cams.mask_by_label)
             keys = present_keys(item["label"].numpy())
@@ -191,7 +191,7 @@ def cams_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--list", dest="list_name", default=None,
                    help="image list (default: the training list; `val` for held-out figures)")
     p.add_argument("--scales", default=None, help="comma-separated scales, e.g. 1.0,0.5,1.5,2.0")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: train.device)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: runtime.device)")
     from sfc_core.cli import add_override_arguments
 
     add_override_arguments(p)

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from sfc_core.config import VOC_CLASSES
-from sfc_core.data.transforms import hflip, normalize, random_crop, rescale, resize_long
+from sfc_core.data.transforms import augment, hflip, long_side_scale, normalize, rescale
 from sfc_core.errors import SfcError
 
 IGNORE_INDEX = 255
@@ -298,12 +298,8 @@ class TrainDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         image = self.dataset.read_image(self.ids[index])
-        low, high = self.resize_long
-        image = normalize(resize_long(image, int(rng.integers(low, high + 1))))
-        flipped = rng.random() < 0.5   # drawn either way: `flip` leaves the crop unchanged
-        if self.flip and flipped:
-            image = hflip(image)
-        image, box = random_crop(image, self.crop_size, rng)
+        scale = long_side_scale(image.shape[:2], self.resize_long, rng)
+        image, _, box = augment(image, None, rng, self.crop_size, scale, self.flip)
         return {"name": self.ids[index],
                 "image": torch.from_numpy(image.transpose(2, 0, 1).copy()),
                 "box": torch.from_numpy(box),
