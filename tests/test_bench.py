@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from sfc_core import bench
+from benchmarks import bench, reference_step
 from sfc_core.config import Config
+from sfc_core.data.stats import distribution_coefficients
 from sfc_core.errors import SfcError
 from sfc_core.model import cam as cam_math
 from sfc_core.model.sfc_net import build_model
@@ -37,7 +38,7 @@ def test_reference_prototype_cam_matches_the_kit():
     valid_mask[1, :, :, :2] = 0                     # padding
     seeds = cam_math.seeds(cam, valid_mask, 0.3)
     expected = cam_math.prototype_cam(features, cam_math.prototypes(seeds, features))
-    got = bench.reference_prototype_cam(cam.clone(), features, valid_mask, 0.3)
+    got = reference_step.reference_prototype_cam(cam.clone(), features, valid_mask, 0.3)
     assert got.shape == (3, NUM_CLASSES + 1, 5, 6)
     assert torch.allclose(got, expected, atol=1e-6)
     assert got[0, 2].abs().max() == 0
@@ -46,7 +47,7 @@ def test_reference_prototype_cam_matches_the_kit():
 def test_reference_class_weights_are_the_coefficients_in_frequency_order():
     counts = np.array([30, 500, 80, 200])
     second = np.array([900.0, 4000.0, 700.0, 1000.0])
-    order, weights = bench.reference_class_weights(counts, second, 12.0)
+    order, weights = reference_step.reference_class_weights(counts, second, 12.0)
     assert order == [1, 3, 2, 0]
     raw = second / (counts + 12.0)
     expected = raw / raw.mean()
@@ -54,7 +55,7 @@ def test_reference_class_weights_are_the_coefficients_in_frequency_order():
 
 
 def test_reference_bank_keeps_the_last_image_of_each_class_and_draws_from_all_slots():
-    bank = bench.ReferenceBank(3, crop_size=2, seed=0)
+    bank = reference_step.ReferenceBank(3, crop_size=2, seed=0)
     images = torch.arange(4, dtype=torch.float32)[:, None, None, None].expand(4, 3, 2, 2)
     valid_masks = torch.ones(4, 4, 2, 2)
     labels = torch.tensor([[1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 0]], dtype=torch.float32)
@@ -74,7 +75,7 @@ def test_naive_step_computes_the_kit_losses_and_gradients(tiny_config):
     torch.manual_seed(0)
     model = build_model(cfg.model, NUM_CLASSES)
     statistics = bench.class_statistics(NUM_CLASSES, batch_size=6, bank_draws=2)
-    weights = torch.as_tensor(bench.distribution_coefficients(*statistics), dtype=torch.float32)
+    weights = torch.as_tensor(distribution_coefficients(*statistics), dtype=torch.float32)
     batch = bench.loader_batches(1, 6, cfg.data.crop_size, cfg.data.resize_long, statistics[0], seed=3)[0]
     images, boxes, labels = batch["image"], batch["box"], batch["label"]
     crop = cfg.data.crop_size
@@ -84,10 +85,10 @@ def test_naive_step_computes_the_kit_losses_and_gradients(tiny_config):
     kit = SfcObjective(kit_model, weights, crop, cfg.loss.prototype_weight, cfg.loss.scale_weight)
     kit_losses, _ = kit(images, boxes, labels)
 
-    reference = bench.reference_network(model)
-    valid_mask = torch.stack([bench.reference_valid_mask(box, NUM_CLASSES + 1, crop) for box in boxes])
+    reference = reference_step.reference_network(model)
+    valid_mask = torch.stack([reference_step.reference_valid_mask(box, NUM_CLASSES + 1, crop) for box in boxes])
     valid_mask[:, 1:] *= labels[:, :, None, None]
-    naive_losses = bench.reference_losses(reference, images, valid_mask, labels, statistics,
+    naive_losses = reference_step.reference_losses(reference, images, valid_mask, labels, statistics,
                                           cfg.loss.prototype_weight, cfg.loss.scale_weight)
 
     assert set(naive_losses) == set(kit_losses) == {"cls", "prototype", "scale", "total"}

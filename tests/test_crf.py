@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from sfc_core.config import Config, RefineConfig
+from sfc_core.crf import confidence_scores, confident_labels, crf_labels
 from sfc_core.errors import SfcError
-from sfc_core.refine.crf import confidence_scores, confident_labels, crf_labels
 
 
 def three_regions():

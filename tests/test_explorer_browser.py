@@ -45,7 +45,7 @@ def _record(classifier: np.ndarray, prototype: np.ndarray, keys: list[int], num_
 
 
 def test_explorer_view_matches_a_hand_computed_frame():
-    from sfc_core.explorer import explorer_view
+    from sfc_core.analysis.explorer import explorer_view
 
     # 1 x 4 image, classes {2}; classifier says class 2 on the left half, prototype everywhere.
     classifier = np.array([[[0.1, 0.1, 0.9, 0.9]], [[1.0, 0.8, 0.0, 0.0]]])
@@ -72,8 +72,8 @@ def test_explorer_view_matches_a_hand_computed_frame():
 
 
 def test_explorer_view_rejects_a_class_without_a_cam():
+    from sfc_core.analysis.explorer import explorer_view
     from sfc_core.errors import SfcError
-    from sfc_core.explorer import explorer_view
 
     record = _record(np.ones((2, 2, 2)), np.ones((2, 2, 2)), [0, 1], num_classes=2)
     with pytest.raises(SfcError, match="class 2 has no CAM"):
@@ -83,7 +83,7 @@ def test_explorer_view_rejects_a_class_without_a_cam():
 
 @pytest.mark.slow
 def test_explorer_widget_redraws_when_a_control_moves(cam_run):
-    from sfc_core.explorer import CamExplorer
+    from sfc_core.analysis.explorer import CamExplorer
 
     explorer = CamExplorer(cam_run)
     assert explorer.ids and explorer.overlay_image.value and explorer.cls.options
@@ -186,7 +186,7 @@ def test_explorer_in_jupyterlab_redraws_the_overlay_when_the_slider_moves(reques
     sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is missing")
     import papermill
 
-    from sfc_core.explorer import SLIDER_STEP
+    from sfc_core.analysis.explorer import SLIDER_STEP
 
     run = _explorer_run(request)
     cfg = run.load_config()

@@ -6,8 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from sfc_core.errors import SfcError
-from sfc_core.mechanism import (
+from sfc_core.analysis.mechanism import (
     Groups,
     accumulate_part_confusion,
     lost_to_head,
@@ -19,6 +18,7 @@ from sfc_core.mechanism import (
     read_part_mask,
     shared_part_recall,
 )
+from sfc_core.errors import SfcError
 
 # Classes: A (head), B (A's group), C (head). Ground truth 1..3, one ignore pixel.
 GT = np.array([[1, 1, 2, 2, 0, 255],

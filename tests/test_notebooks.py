@@ -13,7 +13,7 @@ import nbformat
 import numpy as np
 import pytest
 
-from sfc_core import plots
+from sfc_core.analysis import plots
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sfc_core.errors import SfcError
-from sfc_core.parallel import run_side_by_side
+from sfc_core.orchestration.parallel import run_side_by_side
 
 
 def _threads_and_pid(tag: str) -> tuple[str, int, int]:

@@ -5,7 +5,7 @@ lambda and the background rule and threshold; the overlay, the predicted mask, t
 truth and the image's IoU update at once. Nothing runs the network: every view is computed
 from the run's saved CAM files (``sfc_core.cams.load_cam``) with ``sfc_core.fusion``.
 
-    from sfc_core.explorer import CamExplorer
+    from sfc_core.analysis.explorer import CamExplorer
     CamExplorer("runs/synthetic/sfc")          # last line of a notebook cell: shows the widget
 
 ``explorer_view`` is the pure function behind the widget (one image, one setting).
@@ -21,12 +21,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from sfc_core.analysis.plots import cam_overlays, mask_to_rgb
 from sfc_core.cams import CamRecord, load_cam
 from sfc_core.data import open_dataset
 from sfc_core.errors import SfcError
 from sfc_core.fusion import BACKGROUND_RULES, KINDS, predict_mask
 from sfc_core.metrics import confusion_matrix, iou_from_confusion, mean_iou
-from sfc_core.plots import cam_overlays, mask_to_rgb
 from sfc_core.run_dir import RunDir
 
 SLIDER_STEP = 0.05    # lambda and threshold sliders

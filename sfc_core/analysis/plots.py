@@ -127,9 +127,9 @@ def chosen_predictions(run: str | Path | RunDir, dataset: SegmentationDataset, k
 
 
 def run_mechanism(run: str | Path | RunDir, dataset: SegmentationDataset, kind: str) -> dict[str, Any]:
-    """``sfc_core.mechanism.mechanism_summary`` of a run's CAM kind on the list cam_eval.json
+    """``sfc_core.analysis.mechanism.mechanism_summary`` of a run's CAM kind on the list cam_eval.json
     scored (synthetic datasets only: it reads their part masks and groups)."""
-    from sfc_core import mechanism
+    from sfc_core.analysis import mechanism
 
     samples = ((pred, truth, mechanism.read_part_mask(dataset.root, image_id))
                for image_id, pred, truth in chosen_predictions(run, dataset, kind))

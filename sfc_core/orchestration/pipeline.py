@@ -6,7 +6,7 @@
 
 Each stage skips finished work (training resumes or is reused, finished CAM files and pseudo
 masks are kept, evaluations are read back), so calling these again is cheap. Independent runs
-go through ``sfc_core.parallel.run_side_by_side``: on a CPU machine the small synthetic runs
+go through ``sfc_core.orchestration.parallel.run_side_by_side``: on a CPU machine the small synthetic runs
 finish sooner side by side, one torch thread each, than one after the other.
 """
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 from sfc_core.cams import make_cams
 from sfc_core.config import Config
 from sfc_core.evaluate import eval_cams, eval_seg
-from sfc_core.parallel import run_side_by_side
+from sfc_core.orchestration.parallel import run_side_by_side
 from sfc_core.refine import refine
 from sfc_core.run_dir import RunDir
 from sfc_core.segment import segment
