@@ -52,9 +52,10 @@ from torch import nn
 
 from benchmarks.reference_step import ReferenceBank, reference_losses, reference_network, reference_valid_mask
 from sfc_core import engine
-from sfc_core.config import VOC_CLASSES, Config
+from sfc_core.config import Config
 from sfc_core.data.stats import bank_extra, default_second_counts, distribution_coefficients
 from sfc_core.data.transforms import random_crop_box
+from sfc_core.data.voc import VOC_CLASSES
 from sfc_core.errors import SfcError
 from sfc_core.model.sfc_net import SfcNet, build_model
 
@@ -483,7 +484,8 @@ def bench_eval(num_classes: int, masks: int = VOC_EVAL_MASKS, size: tuple[int, i
     (a pool of ``pool`` pairs, cycled; decoding the PNGs is not counted). ``seconds`` is wall
     time, ``cpu_seconds`` the process's CPU time (single-threaded NumPy: the compute itself,
     little affected by other processes' load)."""
-    from sfc_core.metrics import IGNORE, confusion_matrix
+    from sfc_core.masks import IGNORE
+    from sfc_core.metrics import confusion_matrix
 
     rng = np.random.default_rng(seed)
     preds = rng.integers(0, num_classes, (pool, *size), dtype=np.uint8)
@@ -501,6 +503,7 @@ def bench_eval(num_classes: int, masks: int = VOC_EVAL_MASKS, size: tuple[int, i
 def bench_segment(cfg: Config, device: torch.device, steps: int, warmup: int) -> dict:
     """Step-3 training images/s: ``segment.train_step`` on random crops at segment.batch_size
     and segment.crop_size (AMP and channels-last on a GPU, per the config)."""
+    from sfc_core.masks import IGNORE
     from sfc_core.segment import build_network, parameter_groups, train_step
 
     seg, num_classes = cfg.segment, num_foreground_classes(cfg)
@@ -514,7 +517,7 @@ def bench_segment(cfg: Config, device: torch.device, steps: int, warmup: int) ->
     scaler = engine.make_grad_scaler(device, amp)
     images = torch.randn(seg.batch_size, 3, seg.crop_size, seg.crop_size)
     masks = torch.randint(0, num_classes + 1, (seg.batch_size, seg.crop_size, seg.crop_size))
-    masks[:, : seg.crop_size // 8] = 255                         # padding: ignored pixels
+    masks[:, : seg.crop_size // 8] = IGNORE                      # padding: ignored pixels
     seconds = 0.0
     for i in range(warmup + steps):
         synchronize(device)

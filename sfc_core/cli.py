@@ -1,8 +1,8 @@
 """``python -m sfc_core <verb>``: each verb parses its arguments and calls one stage function.
 
 A verb lives in the module of its stage as two functions, ``<name>_arguments(parser)`` and
-``<name>_command(args) -> int``; this table only says where. Modules are imported lazily so
-``--help`` stays fast and a verb's heavy imports are paid only when it runs.
+``<name>_command(args) -> int``; this table only says where (the modules are imported by
+name when the parser is built, so this module's own imports name no stage).
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from sfc_core.errors import SfcError
 
 #  verb           module                      function prefix   one-line help
 VERBS: list[tuple[str, str, str, str]] = [
-    ("synth", "sfc_core.data.synthetic", "synth", "write a synthetic long-tailed dataset (VOC layout)"),
-    ("stats", "sfc_core.data.stats", "stats", "per-class image counts, co-occurrence, class weights"),
+    ("synth", "sfc_core.data.commands", "synth", "write a synthetic long-tailed dataset (VOC layout)"),
+    ("stats", "sfc_core.data.commands", "stats", "per-class image counts, co-occurrence, class weights"),
     ("train", "sfc_core.train", "train", "train SFC (or the baseline / an ablation) into a run dir"),
     ("cams", "sfc_core.cams", "cams", "multi-scale + flip classifier and prototype CAMs"),
     ("eval-cams", "sfc_core.evaluate", "eval_cams", "mIoU and calibration of classifier/prototype/fused CAMs"),
@@ -32,10 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     for verb, module, prefix, help_text in VERBS:
         p = sub.add_parser(verb, help=help_text, description=help_text)
         p.set_defaults(_module=module, _prefix=prefix)
-        try:
-            getattr(importlib.import_module(module), f"{prefix}_arguments")(p)
-        except (ImportError, AttributeError) as e:  # a stage not built yet in this checkout
-            p.set_defaults(_missing=str(e))
+        getattr(importlib.import_module(module), f"{prefix}_arguments")(p)
     return parser
 
 
@@ -59,9 +56,6 @@ def config_from_args(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "_missing", None):
-        print(f"error: verb {args.verb!r} is not available: {args._missing}", file=sys.stderr)
-        return 2
     command = getattr(importlib.import_module(args._module), f"{args._prefix}_command")
     try:
         return int(command(args) or 0)

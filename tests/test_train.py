@@ -36,7 +36,8 @@ def test_smoke_training_writes_a_complete_run(trained_run, smoke_dataset):
     assert {"loss/cls", "loss/prototype", "loss/scale", "lr/backbone", "lr/new"} <= records[0].keys()
     assert any(run.tensorboard.iterdir())
 
-    model = load_model(run.root, device="cpu")
+    path = run.inference_checkpoint
+    model = load_model(path, engine.load_checkpoint(path), run.load_config().model, run.class_names(), "cpu")
     image = torch.randn(2, 3, 64, 64)
     cam, proto = model.infer(image, torch.tensor(smoke_dataset.label(smoke_dataset.ids("train")[0])))
     assert cam.shape == proto.shape == (smoke_dataset.num_classes + 1, 8, 8)

@@ -38,9 +38,11 @@ from tqdm import tqdm
 from sfc_core import engine
 from sfc_core.config import Config, RefineConfig
 from sfc_core.data.transforms import hflip, normalize, random_crop_box, rescale
-from sfc_core.data.voc import IGNORE_INDEX, SegmentationDataset
+from sfc_core.data.voc import SegmentationDataset
 from sfc_core.errors import SfcError
+from sfc_core.masks import IGNORE
 from sfc_core.model.backbone import Backbone, build_backbone
+from sfc_core.model.sfc_net import load_model
 from sfc_core.refine.random_walk import PathIndex, edge_to_affinity, hybrid_walk, shifted_crops
 from sfc_core.run_dir import RunDir
 
@@ -123,7 +125,7 @@ def affinity_targets(labels: torch.Tensor, index: PathIndex) -> tuple[torch.Tens
     m = index.margin
     source = labels[:, None, :hs, m:m + ws]                     # (N, 1, h', w')
     destination = shifted_crops(labels, index, index.offsets)    # (N, D, h', w')
-    valid = (source != IGNORE_INDEX) & (destination != IGNORE_INDEX)
+    valid = (source != IGNORE) & (destination != IGNORE)
     same = valid & (source == destination)
     return same & (source == 0), same & (source > 0), valid & (source != destination)
 
@@ -172,7 +174,7 @@ class AffinityDataset(Dataset):
             image, label = hflip(image), hflip(label)
         source, box = random_crop_box(image.shape[:2], self.crop_size, rng)
         image_crop = np.zeros((self.crop_size, self.crop_size, 3), np.float32)
-        label_crop = np.full((self.crop_size, self.crop_size), IGNORE_INDEX, np.int64)
+        label_crop = np.full((self.crop_size, self.crop_size), IGNORE, np.int64)
         image_crop[box[0]:box[1], box[2]:box[3]] = image[source[0]:source[1], source[2]:source[3]]
         label_crop[box[0]:box[1], box[2]:box[3]] = label[source[0]:source[1], source[2]:source[3]]
         return {"image": torch.from_numpy(image_crop.transpose(2, 0, 1).copy()),
@@ -197,10 +199,8 @@ def initial_backbone(run: RunDir, cfg: Config) -> Backbone:
         raise SfcError(f"refine.irn_backbone_weights=sfc needs refine.irn_backbone to be the run's "
                        f"backbone {cfg.model.backbone!r}, not {refine.irn_backbone!r}", path=run.config_json,
                        fix=f"set refine.irn_backbone={cfg.model.backbone}, or irn_backbone_weights=imagenet")
-    from sfc_core.model.sfc_net import load_model
-
-    which = "best" if run.best_checkpoint.is_file() else "last"
-    return load_model(run.root, which=which).backbone
+    path = run.inference_checkpoint
+    return load_model(path, engine.load_checkpoint(path), cfg.model, run.class_names()).backbone
 
 
 def load_boundary_net(run: RunDir, cfg: Config, device: torch.device) -> BoundaryNet:
