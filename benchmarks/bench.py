@@ -311,8 +311,8 @@ class KitStep(TrainStep):
         from sfc_core.train import SfcObjective
 
         t = cfg.train
-        self.amp = t.amp and device.type == "cuda"
-        self.channels_last = t.channels_last and device.type == "cuda"
+        self.amp = cfg.runtime.amp and device.type == "cuda"
+        self.channels_last = cfg.runtime.channels_last and device.type == "cuda"
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         model = model.to(device, memory_format=memory_format)
         super().__init__(model, cfg, device, max_steps)
@@ -320,7 +320,7 @@ class KitStep(TrainStep):
                                       cfg.loss.scale_weight).to(device)
         crop = cfg.data.crop_size
         self.bank = ImageBank(model.num_classes, (3, crop, crop), device) if t.bank_draws > 0 else None
-        self.generator = torch.Generator().manual_seed(t.seed)
+        self.generator = torch.Generator().manual_seed(cfg.runtime.seed)
 
     def data(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         from sfc_core.train import append_bank_draws
@@ -351,7 +351,7 @@ class ReferenceStep(TrainStep):
         super().__init__(model, cfg, device, max_steps)
         self.network = nn.DataParallel(model, device_ids=[device.index]) if device.type == "cuda" else model
         self.statistics = statistics
-        self.bank = ReferenceBank(model.num_classes, cfg.data.crop_size, cfg.train.seed) \
+        self.bank = ReferenceBank(model.num_classes, cfg.data.crop_size, cfg.runtime.seed) \
             if cfg.train.bank_draws > 0 else None
 
     def data(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -390,10 +390,11 @@ def bench_train(cfg: Config, device: torch.device, steps: int, warmup: int, repe
     num_classes = num_foreground_classes(cfg)
     statistics = class_statistics(num_classes, t.batch_size, t.bank_draws)
     class_weights = torch.as_tensor(distribution_coefficients(*statistics), dtype=torch.float32)
-    batches = loader_batches(4, t.batch_size, cfg.data.crop_size, cfg.data.resize_long, statistics[0], t.seed)
+    batches = loader_batches(4, t.batch_size, cfg.data.crop_size, cfg.data.resize_long, statistics[0],
+                             cfg.runtime.seed)
     if device.type == "cuda":
         batches = [{key: value.pin_memory() for key, value in batch.items()} for batch in batches]
-    engine.seed_everything(t.seed)
+    engine.seed_everything(cfg.runtime.seed)
     model = build_model(cfg.model, num_classes)
     max_steps = warmup + steps * repeats + 2
     # the reference step copies the weights before the kit's step converts them (channels-last)
@@ -461,7 +462,7 @@ def bench_cams(cfg: Config, device: torch.device, steps: int, warmup: int) -> di
     label = torch.zeros(num_classes)
     label[: min(2, num_classes)] = 1
     rows = torch.arange(min(2, num_classes) + 1, device=device)
-    amp = cfg.train.amp and device.type == "cuda"
+    amp = cfg.runtime.amp and device.type == "cuda"
     seconds = 0.0
     with torch.inference_mode():
         for i in range(warmup + steps):
@@ -507,10 +508,10 @@ def bench_segment(cfg: Config, device: torch.device, steps: int, warmup: int) ->
     from sfc_core.segment import build_network, parameter_groups, train_step
 
     seg, num_classes = cfg.segment, num_foreground_classes(cfg)
-    amp = cfg.train.amp and device.type == "cuda"
-    memory_format = torch.channels_last if cfg.train.channels_last and device.type == "cuda" \
+    amp = cfg.runtime.amp and device.type == "cuda"
+    memory_format = torch.channels_last if cfg.runtime.channels_last and device.type == "cuda" \
         else torch.contiguous_format
-    engine.seed_everything(cfg.train.seed)
+    engine.seed_everything(cfg.runtime.seed)
     model = build_network(seg.network, num_classes + 1, "none").to(device, memory_format=memory_format)
     model.train()
     optimizer = engine.make_optimizer("sgd", parameter_groups(model, seg), seg.momentum, seg.weight_decay)
@@ -543,7 +544,7 @@ def bench(cfg: Config, device: str = "auto", steps: int = 10, warmup: int = 2, r
         raise SfcError(f"bad counts: steps={steps}, warmup={warmup}, repeats={repeats}",
                        fix="give --steps >= 1, --warmup >= 0, --repeats >= 1")
     cfg = bench_config(cfg)
-    device = engine.select_device(device)
+    device = engine.select_device(device, option="--device")
     result = {"preset": cfg.preset, "machine": machine_info(device)}
     if "train" in stages:
         result["train"] = bench_train(cfg, device, steps, warmup, repeats, naive, profile)
@@ -563,7 +564,7 @@ def bench_arguments(p: argparse.ArgumentParser) -> None:
     from sfc_core.cli import add_config_arguments
 
     add_config_arguments(p)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: train.device)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: runtime.device)")
     p.add_argument("--steps", type=int, default=10,
                    help="timed steps per repeat (training, step 3) / timed images (CAMs)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
@@ -584,7 +585,7 @@ def bench_command(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
     stages = tuple(stage.strip() for stage in args.stages.split(",") if stage.strip())
-    result = bench(cfg, args.device or cfg.train.device, args.steps, args.warmup, args.repeats, args.naive,
+    result = bench(cfg, args.device or cfg.runtime.device, args.steps, args.warmup, args.repeats, args.naive,
                    stages, args.profile)
     if args.out:
         atomic_write_json(args.out, result)

@@ -9,7 +9,7 @@ format of ``sfc_core.cam_file`` (``cams/<id>.npz``).
 The stage resumes: images whose file is complete are kept while ``cams/provenance.json``
 records the same checkpoint (step and weights digest) and settings; anything else makes
 the folder again (files are written atomically).
-On CPU the DataLoader decodes and rescales in `data.num_workers` processes; on a GPU the
+On CPU the DataLoader decodes and rescales in `runtime.num_workers` processes; on a GPU the
 scales of an image run back to back on the device and are summed there, one copy back per
 image; under torchrun every rank takes an interleaved shard of the images still to do:
 
@@ -75,7 +75,7 @@ def cams_record(cfg: Config, checkpoint: dict[str, Any], class_names: list[str],
     AMP and the network's settings (its weights file is irrelevant: the checkpoint has them)."""
     model = {key: value for key, value in dataclasses.asdict(cfg.model).items() if key != "backbone_weights"}
     return {"checkpoint": checkpoint, "class_names": list(class_names), "scales": list(scales),
-            "flip": cfg.cams.flip, "mask_by_label": cfg.cams.mask_by_label, "amp": cfg.train.amp,
+            "flip": cfg.cams.flip, "mask_by_label": cfg.cams.mask_by_label, "amp": cfg.runtime.amp,
             "model": model}
 
 
@@ -94,8 +94,10 @@ def _todo(run: RunDir, ids: list[str]) -> list[int]:
 
 
 def make_cams(run: str | Path | RunDir, list_name: str | None = None,
-              scales: tuple[float, ...] | None = None, device: str | torch.device | None = None) -> Path:
+              scales: tuple[float, ...] | None = None, device: str | torch.device | None = None,
+              overrides: dict | None = None) -> Path:
     """CAMs of every image of `list_name` (default: the training list) into RUN_DIR/cams/.
+    `overrides`: dotted config keys on top of the run's config.json (e.g. data.root).
 
     Returns the cams folder. Finished images are kept when cams/provenance.json records the
     same checkpoint and settings (and their file is complete); other settings or another
@@ -103,7 +105,7 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
     does an interleaved shard of the rest.
     """
     run = RunDir(run)
-    cfg = run.load_config()
+    cfg = run.load_config(overrides)
     list_name = list_name or cfg.data.train_list
     scales = tuple(scales or cfg.cams.scales)
     if not scales or min(scales) <= 0:
@@ -123,7 +125,7 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
     gather_objects(None, dist)                      # the other ranks wait for the claim
     todo = _todo(run, views.ids)
     shard = todo[dist.rank::dist.world_size]
-    device = select_device(str(device or cfg.train.device), dist)
+    device = select_device(str(device or cfg.runtime.device), dist, option="--device")
     model = load_model(path, ckpt, cfg.model, class_names, device)
     _write_cams(run, cfg, model, Subset(views, shard), device, dist, f"cams {list_name} ({len(scales)} scales)")
     made = sum(gather_objects(len(shard), dist))     # also waits for every rank's files
@@ -137,13 +139,13 @@ def _write_cams(run: RunDir, cfg: Config, model: torch.nn.Module, views: Subset,
                 dist: DistInfo, desc: str) -> None:
     """The CAM file of every image of ``views`` (MultiScaleDataset items)."""
     loader = DataLoader(views, batch_size=1, collate_fn=_only_item,
-                        num_workers=cfg.data.num_workers if len(views) else 0,
+                        num_workers=cfg.runtime.num_workers if len(views) else 0,
                         pin_memory=device.type == "cuda")
     with torch.inference_mode():
         for item in tqdm(loader, desc=desc, total=len(views), disable=not dist.is_main, unit="img"):
             images = [pair.to(device, non_blocking=True) for pair in item["images"]]
             label = item["label"].to(device)
-            with autocast(device, cfg.train.amp):
+            with autocast(device, cfg.runtime.amp):
                 classifier, prototype = multiscale_cams(model, images, label, tuple(item["size"].tolist()),
                                                         cfg.cams.mask_by_label)
             keys = present_keys(item["label"].numpy())
@@ -157,7 +159,10 @@ def cams_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--list", dest="list_name", default=None,
                    help="image list (default: the training list; `val` for held-out figures)")
     p.add_argument("--scales", default=None, help="comma-separated scales, e.g. 1.0,0.5,1.5,2.0")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: train.device)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: runtime.device)")
+    from sfc_core.cli import add_override_arguments
+
+    add_override_arguments(p)
 
 
 def parse_scales(text: str | None) -> tuple[float, ...] | None:
@@ -170,5 +175,7 @@ def parse_scales(text: str | None) -> tuple[float, ...] | None:
 
 
 def cams_command(args: argparse.Namespace) -> int:
-    make_cams(args.run, args.list_name, parse_scales(args.scales), args.device)
+    from sfc_core.cli import overrides_from_args
+
+    make_cams(args.run, args.list_name, parse_scales(args.scales), args.device, overrides_from_args(args))
     return 0

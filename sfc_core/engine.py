@@ -1,7 +1,8 @@
 """Shared trainer plumbing: every trainer (SFC, IRN, step-3 segmentation) uses these, none copies.
 
 Devices and precision
-    select_device(name="auto", dist=None) -> torch.device   "auto": cuda (this rank's GPU) or cpu
+    select_device(name="auto", dist=None, option="runtime.device") -> torch.device   "auto": cuda
+                                             (this rank's GPU) or cpu; a bad name names option
     autocast(device, enabled)                context: bf16 where supported, else fp16; CPU no-op
     make_grad_scaler(device, enabled)        a GradScaler, active only for fp16 on CUDA
     optimizer_step(loss, optimizer, scaler, parameters, grad_clip) -> grad norm
@@ -49,6 +50,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from sfc_core.config import check_device
 from sfc_core.errors import SfcError
 from sfc_core.io import append_jsonl, atomic_torch_save, atomic_write_text
 
@@ -131,17 +133,20 @@ def gather_objects(obj: Any, dist: DistInfo) -> list[Any]:
 # -- devices and precision -----------------------------------------------------------------
 
 
-def select_device(name: str = "auto", dist: DistInfo | None = None) -> torch.device:
-    """``"auto"``: this rank's GPU when CUDA is available, else the CPU. ``"cuda"`` without a
-    GPU raises SfcError."""
+def select_device(name: str = "auto", dist: DistInfo | None = None, option: str = "runtime.device") -> torch.device:
+    """``"auto"``: this rank's GPU when CUDA is available, else the CPU. A malformed name, or
+    ``"cuda"`` without a GPU, raises SfcError whose fix names ``option``: the configuration key
+    (``--set runtime.device=cpu``) or the verb's flag (``"--device"``: ``--device cpu``)."""
+    check_device(name, option)
     local_rank = dist.local_rank if dist is not None else 0
     if name == "auto":
         return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda":
         if not torch.cuda.is_available():
+            use = f"{option} cpu" if option.startswith("--") else f"--set {option}=cpu"
             raise SfcError(f"device {name!r} asked for, but this machine has no usable CUDA GPU",
-                           fix="use --set train.device=cpu (or auto)")
+                           fix=f"use {use} (or auto)")
         if device.index is None:
             device = torch.device("cuda", local_rank)
     return device
@@ -194,7 +199,7 @@ def out_of_memory_hint(batch_size_key: str, batch_size: int) -> Iterator[None]:
     except torch.OutOfMemoryError:
         raise SfcError(f"out of GPU memory at {batch_size_key}={batch_size}",
                        fix=f"try --set {batch_size_key}={max(1, batch_size // 2)}, "
-                           "or keep train.amp=true") from None
+                           "or keep runtime.amp=true") from None
 
 
 # -- reproducibility -----------------------------------------------------------------------
@@ -315,7 +320,7 @@ def check_finite(loss: torch.Tensor | float, step: int, last_checkpoint: str | P
     where = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint yet"
     raise SfcError(f"training diverged: loss is {value} at step {step}; {where}",
                    path=last_checkpoint,
-                   fix="lower train.lr (or set train.amp=false) and resume with --resume")
+                   fix="lower train.lr (or set runtime.amp=false) and resume with --resume")
 
 
 # -- logging -------------------------------------------------------------------------------

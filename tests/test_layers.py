@@ -19,6 +19,7 @@ from sfc_core.cli import VERBS
 REPO = Path(__file__).resolve().parents[1]
 TOOLING_PACKAGES = ("sfc_core.analysis", "sfc_core.orchestration", "benchmarks")
 TOOLING_MODULES = ("sfc_core.__main__",)
+STAGE_PARTS = {"sfc_core.data.prepare_coco": "sfc_core.data.prepare"}   # a stage split over two files
 
 
 def module_name(path: Path) -> str:
@@ -35,7 +36,10 @@ def _within(module: str, package: str) -> bool:
 
 
 def stage_of(module: str) -> str | None:
-    """The stage a module belongs to (itself, or the stage package holding it), else None."""
+    """The stage a module belongs to (itself, the stage package holding it, or the stage
+    STAGE_PARTS names), else None."""
+    if module in STAGE_PARTS:
+        return STAGE_PARTS[module]
     owners = [stage for stage in STAGES if _within(module, stage)]
     return max(owners, key=len) if owners else None
 
