@@ -399,22 +399,23 @@ def _train(model: nn.Module, optimizer, schedule, scaler, step: int, cfg: Config
     (all ranks; None if it ran no timed step)."""
     seg, seed = cfg.segment, cfg.runtime.seed
     crops = MaskedCrops(dataset, ids, source.read, seg, seed)
-    steps_per_epoch = len(epoch_keys(len(ids), seed, 0, dist)) // seg.batch_size
+    local_batch = engine.per_process(seg.batch_size, "segment.batch_size", dist)
+    steps_per_epoch = len(epoch_keys(len(ids), seed, 0, dist)) // local_batch
     if steps_per_epoch == 0:
         raise SfcError(f"the training list has {len(ids)} images, fewer than one batch of "
-                       f"{seg.batch_size} per process", fix="lower segment.batch_size")
+                       f"{seg.batch_size}", fix="lower segment.batch_size")
     ddp_model = engine.wrap_ddp(model, dist, device)
     ddp_model.train()
     # logs past `step` come from a killed run and are about to be written again: dropped
     logger = engine.MetricsLogger(out.metrics_jsonl, out.tensorboard, enabled=dist.is_main, resume_step=step)
-    batch_images = seg.batch_size * dist.world_size
+    batch_images = seg.batch_size          # global: every process takes 1/N
     progress = tqdm(total=seg.iterations, initial=step, desc=f"segment {source.name}", unit="step",
                     disable=not dist.is_main)
     losses, timed_steps, timed_seconds, warm = [], 0, 0.0, False
     while step < seg.iterations:
         epoch, skip = divmod(step, steps_per_epoch)
-        keys = epoch_keys(len(ids), seed, epoch, dist)[skip * seg.batch_size:]
-        loader = DataLoader(crops, batch_size=seg.batch_size, sampler=keys, drop_last=True,
+        keys = epoch_keys(len(ids), seed, epoch, dist)[skip * local_batch:]
+        loader = DataLoader(crops, batch_size=local_batch, sampler=keys, drop_last=True,
                             num_workers=cfg.runtime.num_workers, pin_memory=device.type == "cuda",
                             generator=torch.Generator().manual_seed(seed))  # leaves the global RNG alone
         tick = time.perf_counter()

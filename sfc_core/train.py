@@ -25,8 +25,13 @@ epoch's first batches without loading them and ends with exactly the weights of 
 never stopped. A run directory that already holds a run is refused without ``--resume``.
 
 DDP (torchrun): one process per GPU, a DistributedSampler shard each, gradients averaged by
-DDP. The image bank stays per process (each rank's bank holds images of its own shard);
-checkpoints gather every rank's bank and RNG states, so resume needs the same world size.
+DDP. ``train.batch_size`` and ``train.bank_draws`` are global: each of N processes takes 1/N
+of both (``engine.per_process``; an error when N does not divide them), so N processes
+train the one-process recipe: the same images per step, the same mean losses (logged as
+the mean over ranks). The image bank stays per process: each rank's bank holds, per class,
+the latest image of its own shard, and each rank draws its bank_draws / N from its own bank
+(one process: the latest image of the whole batch, all draws from one bank). Checkpoints
+gather every rank's bank and RNG states, so resume needs the same world size.
 """
 from __future__ import annotations
 
@@ -169,10 +174,12 @@ def _train(cfg: Config, run: RunDir, resume: bool, stop_after: int | None, dist:
                              seed=cfg.runtime.seed)
     sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
                                  seed=cfg.runtime.seed, drop_last=True)
-    steps_per_epoch = len(sampler) // t.batch_size
+    local_batch = engine.per_process(t.batch_size, "train.batch_size", dist)
+    local_draws = engine.per_process(t.bank_draws, "train.bank_draws", dist)
+    steps_per_epoch = len(sampler) // local_batch
     if steps_per_epoch == 0:
         raise SfcError(f"train list {cfg.data.train_list!r} has {len(train_set)} images, fewer than one "
-                       f"batch of {t.batch_size} per process", path=dataset.list_path(cfg.data.train_list),
+                       f"batch of {t.batch_size}", path=dataset.list_path(cfg.data.train_list),
                        fix="lower train.batch_size or use a longer list")
     max_steps = t.max_steps or t.epochs * steps_per_epoch
 
@@ -206,7 +213,7 @@ def _train(cfg: Config, run: RunDir, resume: bool, stop_after: int | None, dist:
                                     find_unused_parameters=cfg.loss.prototype_weight == 0 or not cfg.model.pcm)
     logger = engine.MetricsLogger(run.metrics_jsonl, run.tensorboard, enabled=dist.is_main,
                                   resume_step=step if resume else None)
-    images_per_step = (t.batch_size + t.bank_draws) * dist.world_size
+    images_per_step = t.batch_size + t.bank_draws        # global: every process takes 1/N of each
     start_step, started = step, time.perf_counter()
     bar = tqdm(total=max_steps, initial=step, desc="train", unit="step", disable=not dist.is_main)
     trainable = [p for group in model.parameter_groups().values() for p in group]
@@ -226,11 +233,11 @@ def _train(cfg: Config, run: RunDir, resume: bool, stop_after: int | None, dist:
     try:
         while step < max_steps and step != stop_after:
             epoch, done_in_epoch = divmod(step, steps_per_epoch)
-            for batch in _epoch_loader(train_set, sampler, epoch, done_in_epoch, t.batch_size,
+            for batch in _epoch_loader(train_set, sampler, epoch, done_in_epoch, local_batch,
                                        cfg.runtime.num_workers, device):
                 images = batch["image"].to(device, non_blocking=True)
                 images, boxes, labels = append_bank_draws(bank, images, batch["box"], batch["label"],
-                                                          t.bank_draws, generator)
+                                                          local_draws, generator)
                 if channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 with engine.out_of_memory_hint("train.batch_size", t.batch_size):
@@ -242,7 +249,7 @@ def _train(cfg: Config, run: RunDir, resume: bool, stop_after: int | None, dist:
                 bar.update(1)
 
                 if step % t.log_every == 0 or step == max_steps:
-                    loss_values = {name: value.item() for name, value in losses.items()}
+                    loss_values = engine.mean_over_ranks(losses, dist)     # the global batch's
                     engine.check_finite(loss_values["total"], step, _existing(run.last_checkpoint))
                     rate = images_per_step * (step - start_step) / (time.perf_counter() - started)
                     logger.log(step, {**{f"loss/{name}": value for name, value in loss_values.items()},
