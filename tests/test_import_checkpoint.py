@@ -8,9 +8,11 @@ from pathlib import Path
 import torch
 
 from sfc_core.cli import main
-from sfc_core.config import VOC_CLASSES, Config, ModelConfig
+from sfc_core.config import Config, ModelConfig
+from sfc_core.data.voc import VOC_CLASSES
 from sfc_core.import_checkpoint import FORMATS, import_checkpoint, kit_key
-from sfc_core.model.sfc_net import build_model, load_model
+from sfc_core.model.sfc_net import build_model
+from tests.fixtures import trained_model
 
 # The key names, shapes and dtypes of the authors' released VOC checkpoint (966 tensors).
 REFERENCE_KEYS = Path(__file__).parent / "data" / "reference_sfc_state_dict_keys.json"
@@ -71,7 +73,7 @@ def test_import_round_trips_a_reference_layout_state_dict_exactly(tmp_path):
     torch.save({"net": reference_state(model)}, tmp_path / "res50_SFC.pth")
     absent = import_checkpoint(tmp_path / "res50_SFC.pth", "sfc-reference", tmp_path / "run", cfg, list(VOC_CLASSES))
     assert absent == []
-    loaded = load_model(tmp_path / "run", device="cpu").state_dict()
+    loaded = trained_model(tmp_path / "run").state_dict()
     for key, tensor in model.state_dict().items():
         assert torch.equal(loaded[key], tensor), key
     assert json.loads((tmp_path / "run" / "class_names.json").read_text()) == list(VOC_CLASSES)
@@ -86,7 +88,7 @@ def test_sipe_checkpoint_loads_what_matches_and_names_what_is_absent(tmp_path, c
     assert rc == 0 and "absent from the checkpoint: pcm_projection.weight" in capsys.readouterr().out
     run_cfg = Config.load(tmp_path / "run" / "config.json")
     assert run_cfg.model.pcm is False and run_cfg.model.seed_background_scale == 0.5
-    loaded = load_model(tmp_path / "run", device="cpu").state_dict()
+    loaded = trained_model(tmp_path / "run").state_dict()
     assert torch.equal(loaded["sides.2.weight"], model.state_dict()["sides.2.weight"])
 
 

@@ -38,7 +38,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from sfc_core.config import VOC_CLASSES
+from sfc_core.data.voc import VOC_CLASSES
 from sfc_core.errors import SfcError
 from sfc_core.io import atomic_save_png, atomic_write_json, atomic_write_text
 
@@ -202,7 +202,7 @@ def read_index_png(path: str | Path) -> np.ndarray:
 
 def save_index_png(path: Path, mask: np.ndarray) -> None:
     """A uint8 (H, W) class map as a palette PNG in the VOC colours, written atomically."""
-    from sfc_core.data.synthetic import voc_palette
+    from sfc_core.masks import voc_palette
 
     image = Image.fromarray(mask, mode="P")
     image.putpalette(voc_palette())
