@@ -66,7 +66,7 @@ def test_reproduce_sfc_on_voc_commands_on_fake_downloads(tmp_path, capsys):
     run("prepare", "voc", "--voc", str(voc_tar), "--sbd", str(sbd_tgz), "--out", data,
         "--voc-md5", md5[voc_tar], "--sbd-md5", md5[sbd_tgz], "--processes", "1")
     assert "train_aug        5 images (official: 10,582)" in capsys.readouterr().out
-    run("stats", "--dataset", "voc", "--root", data)
+    run("stats", "--preset", "voc", "--data-root", data)
     assert json.loads(capsys.readouterr().out)["num_images"] == len(TRAIN_AUG)
     run("train", "--preset", "voc", "--data-root", data, "--out", sfc, "--backbone-weights", "none",
         "--config", str(tmp_path / "small.txt"))
