@@ -377,13 +377,7 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
         cfg = cls(preset=d.get("preset", "voc"))
-        flat = {f"{section}.{key}": value
-                for section, values in d.items() if isinstance(values, dict)
-                for key, value in values.items()}
-        if "runtime" not in d:      # written before the runtime section
-            flat |= {new: flat[old] for new, old in IRN_FROM_TRAIN.items() if old in flat}
-            flat = {MOVED_KEYS.get(key, key): value for key, value in flat.items()}
-        cfg.override(flat)
+        cfg.override(section_fields(d))
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
@@ -576,6 +570,18 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+def section_fields(d: dict[str, Any]) -> dict[str, Any]:
+    """The dotted fields of a dict of sections (a saved config.json); one written before the
+    runtime section has its moved keys mapped to their new places."""
+    flat = {f"{section}.{key}": value
+            for section, values in d.items() if isinstance(values, dict)
+            for key, value in values.items()}
+    if "runtime" not in d:      # written before the runtime section
+        flat |= {new: flat[old] for new, old in IRN_FROM_TRAIN.items() if old in flat}
+        flat = {MOVED_KEYS.get(key, key): value for key, value in flat.items()}
+    return flat
+
+
 def read_config_file(path: str | Path) -> tuple[str | None, dict[str, Any]]:
     """(preset or None, dotted overrides) of a ``--config`` file.
 
@@ -594,10 +600,8 @@ def read_config_file(path: str | Path) -> tuple[str | None, dict[str, Any]]:
         except ValueError as e:
             raise SfcError(f"configuration file is not valid JSON ({e})", path=path, fix=fix) from None
         preset = data.pop("preset", None)
-        flat = {f"{key}.{field}": value for key, values in data.items() if isinstance(values, dict)
-                for field, value in values.items()}
-        flat.update({key: value for key, value in data.items() if not isinstance(value, dict)})
-        return preset, flat
+        return preset, {**section_fields(data),
+                        **{key: value for key, value in data.items() if not isinstance(value, dict)}}
     lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
     try:
         return None, parse_overrides([line for line in lines if line])
