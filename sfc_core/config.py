@@ -430,6 +430,17 @@ class Config:
             raise SfcError(e.problem, path=path, fix=f"{e.fix}, in {path}") from None
 
 
+def flat_dict(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A ``to_dict()`` tree as dotted keys (``{"train.lr": 0.1, ...}``), lists as tuples."""
+    flat = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            flat.update(flat_dict(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
+    return flat
+
+
 def _sections() -> list[str]:
     return [f.name for f in dataclasses.fields(Config) if f.name != "preset"]
 

@@ -143,6 +143,9 @@ def load_model(run_dir: str | Path, which: str = "best", device: torch.device | 
     engine.check_compatible(ckpt, checkpoint_identity(cfg.model, class_names), path)
     cfg.model.backbone_weights = "none"      # the checkpoint holds every weight
     model = build_model(cfg.model, len(class_names))
+    engine.check_shapes(ckpt, model, path, cfg.to_dict(), ("model.",),
+                        fix=f"the run's config.json and checkpoint disagree: train again into a fresh --out, "
+                            f"or restore the config.json {run.root} was trained with")
     model.load_state_dict(ckpt["model"])
     device = engine.select_device("auto") if device is None else torch.device(device)
     return model.to(device).eval()
