@@ -25,12 +25,6 @@ from typing import Any
 
 from sfc_core.errors import SfcError
 
-VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
-)
-
 
 @dataclass
 class RuntimeConfig:
@@ -588,3 +582,33 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
             raise SfcError(f"bad override {item!r}", fix="write --set SECTION.FIELD=VALUE")
         out[key.strip()] = value.strip()
     return out
+
+
+def read_config_file(path: str | Path) -> tuple[str | None, dict[str, Any]]:
+    """(preset or None, dotted overrides) of a ``--config`` file.
+
+    The file is a saved config.json (sections of fields, e.g. a run's), a JSON object of dotted
+    keys (``{"train.lr": 0.01}``), or text lines ``SECTION.FIELD=VALUE`` (``#`` comments).
+    """
+    path = Path(path)
+    fix = "give a run's config.json, a JSON object of SECTION.FIELD keys, or lines SECTION.FIELD=VALUE"
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SfcError(f"cannot read the configuration file ({e.strerror or e})", path=path, fix=fix) from None
+    if text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise SfcError(f"configuration file is not valid JSON ({e})", path=path, fix=fix) from None
+        preset = data.pop("preset", None)
+        flat = {f"{key}.{field}": value for key, values in data.items() if isinstance(values, dict)
+                for field, value in values.items()}
+        flat.update({key: value for key, value in data.items() if not isinstance(value, dict)})
+        return preset, flat
+    lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    try:
+        return None, parse_overrides([line for line in lines if line])
+    except SfcError as e:
+        raise SfcError(e.problem, path=path, fix=fix) from None
+

@@ -16,6 +16,7 @@ Reproducibility
 Distributed (torchrun)
     DistInfo(rank, world_size, local_rank) with .is_main and .distributed
     setup_distributed() -> DistInfo          reads torchrun's env vars; single process otherwise
+    per_process(total, key, dist) -> int     a global count (batch size, bank draws) / world size
     wrap_ddp(model, dist, device, **ddp_kwargs), unwrap(model), all_reduce_sum(tensor, dist),
     barrier(dist), gather_objects(obj, dist) -> list, cleanup_distributed(dist)
 
@@ -100,6 +101,24 @@ def setup_distributed() -> DistInfo:
             torch.cuda.set_device(dist.local_rank)
         torch.distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     return dist
+
+
+def per_process(total: int, key: str, dist: DistInfo) -> int:
+    """This process's share of a global count: ``total / world_size`` (``train.batch_size``,
+    ``train.bank_draws`` and ``segment.batch_size`` are global, so N processes train the
+    recipe one process trains). SfcError naming ``key`` when it does not divide."""
+    if total % dist.world_size:
+        raise SfcError(f"{key}={total} is global and does not split over {dist.world_size} processes",
+                       fix=f"pass --set {key}=<a multiple of {dist.world_size}>, or run "
+                           f"{'another number of processes' if total else 'one process'}")
+    return total // dist.world_size
+
+
+def mean_over_ranks(values: dict[str, torch.Tensor], dist: DistInfo) -> dict[str, float]:
+    """Scalar tensors (e.g. this rank's losses) averaged over ranks: the global batch's means
+    when every rank holds the same number of images. Every rank must call it."""
+    stacked = torch.stack([value.detach().float().reshape(()) for value in values.values()])
+    return dict(zip(values, (all_reduce_sum(stacked, dist) / dist.world_size).tolist()))
 
 
 def cleanup_distributed(dist: DistInfo) -> None:

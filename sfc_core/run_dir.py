@@ -9,7 +9,9 @@ imports another stage.
       class_names.json            foreground class names, in label order
       checkpoints/last.pt, best.pt
       metrics.jsonl, tb/          training logs
-      cams/<image_id>.npz         classifier and prototype CAMs (see sfc_core.cams)
+      cams/<image_id>.npz         classifier and prototype CAMs (see sfc_core.cam_file)
+      cams/provenance.json        what made them (sfc_core.provenance; every output folder
+                                  has one: pseudo/<method>/, refine/irn/)
       cam_eval.json               classifier / prototype / fused rows, sweeps, calibration
       refine/irn/                 relation_labels/<id>.png, checkpoint.pt, metrics.jsonl (IRN)
       pseudo/<method>/SegmentationClassPseudo/<id>.png + pseudo/<method>/<list>.txt
@@ -44,12 +46,13 @@ class RunDir:
     def class_names_json(self) -> Path:
         return self.root / "class_names.json"
 
-    def load_config(self) -> Config:
+    def load_config(self, overrides: dict | None = None) -> Config:
+        """config.json, with ``overrides`` (dotted keys, e.g. a verb's --set) on top."""
         if not self.config_json.is_file():
             raise SfcError(f"{self.root} is not a run directory (no config.json)",
                            path=self.config_json,
                            fix="train first: python -m sfc_core train --preset NAME --out RUN_DIR")
-        return Config.load(self.config_json)
+        return Config.load(self.config_json).override(overrides or {})
 
     def class_names(self) -> list[str]:
         if not self.class_names_json.is_file():
@@ -69,6 +72,11 @@ class RunDir:
     @property
     def best_checkpoint(self) -> Path:
         return self.checkpoints / "best.pt"
+
+    @property
+    def inference_checkpoint(self) -> Path:
+        """The checkpoint later stages use: best.pt, else last.pt (a run without validation)."""
+        return self.best_checkpoint if self.best_checkpoint.is_file() else self.last_checkpoint
 
     @property
     def metrics_jsonl(self) -> Path:

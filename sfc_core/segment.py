@@ -24,7 +24,6 @@ stopped. A finished run is not trained again; calling the stage again re-evaluat
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import urllib.error
 from collections.abc import Callable
@@ -43,13 +42,16 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from sfc_core import engine
-from sfc_core.config import Config, RefineConfig, SegmentConfig, parse_overrides
+from sfc_core.cam_file import load_cam
+from sfc_core.config import Config, RefineConfig, SegmentConfig
 from sfc_core.data import MultiScaleDataset, SegmentationDataset, open_dataset
 from sfc_core.data.transforms import augment
 from sfc_core.errors import SfcError
-from sfc_core.evaluate import read_pseudo_mask, scores
+from sfc_core.evaluations import read_cam_eval
+from sfc_core.fusion import predict_mask
 from sfc_core.io import atomic_write_json
-from sfc_core.metrics import IGNORE, confusion_matrix
+from sfc_core.masks import IGNORE, read_pseudo_mask, save_mask
+from sfc_core.metrics import confusion_matrix, scores
 from sfc_core.run_dir import RunDir
 
 MASK_SOURCES = ("irn", "crf", "cam", "gt")
@@ -78,17 +80,14 @@ def _read_pseudo(folder: Path, image_id: str) -> np.ndarray:
 
 def _read_cam_mask(run: RunDir, num_classes: int, lam: float, background: str,
                    threshold: float | None, image_id: str) -> np.ndarray:
-    from sfc_core.cams import load_cam
-    from sfc_core.fusion import predict_mask
-
     return predict_mask(load_cam(run, image_id, num_classes), "fused", lam, background, threshold)
 
 
 def cam_mask_settings(run: RunDir, cfg: Config) -> dict[str, Any]:
     """Lambda and background rule of the fused CAM: what eval-cams chose, else the reference's."""
     if run.cam_eval_json.is_file():
-        fused = json.loads(run.cam_eval_json.read_text())["rows"]["fused"]
-        return {"lambda": fused["lambda"], "background": "threshold", "threshold": fused["threshold"],
+        chosen = read_cam_eval(run.cam_eval_json).setting("fused")
+        return {"lambda": chosen["lam"], "background": chosen["background"], "threshold": chosen["threshold"],
                 "from": "cam_eval.json"}
     return {"lambda": cfg.cams.fusion_lambda, "background": "reference", "threshold": None,
             "from": "reference rule (no cam_eval.json)"}
@@ -285,8 +284,6 @@ def evaluate_network(model: nn.Module, dataset: SegmentationDataset, list_name: 
     views = MultiScaleDataset(dataset, list_name, scales=scales, flip=True)
     shard = Subset(views, range(dist.rank, len(views), dist.world_size))
     loader = DataLoader(shard, batch_size=None, num_workers=cfg.runtime.num_workers)
-    if predictions is not None:
-        from sfc_core.refine import save_mask  # palette PNG, VOC colours, written atomically
     kinds = ["single_scale", "multi_scale_flip"] + (["multi_scale_flip_crf"] if seg.eval_crf else [])
     conf = {kind: np.zeros((k, k), np.int64) for kind in kinds}
     model.eval()
@@ -391,16 +388,18 @@ def _train(state: engine.TrainState, cfg: Config, crops: MaskedCrops, out: RunDi
     """Train from ``state.step`` to cfg.segment.iterations. Returns images/s over this call
     (all ranks; None if it ran no timed step)."""
     seg, seed = cfg.segment, cfg.runtime.seed
-    steps_per_epoch = len(epoch_keys(len(crops), seed, 0, dist)) // seg.batch_size
+    local_batch = engine.per_process(seg.batch_size, "segment.batch_size", dist)
+    steps_per_epoch = len(epoch_keys(len(crops), seed, 0, dist)) // local_batch
     if steps_per_epoch == 0:
         raise SfcError(f"the training list has {len(crops)} images, fewer than one batch of "
-                       f"{seg.batch_size} per process", fix="lower segment.batch_size")
+                       f"{seg.batch_size}", fix="lower segment.batch_size")
     ddp_model = engine.wrap_ddp(state.model, dist, device)
     ddp_model.train()
     update = SegmentUpdate(ddp_model, state, device, cfg.runtime.amp, _memory_format(cfg, device), seg.batch_size)
-    loop = engine.Loop(crops, partial(epoch_keys, len(crops), seed, dist=dist), seg.batch_size, steps_per_epoch,
+    loop = engine.Loop(crops, partial(epoch_keys, len(crops), seed, dist=dist), local_batch, steps_per_epoch,
                        seg.iterations, update, update.log, seg.log_every, seg.checkpoint_every,
-                       images_per_step=seg.batch_size * dist.world_size, num_workers=cfg.runtime.num_workers,
+                       images_per_step=seg.batch_size,     # global: every process takes 1/N
+                       num_workers=cfg.runtime.num_workers,
                        pin_memory=device.type == "cuda", desc=f"segment {name}")
     done = engine.run_loop(state, loop, engine.LoopFiles(out.last_checkpoint, out.metrics_jsonl, out.tensorboard),
                            dist)
@@ -448,12 +447,15 @@ def segment_arguments(p: argparse.ArgumentParser) -> None:
                    help="also score multi-scale predictions after the dense CRF (segment.eval_crf)")
     p.add_argument("--save-predictions", action="store_true",
                    help="write the held-out predictions as palette PNGs to segment/<masks>/predictions/")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set segment.iterations=2000 (repeatable)")
+    from sfc_core.cli import add_override_arguments
+
+    add_override_arguments(p)
 
 
 def segment_command(args: argparse.Namespace) -> int:
-    overrides: dict[str, Any] = parse_overrides(args.overrides)
+    from sfc_core.cli import overrides_from_args
+
+    overrides: dict[str, Any] = overrides_from_args(args)
     if args.crf:
         overrides["segment.eval_crf"] = True
     result = segment(args.run, args.masks, overrides, save_predictions=args.save_predictions)

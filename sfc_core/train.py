@@ -27,8 +27,13 @@ directory that holds a run (a checkpoint) is refused without ``--resume``; one w
 failed before its first checkpoint holds none, and the same command starts it over.
 
 DDP (torchrun): one process per GPU, a DistributedSampler shard each, gradients averaged by
-DDP. The image bank stays per process (each rank's bank holds images of its own shard);
-checkpoints gather every rank's bank and RNG states, so resume needs the same world size.
+DDP. ``train.batch_size`` and ``train.bank_draws`` are global: each of N processes takes 1/N
+of both (``engine.per_process``; an error when N does not divide them), so N processes
+train the one-process recipe: the same images per step, the same mean losses (logged as
+the mean over ranks). The image bank stays per process: each rank's bank holds, per class,
+the latest image of its own shard, and each rank draws its bank_draws / N from its own bank
+(one process: the latest image of the whole batch, all draws from one bank). Checkpoints
+gather every rank's bank and RNG states, so resume needs the same world size.
 """
 from __future__ import annotations
 
@@ -48,7 +53,7 @@ from tqdm import tqdm
 
 from sfc_core import engine
 from sfc_core.bank import ImageBank
-from sfc_core.config import ABLATIONS, Config, TrainConfig, flat_dict, parse_overrides
+from sfc_core.config import ABLATIONS, Config, RuntimeConfig, TrainConfig, flat_dict, parse_overrides
 from sfc_core.data import MultiScaleDataset, SegmentationDataset, TrainDataset, open_dataset
 from sfc_core.data.stats import class_weights
 from sfc_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, valid_mask_from_boxes
@@ -189,10 +194,12 @@ def _setup(cfg: Config, run: RunDir, dataset: SegmentationDataset, device: torch
                              seed=cfg.runtime.seed)
     sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
                                  seed=cfg.runtime.seed, drop_last=True)
-    steps_per_epoch = len(sampler) // t.batch_size
+    local_batch = engine.per_process(t.batch_size, "train.batch_size", dist)
+    local_draws = engine.per_process(t.bank_draws, "train.bank_draws", dist)
+    steps_per_epoch = len(sampler) // local_batch
     if steps_per_epoch == 0:
         raise SfcError(f"train list {cfg.data.train_list!r} has {len(train_set)} images, fewer than one "
-                       f"batch of {t.batch_size} per process", path=dataset.list_path(cfg.data.train_list),
+                       f"batch of {t.batch_size}", path=dataset.list_path(cfg.data.train_list),
                        fix="lower train.batch_size or use a longer list")
     max_steps = t.max_steps or t.epochs * steps_per_epoch
     optimizer, schedule = build_optimizer(model, t, max_steps)
@@ -206,12 +213,12 @@ def _setup(cfg: Config, run: RunDir, dataset: SegmentationDataset, device: torch
     ddp_objective = engine.wrap_ddp(objective, dist, device,
                                     find_unused_parameters=cfg.loss.prototype_weight == 0 or not cfg.model.pcm)
     trainable = [p for group in model.parameter_groups().values() for p in group]
-    update = SfcUpdate(ddp_objective, state, trainable, t, device, cfg.runtime.amp, channels_last)
+    update = SfcUpdate(ddp_objective, state, trainable, t, local_draws, cfg.runtime, device, dist)
     validation = SfcValidation(cfg, dataset, run, state, device, dist, max_steps)
-    loop = engine.Loop(train_set, partial(_epoch_order, train_set, sampler), t.batch_size, steps_per_epoch,
+    loop = engine.Loop(train_set, partial(_epoch_order, train_set, sampler), local_batch, steps_per_epoch,
                        max_steps, update, update.log, t.log_every, t.checkpoint_every,
-                       images_per_step=(t.batch_size + t.bank_draws) * dist.world_size, after_step=validation,
-                       num_workers=cfg.runtime.num_workers, pin_memory=device.type == "cuda")
+                       images_per_step=t.batch_size + t.bank_draws,   # global: every process takes 1/N of each
+                       after_step=validation, num_workers=cfg.runtime.num_workers, pin_memory=device.type == "cuda")
     return state, loop
 
 
@@ -224,19 +231,20 @@ class SfcUpdate:
     state: engine.TrainState
     trainable: list[nn.Parameter]
     t: TrainConfig
+    draws: int                            # this process's share of train.bank_draws
+    runtime: RuntimeConfig
     device: torch.device
-    amp: bool
-    channels_last: bool
+    dist: engine.DistInfo
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         t, extras = self.t, self.state.extras
         images = batch["image"].to(self.device, non_blocking=True)
         images, boxes, labels = append_bank_draws(extras["bank"], images, batch["box"], batch["label"],
-                                                  t.bank_draws, extras["generator"])
-        if self.channels_last:
+                                                  self.draws, extras["generator"])
+        if self.device.type == "cuda" and self.runtime.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with engine.out_of_memory_hint("train.batch_size", t.batch_size):
-            with engine.autocast(self.device, self.amp):
+            with engine.autocast(self.device, self.runtime.amp):
                 losses, outputs = self.objective(images, boxes.to(self.device), labels.to(self.device))
             grad_norm = engine.optimizer_step(losses["total"], self.state.optimizer, self.state.scaler,
                                               self.trainable, t.grad_clip)
@@ -245,7 +253,8 @@ class SfcUpdate:
 
     def log(self, step: int, output: dict[str, Any], images_per_second: float) -> dict[str, float]:
         groups = self.state.optimizer.param_groups
-        return {**{f"loss/{name}": value.item() for name, value in output["losses"].items()},
+        losses = engine.mean_over_ranks(output["losses"], self.dist)     # the global batch's
+        return {**{f"loss/{name}": value for name, value in losses.items()},
                 "lr/backbone": groups[0]["lr"], "lr/new": groups[1]["lr"],
                 "grad_norm": output["grad_norm"].item(), "images_per_second": images_per_second}
 
@@ -346,7 +355,7 @@ def _log_cam_image(logger: engine.MetricsLogger, step: int, image: torch.Tensor,
     (maximum over foreground channels, upsampled)."""
     if not logger.enabled:
         return
-    from sfc_core.analysis.plots import cam_overlay
+    from sfc_core.masks import cam_overlay
 
     rgb = image.detach().float().cpu().numpy().transpose(1, 2, 0) * IMAGENET_STD + IMAGENET_MEAN
     rgb = np.clip(rgb * 255, 0, 255).astype(np.uint8)

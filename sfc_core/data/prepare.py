@@ -38,11 +38,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from sfc_core.config import VOC_CLASSES
+from sfc_core.data.voc import VOC_CLASSES
 from sfc_core.errors import SfcError
-from sfc_core.io import atomic_save_png, atomic_write_json, atomic_write_text
+from sfc_core.io import atomic_write_json, atomic_write_text
+from sfc_core.masks import IGNORE, save_mask
 
-IGNORE = 255
 MANIFEST = "prepare_manifest.json"
 LABELS_JSON = "cls_labels.json"
 # The published MD5 of each official archive (the same values torchvision's VOC and SBD
@@ -200,15 +200,6 @@ def read_index_png(path: str | Path) -> np.ndarray:
                        fix="re-extract the download (the file is corrupt)") from None
 
 
-def save_index_png(path: Path, mask: np.ndarray) -> None:
-    """A uint8 (H, W) class map as a palette PNG in the VOC colours, written atomically."""
-    from sfc_core.data.synthetic import voc_palette
-
-    image = Image.fromarray(mask, mode="P")
-    image.putpalette(voc_palette())
-    atomic_save_png(path, image)
-
-
 def present_classes(mask: np.ndarray) -> list[int]:
     """0-based foreground classes of a (H, W) mask (0 background and 255 ignore left out)."""
     values = np.unique(mask)
@@ -227,10 +218,10 @@ def _voc_mask_task(job: tuple[str, str, str, str]) -> tuple[str, list[int], str]
                 raise SfcError(f"SBD mask is {mask.shape[1]}x{mask.shape[0]}, its image "
                                f"{image.width}x{image.height}", path=source,
                                fix="use SBD's cls/ masks with VOC 2012's JPEGImages")
-        save_index_png(Path(out_path), mask)
+        save_mask(Path(out_path), mask)
         return image_id, present_classes(mask), "sbd"
     mask = read_index_png(source)
-    save_index_png(Path(out_path), mask)
+    save_mask(Path(out_path), mask)
     return image_id, present_classes(mask), "voc"
 
 

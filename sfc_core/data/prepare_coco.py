@@ -29,15 +29,14 @@ import numpy as np
 from sfc_core.data.coco import COCO_CLASSES
 from sfc_core.data.prepare import (
     COCO_EXPECTED,
-    IGNORE,
     link_images,
     present_classes,
     read_index_png,
     run_jobs,
-    save_index_png,
     write_layout,
 )
 from sfc_core.errors import SfcError
+from sfc_core.masks import IGNORE, save_mask
 
 SPLITS = ("train2014", "val2014")
 LIST_NAMES = {"train2014": "train", "val2014": "val"}
@@ -77,7 +76,7 @@ def _coco_mask_task(job: tuple) -> tuple[str, list[int], str]:
     if Path(out_path).is_file():
         return image_id, present_classes(read_index_png(out_path)), "kept"
     mask = class_mask(objects, height, width)
-    save_index_png(Path(out_path), mask)
+    save_mask(Path(out_path), mask)
     return image_id, present_classes(mask), "annotations"
 
 

@@ -30,31 +30,32 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
-from sfc_core.cams import load_cam
+from sfc_core.cam_file import load_cam
 from sfc_core.config import Config
 from sfc_core.crf import confidence_scores, confident_labels, rule_scores
 from sfc_core.data import SegmentationDataset, open_dataset
-from sfc_core.data.synthetic import voc_palette
 from sfc_core.engine import select_device
 from sfc_core.errors import SfcError
 from sfc_core.fusion import fuse
-from sfc_core.io import atomic_save_png, atomic_write_text
+from sfc_core.io import atomic_write_text
+from sfc_core.masks import save_mask
 from sfc_core.refine.irn import BoundaryNet, load_boundary_net, train_irn, walk_scores
 from sfc_core.run_dir import RunDir
 
 METHODS = ("irn", "crf")
 
 
-def refine(run: str | Path | RunDir, method: str | None = None, device: str | torch.device | None = None) -> Path:
+def refine(run: str | Path | RunDir, method: str | None = None, device: str | torch.device | None = None,
+           overrides: dict | None = None) -> Path:
     """Pseudo masks of every training image by ``method`` ("irn" or "crf"; default the run's
-    ``refine.method``); returns their folder."""
+    ``refine.method``); returns their folder. ``overrides``: dotted config keys on top of the
+    run's config.json (e.g. refine.irn_backbone_weights=PATH)."""
     run = RunDir(run)
     if method is not None and method not in METHODS:     # a mistyped method is named first
         raise _unknown_method(method)
-    cfg = run.load_config()
+    cfg = run.load_config(overrides)
     method = method or cfg.refine.method
     if method not in METHODS:
         raise _unknown_method(method)
@@ -83,13 +84,6 @@ def refine(run: str | Path | RunDir, method: str | None = None, device: str | to
 def _unknown_method(name: str) -> SfcError:
     return SfcError(f"unknown refinement method {name!r}",
                     fix=f"use --method {' or '.join(METHODS)} (or set refine.method to one of them)")
-
-
-def save_mask(path: Path, mask: np.ndarray) -> None:
-    """A uint8 (H, W) label map as a palette PNG with the VOC colours (255 = uncertain)."""
-    image = Image.fromarray(mask, mode="P")
-    image.putpalette(voc_palette())
-    atomic_save_png(path, image)
 
 
 def _confident_label_task(run: RunDir, cfg: Config, dataset: SegmentationDataset, out_dir: Path,
@@ -162,8 +156,13 @@ def refine_arguments(p: argparse.ArgumentParser) -> None:
                    help="irn: relation labels + boundary net + random walk (VOC); crf: dense CRF (COCO); "
                         "default: the run's refine.method")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: runtime.device)")
+    from sfc_core.cli import add_override_arguments
+
+    add_override_arguments(p)
 
 
 def refine_command(args: argparse.Namespace) -> int:
-    refine(args.run, args.method, args.device)
+    from sfc_core.cli import overrides_from_args
+
+    refine(args.run, args.method, args.device, overrides_from_args(args))
     return 0
