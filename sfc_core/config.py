@@ -374,13 +374,7 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
         cfg = cls(preset=d.get("preset", "voc"))
-        flat = {f"{section}.{key}": value
-                for section, values in d.items() if isinstance(values, dict)
-                for key, value in values.items()}
-        if "runtime" not in d:      # written before the runtime section
-            flat |= {new: flat[old] for new, old in IRN_FROM_TRAIN.items() if old in flat}
-            flat = {MOVED_KEYS.get(key, key): value for key, value in flat.items()}
-        cfg.override(flat)
+        cfg.override(section_fields(d))
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
@@ -422,6 +416,17 @@ class Config:
                            fix="delete the run directory and train again") from None
         except SfcError as e:       # a key or value this version of the kit does not accept
             raise SfcError(e.problem, path=path, fix=f"{e.fix}, in {path}") from None
+
+
+def section_fields(d: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a saved configuration's sections (``{"train": {"lr": 0.1}, ...}``) as
+    dotted overrides; a file written before the runtime section gets its moved keys."""
+    flat = {f"{section}.{key}": value for section, values in d.items() if isinstance(values, dict)
+            for key, value in values.items()}
+    if "runtime" not in d:      # written before the runtime section
+        flat |= {new: flat[old] for new, old in IRN_FROM_TRAIN.items() if old in flat}
+        flat = {MOVED_KEYS.get(key, key): value for key, value in flat.items()}
+    return flat
 
 
 def flat_dict(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -602,8 +607,7 @@ def read_config_file(path: str | Path) -> tuple[str | None, dict[str, Any]]:
         except ValueError as e:
             raise SfcError(f"configuration file is not valid JSON ({e})", path=path, fix=fix) from None
         preset = data.pop("preset", None)
-        flat = {f"{key}.{field}": value for key, values in data.items() if isinstance(values, dict)
-                for field, value in values.items()}
+        flat = section_fields(data)
         flat.update({key: value for key, value in data.items() if not isinstance(value, dict)})
         return preset, flat
     lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
