@@ -71,6 +71,8 @@ class ModelConfig:
     backbone_weights: str = "imagenet"    # "imagenet" (torchvision download) | a .pth path | "none"
     side_channels: tuple[int, int, int, int] = (128, 128, 256, 256)  # hierarchical features
     seed_background_scale: float = 0.3    # background channel x 0.3 before the seed arg-max
+    seed_rule: str = "argmax"             # seeds: "argmax" of the CAM (SFC) | "sipe": arg-max of the IoU
+                                          # of feature correlation and CAM (SIPE's inference rule)
     pcm: bool = True                      # pixel-correlation refinement of the classifier CAM
                                           # (False: the plain CAM; nothing trains f9 without
                                           # the consistency losses, and an untrained f9 smears)
@@ -244,6 +246,7 @@ LIMITS: dict[str, Limit] = {
     "model.backbone": one_of("resnet50", "resnet101", "tiny"),    # model/backbone.py BACKBONES
     "model.side_channels": at_least(1),
     "model.seed_background_scale": above(0),
+    "model.seed_rule": one_of("argmax", "sipe"),
     "loss.prototype_weight": at_least(0),
     "loss.scale_weight": at_least(0),
     "loss.class_weights": one_of("distribution", "uniform"),

@@ -10,9 +10,12 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from sfc_core.cli import main
 from tests.download_fixtures import TRAIN_AUG, make_sbd_download, make_tar, make_voc_download
+from tests.fixtures import trained_model
+from tests.reference_layout import reference_state
 
 SMALL = """\
 model.backbone=tiny
@@ -66,7 +69,7 @@ def test_reproduce_sfc_on_voc_commands_on_fake_downloads(tmp_path, capsys):
     run("prepare", "voc", "--voc", str(voc_tar), "--sbd", str(sbd_tgz), "--out", data,
         "--voc-md5", md5[voc_tar], "--sbd-md5", md5[sbd_tgz], "--processes", "1")
     assert "train_aug        5 images (official: 10,582)" in capsys.readouterr().out
-    run("stats", "--dataset", "voc", "--root", data)
+    run("stats", "--preset", "voc", "--data-root", data)
     assert json.loads(capsys.readouterr().out)["num_images"] == len(TRAIN_AUG)
     run("train", "--preset", "voc", "--data-root", data, "--out", sfc, "--backbone-weights", "none",
         "--config", str(tmp_path / "small.txt"))
@@ -77,6 +80,16 @@ def test_reproduce_sfc_on_voc_commands_on_fake_downloads(tmp_path, capsys):
     run("segment", "--run", sfc, "--masks", "irn")
     out = capsys.readouterr().out
     assert "step 3 on irn masks" in out
+
+    # the authors' checkpoint layout, imported, serves cams and eval-cams as the kit's own run
+    torch.save({"net": reference_state(trained_model(sfc))}, tmp_path / "res50_SFC.pth")
+    authors = str(tmp_path / "runs" / "voc" / "authors")
+    run("import-checkpoint", "--format", "sfc-reference", str(tmp_path / "res50_SFC.pth"), "--out", authors,
+        "--config", str(tmp_path / "small.txt"), "--data-root", data)
+    run("cams", "--run", authors)
+    run("eval-cams", "--run", authors)
+    mine, theirs = (json.loads((Path(r) / "cam_eval.json").read_text())["rows"]["fused"] for r in (sfc, authors))
+    assert theirs["miou"] == mine["miou"]
     final = json.loads((tmp_path / "runs" / "voc" / "sfc" / "segment" / "irn" / "final_eval.json").read_text())
     assert final["list"] == "val" and final["num_images"] == 2
     assert json.loads((tmp_path / "runs" / "voc" / "sfc" / "config.json").read_text())["preset"] == "voc"

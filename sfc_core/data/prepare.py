@@ -257,6 +257,18 @@ def _mask_sources(voc: Path, sbd: Path, ids: list[str]) -> list[tuple[str, str]]
     return sources
 
 
+def staging_path(final: Path) -> Path:
+    """Where a mask folder is written: ``final`` once a run completed it, else a hidden sibling
+    (kept by a rerun, which resumes in it) that ``commit_folder`` renames to ``final`` when
+    every mask is written, so a stopped or refused run leaves no half-filled mask folder."""
+    return final if final.is_dir() else final.with_name(f".{final.name}.partial")
+
+
+def commit_folder(work: Path, final: Path) -> None:
+    if work != final:
+        os.replace(work, final)
+
+
 def link_images(out: Path, images: Path, name: str = "JPEGImages") -> None:
     """``out``/name -> ``images`` (nothing when ``out`` already has that folder)."""
     target = out / name
@@ -293,10 +305,11 @@ def prepare_voc(voc: str | Path, sbd: str | Path, out: str | Path, processes: in
 
     if out.resolve() != voc_root:
         link_images(out, voc_root / "JPEGImages")
-    masks = out / "SegmentationClassAug"
+    masks = staging_path(out / "SegmentationClassAug")
     masks.mkdir(exist_ok=True)
     jobs = [(i, src, str(voc_root / "JPEGImages" / f"{i}.jpg"), str(masks / f"{i}.png")) for i, src in sources]
     results = run_jobs(_voc_mask_task, jobs, processes, "SegmentationClassAug")
+    commit_folder(masks, out / "SegmentationClassAug")
     inputs = {"voc": str(voc_root), "sbd": str(sbd_root),
               "sbd_lists": {name: len(v) for name, v in sbd_lists.items()},
               "archives": [r for r in (voc_record, sbd_record) if r]}
