@@ -421,6 +421,28 @@ class Config:
             raise SfcError(e.problem, path=path, fix=f"{e.fix}, in {path}") from None
 
 
+def section_fields(d: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a saved configuration's sections (``{"train": {"lr": 0.1}, ...}``) as
+    dotted overrides; a file written before the runtime section gets its moved keys."""
+    flat = {f"{section}.{key}": value for section, values in d.items() if isinstance(values, dict)
+            for key, value in values.items()}
+    if "runtime" not in d:      # written before the runtime section
+        flat |= {new: flat[old] for new, old in IRN_FROM_TRAIN.items() if old in flat}
+        flat = {MOVED_KEYS.get(key, key): value for key, value in flat.items()}
+    return flat
+
+
+def flat_dict(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A ``to_dict()`` tree as dotted keys (``{"train.lr": 0.1, ...}``), lists as tuples."""
+    flat = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            flat.update(flat_dict(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
+    return flat
+
+
 def _sections() -> list[str]:
     return [f.name for f in dataclasses.fields(Config) if f.name != "preset"]
 
@@ -570,18 +592,6 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
     return out
 
 
-def section_fields(d: dict[str, Any]) -> dict[str, Any]:
-    """The dotted fields of a dict of sections (a saved config.json); one written before the
-    runtime section has its moved keys mapped to their new places."""
-    flat = {f"{section}.{key}": value
-            for section, values in d.items() if isinstance(values, dict)
-            for key, value in values.items()}
-    if "runtime" not in d:      # written before the runtime section
-        flat |= {new: flat[old] for new, old in IRN_FROM_TRAIN.items() if old in flat}
-        flat = {MOVED_KEYS.get(key, key): value for key, value in flat.items()}
-    return flat
-
-
 def read_config_file(path: str | Path) -> tuple[str | None, dict[str, Any]]:
     """(preset or None, dotted overrides) of a ``--config`` file.
 
@@ -600,8 +610,9 @@ def read_config_file(path: str | Path) -> tuple[str | None, dict[str, Any]]:
         except ValueError as e:
             raise SfcError(f"configuration file is not valid JSON ({e})", path=path, fix=fix) from None
         preset = data.pop("preset", None)
-        return preset, {**section_fields(data),
-                        **{key: value for key, value in data.items() if not isinstance(value, dict)}}
+        flat = section_fields(data)
+        flat.update({key: value for key, value in data.items() if not isinstance(value, dict)})
+        return preset, flat
     lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
     try:
         return None, parse_overrides([line for line in lines if line])

@@ -137,6 +137,9 @@ def load_model(path: Path, ckpt: dict, model_cfg: ModelConfig, class_names: list
     (``engine.load_checkpoint``), so it can also record what made its outputs."""
     engine.check_compatible(ckpt, checkpoint_identity(model_cfg, class_names), path)
     model = build_model(dataclasses.replace(model_cfg, backbone_weights="none"), len(class_names))
+    engine.check_shapes(ckpt, model, path, {"model": dataclasses.asdict(model_cfg)}, ("model.",),
+                        fix="use the model settings the checkpoint was trained with (its config is inside "
+                            "it), or train again into a fresh --out")
     model.load_state_dict(ckpt["model"])      # the checkpoint holds every weight
     device = engine.select_device("auto") if device is None else torch.device(device)
     return model.to(device).eval()
