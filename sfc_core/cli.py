@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 
 from sfc_core.errors import SfcError
+
+DEBUG_ENV = "SFC_DEBUG"     # set (to anything): an error also prints its traceback (and a worker's)
 
 #  verb           module                      function prefix   one-line help
 VERBS: list[tuple[str, str, str, str]] = [
@@ -66,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(command(args) or 0)
     except SfcError as e:
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+            print(e.worker_traceback or "", file=sys.stderr)
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
