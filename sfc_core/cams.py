@@ -37,6 +37,7 @@ from sfc_core.errors import SfcError
 from sfc_core.io import atomic_save_npz
 from sfc_core.model.cam import max_normalise
 from sfc_core.run_dir import RunDir
+from sfc_core.run_lock import claims_run
 
 CAM_FIELDS = ("keys", "classifier", "prototype", "size", "num_classes")
 
@@ -125,6 +126,7 @@ def _only_item(batch: list[dict]) -> dict:
     return batch[0]
 
 
+@claims_run()
 def make_cams(run: str | Path | RunDir, list_name: str | None = None,
               scales: tuple[float, ...] | None = None, device: str | torch.device | None = None) -> Path:
     """CAMs of every image of `list_name` (default: the training list) into RUN_DIR/cams/.

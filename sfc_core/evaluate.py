@@ -49,6 +49,7 @@ from sfc_core.metrics import (
     threshold_confusions,
 )
 from sfc_core.run_dir import RunDir
+from sfc_core.run_lock import claims_run
 
 # -- per-image work (what a benchmark times) --------------------------------------------------
 
@@ -240,6 +241,7 @@ def _open(run: RunDir) -> tuple[Config, list[str], SegmentationDataset]:
     return cfg, class_names, dataset
 
 
+@claims_run()
 def eval_cams(run: str | Path | RunDir, list_name: str | None = None) -> dict[str, Any]:
     """Score the three CAM kinds on the evaluation list (and the held-out list if its CAMs
     exist); write RUN_DIR/cam_eval.json, print the tables, return the dict."""
@@ -313,6 +315,7 @@ def _kept_scores(run: RunDir, list_name: str, rescored: Sequence[str]) -> dict[s
     return {m: v for m, v in previous.get("methods", {}).items() if m not in rescored and m in present}
 
 
+@claims_run()
 def eval_seg(run: str | Path | RunDir, methods: Sequence[str] | None = None) -> dict[str, Any]:
     """Score the pseudo masks of ``methods`` (default: every method the run has) on the
     evaluation list; write RUN_DIR/seg_eval.json, keeping the scores of other methods already

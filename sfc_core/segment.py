@@ -49,9 +49,10 @@ from sfc_core.data import MultiScaleDataset, SegmentationDataset, open_dataset
 from sfc_core.data.transforms import hflip, normalize, random_crop_box, rescale
 from sfc_core.errors import SfcError
 from sfc_core.evaluate import read_pseudo_mask, scores
-from sfc_core.io import atomic_write_json
+from sfc_core.io import atomic_write_json, kill_point
 from sfc_core.metrics import IGNORE, confusion_matrix
 from sfc_core.run_dir import RunDir
+from sfc_core.run_lock import claims_run
 
 MASK_SOURCES = ("irn", "crf", "cam", "gt")
 
@@ -352,6 +353,7 @@ def _expected(cfg: Config, dataset: SegmentationDataset, masks: str) -> dict[str
             "class_names": list(dataset.class_names), "masks": masks}
 
 
+@claims_run(lambda run, masks, *args, **kwargs: RunDir(run).segment_dir(masks))
 def segment(run: str | Path | RunDir, masks: str, overrides: dict[str, Any] | None = None,
             save_predictions: bool = False) -> dict[str, Any]:
     """Train cfg.segment.network on `masks` of the training list, score it on the held-out list.
@@ -461,6 +463,7 @@ def _train(model: nn.Module, optimizer, schedule, scaler, step: int, cfg: Config
                                   scaler, amp)
             schedule.step()
             step += 1
+            kill_point("step")     # interruption tests only (SFC_KILL_AT, sfc_core.io)
             losses.append(float(loss))
             engine.check_finite(losses[-1], step, out.last_checkpoint if out.last_checkpoint.is_file() else None)
             now = time.perf_counter()

@@ -49,12 +49,13 @@ from sfc_core.data import MultiScaleDataset, SegmentationDataset, TrainDataset, 
 from sfc_core.data.stats import class_weights
 from sfc_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, valid_mask_from_boxes
 from sfc_core.errors import SfcError
-from sfc_core.io import atomic_write_json
+from sfc_core.io import atomic_write_json, kill_point
 from sfc_core.losses import classification_loss, prototype_consistency, scale_consistency
 from sfc_core.metrics import confusion_matrix, mean_iou
 from sfc_core.model.cam import max_normalise
 from sfc_core.model.sfc_net import SfcNet, build_model, checkpoint_identity
 from sfc_core.run_dir import RunDir
+from sfc_core.run_lock import claims_run
 
 # What a resumed training must not change: the sections that decide what is computed (later
 # stages' sections, cams/refine/segment, may change freely), except where things are and how
@@ -129,6 +130,7 @@ def append_bank_draws(bank: ImageBank | None, images: torch.Tensor, boxes: torch
     return torch.cat([images, drawn_images]), torch.cat([boxes, drawn_boxes]), torch.cat([labels, drawn_labels])
 
 
+@claims_run(lambda cfg, out, *args, **kwargs: out)
 def train(cfg: Config, out: str | Path, resume: bool = False, stop_after: int | None = None) -> dict:
     """Train SFC (or the baseline / an ablation, by config) into the run directory ``out``.
 
@@ -238,6 +240,7 @@ def _train(cfg: Config, run: RunDir, resume: bool, stop_after: int | None, dist:
                     grad_norm = engine.optimizer_step(losses["total"], optimizer, scaler, trainable, t.grad_clip)
                 schedule.step()
                 step += 1
+                kill_point("step")     # interruption tests only (SFC_KILL_AT, sfc_core.io)
                 bar.update(1)
 
                 if step % t.log_every == 0 or step == max_steps:

@@ -44,10 +44,12 @@ from sfc_core.fusion import fuse
 from sfc_core.io import atomic_save_png, atomic_write_text
 from sfc_core.refine.irn import BoundaryNet, load_boundary_net, train_irn, walk_scores
 from sfc_core.run_dir import RunDir
+from sfc_core.run_lock import claims_run
 
 METHODS = ("irn", "crf")
 
 
+@claims_run()
 def refine(run: str | Path | RunDir, method: str | None = None, device: str | torch.device | None = None) -> Path:
     """Pseudo masks of every training image by ``method`` ("irn" or "crf"; default the run's
     ``refine.method``); returns their folder."""

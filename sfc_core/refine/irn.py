@@ -40,6 +40,7 @@ from sfc_core.config import Config, RefineConfig
 from sfc_core.data.transforms import hflip, normalize, random_crop_box, rescale
 from sfc_core.data.voc import IGNORE_INDEX, SegmentationDataset
 from sfc_core.errors import SfcError
+from sfc_core.io import kill_point
 from sfc_core.model.backbone import Backbone, build_backbone
 from sfc_core.refine.random_walk import PathIndex, edge_to_affinity, hybrid_walk, shifted_crops
 from sfc_core.run_dir import RunDir
@@ -279,6 +280,7 @@ def train_irn(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[
             engine.optimizer_step(loss, optimizer, scaler, net.head_parameters(), grad_clip=0)
             schedule.step()
             step += 1
+            kill_point("step")     # interruption tests only (SFC_KILL_AT, sfc_core.io)
             bar.update()
             if step % cfg.train.log_every == 0:
                 logger.log(step, {"irn/loss": loss.item(), "irn/lr": schedule.get_last_lr()[0]})
