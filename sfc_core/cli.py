@@ -20,6 +20,7 @@ DEBUG_ENV = "SFC_DEBUG"     # set (to anything): an error also prints its traceb
 VERBS: list[tuple[str, str, str, str]] = [
     ("synth", "sfc_core.data.synthetic", "synth", "write a synthetic long-tailed dataset (VOC layout)"),
     ("stats", "sfc_core.data.stats", "stats", "per-class image counts, co-occurrence, class weights"),
+    ("check", "sfc_core.data.check", "check", "decode every image and mask of the lists, report every problem"),
     ("train", "sfc_core.train", "train", "train SFC (or the baseline / an ablation) into a run dir"),
     ("cams", "sfc_core.cams", "cams", "multi-scale + flip classifier and prototype CAMs"),
     ("eval-cams", "sfc_core.evaluate", "eval_cams", "mIoU and calibration of classifier/prototype/fused CAMs"),

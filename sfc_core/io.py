@@ -10,13 +10,15 @@ Interruption tests: with ``SFC_KILL_AT=EVENT:N`` set, the process kills itself (
 ``kill -9`` would) at the N-th event whose name starts with EVENT. Events: ``write/<file
 name>`` once a file's data is in its temporary file, before the rename (``write/last.pt:2``:
 during the second write of a last.pt; ``write/:5``: the fifth atomic write of any file), and
-``step`` after each training step (``kill_point("step")`` in the trainers). Unset, nothing
-is counted.
+``step`` after each training step (``kill_point("step")`` in the trainers). Each process
+counts its own events; in a worker process (refine's pool) the process that started it is
+killed first, so the command dies as a whole. Unset, nothing is counted.
 """
 from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import os
 import secrets
 import shutil
@@ -42,6 +44,8 @@ def kill_point(event: str) -> None:
     if event.startswith(prefix):
         _events_seen[prefix] = _events_seen.get(prefix, 0) + 1
         if _events_seen[prefix] == int(count):
+            if multiprocessing.parent_process() is not None:    # a stage's worker: the command dies
+                os.kill(os.getppid(), signal.SIGKILL)
             os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -68,3 +68,23 @@ def test_one_process_may_nest_claims_and_release_them(tmp_path):
     process = subprocess.run([sys.executable, "-c", HOLD.replace("time.sleep(60)", "pass"),
                               str(tmp_path / "run")], capture_output=True, text=True)
     assert process.returncode == 0 and time.monotonic() - started < 60    # free again for others
+
+
+def test_a_claim_that_wrote_nothing_leaves_no_folder(tmp_path):
+    with claim(tmp_path / "run" / "segment" / "crf"):
+        pass
+    assert not (tmp_path / "run").exists()
+    with claim(tmp_path / "run" / "segment" / "crf"):
+        (tmp_path / "run" / "segment" / "crf" / "x").write_text("x")
+    assert (tmp_path / "run" / "segment" / "crf" / "x").exists()
+
+
+def test_a_lock_kept_by_the_forked_workers_of_a_dead_holder_is_taken_once_they_end(tmp_path, capsys):
+    forking = HOLD.replace("print('held', flush=True); time.sleep(60)",
+                           "import os\n    if os.fork() == 0:\n        os.close(1); os.close(2); time.sleep(1.5); os._exit(0)\n"
+                           "    print(os.getpid(), flush=True); os._exit(0)")
+    process = subprocess.run([sys.executable, "-c", forking, str(tmp_path / "run")], capture_output=True, text=True)
+    holder = int(process.stdout)               # gone; the child it forked still holds the lock
+    with claim(tmp_path / "run"):
+        assert json.loads(RunDir(tmp_path / "run").lock_file.read_text())["pid"] == os.getpid()
+    assert f"taking over from pid {holder}" in capsys.readouterr().err

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from pathlib import Path
 
@@ -113,10 +115,16 @@ def write_confident_labels(run: RunDir, cfg: Config, dataset: SegmentationDatase
     bar = tqdm(total=len(todo), desc=f"refine: confident labels -> {out_dir.name}", unit="img")
     processes = min(cfg.data.num_workers, len(todo))
     if processes > 1:
-        with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        # (not multiprocessing.Pool: it waits forever for a worker that was killed)
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
             # big chunks: the task (with the dataset object) is pickled once per chunk
-            for _ in pool.imap_unordered(task, todo, chunksize=max(1, len(todo) // (8 * processes))):
-                bar.update()
+            try:
+                for _ in pool.map(task, todo, chunksize=max(1, len(todo) // (8 * processes))):
+                    bar.update()
+            except BrokenProcessPool:
+                raise SfcError("a refine worker process died (killed, or out of memory)", path=out_dir,
+                               fix=f"run the same command again (finished masks are kept), or lower "
+                                   f"data.num_workers (now {cfg.data.num_workers})") from None
     else:
         for image_id in todo:
             task(image_id)
