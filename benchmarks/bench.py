@@ -350,7 +350,7 @@ class ReferenceStep(TrainStep):
         super().__init__(model, cfg, device, max_steps)
         self.network = nn.DataParallel(model, device_ids=[device.index]) if device.type == "cuda" else model
         self.statistics = statistics
-        self.bank = ReferenceBank(model.num_classes, cfg.data.crop_size, cfg.train.seed) \
+        self.bank = ReferenceBank(model.num_classes, cfg.data.crop_size, cfg.runtime.seed) \
             if cfg.train.bank_draws > 0 else None
 
     def data(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -460,7 +460,7 @@ def bench_cams(cfg: Config, device: torch.device, steps: int, warmup: int) -> di
     label = torch.zeros(num_classes)
     label[: min(2, num_classes)] = 1
     rows = torch.arange(min(2, num_classes) + 1, device=device)
-    amp = cfg.train.amp and device.type == "cuda"
+    amp = cfg.runtime.amp and device.type == "cuda"
     seconds = 0.0
     with torch.inference_mode():
         for i in range(warmup + steps):
@@ -504,10 +504,10 @@ def bench_segment(cfg: Config, device: torch.device, steps: int, warmup: int) ->
     from sfc_core.segment import build_network, parameter_groups, train_step
 
     seg, num_classes = cfg.segment, num_foreground_classes(cfg)
-    amp = cfg.train.amp and device.type == "cuda"
-    memory_format = torch.channels_last if cfg.train.channels_last and device.type == "cuda" \
+    amp = cfg.runtime.amp and device.type == "cuda"
+    memory_format = torch.channels_last if cfg.runtime.channels_last and device.type == "cuda" \
         else torch.contiguous_format
-    engine.seed_everything(cfg.train.seed)
+    engine.seed_everything(cfg.runtime.seed)
     model = build_network(seg.network, num_classes + 1, "none").to(device, memory_format=memory_format)
     model.train()
     optimizer = engine.make_optimizer("sgd", parameter_groups(model, seg), seg.momentum, seg.weight_decay)
@@ -560,7 +560,7 @@ def bench_arguments(p: argparse.ArgumentParser) -> None:
     from sfc_core.cli import add_config_arguments
 
     add_config_arguments(p)
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: train.device)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: runtime.device)")
     p.add_argument("--steps", type=int, default=10,
                    help="timed steps per repeat (training, step 3) / timed images (CAMs)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
@@ -581,7 +581,7 @@ def bench_command(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
     stages = tuple(stage.strip() for stage in args.stages.split(",") if stage.strip())
-    result = bench(cfg, args.device or cfg.train.device, args.steps, args.warmup, args.repeats, args.naive,
+    result = bench(cfg, args.device or cfg.runtime.device, args.steps, args.warmup, args.repeats, args.naive,
                    stages, args.profile)
     if args.out:
         atomic_write_json(args.out, result)

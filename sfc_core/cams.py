@@ -13,7 +13,7 @@ No background rule is baked in (reference quirk 23): `sfc_core.fusion` applies i
 maps are read, so thresholds and lambda can be swept without the network.
 
 The stage resumes: images whose file exists are skipped (files are written atomically).
-On CPU the DataLoader decodes and rescales in `data.num_workers` processes; on a GPU the
+On CPU the DataLoader decodes and rescales in `runtime.num_workers` processes; on a GPU the
 scales of an image run back to back on the device and are summed there, one copy back per
 image; under torchrun every rank takes an interleaved shard of the images still to do:
 
@@ -128,8 +128,10 @@ def _only_item(batch: list[dict]) -> dict:
 
 @claims_run()
 def make_cams(run: str | Path | RunDir, list_name: str | None = None,
-              scales: tuple[float, ...] | None = None, device: str | torch.device | None = None) -> Path:
+              scales: tuple[float, ...] | None = None, device: str | torch.device | None = None,
+              overrides: dict | None = None) -> Path:
     """CAMs of every image of `list_name` (default: the training list) into RUN_DIR/cams/.
+    `overrides`: dotted config keys on top of the run's config.json (e.g. data.root).
 
     Returns the cams folder. Finished images are skipped; under torchrun each rank does an
     interleaved shard of the rest.
@@ -145,7 +147,7 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
     from sfc_core.model.sfc_net import load_model
 
     run = RunDir(run)
-    cfg = run.load_config()
+    cfg = run.load_config(overrides)
     list_name = list_name or cfg.data.train_list
     scales = tuple(scales or cfg.cams.scales)
     if not scales or min(scales) <= 0:
@@ -162,17 +164,17 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
 
     dist = setup_distributed()
     shard = todo[dist.rank::dist.world_size]
-    device = select_device(str(device or cfg.train.device), dist, option="--device")
+    device = select_device(str(device or cfg.runtime.device), dist, option="--device")
     model = load_model(run.root, which="best", device=device)   # last.pt if there is no best.pt
     loader = DataLoader(Subset(views, shard), batch_size=1, collate_fn=_only_item,
-                        num_workers=cfg.data.num_workers if shard else 0,
+                        num_workers=cfg.runtime.num_workers if shard else 0,
                         pin_memory=device.type == "cuda")
     with torch.inference_mode():
         for item in tqdm(loader, desc=f"cams {list_name} ({len(scales)} scales)",
                          total=len(shard), disable=not dist.is_main, unit="img"):
             images = [pair.to(device, non_blocking=True) for pair in item["images"]]
             label = item["label"].to(device)
-            with autocast(device, cfg.train.amp):
+            with autocast(device, cfg.runtime.amp):
                 classifier, prototype = multiscale_cams(model, images, label, tuple(item["size"].tolist()),
                                                         cfg.cams.mask_by_label)
             keys = present_keys(item["label"].numpy())
@@ -191,7 +193,10 @@ def cams_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--list", dest="list_name", default=None,
                    help="image list (default: the training list; `val` for held-out figures)")
     p.add_argument("--scales", default=None, help="comma-separated scales, e.g. 1.0,0.5,1.5,2.0")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: train.device)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: runtime.device)")
+    from sfc_core.cli import add_override_arguments
+
+    add_override_arguments(p)
 
 
 def parse_scales(text: str | None) -> tuple[float, ...] | None:
@@ -204,5 +209,7 @@ def parse_scales(text: str | None) -> tuple[float, ...] | None:
 
 
 def cams_command(args: argparse.Namespace) -> int:
-    make_cams(args.run, args.list_name, parse_scales(args.scales), args.device)
+    from sfc_core.cli import overrides_from_args
+
+    make_cams(args.run, args.list_name, parse_scales(args.scales), args.device, overrides_from_args(args))
     return 0

@@ -19,9 +19,12 @@ DEBUG_ENV = "SFC_DEBUG"     # set (to anything): an error also prints its traceb
 #  verb           module                      function prefix   one-line help
 VERBS: list[tuple[str, str, str, str]] = [
     ("synth", "sfc_core.data.synthetic", "synth", "write a synthetic long-tailed dataset (VOC layout)"),
+    ("prepare", "sfc_core.data.prepare", "prepare", "VOC 2012 + SBD or COCO 2014 downloads -> the kit's dataset layout"),
     ("stats", "sfc_core.data.stats", "stats", "per-class image counts, co-occurrence, class weights"),
     ("check", "sfc_core.data.check", "check", "decode every image and mask of the lists, report every problem"),
     ("train", "sfc_core.train", "train", "train SFC (or the baseline / an ablation) into a run dir"),
+    ("import-checkpoint", "sfc_core.import_checkpoint", "import_checkpoint",
+     "a checkpoint trained elsewhere (SFC authors', SIPE's) as a run directory"),
     ("cams", "sfc_core.cams", "cams", "multi-scale + flip classifier and prototype CAMs"),
     ("eval-cams", "sfc_core.evaluate", "eval_cams", "mIoU and calibration of classifier/prototype/fused CAMs"),
     ("refine", "sfc_core.refine", "refine", "pseudo masks from the CAMs: IRN or dense CRF"),
@@ -45,21 +48,40 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_config_arguments(p: argparse.ArgumentParser, preset_default: str | None = "synthetic") -> None:
-    """The arguments every config-building verb shares: preset, dataset root, overrides."""
-    p.add_argument("--preset", default=preset_default,
-                   help="named configuration: synthetic-smoke, synthetic, voc, coco")
+    """The arguments every config-building verb shares: preset, dataset root, --config, --set."""
+    p.add_argument("--preset", default=None,
+                   help=f"named configuration: synthetic-smoke, synthetic, voc, coco (default: the "
+                        f"--config file's, else {preset_default})")
+    p.set_defaults(_preset_default=preset_default)
     p.add_argument("--data-root", default=None, help="dataset root (overrides data.root)")
+    add_override_arguments(p)
+
+
+def add_override_arguments(p: argparse.ArgumentParser) -> None:
+    """--config FILE and --set KEY=VALUE: on every verb that reads a configuration (on a run's
+    verbs they apply on top of RUN_DIR/config.json, for this command only)."""
+    p.add_argument("--config", default=None, metavar="FILE",
+                   help="a saved config.json or a file of overrides (JSON, or SECTION.FIELD=VALUE lines)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config field, e.g. --set train.lr=0.01 (repeatable)")
+                   help="override any config field, e.g. --set train.lr=0.01 (repeatable; wins over --config)")
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict:
+    """The --config file's fields, then every --set, as dotted overrides."""
+    from sfc_core.config import parse_overrides, read_config_file
+
+    overrides = read_config_file(args.config)[1] if getattr(args, "config", None) else {}
+    return {**overrides, **parse_overrides(args.overrides)}
 
 
 def config_from_args(args: argparse.Namespace):
-    from sfc_core.config import Config, parse_overrides
+    from sfc_core.config import Config, read_config_file
 
-    overrides = parse_overrides(args.overrides)
+    preset = args.preset or (read_config_file(args.config)[0] if args.config else None) or args._preset_default
+    overrides = overrides_from_args(args)
     if getattr(args, "data_root", None):
         overrides["data.root"] = args.data_root
-    return Config.from_preset(args.preset, overrides)
+    return Config.from_preset(preset, overrides)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ those defaults, so ``voc`` is the defaults themselves and each other preset says
 it changes and why.
 
     cfg = Config.from_preset("synthetic", {"train.epochs": 3, "data.root": "data/x"})
+    cfg.runtime.device      # where every stage runs (runtime: device, amp, workers, seed)
     cfg.train.lr            # 0.1 etc.
     cfg.to_dict(); Config.from_dict(d)
 
@@ -32,6 +33,28 @@ VOC_CLASSES = (
 
 
 @dataclass
+class RuntimeConfig:
+    """Where and how fast every stage runs (SFC, IRN and step-3 training, CAMs, refinement),
+    and the seed every trainer starts from."""
+
+    device: str = "auto"                  # "auto" | "cpu" | "cuda" | "cuda:N"
+    amp: bool = True                      # mixed precision on GPU (bf16, else fp16 + scaler)
+    channels_last: bool = True            # on GPU
+    num_workers: int = 2                  # DataLoader workers (and refine's CRF processes)
+    seed: int = 10
+
+
+# A config.json written before the runtime section still loads: these fields moved there,
+# and IRN's own optimiser and cadence fields take the values IRN then read from train.
+MOVED_KEYS = {"train.device": "runtime.device", "train.amp": "runtime.amp",
+              "train.channels_last": "runtime.channels_last", "train.seed": "runtime.seed",
+              "data.num_workers": "runtime.num_workers"}
+IRN_FROM_TRAIN = {"refine.irn_momentum": "train.momentum", "refine.irn_poly_power": "train.poly_power",
+                  "refine.irn_log_every": "train.log_every",
+                  "refine.irn_checkpoint_every": "train.checkpoint_every"}
+
+
+@dataclass
 class DataConfig:
     dataset: str = "voc"                  # "voc" | "coco" | "synthetic"
     root: str = ""                        # dataset root (synthetic: where it is generated/cached)
@@ -43,7 +66,9 @@ class DataConfig:
     heldout_list: str = "val"             # held-out evaluation (VOC val 1,449)
     resize_long: tuple[int, int] = (320, 640)   # random long-side resize range, bicubic
     crop_size: int = 512                  # random crop, zero padded, with a valid mask
-    num_workers: int = 2                  # DataLoader workers
+    labels_file: str = ""                 # image labels: "" = <root>/cls_labels.json (prepare), else from masks
+    allow_pickled_labels: bool = False    # read a reference-style .npy label file (pickle can run code)
+    coco_mask_layout: str = "split"       # COCO: "split" (SegmentationClass/<split>/) | "flat" (one folder)
 
 
 @dataclass
@@ -78,10 +103,6 @@ class TrainConfig:
     momentum: float = 0.0                 # reference is effectively 1e-4 (a positional-arg quirk)
     poly_power: float = 0.9
     grad_clip: float = 1.0                # global grad-norm clipping
-    seed: int = 10
-    device: str = "auto"                  # "auto" | "cpu" | "cuda" | "cuda:N"
-    amp: bool = True                      # mixed precision on GPU (bf16, else fp16 + scaler)
-    channels_last: bool = True            # on GPU
     log_every: int = 10
     val_every: int = 300                  # training-time validation on the eval list; 0 = never
     checkpoint_every: int = 300
@@ -121,6 +142,10 @@ class RefineConfig:
     irn_epochs: int = 3
     irn_lr: float = 0.1                   # boundary branch (the displacement branch, lr x 10, is dropped)
     irn_weight_decay: float = 1e-4
+    irn_momentum: float = 0.0             # IRN's PolyOptimizer: plain SGD
+    irn_poly_power: float = 0.9
+    irn_log_every: int = 10
+    irn_checkpoint_every: int = 300
     irn_scale_range: tuple[float, float] = (0.5, 1.0)  # reference's effective range
     irn_image_scale: float = 1.0          # images rescaled by this for IRN (small images: a finer grid)
     irn_radius: int = 10                  # path radius on the boundary grid (1/4 resolution)
@@ -214,12 +239,14 @@ NETWORK_MIN_CROP = at_least(32)        # the half-scale copy still has a 2x2 gri
 DEVICE_FORM = "auto, cpu, cuda or cuda:N"
 
 LIMITS: dict[str, Limit] = {
+    "runtime.num_workers": at_least(0),
+    "runtime.seed": at_least(0),
     "data.dataset": one_of("voc", "coco", "synthetic"),
     "data.synthetic_size": one_of("smoke", "default", "large"),   # data/synthetic.py SIZES
     "data.synthetic_seed": at_least(0),
     "data.resize_long": Limit(1, ordered=True),
     "data.crop_size": NETWORK_MIN_CROP,
-    "data.num_workers": at_least(0),
+    "data.coco_mask_layout": one_of("split", "flat"),            # data/coco.py MASK_LAYOUTS
     "model.backbone": one_of("resnet50", "resnet101", "tiny"),    # model/backbone.py BACKBONES
     "model.side_channels": at_least(1),
     "model.seed_background_scale": above(0),
@@ -238,7 +265,6 @@ LIMITS: dict[str, Limit] = {
     "train.momentum": Limit(0.0, 1.0, high_open=True),
     "train.poly_power": at_least(0),
     "train.grad_clip": at_least(0),                     # 0: no clipping
-    "train.seed": at_least(0),
     "train.log_every": at_least(1),
     "train.val_every": at_least(0),
     "train.checkpoint_every": at_least(1),
@@ -267,6 +293,10 @@ LIMITS: dict[str, Limit] = {
     "refine.irn_epochs": at_least(1),
     "refine.irn_lr": at_least(0),
     "refine.irn_weight_decay": at_least(0),
+    "refine.irn_momentum": Limit(0.0, 1.0, high_open=True),
+    "refine.irn_poly_power": at_least(0),
+    "refine.irn_log_every": at_least(1),
+    "refine.irn_checkpoint_every": at_least(1),
     "refine.irn_scale_range": Limit(0.0, low_open=True, ordered=True),
     "refine.irn_image_scale": above(0),
     "refine.irn_radius": at_least(1),
@@ -293,9 +323,9 @@ LIMITS: dict[str, Limit] = {
     "segment.checkpoint_every": at_least(1),
 }
 # Checked where they are used: paths (or "imagenet" / "none" / "sfc") and list names.
-FREE_FORM = {"data.root", "data.train_list", "data.eval_list", "data.heldout_list",
+FREE_FORM = {"data.root", "data.labels_file", "data.train_list", "data.eval_list", "data.heldout_list",
              "model.backbone_weights", "refine.irn_backbone_weights", "segment.backbone_weights"}
-DEVICE_KEYS = {"train.device"}         # auto, cpu, cuda, cuda:N (check_device)
+DEVICE_KEYS = {"runtime.device"}         # auto, cpu, cuda, cuda:N (check_device)
 
 
 def check_value(key: str, value: Any) -> Any:
@@ -328,6 +358,7 @@ def _show(value: Any) -> str:
 @dataclass
 class Config:
     preset: str = "voc"
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -342,7 +373,7 @@ class Config:
         if name not in PRESETS:
             raise SfcError(f"unknown preset {name!r}", fix=f"use one of: {', '.join(PRESETS)}")
         cfg = cls(preset=name)
-        cfg.override(PRESETS[name])
+        cfg.override(preset_overrides(name))
         cfg.override(overrides or {})
         return cfg
 
@@ -352,6 +383,9 @@ class Config:
         flat = {f"{section}.{key}": value
                 for section, values in d.items() if isinstance(values, dict)
                 for key, value in values.items()}
+        if "runtime" not in d:      # written before the runtime section
+            flat |= {new: flat[old] for new, old in IRN_FROM_TRAIN.items() if old in flat}
+            flat = {MOVED_KEYS.get(key, key): value for key, value in flat.items()}
         cfg.override(flat)
         return cfg
 
@@ -361,6 +395,9 @@ class Config:
     def override(self, overrides: dict[str, Any]) -> Config:
         """Set dotted keys (``"train.lr": 0.01``), converting strings to the field's type."""
         for key, value in overrides.items():
+            if key in MOVED_KEYS:
+                raise SfcError(f"configuration key {key!r} is now {MOVED_KEYS[key]!r}",
+                               fix=f"write --set {MOVED_KEYS[key]}={value}")
             section_name, _, field_name = key.partition(".")
             section = getattr(self, section_name, None)
             if not dataclasses.is_dataclass(section) or not field_name:
@@ -433,7 +470,9 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     return value
 
 
-# Presets: dotted overrides on the VOC defaults above. Keep each line's reason beside it.
+# Presets: dotted overrides on the VOC defaults above, one short reason per line; the
+# measurements behind the synthetic values are in docs/synthetic.md ("The synthetic presets'
+# values"). A preset named in PRESET_BASES starts from that preset's overrides.
 PRESETS: dict[str, dict[str, Any]] = {
     "voc": {},
     "coco": {
@@ -450,123 +489,73 @@ PRESETS: dict[str, dict[str, Any]] = {
         "data.root": "data/synthetic",
         "data.synthetic_size": "default",
         "data.resize_long": (64, 128),    # 96 px images: the reference's 320-640 range relative to VOC's 500 px
-        "data.crop_size": 96,             # OS 8 -> 12x12 CAMs (the probe's grid)
+        "data.crop_size": 96,             # OS 8 -> 12x12 CAMs
         "model.backbone": "tiny",         # width-reduced ResNet-18 layout, trained from scratch
         "model.backbone_weights": "none",
-        # No PCM: from scratch it collapses SFC (12 epochs, eval list: PCM on, fused CAM
-        # mIoU 22.5 with an all-zero prototype CAM; 23.7 with a classification-only warm-up
-        # over 30% of the steps; PCM off 43.2; baseline 32.9). PCM comes from SEAM, not SFC:
-        # the baseline has none either (docs/synthetic.md).
-        "model.pcm": False,
-        # Seeds: with background = 1 - fg, a pixel seeds its class iff fg > s (1 - fg), i.e.
-        # fg > s / (1 + s). VOC's s = 0.3 puts that at 0.23, near VOC's usual CAM threshold;
-        # this dataset's broad 12x12 CAMs score best at 0.75 (the baseline's background
-        # threshold on the eval list), so s = 3.
-        # With 0.3 background seeds vanish and head CAMs flood the image (fused mIoU 28.1,
-        # head ratios 4-5); s = 2 gave 43.1, s = 3 43.2.
-        "model.seed_background_scale": 3.0,
-        "train.optimizer": "adamw",       # from-scratch recipe (synthetic_benchmark.md probe)
+        "model.pcm": False,               # from scratch PCM collapses SFC (PCM is SEAM's; the baseline has none)
+        "model.seed_background_scale": 3.0,   # seeds at fg > 0.75, these broad CAMs' best threshold
+        "train.optimizer": "adamw",       # from-scratch recipe
         "train.schedule": "onecycle",
         "train.lr": 2e-3,
         "train.new_layer_lr_mult": 1.0,
         "train.weight_decay": 1e-4,
         "train.batch_size": 32,
-        # 12 epochs (744 steps): the 20 of the probe cost 1.7x the time for no CAM gain
-        # (baseline on the eval list: 29.7 classifier-CAM mIoU at 12, 27.4 at 20 epochs)
-        "train.epochs": 12,
+        "train.epochs": 12,               # 744 steps: 20 epochs cost 1.7x for no CAM gain
         "train.val_every": 0,
         "train.checkpoint_every": 100,
-        # 12x12 CAMs upsampled to 96 px are wide: the best threshold was the old sweep's top (0.5)
-        # on main and control sets alike; measured best 0.7-0.8 (docs/synthetic.md)
+        # upsampled 12x12 CAMs are wide: their best thresholds lie at 0.7-0.8, above VOC's sweep
         "cams.threshold_sweep": (0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9),
-        # Pseudo masks by the dense CRF: on the eval list (seed 0) CRF 28.1 (baseline) / 47.8
-        # (SFC) against fused CAMs 31.3 / 43.2 and IRN 29.5 / 44.5 (walk below); the boundary
-        # net on a tiny from-scratch backbone is the weak part of IRN here (`refine --method
-        # irn` runs; 05_evaluation scores both with full=True)
-        "refine.method": "crf",
-        # CRF spatial constants scaled from VOC's ~500 px to 96 px (50 -> 10, 3 -> 1): with VOC's
-        # bilateral 50 the kernel spans the image and swaps touching objects' labels
-        "refine.crf_gaussian_sxy": 1.0,
+        "refine.method": "crf",           # the dense CRF beats IRN on the tiny from-scratch backbone
+        "refine.crf_gaussian_sxy": 1.0,   # CRF spatial constants scaled from ~500 px to 96 px
         "refine.crf_bilateral_sxy": 10.0,
         "refine.irn_backbone": "tiny",    # IRN on the run's own trained backbone (a random one is useless)
         "refine.irn_backbone_weights": "sfc",
-        # IRN at 2x: at 1x the 1/4 boundary grid is 24x24 and objects ~6 cells wide, too coarse
-        # for the walk (coarse-CAM probe with true boundaries: 74% mIoU at 1x, 91% at 2x)
-        "refine.irn_image_scale": 2.0,
+        "refine.irn_image_scale": 2.0,    # at 1x the 1/4 boundary grid is too coarse for the walk
         "refine.irn_crop_size": 192,
         "refine.irn_scale_range": (0.75, 1.25),  # around the walk's scale (images are only 96 px)
         "refine.irn_radius": 5,           # objects are ~12 cells wide on the 1/4 grid at 2x
-        # The walk, tuned on the eval list (seed 0, IRN pseudo-mask mIoU; docs/synthetic.md):
-        # 2^3 steps and a constant background of 0.75 (VOC: 2^8, 0.25). This dataset's CAMs
-        # need a high background (their best threshold is 0.75, VOC's ~0.25) and the boundary
-        # net on the from-scratch backbone leaks, so the less the walk diffuses, the better.
-        # SFC: 39.8 at (2^5, 0.25) -> 44.5 at (2^3, 0.75), above its fused CAM (43.2);
-        # baseline 24.2 -> 29.5, still below its fused CAM (31.3). Training the backbone
-        # with the boundary branch (lr x 0.1 or x 1) did not help (40.0, 39.9 at 2^5, 0.25).
-        "refine.walk_exp_times": 3,
-        "refine.walk_bg_constant": 0.75,
-        # Step 3 from scratch in ~2 CPU minutes. Measured on GT masks (held-out mIoU, 1 thread;
-        # generator v1, loaded machine): LR-ASPP beat DeepLabV3-MobileNet at equal compute
-        # (26.0 vs 8.4); SGD lr 0.1 ~ 0.02 ~ AdamW 2e-3 (27.2 / 26.0 / 25.8 at 600 steps of
-        # 96 px); 64 px crops x 1350 steps 34.9 vs 96 px x 600 steps 27.2 for ~20% more CPU
-        # time (203 vs 165 s). Generator v2, idle machine: 700 steps 28.5 in 108 s (training at
-        # 131 images/s, evaluation included), 1200 steps 28.3. 500 steps keep run_all.sh
-        # within 15 minutes (three step-3 trainings side by side took 281 s at 700).
-        "segment.network": "lraspp_mobilenet_v3_large",
+        "refine.irn_checkpoint_every": 100,
+        "refine.walk_exp_times": 3,       # a short walk: the boundary net leaks (VOC: 2^8)
+        "refine.walk_bg_constant": 0.75,  # these CAMs' background threshold (VOC: 0.25)
+        "segment.network": "lraspp_mobilenet_v3_large",   # best of the small networks at equal compute
         "segment.backbone_weights": "none",
         "segment.crop_size": 64,          # 96 px images rescaled by 0.5-2.0, cut to 64 px
         "segment.backbone_lr_mult": 1.0,  # from scratch: one learning rate for all layers
         "segment.lr": 0.1,
-        "segment.iterations": 500,        # 4 epochs of 2,000 images
+        "segment.iterations": 500,        # 4 epochs of 2,000 images; keeps run_all.sh near 15 minutes
         "segment.eval_scales": (0.75, 1.0, 1.25),
         "segment.checkpoint_every": 100,
     },
-    "synthetic-smoke": {
-        "data.dataset": "synthetic",
-        "data.root": "data/synthetic",
+    "synthetic-smoke": {                  # the synthetic preset, small enough for tests
         "data.synthetic_size": "smoke",
         "data.resize_long": (48, 80),     # 64 px images
         "data.crop_size": 64,
-        "model.backbone": "tiny",
-        "model.backbone_weights": "none",
-        "model.pcm": False,               # as synthetic
-        "model.seed_background_scale": 3.0,
-        "train.optimizer": "adamw",
-        "train.schedule": "onecycle",
-        "train.lr": 2e-3,
-        "train.new_layer_lr_mult": 1.0,
         "train.batch_size": 8,
         "train.bank_draws": 2,
         "train.epochs": 2,
-        "train.val_every": 0,
         "train.checkpoint_every": 5,
         "train.log_every": 2,
         "cams.scales": (1.0, 0.5),
-        "refine.method": "crf",           # as synthetic
-        "refine.crf_gaussian_sxy": 1.0,
-        "refine.crf_bilateral_sxy": 10.0,
-        "refine.irn_backbone": "tiny",
-        "refine.irn_backbone_weights": "sfc",
-        "refine.irn_image_scale": 2.0,
         "refine.irn_crop_size": 128,
-        "refine.irn_scale_range": (0.75, 1.25),
         "refine.irn_batch_size": 8,
         "refine.irn_epochs": 1,
-        "refine.irn_radius": 5,
-        "refine.walk_exp_times": 3,      # as synthetic
-        "refine.walk_bg_constant": 0.75,
-        "segment.network": "lraspp_mobilenet_v3_large",
-        "segment.backbone_weights": "none",
+        "refine.irn_log_every": 2,
+        "refine.irn_checkpoint_every": 5,
         "segment.iterations": 4,
         "segment.batch_size": 4,
-        "segment.crop_size": 64,          # 64 px images
-        "segment.backbone_lr_mult": 1.0,
         "segment.lr": 0.02,
-        "segment.eval_scales": (0.75, 1.0, 1.25),
         "segment.checkpoint_every": 2,
         "segment.log_every": 1,
     },
 }
+PRESET_BASES: dict[str, str] = {"synthetic-smoke": "synthetic"}
+
+
+def preset_overrides(name: str) -> dict[str, Any]:
+    """A preset's overrides, its base's first (``PRESET_BASES``)."""
+    base = preset_overrides(PRESET_BASES[name]) if name in PRESET_BASES else {}
+    return {**base, **PRESETS[name]}
+
 
 # Switches that turn the full method into the baseline or an ablation (same code, a flag off).
 ABLATIONS: dict[str, dict[str, Any]] = {
@@ -588,3 +577,33 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
             raise SfcError(f"bad override {item!r}", fix="write --set SECTION.FIELD=VALUE")
         out[key.strip()] = value.strip()
     return out
+
+
+def read_config_file(path: str | Path) -> tuple[str | None, dict[str, Any]]:
+    """(preset or None, dotted overrides) of a ``--config`` file.
+
+    The file is a saved config.json (sections of fields, e.g. a run's), a JSON object of dotted
+    keys (``{"train.lr": 0.01}``), or text lines ``SECTION.FIELD=VALUE`` (``#`` comments).
+    """
+    path = Path(path)
+    fix = "give a run's config.json, a JSON object of SECTION.FIELD keys, or lines SECTION.FIELD=VALUE"
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SfcError(f"cannot read the configuration file ({e.strerror or e})", path=path, fix=fix) from None
+    if text.lstrip().startswith("{"):
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise SfcError(f"configuration file is not valid JSON ({e})", path=path, fix=fix) from None
+        preset = data.pop("preset", None)
+        flat = {f"{key}.{field}": value for key, values in data.items() if isinstance(values, dict)
+                for field, value in values.items()}
+        flat.update({key: value for key, value in data.items() if not isinstance(value, dict)})
+        return preset, flat
+    lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    try:
+        return None, parse_overrides([line for line in lines if line])
+    except SfcError as e:
+        raise SfcError(e.problem, path=path, fix=fix) from None
+

@@ -1,7 +1,7 @@
 """Shared trainer plumbing: every trainer (SFC, IRN, step-3 segmentation) uses these, none copies.
 
 Devices and precision
-    select_device(name="auto", dist=None, option="train.device") -> torch.device   "auto": cuda
+    select_device(name="auto", dist=None, option="runtime.device") -> torch.device   "auto": cuda
                                              (this rank's GPU) or cpu; a bad name names option
     autocast(device, enabled)                context: bf16 where supported, else fp16; CPU no-op
     make_grad_scaler(device, enabled)        a GradScaler, active only for fp16 on CUDA
@@ -16,6 +16,7 @@ Reproducibility
 Distributed (torchrun)
     DistInfo(rank, world_size, local_rank) with .is_main and .distributed
     setup_distributed() -> DistInfo          reads torchrun's env vars; single process otherwise
+    per_process(total, key, dist) -> int     a global count (batch size, bank draws) / world size
     wrap_ddp(model, dist, device, **ddp_kwargs), unwrap(model), all_reduce_sum(tensor, dist),
     barrier(dist), gather_objects(obj, dist) -> list, cleanup_distributed(dist)
 
@@ -90,6 +91,24 @@ def setup_distributed() -> DistInfo:
     return dist
 
 
+def per_process(total: int, key: str, dist: DistInfo) -> int:
+    """This process's share of a global count: ``total / world_size`` (``train.batch_size``,
+    ``train.bank_draws`` and ``segment.batch_size`` are global, so N processes train the
+    recipe one process trains). SfcError naming ``key`` when it does not divide."""
+    if total % dist.world_size:
+        raise SfcError(f"{key}={total} is global and does not split over {dist.world_size} processes",
+                       fix=f"pass --set {key}=<a multiple of {dist.world_size}>, or run "
+                           f"{'another number of processes' if total else 'one process'}")
+    return total // dist.world_size
+
+
+def mean_over_ranks(values: dict[str, torch.Tensor], dist: DistInfo) -> dict[str, float]:
+    """Scalar tensors (e.g. this rank's losses) averaged over ranks: the global batch's means
+    when every rank holds the same number of images. Every rank must call it."""
+    stacked = torch.stack([value.detach().float().reshape(()) for value in values.values()])
+    return dict(zip(values, (all_reduce_sum(stacked, dist) / dist.world_size).tolist()))
+
+
 def cleanup_distributed(dist: DistInfo) -> None:
     if dist.distributed and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
@@ -133,10 +152,10 @@ def gather_objects(obj: Any, dist: DistInfo) -> list[Any]:
 # -- devices and precision -----------------------------------------------------------------
 
 
-def select_device(name: str = "auto", dist: DistInfo | None = None, option: str = "train.device") -> torch.device:
+def select_device(name: str = "auto", dist: DistInfo | None = None, option: str = "runtime.device") -> torch.device:
     """``"auto"``: this rank's GPU when CUDA is available, else the CPU. A malformed name, or
     ``"cuda"`` without a GPU, raises SfcError whose fix names ``option``: the configuration key
-    (``--set train.device=cpu``) or the verb's flag (``"--device"``: ``--device cpu``)."""
+    (``--set runtime.device=cpu``) or the verb's flag (``"--device"``: ``--device cpu``)."""
     check_device(name, option)
     local_rank = dist.local_rank if dist is not None else 0
     if name == "auto":
@@ -199,7 +218,7 @@ def out_of_memory_hint(batch_size_key: str, batch_size: int) -> Iterator[None]:
     except torch.OutOfMemoryError:
         raise SfcError(f"out of GPU memory at {batch_size_key}={batch_size}",
                        fix=f"try --set {batch_size_key}={max(1, batch_size // 2)}, "
-                           "or keep train.amp=true") from None
+                           "or keep runtime.amp=true") from None
 
 
 # -- reproducibility -----------------------------------------------------------------------
@@ -320,7 +339,7 @@ def check_finite(loss: torch.Tensor | float, step: int, last_checkpoint: str | P
     where = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint yet"
     raise SfcError(f"training diverged: loss is {value} at step {step}; {where}",
                    path=last_checkpoint,
-                   fix="lower train.lr (or set train.amp=false) and resume with --resume")
+                   fix="lower train.lr (or set runtime.amp=false) and resume with --resume")
 
 
 # -- logging -------------------------------------------------------------------------------

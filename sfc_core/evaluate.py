@@ -230,8 +230,8 @@ def cam_rows(by_threshold: np.ndarray, by_reference: np.ndarray, lambdas: Sequen
 # -- eval-cams ------------------------------------------------------------------------------
 
 
-def _open(run: RunDir) -> tuple[Config, list[str], SegmentationDataset]:
-    cfg = run.load_config()
+def _open(run: RunDir, overrides: dict | None = None) -> tuple[Config, list[str], SegmentationDataset]:
+    cfg = run.load_config(overrides)
     class_names = run.class_names()
     dataset = open_dataset(cfg.data)
     if dataset.num_classes != len(class_names):
@@ -242,11 +242,13 @@ def _open(run: RunDir) -> tuple[Config, list[str], SegmentationDataset]:
 
 
 @claims_run()
-def eval_cams(run: str | Path | RunDir, list_name: str | None = None) -> dict[str, Any]:
+def eval_cams(run: str | Path | RunDir, list_name: str | None = None,
+              overrides: dict | None = None) -> dict[str, Any]:
     """Score the three CAM kinds on the evaluation list (and the held-out list if its CAMs
-    exist); write RUN_DIR/cam_eval.json, print the tables, return the dict."""
+    exist); write RUN_DIR/cam_eval.json, print the tables, return the dict. `overrides`:
+    dotted config keys on top of the run's config.json."""
     run = RunDir(run)
-    cfg, class_names, dataset = _open(run)
+    cfg, class_names, dataset = _open(run, overrides)
     names = ["background", *class_names]
     list_name = list_name or cfg.data.eval_list
     thresholds = sorted(set(cfg.cams.threshold_sweep))
@@ -316,15 +318,17 @@ def _kept_scores(run: RunDir, list_name: str, rescored: Sequence[str]) -> dict[s
 
 
 @claims_run()
-def eval_seg(run: str | Path | RunDir, methods: Sequence[str] | None = None) -> dict[str, Any]:
+def eval_seg(run: str | Path | RunDir, methods: Sequence[str] | None = None,
+             overrides: dict | None = None) -> dict[str, Any]:
     """Score the pseudo masks of ``methods`` (default: every method the run has) on the
     evaluation list; write RUN_DIR/seg_eval.json, keeping the scores of other methods already
     there (same list, masks still present).
 
     Uncertain pixels (255) are scored both as background (the reference) and as ignored.
+    `overrides`: dotted config keys on top of the run's config.json.
     """
     run = RunDir(run)
-    cfg, class_names, dataset = _open(run)
+    cfg, class_names, dataset = _open(run, overrides)
     names = ["background", *class_names]
     k = len(names)
     methods = list(methods or run.pseudo_methods())
@@ -456,10 +460,15 @@ def eval_cams_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="run directory with cams/")
     p.add_argument("--list", dest="list_name", default=None,
                    help="list to choose thresholds on (default: data.eval_list)")
+    from sfc_core.cli import add_override_arguments
+
+    add_override_arguments(p)
 
 
 def eval_cams_command(args: argparse.Namespace) -> int:
-    eval_cams(args.run, args.list_name)
+    from sfc_core.cli import overrides_from_args
+
+    eval_cams(args.run, args.list_name, overrides_from_args(args))
     return 0
 
 
@@ -467,8 +476,13 @@ def eval_seg_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="run directory with pseudo masks")
     p.add_argument("--methods", default=None,
                    help="comma-separated refinement methods (default: every method present)")
+    from sfc_core.cli import add_override_arguments
+
+    add_override_arguments(p)
 
 
 def eval_seg_command(args: argparse.Namespace) -> int:
-    eval_seg(args.run, args.methods.split(",") if args.methods else None)
+    from sfc_core.cli import overrides_from_args
+
+    eval_seg(args.run, args.methods.split(",") if args.methods else None, overrides_from_args(args))
     return 0

@@ -50,12 +50,13 @@ class RunDir:
     def class_names_json(self) -> Path:
         return self.root / "class_names.json"
 
-    def load_config(self) -> Config:
+    def load_config(self, overrides: dict | None = None) -> Config:
+        """config.json, with ``overrides`` (dotted keys, e.g. a verb's --set) on top."""
         if not self.config_json.is_file():
             raise SfcError(f"{self.root} is not a run directory (no config.json)",
                            path=self.config_json,
                            fix="train first: python -m sfc_core train --preset NAME --out RUN_DIR")
-        return Config.load(self.config_json)
+        return Config.load(self.config_json).override(overrides or {})
 
     def class_names(self) -> list[str]:
         if not self.class_names_json.is_file():

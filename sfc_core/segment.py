@@ -44,9 +44,9 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from sfc_core import engine
-from sfc_core.config import Config, RefineConfig, SegmentConfig, parse_overrides
+from sfc_core.config import Config, RefineConfig, SegmentConfig
 from sfc_core.data import MultiScaleDataset, SegmentationDataset, open_dataset
-from sfc_core.data.transforms import hflip, normalize, random_crop_box, rescale
+from sfc_core.data.transforms import augment
 from sfc_core.errors import SfcError
 from sfc_core.evaluate import read_pseudo_mask, scores
 from sfc_core.io import atomic_write_json, kill_point
@@ -137,45 +137,12 @@ def check_masks(source: MaskSource, dataset: SegmentationDataset, list_name: str
                            path=source.path(image_id), fix=source.fix)
 
 
-# -- the joint training transform -------------------------------------------------------------
-
-
-def rescale_mask(mask: np.ndarray, scale: float) -> np.ndarray:
-    """Nearest-neighbour resize of a uint8 (H, W) mask to the size `rescale` gives its image."""
-    if scale == 1:
-        return mask
-    height, width = mask.shape
-    size = (round(width * scale), round(height * scale))   # PIL takes (width, height)
-    return np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST))
-
-
-def paste_crop(array: np.ndarray, source: np.ndarray, box: np.ndarray, crop_size: int,
-               fill: float) -> np.ndarray:
-    """The (S, S, ...) crop of `array` described by `random_crop_box`, `fill` where it has no pixel."""
-    crop = np.full((crop_size, crop_size) + array.shape[2:], fill, dtype=array.dtype)
-    crop[box[0]:box[1], box[2]:box[3]] = array[source[0]:source[1], source[2]:source[3]]
-    return crop
-
-
-def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, crop_size: int,
-            scale_range: tuple[float, float], flip: bool) -> tuple[np.ndarray, np.ndarray]:
-    """The DeepLab training transform of an image and its mask, jointly.
-
-    image uint8 (H, W, 3), mask uint8 (H, W). Rescale by s ~ U(scale_range) (image bicubic,
-    mask nearest), ImageNet normalisation, horizontal flip with p = 0.5, random crop to
-    (S, S) with the image padded by 0 (the mean colour) and the mask by 255 (ignored).
-    Returns float32 (S, S, 3) and uint8 (S, S).
-    """
-    scale = float(rng.uniform(*scale_range))
-    image, mask = normalize(rescale(image, scale)), rescale_mask(mask, scale)
-    if rng.random() < 0.5 and flip:   # drawn either way: `flip` leaves the crop unchanged
-        image, mask = hflip(image), hflip(mask)
-    source, box = random_crop_box(image.shape[:2], crop_size, rng)
-    return paste_crop(image, source, box, crop_size, 0.0), paste_crop(mask, source, box, crop_size, IGNORE)
+# -- training samples -------------------------------------------------------------------------
 
 
 class MaskedCrops(Dataset):
-    """Training samples: images of a list with their masks under `augment`.
+    """Training samples: images of a list with their masks under the joint `augment`
+    (random rescale by s ~ U(segment.scale_range), flip, crop; mask padded with 255).
 
     Keys are (epoch, index); the sample is a pure function of (seed, epoch, index), whichever
     worker makes it. Item: image float32 (3, S, S), mask int64 (S, S).
@@ -191,9 +158,10 @@ class MaskedCrops(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         epoch, index = key
         image_id = self.ids[index]
-        image, mask = augment(self.dataset.read_image(image_id), self.read_mask(image_id),
-                              np.random.default_rng([self.seed, epoch, index]), self.seg.crop_size,
-                              self.seg.scale_range, self.seg.flip)
+        rng = np.random.default_rng([self.seed, epoch, index])
+        image, mask, _ = augment(self.dataset.read_image(image_id), self.read_mask(image_id), rng,
+                                 self.seg.crop_size, float(rng.uniform(*self.seg.scale_range)),
+                                 self.seg.flip, IGNORE)
         return torch.from_numpy(image.transpose(2, 0, 1).copy()), torch.from_numpy(mask.astype(np.int64))
 
 
@@ -318,7 +286,7 @@ def evaluate_network(model: nn.Module, dataset: SegmentationDataset, list_name: 
     scales = tuple(seg.eval_scales) if 1.0 in seg.eval_scales else (1.0, *seg.eval_scales)
     views = MultiScaleDataset(dataset, list_name, scales=scales, flip=True)
     shard = Subset(views, range(dist.rank, len(views), dist.world_size))
-    loader = DataLoader(shard, batch_size=None, num_workers=cfg.data.num_workers)
+    loader = DataLoader(shard, batch_size=None, num_workers=cfg.runtime.num_workers)
     if predictions is not None:
         from sfc_core.refine import save_mask  # palette PNG, VOC colours, written atomically
     kinds = ["single_scale", "multi_scale_flip"] + (["multi_scale_flip_crf"] if seg.eval_crf else [])
@@ -326,7 +294,7 @@ def evaluate_network(model: nn.Module, dataset: SegmentationDataset, list_name: 
     model.eval()
     for item in tqdm(loader, desc=f"evaluate on {list_name}", unit="img", disable=not dist.is_main):
         size = tuple(item["size"].tolist())
-        with engine.autocast(device, cfg.train.amp):
+        with engine.autocast(device, cfg.runtime.amp):
             probs = [scale_probabilities(model, v.to(device), size) for v in item["images"]]
         labels = {"single_scale": probs[scales.index(1.0)][0].argmax(0),
                   "multi_scale_flip": sum(p.sum(0) for p, s in zip(probs, scales)
@@ -377,7 +345,7 @@ def segment(run: str | Path | RunDir, masks: str, overrides: dict[str, Any] | No
         raise SfcError(f"the held-out list {cfg.data.heldout_list!r} lacks ground-truth masks",
                        path=dataset.list_path(cfg.data.heldout_list),
                        fix="set data.heldout_list to a list with masks (VOC: val)")
-    engine.seed_everything(cfg.train.seed)
+    engine.seed_everything(cfg.runtime.seed)
     model = build_network(seg.network, dataset.num_classes + 1, seg.backbone_weights)
     expected = _expected(cfg, dataset, masks)
     ckpt = None
@@ -386,9 +354,9 @@ def segment(run: str | Path | RunDir, masks: str, overrides: dict[str, Any] | No
         engine.check_compatible(ckpt, expected, out.last_checkpoint)
 
     dist = engine.setup_distributed()
-    device = engine.select_device(cfg.train.device, dist)
-    amp = cfg.train.amp and device.type == "cuda"
-    memory_format = torch.channels_last if cfg.train.channels_last and device.type == "cuda" \
+    device = engine.select_device(cfg.runtime.device, dist)
+    amp = cfg.runtime.amp and device.type == "cuda"
+    memory_format = torch.channels_last if cfg.runtime.channels_last and device.type == "cuda" \
         else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
     optimizer = engine.make_optimizer(seg.optimizer, parameter_groups(model, seg), seg.momentum,
@@ -434,25 +402,26 @@ def _train(model: nn.Module, optimizer, schedule, scaler, step: int, cfg: Config
            memory_format: torch.memory_format, dist: engine.DistInfo) -> float | None:
     """The training loop from `step` to cfg.segment.iterations. Returns images/s over this call
     (all ranks; None if it ran no timed step)."""
-    seg, seed = cfg.segment, cfg.train.seed
+    seg, seed = cfg.segment, cfg.runtime.seed
     crops = MaskedCrops(dataset, ids, source.read, seg, seed)
-    steps_per_epoch = len(epoch_keys(len(ids), seed, 0, dist)) // seg.batch_size
+    local_batch = engine.per_process(seg.batch_size, "segment.batch_size", dist)
+    steps_per_epoch = len(epoch_keys(len(ids), seed, 0, dist)) // local_batch
     if steps_per_epoch == 0:
         raise SfcError(f"the training list has {len(ids)} images, fewer than one batch of "
-                       f"{seg.batch_size} per process", fix="lower segment.batch_size")
+                       f"{seg.batch_size}", fix="lower segment.batch_size")
     ddp_model = engine.wrap_ddp(model, dist, device)
     ddp_model.train()
     # logs past `step` come from a killed run and are about to be written again: dropped
     logger = engine.MetricsLogger(out.metrics_jsonl, out.tensorboard, enabled=dist.is_main, resume_step=step)
-    batch_images = seg.batch_size * dist.world_size
+    batch_images = seg.batch_size          # global: every process takes 1/N
     progress = tqdm(total=seg.iterations, initial=step, desc=f"segment {source.name}", unit="step",
                     disable=not dist.is_main)
     losses, timed_steps, timed_seconds, warm = [], 0, 0.0, False
     while step < seg.iterations:
         epoch, skip = divmod(step, steps_per_epoch)
-        keys = epoch_keys(len(ids), seed, epoch, dist)[skip * seg.batch_size:]
-        loader = DataLoader(crops, batch_size=seg.batch_size, sampler=keys, drop_last=True,
-                            num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda",
+        keys = epoch_keys(len(ids), seed, epoch, dist)[skip * local_batch:]
+        loader = DataLoader(crops, batch_size=local_batch, sampler=keys, drop_last=True,
+                            num_workers=cfg.runtime.num_workers, pin_memory=device.type == "cuda",
                             generator=torch.Generator().manual_seed(seed))  # leaves the global RNG alone
         tick = time.perf_counter()
         for images, masks in loader:
@@ -500,12 +469,15 @@ def segment_arguments(p: argparse.ArgumentParser) -> None:
                    help="also score multi-scale predictions after the dense CRF (segment.eval_crf)")
     p.add_argument("--save-predictions", action="store_true",
                    help="write the held-out predictions as palette PNGs to segment/<masks>/predictions/")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set segment.iterations=2000 (repeatable)")
+    from sfc_core.cli import add_override_arguments
+
+    add_override_arguments(p)
 
 
 def segment_command(args: argparse.Namespace) -> int:
-    overrides: dict[str, Any] = parse_overrides(args.overrides)
+    from sfc_core.cli import overrides_from_args
+
+    overrides: dict[str, Any] = overrides_from_args(args)
     if args.crf:
         overrides["segment.eval_crf"] = True
     result = segment(args.run, args.masks, overrides, save_predictions=args.save_predictions)

@@ -25,8 +25,13 @@ epoch's first batches without loading them and ends with exactly the weights of 
 never stopped. A run directory that already holds a run is refused without ``--resume``.
 
 DDP (torchrun): one process per GPU, a DistributedSampler shard each, gradients averaged by
-DDP. The image bank stays per process (each rank's bank holds images of its own shard);
-checkpoints gather every rank's bank and RNG states, so resume needs the same world size.
+DDP. ``train.batch_size`` and ``train.bank_draws`` are global: each of N processes takes 1/N
+of both (``engine.per_process``; an error when N does not divide them), so N processes
+train the one-process recipe: the same images per step, the same mean losses (logged as
+the mean over ranks). The image bank stays per process: each rank's bank holds, per class,
+the latest image of its own shard, and each rank draws its bank_draws / N from its own bank
+(one process: the latest image of the whole batch, all draws from one bank). Checkpoints
+gather every rank's bank and RNG states, so resume needs the same world size.
 """
 from __future__ import annotations
 
@@ -60,8 +65,8 @@ from sfc_core.run_lock import claims_run
 # What a resumed training must not change: the sections that decide what is computed (later
 # stages' sections, cams/refine/segment, may change freely), except where things are and how
 # fast they run.
-TRAINING_SECTIONS = ("data.", "model.", "loss.", "train.")
-RESUMABLE_CHANGES = {"data.root", "data.num_workers", "train.device", "train.log_every"}
+TRAINING_SECTIONS = ("runtime.", "data.", "model.", "loss.", "train.")
+RESUMABLE_CHANGES = {"data.root", "runtime.num_workers", "runtime.device", "train.log_every"}
 
 
 class SfcObjective(nn.Module):
@@ -148,10 +153,10 @@ def train(cfg: Config, out: str | Path, resume: bool = False, stop_after: int | 
 
 def _train(cfg: Config, run: RunDir, resume: bool, stop_after: int | None, dist: engine.DistInfo) -> dict:
     t = cfg.train
-    device = engine.select_device(t.device, dist)
+    device = engine.select_device(cfg.runtime.device, dist)
     if dist.is_main:
         _claim_run_dir(run, cfg, resume)
-    engine.seed_everything(t.seed)
+    engine.seed_everything(cfg.runtime.seed)
     dataset = open_dataset(cfg.data)
     class_names = list(dataset.class_names)
     if dist.is_main:
@@ -160,28 +165,31 @@ def _train(cfg: Config, run: RunDir, resume: bool, stop_after: int | None, dist:
     engine.barrier(dist)
 
     model = build_model(cfg.model, len(class_names)).to(device)
-    channels_last = device.type == "cuda" and t.channels_last
+    channels_last = device.type == "cuda" and cfg.runtime.channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     weights = torch.as_tensor(class_weights(dataset, cfg), dtype=torch.float32)
     objective = SfcObjective(model, weights, cfg.data.crop_size, cfg.loss.prototype_weight,
                              cfg.loss.scale_weight).to(device)
 
-    train_set = TrainDataset(dataset, cfg.data.train_list, cfg.data.crop_size, cfg.data.resize_long, seed=t.seed)
+    train_set = TrainDataset(dataset, cfg.data.train_list, cfg.data.crop_size, cfg.data.resize_long,
+                             seed=cfg.runtime.seed)
     sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
-                                 seed=t.seed, drop_last=True)
-    steps_per_epoch = len(sampler) // t.batch_size
+                                 seed=cfg.runtime.seed, drop_last=True)
+    local_batch = engine.per_process(t.batch_size, "train.batch_size", dist)
+    local_draws = engine.per_process(t.bank_draws, "train.bank_draws", dist)
+    steps_per_epoch = len(sampler) // local_batch
     if steps_per_epoch == 0:
         raise SfcError(f"train list {cfg.data.train_list!r} has {len(train_set)} images, fewer than one "
-                       f"batch of {t.batch_size} per process", path=dataset.list_path(cfg.data.train_list),
+                       f"batch of {t.batch_size}", path=dataset.list_path(cfg.data.train_list),
                        fix="lower train.batch_size or use a longer list")
     max_steps = t.max_steps or t.epochs * steps_per_epoch
 
     optimizer, schedule = build_optimizer(model, t, max_steps)
-    scaler = engine.make_grad_scaler(device, t.amp)
+    scaler = engine.make_grad_scaler(device, cfg.runtime.amp)
     bank = ImageBank(len(class_names), (3, cfg.data.crop_size, cfg.data.crop_size), device) \
         if t.bank_draws > 0 else None
-    generator = torch.Generator().manual_seed(t.seed + dist.rank)
+    generator = torch.Generator().manual_seed(cfg.runtime.seed + dist.rank)
 
     step, best = 0, {"score": -math.inf}
     identity = checkpoint_identity(cfg.model, class_names)
@@ -207,7 +215,7 @@ def _train(cfg: Config, run: RunDir, resume: bool, stop_after: int | None, dist:
                                     find_unused_parameters=cfg.loss.prototype_weight == 0 or not cfg.model.pcm)
     logger = engine.MetricsLogger(run.metrics_jsonl, run.tensorboard, enabled=dist.is_main,
                                   resume_step=step if resume else None)
-    images_per_step = (t.batch_size + t.bank_draws) * dist.world_size
+    images_per_step = t.batch_size + t.bank_draws        # global: every process takes 1/N of each
     start_step, started = step, time.perf_counter()
     bar = tqdm(total=max_steps, initial=step, desc="train", unit="step", disable=not dist.is_main)
     trainable = [p for group in model.parameter_groups().values() for p in group]
@@ -227,15 +235,15 @@ def _train(cfg: Config, run: RunDir, resume: bool, stop_after: int | None, dist:
     try:
         while step < max_steps and step != stop_after:
             epoch, done_in_epoch = divmod(step, steps_per_epoch)
-            for batch in _epoch_loader(train_set, sampler, epoch, done_in_epoch, t.batch_size,
-                                       cfg.data.num_workers, device):
+            for batch in _epoch_loader(train_set, sampler, epoch, done_in_epoch, local_batch,
+                                       cfg.runtime.num_workers, device):
                 images = batch["image"].to(device, non_blocking=True)
                 images, boxes, labels = append_bank_draws(bank, images, batch["box"], batch["label"],
-                                                          t.bank_draws, generator)
+                                                          local_draws, generator)
                 if channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
                 with engine.out_of_memory_hint("train.batch_size", t.batch_size):
-                    with engine.autocast(device, t.amp):
+                    with engine.autocast(device, cfg.runtime.amp):
                         losses, outputs = ddp_objective(images, boxes.to(device), labels.to(device))
                     grad_norm = engine.optimizer_step(losses["total"], optimizer, scaler, trainable, t.grad_clip)
                 schedule.step()
@@ -244,7 +252,7 @@ def _train(cfg: Config, run: RunDir, resume: bool, stop_after: int | None, dist:
                 bar.update(1)
 
                 if step % t.log_every == 0 or step == max_steps:
-                    loss_values = {name: value.item() for name, value in losses.items()}
+                    loss_values = engine.mean_over_ranks(losses, dist)     # the global batch's
                     engine.check_finite(loss_values["total"], step, _existing(run.last_checkpoint))
                     rate = images_per_step * (step - start_step) / (time.perf_counter() - started)
                     logger.log(step, {**{f"loss/{name}": value for name, value in loss_values.items()},
@@ -256,7 +264,7 @@ def _train(cfg: Config, run: RunDir, resume: bool, stop_after: int | None, dist:
                     if step % (10 * t.log_every) == 0:
                         _log_cam_image(logger, step, images[0], outputs)
                 if t.val_every > 0 and (step % t.val_every == 0 or step == max_steps):
-                    scores = validate(model, dataset, cfg.data.eval_list, device, dist, cfg.data.num_workers, t.amp)
+                    scores = validate(model, dataset, cfg.data.eval_list, device, dist, cfg.runtime.num_workers, cfg.runtime.amp)
                     logger.log(step, {f"val/{name}": value for name, value in scores.items()})
                     if scores["miou_cam"] + scores["miou_prototype"] > best["score"]:
                         best = {"score": scores["miou_cam"] + scores["miou_prototype"], "step": step, **scores}

@@ -113,11 +113,18 @@ def test_label_file_with_the_wrong_class_count(tmp_path):
     path = root / "cls_labels.npy"
     np.save(path, {"2007_000001": np.zeros(4, dtype=np.float32)})
     with raises_naming(path, "has 4 entries but the dataset has 3 classes"):
-        SegmentationDataset(root, labels_file=path).label("2007_000001")
+        SegmentationDataset(root, labels_file=path, allow_pickle=True).label("2007_000001")
     json_path = root / "cls_labels.json"
     json_path.write_text(json.dumps({"2007_000001": [0, 3]}))
     with raises_naming(json_path, "class index 3 but the dataset has 3 classes"):
         SegmentationDataset(root).label("2007_000001")
+
+
+def test_pickled_label_file_needs_an_explicit_opt_in(tmp_path):
+    root = write_voc_tree(tmp_path, labels="npy")
+    with raises_naming(root / "cls_labels.npy", "can execute code") as info:
+        SegmentationDataset(root, labels_file=root / "cls_labels.npy").label("2007_000001")
+    assert "--set data.allow_pickled_labels=true" in info.value.fix
 
 
 @pytest.mark.parametrize("names,match", [("cat\ndog\ncat\n", "repeats cat"), ("cat\n\ndog\n", "empty line")])

@@ -58,7 +58,7 @@ def hand_run(tmp_path):
     run = RunDir(tmp_path / "run")
     cfg = Config.from_preset("synthetic-smoke", {"data.dataset": "voc", "data.root": str(root),
                                                  "data.train_list": "train", "data.eval_list": "train",
-                                                 "data.heldout_list": "val", "data.num_workers": 0})
+                                                 "data.heldout_list": "val", "runtime.num_workers": 0})
     cfg.save(run.config_json)
     atomic_write_json(run.class_names_json, list(FIXTURE_CLASSES))
     write_cams(run, VOC_LISTS["train"])

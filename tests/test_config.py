@@ -21,9 +21,9 @@ def test_every_preset_round_trips_through_json(name):
 
 def test_overrides_are_typed_from_strings():
     cfg = Config.from_preset("voc", parse_overrides(["train.lr=0.02", "cams.scales=1,0.5",
-                                                      "train.amp=false", "train.epochs=3"]))
+                                                      "runtime.amp=false", "train.epochs=3"]))
     assert cfg.train.lr == 0.02 and cfg.cams.scales == (1.0, 0.5)
-    assert cfg.train.amp is False and cfg.train.epochs == 3
+    assert cfg.runtime.amp is False and cfg.train.epochs == 3
 
 
 @pytest.mark.parametrize("bad", [{"train.nope": 1}, {"nosection.lr": 1}, {"train.epochs": "x"}])
@@ -40,6 +40,39 @@ def test_unknown_preset_lists_the_known_ones():
 def test_baseline_switches_off_every_sfc_component():
     cfg = Config.from_preset("synthetic", ABLATIONS["baseline"])
     assert cfg.loss.prototype_weight == 0 and cfg.loss.scale_weight == 0 and cfg.train.bank_draws == 0
+
+
+def test_smoke_preset_is_the_synthetic_one_with_its_differences():
+    from sfc_core.config import PRESET_BASES, preset_overrides
+
+    synthetic, smoke = Config.from_preset("synthetic"), Config.from_preset("synthetic-smoke")
+    assert PRESET_BASES["synthetic-smoke"] == "synthetic"
+    assert not PRESETS["synthetic-smoke"].keys() & {k for k, v in PRESETS["synthetic"].items()
+                                                    if PRESETS["synthetic-smoke"].get(k) == v}, "repeated"
+    assert smoke.cams.threshold_sweep == synthetic.cams.threshold_sweep       # inherited
+    assert smoke.model.backbone == "tiny" and smoke.refine.method == "crf"
+    assert smoke.data.synthetic_size == "smoke" and synthetic.data.synthetic_size == "default"
+    assert preset_overrides("synthetic-smoke")["segment.lr"] == 0.02          # its own value wins
+
+
+def test_a_config_json_from_before_the_runtime_section_loads():
+    old = Config.from_preset("synthetic-smoke", {"runtime.device": "cpu", "runtime.seed": 3}).to_dict()
+    runtime = old.pop("runtime")
+    old["train"].update(device=runtime["device"], amp=runtime["amp"], seed=runtime["seed"],
+                        channels_last=runtime["channels_last"])
+    old["data"]["num_workers"] = runtime["num_workers"]
+    for name in ("irn_momentum", "irn_poly_power", "irn_log_every", "irn_checkpoint_every"):
+        del old["refine"][name]                       # IRN read these from the train section
+    cfg = Config.from_dict(old)
+    assert cfg.runtime.device == "cpu" and cfg.runtime.seed == 3
+    assert cfg.refine.irn_log_every == cfg.train.log_every == 2
+    assert cfg.refine.irn_checkpoint_every == cfg.train.checkpoint_every == 5
+
+
+def test_a_moved_key_on_the_command_line_names_its_new_place():
+    with pytest.raises(SfcError, match="runtime.device") as error:
+        Config.from_preset("voc", {"train.device": "cpu"})
+    assert "--set runtime.device=cpu" in error.value.fix
 
 
 # -- allowed values ----------------------------------------------------------------------------
@@ -91,7 +124,7 @@ def test_every_preset_and_ablation_is_within_the_limits(name, ablation):
     ("data.resize_long", "80,48", "low <= high"),
     ("train.optimizer", "adam", "one of sgd, adamw"),
     ("refine.crf_label_confidence", "1", "a value in (0, 1)"),
-    ("train.device", "gpu0", "auto, cpu, cuda or cuda:N"),
+    ("runtime.device", "gpu0", "auto, cpu, cuda or cuda:N"),
 ])
 def test_a_value_out_of_range_names_the_key_the_value_and_the_range(key, value, allowed):
     with pytest.raises(SfcError) as info:
@@ -103,7 +136,7 @@ def test_a_value_out_of_range_names_the_key_the_value_and_the_range(key, value, 
 
 @pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:1"])
 def test_device_strings_the_kit_accepts(device):
-    assert Config.from_preset("voc", {"train.device": device}).train.device == device
+    assert Config.from_preset("voc", {"runtime.device": device}).runtime.device == device
 
 
 def test_a_config_json_with_a_bad_value_names_the_file(tmp_path):

@@ -90,5 +90,5 @@ def test_cpu_device_and_precision_are_plain():
     with engine.autocast(device, True):
         assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.float32
     if not torch.cuda.is_available():
-        with pytest.raises(SfcError, match="train.device=cpu"):
+        with pytest.raises(SfcError, match="runtime.device=cpu"):
             engine.select_device("cuda")

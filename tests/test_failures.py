@@ -25,7 +25,7 @@ def _leftovers(folder) -> list:
 @pytest.mark.parametrize("setting, allowed", [("train.batch_size=0", "a value >= 1"),
                                               ("data.crop_size=0", "a value >= 32"),
                                               ("train.epochs=0", "a value >= 1"),
-                                              ("train.device=gpu0", "auto, cpu, cuda or cuda:N")])
+                                              ("runtime.device=gpu0", "auto, cpu, cuda or cuda:N")])
 def test_a_bad_value_stops_train_before_anything_is_written(tmp_path, capfd, setting, allowed):
     out = tmp_path / "run"
     _fails_cleanly(["train", "--preset", "synthetic-smoke", "--data-root", str(tmp_path / "data"),
@@ -40,7 +40,7 @@ def test_an_image_unreadable_in_a_dataloader_worker_is_one_message(tmp_path, cap
     out = tmp_path / "run"
     err = _fails_cleanly(["train", "--preset", "synthetic-smoke", "--data-root", str(root), "--out", str(out),
                           "--set", "data.dataset=voc", "--set", "data.train_list=train",
-                          "--set", "train.batch_size=2", "--set", "data.num_workers=1"],
+                          "--set", "train.batch_size=2", "--set", "runtime.num_workers=1"],
                          capfd, "error: cannot read image", f"file: {image}", "fix:  ")
     assert len(err[err.index("error:"):].strip().splitlines()) == 3 and not _leftovers(out)
 

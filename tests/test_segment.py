@@ -13,7 +13,6 @@ import torchvision
 from PIL import Image
 
 from sfc_core import segment as seg
-from sfc_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from sfc_core.engine import DistInfo
 from sfc_core.errors import SfcError
 from sfc_core.io import atomic_write_json
@@ -23,60 +22,7 @@ from sfc_core.run_dir import RunDir
 # Few steps of small crops, one eval scale, no workers: what the end-to-end tests run with.
 FAST = {"segment.iterations": 3, "segment.batch_size": 4, "segment.crop_size": 48,
         "segment.eval_scales": (1.0,), "segment.checkpoint_every": 2, "segment.log_every": 1,
-        "data.num_workers": 0}
-
-
-# -- joint transform ---------------------------------------------------------------------------
-
-
-def _column_image(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """An image whose grey level is 1 + its column, and a mask holding the same number."""
-    columns = np.tile((1 + np.arange(width) % 200).astype(np.uint8), (height, 1))
-    return np.repeat(columns[..., None], 3, axis=2), columns.copy()
-
-
-def _grey(image: np.ndarray) -> np.ndarray:
-    """Undo the ImageNet normalisation of a float (S, S, 3) crop's first channel -> uint8 grey."""
-    return np.round((image[..., 0] * IMAGENET_STD[0] + IMAGENET_MEAN[0]) * 255).astype(np.int64)
-
-
-def test_augment_keeps_image_and_mask_aligned():
-    image, mask = _column_image(30, 50)
-    flips = set()
-    for seed in range(12):
-        rng = np.random.default_rng(seed)
-        crop, crop_mask = seg.augment(image, mask, rng, crop_size=40, scale_range=(1.0, 1.0), flip=True)
-        assert crop.shape == (40, 40, 3) and crop.dtype == np.float32 and crop_mask.shape == (40, 40)
-        grey, padded = _grey(crop), crop_mask == 255
-        # padding: the mask is 255 exactly where the image is the mean colour (grey 0 after undoing)
-        assert padded.any() and np.array_equal(padded, np.isclose(crop, 0).all(-1))
-        assert np.array_equal(grey[~padded], crop_mask[~padded])   # same pixel in both
-        real_rows = np.flatnonzero(~padded.all(1))
-        columns = crop_mask[real_rows[0]][~padded[real_rows[0]]].astype(int)
-        flips.add(bool(columns[0] > columns[-1]))
-        assert np.all(np.abs(np.diff(columns)) == 1)   # a contiguous run of columns, maybe mirrored
-    assert flips == {True, False}
-
-
-def test_augment_is_a_pure_function_of_the_generator_and_rescales_both():
-    image, mask = _column_image(32, 32)
-    a = seg.augment(image, mask, np.random.default_rng([1, 2, 3]), 48, (0.5, 2.0), True)
-    b = seg.augment(image, mask, np.random.default_rng([1, 2, 3]), 48, (0.5, 2.0), True)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    rng = np.random.default_rng(0)
-    for _ in range(5):
-        crop, crop_mask = seg.augment(image, mask, rng, 48, (0.5, 2.0), True)
-        assert np.array_equal(crop_mask == 255, np.isclose(crop, 0).all(-1))
-
-
-def test_rescale_mask_gives_the_image_size_and_only_existing_labels():
-    from sfc_core.data.transforms import rescale
-
-    image, mask = _column_image(21, 33)
-    for scale in (0.5, 0.77, 1.0, 1.6, 2.0):
-        out = seg.rescale_mask(mask, scale)
-        assert out.shape == rescale(image, scale).shape[:2]
-        assert set(np.unique(out)) <= set(np.unique(mask))
+        "runtime.num_workers": 0}
 
 
 def test_epoch_keys_deal_one_permutation_to_the_ranks():
@@ -309,7 +255,7 @@ def test_killed_run_resumes_to_the_same_weights(run, smoke_config, smoke_dataset
     # resumes from the step-3 checkpoint, mid-epoch, and the run crosses into the next epoch.
     settings = {**FAST, "segment.network": "deeplabv3_mobilenet_v3_large", "segment.batch_size": 16,
                 "segment.crop_size": 32, "segment.iterations": 7, "segment.checkpoint_every": 3,
-                "data.num_workers": 1}
+                "runtime.num_workers": 1}
     seg.segment(run, "gt", settings)
     reference = torch.load(RunDir(run.segment_dir("gt")).last_checkpoint, weights_only=True)
 

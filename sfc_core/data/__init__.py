@@ -19,12 +19,13 @@ def open_dataset(data: DataConfig) -> SegmentationDataset:
     if data.dataset in ("voc", "coco") and not data.root:
         raise SfcError(f"no dataset root given for {data.dataset}",
                        fix="pass --data-root DIR (or --set data.root=DIR)")
+    labels = {"labels_file": data.labels_file or None, "allow_pickle": data.allow_pickled_labels}
     if data.dataset == "voc":
-        return SegmentationDataset(data.root)
+        return SegmentationDataset(data.root, **labels)
     if data.dataset == "coco":
         from sfc_core.data.coco import CocoDataset
 
-        return CocoDataset(data.root)
+        return CocoDataset(data.root, mask_layout=data.coco_mask_layout, **labels)
     if data.dataset == "synthetic":
         from sfc_core.data.synthetic import generate
 

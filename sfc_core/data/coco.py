@@ -10,7 +10,10 @@
 The lists may also use the reference's names, `train_coco.txt` / `val_coco.txt`: the list
 `train` is read from `ImageSets/train.txt` if it exists, else `ImageSets/train_coco.txt`.
 The image and mask sub-folder is the split named inside the id, so val ids read from
-`val2014/` (the reference reads every id from `train2014/`, which breaks on val).
+`val2014/` (the reference reads every id from `train2014/`, which breaks on val). With
+``mask_layout="flat"`` (``--set data.coco_mask_layout=flat``) the masks are read from one
+folder, `SegmentationClass/<id>.png`, the layout of the COCO mask release WSSS code commonly
+shares. `python -m sfc_core prepare coco` writes this layout from COCO's own downloads.
 """
 from __future__ import annotations
 
@@ -32,13 +35,21 @@ COCO_CLASSES = (
     "teddy bear", "hair drier", "toothbrush",
 )
 
+MASK_LAYOUTS = ("split", "flat")
+
 
 class CocoDataset(SegmentationDataset):
     """COCO 2014 on the VOC readers: only the folder of an id and the list names differ."""
 
-    def __init__(self, root: str | Path, labels_file: str | Path | None = None):
+    def __init__(self, root: str | Path, labels_file: str | Path | None = None, allow_pickle: bool = False,
+                 mask_layout: str = "split"):
+        if mask_layout not in MASK_LAYOUTS:
+            raise SfcError(f"unknown COCO mask layout {mask_layout!r}",
+                           fix=f"set data.coco_mask_layout to one of: {', '.join(MASK_LAYOUTS)}")
         super().__init__(root, class_names=COCO_CLASSES, mask_dir="SegmentationClass",
-                         image_dir="JPEGImages", list_dir="ImageSets", labels_file=labels_file)
+                         image_dir="JPEGImages", list_dir="ImageSets", labels_file=labels_file,
+                         allow_pickle=allow_pickle)
+        self.mask_layout = mask_layout
 
     def list_path(self, list_name: str) -> Path:
         plain = super().list_path(list_name)
@@ -57,4 +68,5 @@ class CocoDataset(SegmentationDataset):
         return self.image_dir / self.split_of(image_id) / f"{image_id}{self.image_ext}"
 
     def mask_path(self, image_id: str) -> Path:
-        return self.mask_dir / self.split_of(image_id) / f"{image_id}.png"
+        folder = self.mask_dir if self.mask_layout == "flat" else self.mask_dir / self.split_of(image_id)
+        return folder / f"{image_id}.png"

@@ -152,15 +152,16 @@ def stats_arguments(parser) -> None:
     parser.add_argument("--root", required=True, help="dataset root (synthetic: generated there if needed)")
     parser.add_argument("--list", dest="list_name", default=None,
                         help="image list (default: the preset's training list)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override, e.g. --set data.synthetic_size=smoke (repeatable)")
+    from sfc_core.cli import add_override_arguments
+
+    add_override_arguments(parser)
 
 
 def stats_command(args) -> int:
-    from sfc_core.config import parse_overrides
+    from sfc_core.cli import overrides_from_args
     from sfc_core.data import open_dataset
 
-    cfg = Config.from_preset(args.dataset, {**parse_overrides(args.overrides), "data.root": args.root})
+    cfg = Config.from_preset(args.dataset, {**overrides_from_args(args), "data.root": args.root})
     dataset = open_dataset(cfg.data)
     stats = dataset_stats(dataset, args.list_name or cfg.data.train_list, cfg.data.dataset,
                           cfg.train.batch_size, cfg.train.bank_draws)

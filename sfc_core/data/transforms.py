@@ -27,12 +27,6 @@ def rescale(image: np.ndarray, scale: float) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC))
 
 
-def resize_long(image: np.ndarray, long_side: int) -> np.ndarray:
-    """Rescale a uint8 (H, W, 3) image so its longer side is `long_side` pixels (bicubic)."""
-    height, width = image.shape[:2]
-    return rescale(image, long_side / (height if width < height else width))
-
-
 def normalize(image: np.ndarray) -> np.ndarray:
     """uint8 (H, W, 3) RGB -> float32 (H, W, 3): (x / 255 - IMAGENET_MEAN) / IMAGENET_STD."""
     return (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
@@ -65,17 +59,50 @@ def random_crop_box(size: tuple[int, int], crop_size: int,
     return np.array(source, dtype=np.int64), np.array(box, dtype=np.int64)
 
 
-def random_crop(image: np.ndarray, crop_size: int,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Random crop of a float (H, W, 3) image into a zero (S, S, 3) container, S = crop_size.
+def rescale_mask(mask: np.ndarray, scale: float) -> np.ndarray:
+    """Nearest-neighbour resize of a uint8 (H, W) mask to the size `rescale` gives its image."""
+    if scale == 1:
+        return mask
+    height, width = mask.shape
+    size = (round(width * scale), round(height * scale))   # PIL takes (width, height)
+    return np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST))
 
-    Returns the crop and `box` int64 (4,) = [y0, y1, x0, x1], the real image inside it.
-    Zero after `normalize` is the ImageNet mean colour, as in the reference.
+
+def paste_crop(array: np.ndarray, source: np.ndarray, box: np.ndarray, crop_size: int,
+               fill: float) -> np.ndarray:
+    """The (S, S, ...) crop of `array` that `random_crop_box` describes, `fill` where it has no pixel."""
+    crop = np.full((crop_size, crop_size) + array.shape[2:], fill, dtype=array.dtype)
+    crop[box[0]:box[1], box[2]:box[3]] = array[source[0]:source[1], source[2]:source[3]]
+    return crop
+
+
+def long_side_scale(size: tuple[int, int], long_range: tuple[int, int], rng: np.random.Generator) -> float:
+    """The scale that gives an image of `size` = (H, W) a random long side, an integer drawn
+    uniformly in `long_range` (both ends included): the reference's random resize."""
+    low, high = long_range
+    height, width = size
+    return int(rng.integers(low, high + 1)) / (height if width < height else width)
+
+
+def augment(image: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator, crop_size: int,
+            scale: float, flip: bool = True,
+            mask_fill: int = 255) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """The joint training transform of an image and its mask (SFC, IRN and step 3 alike).
+
+    image uint8 (H, W, 3), mask (H, W) or None (image-level labels only). Rescale by `scale`
+    (image bicubic, mask nearest), ImageNet normalisation, horizontal flip with p = 0.5 (drawn
+    even when `flip` is off, so the crop stays the same), random crop into an (S, S) canvas,
+    S = crop_size, the image padded with 0 (the mean colour), the mask with `mask_fill`.
+    Returns the image float32 (S, S, 3), the mask (S, S) in its dtype (or None) and `box`
+    int64 (4,) = [y0, y1, x0, x1], the real image inside the crop.
     """
+    image = normalize(rescale(image, scale))
+    mask = None if mask is None else rescale_mask(mask, scale)
+    if rng.random() < 0.5 and flip:
+        image, mask = hflip(image), None if mask is None else hflip(mask)
     source, box = random_crop_box(image.shape[:2], crop_size, rng)
-    crop = np.zeros((crop_size, crop_size) + image.shape[2:], dtype=image.dtype)
-    crop[box[0]:box[1], box[2]:box[3]] = image[source[0]:source[1], source[2]:source[3]]
-    return crop, box
+    crop = paste_crop(image, source, box, crop_size, 0.0)
+    return crop, None if mask is None else paste_crop(mask, source, box, crop_size, mask_fill), box
 
 
 def nearest_source_index(out_size: int, in_size: int, device: torch.device | None = None) -> torch.Tensor:

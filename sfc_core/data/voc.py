@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from sfc_core.config import VOC_CLASSES
-from sfc_core.data.transforms import hflip, normalize, random_crop, rescale, resize_long
+from sfc_core.data.transforms import augment, hflip, long_side_scale, normalize, rescale
 from sfc_core.errors import SfcError
 
 IGNORE_INDEX = 255
@@ -43,7 +43,7 @@ class SegmentationDataset:
     def __init__(self, root: str | Path, class_names: list[str] | tuple[str, ...] | None = None,
                  mask_dir: str | None = None, image_dir: str = "JPEGImages",
                  image_ext: str = ".jpg", list_dir: str = "ImageSets/Segmentation",
-                 labels_file: str | Path | None = None):
+                 labels_file: str | Path | None = None, allow_pickle: bool = False):
         self.root = Path(root)
         if not self.root.is_dir():
             raise SfcError(f"dataset root {self.root} does not exist", path=self.root,
@@ -65,10 +65,12 @@ class SegmentationDataset:
         self.num_classes = len(self.class_names)
         if labels_file is not None and not Path(labels_file).is_file():
             raise SfcError("label file does not exist", path=labels_file,
-                           fix=f"point labels_file at a {LABELS_JSON} or a reference-style cls_labels .npy")
+                           fix=f"point data.labels_file (--set data.labels_file=PATH) at a {LABELS_JSON} or a reference-style "
+                               "cls_labels .npy")
         if labels_file is None and (self.root / LABELS_JSON).is_file():
             labels_file = self.root / LABELS_JSON
         self.labels_file = Path(labels_file) if labels_file is not None else None   # None: from masks
+        self.allow_pickle = allow_pickle
         self._ids: dict[str, list[str]] = {}
         self._labels: dict[str, np.ndarray] | None = None   # id -> float32 (C,), from a file
         self._mask_labels: dict[str, np.ndarray] = {}        # id -> float32 (C,), from masks
@@ -99,8 +101,12 @@ class SegmentationDataset:
             path = self.list_path(list_name)
             if not path.is_file():
                 known = sorted(p.stem for p in self.list_dir.glob("*.txt"))
-                raise SfcError(f"no image list {list_name!r}", path=path,
-                               fix=f"use one of the lists in {self.list_dir}: {', '.join(known) or 'none'}")
+                fix = f"use one of the lists in {self.list_dir}: {', '.join(known) or 'none'}"
+                if list_name == "train_aug":    # no download has it: the kit makes it
+                    fix = ("make it from the VOC 2012 and SBD downloads: python -m sfc_core prepare voc "
+                           "--voc VOCdevkit/VOC2012 --sbd benchmark_RELEASE/dataset --out ROOT, "
+                           "then --data-root ROOT")
+                raise SfcError(f"no image list {list_name!r}", path=path, fix=fix)
             # A line is a bare id or "/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png".
             ids = [Path(line.split()[0]).stem if "/" in line else line.split()[0]
                    for line in path.read_text().splitlines() if line.strip()]
@@ -192,7 +198,7 @@ class SegmentationDataset:
 
     def _file_labels(self) -> dict[str, np.ndarray]:
         if self._labels is None:
-            self._labels = read_labels_file(self.labels_file, self.num_classes)
+            self._labels = read_labels_file(self.labels_file, self.num_classes, self.allow_pickle)
         return self._labels
 
 
@@ -210,9 +216,15 @@ def _refuse_repeats(ids: list[str], list_name: str, path: Path) -> None:
         first_line[image_id] = line
 
 
-def read_labels_file(path: Path, num_classes: int) -> dict[str, np.ndarray]:
+def read_labels_file(path: Path, num_classes: int, allow_pickle: bool = False) -> dict[str, np.ndarray]:
     """Image-level labels from the kit's JSON ({"<id>": [class indices]}) or the reference's
-    `.npy` (a pickled dict id -> float (C,) vector). Returns id -> float32 (C,)."""
+    `.npy` (a pickled dict id -> float (C,) vector; read only with ``allow_pickle``, since
+    unpickling a file can run any code in it). Returns id -> float32 (C,)."""
+    if path.suffix == ".npy" and not allow_pickle:
+        raise SfcError("the label file is a pickled .npy: reading it can execute code stored in it, so the "
+                       "kit reads it only when asked", path=path,
+                       fix="if you trust the file, add --set data.allow_pickled_labels=true; or write the "
+                           f"kit's {LABELS_JSON} with python -m sfc_core prepare voc")
     if path.suffix == ".npy":
         fix = f"save a dict of image id -> float ({num_classes},) multi-hot vector with np.save"
     else:
@@ -301,12 +313,8 @@ class TrainDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         image = self.dataset.read_image(self.ids[index])
-        low, high = self.resize_long
-        image = normalize(resize_long(image, int(rng.integers(low, high + 1))))
-        flipped = rng.random() < 0.5   # drawn either way: `flip` leaves the crop unchanged
-        if self.flip and flipped:
-            image = hflip(image)
-        image, box = random_crop(image, self.crop_size, rng)
+        scale = long_side_scale(image.shape[:2], self.resize_long, rng)
+        image, _, box = augment(image, None, rng, self.crop_size, scale, self.flip)
         return {"name": self.ids[index],
                 "image": torch.from_numpy(image.transpose(2, 0, 1).copy()),
                 "box": torch.from_numpy(box),

@@ -35,22 +35,25 @@ from torch import nn
 
 from sfc_core.errors import SfcError
 
-BACKBONES: dict[str, Callable[[str], Backbone]] = {}
+BACKBONES: dict[str, Callable[[str, str], Backbone]] = {}
 
 
 def register(name: str) -> Callable:
-    def add(builder: Callable[[str], Backbone]) -> Callable[[str], Backbone]:
+    def add(builder: Callable[[str, str], Backbone]) -> Callable[[str, str], Backbone]:
         BACKBONES[name] = builder
         return builder
     return add
 
 
-def build_backbone(name: str, weights: str = "none") -> Backbone:
-    """The registered backbone ``name`` with ``weights`` ("imagenet", a state-dict path, "none")."""
+def build_backbone(name: str, weights: str = "none", weights_key: str = "model.backbone_weights") -> Backbone:
+    """The registered backbone ``name`` with ``weights`` ("imagenet", a state-dict path, "none").
+
+    ``weights_key``: the config field the weights came from, named in the fix of every
+    "cannot load weights" error (``--set KEY=PATH`` works on every verb that builds one)."""
     if name not in BACKBONES:
         raise SfcError(f"unknown backbone {name!r}",
                        fix=f"set model.backbone to one of: {', '.join(BACKBONES)}")
-    return BACKBONES[name](weights)
+    return BACKBONES[name](weights, weights_key)
 
 
 class Backbone(nn.Module):
@@ -100,10 +103,11 @@ class Backbone(nn.Module):
         return height, width
 
 
-def load_state_dict_file(module: nn.Module, path: str | Path, ignore_prefixes: tuple[str, ...] = ()) -> None:
+def load_state_dict_file(module: nn.Module, path: str | Path, weights_key: str) -> None:
     """Load a state dict saved with ``torch.save`` into ``module``; SfcError on any mismatch."""
     path = Path(path)
-    fix = "give a state dict saved from the same architecture (torchvision layout), or 'none'"
+    fix = (f"pass a state dict of the same architecture (torchvision layout) with --set {weights_key}=PATH, "
+           f"or --set {weights_key}=none")
     if not path.is_file():
         raise SfcError("backbone weights file not found", path=path, fix=fix)
     try:
@@ -112,7 +116,6 @@ def load_state_dict_file(module: nn.Module, path: str | Path, ignore_prefixes: t
         raise SfcError(f"cannot read backbone weights ({type(e).__name__})", path=path, fix=fix) from None
     if not isinstance(state, dict):
         raise SfcError("backbone weights file is not a state dict", path=path, fix=fix)
-    state = {k: v for k, v in state.items() if not k.startswith(ignore_prefixes)}
     result = module.load_state_dict(state, strict=False)
     shape_errors = [k for k, v in state.items() if k in module.state_dict()
                     and module.state_dict()[k].shape != v.shape]
@@ -124,7 +127,7 @@ def load_state_dict_file(module: nn.Module, path: str | Path, ignore_prefixes: t
 
 # -- torchvision ResNets at output stride 16 -----------------------------------------------
 
-def _torchvision_resnet(name: str, weights: str) -> Backbone:
+def _torchvision_resnet(name: str, weights: str, weights_key: str) -> Backbone:
     builder = getattr(torchvision.models, name)
     if weights == "imagenet":
         try:
@@ -133,12 +136,11 @@ def _torchvision_resnet(name: str, weights: str) -> Backbone:
             file = {"resnet50": "resnet50-19c8e357.pth", "resnet101": "resnet101-5d3b4d8f.pth"}[name]
             raise SfcError(f"cannot load ImageNet weights for {name} ({type(e).__name__}: {e})",
                            path=Path(torch.hub.get_dir()) / "checkpoints" / file,
-                           fix=f"download {file} elsewhere and pass "
-                               f"--set model.backbone_weights=/path/{file} (or --backbone-weights)") from None
+                           fix=f"download {file} elsewhere and pass --set {weights_key}=/path/{file}") from None
     else:
         resnet = builder(weights=None)
         if weights != "none":
-            load_state_dict_file(resnet, weights)
+            load_state_dict_file(resnet, weights, weights_key)
     # strides (2, 2, 2, 1): layer4 keeps stride 16, no dilation (reference network/resnet50.py)
     resnet.layer4[0].conv2.stride = (1, 1)
     resnet.layer4[0].downsample[0].stride = (1, 1)
@@ -148,13 +150,13 @@ def _torchvision_resnet(name: str, weights: str) -> Backbone:
 
 
 @register("resnet50")
-def resnet50(weights: str = "imagenet") -> Backbone:
-    return _torchvision_resnet("resnet50", weights)
+def resnet50(weights: str = "imagenet", weights_key: str = "model.backbone_weights") -> Backbone:
+    return _torchvision_resnet("resnet50", weights, weights_key)
 
 
 @register("resnet101")
-def resnet101(weights: str = "imagenet") -> Backbone:
-    return _torchvision_resnet("resnet101", weights)
+def resnet101(weights: str = "imagenet", weights_key: str = "model.backbone_weights") -> Backbone:
+    return _torchvision_resnet("resnet101", weights, weights_key)
 
 
 # -- the tiny from-scratch backbone for CPU presets ----------------------------------------
@@ -186,7 +188,7 @@ def _layer(in_channels: int, channels: int, blocks: int, stride: int, dilation: 
 
 
 @register("tiny")
-def tiny(weights: str = "none") -> Backbone:
+def tiny(weights: str = "none", weights_key: str = "model.backbone_weights") -> Backbone:
     widths, blocks = (16, 32, 64, 128), (1, 1, 2, 2)
     stem = nn.Sequential(nn.Conv2d(3, widths[0], 3, 2, padding=1, bias=False),
                          nn.BatchNorm2d(widths[0]), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, padding=1))
@@ -201,7 +203,7 @@ def tiny(weights: str = "none") -> Backbone:
     backbone = Backbone([stem, *layers], channels=widths, output_stride=8)
     if weights == "imagenet":
         raise SfcError("the tiny backbone has no ImageNet weights",
-                       fix="set model.backbone_weights=none (it trains from scratch) or a .pth path")
+                       fix=f"pass --set {weights_key}=none (it trains from scratch) or a .pth path")
     if weights != "none":
-        load_state_dict_file(backbone, weights)
+        load_state_dict_file(backbone, weights, weights_key)
     return backbone

@@ -18,8 +18,8 @@ the VOC ``train_aug.txt`` format: ``/<image path> /SegmentationClassPseudo/<id>.
 paths relative to the dataset root.
 
 Resumable: finished PNGs are skipped and IRN training resumes from its checkpoint. The CRF
-runs in a pool of ``data.num_workers`` processes; the boundary network and the walk run on
-``train.device`` (the GPU when there is one).
+runs in a pool of ``runtime.num_workers`` processes; the boundary network and the walk run on
+``runtime.device`` (the GPU when there is one).
 """
 from __future__ import annotations
 
@@ -52,13 +52,15 @@ METHODS = ("irn", "crf")
 
 
 @claims_run()
-def refine(run: str | Path | RunDir, method: str | None = None, device: str | torch.device | None = None) -> Path:
+def refine(run: str | Path | RunDir, method: str | None = None, device: str | torch.device | None = None,
+           overrides: dict | None = None) -> Path:
     """Pseudo masks of every training image by ``method`` ("irn" or "crf"; default the run's
-    ``refine.method``); returns their folder."""
+    ``refine.method``); returns their folder. ``overrides``: dotted config keys on top of the
+    run's config.json (e.g. refine.irn_backbone_weights=PATH)."""
     run = RunDir(run)
     if method is not None and method not in METHODS:     # a mistyped method is named first
         raise _unknown_method(method)
-    cfg = run.load_config()
+    cfg = run.load_config(overrides)
     method = method or cfg.refine.method
     if method not in METHODS:
         raise _unknown_method(method)
@@ -70,7 +72,7 @@ def refine(run: str | Path | RunDir, method: str | None = None, device: str | to
         raise SfcError(f"{len(missing)} image(s) of list {list_name!r} have no CAMs, first: "
                        f"{', '.join(missing[:3])}", path=run.cams,
                        fix=f"run: python -m sfc_core cams --run {run.root}")
-    device = select_device(str(device or cfg.train.device), option="--device")
+    device = select_device(str(device or cfg.runtime.device), option="--device")
     if method == "crf":
         write_confident_labels(run, cfg, dataset, ids, run.pseudo_masks("crf"))
     else:
@@ -113,7 +115,7 @@ def write_confident_labels(run: RunDir, cfg: Config, dataset: SegmentationDatase
     todo = [image_id for image_id in ids if not (out_dir / f"{image_id}.png").is_file()]
     task = partial(_confident_label_task, run, cfg, dataset, out_dir)
     bar = tqdm(total=len(todo), desc=f"refine: confident labels -> {out_dir.name}", unit="img")
-    processes = min(cfg.data.num_workers, len(todo))
+    processes = min(cfg.runtime.num_workers, len(todo))
     if processes > 1:
         # (not multiprocessing.Pool: it waits forever for a worker that was killed)
         with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -124,7 +126,7 @@ def write_confident_labels(run: RunDir, cfg: Config, dataset: SegmentationDatase
             except BrokenProcessPool:
                 raise SfcError("a refine worker process died (killed, or out of memory)", path=out_dir,
                                fix=f"run the same command again (finished masks are kept), or lower "
-                                   f"data.num_workers (now {cfg.data.num_workers})") from None
+                                   f"runtime.num_workers (now {cfg.runtime.num_workers})") from None
     else:
         for image_id in todo:
             task(image_id)
@@ -161,7 +163,7 @@ def _walk_images(net: BoundaryNet, run: RunDir, cfg: Config, dataset: Segmentati
             scores = rule_scores(fuse(record.classifier, record.prototype, cfg.refine.walk_lambda),
                                  cfg.cams.background, cfg.cams.bg_threshold)
             walked = walk_scores(net, dataset.read_image(image_id), torch.from_numpy(scores).to(device),
-                                 cfg.refine, cfg.train.amp)
+                                 cfg.refine, cfg.runtime.amp)
             mask = record.keys[walked.argmax(0).cpu().numpy()].astype(np.uint8)
             save_mask(out_dir / f"{image_id}.png", mask)
 
@@ -171,9 +173,14 @@ def refine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=METHODS, default=None,
                    help="irn: relation labels + boundary net + random walk (VOC); crf: dense CRF (COCO); "
                         "default: the run's refine.method")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: train.device)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: runtime.device)")
+    from sfc_core.cli import add_override_arguments
+
+    add_override_arguments(p)
 
 
 def refine_command(args: argparse.Namespace) -> int:
-    refine(args.run, args.method, args.device)
+    from sfc_core.cli import overrides_from_args
+
+    refine(args.run, args.method, args.device, overrides_from_args(args))
     return 0

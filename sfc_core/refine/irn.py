@@ -21,7 +21,8 @@ is a target (``affinity_targets``): both background (bg_pos), the same class (fg
 different labels (neg); pairs touching 255 are ignored. The affinity of a pair is
 ``1 - max(boundary on the path)``; the loss is IRN's
 ``((mean_bgpos -log a + mean_fgpos -log a) / 2 + mean_neg -log(1 - a)) / 2``.
-SGD (momentum ``train.momentum``), poly 0.9, no gradient clipping, as the reference.
+SGD (momentum ``refine.irn_momentum``, 0 as IRN's), poly ``refine.irn_poly_power``, no gradient
+clipping, as the reference.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ from tqdm import tqdm
 
 from sfc_core import engine
 from sfc_core.config import Config, RefineConfig
-from sfc_core.data.transforms import hflip, normalize, random_crop_box, rescale
+from sfc_core.data.transforms import augment, normalize, rescale
 from sfc_core.data.voc import IGNORE_INDEX, SegmentationDataset
 from sfc_core.errors import SfcError
 from sfc_core.io import kill_point
@@ -165,19 +166,12 @@ class AffinityDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, index])
         image_id = self.ids[index]
-        image = rescale(self.dataset.read_image(image_id), rng.uniform(*self.scale_range))
-        label = read_label(self.run.relation_labels / f"{image_id}.png").resize(
-            (image.shape[1], image.shape[0]), Image.Resampling.NEAREST)
-        image, label = normalize(image), np.asarray(label)
-        if rng.random() < 0.5:
-            image, label = hflip(image), hflip(label)
-        source, box = random_crop_box(image.shape[:2], self.crop_size, rng)
-        image_crop = np.zeros((self.crop_size, self.crop_size, 3), np.float32)
-        label_crop = np.full((self.crop_size, self.crop_size), IGNORE_INDEX, np.int64)
-        image_crop[box[0]:box[1], box[2]:box[3]] = image[source[0]:source[1], source[2]:source[3]]
-        label_crop[box[0]:box[1], box[2]:box[3]] = label[source[0]:source[1], source[2]:source[3]]
-        return {"image": torch.from_numpy(image_crop.transpose(2, 0, 1).copy()),
-                "label": torch.from_numpy(label_crop)}
+        scale = rng.uniform(*self.scale_range)
+        label = np.asarray(read_label(self.run.relation_labels / f"{image_id}.png"))
+        image, label, _ = augment(self.dataset.read_image(image_id), label, rng, self.crop_size, scale,
+                                  mask_fill=IGNORE_INDEX)
+        return {"image": torch.from_numpy(image.transpose(2, 0, 1).copy()),
+                "label": torch.from_numpy(label.astype(np.int64))}
 
 
 def read_label(path: Path) -> Image.Image:
@@ -193,11 +187,12 @@ def initial_backbone(run: RunDir, cfg: Config) -> Backbone:
     the only useful choice when the backbone was trained from scratch."""
     refine = cfg.refine
     if refine.irn_backbone_weights != "sfc":
-        return build_backbone(refine.irn_backbone, refine.irn_backbone_weights)
+        return build_backbone(refine.irn_backbone, refine.irn_backbone_weights, "refine.irn_backbone_weights")
     if refine.irn_backbone != cfg.model.backbone:
         raise SfcError(f"refine.irn_backbone_weights=sfc needs refine.irn_backbone to be the run's "
                        f"backbone {cfg.model.backbone!r}, not {refine.irn_backbone!r}", path=run.config_json,
-                       fix=f"set refine.irn_backbone={cfg.model.backbone}, or irn_backbone_weights=imagenet")
+                       fix=f"pass --set refine.irn_backbone={cfg.model.backbone}, or "
+                           "--set refine.irn_backbone_weights=imagenet (or a .pth path)")
     from sfc_core.model.sfc_net import load_model
 
     which = "best" if run.best_checkpoint.is_file() else "last"
@@ -222,7 +217,7 @@ def train_irn(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[
     augmentation are functions of seed, epoch and index); returns at once when it is finished.
     """
     refine = cfg.refine
-    data = AffinityDataset(dataset, ids, run, refine, cfg.train.seed)
+    data = AffinityDataset(dataset, ids, run, refine, cfg.runtime.seed)
     batch_size = refine.irn_batch_size
     steps_per_epoch = len(data) // batch_size
     if steps_per_epoch == 0:
@@ -232,8 +227,8 @@ def train_irn(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[
 
     net = BoundaryNet(initial_backbone(run, cfg)).to(device)
     optimizer = engine.make_optimizer("sgd", [{"params": net.head_parameters(), "lr": refine.irn_lr}],
-                                      cfg.train.momentum, refine.irn_weight_decay)
-    schedule = engine.make_schedule(optimizer, "poly", max_steps, cfg.train.poly_power)
+                                      refine.irn_momentum, refine.irn_weight_decay)
+    schedule = engine.make_schedule(optimizer, "poly", max_steps, refine.irn_poly_power)
     step = 0
     if run.irn_checkpoint.is_file():
         checkpoint = engine.load_checkpoint(run.irn_checkpoint, device)
@@ -257,21 +252,21 @@ def train_irn(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[
             "backbone": refine.irn_backbone, "architecture": ARCHITECTURE})
 
     index = PathIndex.build(refine.irn_radius)
-    scaler = engine.make_grad_scaler(device, cfg.train.amp)
+    scaler = engine.make_grad_scaler(device, cfg.runtime.amp)
     logger = engine.MetricsLogger(run.irn_metrics_jsonl)
     net.train()
     bar = tqdm(total=max_steps, initial=step, desc="irn: train boundary net", unit="step")
     while step < max_steps:
         epoch, done = divmod(step, steps_per_epoch)
         data.set_epoch(epoch)
-        order = np.random.default_rng([cfg.train.seed, epoch]).permutation(len(data))
+        order = np.random.default_rng([cfg.runtime.seed, epoch]).permutation(len(data))
         loader = DataLoader(Subset(data, order[done * batch_size:steps_per_epoch * batch_size].tolist()),
-                            batch_size=batch_size, drop_last=True, num_workers=cfg.data.num_workers,
+                            batch_size=batch_size, drop_last=True, num_workers=cfg.runtime.num_workers,
                             pin_memory=device.type == "cuda")
         for batch in loader:
             images = batch["image"].to(device, non_blocking=True)
             labels = batch["label"].to(device, non_blocking=True)
-            with engine.autocast(device, cfg.train.amp):
+            with engine.autocast(device, cfg.runtime.amp):
                 logits = net(images)
             edge = torch.sigmoid(logits.float())
             labels = F.interpolate(labels[:, None].float(), size=edge.shape[-2:], mode="nearest")[:, 0].long()
@@ -282,10 +277,10 @@ def train_irn(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[
             step += 1
             kill_point("step")     # interruption tests only (SFC_KILL_AT, sfc_core.io)
             bar.update()
-            if step % cfg.train.log_every == 0:
+            if step % refine.irn_log_every == 0:
                 logger.log(step, {"irn/loss": loss.item(), "irn/lr": schedule.get_last_lr()[0]})
                 bar.set_postfix(loss=f"{loss.item():.4f}")
-            if step % cfg.train.checkpoint_every == 0 or step == max_steps:
+            if step % refine.irn_checkpoint_every == 0 or step == max_steps:
                 save()
     bar.close()
     logger.close()

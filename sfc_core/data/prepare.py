@@ -1,0 +1,399 @@
+"""From the official downloads to the kit's dataset layout (verb: ``prepare``).
+
+    python -m sfc_core prepare voc --voc VOCtrainval_11-May-2012.tar --sbd benchmark.tgz --out data/voc
+    python -m sfc_core prepare coco --coco COCO_ROOT --out data/coco
+
+VOC (``prepare_voc``) takes the VOC 2012 trainval tree (``VOCdevkit/VOC2012``, or the tar) and
+SBD's ``benchmark_RELEASE/dataset`` (or ``benchmark.tgz``) and writes, under ROOT:
+
+    JPEGImages/                      a link to VOC's images (ROOT may also be the VOC tree itself)
+    SegmentationClassAug/<id>.png    palette PNG: VOC 2012's own mask where it has one, else
+                                     SBD's cls/<id>.mat GTcls.Segmentation (0 bg, 1..20; VOC's
+                                     own masks keep their 255 borders)
+    ImageSets/Segmentation/train_aug.txt   (VOC train + SBD train + SBD val) minus VOC val
+    ImageSets/Segmentation/train.txt, val.txt   VOC's own lists
+    cls_labels.json                  {"<id>": [0-based classes]} of every listed image, from its
+                                     mask (the reference's label file came from the XML
+                                     annotations, which agree on almost every image)
+    prepare_manifest.json            counts per list and class, archive checksums, kit version
+
+Every file is written atomically; a rerun keeps the masks already written (resume) and the
+manifest is written last. Archives are checked against their published MD5 (the one a user
+passes with ``--voc-md5`` / ``--sbd-md5`` replaces it) and extracted under ROOT/extracted/.
+
+COCO (``prepare_coco``): see its docstring.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import multiprocessing
+import os
+import shutil
+import tarfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from sfc_core.config import VOC_CLASSES
+from sfc_core.errors import SfcError
+from sfc_core.io import atomic_save_png, atomic_write_json, atomic_write_text
+
+IGNORE = 255
+MANIFEST = "prepare_manifest.json"
+LABELS_JSON = "cls_labels.json"
+# The published MD5 of each official archive (the same values torchvision's VOC and SBD
+# datasets check), keyed by what the archive is.
+PUBLISHED_MD5 = {"voc": ("VOCtrainval_11-May-2012.tar", "6cd6e144f989b92b3379bac3b3de84fd"),
+                 "sbd": ("benchmark.tgz", "82b4d87ceb2ed10f6038a1cba92111cb")}
+# What the official downloads give (reference_code.md 1.1).
+VOC_EXPECTED = {"train_aug": 10582, "train": 1464, "val": 1449}
+COCO_EXPECTED = {"train": 82081, "val": 40137}
+# What an archive must hold for the kit (members outside these are not extracted).
+ARCHIVE_PARTS = {"voc": ("JPEGImages/", "SegmentationClass/", "ImageSets/Segmentation/"),
+                 "sbd": ("dataset/cls/", "dataset/train.txt", "dataset/val.txt")}
+
+
+# -- archives --------------------------------------------------------------------------------
+
+def md5sum(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
+                                     desc=f"md5 {path.name}", leave=False) as bar:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+            bar.update(len(block))
+    return digest.hexdigest()
+
+
+def verify_archive(path: Path, kind: str, expected_md5: str | None, flag: str) -> dict:
+    """The archive's checksum record; SfcError when it differs from the published MD5 (or the
+    one given with ``flag``)."""
+    name, published = PUBLISHED_MD5[kind]
+    expected = (expected_md5 or published).lower()
+    actual = md5sum(path)
+    if actual != expected:
+        source = "the MD5 given with " + flag if expected_md5 else f"the published MD5 of {name}"
+        raise SfcError(f"archive checksum {actual} differs from {source} ({expected})", path=path,
+                       fix=f"download {name} again (the file is truncated or another one), or pass "
+                           f"{flag} HASH with the checksum of an archive you trust")
+    return {"file": str(path), "md5": actual, "checked_against": "given" if expected_md5 else "published"}
+
+
+def extract_archive(path: Path, kind: str, out: Path) -> Path:
+    """Extract the members the kit needs into ``out``/extracted/<kind> (once: a finished
+    extraction is reused, a partial one is redone). Returns that folder."""
+    final = out / "extracted" / kind
+    if (final / ".complete").is_file():
+        return final
+    partial = out / "extracted" / f".{kind}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    try:
+        with tarfile.open(path) as tar:
+            for member in tqdm(tar, desc=f"extract {path.name}", unit="file"):
+                if any(part in member.name for part in ARCHIVE_PARTS[kind]):
+                    tar.extract(member, partial, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as e:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise SfcError(f"cannot extract the archive ({type(e).__name__}: {e})", path=path,
+                       fix="download the archive again, or extract it yourself and pass the folder") from None
+    (partial / ".complete").touch()
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(partial, final)
+    return final
+
+
+def open_source(path: str | Path, kind: str, out: Path, expected_md5: str | None,
+                flag: str) -> tuple[Path, dict | None]:
+    """A download (given with ``flag``) as a folder: the folder, or the verified and extracted archive."""
+    path = Path(path)
+    if path.is_dir():
+        return path, None
+    if not path.is_file():
+        raise SfcError(f"{flag} path does not exist", path=path,
+                       fix=f"give the {PUBLISHED_MD5[kind][0]} archive or its extracted folder")
+    if not tarfile.is_tarfile(path):
+        raise SfcError("not a folder and not a tar archive", path=path,
+                       fix=f"give the {PUBLISHED_MD5[kind][0]} archive or its extracted folder")
+    record = verify_archive(path, kind, expected_md5, f"{flag}-md5")
+    return extract_archive(path, kind, out), record
+
+
+def locate_tree(path: Path, candidates: Iterable[str], marker: str, required: Iterable[str],
+                what: str, fix: str) -> Path:
+    """The first of ``path``/candidate that holds ``marker``, checked to hold ``required`` too."""
+    root = next((path / c for c in candidates if (path / c / marker).exists()), None)
+    if root is None:
+        raise SfcError(f"{what} has no {marker}/", path=path, fix=fix)
+    for needed in required:
+        if not (root / needed).exists():
+            raise SfcError(f"{what} has no {needed}", path=root / needed, fix=fix)
+    return root.resolve()
+
+
+# -- VOC + SBD -------------------------------------------------------------------------------
+
+def voc_tree(path: Path) -> Path:
+    """VOCdevkit/VOC2012 inside ``path`` (path itself, VOC2012/ or VOCdevkit/VOC2012/)."""
+    return locate_tree(path, (".", "VOC2012", "VOCdevkit/VOC2012"), "ImageSets/Segmentation",
+                       ("JPEGImages/", "SegmentationClass/"), "VOC 2012 tree",
+                       "point --voc at VOCdevkit/VOC2012 of the VOC 2012 trainval download "
+                       "(VOCtrainval_11-May-2012.tar; the test download has no masks)")
+
+
+def sbd_tree(path: Path) -> Path:
+    """benchmark_RELEASE/dataset inside ``path`` (the folder that holds cls/, train.txt, val.txt)."""
+    return locate_tree(path, (".", "dataset", "benchmark_RELEASE/dataset"), "cls", ("train.txt", "val.txt"),
+                       "SBD folder", "point --sbd at benchmark_RELEASE/dataset of SBD's benchmark.tgz "
+                       "(the folder that holds cls/, img/, train.txt and val.txt), or at benchmark.tgz")
+
+
+def read_ids(path: Path) -> list[str]:
+    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+
+
+def trainaug_ids(voc_train: list[str], voc_val: list[str], sbd_train: list[str],
+                 sbd_val: list[str]) -> list[str]:
+    """Sorted (VOC train + SBD train + SBD val) minus VOC val, the 10,582 of the official files."""
+    return sorted((set(voc_train) | set(sbd_train) | set(sbd_val)) - set(voc_val))
+
+
+def check_disjoint(train: list[str], val: list[str], where: Path) -> None:
+    shared = sorted(set(train) & set(val))
+    if shared:
+        raise SfcError(f"{len(shared)} image(s) are in both train_aug and val, first: {', '.join(shared[:5])}",
+                       path=where, fix="rerun prepare on the official VOC lists (train_aug never holds val)")
+
+
+def read_sbd_mask(path: str | Path) -> np.ndarray:
+    """uint8 (H, W) class indices of an SBD ``cls/<id>.mat`` (``GTcls.Segmentation``)."""
+    from scipy.io import loadmat
+
+    fix = ("use the class masks of SBD's cls/ folder (inst/ holds instance masks, GTinst): "
+           "point --sbd at benchmark_RELEASE/dataset")
+    try:
+        mat = loadmat(path, struct_as_record=False, squeeze_me=True)
+    except (OSError, ValueError, TypeError, NotImplementedError) as e:
+        raise SfcError(f"cannot read the SBD mask ({type(e).__name__}: {e})", path=path, fix=fix) from None
+    if "GTcls" not in mat or not hasattr(mat["GTcls"], "Segmentation"):
+        raise SfcError(f"SBD mask has no GTcls.Segmentation (variables: "
+                       f"{', '.join(k for k in mat if not k.startswith('__')) or 'none'})", path=path, fix=fix)
+    mask = np.asarray(mat["GTcls"].Segmentation)
+    if mask.ndim != 2 or mask.max(initial=0) > len(VOC_CLASSES):
+        raise SfcError(f"SBD mask is not an (H, W) map of classes 0..{len(VOC_CLASSES)}", path=path, fix=fix)
+    return mask.astype(np.uint8)
+
+
+def read_index_png(path: str | Path) -> np.ndarray:
+    """uint8 (H, W) indices of a palette or grayscale PNG."""
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("P", "L"):
+                raise ValueError(f"PIL mode {image.mode}, not a palette or grayscale PNG")
+            return np.asarray(image)
+    except (OSError, ValueError, SyntaxError) as e:
+        raise SfcError(f"cannot read the mask ({e})", path=path,
+                       fix="re-extract the download (the file is corrupt)") from None
+
+
+def save_index_png(path: Path, mask: np.ndarray) -> None:
+    """A uint8 (H, W) class map as a palette PNG in the VOC colours, written atomically."""
+    from sfc_core.data.synthetic import voc_palette
+
+    image = Image.fromarray(mask, mode="P")
+    image.putpalette(voc_palette())
+    atomic_save_png(path, image)
+
+
+def present_classes(mask: np.ndarray) -> list[int]:
+    """0-based foreground classes of a (H, W) mask (0 background and 255 ignore left out)."""
+    values = np.unique(mask)
+    return [int(v) - 1 for v in values if 0 < v < IGNORE]
+
+
+def _voc_mask_task(job: tuple[str, str, str, str]) -> tuple[str, list[int], str]:
+    """Write one SegmentationClassAug mask (unless there) -> (id, classes, source)."""
+    image_id, source, image_path, out_path = job
+    if os.path.exists(out_path):
+        return image_id, present_classes(read_index_png(out_path)), "kept"
+    if source.endswith(".mat"):
+        mask = read_sbd_mask(source)
+        with Image.open(image_path) as image:
+            if mask.shape != (image.height, image.width):
+                raise SfcError(f"SBD mask is {mask.shape[1]}x{mask.shape[0]}, its image "
+                               f"{image.width}x{image.height}", path=source,
+                               fix="use SBD's cls/ masks with VOC 2012's JPEGImages")
+        save_index_png(Path(out_path), mask)
+        return image_id, present_classes(mask), "sbd"
+    mask = read_index_png(source)
+    save_index_png(Path(out_path), mask)
+    return image_id, present_classes(mask), "voc"
+
+
+def run_jobs(task: Callable, jobs: list, processes: int, desc: str) -> list:
+    """``task`` over ``jobs`` with a progress bar, in ``processes`` spawned processes (1: here)."""
+    if processes <= 1 or len(jobs) < 2:
+        return [task(job) for job in tqdm(jobs, desc=desc, unit="img")]
+    with multiprocessing.get_context("spawn").Pool(min(processes, len(jobs))) as pool:
+        chunk = max(1, len(jobs) // (16 * processes))
+        return list(tqdm(pool.imap(task, jobs, chunksize=chunk), total=len(jobs), desc=desc, unit="img"))
+
+
+def _mask_sources(voc: Path, sbd: Path, ids: list[str]) -> list[tuple[str, str]]:
+    """(id, mask source) per id: VOC's own PNG where there is one, else SBD's .mat."""
+    sources, missing = [], []
+    for image_id in ids:
+        own = voc / "SegmentationClass" / f"{image_id}.png"
+        mat = sbd / "cls" / f"{image_id}.mat"
+        source = own if own.is_file() else mat if mat.is_file() else None
+        if source is None:
+            missing.append(image_id)
+        else:
+            sources.append((image_id, str(source)))
+    if missing:
+        raise SfcError(f"{len(missing)} listed image(s) have neither a VOC mask nor an SBD cls/ mask, "
+                       f"first: {', '.join(missing[:5])}", path=sbd / "cls",
+                       fix="extract SBD completely (benchmark_RELEASE/dataset/cls holds 11,355 .mat files)")
+    no_image = [i for i in ids if not (voc / "JPEGImages" / f"{i}.jpg").is_file()]
+    if no_image:
+        raise SfcError(f"{len(no_image)} listed image(s) are not in VOC's JPEGImages, first: "
+                       f"{', '.join(no_image[:5])}", path=voc / "JPEGImages",
+                       fix="use the complete VOC 2012 trainval download (17,125 images)")
+    return sources
+
+
+def link_images(out: Path, images: Path, name: str = "JPEGImages") -> None:
+    """``out``/name -> ``images`` (nothing when ``out`` already has that folder)."""
+    target = out / name
+    if target.exists() or target.is_symlink():
+        if target.resolve() != images.resolve():
+            raise SfcError(f"{target} exists and is not the downloaded images folder", path=target,
+                           fix="choose a fresh --out, or remove that folder")
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.symlink_to(images.resolve(), target_is_directory=True)
+
+
+def prepare_voc(voc: str | Path, sbd: str | Path, out: str | Path, processes: int = 1,
+                voc_md5: str | None = None, sbd_md5: str | None = None) -> dict:
+    """Write the VOC trainaug layout under ``out`` (module docstring); returns the manifest."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    voc_dir, voc_record = open_source(voc, "voc", out, voc_md5, "--voc")
+    sbd_dir, sbd_record = open_source(sbd, "sbd", out, sbd_md5, "--sbd")
+    voc_root, sbd_root = voc_tree(voc_dir), sbd_tree(sbd_dir)
+    lists_dir = voc_root / "ImageSets" / "Segmentation"
+    voc_lists = {}
+    for name in ("train", "val"):
+        if not (lists_dir / f"{name}.txt").is_file():
+            raise SfcError(f"VOC tree has no {name}.txt list", path=lists_dir / f"{name}.txt",
+                           fix="use the VOC 2012 trainval download")
+        voc_lists[name] = read_ids(lists_dir / f"{name}.txt")
+    sbd_lists = {name: read_ids(sbd_root / f"{name}.txt") for name in ("train", "val")}
+    lists = {"train_aug": trainaug_ids(voc_lists["train"], voc_lists["val"], sbd_lists["train"], sbd_lists["val"]),
+             **voc_lists}
+    check_disjoint(lists["train_aug"], lists["val"], out)
+    ids = sorted(set().union(*lists.values()))
+    sources = _mask_sources(voc_root, sbd_root, ids)
+
+    if out.resolve() != voc_root:
+        link_images(out, voc_root / "JPEGImages")
+    masks = out / "SegmentationClassAug"
+    masks.mkdir(exist_ok=True)
+    jobs = [(i, src, str(voc_root / "JPEGImages" / f"{i}.jpg"), str(masks / f"{i}.png")) for i, src in sources]
+    results = run_jobs(_voc_mask_task, jobs, processes, "SegmentationClassAug")
+    inputs = {"voc": str(voc_root), "sbd": str(sbd_root),
+              "sbd_lists": {name: len(v) for name, v in sbd_lists.items()},
+              "archives": [r for r in (voc_record, sbd_record) if r]}
+    return write_layout(out, "ImageSets/Segmentation", lists, results, VOC_CLASSES, VOC_EXPECTED, inputs)
+
+
+# -- lists, labels, manifest (both datasets) -----------------------------------------------------
+
+def write_layout(out: Path, list_dir: str, lists: dict[str, list[str]], results: list[tuple[str, list[int], str]],
+                 class_names: tuple[str, ...], expected: dict[str, int], inputs: dict,
+                 notes: list[str] | None = None) -> dict:
+    """Lists, the label file and the manifest (last); prints the summary. Returns the manifest."""
+    from sfc_core import __version__
+
+    labels = {image_id: classes for image_id, classes, _ in results}
+    for name, ids in lists.items():
+        atomic_write_text(out / list_dir / f"{name}.txt", "".join(f"{i}\n" for i in ids))
+    atomic_write_json(out / LABELS_JSON, {i: labels[i] for i in sorted(labels)})
+    sources: dict[str, int] = {}
+    for _, _, source in results:
+        sources[source] = sources.get(source, 0) + 1
+    manifest = {
+        "kit_version": __version__, "inputs": inputs, "mask_sources": sources,
+        "counts": {name: len(ids) for name, ids in lists.items()},
+        "expected": expected,
+        "class_counts": {name: dict(zip(class_names, class_counts(ids, labels, len(class_names)).tolist()))
+                         for name, ids in lists.items()},
+        "differences": count_differences({name: len(ids) for name, ids in lists.items()}, expected),
+        "notes": notes or [],
+    }
+    atomic_write_json(out / MANIFEST, manifest)
+    print(summary(manifest, out))
+    return manifest
+
+
+def class_counts(ids: list[str], labels: dict[str, list[int]], num_classes: int) -> np.ndarray:
+    """int64 (C,): images of ``ids`` whose label holds each class."""
+    counts = np.zeros(num_classes, np.int64)
+    for image_id in ids:
+        counts[labels[image_id]] += 1
+    return counts
+
+
+def count_differences(counts: dict[str, int], expected: dict[str, int]) -> list[str]:
+    """One sentence per list whose count is not the official downloads' one."""
+    return [f"{name}: {counts.get(name, 0):,} images, the official downloads give {n:,} "
+            f"({counts.get(name, 0) - n:+,})" for name, n in expected.items() if counts.get(name, 0) != n]
+
+
+def summary(manifest: dict, out: Path) -> str:
+    lines = [f"prepared {out}"]
+    for name, count in manifest["counts"].items():
+        want = manifest["expected"].get(name)
+        note = "" if want is None else " (as the official downloads)" if count == want else f" (official: {want:,})"
+        lines.append(f"  {name:<10} {count:>7,} images{note}")
+    lines.append("  masks: " + ", ".join(f"{n:,} {source}" for source, n in sorted(manifest["mask_sources"].items())))
+    for extra in manifest["notes"]:
+        lines.append(f"  note: {extra}")
+    if manifest["differences"]:
+        lines.append("  DIFFERS from the official downloads: " + "; ".join(manifest["differences"]))
+    else:
+        lines.append("  every count matches the official downloads; train_aug and val do not overlap")
+    lines.append(f"  manifest: {out / MANIFEST}")
+    return "\n".join(lines)
+
+
+# -- the verb --------------------------------------------------------------------------------
+
+def prepare_arguments(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="dataset", metavar="DATASET", required=True)
+    voc = sub.add_parser("voc", help="VOC 2012 + SBD -> SegmentationClassAug, train_aug, labels")
+    voc.add_argument("--voc", required=True, help="VOCdevkit/VOC2012 or VOCtrainval_11-May-2012.tar")
+    voc.add_argument("--sbd", required=True, help="benchmark_RELEASE/dataset or benchmark.tgz")
+    voc.add_argument("--voc-md5", default=None, help="accept a VOC archive with this MD5 instead of the published one")
+    voc.add_argument("--sbd-md5", default=None, help="accept an SBD archive with this MD5 instead of the published one")
+    coco = sub.add_parser("coco", help="COCO 2014 -> class masks, lists, labels")
+    coco.add_argument("--coco", required=True, help="folder with train2014/, val2014/, annotations/")
+    for q in (voc, coco):
+        q.add_argument("--out", required=True, help="dataset root to write (then --data-root ROOT)")
+        q.add_argument("--processes", type=int, default=min(8, os.cpu_count() or 1),
+                       help="worker processes for the masks (default: up to 8)")
+
+
+def prepare_command(args: argparse.Namespace) -> int:
+    if args.dataset == "voc":
+        prepare_voc(args.voc, args.sbd, args.out, args.processes, args.voc_md5, args.sbd_md5)
+    else:
+        from sfc_core.data.prepare_coco import prepare_coco
+
+        prepare_coco(args.coco, args.out, args.processes)
+    return 0

@@ -1,0 +1,80 @@
+"""The global batch under DDP: 2 processes x 4 images train what 1 process x 8 images trains.
+
+CPU, gloo, the image bank off. The tiny backbone's BatchNorm is frozen here, as the ResNets'
+is in the paper's recipe: trainable BatchNorm sees each process's own batch statistics (on
+4 images, not 8), the one thing a global batch cannot make equal.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from sfc_core import engine
+from sfc_core.config import Config
+from sfc_core.errors import SfcError
+
+
+def _freeze_tiny_batchnorm() -> None:
+    from sfc_core.model import backbone
+
+    build = backbone.BACKBONES["tiny"]
+
+    def frozen(weights: str, weights_key: str) -> backbone.Backbone:
+        net = build(weights, weights_key)
+        net.frozen_bn = True
+        return net.train()
+    backbone.BACKBONES["tiny"] = frozen
+
+
+def _train_worker(rank: int, world_size: int, port: int, cfg: dict, out: str) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    _freeze_tiny_batchnorm()
+    from sfc_core.train import train
+
+    train(Config.from_dict(cfg), out)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(world_size: int, cfg: Config, out) -> tuple[list[dict], dict]:
+    mp.spawn(_train_worker, args=(world_size, _free_port(), cfg.to_dict(), str(out)), nprocs=world_size)
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    return metrics, torch.load(out / "checkpoints" / "last.pt", weights_only=True)["model"]
+
+
+def test_two_processes_of_four_train_what_one_process_of_eight_does(smoke_config, smoke_dataset, tmp_path):
+    cfg = Config.from_dict(smoke_config.to_dict()).override({
+        "data.crop_size": 32, "data.resize_long": (32, 48), "train.batch_size": 8, "train.bank_draws": 0,
+        "train.max_steps": 3, "train.log_every": 1, "train.checkpoint_every": 3,
+        "runtime.num_workers": 0, "runtime.device": "cpu"})
+    one_metrics, one_weights = _run(1, cfg, tmp_path / "one")
+    two_metrics, two_weights = _run(2, cfg, tmp_path / "two")
+    assert [m["step"] for m in one_metrics] == [m["step"] for m in two_metrics] == [1, 2, 3]
+    for a, b in zip(one_metrics, two_metrics):
+        for key in (k for k in a if k.startswith("loss/")):
+            assert abs(a[key] - b[key]) < 1e-5, (a["step"], key, a[key], b[key])
+    assert one_weights.keys() == two_weights.keys()
+    for key, tensor in one_weights.items():
+        if tensor.is_floating_point():
+            assert (tensor - two_weights[key]).abs().max().item() < 1e-5, key
+    assert one_metrics[0]["loss/total"] != one_metrics[-1]["loss/total"]     # it did train
+
+
+def test_global_counts_split_over_processes_or_refuse():
+    dist = engine.DistInfo(rank=1, world_size=4)
+    assert engine.per_process(16, "train.batch_size", dist) == 4
+    assert engine.per_process(0, "train.bank_draws", dist) == 0
+    with pytest.raises(SfcError, match="train.bank_draws=6 is global and does not split over 4") as info:
+        engine.per_process(6, "train.bank_draws", dist)
+    assert "--set train.bank_draws=" in info.value.fix

@@ -1,0 +1,118 @@
+"""`import-checkpoint`: the SFC authors' aliased state-dict layout (and SIPE's) into a kit run."""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+
+from sfc_core.cli import main
+from sfc_core.config import VOC_CLASSES, Config, ModelConfig
+from sfc_core.import_checkpoint import FORMATS, import_checkpoint, kit_key
+from sfc_core.model.sfc_net import build_model, load_model
+
+# The key names, shapes and dtypes of the authors' released VOC checkpoint (966 tensors).
+REFERENCE_KEYS = Path(__file__).parent / "data" / "reference_sfc_state_dict_keys.json"
+NEW = {"classifier": "classifier", "pcm_projection": "f9", "sides.0": "side1", "sides.1": "side2",
+       "sides.2": "side3", "sides.3": "side4"}
+
+
+def reference_aliases(kit: str, fmt: str = "sfc-reference") -> list[str]:
+    """Every name the reference trainer gives the kit's tensor ``kit``."""
+    if kit.startswith("backbone.stages."):
+        stage, rest = kit.split(".", 3)[2:]
+        if stage == "0":
+            index, tail = rest.split(".", 1)
+            return [f"resnet50.{['conv1', 'bn1'][int(index)]}.{tail}", f"stage0.{rest}", f"backbone.0.{rest}"]
+        return [f"resnet50.layer{stage}.{rest}", f"stage{stage}.0.{rest}", f"backbone.{stage}.0.{rest}"]
+    module, tail = kit.rsplit(".", 1)
+    name = NEW[module]
+    return [f"{name}.{tail}", f"newly_added.{FORMATS[fmt].index(name)}.{tail}"]
+
+
+def reference_state(model: torch.nn.Module, fmt: str = "sfc-reference") -> dict[str, torch.Tensor]:
+    """The model's tensors under the reference's names (aliases share one tensor, as saved)."""
+    return {alias: tensor for kit, tensor in model.state_dict().items()
+            if fmt != "sipe" or not kit.startswith("pcm_projection")
+            for alias in reference_aliases(kit, fmt)}
+
+
+def tiny_config() -> Config:
+    return Config.from_preset("voc", {"model.backbone": "tiny", "model.backbone_weights": "none"})
+
+
+def test_the_reference_key_list_maps_onto_the_kit_network_with_its_shapes():
+    with torch.device("meta"):        # ResNet-50 shapes without allocating 100 MB
+        kit = build_model(ModelConfig(backbone_weights="none"), 20).state_dict()
+    groups = defaultdict(list)
+    for key, shape, _ in json.loads(REFERENCE_KEYS.read_text()):
+        target = kit_key(key, FORMATS["sfc-reference"])
+        assert target in kit, key
+        assert list(kit[target].shape) == shape, key
+        groups[target].append(key)
+    assert groups.keys() == kit.keys()
+    assert {len(v) for k, v in groups.items() if k.startswith("backbone.")} == {3}
+    assert {len(v) for k, v in groups.items() if not k.startswith("backbone.")} == {2}
+    assert sorted(k for v in groups.values() for k in v) == sorted(reference_aliases_of_all(kit))
+
+
+def reference_aliases_of_all(kit: dict) -> list[str]:
+    return [alias for key in kit for alias in reference_aliases(key)]
+
+
+def test_import_round_trips_a_reference_layout_state_dict_exactly(tmp_path):
+    cfg = tiny_config()
+    model = build_model(cfg.model, 20)
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.copy_(torch.randn_like(tensor))
+    torch.save({"net": reference_state(model)}, tmp_path / "res50_SFC.pth")
+    absent = import_checkpoint(tmp_path / "res50_SFC.pth", "sfc-reference", tmp_path / "run", cfg, list(VOC_CLASSES))
+    assert absent == []
+    loaded = load_model(tmp_path / "run", device="cpu").state_dict()
+    for key, tensor in model.state_dict().items():
+        assert torch.equal(loaded[key], tensor), key
+    assert json.loads((tmp_path / "run" / "class_names.json").read_text()) == list(VOC_CLASSES)
+
+
+def test_sipe_checkpoint_loads_what_matches_and_names_what_is_absent(tmp_path, capsys):
+    cfg = tiny_config()
+    model = build_model(cfg.model, 20)
+    torch.save({"net": reference_state(model, "sipe")}, tmp_path / "sipe.pth")
+    rc = main(["import-checkpoint", "--format", "sipe", str(tmp_path / "sipe.pth"), "--out", str(tmp_path / "run"),
+               "--set", "model.backbone=tiny"])
+    assert rc == 0 and "absent from the checkpoint: pcm_projection.weight" in capsys.readouterr().out
+    run_cfg = Config.load(tmp_path / "run" / "config.json")
+    assert run_cfg.model.pcm is False and run_cfg.model.seed_background_scale == 0.5
+    loaded = load_model(tmp_path / "run", device="cpu").state_dict()
+    assert torch.equal(loaded["sides.2.weight"], model.state_dict()["sides.2.weight"])
+
+
+def _refused(tmp_path, capsys, state, *needles, fmt="sfc-reference"):
+    path = tmp_path / "bad.pth"
+    torch.save({"net": state}, path)
+    out = tmp_path / "run"
+    rc = main(["import-checkpoint", "--format", fmt, str(path), "--out", str(out), "--set", "model.backbone=tiny"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("error:") == 1 and "Traceback" not in err and str(path) in err
+    for needle in needles:
+        assert needle in err, err
+    assert not out.exists() and not list(tmp_path.glob(".run.*"))
+
+
+def test_mismatches_are_refused_with_one_message_and_nothing_written(tmp_path, capsys):
+    model = build_model(tiny_config().model, 20)
+    state = reference_state(model)
+    aliases = dict(state)
+    aliases["stage3.0.0.conv1.weight"] = aliases["stage3.0.0.conv1.weight"] + 1
+    _refused(tmp_path, capsys, aliases, "aliases resnet50.layer3.0.conv1.weight and stage3.0.0.conv1.weight")
+    deeper = dict(state)
+    deeper["resnet50.layer3.6.conv1.weight"] = torch.zeros(1)
+    _refused(tmp_path, capsys, deeper, "not the configured network", "backbone.stages.3.6.conv1.weight")
+    coco = build_model(tiny_config().model, 80)
+    _refused(tmp_path, capsys, reference_state(coco), "classifier has 80 classes", "--preset coco")
+    _refused(tmp_path, capsys, {"fc.weight": torch.zeros(2)}, "not in the sfc-reference layout", "--format")
+    headless = {k: v for k, v in state.items() if not k.startswith(("classifier.", "newly_added.0."))}
+    _refused(tmp_path, capsys, headless, "missing: classifier.weight")

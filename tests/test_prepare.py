@@ -1,0 +1,211 @@
+"""`prepare voc` and `prepare coco` on tiny fake downloads in the official layouts."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sfc_core.cli import main
+from sfc_core.data.prepare import check_disjoint, prepare_voc, read_sbd_mask, trainaug_ids
+from sfc_core.data.prepare_coco import annotation_mask, class_mask, prepare_coco
+from sfc_core.data.voc import SegmentationDataset
+from sfc_core.errors import SfcError
+from tests.download_fixtures import (
+    SBD_SEG,
+    TRAIN_AUG,
+    VOC_LISTS,
+    VOC_SEG,
+    make_coco_download,
+    make_sbd_download,
+    make_tar,
+    make_voc_download,
+    mask_of,
+    write_sbd_mat,
+)
+
+
+@pytest.fixture
+def downloads(tmp_path):
+    return make_voc_download(tmp_path / "voc"), make_sbd_download(tmp_path / "sbd")
+
+
+def read_png(path):
+    with Image.open(path) as image:
+        assert image.mode == "P"
+        return np.asarray(image)
+
+
+def test_trainaug_is_voc_train_and_sbd_minus_voc_val():
+    assert trainaug_ids(["a", "b"], ["c"], ["b", "c", "d"], ["e", "c"]) == ["a", "b", "d", "e"]
+    check_disjoint(["a", "b"], ["c"], "x")
+    with pytest.raises(SfcError, match="both train_aug and val"):
+        check_disjoint(["a", "c"], ["c"], "x")
+
+
+def test_sbd_mat_reads_gtcls_segmentation(tmp_path):
+    mask = mask_of(SBD_SEG["2008_000006"], border=False)
+    write_sbd_mat(tmp_path / "a.mat", mask)
+    np.testing.assert_array_equal(read_sbd_mask(tmp_path / "a.mat"), mask)
+
+
+def test_prepare_voc_writes_masks_lists_labels_and_manifest(downloads, tmp_path, capsys):
+    voc, sbd = downloads
+    out = tmp_path / "prepared"
+    manifest = prepare_voc(voc, sbd, out, processes=2)
+    lists = out / "ImageSets" / "Segmentation"
+    assert (lists / "train_aug.txt").read_text().split() == TRAIN_AUG
+    assert (lists / "train.txt").read_text().split() == VOC_LISTS["train"]
+    assert (lists / "val.txt").read_text().split() == VOC_LISTS["val"]
+    every_id = sorted(set(TRAIN_AUG) | set(VOC_LISTS["val"]))
+    for image_id in every_id:   # VOC's own mask (with its 255 border) wins over SBD's
+        own = image_id in VOC_SEG
+        boxes = VOC_SEG[image_id] if own else SBD_SEG[image_id]
+        np.testing.assert_array_equal(read_png(out / "SegmentationClassAug" / f"{image_id}.png"),
+                                      mask_of(boxes, border=own))
+    labels = json.loads((out / "cls_labels.json").read_text())
+    assert labels["2008_000002"] == [7, 11] and labels["2008_000006"] == [8, 14]
+    assert sorted(labels) == every_id
+    assert manifest["counts"] == {"train_aug": 5, "train": 2, "val": 2}
+    assert manifest["mask_sources"] == {"voc": 4, "sbd": 3}
+    assert manifest["class_counts"]["train_aug"]["person"] == 2     # 000001 (VOC), 000006 (SBD)
+    assert json.loads((out / "prepare_manifest.json").read_text())["counts"] == manifest["counts"]
+    printed = capsys.readouterr().out
+    assert "train_aug: 5 images, the official downloads give 10,582 (-10,577)" in printed
+    assert "DIFFERS" in printed
+    dataset = SegmentationDataset(out)      # the kit reads it: images through the link, labels
+    assert dataset.ids("train_aug") == TRAIN_AUG
+    np.testing.assert_array_equal(dataset.label("2008_000005")[[6]], [1.0])
+
+
+def test_prepare_voc_resumes_and_keeps_finished_masks(downloads, tmp_path):
+    voc, sbd = downloads
+    out = tmp_path / "prepared"
+    prepare_voc(voc, sbd, out)
+    (out / "SegmentationClassAug" / "2008_000005.png").unlink()
+    again = prepare_voc(voc, sbd, out)
+    assert again["mask_sources"] == {"kept": 6, "sbd": 1}
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_prepare_voc_from_archives_checks_the_checksum(downloads, tmp_path, capsys):
+    voc, sbd = downloads
+    voc_tar = make_tar(voc.parent, tmp_path / "VOCtrainval_11-May-2012.tar", "VOCdevkit")
+    sbd_tgz = make_tar(sbd.parent, tmp_path / "benchmark.tgz", "benchmark_RELEASE")
+    out = tmp_path / "prepared"
+    rc = main(["prepare", "voc", "--voc", str(voc_tar), "--sbd", str(sbd_tgz), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "differs from the published MD5 of VOCtrainval_11-May-2012.tar" in err
+    assert str(voc_tar) in err and "--voc-md5" in err and "Traceback" not in err
+    assert not (out / "SegmentationClassAug").exists() and not (out / "extracted").exists()
+    md5 = {p: hashlib.md5(p.read_bytes()).hexdigest() for p in (voc_tar, sbd_tgz)}
+    rc = main(["prepare", "voc", "--voc", str(voc_tar), "--sbd", str(sbd_tgz), "--out", str(out),
+               "--voc-md5", md5[voc_tar], "--sbd-md5", md5[sbd_tgz], "--processes", "1"])
+    assert rc == 0
+    manifest = json.loads((out / "prepare_manifest.json").read_text())
+    assert [a["md5"] for a in manifest["inputs"]["archives"]] == [md5[voc_tar], md5[sbd_tgz]]
+    assert (out / "ImageSets/Segmentation/train_aug.txt").read_text().split() == TRAIN_AUG
+
+
+def _expect_error(capsys, argv, *needles):
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert err.count("error:") == 1 and "Traceback" not in err
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_prepare_voc_bad_inputs_name_the_file_and_write_nothing(downloads, tmp_path, capsys):
+    voc, sbd = downloads
+    out = tmp_path / "prepared"
+    base = ["prepare", "voc", "--voc", str(voc), "--sbd", str(sbd), "--out", str(out), "--processes", "1"]
+    (sbd / "cls").rename(sbd / "cls_moved")
+    _expect_error(capsys, base, "SBD folder has no cls/", "benchmark_RELEASE/dataset")
+    (sbd / "cls_moved").rename(sbd / "cls")
+    import scipy.io
+    scipy.io.savemat(sbd / "cls" / "2008_000007.mat", {"GTinst": {"Segmentation": np.zeros((2, 2))}})
+    _expect_error(capsys, base, "no GTcls.Segmentation", "2008_000007.mat", "cls/")
+    assert not (out / "ImageSets").exists() and not (out / "cls_labels.json").exists()
+    (voc / "SegmentationClass").rename(voc / "moved")
+    _expect_error(capsys, base, "has no SegmentationClass/", "VOCtrainval_11-May-2012.tar")
+
+
+def test_missing_train_aug_points_to_prepare_voc(downloads, tmp_path):
+    voc, _ = downloads
+    with pytest.raises(SfcError, match="prepare voc"):
+        SegmentationDataset(voc).ids("train_aug")
+
+
+# -- COCO ----------------------------------------------------------------------------------------
+
+def test_annotation_mask_agrees_with_pycocotools_ann_to_mask(tmp_path):
+    from pycocotools.coco import COCO
+
+    coco_root = make_coco_download(tmp_path / "coco")
+    for split in ("train2014", "val2014"):
+        api = COCO(str(coco_root / "annotations" / f"instances_{split}.json"))
+        for ann in api.dataset["annotations"]:
+            image = api.imgs[ann["image_id"]]
+            np.testing.assert_array_equal(annotation_mask(ann["segmentation"], image["height"], image["width"]),
+                                          api.annToMask(ann).astype(bool))
+
+
+def test_overlap_rule_smaller_instance_wins_and_crowd_only_on_free_pixels():
+    big = (1, 0, 100.0, [[0, 0, 10, 0, 10, 10, 0, 10]])
+    small = (2, 0, 4.0, [[2, 2, 4, 2, 4, 4, 2, 4]])
+    crowd = (3, 1, 50.0, [[0, 0, 12, 0, 12, 12, 0, 12]])
+    for order in ([small, big, crowd], [crowd, big, small]):
+        mask = class_mask(order, 12, 12)
+        assert mask[3, 3] == 2 and mask[6, 6] == 1 and mask[11, 11] == 255
+
+
+def test_prepare_coco_writes_the_kit_layout(tmp_path, capsys):
+    coco_root = make_coco_download(tmp_path / "coco")
+    out = tmp_path / "prepared"
+    manifest = prepare_coco(coco_root, out, processes=1)
+    assert (out / "ImageSets" / "train.txt").read_text().split() == \
+        ["COCO_train2014_000000000009", "COCO_train2014_000000000025"]
+    assert (out / "ImageSets" / "val.txt").read_text().split() == ["COCO_val2014_000000000042"]
+    assert manifest["inputs"]["left_out_without_objects"] == {"train": ["COCO_train2014_000000000030"], "val": []}
+    mask = read_png(out / "SegmentationClass" / "train2014" / "COCO_train2014_000000000009.png")
+    assert mask[10, 12] == 42 and mask[18, 20] == 61      # cup on the table, table
+    assert mask[1, 1] == 255 and mask[3, 5] == 61         # crowd outside the table, table under the crowd
+    labels = json.loads((out / "cls_labels.json").read_text())
+    assert labels == {"COCO_train2014_000000000009": [41, 60], "COCO_train2014_000000000025": [16],
+                      "COCO_val2014_000000000042": [23]}
+    from sfc_core.data.coco import CocoDataset
+    assert CocoDataset(out).read_image("COCO_val2014_000000000042").shape == (24, 32, 3)
+    assert "left out of the lists" in capsys.readouterr().out
+
+
+def test_prepare_coco_bad_inputs(tmp_path, capsys):
+    coco_root = make_coco_download(tmp_path / "coco")
+    out = tmp_path / "prepared"
+    base = ["prepare", "coco", "--coco", str(coco_root), "--out", str(out), "--processes", "1"]
+    path = coco_root / "annotations" / "instances_val2014.json"
+    data = json.loads(path.read_text())
+    path.rename(path.with_suffix(".moved"))
+    _expect_error(capsys, base, "annotation file is missing", "instances_val2014.json", "annotations_trainval2014.zip")
+    data["categories"][0]["name"] = "unicorn"
+    path.write_text(json.dumps(data))
+    _expect_error(capsys, base, "unknown COCO category 1 'unicorn'", "instances_val2014.json")
+    assert not out.exists()
+
+
+def test_coco_flat_mask_layout_by_configuration(tmp_path):
+    from sfc_core.config import Config
+    from sfc_core.data import open_dataset
+
+    coco_root = make_coco_download(tmp_path / "coco")
+    out = tmp_path / "prepared"
+    prepare_coco(coco_root, out)
+    flat = out / "SegmentationClass"
+    for split in ("train2014", "val2014"):       # the common mask release: one folder of PNGs
+        for png in (flat / split).iterdir():
+            png.rename(flat / png.name)
+    cfg = Config.from_preset("coco", {"data.root": str(out), "data.coco_mask_layout": "flat"})
+    dataset = open_dataset(cfg.data)
+    assert dataset.read_mask("COCO_val2014_000000000042").max() == 24
