@@ -39,9 +39,8 @@ KILLS = {
               (None, ["--resume"])],
     "cams": [("write/:30", []), (None, [])],          # during the 30th of 80 CAM files
     "refine": [("write/:20", []), (None, [])],        # during a worker's 20th of 80 pseudo masks
-    "segment": [("step:3", []),                      # after the checkpoint of step 2 (of 4)
-                ("write/last.pt:1", []),             # during the final checkpoint's write
-                ("write/:5", []),                    # among the held-out predictions
+    "segment": [("write/last.pt:2", []),             # during step 4's (final) checkpoint write
+                ("write/:3", []),                    # from step 2: among the held-out predictions
                 (None, [])],
 }
 TIMING = {"images_per_second", "images_per_s", "train_images_per_s"}
@@ -75,7 +74,8 @@ def _untimed(path: Path) -> list[dict]:
     """A JSON or JSON-lines file's records without their timing fields."""
     records = [json.loads(line) for line in path.read_text().splitlines()] if path.suffix == ".jsonl" \
         else [json.loads(path.read_text())]
-    return [{k: v for k, v in record.items() if k not in TIMING} for record in records]
+    return [{k: v for k, v in record.items() if k not in TIMING} if isinstance(record, dict) else record
+            for record in records]
 
 
 def _assert_same_outputs(reference: Path, interrupted: Path) -> None:
