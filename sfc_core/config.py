@@ -25,12 +25,6 @@ from typing import Any
 
 from sfc_core.errors import SfcError
 
-VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
-    "train", "tvmonitor",
-)
-
 
 @dataclass
 class RuntimeConfig:

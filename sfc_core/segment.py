@@ -24,7 +24,6 @@ stopped. A finished run is not trained again; calling the stage again re-evaluat
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 import urllib.error
@@ -44,13 +43,16 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from sfc_core import engine
+from sfc_core.cam_file import load_cam
 from sfc_core.config import Config, RefineConfig, SegmentConfig
 from sfc_core.data import MultiScaleDataset, SegmentationDataset, open_dataset
 from sfc_core.data.transforms import augment
 from sfc_core.errors import SfcError
-from sfc_core.evaluate import read_pseudo_mask, scores
+from sfc_core.evaluations import read_cam_eval
+from sfc_core.fusion import predict_mask
 from sfc_core.io import atomic_write_json, kill_point
-from sfc_core.metrics import IGNORE, confusion_matrix
+from sfc_core.masks import IGNORE, read_pseudo_mask, save_mask
+from sfc_core.metrics import confusion_matrix, scores
 from sfc_core.run_dir import RunDir
 from sfc_core.run_lock import claims_run
 
@@ -80,17 +82,14 @@ def _read_pseudo(folder: Path, image_id: str) -> np.ndarray:
 
 def _read_cam_mask(run: RunDir, num_classes: int, lam: float, background: str,
                    threshold: float | None, image_id: str) -> np.ndarray:
-    from sfc_core.cams import load_cam
-    from sfc_core.fusion import predict_mask
-
     return predict_mask(load_cam(run, image_id, num_classes), "fused", lam, background, threshold)
 
 
 def cam_mask_settings(run: RunDir, cfg: Config) -> dict[str, Any]:
     """Lambda and background rule of the fused CAM: what eval-cams chose, else the reference's."""
     if run.cam_eval_json.is_file():
-        fused = json.loads(run.cam_eval_json.read_text())["rows"]["fused"]
-        return {"lambda": fused["lambda"], "background": "threshold", "threshold": fused["threshold"],
+        chosen = read_cam_eval(run.cam_eval_json).setting("fused")
+        return {"lambda": chosen["lam"], "background": chosen["background"], "threshold": chosen["threshold"],
                 "from": "cam_eval.json"}
     return {"lambda": cfg.cams.fusion_lambda, "background": "reference", "threshold": None,
             "from": "reference rule (no cam_eval.json)"}
@@ -287,8 +286,6 @@ def evaluate_network(model: nn.Module, dataset: SegmentationDataset, list_name: 
     views = MultiScaleDataset(dataset, list_name, scales=scales, flip=True)
     shard = Subset(views, range(dist.rank, len(views), dist.world_size))
     loader = DataLoader(shard, batch_size=None, num_workers=cfg.runtime.num_workers)
-    if predictions is not None:
-        from sfc_core.refine import save_mask  # palette PNG, VOC colours, written atomically
     kinds = ["single_scale", "multi_scale_flip"] + (["multi_scale_flip_crf"] if seg.eval_crf else [])
     conf = {kind: np.zeros((k, k), np.int64) for kind in kinds}
     model.eval()

@@ -373,7 +373,7 @@ def _log_cam_image(logger: engine.MetricsLogger, step: int, image: torch.Tensor,
     (maximum over foreground channels, upsampled)."""
     if not logger.enabled:
         return
-    from sfc_core.analysis.plots import cam_overlay
+    from sfc_core.masks import cam_overlay
 
     rgb = image.detach().float().cpu().numpy().transpose(1, 2, 0) * IMAGENET_STD + IMAGENET_MEAN
     rgb = np.clip(rgb * 255, 0, 255).astype(np.uint8)

@@ -142,7 +142,7 @@ def test_unknown_dataset_kind(tmp_path):
 
 
 def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
-    assert main(["stats", "--dataset", "voc", "--root", str(tmp_path / "nowhere")]) == 2
+    assert main(["stats", "--preset", "voc", "--data-root", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path / "nowhere") in err and "Traceback" not in err
 

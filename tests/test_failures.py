@@ -49,7 +49,7 @@ def test_a_list_naming_an_image_twice_is_one_message(tmp_path, capfd):
     root = write_voc_tree(tmp_path)
     path = root / "ImageSets" / "Segmentation" / "train.txt"
     path.write_text(path.read_text() + "2007_000001\n")
-    _fails_cleanly(["stats", "--dataset", "voc", "--root", str(root), "--list", "train"], capfd,
+    _fails_cleanly(["stats", "--preset", "voc", "--data-root", str(root), "--list", "train"], capfd,
                    "'train' names 2007_000001 twice", str(path))
 
 

@@ -11,9 +11,9 @@ import torch
 from sfc_core import engine
 from sfc_core.config import Config
 from sfc_core.errors import SfcError
-from sfc_core.model import load_model
 from sfc_core.run_dir import RunDir
 from sfc_core.train import train
+from tests.fixtures import trained_model
 
 
 def copy_config(cfg: Config, **overrides) -> Config:
@@ -36,7 +36,7 @@ def test_smoke_training_writes_a_complete_run(trained_run, smoke_dataset):
     assert {"loss/cls", "loss/prototype", "loss/scale", "lr/backbone", "lr/new"} <= records[0].keys()
     assert any(run.tensorboard.iterdir())
 
-    model = load_model(run.root, device="cpu")
+    model = trained_model(run.root)
     image = torch.randn(2, 3, 64, 64)
     cam, proto = model.infer(image, torch.tensor(smoke_dataset.label(smoke_dataset.ids("train")[0])))
     assert cam.shape == proto.shape == (smoke_dataset.num_classes + 1, 8, 8)

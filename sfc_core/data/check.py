@@ -1,9 +1,11 @@
-"""Decode every image and mask of a dataset's lists and report every problem (verb: check).
+"""Decode every image and mask of a dataset's lists and report every problem.
 
     python -m sfc_core check --preset voc --data-root VOC2012          # the preset's three lists
     python -m sfc_core check --preset voc --data-root VOC2012 --lists train_aug,val
 
     problems = check_dataset(dataset, ["train_aug", "val"])   # [] when the dataset is sound
+
+The ``check`` verb (data/commands.py) prints them; ``prepare`` runs it on what it wrote.
 
 Training and evaluation read images one by one and stop at the first bad file, minutes in;
 this reads them all up front, in parallel threads (Pillow decodes outside the GIL), and
@@ -15,7 +17,6 @@ the file would have stopped with.
 """
 from __future__ import annotations
 
-import argparse
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -88,35 +89,3 @@ def _check_image(dataset: SegmentationDataset, image_id: str, list_name: str,
     if dataset.labels_file is not None:
         passes(dataset.label)
     return problems
-
-
-# -- the verb ----------------------------------------------------------------------------------
-
-
-def check_arguments(p: argparse.ArgumentParser) -> None:
-    from sfc_core.cli import add_config_arguments
-
-    add_config_arguments(p)
-    p.add_argument("--lists", default=None,
-                   help="comma-separated image lists (default: the preset's train, eval and held-out lists)")
-    p.add_argument("--workers", type=int, default=None, help="decoding threads (default: one per core)")
-
-
-def check_command(args: argparse.Namespace) -> int:
-    from sfc_core.cli import config_from_args
-    from sfc_core.data import open_dataset
-
-    cfg = config_from_args(args)
-    dataset = open_dataset(cfg.data)
-    lists = args.lists.split(",") if args.lists else [cfg.data.train_list, cfg.data.eval_list,
-                                                      cfg.data.heldout_list]
-    problems = check_dataset(dataset, lists, args.workers)
-    for problem in problems:
-        print(problem)
-    if problems:
-        raise SfcError(f"{len(problems)} problem(s) in list(s) {', '.join(lists)} (listed above)",
-                       path=dataset.root,
-                       fix="repair or regenerate the files named above (or remove their ids from the lists)")
-    images = len({image_id for name in lists for image_id in dataset.ids(name)})
-    print(f"check: all {images} image(s) of list(s) {', '.join(lists)} decode, with their masks and labels")
-    return 0

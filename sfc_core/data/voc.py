@@ -23,11 +23,15 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from sfc_core.config import VOC_CLASSES
 from sfc_core.data.transforms import augment, hflip, long_side_scale, normalize, rescale
 from sfc_core.errors import SfcError
+from sfc_core.masks import IGNORE
 
-IGNORE_INDEX = 255
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)
 LABELS_JSON = "cls_labels.json"
 CLASS_NAMES_TXT = "class_names.txt"
 
@@ -154,7 +158,7 @@ class SegmentationDataset:
                 raise SfcError(f"mask has PIL mode {image.mode}, not a palette or grayscale PNG", path=path,
                                fix="save masks as palette PNGs of class indices (0 bg, 1..C, 255 ignore)")
             mask = np.asarray(image)
-        wrong = (mask > self.num_classes) & (mask != IGNORE_INDEX)
+        wrong = (mask > self.num_classes) & (mask != IGNORE)
         if wrong.any():
             raise SfcError(f"mask has class index {int(mask[wrong].max())} but the dataset has "
                            f"{self.num_classes} classes", path=path,
@@ -177,7 +181,7 @@ class SegmentationDataset:
                 raise SfcError(f"no image-level label for {image_id}: no {LABELS_JSON} and no mask",
                                path=path, fix=f"add {self.root / LABELS_JSON} or the segmentation masks")
             present = np.unique(self._read_mask_indices(path))
-            present = present[(present > 0) & (present != IGNORE_INDEX)]
+            present = present[(present > 0) & (present != IGNORE)]
             label = np.zeros(self.num_classes, dtype=np.float32)
             label[present.astype(np.int64) - 1] = 1
             self._mask_labels[image_id] = label

@@ -3,7 +3,7 @@
     model = build_model(cfg.model, num_classes)
     out = model(images, valid_mask)      # training: score, cam (PCM-refined), prototype_cam
     cam, proto = model.infer(pair, label)   # inference on an image + its flip
-    model = load_model(run_dir)          # best.pt (else last.pt) of a training run
+    model = load_model(path, engine.load_checkpoint(path), cfg.model, class_names)
 
 New layers (reference_code.md 2.2), all 1x1 convolutions without bias:
 side1..side4 on the detached x1..x4 -> ``model.side_channels`` (hierarchical features),
@@ -12,14 +12,15 @@ resized to the grid and x4.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sfc_core import engine
 from sfc_core.config import ModelConfig
-from sfc_core.errors import SfcError
 from sfc_core.model import cam as cam_math
 from sfc_core.model.backbone import Backbone, build_backbone
 
@@ -125,24 +126,15 @@ def checkpoint_identity(model_cfg: ModelConfig, class_names: list[str]) -> dict:
             "num_classes": len(class_names), "class_names": list(class_names)}
 
 
-def load_model(run_dir: str | Path, which: str = "best", device: torch.device | str | None = None) -> SfcNet:
-    """The trained SfcNet of a run directory, in eval mode on ``device`` (default: auto).
-
-    ``which`` = "best" (falls back to last.pt when best.pt is absent) or "last". The
-    checkpoint must match RUN_DIR/config.json and class_names.json (SfcError otherwise).
-    """
-    from sfc_core import engine
-    from sfc_core.run_dir import RunDir
-
-    if which not in ("best", "last"):
-        raise SfcError(f"unknown checkpoint {which!r}", fix="use which='best' or which='last'")
-    run = RunDir(run_dir)
-    cfg, class_names = run.load_config(), run.class_names()
-    path = run.best_checkpoint if which == "best" and run.best_checkpoint.is_file() else run.last_checkpoint
-    ckpt = engine.load_checkpoint(path)
-    engine.check_compatible(ckpt, checkpoint_identity(cfg.model, class_names), path)
-    cfg.model.backbone_weights = "none"      # the checkpoint holds every weight
-    model = build_model(cfg.model, len(class_names))
-    model.load_state_dict(ckpt["model"])
+def load_model(path: Path, ckpt: dict, model_cfg: ModelConfig, class_names: list[str],
+               device: torch.device | str | None = None) -> SfcNet:
+    """The SfcNet of a loaded checkpoint ``ckpt`` (read from ``path``, named in errors), in eval
+    mode on ``device`` (default: auto); the checkpoint must match ``model_cfg`` and
+    ``class_names`` (SfcError otherwise). The stage that loads picks the file
+    (``RunDir.inference_checkpoint``: best.pt, else last.pt) and reads it
+    (``engine.load_checkpoint``), so it can also record what made its outputs."""
+    engine.check_compatible(ckpt, checkpoint_identity(model_cfg, class_names), path)
+    model = build_model(dataclasses.replace(model_cfg, backbone_weights="none"), len(class_names))
+    model.load_state_dict(ckpt["model"])      # the checkpoint holds every weight
     device = engine.select_device("auto") if device is None else torch.device(device)
     return model.to(device).eval()

@@ -32,18 +32,17 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from tqdm import tqdm
 
-from sfc_core.cams import load_cam
+from sfc_core.cam_file import load_cam
 from sfc_core.config import Config
 from sfc_core.crf import confidence_scores, confident_labels, rule_scores
 from sfc_core.data import SegmentationDataset, open_dataset
-from sfc_core.data.synthetic import voc_palette
 from sfc_core.engine import select_device
 from sfc_core.errors import SfcError
 from sfc_core.fusion import fuse
-from sfc_core.io import atomic_save_png, atomic_write_text
+from sfc_core.io import atomic_write_text
+from sfc_core.masks import save_mask
 from sfc_core.refine.irn import BoundaryNet, load_boundary_net, train_irn, walk_scores
 from sfc_core.run_dir import RunDir
 from sfc_core.run_lock import claims_run
@@ -89,13 +88,6 @@ def refine(run: str | Path | RunDir, method: str | None = None, device: str | to
 def _unknown_method(name: str) -> SfcError:
     return SfcError(f"unknown refinement method {name!r}",
                     fix=f"use --method {' or '.join(METHODS)} (or set refine.method to one of them)")
-
-
-def save_mask(path: Path, mask: np.ndarray) -> None:
-    """A uint8 (H, W) label map as a palette PNG with the VOC colours (255 = uncertain)."""
-    image = Image.fromarray(mask, mode="P")
-    image.putpalette(voc_palette())
-    atomic_save_png(path, image)
 
 
 def _confident_label_task(run: RunDir, cfg: Config, dataset: SegmentationDataset, out_dir: Path,

@@ -39,10 +39,12 @@ from tqdm import tqdm
 from sfc_core import engine
 from sfc_core.config import Config, RefineConfig
 from sfc_core.data.transforms import augment, normalize, rescale
-from sfc_core.data.voc import IGNORE_INDEX, SegmentationDataset
+from sfc_core.data.voc import SegmentationDataset
 from sfc_core.errors import SfcError
 from sfc_core.io import kill_point
+from sfc_core.masks import IGNORE
 from sfc_core.model.backbone import Backbone, build_backbone
+from sfc_core.model.sfc_net import load_model
 from sfc_core.refine.random_walk import PathIndex, edge_to_affinity, hybrid_walk, shifted_crops
 from sfc_core.run_dir import RunDir
 
@@ -125,7 +127,7 @@ def affinity_targets(labels: torch.Tensor, index: PathIndex) -> tuple[torch.Tens
     m = index.margin
     source = labels[:, None, :hs, m:m + ws]                     # (N, 1, h', w')
     destination = shifted_crops(labels, index, index.offsets)    # (N, D, h', w')
-    valid = (source != IGNORE_INDEX) & (destination != IGNORE_INDEX)
+    valid = (source != IGNORE) & (destination != IGNORE)
     same = valid & (source == destination)
     return same & (source == 0), same & (source > 0), valid & (source != destination)
 
@@ -169,7 +171,7 @@ class AffinityDataset(Dataset):
         scale = rng.uniform(*self.scale_range)
         label = np.asarray(read_label(self.run.relation_labels / f"{image_id}.png"))
         image, label, _ = augment(self.dataset.read_image(image_id), label, rng, self.crop_size, scale,
-                                  mask_fill=IGNORE_INDEX)
+                                  mask_fill=IGNORE)
         return {"image": torch.from_numpy(image.transpose(2, 0, 1).copy()),
                 "label": torch.from_numpy(label.astype(np.int64))}
 
@@ -193,10 +195,8 @@ def initial_backbone(run: RunDir, cfg: Config) -> Backbone:
                        f"backbone {cfg.model.backbone!r}, not {refine.irn_backbone!r}", path=run.config_json,
                        fix=f"pass --set refine.irn_backbone={cfg.model.backbone}, or "
                            "--set refine.irn_backbone_weights=imagenet (or a .pth path)")
-    from sfc_core.model.sfc_net import load_model
-
-    which = "best" if run.best_checkpoint.is_file() else "last"
-    return load_model(run.root, which=which).backbone
+    path = run.inference_checkpoint
+    return load_model(path, engine.load_checkpoint(path), cfg.model, run.class_names()).backbone
 
 
 def load_boundary_net(run: RunDir, cfg: Config, device: torch.device) -> BoundaryNet:
