@@ -51,7 +51,7 @@ class SegmentationDataset:
         self.root = Path(root)
         if not self.root.is_dir():
             raise SfcError(f"dataset root {self.root} does not exist", path=self.root,
-                           fix="point data.root (--data-root) at the dataset folder")
+                           fix="point data.root at the dataset folder: --set data.root=DIR")
         expected = [image_dir, list_dir] + ([mask_dir] if mask_dir else [])
         missing = [name for name in expected if not (self.root / name).is_dir()]
         if missing:
@@ -109,7 +109,7 @@ class SegmentationDataset:
                 if list_name == "train_aug":    # no download has it: the kit makes it
                     fix = ("make it from the VOC 2012 and SBD downloads: python -m sfc_core prepare voc "
                            "--voc VOCdevkit/VOC2012 --sbd benchmark_RELEASE/dataset --out ROOT, "
-                           "then --data-root ROOT")
+                           "then --set data.root=ROOT")
                 raise SfcError(f"no image list {list_name!r}", path=path, fix=fix)
             # A line is a bare id or "/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png".
             ids = [Path(line.split()[0]).stem if "/" in line else line.split()[0]
