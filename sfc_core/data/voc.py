@@ -117,6 +117,7 @@ class SegmentationDataset:
             if not ids:
                 raise SfcError(f"image list {list_name!r} is empty", path=path,
                                fix="write one image id per line")
+            _refuse_repeats(ids, list_name, path)
             missing = [i for i in ids if not os.path.exists(self.image_path(i))]
             if missing:
                 raise SfcError(f"image list names {len(missing)} missing image(s), first: "
@@ -203,6 +204,20 @@ class SegmentationDataset:
         if self._labels is None:
             self._labels = read_labels_file(self.labels_file, self.num_classes, self.allow_pickle)
         return self._labels
+
+
+def _refuse_repeats(ids: list[str], list_name: str, path: Path) -> None:
+    """An id listed twice would be counted twice (class counts, coefficients, evaluation):
+    refuse the list, naming the first repeated id and its lines, rather than guess which line
+    was meant."""
+    first_line: dict[str, int] = {}
+    for line, image_id in enumerate(ids, 1):
+        if image_id in first_line:
+            repeated = len(ids) - len(set(ids))
+            raise SfcError(f"image list {list_name!r} names {image_id} twice (entries {first_line[image_id]} "
+                           f"and {line}); {repeated} repeated entr{'y' if repeated == 1 else 'ies'} in all",
+                           path=path, fix="keep one line per image id in the list")
+        first_line[image_id] = line
 
 
 def read_labels_file(path: Path, num_classes: int, allow_pickle: bool = False) -> dict[str, np.ndarray]:
