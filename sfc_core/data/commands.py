@@ -18,7 +18,6 @@ from sfc_core.data import open_dataset
 from sfc_core.data.check import check_dataset, raise_on_problems
 from sfc_core.data.stats import dataset_stats
 from sfc_core.data.synthetic import SIZES, class_counts, generate
-from sfc_core.errors import SfcError
 
 
 def synth_arguments(parser: argparse.ArgumentParser) -> None:
