@@ -52,9 +52,10 @@ from torch import nn
 
 from benchmarks.reference_step import ReferenceBank, reference_losses, reference_network, reference_valid_mask
 from sfc_core import engine
-from sfc_core.config import VOC_CLASSES, Config
+from sfc_core.config import Config
 from sfc_core.data.stats import bank_extra, default_second_counts, distribution_coefficients
 from sfc_core.data.transforms import random_crop_box
+from sfc_core.data.voc import VOC_CLASSES
 from sfc_core.errors import SfcError
 from sfc_core.model.sfc_net import SfcNet, build_model
 
@@ -310,8 +311,8 @@ class KitStep(TrainStep):
         from sfc_core.train import SfcObjective
 
         t = cfg.train
-        self.amp = t.amp and device.type == "cuda"
-        self.channels_last = t.channels_last and device.type == "cuda"
+        self.amp = cfg.runtime.amp and device.type == "cuda"
+        self.channels_last = cfg.runtime.channels_last and device.type == "cuda"
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         model = model.to(device, memory_format=memory_format)
         super().__init__(model, cfg, device, max_steps)
@@ -319,7 +320,7 @@ class KitStep(TrainStep):
                                       cfg.loss.scale_weight).to(device)
         crop = cfg.data.crop_size
         self.bank = ImageBank(model.num_classes, (3, crop, crop), device) if t.bank_draws > 0 else None
-        self.generator = torch.Generator().manual_seed(t.seed)
+        self.generator = torch.Generator().manual_seed(cfg.runtime.seed)
 
     def data(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         from sfc_core.train import append_bank_draws
@@ -389,10 +390,11 @@ def bench_train(cfg: Config, device: torch.device, steps: int, warmup: int, repe
     num_classes = num_foreground_classes(cfg)
     statistics = class_statistics(num_classes, t.batch_size, t.bank_draws)
     class_weights = torch.as_tensor(distribution_coefficients(*statistics), dtype=torch.float32)
-    batches = loader_batches(4, t.batch_size, cfg.data.crop_size, cfg.data.resize_long, statistics[0], t.seed)
+    batches = loader_batches(4, t.batch_size, cfg.data.crop_size, cfg.data.resize_long, statistics[0],
+                             cfg.runtime.seed)
     if device.type == "cuda":
         batches = [{key: value.pin_memory() for key, value in batch.items()} for batch in batches]
-    engine.seed_everything(t.seed)
+    engine.seed_everything(cfg.runtime.seed)
     model = build_model(cfg.model, num_classes)
     max_steps = warmup + steps * repeats + 2
     # the reference step copies the weights before the kit's step converts them (channels-last)
@@ -483,7 +485,8 @@ def bench_eval(num_classes: int, masks: int = VOC_EVAL_MASKS, size: tuple[int, i
     (a pool of ``pool`` pairs, cycled; decoding the PNGs is not counted). ``seconds`` is wall
     time, ``cpu_seconds`` the process's CPU time (single-threaded NumPy: the compute itself,
     little affected by other processes' load)."""
-    from sfc_core.metrics import IGNORE, confusion_matrix
+    from sfc_core.masks import IGNORE
+    from sfc_core.metrics import confusion_matrix
 
     rng = np.random.default_rng(seed)
     preds = rng.integers(0, num_classes, (pool, *size), dtype=np.uint8)
@@ -501,6 +504,7 @@ def bench_eval(num_classes: int, masks: int = VOC_EVAL_MASKS, size: tuple[int, i
 def bench_segment(cfg: Config, device: torch.device, steps: int, warmup: int) -> dict:
     """Step-3 training images/s: ``segment.train_step`` on random crops at segment.batch_size
     and segment.crop_size (AMP and channels-last on a GPU, per the config)."""
+    from sfc_core.masks import IGNORE
     from sfc_core.segment import build_network, parameter_groups, train_step
 
     seg, num_classes = cfg.segment, num_foreground_classes(cfg)
@@ -514,7 +518,7 @@ def bench_segment(cfg: Config, device: torch.device, steps: int, warmup: int) ->
     scaler = engine.make_grad_scaler(device, amp)
     images = torch.randn(seg.batch_size, 3, seg.crop_size, seg.crop_size)
     masks = torch.randint(0, num_classes + 1, (seg.batch_size, seg.crop_size, seg.crop_size))
-    masks[:, : seg.crop_size // 8] = 255                         # padding: ignored pixels
+    masks[:, : seg.crop_size // 8] = IGNORE                      # padding: ignored pixels
     seconds = 0.0
     for i in range(warmup + steps):
         synchronize(device)

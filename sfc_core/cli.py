@@ -1,22 +1,28 @@
 """``python -m sfc_core <verb>``: each verb parses its arguments and calls one stage function.
 
 A verb lives in the module of its stage as two functions, ``<name>_arguments(parser)`` and
-``<name>_command(args) -> int``; this table only says where. Modules are imported lazily so
-``--help`` stays fast and a verb's heavy imports are paid only when it runs.
+``<name>_command(args) -> int``; this table only says where (the modules are imported by
+name when the parser is built, so this module's own imports name no stage).
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import shlex
 import sys
+import traceback
 
 from sfc_core.errors import SfcError
 
+DEBUG_ENV = "SFC_DEBUG"     # set (to anything): an error also prints its traceback (and a worker's)
+
 #  verb           module                      function prefix   one-line help
 VERBS: list[tuple[str, str, str, str]] = [
-    ("synth", "sfc_core.data.synthetic", "synth", "write a synthetic long-tailed dataset (VOC layout)"),
+    ("synth", "sfc_core.data.commands", "synth", "write a synthetic long-tailed dataset (VOC layout)"),
     ("prepare", "sfc_core.data.prepare", "prepare", "VOC 2012 + SBD or COCO 2014 downloads -> the kit's dataset layout"),
-    ("stats", "sfc_core.data.stats", "stats", "per-class image counts, co-occurrence, class weights"),
+    ("stats", "sfc_core.data.commands", "stats", "per-class image counts, co-occurrence, class weights"),
+    ("check", "sfc_core.data.commands", "check", "decode every image and mask of the lists, report every problem"),
     ("pretrain", "sfc_core.pretrain", "pretrain", "pretrain the small backbone on the synthetic pretraining set"),
     ("train", "sfc_core.train", "train", "train SFC (or the baseline / an ablation) into a run dir"),
     ("import-checkpoint", "sfc_core.import_checkpoint", "import_checkpoint",
@@ -36,10 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     for verb, module, prefix, help_text in VERBS:
         p = sub.add_parser(verb, help=help_text, description=help_text)
         p.set_defaults(_module=module, _prefix=prefix)
-        try:
-            getattr(importlib.import_module(module), f"{prefix}_arguments")(p)
-        except (ImportError, AttributeError) as e:  # a stage not built yet in this checkout
-            p.set_defaults(_missing=str(e))
+        getattr(importlib.import_module(module), f"{prefix}_arguments")(p)
     return parser
 
 
@@ -82,16 +85,26 @@ def config_from_args(args: argparse.Namespace):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "_missing", None):
-        print(f"error: verb {args.verb!r} is not available: {args._missing}", file=sys.stderr)
-        return 2
     command = getattr(importlib.import_module(args._module), f"{args._prefix}_command")
     try:
         return int(command(args) or 0)
     except SfcError as e:
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+            print(e.worker_traceback or "", file=sys.stderr)
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: finished work is kept; run the same command again to resume",
-              file=sys.stderr)
+        print(f"interrupted: finished work is kept; to resume, run: "
+              f"{resume_command(sys.argv[1:] if argv is None else argv, args.verb)}", file=sys.stderr)
         return 130
+
+
+# Verbs whose rerun continues only with a flag; every other verb resumes when run again as it was.
+RESUME_FLAGS = {"train": "--resume"}
+
+
+def resume_command(argv: list[str], verb: str) -> str:
+    """The command line that continues an interrupted ``python -m sfc_core`` ARGV."""
+    flag = RESUME_FLAGS.get(verb)
+    return shlex.join(["python", "-m", "sfc_core", *argv, *([flag] if flag and flag not in argv else [])])

@@ -24,9 +24,9 @@ import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_labels
 
 from sfc_core.config import RefineConfig
-from sfc_core.data.voc import IGNORE_INDEX
 from sfc_core.errors import SfcError
 from sfc_core.fusion import background_score, fuse
+from sfc_core.masks import IGNORE
 
 RELATION_RULES = ("reference", "thresholds")
 
@@ -68,7 +68,7 @@ def confident_labels(image: np.ndarray, fg_scores: np.ndarray, bg_scores: np.nda
     fg = keys[crf_labels(image, fg_scores.argmax(0), len(keys), cfg)]
     bg = keys[crf_labels(image, bg_scores.argmax(0), len(keys), cfg)]
     out = fg.astype(np.uint8)
-    out[(fg == 0) & (bg != 0)] = IGNORE_INDEX
+    out[(fg == 0) & (bg != 0)] = IGNORE
     return out
 
 

@@ -20,35 +20,36 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
-from sfc_core.cams import CamRecord, load_cam
+from sfc_core.cam_file import CamRecord, load_cam
 from sfc_core.config import Config
 from sfc_core.data import SegmentationDataset, open_dataset
 from sfc_core.data.stats import class_counts
 from sfc_core.errors import SfcError
+from sfc_core.evaluations import read_cam_eval, read_seg_eval
 from sfc_core.fusion import KINDS, background_score, best_foreground, kind_cam
 from sfc_core.io import atomic_write_json
+from sfc_core.masks import IGNORE, read_pseudo_mask
 from sfc_core.metrics import (
-    IGNORE,
     activation_ratio,
     confusion_matrix,
     error_shares,
-    iou_from_confusion,
+    finite_or_none,
     mean_iou,
-    precision_recall,
+    per_class,
+    scores,
     spearman_vs_count,
     threshold_confusions,
 )
+from sfc_core.provenance import digest, is_fresh, read_record
 from sfc_core.run_dir import RunDir
+from sfc_core.run_lock import claims_run
 
 # -- per-image work (what a benchmark times) --------------------------------------------------
 
@@ -142,21 +143,6 @@ def accumulate_cam_confusions(run: RunDir, dataset: SegmentationDataset, list_na
 # -- scores -------------------------------------------------------------------------------------
 
 
-def _number(x: float) -> float | None:
-    return None if not math.isfinite(x) else float(x)
-
-
-def _per_class(values: np.ndarray, names: Sequence[str]) -> dict[str, float | None]:
-    return {name: _number(v) for name, v in zip(names, values)}
-
-
-def scores(conf: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
-    """mIoU and per-class IoU / precision / recall of a (K, K) confusion; names has K entries."""
-    precision, recall = precision_recall(conf)
-    return {"miou": _number(mean_iou(conf)), "iou": _per_class(iou_from_confusion(conf), names),
-            "precision": _per_class(precision, names), "recall": _per_class(recall, names)}
-
-
 def calibration(conf: np.ndarray, class_names: Sequence[str], counts: np.ndarray) -> dict[str, Any]:
     """Over-/under-activation per foreground class against its training image count.
 
@@ -170,12 +156,12 @@ def calibration(conf: np.ndarray, class_names: Sequence[str], counts: np.ndarray
 
     def mean_ratio(classes: np.ndarray) -> float | None:
         values = ratio[classes][np.isfinite(ratio[classes])]
-        return _number(values.mean()) if len(values) else None
+        return finite_or_none(values.mean()) if len(values) else None
 
-    return {"activation_ratio": _per_class(ratio, class_names),
-            "fp_share": _per_class(fp[1:], class_names),
-            "fn_share": _per_class(fn[1:], class_names),
-            "spearman_ratio_vs_log_count": _number(rho), "spearman_p": _number(p),
+    return {"activation_ratio": per_class(ratio, class_names),
+            "fp_share": per_class(fp[1:], class_names),
+            "fn_share": per_class(fn[1:], class_names),
+            "spearman_ratio_vs_log_count": finite_or_none(rho), "spearman_p": finite_or_none(p),
             "head_classes": [class_names[i] for i in order[:group]],
             "head_mean_ratio": mean_ratio(order[:group]),
             "tail_classes": [class_names[i] for i in order[-group:]],
@@ -240,24 +226,68 @@ def _open(run: RunDir, overrides: dict | None = None) -> tuple[Config, list[str]
     return cfg, class_names, dataset
 
 
+def files_fingerprint(paths: Sequence[Path]) -> str | None:
+    """A digest of the files' names, sizes and modification times (None when one is missing):
+    an evaluation made from them is stale once any of them changes."""
+    try:
+        stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
+    except OSError:
+        return None
+    return digest(stats)
+
+
+def cam_eval_record(run: RunDir, cfg: Config, list_name: str, held: str | None,
+                    ids: Sequence[str]) -> dict[str, Any]:
+    """What cam_eval.json is made from: the CAMs' record and files (of ``ids``: the evaluation
+    list, plus the held-out list ``held`` when it is scored) and the sweep settings."""
+    return {"cams": digest(read_record(run.cams)), "cam_files": files_fingerprint([run.cam_file(i) for i in ids]),
+            "list": list_name, "heldout": held, "threshold_sweep": sorted(set(cfg.cams.threshold_sweep)),
+            "lambda_sweep": sorted(set(cfg.cams.lambda_sweep)), "fusion_lambda": cfg.cams.fusion_lambda}
+
+
+@claims_run()
 def eval_cams(run: str | Path | RunDir, list_name: str | None = None,
               overrides: dict | None = None) -> dict[str, Any]:
     """Score the three CAM kinds on the evaluation list (and the held-out list if its CAMs
-    exist); write RUN_DIR/cam_eval.json, print the tables, return the dict. `overrides`:
-    dotted config keys on top of the run's config.json."""
+    exist); write RUN_DIR/cam_eval.json, print the tables, return the dict. A cam_eval.json
+    made from the same CAM files and settings (its ``made_from``) is read back instead.
+    `overrides`: dotted config keys on top of the run's config.json."""
     run = RunDir(run)
     cfg, class_names, dataset = _open(run, overrides)
-    names = ["background", *class_names]
     list_name = list_name or cfg.data.eval_list
-    thresholds = sorted(set(cfg.cams.threshold_sweep))
-    lambdas = sorted(set(cfg.cams.lambda_sweep) | {cfg.cams.fusion_lambda})
-    counts = class_counts(dataset, cfg.data.train_list)
     held = cfg.data.heldout_list
     held_ids = dataset.ids(held) if held != list_name and dataset.list_path(held).is_file() else []
     score_held = any(run.cam_file(i).is_file() for i in held_ids)
     if score_held:                       # some held-out CAMs: all of them, checked before the work
         _check_cams(run, held_ids, held)
+    made_from = cam_eval_record(run, cfg, list_name, held if score_held else None,
+                                [*dataset.ids(list_name), *(held_ids if score_held else [])])
+    if run.cam_eval_json.is_file():
+        previous = read_cam_eval(run.cam_eval_json)
+        if is_fresh(previous.made_from, made_from):
+            print(f"eval-cams: {run.cam_eval_json} is up to date (same CAM files and settings)")
+            print(format_cam_eval(previous.data))
+            return previous.data
+    result, settings = _score_cams(run, cfg, dataset, class_names, list_name)
+    if score_held:   # at the settings chosen above; only the lambdas they name are needed
+        result["heldout"] = _score_heldout(run, cfg, dataset, result, held, settings)
+    elif held_ids:
+        result["heldout"] = {"list": held, "note": "no CAMs for the held-out list: python -m "
+                             f"sfc_core cams --run {run.root} --list {held}"}
+    result["made_from"] = made_from
+    atomic_write_json(run.cam_eval_json, result)
+    print(format_cam_eval(result))
+    return result
 
+
+def _score_cams(run: RunDir, cfg: Config, dataset: SegmentationDataset, class_names: list[str],
+                list_name: str) -> tuple[dict[str, Any], dict[str, tuple[float | None, float]]]:
+    """cam_eval.json's figures on ``list_name`` (all but ``heldout`` and ``made_from``), and
+    the (lambda, threshold) chosen per kind."""
+    names = ["background", *class_names]
+    thresholds = sorted(set(cfg.cams.threshold_sweep))
+    lambdas = sorted(set(cfg.cams.lambda_sweep) | {cfg.cams.fusion_lambda})
+    counts = class_counts(dataset, cfg.data.train_list)
     by_threshold, by_reference = accumulate_cam_confusions(run, dataset, list_name, len(class_names),
                                                            lambdas, thresholds)
     sweep_miou = np.array([[mean_iou(c) for c in per_threshold] for per_threshold in by_threshold])
@@ -269,57 +299,82 @@ def eval_cams(run: str | Path | RunDir, list_name: str | None = None,
               "image_counts_list": cfg.data.train_list,
               **cam_rows(by_threshold, by_reference, lambdas, thresholds, settings,
                          cfg.cams.fusion_lambda, names, counts),
-              "sweep": {"threshold_rule": {variant_name(*v): [_number(x) for x in sweep_miou[m]]
+              "sweep": {"threshold_rule": {variant_name(*v): [finite_or_none(x) for x in sweep_miou[m]]
                                            for m, v in enumerate(variants)},
-                        "reference_rule": {variant_name(*v): _number(mean_iou(by_reference[m]))
+                        "reference_rule": {variant_name(*v): finite_or_none(mean_iou(by_reference[m]))
                                            for m, v in enumerate(variants)}},
               "heldout": None}
-    if score_held:   # at the settings chosen above; only the lambdas they name are needed
-        held_lambdas = sorted({settings["fused"][0], cfg.cams.fusion_lambda})
-        held_confusions = accumulate_cam_confusions(run, dataset, held, len(class_names),
-                                                    held_lambdas, thresholds)
-        result["heldout"] = {"list": held, "num_images": len(held_ids),
-                             **cam_rows(*held_confusions, held_lambdas, thresholds, settings,
-                                        cfg.cams.fusion_lambda, names, counts)}
-    elif held_ids:
-        result["heldout"] = {"list": held, "note": "no CAMs for the held-out list: python -m "
-                             f"sfc_core cams --run {run.root} --list {held}"}
-    atomic_write_json(run.cam_eval_json, result)
-    print(format_cam_eval(result))
-    return result
+    return result, settings
+
+
+def _score_heldout(run: RunDir, cfg: Config, dataset: SegmentationDataset, result: dict[str, Any],
+                   held: str, settings: dict[str, tuple[float | None, float]]) -> dict[str, Any]:
+    """The rows and calibration on the held-out list at the ``settings`` chosen for ``result``."""
+    names, thresholds = result["classes"], result["thresholds"]
+    class_names = names[1:]
+    counts = np.array([result["image_counts"][name] for name in class_names])
+    held_lambdas = sorted({settings["fused"][0], cfg.cams.fusion_lambda})
+    held_confusions = accumulate_cam_confusions(run, dataset, held, len(class_names), held_lambdas, thresholds)
+    return {"list": held, "num_images": len(dataset.ids(held)),
+            **cam_rows(*held_confusions, held_lambdas, thresholds, settings, cfg.cams.fusion_lambda,
+                       names, counts)}
 
 
 # -- eval-seg -------------------------------------------------------------------------------
 
 
-def read_pseudo_mask(path: Path) -> np.ndarray:
-    """uint8 (H, W) of a palette/grayscale pseudo-mask PNG (255 = uncertain)."""
-    try:
-        with Image.open(path) as image:
-            if image.mode not in ("P", "L"):
-                raise SfcError(f"pseudo mask has PIL mode {image.mode}, not a palette PNG", path=path,
-                               fix="rerun the refine stage, which writes palette PNGs")
-            return np.asarray(image)
-    except (OSError, SyntaxError, ValueError) as e:
-        raise SfcError(f"cannot read pseudo mask: {e}", path=path, fix="rerun the refine stage") from None
+def seg_eval_record(run: RunDir, method: str, ids: Sequence[str]) -> dict[str, Any]:
+    """What one method's scores in seg_eval.json are made from: its pseudo masks' record and
+    the files of the evaluation list ``ids``."""
+    folder = run.pseudo_masks(method)
+    return {"pseudo": digest(read_record(folder.parent)),
+            "files": files_fingerprint([folder / f"{i}.png" for i in ids])}
 
 
-def _kept_scores(run: RunDir, list_name: str, rescored: Sequence[str]) -> dict[str, Any]:
-    """The scores in seg_eval.json of the methods not in ``rescored`` whose masks are still there."""
+def _fresh_scores(run: RunDir, list_name: str, ids: Sequence[str]) -> dict[str, Any]:
+    """The scores in seg_eval.json (same list) whose masks are still what they were scored from."""
     if not run.seg_eval_json.is_file():
         return {}
-    previous = json.loads(run.seg_eval_json.read_text())
-    if previous.get("list") != list_name:
+    previous = read_seg_eval(run.seg_eval_json)
+    if previous.list_name != list_name:
         return {}
-    present = set(run.pseudo_methods())
-    return {m: v for m, v in previous.get("methods", {}).items() if m not in rescored and m in present}
+    return {m: previous.method(m) for m in previous.methods if m in run.pseudo_methods()
+            and is_fresh(previous.method(m).get("made_from"), seg_eval_record(run, m, ids))}
 
 
+def score_pseudo_masks(run: RunDir, dataset: SegmentationDataset, method: str, list_name: str,
+                       names: Sequence[str]) -> dict[str, Any]:
+    """One method's block of seg_eval.json: its masks on ``list_name``, uncertain (255) pixels
+    scored as background and as ignored."""
+    folder, k, ids = run.pseudo_masks(method), len(names), dataset.ids(list_name)
+    paths = {i: folder / f"{i}.png" for i in ids}
+    _check_files(paths, f"pseudo mask ({method})", list_name,
+                 fix=f"run: python -m sfc_core refine --run {run.root} --method {method}")
+    as_background = np.zeros((k, k), np.int64)
+    as_ignored = np.zeros((k, k), np.int64)
+    uncertain = 0
+    for image_id in tqdm(ids, desc=f"eval-seg {method}", unit="img"):
+        pred = read_pseudo_mask(paths[image_id])
+        gt = _read_gt(dataset, image_id, pred.shape, paths[image_id])
+        unsure = (pred == IGNORE) & (gt != IGNORE)
+        uncertain += int(unsure.sum())
+        filled = np.where(pred == IGNORE, 0, pred).astype(np.uint8)
+        as_background += confusion_matrix(filled, gt, k)
+        as_ignored += confusion_matrix(filled, np.where(unsure, IGNORE, gt).astype(np.uint8), k)
+    scored = int(as_background.sum())
+    return {"uncertain_pixels": uncertain, "scored_pixels": scored,
+            "uncertain_share": uncertain / scored if scored else None,
+            "uncertain_as_background": scores(as_background, names),
+            "uncertain_ignored": scores(as_ignored, names),
+            "made_from": seg_eval_record(run, method, ids)}
+
+
+@claims_run()
 def eval_seg(run: str | Path | RunDir, methods: Sequence[str] | None = None,
              overrides: dict | None = None) -> dict[str, Any]:
     """Score the pseudo masks of ``methods`` (default: every method the run has) on the
-    evaluation list; write RUN_DIR/seg_eval.json, keeping the scores of other methods already
-    there (same list, masks still present).
+    evaluation list; write RUN_DIR/seg_eval.json. Scores already there of masks unchanged
+    since (their ``made_from``) are kept, of the named methods too; others are made again.
 
     Uncertain pixels (255) are scored both as background (the reference) and as ignored.
     `overrides`: dotted config keys on top of the run's config.json.
@@ -327,7 +382,6 @@ def eval_seg(run: str | Path | RunDir, methods: Sequence[str] | None = None,
     run = RunDir(run)
     cfg, class_names, dataset = _open(run, overrides)
     names = ["background", *class_names]
-    k = len(names)
     methods = list(methods or run.pseudo_methods())
     if not methods:
         raise SfcError("the run has no pseudo masks", path=run.root / "pseudo",
@@ -336,35 +390,15 @@ def eval_seg(run: str | Path | RunDir, methods: Sequence[str] | None = None,
     ids = dataset.ids(list_name)
     _check_masks(dataset, ids, list_name)
     result: dict[str, Any] = {"list": list_name, "num_images": len(ids), "classes": names,
-                              "methods": _kept_scores(run, list_name, methods)}
+                              "methods": _fresh_scores(run, list_name, ids)}
     for method in methods:
-        folder = run.pseudo_masks(method)
-        paths = {i: folder / f"{i}.png" for i in ids}
-        _check_files(paths, f"pseudo mask ({method})", list_name,
-                     fix=f"run: python -m sfc_core refine --run {run.root} --method {method}")
-        as_background = np.zeros((k, k), np.int64)
-        as_ignored = np.zeros((k, k), np.int64)
-        uncertain = 0
-        for image_id in tqdm(ids, desc=f"eval-seg {method}", unit="img"):
-            pred = read_pseudo_mask(paths[image_id])
-            gt = _read_gt(dataset, image_id, pred.shape, paths[image_id])
-            unsure = (pred == IGNORE) & (gt != IGNORE)
-            uncertain += int(unsure.sum())
-            filled = np.where(pred == IGNORE, 0, pred).astype(np.uint8)
-            as_background += confusion_matrix(filled, gt, k)
-            as_ignored += confusion_matrix(filled, np.where(unsure, IGNORE, gt).astype(np.uint8), k)
-        scored = int(as_background.sum())
-        result["methods"][method] = {
-            "uncertain_pixels": uncertain, "scored_pixels": scored,
-            "uncertain_share": uncertain / scored if scored else None,
-            "uncertain_as_background": scores(as_background, names),
-            "uncertain_ignored": scores(as_ignored, names)}
+        if method not in result["methods"]:
+            result["methods"][method] = score_pseudo_masks(run, dataset, method, list_name, names)
     if run.cam_eval_json.is_file():
-        cam_eval = json.loads(run.cam_eval_json.read_text())
-        fused = cam_eval["rows"]["fused"]
-        result["fused_cam"] = {"list": cam_eval["list"], "lambda": fused["lambda"],
-                               "threshold": fused["threshold"], "miou": fused["miou"],
-                               "iou": fused["iou"]}
+        cam_eval = read_cam_eval(run.cam_eval_json)
+        fused = cam_eval.row("fused")
+        result["fused_cam"] = {"list": cam_eval.list_name, "lambda": fused["lambda"],
+                               "threshold": fused["threshold"], "miou": fused["miou"], "iou": fused["iou"]}
     atomic_write_json(run.seg_eval_json, result)
     print(format_seg_eval(result))
     return result

@@ -31,7 +31,7 @@ import numpy as np
 from sfc_core.errors import SfcError
 
 if TYPE_CHECKING:
-    from sfc_core.cams import CamRecord
+    from sfc_core.cam_file import CamRecord
 
 KINDS = ("classifier", "prototype", "fused")
 BACKGROUND_RULES = ("reference", "threshold")

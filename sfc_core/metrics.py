@@ -15,12 +15,15 @@ class's union (so IoU + fp + fn = 1, as the reference's eval script prints them)
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 from scipy import stats
 
 from sfc_core.errors import SfcError
-
-IGNORE = 255
+from sfc_core.masks import IGNORE
 
 
 def _as_uint8(labels: np.ndarray, what: str) -> np.ndarray:
@@ -109,7 +112,9 @@ def mean_iou(conf: np.ndarray) -> float:
     return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
 
 
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    """num / den elementwise as float64, nan where den is 0 (no warning)."""
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 
@@ -118,13 +123,13 @@ def precision_recall(conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(precision, recall), float64 (K,) each: TP / predicted and TP / GT (nan where 0/0)."""
     conf = np.asarray(conf, dtype=np.float64)
     tp = np.diag(conf)
-    return _ratio(tp, conf.sum(0)), _ratio(tp, conf.sum(1))
+    return ratio(tp, conf.sum(0)), ratio(tp, conf.sum(1))
 
 
 def activation_ratio(conf: np.ndarray) -> np.ndarray:
     """Predicted area / GT area per class, float64 (K,): > 1 over-, < 1 under-activation."""
     conf = np.asarray(conf, dtype=np.float64)
-    return _ratio(conf.sum(0), conf.sum(1))
+    return ratio(conf.sum(0), conf.sum(1))
 
 
 def error_shares(conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -135,7 +140,7 @@ def error_shares(conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     conf = np.asarray(conf, dtype=np.float64)
     tp = np.diag(conf)
     union = conf.sum(0) + conf.sum(1) - tp
-    return _ratio(conf.sum(0) - tp, union), _ratio(conf.sum(1) - tp, union)
+    return ratio(conf.sum(0) - tp, union), ratio(conf.sum(1) - tp, union)
 
 
 def spearman_vs_count(values: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
@@ -150,3 +155,20 @@ def spearman_vs_count(values: np.ndarray, counts: np.ndarray) -> tuple[float, fl
         return float("nan"), float("nan")
     result = stats.spearmanr(values[keep], np.log(counts[keep]))
     return float(result.statistic), float(result.pvalue)
+
+
+def finite_or_none(x: float) -> float | None:
+    """``x`` as a float, None where it is nan or infinite (JSON has no nan)."""
+    return None if not math.isfinite(x) else float(x)
+
+
+def per_class(values: np.ndarray, names: Sequence[str]) -> dict[str, float | None]:
+    """``{name: value}`` over (K,) values and K names, None where a value is not finite."""
+    return {name: finite_or_none(v) for name, v in zip(names, values)}
+
+
+def scores(conf: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
+    """mIoU and per-class IoU / precision / recall of a (K, K) confusion; names has K entries."""
+    precision, recall = precision_recall(conf)
+    return {"miou": finite_or_none(mean_iou(conf)), "iou": per_class(iou_from_confusion(conf), names),
+            "precision": per_class(precision, names), "recall": per_class(recall, names)}

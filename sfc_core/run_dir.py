@@ -5,11 +5,14 @@ earlier stages wrote through these paths and writes its own results through them
 imports another stage.
 
     RUN_DIR/
+      .lock                       while a stage writes here: its pid, host, command, start time
       config.json                 resolved Config (preset, overrides, dataset root, seed)
       class_names.json            foreground class names, in label order
       checkpoints/last.pt, best.pt
       metrics.jsonl, tb/          training logs
-      cams/<image_id>.npz         classifier and prototype CAMs (see sfc_core.cams)
+      cams/<image_id>.npz         classifier and prototype CAMs (see sfc_core.cam_file)
+      cams/provenance.json        what made them (sfc_core.provenance; every output folder
+                                  has one: pseudo/<method>/, refine/irn/)
       cam_eval.json               classifier / prototype / fused rows, sweeps, calibration
       refine/irn/                 relation_labels/<id>.png, checkpoint.pt, metrics.jsonl (IRN)
       pseudo/<method>/SegmentationClassPseudo/<id>.png + pseudo/<method>/<list>.txt
@@ -34,6 +37,11 @@ class RunDir:
 
     def __init__(self, root: str | Path | RunDir):
         object.__setattr__(self, "root", Path(root.root if isinstance(root, RunDir) else root))
+
+    @property
+    def lock_file(self) -> Path:
+        """Held (flock) by the stage writing into this folder; names it (``sfc_core.run_lock``)."""
+        return self.root / ".lock"
 
     # -- configuration ----------------------------------------------------------------------
     @property
@@ -70,6 +78,11 @@ class RunDir:
     @property
     def best_checkpoint(self) -> Path:
         return self.checkpoints / "best.pt"
+
+    @property
+    def inference_checkpoint(self) -> Path:
+        """The checkpoint later stages use: best.pt, else last.pt (a run without validation)."""
+        return self.best_checkpoint if self.best_checkpoint.is_file() else self.last_checkpoint
 
     @property
     def metrics_jsonl(self) -> Path:

@@ -122,3 +122,15 @@ def write_coco_tree(root: Path, list_suffix: str = "") -> Path:
     for name, ids in COCO_LISTS.items():
         (lists / f"{name}{list_suffix}.txt").write_text("\n".join(ids) + "\n")
     return root
+
+
+def trained_model(run_root):
+    """The SfcNet of a run directory's inference checkpoint (best.pt, else last.pt), on the CPU:
+    what the cams stage loads."""
+    from sfc_core import engine
+    from sfc_core.model.sfc_net import load_model
+    from sfc_core.run_dir import RunDir
+
+    run = RunDir(run_root)
+    path = run.inference_checkpoint
+    return load_model(path, engine.load_checkpoint(path), run.load_config().model, run.class_names(), "cpu")

@@ -54,6 +54,16 @@ def test_list_naming_missing_images(tmp_path):
     assert ds.ids("val") == ["2007_000006"]
 
 
+def test_list_naming_an_image_twice(tmp_path):
+    root = write_voc_tree(tmp_path)
+    path = root / "ImageSets" / "Segmentation" / "train.txt"
+    ids = path.read_text().split()
+    path.write_text("\n".join([*ids, ids[3], ids[1], ids[3]]) + "\n")
+    ds = SegmentationDataset(root)
+    with raises_naming(path, f"'train' names {ids[3]} twice \\(entries 4 and 6\\); 3 repeated entries"):
+        ds.ids("train")
+
+
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_unreadable_jpeg(tmp_path, damage):
     root = write_voc_tree(tmp_path)
@@ -132,7 +142,7 @@ def test_unknown_dataset_kind(tmp_path):
 
 
 def test_cli_reports_bad_input_without_a_traceback(tmp_path, capsys):
-    assert main(["stats", "--dataset", "voc", "--root", str(tmp_path / "nowhere")]) == 2
+    assert main(["stats", "--preset", "voc", "--data-root", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err
     assert str(tmp_path / "nowhere") in err and "Traceback" not in err
 

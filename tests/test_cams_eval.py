@@ -11,16 +11,17 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from sfc_core.cams import load_cam, make_cams, present_keys, save_cam
+from sfc_core.cam_file import load_cam, present_keys, save_cam
+from sfc_core.cams import make_cams
 from sfc_core.cli import main
 from sfc_core.config import Config
 from sfc_core.data import SegmentationDataset
-from sfc_core.data.synthetic import voc_palette
 from sfc_core.data.transforms import normalize, rescale
 from sfc_core.errors import SfcError
 from sfc_core.evaluate import eval_cams, eval_seg, image_confusions
 from sfc_core.fusion import predict_mask
 from sfc_core.io import atomic_write_json
+from sfc_core.masks import voc_palette
 from sfc_core.metrics import mean_iou
 from sfc_core.run_dir import RunDir
 from tests.fixtures import FIXTURE_CLASSES, VOC_IMAGES, VOC_LISTS, fixture_label, fixture_mask, write_voc_tree
@@ -117,6 +118,56 @@ def test_make_cams_sums_scales_max_normalises_and_resumes(hand_run):
     assert [i for i in before if before[i] != after[i]] == [image_id]
 
 
+def _tiny_checkpoint(run, cfg, seed):
+    from sfc_core.engine import save_checkpoint
+    from sfc_core.model.sfc_net import build_model, checkpoint_identity
+
+    torch.manual_seed(seed)
+    model = build_model(cfg.model, C).eval()
+    save_checkpoint(run.last_checkpoint, {"model": model.state_dict(), "step": seed,
+                                          **checkpoint_identity(cfg.model, list(FIXTURE_CLASSES))})
+
+
+def _mtimes(run):
+    return {i: run.cam_file(i).stat().st_mtime_ns for i in VOC_LISTS["train"]}
+
+
+def test_make_cams_heals_a_truncated_file_and_remakes_on_other_settings(hand_run, capsys):
+    from sfc_core.provenance import read_record
+
+    run, cfg = hand_run
+    _tiny_checkpoint(run, cfg, seed=0)
+    shutil.rmtree(run.cams)
+    make_cams(run.root, device="cpu")
+    record = read_record(run.cams)
+    assert record["scales"] == list(cfg.cams.scales) and record["checkpoint"]["step"] == 0
+    # a truncated file is made again, the others are kept
+    before, broken = _mtimes(run), VOC_LISTS["train"][1]
+    data = run.cam_file(broken).read_bytes()
+    run.cam_file(broken).write_bytes(data[: len(data) // 2])
+    capsys.readouterr()
+    make_cams(run.root, device="cpu")
+    assert "1 unreadable CAM file(s) made again" in capsys.readouterr().out
+    assert [i for i, t in _mtimes(run).items() if t != before[i]] == [broken]
+    load_cam(run, broken, num_classes=C)
+    # other scales: every file is made again, and the record says so
+    before = _mtimes(run)
+    make_cams(run.root, scales=(1.0,), device="cpu")
+    out = capsys.readouterr().out
+    assert "made from other inputs" in out and "scales" in out
+    assert f"{len(before)} image(s) made, 0 already there" in out
+    assert all(t != before[i] for i, t in _mtimes(run).items())
+    assert read_record(run.cams)["scales"] == [1.0]
+    # the same settings again: nothing is made
+    make_cams(run.root, scales=(1.0,), device="cpu")
+    assert f"0 image(s) made, {len(before)} already there" in capsys.readouterr().out
+    # another checkpoint (new weights): made again
+    _tiny_checkpoint(run, cfg, seed=1)
+    make_cams(run.root, scales=(1.0,), device="cpu")
+    assert "checkpoint" in capsys.readouterr().out
+    assert read_record(run.cams)["checkpoint"]["step"] == 1
+
+
 def test_image_confusions_match_predict_mask_for_every_sweep_point(hand_run):
     run, _ = hand_run
     write_cams(run, VOC_LISTS["train"], seed=1, perfect_classifier=False)
@@ -168,6 +219,23 @@ def test_eval_cams_rows_sweep_and_calibration(hand_run):
     assert result["image_counts"]["cat"] == 3
     assert "note" in result["heldout"]          # no CAMs for val yet: said, not skipped silently
     assert json.loads(run.cam_eval_json.read_text())["rows"]["fused"]["miou"] == pytest.approx(fused["miou"])
+
+
+def test_eval_cams_reads_back_only_a_cam_eval_json_of_the_same_cams(hand_run, capsys):
+    run, _ = hand_run
+    first = eval_cams(run)
+    assert eval_cams(run) == first
+    assert "up to date" in capsys.readouterr().out
+    write_cams(run, VOC_LISTS["train"], seed=7, perfect_classifier=False)   # other CAMs, same names
+    second = eval_cams(run)
+    assert "up to date" not in capsys.readouterr().out
+    assert second["rows"]["classifier"]["miou"] < first["rows"]["classifier"]["miou"] == pytest.approx(1.0)
+    write_cams(run, VOC_LISTS["val"], seed=3)                # held-out CAMs appear: scored now
+    assert eval_cams(run)["heldout"]["num_images"] == 1
+    cfg = run.load_config()
+    cfg.cams.threshold_sweep = (0.2, 0.5)                    # other settings
+    cfg.save(run.config_json)
+    assert eval_cams(run)["thresholds"] == [0.2, 0.5]
 
 
 def test_eval_cams_reports_heldout_at_the_chosen_settings(hand_run):

@@ -20,9 +20,10 @@ from fixtures import (
 )
 from PIL import Image
 
-from sfc_core.config import VOC_CLASSES, DataConfig
+from sfc_core.config import DataConfig
 from sfc_core.data import MultiScaleDataset, SegmentationDataset, TrainDataset, open_dataset
 from sfc_core.data.transforms import valid_mask_from_boxes
+from sfc_core.data.voc import VOC_CLASSES
 
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])

@@ -38,7 +38,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 
 
 def _record(classifier: np.ndarray, prototype: np.ndarray, keys: list[int], num_classes: int):
-    from sfc_core.cams import CamRecord
+    from sfc_core.cam_file import CamRecord
 
     return CamRecord("x", np.asarray(keys, dtype=np.int64), classifier.astype(np.float32),
                      prototype.astype(np.float32), num_classes)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sfc_core.cams import CamRecord
+from sfc_core.cam_file import CamRecord
 from sfc_core.errors import SfcError
 from sfc_core.fusion import background_score, best_foreground, fuse, label_rows, predict_mask
 

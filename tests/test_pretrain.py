@@ -19,7 +19,7 @@ from sfc_core.data.pretrain_set import (
 )
 from sfc_core.errors import SfcError
 from sfc_core.model.backbone import build_backbone
-from sfc_core.pretrain import (
+from sfc_core.model.pretrained import (
     Classifier,
     Recipe,
     accuracy,

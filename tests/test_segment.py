@@ -170,7 +170,7 @@ def test_segment_irn_reads_pseudo_masks(run, smoke_config, smoke_dataset, no_eva
 
 
 def test_segment_cam_uses_the_threshold_eval_cams_chose(run, smoke_config, smoke_dataset, no_evaluation):
-    from sfc_core.cams import save_cam
+    from sfc_core.cam_file import save_cam
 
     ids = smoke_dataset.ids(smoke_config.data.train_list)
     for image_id in ids:   # CAMs that are one-hot ground truth: the mask must come back
@@ -180,7 +180,7 @@ def test_segment_cam_uses_the_threshold_eval_cams_chose(run, smoke_config, smoke
         save_cam(run.cam_file(image_id), keys, maps, maps, smoke_dataset.num_classes)
     source = seg.mask_source(run, smoke_dataset, "cam", smoke_config)
     assert source.settings["background"] == "reference"
-    atomic_write_json(run.cam_eval_json, {"rows": {"fused": {"lambda": 0.5, "threshold": 0.3}}})
+    atomic_write_json(run.cam_eval_json, {"rows": {"fused": {"background": "threshold", "lambda": 0.5, "threshold": 0.3}}})
     source = seg.mask_source(run, smoke_dataset, "cam", smoke_config)
     assert source.settings == {"lambda": 0.5, "background": "threshold", "threshold": 0.3,
                                "from": "cam_eval.json"}
@@ -281,6 +281,6 @@ def test_killed_run_resumes_to_the_same_weights(run, smoke_config, smoke_dataset
     assert reference["model"].keys() == final["model"].keys()
     for key, value in reference["model"].items():
         assert torch.equal(value, final["model"][key]), key
-    assert torch.equal(reference["rng"]["torch"], final["rng"]["torch"])
+    assert torch.equal(reference["ranks"][0]["rng"]["torch"], final["ranks"][0]["rng"]["torch"])
     logged = RunDir(other.segment_dir("gt")).metrics_jsonl.read_text().splitlines()
     assert [json.loads(line)["step"] for line in logged] == list(range(1, 8))   # step 4 once

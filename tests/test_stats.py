@@ -8,7 +8,7 @@ import pytest
 from fixtures import FIXTURE_CLASSES, write_voc_tree
 
 from sfc_core.cli import main
-from sfc_core.config import VOC_CLASSES, Config
+from sfc_core.config import Config
 from sfc_core.data import SegmentationDataset
 from sfc_core.data.stats import (
     VOC_REFERENCE_EXTRA,
@@ -20,6 +20,7 @@ from sfc_core.data.stats import (
     default_second_counts,
     distribution_coefficients,
 )
+from sfc_core.data.voc import VOC_CLASSES
 
 # method.md section 3, in the order it lists them (descending image count).
 VOC_BY_FREQUENCY = ["person", "chair", "dog", "car", "cat", "bottle", "bird", "sofa", "diningtable",
@@ -124,7 +125,7 @@ def test_dataset_stats_on_the_fixture(tmp_path):
 
 def test_stats_verb_prints_json(tmp_path, capsys):
     root = write_voc_tree(tmp_path)
-    assert main(["stats", "--dataset", "voc", "--root", str(root), "--list", "train"]) == 0
+    assert main(["stats", "--preset", "voc", "--data-root", str(root), "--list", "train"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["list"] == "train" and stats["image_counts"] == [3, 3, 3]
     assert stats["cooccurrence"] == [[3, 2, 1], [2, 3, 2], [1, 2, 3]]
@@ -132,8 +133,7 @@ def test_stats_verb_prints_json(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_stats_verb_on_the_smoke_dataset(smoke_config, smoke_dataset, capsys):
-    assert main(["stats", "--dataset", "synthetic", "--root", smoke_config.data.root,
-                 "--set", "data.synthetic_size=smoke"]) == 0
+    assert main(["stats", "--preset", "synthetic-smoke", "--data-root", smoke_config.data.root]) == 0
     stats = json.loads(capsys.readouterr().out)
     labels = smoke_dataset.labels(smoke_config.data.train_list) > 0
     assert stats["class_names"] == list(smoke_dataset.class_names)

@@ -217,7 +217,7 @@ def test_own_part_is_smaller_than_the_shared_part():
 def test_cli_prints_the_path_and_class_counts(tmp_path, capsys):
     from sfc_core.cli import main
 
-    assert main(["synth", "--preset", "smoke", "--out", str(tmp_path), "--seed", "2", "--control"]) == 0
+    assert main(["synth", "--size", "smoke", "--out", str(tmp_path), "--seed", "2", "--control"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == str(tmp_path / "smoke-seed2-control")
     rows = {line.split()[0]: [int(x) for x in line.split()[1:]] for line in out[2:]}

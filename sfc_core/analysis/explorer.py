@@ -3,7 +3,7 @@
 Pick an image, one of its classes, a CAM kind (classifier / prototype / fused), the fusion
 lambda and the background rule and threshold; the overlay, the predicted mask, the ground
 truth and the image's IoU update at once. Nothing runs the network: every view is computed
-from the run's saved CAM files (``sfc_core.cams.load_cam``) with ``sfc_core.fusion``.
+from the run's saved CAM files (``sfc_core.cam_file.load_cam``) with ``sfc_core.fusion``.
 
     from sfc_core.analysis.explorer import CamExplorer
     CamExplorer("runs/synthetic/sfc")          # last line of a notebook cell: shows the widget
@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from sfc_core.analysis.plots import cam_overlays, mask_to_rgb
-from sfc_core.cams import CamRecord, load_cam
+from sfc_core.cam_file import CamRecord, load_cam
 from sfc_core.data import open_dataset
 from sfc_core.errors import SfcError
 from sfc_core.fusion import BACKGROUND_RULES, KINDS, predict_mask

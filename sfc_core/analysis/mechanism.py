@@ -28,8 +28,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from sfc_core.errors import SfcError
+from sfc_core.masks import IGNORE
+from sfc_core.metrics import ratio
 
-IGNORE = 255
 NUM_PART_VALUES = 3          # 0 none, 1 shared (large) part, 2 own part
 SHARED_PART, OWN_PART = 1, 2
 PART_DIR = "SegmentationPart"
@@ -55,7 +56,7 @@ def read_groups(root: str | Path) -> Groups:
     path = Path(root) / GROUPS_JSON
     if not path.is_file():
         raise SfcError("no groups.json: mechanism diagnostics need a synthetic dataset", path=path,
-                       fix="generate one: python -m sfc_core synth --preset smoke --out DIR")
+                       fix="generate one: python -m sfc_core synth --size smoke --out DIR")
     try:
         data = json.loads(path.read_text())
         classes = data["classes"]
@@ -111,12 +112,6 @@ def accumulate_part_confusion(samples: Iterable[tuple[np.ndarray, np.ndarray, np
     return total
 
 
-def _share(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
-
-
 def _nanmean(values: np.ndarray) -> float:
     finite = values[np.isfinite(values)]
     return float(finite.mean()) if finite.size else float("nan")
@@ -128,7 +123,7 @@ def part_recall(counts: np.ndarray, part_value: int) -> np.ndarray:
     nan for a class with no such pixels. counts: (C+1, 3, C+1) from part_confusion.
     """
     on_part = counts[1:, part_value, :]                       # (C, C+1) gt class x pred
-    return _share(np.diagonal(on_part[:, 1:]), on_part.sum(1))
+    return ratio(np.diagonal(on_part[:, 1:]), on_part.sum(1))
 
 
 def shared_part_recall(counts: np.ndarray) -> np.ndarray:
@@ -149,7 +144,7 @@ def lost_to_other_class(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     conf = counts.sum(1)[1:, 1:]                              # (C, C) fg gt x fg pred
     taken = conf - np.diag(np.diag(conf))
-    share = _share(taken.sum(1), counts[1:].sum((1, 2)))
+    share = ratio(taken.sum(1), counts[1:].sum((1, 2)))
     taker = np.where(taken.sum(1) > 0, taken.argmax(1), -1)
     return share, taker
 
@@ -162,7 +157,7 @@ def lost_to_head(counts: np.ndarray, groups: Groups, part_value: int | None = No
     """
     c = len(groups.class_names)
     conf = counts.sum(1) if part_value is None else counts[:, part_value, :]   # (C+1, C+1)
-    share = _share(conf[1 + np.arange(c), 1 + groups.head], conf[1:].sum(1))
+    share = ratio(conf[1 + np.arange(c), 1 + groups.head], conf[1:].sum(1))
     return np.where(groups.is_head, np.nan, share)
 
 
@@ -187,7 +182,7 @@ def mechanism_summary(counts: np.ndarray, groups: Groups) -> dict:
 
     def pooled(share: np.ndarray, pixels: np.ndarray) -> float:
         """Pixel-weighted mean over the non-head classes."""
-        return float(_share(np.nansum(share[non_head] * pixels[non_head]), pixels[non_head].sum()))
+        return float(ratio(np.nansum(share[non_head] * pixels[non_head]), pixels[non_head].sum()))
 
     return {
         "heads_shared_part_recall": _nanmean(shared[groups.is_head]),

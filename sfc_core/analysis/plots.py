@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import operator
 from collections.abc import Iterator, Sequence
@@ -23,15 +22,15 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.ticker import FuncFormatter
 
-from sfc_core.cams import CamRecord, load_cam
+from sfc_core.cam_file import CamRecord, load_cam
 from sfc_core.data import SegmentationDataset
 from sfc_core.errors import SfcError
+from sfc_core.evaluations import CAM_KINDS, CamEval, read_cam_eval
 from sfc_core.fusion import kind_cam, predict_mask
 from sfc_core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from sfc_core.masks import IGNORE, cam_overlay
 from sfc_core.metrics import spearman_vs_count
 from sfc_core.run_dir import RunDir
-
-IGNORE = 255
 
 # Published results quoted from paper_numbers.md, shown beside the kit's own numbers and
 # always labelled "published": they are other people's measurements, not this kit's output.
@@ -75,17 +74,6 @@ def part_mask_to_rgb(part: np.ndarray) -> np.ndarray:
     return PART_COLOURS[np.asarray(part)]
 
 
-def cam_overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5, vmax: float = 1.0) -> np.ndarray:
-    """Blend a CAM onto an image with the jet colour map.
-
-    image: (H, W, 3) uint8; cam: (H, W) float, shown on [0, vmax] (clipped).
-    Returns (H, W, 3) uint8 = (1 - alpha) * image + alpha * jet(cam / vmax).
-    """
-    heat = colormaps["jet"](np.clip(np.asarray(cam, dtype=np.float32) / max(vmax, 1e-8), 0, 1))[..., :3]
-    blend = (1 - alpha) * np.asarray(image, dtype=np.float32) / 255 + alpha * heat
-    return np.round(255 * blend).astype(np.uint8)
-
-
 def cam_overlays(image: np.ndarray, record: CamRecord, class_index: int,
                  variants: Sequence[tuple[str, float]]) -> list[np.ndarray]:
     """One class's CAM over the image for each (kind, lambda): a list of (H, W, 3) uint8.
@@ -104,13 +92,6 @@ def class_values(per_class: dict[str, float | None], class_names: Sequence[str])
     return np.array([as_float(per_class.get(name)) for name in class_names], dtype=np.float64)
 
 
-def chosen_setting(cam_eval: dict[str, Any], kind: str) -> dict[str, Any]:
-    """The setting eval-cams chose for a CAM kind: {"kind", "lam", "background", "threshold"}."""
-    row = cam_eval["rows"][kind]
-    return {"kind": kind, "lam": row["lambda"] or 0.0, "background": row["background"],
-            "threshold": row["threshold"]}
-
-
 def chosen_predictions(run: str | Path | RunDir, dataset: SegmentationDataset, kind: str,
                        list_name: str | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """(image id, prediction, ground truth) over a list (default: the one cam_eval.json scored),
@@ -119,9 +100,9 @@ def chosen_predictions(run: str | Path | RunDir, dataset: SegmentationDataset, k
     if not run.cam_eval_json.is_file():
         raise SfcError("the run has no CAM evaluation", path=run.cam_eval_json,
                        fix=f"run: python -m sfc_core eval-cams --run {run.root}")
-    cam_eval = json.loads(run.cam_eval_json.read_text())
-    setting = chosen_setting(cam_eval, kind)
-    for image_id in dataset.ids(list_name or cam_eval["list"]):
+    cam_eval = read_cam_eval(run.cam_eval_json)
+    setting = cam_eval.setting(kind)
+    for image_id in dataset.ids(list_name or cam_eval.list_name):
         record = load_cam(run, image_id, num_classes=dataset.num_classes)
         yield image_id, predict_mask(record, **setting), dataset.read_mask(image_id)
 
@@ -255,29 +236,29 @@ def curves(records: list[dict[str, float]], keys: Sequence[str], x: str = "step"
     return fig
 
 
-def threshold_sweep(cam_eval: dict[str, Any], title: str = "", ax: plt.Axes | None = None) -> plt.Figure:
+def threshold_sweep(cam_eval: CamEval, title: str = "", ax: plt.Axes | None = None) -> plt.Figure:
     """mIoU against the background threshold, one line per CAM variant (from cam_eval.json)."""
     fig, ax = _axes(ax, (7.0, 4.0))
-    for name, values in cam_eval["sweep"]["threshold_rule"].items():
+    for name, values in cam_eval.sweep("threshold_rule").items():
         ys = [np.nan if v is None else 100 * v for v in values]
-        ax.plot(cam_eval["thresholds"], ys, marker=".", label=name,
+        ax.plot(cam_eval.thresholds, ys, marker=".", label=name,
                 ls="--" if name.startswith("fused@") else "-", lw=2 if "@" not in name else 1)
     ax.set_xlabel("background threshold")
     ax.set_ylabel("mIoU (%)")
-    ax.set_title(title or f"Background-threshold sweep on {cam_eval['list']}")
+    ax.set_title(title or f"Background-threshold sweep on {cam_eval.list_name}")
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
     return fig
 
 
-def lambda_sweep(cam_evals: dict[str, dict[str, Any]], ax: plt.Axes | None = None) -> plt.Figure:
+def lambda_sweep(cam_evals: dict[str, CamEval], ax: plt.Axes | None = None) -> plt.Figure:
     """mIoU of the fused CAM against lambda, per run: best threshold (solid), reference rule (dashed)."""
     fig, ax = _axes(ax, (7.0, 4.0))
     for run_name, cam_eval in cam_evals.items():
-        lambdas = cam_eval["lambdas"]
-        best = [max((v for v in cam_eval["sweep"]["threshold_rule"][f"fused@{lam:g}"] if v is not None),
+        lambdas = cam_eval.lambdas
+        best = [max((v for v in cam_eval.sweep("threshold_rule")[f"fused@{lam:g}"] if v is not None),
                     default=np.nan) for lam in lambdas]
-        reference = [cam_eval["sweep"]["reference_rule"][f"fused@{lam:g}"] for lam in lambdas]
+        reference = [cam_eval.sweep("reference_rule")[f"fused@{lam:g}"] for lam in lambdas]
         line, = ax.plot(lambdas, 100 * np.asarray(best, dtype=float), marker="o",
                         label=f"{run_name}: best threshold")
         ax.plot(lambdas, 100 * np.asarray([np.nan if r is None else r for r in reference], dtype=float),
@@ -290,20 +271,20 @@ def lambda_sweep(cam_evals: dict[str, dict[str, Any]], ax: plt.Axes | None = Non
     return fig
 
 
-def cam_table(cam_evals: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (run, CAM kind) from cam_eval.json dicts: mIoU in % at the settings chosen on
+def cam_table(cam_evals: dict[str, CamEval]) -> list[dict[str, Any]]:
+    """One row per (run, CAM kind) from cam_eval.json: mIoU in % at the settings chosen on
     the evaluation list, the reference rule, the held-out list, and the calibration figures."""
     rows = []
     for run_name, cam_eval in cam_evals.items():
-        held = cam_eval.get("heldout") or {}
-        for kind, row in cam_eval["rows"].items():
-            calib = cam_eval["calibration"][kind]
+        held = cam_eval.heldout
+        for kind in CAM_KINDS:
+            row, calib = cam_eval.row(kind), cam_eval.calibration(kind)
             rows.append({
                 "run": run_name, "CAM": kind, "lambda": row["lambda"], "threshold": row["threshold"],
-                f"mIoU % ({cam_eval['list']})": _percent(row["miou"]),
-                "mIoU % (reference rule)": _percent(row["reference_rule"]["miou"]),
-                f"mIoU % ({held.get('list', 'held-out')})": _percent(held["rows"][kind]["miou"])
-                if "rows" in held else math.nan,
+                f"mIoU % ({cam_eval.list_name})": _percent(cam_eval.miou(kind)),
+                "mIoU % (reference rule)": _percent(cam_eval.reference_miou(kind)),
+                f"mIoU % ({cam_eval.heldout_list or 'held-out'})": _percent(held.miou(kind))
+                if held else math.nan,
                 "Spearman(ratio, log count)": as_float(calib["spearman_ratio_vs_log_count"]),
                 "head ratio": as_float(calib["head_mean_ratio"]),
                 "tail ratio": as_float(calib["tail_mean_ratio"]),

@@ -1,4 +1,4 @@
-"""Class statistics of a dataset list and the paper's distribution coefficients (verb: stats).
+"""Class statistics of a dataset list and the paper's distribution coefficients (verb: stats, in data/commands.py).
 
 The reference weights the consistency losses per class by w_k = b_k / (n_k + E), normalised
 to mean 1 (method.md 3, reference_code.md 3.4): n_k = images of class k in the training
@@ -6,16 +6,14 @@ list, E = the expected extra samples per class from the image bank, b_k a second
 count the reference hard-codes for VOC without saying what it is. `class_weights` gives the
 kit's w for any dataset: the reference's b_k and E on VOC, `default_second_counts` elsewhere.
 
-    python -m sfc_core stats --dataset synthetic --root data/synthetic --list train_aug
+    python -m sfc_core stats --preset synthetic --data-root data/synthetic --list train_aug
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
-from sfc_core.config import VOC_CLASSES, Config
-from sfc_core.data.voc import SegmentationDataset
+from sfc_core.config import Config
+from sfc_core.data.voc import VOC_CLASSES, SegmentationDataset
 from sfc_core.errors import SfcError
 
 # The reference's b_k ("ben", reference_code.md 3.4), reordered from its frequency order into
@@ -144,26 +142,3 @@ def dataset_stats(dataset: SegmentationDataset, list_name: str, dataset_kind: st
         "imbalance_ratio": round(float(counts.max() / counts.min()), 3) if counts.min() > 0 else None,
         "labels_per_image": {str(k): int(v) for k, v in enumerate(per_image)},
     }
-
-
-def stats_arguments(parser) -> None:
-    parser.add_argument("--dataset", required=True, choices=("voc", "coco", "synthetic"),
-                        help="dataset kind; its preset gives the batch size and bank draws used for E")
-    parser.add_argument("--root", required=True, help="dataset root (synthetic: generated there if needed)")
-    parser.add_argument("--list", dest="list_name", default=None,
-                        help="image list (default: the preset's training list)")
-    from sfc_core.cli import add_override_arguments
-
-    add_override_arguments(parser)
-
-
-def stats_command(args) -> int:
-    from sfc_core.cli import overrides_from_args
-    from sfc_core.data import open_dataset
-
-    cfg = Config.from_preset(args.dataset, {**overrides_from_args(args), "data.root": args.root})
-    dataset = open_dataset(cfg.data)
-    stats = dataset_stats(dataset, args.list_name or cfg.data.train_list, cfg.data.dataset,
-                          cfg.train.batch_size, cfg.train.bank_draws)
-    print(json.dumps(stats, indent=2))
-    return 0

@@ -24,7 +24,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -34,7 +33,14 @@ from PIL import Image
 from tqdm import tqdm
 
 from sfc_core.errors import SfcError
-from sfc_core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from sfc_core.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    remove_stale_temporaries,
+    temporary_sibling,
+)
+from sfc_core.masks import voc_palette
 
 GENERATOR_VERSION = 2
 MARKER = "COMPLETE.json"
@@ -380,21 +386,6 @@ def render(rng: np.random.Generator, objects: list[PlacedObject], classes: list[
 
 
 # -- the dataset -----------------------------------------------------------------------------
-def voc_palette() -> list[int]:
-    """The PASCAL VOC colour map (256 RGB triples, flattened), as in the VOC devkit."""
-    palette = []
-    for index in range(256):
-        r = g = b = 0
-        c = index
-        for bit in range(8):
-            r |= ((c >> 0) & 1) << (7 - bit)
-            g |= ((c >> 1) & 1) << (7 - bit)
-            b |= ((c >> 2) & 1) << (7 - bit)
-            c >>= 3
-        palette += [r, g, b]
-    return palette
-
-
 def primary_quota(num_images: int, min_primary: int) -> np.ndarray:
     """(C,) number of images each class leads: PRIMARY_SHARE, at least ``min_primary``."""
     share = np.array([PRIMARY_SHARE[name] for name in CLASS_NAMES])
@@ -487,7 +478,9 @@ def generate(root: str | Path, size: str = "default", seed: int = 0, shared_part
     if not force and _is_complete(path, parameters):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_stale_temporaries(path.parent)        # what a killed generation left behind
+    work = temporary_sibling(path)
+    work.mkdir()                                 # mode from the umask, as the dataset's files
     try:
         _write_dataset(work, spec, seed, shared_parts, parameters, progress=size != "smoke")
         if path.exists():
@@ -585,26 +578,3 @@ def class_counts(root: str | Path) -> dict[str, dict[str, int]]:
         tally = Counter(k for i in ids for k in labels[i])
         counts[split] = {name: tally[k] for k, name in enumerate(names)}
     return counts
-
-
-# -- CLI -------------------------------------------------------------------------------------
-def synth_arguments(parser) -> None:
-    parser.add_argument("--preset", choices=sorted(SIZES), default="default", help="dataset size")
-    parser.add_argument("--out", default="data/synthetic", help="folder that holds the datasets")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--control", action="store_true",
-                        help="the control set: no shared parts (every class its own large part)")
-    parser.add_argument("--num-images", type=int, default=None,
-                        help="training images (default: the size's own; for large benchmarks)")
-    parser.add_argument("--force", action="store_true", help="regenerate even if cached")
-
-
-def synth_command(args) -> int:
-    path = generate(args.out, size=args.preset, seed=args.seed, shared_parts=not args.control,
-                    force=args.force, num_images=args.num_images)
-    print(path)
-    counts = class_counts(path)
-    print(f"{'class':<10}" + "".join(f"{split:>11}" for split in counts))
-    for name in counts["train_aug"]:
-        print(f"{name:<10}" + "".join(f"{counts[split][name]:>11}" for split in counts))
-    return 0

@@ -23,11 +23,15 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from sfc_core.config import VOC_CLASSES
 from sfc_core.data.transforms import augment, hflip, long_side_scale, normalize, rescale
 from sfc_core.errors import SfcError
+from sfc_core.masks import IGNORE
 
-IGNORE_INDEX = 255
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
+    "train", "tvmonitor",
+)
 LABELS_JSON = "cls_labels.json"
 CLASS_NAMES_TXT = "class_names.txt"
 
@@ -47,7 +51,7 @@ class SegmentationDataset:
         self.root = Path(root)
         if not self.root.is_dir():
             raise SfcError(f"dataset root {self.root} does not exist", path=self.root,
-                           fix="point data.root (--data-root) at the dataset folder")
+                           fix="point data.root at the dataset folder: --set data.root=DIR")
         expected = [image_dir, list_dir] + ([mask_dir] if mask_dir else [])
         missing = [name for name in expected if not (self.root / name).is_dir()]
         if missing:
@@ -105,7 +109,7 @@ class SegmentationDataset:
                 if list_name == "train_aug":    # no download has it: the kit makes it
                     fix = ("make it from the VOC 2012 and SBD downloads: python -m sfc_core prepare voc "
                            "--voc VOCdevkit/VOC2012 --sbd benchmark_RELEASE/dataset --out ROOT, "
-                           "then --data-root ROOT")
+                           "then --set data.root=ROOT")
                 raise SfcError(f"no image list {list_name!r}", path=path, fix=fix)
             # A line is a bare id or "/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png".
             ids = [Path(line.split()[0]).stem if "/" in line else line.split()[0]
@@ -113,6 +117,7 @@ class SegmentationDataset:
             if not ids:
                 raise SfcError(f"image list {list_name!r} is empty", path=path,
                                fix="write one image id per line")
+            _refuse_repeats(ids, list_name, path)
             missing = [i for i in ids if not os.path.exists(self.image_path(i))]
             if missing:
                 raise SfcError(f"image list names {len(missing)} missing image(s), first: "
@@ -153,7 +158,7 @@ class SegmentationDataset:
                 raise SfcError(f"mask has PIL mode {image.mode}, not a palette or grayscale PNG", path=path,
                                fix="save masks as palette PNGs of class indices (0 bg, 1..C, 255 ignore)")
             mask = np.asarray(image)
-        wrong = (mask > self.num_classes) & (mask != IGNORE_INDEX)
+        wrong = (mask > self.num_classes) & (mask != IGNORE)
         if wrong.any():
             raise SfcError(f"mask has class index {int(mask[wrong].max())} but the dataset has "
                            f"{self.num_classes} classes", path=path,
@@ -176,7 +181,7 @@ class SegmentationDataset:
                 raise SfcError(f"no image-level label for {image_id}: no {LABELS_JSON} and no mask",
                                path=path, fix=f"add {self.root / LABELS_JSON} or the segmentation masks")
             present = np.unique(self._read_mask_indices(path))
-            present = present[(present > 0) & (present != IGNORE_INDEX)]
+            present = present[(present > 0) & (present != IGNORE)]
             label = np.zeros(self.num_classes, dtype=np.float32)
             label[present.astype(np.int64) - 1] = 1
             self._mask_labels[image_id] = label
@@ -199,6 +204,20 @@ class SegmentationDataset:
         if self._labels is None:
             self._labels = read_labels_file(self.labels_file, self.num_classes, self.allow_pickle)
         return self._labels
+
+
+def _refuse_repeats(ids: list[str], list_name: str, path: Path) -> None:
+    """An id listed twice would be counted twice (class counts, coefficients, evaluation):
+    refuse the list, naming the first repeated id and its lines, rather than guess which line
+    was meant."""
+    first_line: dict[str, int] = {}
+    for line, image_id in enumerate(ids, 1):
+        if image_id in first_line:
+            repeated = len(ids) - len(set(ids))
+            raise SfcError(f"image list {list_name!r} names {image_id} twice (entries {first_line[image_id]} "
+                           f"and {line}); {repeated} repeated entr{'y' if repeated == 1 else 'ies'} in all",
+                           path=path, fix="keep one line per image id in the list")
+        first_line[image_id] = line
 
 
 def read_labels_file(path: Path, num_classes: int, allow_pickle: bool = False) -> dict[str, np.ndarray]:

@@ -3,7 +3,7 @@
     model = build_model(cfg.model, num_classes)
     out = model(images, valid_mask)      # training: score, cam (PCM-refined), prototype_cam
     cam, proto = model.infer(pair, label)   # inference on an image + its flip
-    model = load_model(run_dir)          # best.pt (else last.pt) of a training run
+    model = load_model(path, engine.load_checkpoint(path), cfg.model, class_names)
 
 New layers (reference_code.md 2.2), all 1x1 convolutions without bias:
 side1..side4 on the detached x1..x4 -> ``model.side_channels`` (hierarchical features),
@@ -12,14 +12,15 @@ resized to the grid and x4.
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sfc_core import engine
 from sfc_core.config import ModelConfig
-from sfc_core.errors import SfcError
 from sfc_core.model import cam as cam_math
 from sfc_core.model.backbone import Backbone, build_backbone
 
@@ -29,12 +30,13 @@ ARCHITECTURE = "sfc"   # recorded in checkpoints and checked when loading
 class SfcNet(nn.Module):
     def __init__(self, backbone: Backbone, num_classes: int,
                  side_channels: tuple[int, int, int, int] = (128, 128, 256, 256),
-                 seed_background_scale: float = 0.3, pcm: bool = True):
+                 seed_background_scale: float = 0.3, pcm: bool = True, seed_rule: str = "argmax"):
         super().__init__()
         self.backbone = backbone
         self.num_classes = num_classes
         self.seed_background_scale = seed_background_scale
         self.pcm = pcm
+        self.seed_rule = seed_rule
         self.sides = nn.ModuleList(nn.Conv2d(c_in, c_out, 1, bias=False)
                                    for c_in, c_out in zip(backbone.channels, side_channels))
         top = backbone.channels[-1]
@@ -66,7 +68,8 @@ class SfcNet(nn.Module):
         return cam_math.hierarchical_features(sides, stages[2].shape[-2:])
 
     def _prototype_cam(self, cam: torch.Tensor, features: torch.Tensor, seed_mask: torch.Tensor) -> torch.Tensor:
-        seeds = cam_math.seeds(cam, seed_mask, self.seed_background_scale)
+        scores = cam if self.seed_rule == "argmax" else cam_math.correlation_iou(cam, features)
+        seeds = cam_math.seeds(scores, seed_mask, self.seed_background_scale)
         return cam_math.prototype_cam(features, cam_math.prototypes(seeds, features))
 
     # -- training ----------------------------------------------------------------------------
@@ -116,7 +119,7 @@ def build_model(model_cfg: ModelConfig, num_classes: int) -> SfcNet:
     """An SfcNet for ``num_classes`` foreground classes (from the dataset) and ``model_cfg``."""
     backbone = build_backbone(model_cfg.backbone, model_cfg.backbone_weights)
     return SfcNet(backbone, num_classes, model_cfg.side_channels, model_cfg.seed_background_scale,
-                  model_cfg.pcm)
+                  model_cfg.pcm, model_cfg.seed_rule)
 
 
 def checkpoint_identity(model_cfg: ModelConfig, class_names: list[str]) -> dict:
@@ -125,24 +128,18 @@ def checkpoint_identity(model_cfg: ModelConfig, class_names: list[str]) -> dict:
             "num_classes": len(class_names), "class_names": list(class_names)}
 
 
-def load_model(run_dir: str | Path, which: str = "best", device: torch.device | str | None = None) -> SfcNet:
-    """The trained SfcNet of a run directory, in eval mode on ``device`` (default: auto).
-
-    ``which`` = "best" (falls back to last.pt when best.pt is absent) or "last". The
-    checkpoint must match RUN_DIR/config.json and class_names.json (SfcError otherwise).
-    """
-    from sfc_core import engine
-    from sfc_core.run_dir import RunDir
-
-    if which not in ("best", "last"):
-        raise SfcError(f"unknown checkpoint {which!r}", fix="use which='best' or which='last'")
-    run = RunDir(run_dir)
-    cfg, class_names = run.load_config(), run.class_names()
-    path = run.best_checkpoint if which == "best" and run.best_checkpoint.is_file() else run.last_checkpoint
-    ckpt = engine.load_checkpoint(path)
-    engine.check_compatible(ckpt, checkpoint_identity(cfg.model, class_names), path)
-    cfg.model.backbone_weights = "none"      # the checkpoint holds every weight
-    model = build_model(cfg.model, len(class_names))
-    model.load_state_dict(ckpt["model"])
+def load_model(path: Path, ckpt: dict, model_cfg: ModelConfig, class_names: list[str],
+               device: torch.device | str | None = None) -> SfcNet:
+    """The SfcNet of a loaded checkpoint ``ckpt`` (read from ``path``, named in errors), in eval
+    mode on ``device`` (default: auto); the checkpoint must match ``model_cfg`` and
+    ``class_names`` (SfcError otherwise). The stage that loads picks the file
+    (``RunDir.inference_checkpoint``: best.pt, else last.pt) and reads it
+    (``engine.load_checkpoint``), so it can also record what made its outputs."""
+    engine.check_compatible(ckpt, checkpoint_identity(model_cfg, class_names), path)
+    model = build_model(dataclasses.replace(model_cfg, backbone_weights="none"), len(class_names))
+    engine.check_shapes(ckpt, model, path, {"model": dataclasses.asdict(model_cfg)}, ("model.",),
+                        fix="use the model settings the checkpoint was trained with (its config is inside "
+                            "it), or train again into a fresh --out")
+    model.load_state_dict(ckpt["model"])      # the checkpoint holds every weight
     device = engine.select_device("auto") if device is None else torch.device(device)
     return model.to(device).eval()

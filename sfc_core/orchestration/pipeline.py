@@ -37,12 +37,12 @@ def trained(cfg: Config, run_dir: str | Path, force: bool = False) -> None:
 
 def evaluated(run_dir: str | Path) -> dict[str, Any]:
     """CAMs of a trained run's evaluation and held-out lists, and their evaluation
-    (``eval_cams``; read back when already written)."""
+    (``eval_cams``, which reads back a cam_eval.json made from the same CAMs)."""
     run = RunDir(run_dir)
     cfg = run.load_config()
     for list_name in (cfg.data.eval_list, cfg.data.heldout_list):
         make_cams(run, list_name)
-    return json.loads(run.cam_eval_json.read_text()) if run.cam_eval_json.is_file() else eval_cams(run)
+    return eval_cams(run)
 
 
 def prepare_runs(configs: dict[str, Config], run_root: str | Path, force: bool = False,
@@ -61,8 +61,8 @@ def prepare_runs(configs: dict[str, Config], run_root: str | Path, force: bool =
 
 def pseudo_masks(run_dir: str | Path, method: str | None = None, force: bool = False) -> dict[str, Any]:
     """Step 2 for one run: CAMs of the training list, pseudo masks by ``method`` ("irn" or
-    "crf"; default the run's ``refine.method``), and their evaluation (``eval_seg``; read back
-    when it already scores ``method``)."""
+    "crf"; default the run's ``refine.method``), and their evaluation (``eval_seg``, which reuses
+    the scores of masks unchanged since they were scored)."""
     run = RunDir(run_dir)
     method = method or run.load_config().refine.method
     if force:
@@ -71,11 +71,7 @@ def pseudo_masks(run_dir: str | Path, method: str | None = None, force: bool = F
         run.seg_eval_json.unlink(missing_ok=True)
     make_cams(run)
     refine(run, method)
-    if run.seg_eval_json.is_file():
-        scored = json.loads(run.seg_eval_json.read_text())
-        if method in scored["methods"]:
-            return scored
-    return eval_seg(run, [method])   # keeps the other method's scores
+    return eval_seg(run, [method])   # keeps (and reuses) the scores of unchanged masks
 
 
 def pseudo_mask_runs(run_dirs: list[str | Path], method: str | None = None, force: bool = False,

@@ -1,0 +1,192 @@
+"""Typed readers of the evaluation files: ``cam_eval.json`` (eval-cams), ``seg_eval.json``
+(eval-seg) and ``final_eval.json`` (segment). Stages write plain JSON; everything that reads
+it (the stages, the orchestration, the figures, the notebooks) goes through these accessors,
+so a field's name is spelt once. Scores are fractions in [0, 1], None where a class is absent
+from both ground truth and prediction. Each file carries ``made_from``, the record of what it
+was computed from (``sfc_core.provenance``).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sfc_core.errors import SfcError
+
+CAM_KINDS = ("classifier", "prototype", "fused")
+
+
+def read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
+    """The JSON object in ``path``; SfcError naming ``what`` and ``fix`` when it cannot be read."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise SfcError(f"cannot read {what} ({type(e).__name__})", path=path, fix=fix) from None
+    if not isinstance(data, dict):
+        raise SfcError(f"{what} is not a JSON object", path=path, fix=fix)
+    return data
+
+
+@dataclass(frozen=True)
+class CamEval:
+    """cam_eval.json: the three CAM kinds at the settings chosen on the evaluation list."""
+
+    data: dict[str, Any]
+
+    @property
+    def list_name(self) -> str:
+        return self.data["list"]
+
+    @property
+    def num_images(self) -> int:
+        return self.data["num_images"]
+
+    @property
+    def classes(self) -> list[str]:
+        """Every class the rows score, background first."""
+        return self.data["classes"]
+
+    @property
+    def image_counts(self) -> dict[str, int]:
+        """Training images per foreground class (list ``image_counts_list``)."""
+        return self.data["image_counts"]
+
+    @property
+    def thresholds(self) -> list[float]:
+        return self.data["thresholds"]
+
+    @property
+    def lambdas(self) -> list[float]:
+        return self.data["lambdas"]
+
+    @property
+    def made_from(self) -> dict[str, Any] | None:
+        return self.data.get("made_from")
+
+    def row(self, kind: str) -> dict[str, Any]:
+        """The row of ``kind``: threshold, lambda, miou, iou / precision / recall per class,
+        reference_rule."""
+        return self.data["rows"][kind]
+
+    def miou(self, kind: str) -> float | None:
+        return self.row(kind)["miou"]
+
+    def iou(self, kind: str) -> dict[str, float | None]:
+        return self.row(kind)["iou"]
+
+    def reference_miou(self, kind: str) -> float | None:
+        """mIoU of ``kind`` under the reference's fixed background rule."""
+        return self.row(kind)["reference_rule"]["miou"]
+
+    def setting(self, kind: str) -> dict[str, Any]:
+        """What eval-cams chose for ``kind``, as ``fusion.predict_mask``'s keyword arguments:
+        ``{"kind", "lam", "background": "threshold", "threshold"}``."""
+        row = self.row(kind)
+        return {"kind": kind, "lam": row["lambda"] or 0.0, "background": row["background"],
+                "threshold": row["threshold"]}
+
+    def calibration(self, kind: str) -> dict[str, Any]:
+        """activation_ratio / fp_share / fn_share per class, spearman_ratio_vs_log_count,
+        head/tail classes and mean ratios."""
+        return self.data["calibration"][kind]
+
+    def activation_ratio(self, kind: str) -> dict[str, float | None]:
+        return self.calibration(kind)["activation_ratio"]
+
+    def sweep(self, rule: str = "threshold_rule") -> dict[str, Any]:
+        """mIoU per variant ("classifier", "prototype", "fused@<lambda>"): a list over
+        ``thresholds`` for the threshold rule, one number for the reference rule."""
+        return self.data["sweep"][rule]
+
+    @property
+    def heldout_list(self) -> str | None:
+        """The held-out list's name (scored or not), None when the dataset has none."""
+        held = self.data.get("heldout")
+        return held["list"] if held else None
+
+    @property
+    def heldout(self) -> CamEval | None:
+        """The same rows on the held-out list (at these settings), None when not scored."""
+        held = self.data.get("heldout")
+        return CamEval(held) if held and "rows" in held else None
+
+
+@dataclass(frozen=True)
+class SegEval:
+    """seg_eval.json: pseudo-mask scores per refinement method."""
+
+    data: dict[str, Any]
+
+    @property
+    def list_name(self) -> str:
+        return self.data["list"]
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.data["methods"])
+
+    def method(self, name: str) -> dict[str, Any]:
+        """uncertain_pixels / scored_pixels / uncertain_share, the two score blocks, made_from."""
+        return self.data["methods"][name]
+
+    def scores(self, name: str, uncertain: str = "background") -> dict[str, Any]:
+        """miou and per-class iou / precision / recall of ``name``'s masks, their uncertain (255)
+        pixels counted as background (the reference) or as ignored."""
+        if uncertain not in ("background", "ignored"):
+            raise ValueError(f"uncertain must be 'background' or 'ignored', not {uncertain!r}")
+        return self.method(name)["uncertain_as_background" if uncertain == "background" else "uncertain_ignored"]
+
+    def miou(self, name: str, uncertain: str = "background") -> float | None:
+        return self.scores(name, uncertain)["miou"]
+
+    def uncertain_share(self, name: str) -> float | None:
+        return self.method(name)["uncertain_share"]
+
+    @property
+    def fused_cam(self) -> dict[str, Any] | None:
+        """The fused CAM's row at the settings cam_eval.json chose, for comparison."""
+        return self.data.get("fused_cam")
+
+
+@dataclass(frozen=True)
+class FinalEval:
+    """final_eval.json: the step-3 network on the held-out list."""
+
+    data: dict[str, Any]
+
+    @property
+    def masks(self) -> str:
+        return self.data["masks"]
+
+    @property
+    def steps(self) -> int:
+        return self.data["steps"]
+
+    @property
+    def kinds(self) -> list[str]:
+        """The scored inference kinds: single_scale, multi_scale_flip (, multi_scale_flip_crf)."""
+        return [kind for kind in ("single_scale", "multi_scale_flip", "multi_scale_flip_crf") if kind in self.data]
+
+    @property
+    def made_from(self) -> dict[str, Any] | None:
+        return self.data.get("made_from")
+
+    def miou(self, kind: str = "multi_scale_flip") -> float | None:
+        return self.data[kind]["miou"]
+
+    def iou(self, kind: str = "multi_scale_flip") -> dict[str, float | None]:
+        return self.data[kind]["iou"]
+
+
+def read_cam_eval(path: Path) -> CamEval:
+    return CamEval(read_json(path, "CAM evaluation", "run: python -m sfc_core eval-cams --run RUN_DIR"))
+
+
+def read_seg_eval(path: Path) -> SegEval:
+    return SegEval(read_json(path, "pseudo-mask evaluation", "run: python -m sfc_core eval-seg --run RUN_DIR"))
+
+
+def read_final_eval(path: Path) -> FinalEval:
+    return FinalEval(read_json(path, "step-3 evaluation",
+                               "run: python -m sfc_core segment --run RUN_DIR --masks MASKS"))

@@ -1,0 +1,168 @@
+"""A small backbone pretrained on the synthetic pretraining set, once, cached by its parameters.
+
+    path = pretrain("data/synthetic/pretrain")           # verb: python -m sfc_core pretrain
+    cfg = resolve_backbone_weights(cfg)                  # "pretrain" -> that path (train calls it)
+
+The backbone (``tiny``) with global average pooling and a linear layer learns the
+single-label classes of ``data/pretrain_set.py`` by cross-entropy (AdamW, one-cycle, random
+horizontal flips), from scratch. The weights file, ``<out>/<backbone>-<key>.pth``, holds
+the backbone's state dict only (the keys ``Backbone`` loads); ``key`` is a hash of the set's
+parameters and the recipe, so a second call with the same ones returns at once, and a
+changed parameter trains a new file. ``<backbone>-<key>.json`` (written after the weights,
+so it marks a complete file) records the parameters, the held-out top-1 accuracy and the time.
+
+``model.backbone_weights = "pretrain"`` names this file: the train stage calls
+``resolve_backbone_weights`` first, which pretrains (or reuses) under
+``<data.root>/pretrain`` and writes the file's path into the run's config.json.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from sfc_core import engine
+from sfc_core.config import Config
+from sfc_core.data.pretrain_set import PretrainSpec, make_images
+from sfc_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from sfc_core.io import atomic_torch_save, atomic_write_json
+from sfc_core.model.backbone import Backbone, build_backbone
+
+PRETRAIN_VERSION = 1
+NAMED_WEIGHTS = "pretrain"       # model.backbone_weights value that means "this stage's file"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    backbone: str = "tiny"
+    epochs: int = 6
+    batch_size: int = 64
+    lr: float = 2e-3                 # AdamW, one-cycle: the synthetic from-scratch recipe
+    weight_decay: float = 1e-4
+    seed: int = 0
+
+
+DEFAULT_SPEC, DEFAULT_RECIPE = PretrainSpec(), Recipe()
+
+
+class Classifier(nn.Module):
+    """Backbone + global average pooling + linear: images (N, 3, S, S) -> logits (N, K)."""
+
+    def __init__(self, backbone: Backbone, num_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.channels[-1], num_classes)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(images)[-1].mean(dim=(2, 3)))
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 (N, S, S, 3) -> float32 (N, 3, S, S), normalised like the datasets' images."""
+    x = torch.from_numpy(images).float().div_(255)
+    x = (x - torch.from_numpy(IMAGENET_MEAN)) / torch.from_numpy(IMAGENET_STD)
+    return x.permute(0, 3, 1, 2).contiguous()
+
+
+def parameters(spec: PretrainSpec, recipe: Recipe) -> dict:
+    return {"version": PRETRAIN_VERSION, "set": dataclasses.asdict(spec), "recipe": dataclasses.asdict(recipe)}
+
+
+def weights_path(root: str | Path, spec: PretrainSpec, recipe: Recipe) -> Path:
+    """``<root>/<backbone>-<12 hex digits of the parameters' hash>.pth``."""
+    key = hashlib.sha256(json.dumps(parameters(spec, recipe), sort_keys=True).encode()).hexdigest()[:12]
+    return Path(root) / f"{recipe.backbone}-{key}.pth"
+
+
+def _is_complete(path: Path, params: dict) -> bool:
+    try:
+        record = json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return False
+    return path.is_file() and record.get("parameters") == json.loads(json.dumps(params))
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch_size: int = 256) -> float:
+    """Top-1 accuracy of ``model`` (in eval mode) on uint8 images (N, S, S, 3), labels (N,)."""
+    model.eval()
+    correct = 0
+    for i in range(0, len(labels), batch_size):
+        logits = model(to_tensor(images[i:i + batch_size]))
+        correct += int((logits.argmax(dim=1).numpy() == labels[i:i + batch_size]).sum())
+    return correct / len(labels)
+
+
+def train_classifier(model: Classifier, images: np.ndarray, labels: np.ndarray, recipe: Recipe,
+                     progress: bool = True) -> None:
+    """Cross-entropy training of ``model`` in place: shuffled batches, random flips."""
+    steps_per_epoch = len(labels) // recipe.batch_size
+    total = recipe.epochs * steps_per_epoch
+    optimizer = engine.make_optimizer("adamw", [{"params": list(model.parameters()), "lr": recipe.lr}],
+                                      0.0, recipe.weight_decay)
+    schedule = engine.make_schedule(optimizer, "onecycle", total)
+    generator = torch.Generator().manual_seed(recipe.seed)
+    model.train()
+    bar = tqdm(total=total, desc="pretrain", unit="step", disable=not progress)
+    for _epoch in range(recipe.epochs):
+        order = torch.randperm(len(labels), generator=generator)
+        for step in range(steps_per_epoch):
+            index = order[step * recipe.batch_size:(step + 1) * recipe.batch_size]
+            x = to_tensor(images[index.numpy()])
+            flip = torch.rand(len(index), generator=generator) < 0.5
+            x[flip] = x[flip].flip(-1)
+            loss = F.cross_entropy(model(x), torch.from_numpy(labels[index.numpy()]))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+
+
+def pretrain(root: str | Path, spec: PretrainSpec = DEFAULT_SPEC, recipe: Recipe = DEFAULT_RECIPE,
+             force: bool = False, progress: bool = True) -> Path:
+    """Train (or reuse) the pretrained backbone; returns the path of its state dict."""
+    params = parameters(spec, recipe)
+    path = weights_path(root, spec, recipe)
+    if not force and _is_complete(path, params):
+        return path
+    engine.seed_everything(recipe.seed)
+    started = time.perf_counter()
+    images, labels = make_images(spec, "train")
+    model = Classifier(build_backbone(recipe.backbone, "none"), spec.num_classes)
+    train_classifier(model, images, labels, recipe, progress)
+    val_images, val_labels = make_images(spec, "val")
+    atomic_torch_save(path, model.backbone.state_dict())
+    atomic_write_json(path.with_suffix(".json"), {
+        "parameters": params, "val_top1": accuracy(model, val_images, val_labels),
+        "chance": 1 / spec.num_classes, "seconds": time.perf_counter() - started,
+        "torch_threads": torch.get_num_threads()})
+    return path
+
+
+# weights field -> the backbone field it belongs to
+WEIGHT_FIELDS = {"model.backbone_weights": "model.backbone",
+                 "refine.irn_backbone_weights": "refine.irn_backbone"}
+
+
+def resolve_backbone_weights(cfg: Config, spec: PretrainSpec = DEFAULT_SPEC,
+                             recipe: Recipe = DEFAULT_RECIPE) -> Config:
+    """A copy of ``cfg`` where every weights field (``WEIGHT_FIELDS``) set to ``"pretrain"``
+    names the pretrained file of its backbone, made under ``<data.root>/pretrain`` if missing."""
+    flat = {key: getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1])
+            for pair in WEIGHT_FIELDS.items() for key in pair}
+    root = Path(cfg.data.root) / "pretrain"
+    changes = {key: str(pretrain(root, spec, dataclasses.replace(recipe, backbone=flat[backbone])))
+               for key, backbone in WEIGHT_FIELDS.items() if flat[key] == NAMED_WEIGHTS}
+    return Config.from_dict(cfg.to_dict()).override(changes) if changes else cfg

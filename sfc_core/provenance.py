@@ -1,0 +1,121 @@
+"""What made a stage's outputs, so that a stage reuses them only when they are what it would make.
+
+Every output folder of a run holds a record, ``<folder>/provenance.json``: a JSON object saying
+what the outputs were made from (the checkpoint's step and a digest of its weights, the
+inputs' own records, the settings). Every evaluation file carries the same kind of record
+under its ``made_from`` key. A stage computes the record of what it is about to make and
+compares: equal, it keeps the finished files that pass a cheap readability check; different
+(or absent), it says so in one line and makes everything again. This is how the synthetic
+generator's cache already works (``data/synthetic.py``: ``.complete`` holds its parameters).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sfc_core.io import atomic_write_json
+
+RECORD = "provenance.json"
+
+
+def canonical(record: Any) -> Any:
+    """``record`` as JSON would give it back (tuples as lists, keys as strings), for comparing."""
+    return json.loads(json.dumps(record, sort_keys=True))
+
+
+def digest(record: Any) -> str:
+    """A short, stable hex digest of a JSON-able record (sha256 of its canonical JSON, 16 hex)."""
+    text = json.dumps(canonical(record), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 (16 hex) over a state dict's names, dtypes, shapes and bytes, in name order."""
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        tensor = state_dict[name].detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}:{tensor.dtype}:{tuple(state_dict[name].shape)};".encode())
+        h.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def checkpoint_record(path: Path, ckpt: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint contributes to a record: its file name, step and weights digest."""
+    return {"file": path.name, "step": int(ckpt.get("step", 0)), "weights": weights_digest(ckpt["model"])}
+
+
+def read_record(folder: Path) -> dict[str, Any] | None:
+    """The record of ``folder``, None when it has none (or an unreadable one)."""
+    try:
+        record = json.loads((Path(folder) / RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def differences(old: dict[str, Any] | None, new: dict[str, Any]) -> str:
+    """One line naming what changed between two records ("no record" when there was none)."""
+    if old is None:
+        return "it has no provenance record"
+    old, new = canonical(old), canonical(new)
+    changed = [f"{key} {_short(old.get(key))} -> {_short(new.get(key))}"
+               for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+    return "; ".join(changed) or "nothing"
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def claim_folder(folder: Path, record: dict[str, Any], what: str) -> bool:
+    """Make ``folder`` the home of outputs made by ``record``.
+
+    When the folder's record equals ``record``, its files are kept (True). Otherwise one line
+    says what changed, the folder's contents are deleted and the new record is written
+    (False), so no output of other inputs or settings is ever reused. ``what`` names the
+    outputs in that line ("cams", "pseudo masks (crf)").
+    """
+    folder = Path(folder)
+    old = read_record(folder)
+    if old is not None and canonical(old) == canonical(record):
+        return True
+    if folder.is_dir() and any(folder.iterdir()):
+        print(f"{what}: {folder} was made from other inputs ({differences(old, record)}): made again")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder / RECORD, record)
+    return False
+
+
+def is_fresh(made_from: Any, record: dict[str, Any]) -> bool:
+    """Whether an evaluation file's ``made_from`` equals the record of what it would be made from."""
+    return made_from is not None and canonical(made_from) == canonical(record)
+
+
+def png_complete(path: Path) -> bool:
+    """A cheap check that a PNG was written to its end: it ends with the IEND chunk."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(-12, 2)
+            return f.read(12) == b"\x00\x00\x00\x00IEND\xaeB`\x82"
+    except OSError:
+        return False
+
+
+def npz_complete(path: Path, fields: tuple[str, ...]) -> bool:
+    """A cheap check that an .npz was written to its end: its zip directory (at the end of the
+    file) opens and lists every field. The arrays themselves are not decoded."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+    return all(f"{name}.npy" in names for name in fields)
+

@@ -1,0 +1,116 @@
+"""The import layers docs/architecture.md describes, read from the source with ``ast``.
+
+Stages (the modules the CLI's verb table names inside sfc_core, with their submodules) import
+only the foundation; the foundation imports no stage and no tooling; tooling (analysis,
+orchestration, benchmarks, ``__main__``) may import anything. Every import counts, lazy ones
+inside functions too, and importing ``a.b.c`` counts as importing ``a`` and ``a.b`` (their
+``__init__`` runs).
+"""
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+from sfc_core.cli import VERBS
+
+REPO = Path(__file__).resolve().parents[1]
+TOOLING_PACKAGES = ("sfc_core.analysis", "sfc_core.orchestration", "benchmarks")
+TOOLING_MODULES = ("sfc_core.__main__",)
+STAGE_PARTS = {"sfc_core.data.prepare_coco": "sfc_core.data.prepare"}   # a stage split over two files
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for package in ("sfc_core", "benchmarks") for p in (REPO / package).rglob("*.py")}
+STAGES = sorted({module for _, module, _, _ in VERBS if module.startswith("sfc_core.")})
+
+
+def _within(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def stage_of(module: str) -> str | None:
+    """The stage a module belongs to (itself, the stage package holding it, or the stage
+    STAGE_PARTS names), else None."""
+    if module in STAGE_PARTS:
+        return STAGE_PARTS[module]
+    owners = [stage for stage in STAGES if _within(module, stage)]
+    return max(owners, key=len) if owners else None
+
+
+def layer(module: str) -> str:
+    if module in TOOLING_MODULES or any(_within(module, p) for p in TOOLING_PACKAGES):
+        return "tooling"
+    return "stage" if stage_of(module) else "foundation"
+
+
+def imported_modules(module: str, path: Path) -> set[str]:
+    """Every project module that ``module`` (the source at ``path``) imports, with the packages
+    above each."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in MODULES)
+    found = set()
+    for name in names:
+        parts = name.split(".")
+        found.update(".".join(parts[:i]) for i in range(1, len(parts) + 1) if ".".join(parts[:i]) in MODULES)
+    return found
+
+
+def violations() -> list[str]:
+    bad = []
+    for module, path in sorted(MODULES.items()):
+        own = layer(module)
+        if own == "tooling":
+            continue
+        for target in sorted(imported_modules(module, path)):
+            other = layer(target)
+            if other == "tooling":
+                bad.append(f"{module} ({own}) imports tooling {target}")
+            elif other == "stage" and stage_of(target) != stage_of(module):
+                bad.append(f"{module} ({own}) imports stage {target}")
+    return bad
+
+
+def test_no_stage_imports_a_stage_and_the_foundation_imports_neither():
+    assert violations() == []
+
+
+def test_the_checker_sees_a_violation(tmp_path, monkeypatch):
+    """A foundation module importing a stage lazily, and a stage importing another, are found."""
+    probe = tmp_path / "probe.py"
+    monkeypatch.setitem(MODULES, "sfc_core._probe", probe)
+    probe.write_text("def f():\n    from sfc_core.cams import make_cams\n")
+    assert violations() == ["sfc_core._probe (foundation) imports stage sfc_core.cams"]
+    probe.write_text("from sfc_core.refine import irn\nfrom sfc_core.analysis import plots\n")
+    monkeypatch.setattr("test_layers.STAGES", [*STAGES, "sfc_core._probe"])
+    assert violations() == ["sfc_core._probe (stage) imports tooling sfc_core.analysis",
+                            "sfc_core._probe (stage) imports tooling sfc_core.analysis.plots",
+                            "sfc_core._probe (stage) imports stage sfc_core.refine",
+                            "sfc_core._probe (stage) imports stage sfc_core.refine.irn"]
+
+
+@pytest.mark.parametrize("name", ["Stages", "Foundation", "Tooling"])
+def test_docs_architecture_lists_every_module_in_its_layer(name):
+    """docs/architecture.md's "Layers" lists are exactly the modules the test classifies."""
+    text = (REPO / "docs" / "architecture.md").read_text()
+    line = re.search(rf"^- {name}( \([^)]*\))?: (.*(?:\n  .*)*)", text, re.M)
+    assert line, f"docs/architecture.md has no '- {name}:' line"
+    listed = set(re.findall(r"`([\w.]+)`", line.group(2)))
+    kind = {"Stages": "stage", "Foundation": "foundation", "Tooling": "tooling"}[name]
+    assert listed == {m for m in MODULES if layer(m) == kind}
