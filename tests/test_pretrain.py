@@ -61,9 +61,12 @@ def test_classes_are_distinct_and_disjoint_from_the_benchmark():
         check_disjoint([*classes, copied])
 
 
-def test_too_many_classes_is_an_sfc_error():
+def test_bad_sizes_are_sfc_errors():
     with pytest.raises(SfcError, match="free"):
         class_definitions(PretrainSpec(num_pairs=500))
+    with pytest.raises(SfcError, match="--epochs 1 or more"):
+        train_classifier(Classifier(build_backbone("tiny", "none"), 2), np.zeros((4, 32, 32, 3), np.uint8),
+                         np.zeros(4, np.int64), Recipe(epochs=0), progress=False)
 
 
 def test_a_few_steps_beat_chance():

@@ -34,6 +34,7 @@ from sfc_core import engine
 from sfc_core.config import Config
 from sfc_core.data.pretrain_set import PretrainSpec, make_images
 from sfc_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from sfc_core.errors import SfcError
 from sfc_core.io import atomic_torch_save, atomic_write_json
 from sfc_core.model.backbone import Backbone, build_backbone
 
@@ -107,6 +108,9 @@ def train_classifier(model: Classifier, images: np.ndarray, labels: np.ndarray, 
     """Cross-entropy training of ``model`` in place: shuffled batches, random flips."""
     steps_per_epoch = len(labels) // recipe.batch_size
     total = recipe.epochs * steps_per_epoch
+    if total < 1:
+        raise SfcError(f"pretraining would take no step ({recipe.epochs} epochs of {len(labels)} images "
+                       f"in batches of {recipe.batch_size})", fix="pass --epochs 1 or more")
     optimizer = engine.make_optimizer("adamw", [{"params": list(model.parameters()), "lr": recipe.lr}],
                                       0.0, recipe.weight_decay)
     schedule = engine.make_schedule(optimizer, "onecycle", total)
