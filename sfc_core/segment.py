@@ -46,7 +46,7 @@ from sfc_core import engine
 from sfc_core.cam_file import load_cam
 from sfc_core.config import Config, RefineConfig, SegmentConfig
 from sfc_core.data import MultiScaleDataset, SegmentationDataset, open_dataset
-from sfc_core.data.transforms import augment
+from sfc_core.data.transforms import augment, device_views
 from sfc_core.errors import SfcError
 from sfc_core.evaluations import read_cam_eval
 from sfc_core.fusion import predict_mask
@@ -282,7 +282,7 @@ def evaluate_network(model: nn.Module, dataset: SegmentationDataset, list_name: 
     written there as palette PNGs."""
     seg, k = cfg.segment, dataset.num_classes + 1
     scales = tuple(seg.eval_scales) if 1.0 in seg.eval_scales else (1.0, *seg.eval_scales)
-    views = MultiScaleDataset(dataset, list_name, scales=scales, flip=True)
+    views = MultiScaleDataset(dataset, list_name, scales=scales)
     shard = Subset(views, range(dist.rank, len(views), dist.world_size))
     loader = DataLoader(shard, batch_size=None, num_workers=cfg.runtime.num_workers)
     kinds = ["single_scale", "multi_scale_flip"] + (["multi_scale_flip_crf"] if seg.eval_crf else [])
@@ -291,7 +291,7 @@ def evaluate_network(model: nn.Module, dataset: SegmentationDataset, list_name: 
     for item in tqdm(loader, desc=f"evaluate on {list_name}", unit="img", disable=not dist.is_main):
         size = tuple(item["size"].tolist())
         with engine.autocast(device, cfg.runtime.amp):
-            probs = [scale_probabilities(model, v.to(device), size) for v in item["images"]]
+            probs = [scale_probabilities(model, device_views(v, device), size) for v in item["images"]]
         labels = {"single_scale": probs[scales.index(1.0)][0].argmax(0),
                   "multi_scale_flip": sum(p.sum(0) for p, s in zip(probs, scales)
                                           if s in seg.eval_scales).argmax(0)}

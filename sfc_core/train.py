@@ -52,7 +52,13 @@ from sfc_core.bank import ImageBank
 from sfc_core.config import ABLATIONS, Config, TrainConfig, parse_overrides
 from sfc_core.data import MultiScaleDataset, SegmentationDataset, TrainDataset, open_dataset
 from sfc_core.data.stats import class_weights
-from sfc_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, valid_mask_from_boxes
+from sfc_core.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    device_views,
+    normalize_crops,
+    valid_mask_from_boxes,
+)
 from sfc_core.errors import SfcError
 from sfc_core.io import atomic_write_json
 from sfc_core.losses import classification_loss, prototype_consistency, scale_consistency
@@ -235,7 +241,7 @@ def _train(cfg: Config, run: RunDir, resume: bool, stop_after: int | None, dist:
             epoch, done_in_epoch = divmod(step, steps_per_epoch)
             for batch in _epoch_loader(train_set, sampler, epoch, done_in_epoch, local_batch,
                                        cfg.runtime.num_workers, device):
-                images = batch["image"].to(device, non_blocking=True)
+                images = normalize_crops(batch["image"], batch["box"], device)
                 images, boxes, labels = append_bank_draws(bank, images, batch["box"], batch["label"],
                                                           local_draws, generator)
                 if channels_last:
@@ -339,7 +345,7 @@ def validate(model: SfcNet, dataset: SegmentationDataset, list_name: str, device
     [1, label], CAMs upsampled bilinearly to the image, max-normalised, arg-max over C+1.
     Under DDP each rank scores its share and the confusion matrices are summed."""
     dist = dist or engine.DistInfo()
-    items = MultiScaleDataset(dataset, list_name, scales=(1.0,), flip=False)
+    items = MultiScaleDataset(dataset, list_name, scales=(1.0,))
     shard = Subset(items, range(dist.rank, len(items), dist.world_size))
     loader = DataLoader(shard, batch_size=None, num_workers=num_workers,
                         generator=torch.Generator().manual_seed(0))
@@ -349,7 +355,7 @@ def validate(model: SfcNet, dataset: SegmentationDataset, list_name: str, device
     was_training = model.training
     model.eval()
     for item in tqdm(loader, desc=f"validate ({list_name})", leave=False, disable=not dist.is_main):
-        image = item["images"][0].to(device)
+        image = device_views(item["images"][0], device, flip=False)
         label_mask = torch.cat([torch.ones(1), item["label"]]).to(device)[None, :, None, None]
         with engine.autocast(device, amp):
             out = model(image, label_mask)

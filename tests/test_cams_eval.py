@@ -109,7 +109,8 @@ def test_make_cams_sums_scales_max_normalises_and_resumes(hand_run):
     np.testing.assert_array_equal(record.keys, [0, 1, 2])
     for saved, total in zip((record.classifier, record.prototype), totals):
         expected = (total / (total.amax(dim=(1, 2), keepdim=True) + 1e-5))[[0, 1, 2]].numpy()
-        np.testing.assert_allclose(saved, expected, atol=2e-3)
+        # the float32 CPU pipeline of old (normalise and flip in the loader) rounded to float16
+        np.testing.assert_array_equal(saved, expected.astype(np.float16).astype(np.float32))
     # resumable: only the missing file is made again
     before = {i: run.cam_file(i).stat().st_mtime_ns for i in VOC_LISTS["train"]}
     run.cam_file(image_id).unlink()
