@@ -202,11 +202,12 @@ class JpegImages(RandomImages):
             return np.asarray(image.convert("RGB"))
 
 
-def today_train_item(dataset, index: int) -> dict:
+def today_train_item(dataset, key: tuple[int, int]) -> dict:
     """Today's TrainDataset item: the same draws, the crop normalised to float32 on the CPU."""
     from sfc_core.data.transforms import augment, long_side_scale
 
-    rng = np.random.default_rng([dataset.seed, dataset.epoch, index])
+    epoch, index = key
+    rng = np.random.default_rng([dataset.seed, epoch, index])
     image = dataset.dataset.read_image(dataset.ids[index])
     scale = long_side_scale(image.shape[:2], dataset.resize_long, rng)
     image, _, box = augment(image, None, rng, dataset.crop_size, scale, dataset.flip)
@@ -227,8 +228,8 @@ def bench_loader(cfg: Config, images: int, repeats: int, size: tuple[int, int]) 
     with tempfile.TemporaryDirectory() as folder:
         source = JpegImages(Path(folder), images, size, 20)
         dataset = TrainDataset(source, "bench", cfg.data.crop_size, tuple(cfg.data.resize_long), seed=cfg.runtime.seed)
-        items = {"today": lambda: [today_train_item(dataset, i) for i in range(images)],
-                 "kit": lambda: [dataset[i] for i in range(images)]}
+        items = {"today": lambda: [today_train_item(dataset, (0, i)) for i in range(images)],
+                 "kit": lambda: [dataset[0, i] for i in range(images)]}
         seconds = alternate(items, repeats)
         today, kit = default_collate(items["today"]()), default_collate(items["kit"]())
     identical = torch.equal(normalize_crops(kit["image"], kit["box"], "cpu"), today["image"])

@@ -40,6 +40,7 @@ from sfc_core.engine import (
     cleanup_distributed,
     gather_objects,
     load_checkpoint,
+    loader_workers,
     select_device,
     setup_distributed,
 )
@@ -147,7 +148,7 @@ def write_cams(run: RunDir, cfg: Config, model: torch.nn.Module, views: Dataset,
     (float16) back per image, the files written by a `BackgroundWriter` beside the device.
     ``desc``: the progress bar's title (None: no bar)."""
     loader = DataLoader(views, batch_size=1, collate_fn=_only_item,
-                        num_workers=cfg.runtime.num_workers if len(views) else 0,
+                        num_workers=loader_workers(cfg.runtime.num_workers, device) if len(views) else 0,
                         pin_memory=device.type == "cuda")
     with torch.inference_mode(), BackgroundWriter() as writer:
         for item in tqdm(loader, desc=desc, total=len(views), disable=desc is None, unit="img"):

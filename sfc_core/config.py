@@ -34,7 +34,8 @@ class RuntimeConfig:
     device: str = "auto"                  # "auto" | "cpu" | "cuda" | "cuda:N"
     amp: bool = True                      # mixed precision on GPU (bf16, else fp16 + scaler)
     channels_last: bool = True            # on GPU
-    num_workers: int = 2                  # DataLoader workers (and refine's CRF processes)
+    num_workers: int | str = "auto"       # DataLoader workers (and refine's CRF processes): a count,
+                                          # or "auto": cores - 2 on a GPU, 2 on a CPU (engine.loader_workers)
     seed: int = 10
 
 
@@ -323,6 +324,7 @@ LIMITS: dict[str, Limit] = {
 FREE_FORM = {"data.root", "data.labels_file", "data.train_list", "data.eval_list", "data.heldout_list",
              "model.backbone_weights", "refine.irn_backbone_weights", "segment.backbone_weights"}
 DEVICE_KEYS = {"runtime.device"}         # auto, cpu, cuda, cuda:N (check_device)
+AUTO_KEYS = {"runtime.num_workers"}      # "auto" or a number within the key's limit
 
 
 def check_value(key: str, value: Any) -> Any:
@@ -330,6 +332,10 @@ def check_value(key: str, value: Any) -> Any:
     the key, the value and the allowed range."""
     if key in DEVICE_KEYS:
         return check_device(value, key)
+    if key in AUTO_KEYS:
+        if value == "auto":
+            return value
+        value = _coerce(value, int, key)
     limit = LIMITS.get(key)
     if limit is None or limit.allows(value):
         return value

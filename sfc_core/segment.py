@@ -283,7 +283,7 @@ def evaluate_network(model: nn.Module, dataset: SegmentationDataset, list_name: 
     scales = tuple(seg.eval_scales) if 1.0 in seg.eval_scales else (1.0, *seg.eval_scales)
     views = MultiScaleDataset(dataset, list_name, scales=scales)
     shard = Subset(views, range(dist.rank, len(views), dist.world_size))
-    loader = DataLoader(shard, batch_size=None, num_workers=cfg.runtime.num_workers)
+    loader = DataLoader(shard, batch_size=None, num_workers=engine.loader_workers(cfg.runtime.num_workers, device))
     kinds = ["single_scale", "multi_scale_flip"] + (["multi_scale_flip_crf"] if seg.eval_crf else [])
     conf = {kind: np.zeros((k, k), np.int64) for kind in kinds}
     model.eval()
@@ -399,7 +399,7 @@ def _train(state: engine.TrainState, cfg: Config, crops: MaskedCrops, out: RunDi
     loop = engine.Loop(crops, partial(epoch_keys, len(crops), seed, dist=dist), local_batch, steps_per_epoch,
                        seg.iterations, update, update.log, seg.log_every, seg.checkpoint_every,
                        images_per_step=seg.batch_size,     # global: every process takes 1/N
-                       num_workers=cfg.runtime.num_workers,
+                       num_workers=engine.loader_workers(cfg.runtime.num_workers, device),
                        pin_memory=device.type == "cuda", desc=f"segment {name}")
     done = engine.run_loop(state, loop, engine.LoopFiles(out.last_checkpoint, out.metrics_jsonl, out.tensorboard),
                            dist)

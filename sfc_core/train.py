@@ -221,10 +221,11 @@ def _setup(cfg: Config, run: RunDir, dataset: SegmentationDataset, device: torch
     trainable = [p for group in model.parameter_groups().values() for p in group]
     update = SfcUpdate(ddp_objective, state, trainable, t, local_draws, cfg.runtime, device, dist)
     validation = SfcValidation(cfg, dataset, run, state, device, dist, max_steps)
-    loop = engine.Loop(train_set, partial(_epoch_order, train_set, sampler), local_batch, steps_per_epoch,
+    loop = engine.Loop(train_set, partial(_epoch_order, sampler), local_batch, steps_per_epoch,
                        max_steps, update, update.log, t.log_every, t.checkpoint_every,
                        images_per_step=t.batch_size + t.bank_draws,   # global: every process takes 1/N of each
-                       after_step=validation, num_workers=cfg.runtime.num_workers, pin_memory=device.type == "cuda")
+                       after_step=validation, num_workers=engine.loader_workers(cfg.runtime.num_workers, device),
+                       pin_memory=device.type == "cuda")
     return state, loop
 
 
@@ -285,7 +286,8 @@ class SfcValidation:
         if t.val_every == 0 or (step % t.val_every != 0 and step != self.max_steps):
             return
         scores = validate(self.state.model, self.dataset, self.cfg.data.eval_list, self.device, self.dist,
-                          self.cfg.runtime.num_workers, self.cfg.runtime.amp)
+                          engine.loader_workers(self.cfg.runtime.num_workers, self.device),
+                          self.cfg.runtime.amp)
         logger.log(step, {f"val/{name}": value for name, value in scores.items()})
         if scores["miou_cam"] + scores["miou_prototype"] > self.state.meta["best"]["score"]:
             self.state.meta["best"] = {"score": scores["miou_cam"] + scores["miou_prototype"], "step": step,
@@ -314,11 +316,11 @@ def _claim_run_dir(run: RunDir, cfg: Config, resume: bool) -> None:
                        fix="resume with the run's preset, flags and --set values, or choose a fresh --out")
 
 
-def _epoch_order(train_set: TrainDataset, sampler: DistributedSampler, epoch: int) -> list[int]:
-    """This process's sample indices of ``epoch`` (DistributedSampler: a function of seed and epoch)."""
-    train_set.set_epoch(epoch)
+def _epoch_order(sampler: DistributedSampler, epoch: int) -> list[tuple[int, int]]:
+    """This process's (epoch, index) sample keys of ``epoch`` (DistributedSampler: a function
+    of seed and epoch)."""
     sampler.set_epoch(epoch)
-    return list(sampler)
+    return [(epoch, index) for index in sampler]
 
 
 @torch.no_grad()

@@ -121,9 +121,8 @@ def test_train_items_have_the_crop_and_the_box_of_the_real_image(tmp_path):
     labels = expected_labels(VOC_IMAGES, VOC_LISTS["train"], 3)
     cropped = padded = 0
     for epoch in range(4):
-        train.set_epoch(epoch)
         for index in range(len(train)):
-            item = train[index]
+            item = train[epoch, index]
             assert item["name"] == VOC_LISTS["train"][index]
             assert item["image"].shape == (3, 24, 24) and item["image"].dtype == torch.uint8
             assert item["box"].dtype == torch.int64 and item["box"].shape == (4,)
@@ -147,11 +146,9 @@ def test_train_transform_without_resize_is_the_normalised_image_or_its_flip(tmp_
     flipping = TrainDataset(ds, "train", crop_size=32, resize_long=(30, 30), flip=True, seed=5)
     flips = 0
     for epoch in range(3):
-        plain.set_epoch(epoch)
-        flipping.set_epoch(epoch)
         for index in (0, 1, 4):     # the 20x30 images
             a, b = (dict(item, image=normalize_crops(item["image"][None], item["box"][None])[0])
-                    for item in (plain[index], flipping[index]))
+                    for item in (plain[epoch, index], flipping[epoch, index]))
             assert torch.equal(a["box"], b["box"])     # flip draws do not move the crop
             y0, y1, x0, x1 = a["box"].tolist()
             assert (y1 - y0, x1 - x0) == (20, 30)
@@ -190,23 +187,19 @@ def test_train_samples_are_a_function_of_seed_epoch_and_index(tmp_path):
     ds = SegmentationDataset(write_voc_tree(tmp_path))
     first = TrainDataset(ds, "train", crop_size=16, resize_long=(8, 40), seed=7)
     second = TrainDataset(ds, "train", crop_size=16, resize_long=(8, 40), seed=7)
-    first.set_epoch(2)
-    second.set_epoch(2)
     for index in reversed(range(len(first))):     # any order gives the same samples
-        a, b = first[index], second[index]
+        a, b = first[2, index], second[2, index]
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["box"], b["box"])
-    second.set_epoch(3)
-    assert any(not torch.equal(first[i]["image"], second[i]["image"]) for i in range(len(first)))
+    assert any(not torch.equal(first[2, i]["image"], second[3, i]["image"]) for i in range(len(first)))
     other_seed = TrainDataset(ds, "train", crop_size=16, resize_long=(8, 40), seed=8)
-    other_seed.set_epoch(2)
-    assert any(not torch.equal(first[i]["image"], other_seed[i]["image"]) for i in range(len(first)))
+    assert any(not torch.equal(first[2, i]["image"], other_seed[2, i]["image"]) for i in range(len(first)))
 
 
 def test_train_samples_do_not_depend_on_dataloader_workers(tmp_path):
     ds = SegmentationDataset(write_voc_tree(tmp_path))
     train = TrainDataset(ds, "train", crop_size=16, resize_long=(8, 40), seed=1)
-    train.set_epoch(4)
-    batches = [list(torch.utils.data.DataLoader(train, batch_size=2, num_workers=workers))
+    keys = [(4, i) for i in range(len(train))]
+    batches = [list(torch.utils.data.DataLoader(train, batch_size=2, sampler=keys, num_workers=workers))
                for workers in (0, 2)]
     for a, b in zip(*batches):
         assert a["name"] == b["name"]

@@ -121,3 +121,21 @@ def test_cams_stage_names_the_file_a_writer_could_not_write(tmp_path, monkeypatc
     message = str(error.value)
     assert "No space left on device" in message and str(run.cam_file("2007_000001")) in message
     assert f"python -m sfc_core cams --run {run.root}" in message
+
+
+def test_loader_workers_auto_is_cores_minus_two_on_a_gpu_and_two_on_a_cpu(monkeypatch):
+    from sfc_core import engine
+    from sfc_core.config import Config
+
+    cfg = Config.from_preset("synthetic")
+    assert cfg.runtime.num_workers == "auto"
+    monkeypatch.setattr(engine.os, "cpu_count", lambda: 16)
+    assert engine.loader_workers("auto", torch.device("cuda")) == 14
+    assert engine.loader_workers("auto", torch.device("cpu")) == engine.CPU_LOADER_WORKERS == 2
+    monkeypatch.setattr(engine.os, "cpu_count", lambda: 2)
+    assert engine.loader_workers("auto", torch.device("cuda")) == 1
+    assert engine.loader_workers(cfg.override({"runtime.num_workers": "3"}).runtime.num_workers,
+                                 torch.device("cuda")) == 3
+    for bad in ("-1", "many"):
+        with pytest.raises(SfcError, match="runtime.num_workers"):
+            cfg.override({"runtime.num_workers": bad})

@@ -273,10 +273,9 @@ class TrainDataset(Dataset):
 
     Random long-side resize (integer L uniform in resize_long, both ends, bicubic), ImageNet
     normalisation, horizontal flip with p=0.5, random crop to crop_size x crop_size with zero
-    padding. The randomness of item `index` is a pure function of (seed, epoch, index), so a
-    resumed run and any number of DataLoader workers see the same samples. Call
-    `set_epoch(e)` before building each epoch's DataLoader iterator (with
-    `persistent_workers=True` the workers keep the epoch they were started with).
+    padding. Items are keyed by `(epoch, index)` and their randomness is a pure function of
+    (seed, epoch, index), so a resumed run and any number of DataLoader workers, started once
+    for the whole run, see the same samples.
 
     Item: `name` str, `image` uint8 (3, S, S) (0 outside the box), `box` int64 (4,) =
     [y0, y1, x0, x1] of the real image inside the crop (half-open), `label` float32 (C,). The
@@ -293,16 +292,13 @@ class TrainDataset(Dataset):
         self.resize_long = resize_long
         self.flip = flip
         self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, index: int) -> dict:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        epoch, index = key
+        rng = np.random.default_rng([self.seed, epoch, index])
         image = self.dataset.read_image(self.ids[index])
         scale = long_side_scale(image.shape[:2], self.resize_long, rng)
         image, _, box = augment(image, None, rng, self.crop_size, scale, self.flip, normalise=False)

@@ -36,7 +36,7 @@ from sfc_core.cam_file import load_cam
 from sfc_core.config import Config
 from sfc_core.crf import confidence_scores, confident_labels, rule_scores
 from sfc_core.data import SegmentationDataset, open_dataset
-from sfc_core.engine import select_device
+from sfc_core.engine import loader_workers, select_device
 from sfc_core.errors import SfcError
 from sfc_core.fusion import fuse
 from sfc_core.io import atomic_write_text
@@ -103,7 +103,7 @@ def write_confident_labels(run: RunDir, cfg: Config, dataset: SegmentationDatase
     todo = [image_id for image_id in ids if not (out_dir / f"{image_id}.png").is_file()]
     task = partial(_confident_label_task, run, cfg, dataset, out_dir)
     bar = tqdm(total=len(todo), desc=f"refine: confident labels -> {out_dir.name}", unit="img")
-    processes = min(cfg.runtime.num_workers, len(todo))
+    processes = min(loader_workers(cfg.runtime.num_workers, torch.device("cpu")), len(todo))   # CPU work
     if processes > 1:
         with multiprocessing.get_context("spawn").Pool(processes) as pool:
             # big chunks: the task (with the dataset object) is pickled once per chunk
