@@ -210,3 +210,11 @@ def test_coco_flat_mask_layout_by_configuration(tmp_path):
     cfg = Config.from_preset("coco", {"data.root": str(out), "data.coco_mask_layout": "flat"})
     dataset = open_dataset(cfg.data)
     assert dataset.read_mask("COCO_val2014_000000000042").max() == 24
+
+
+def test_prepare_voc_in_place_writes_into_the_voc_tree(downloads):
+    voc, sbd = downloads
+    prepare_voc(voc, sbd, voc)
+    assert not (voc / "JPEGImages").is_symlink()
+    assert (voc / "ImageSets/Segmentation/train.txt").read_text().split() == VOC_LISTS["train"]
+    assert SegmentationDataset(voc).ids("train_aug") == TRAIN_AUG
