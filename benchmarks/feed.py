@@ -31,7 +31,9 @@ CAM_ROWS = 3                    # K' of a typical CAM file: background + 2 class
 
 def alternate(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, dict[str, float]]:
     """Wall and process-CPU seconds of each variant summed over ``repeats`` calls, the variants
-    taking turns (order reversed every other repeat)."""
+    taking turns (order reversed every other repeat), after one untimed warm-up call each."""
+    for run in variants.values():
+        run()
     seconds = {name: {"wall_s": 0.0, "cpu_s": 0.0} for name in variants}
     for repeat in range(repeats):
         for name in list(variants)[:: 1 if repeat % 2 == 0 else -1]:
@@ -147,25 +149,42 @@ def today_write_cams(run: RunDir, cfg: Config, model: torch.nn.Module, source: R
                        prototype[rows].cpu().numpy(), model.num_classes)
 
 
+def network_only(cfg: Config, model: torch.nn.Module, prepared: list[list[torch.Tensor]], labels: np.ndarray,
+                 size: tuple[int, int], device: torch.device) -> None:
+    """The part of the loop both variants share: ``cams.multiscale_cams`` on views ``prepared``
+    beforehand (per image, per scale), the kept rows copied back (nothing loaded or written)."""
+    from sfc_core.cams import multiscale_cams
+
+    for views, label in zip(prepared, labels):
+        maps = multiscale_cams(model, views, torch.from_numpy(label).to(device), size, cfg.cams.mask_by_label)
+        rows = torch.from_numpy(present_keys(label)).to(device)
+        [m[rows].cpu() for m in maps]
+
+
 def bench_camstage(cfg: Config, model: torch.nn.Module, size: tuple[int, int], device: torch.device,
                    images: int, repeats: int) -> dict:
     """Images/s of the CAM stage's loop (load, every scale with its flip, the kept rows back,
     the file written) on ``images`` random images of ``size``, the loader in this process
-    (``runtime.num_workers`` 0): today's against ``cams.write_cams``. ``identical``: whether
-    both wrote the same files' arrays."""
+    (``runtime.num_workers`` 0): today's against ``cams.write_cams``, and ``network``, the
+    network and the copy back alone (what no loader or writer change can speed up).
+    ``identical``: whether today and the kit wrote the same files' arrays."""
     from sfc_core.cams import write_cams
 
     cfg = cfg.override({"runtime.num_workers": 0})
     source = RandomImages(images, size, model.num_classes)
     views = MultiScaleDataset(source, "bench", scales=tuple(cfg.cams.scales))
+    prepared = [[v.to(device) for v in today_views(image, cfg.cams.scales, cfg.cams.flip)]
+                for image in source.images]
     with tempfile.TemporaryDirectory() as folder, torch.inference_mode():
         runs = {"today": RunDir(Path(folder, "today")), "kit": RunDir(Path(folder, "kit"))}
         seconds = alternate({"today": lambda: today_write_cams(runs["today"], cfg, model, source, device),
-                             "kit": lambda: write_cams(runs["kit"], cfg, model, views, device)}, repeats)
+                             "kit": lambda: write_cams(runs["kit"], cfg, model, views, device),
+                             "network": lambda: network_only(cfg, model, prepared, source.labels(""), size, device)},
+                            repeats)
         identical = all(_same_npz(runs["today"].cam_file(i), runs["kit"].cam_file(i)) for i in source.ids(""))
     result = {"image_size": list(size), "scales": list(cfg.cams.scales), "flip": cfg.cams.flip,
               "images": images, "repeats": repeats, "identical": identical}
-    for name in runs:
+    for name in seconds:
         result[name] = {"images_per_s": images * repeats / seconds[name]["wall_s"],
                         "cpu_ms_per_image": 1000 * seconds[name]["cpu_s"] / (images * repeats)}
     return {**result, **speedups(seconds)}

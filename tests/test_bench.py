@@ -167,5 +167,5 @@ def test_bench_verb_reports_well_formed_numbers(tmp_path, capsys):
                for key in ("ms_per_file", "cpu_ms_per_file", "read_ms_per_file"))
     stage = printed["camstage"]
     assert stage["identical"] is True and stage["images"] == 1 and stage["scales"] == [1.0, 0.5]
-    assert all(_finite_positive(stage[v]["images_per_s"]) for v in ("today", "kit"))
+    assert all(_finite_positive(stage[v]["images_per_s"]) for v in ("today", "kit", "network"))
     assert stage["speedup_wall"] == pytest.approx(stage["kit"]["images_per_s"] / stage["today"]["images_per_s"])
