@@ -4,6 +4,7 @@ Devices and precision
     select_device(name="auto", dist=None, option="runtime.device") -> torch.device   "auto": cuda
                                              (this rank's GPU) or cpu; a bad name names option
     loader_workers(runtime.num_workers, device) -> int   "auto": cores - 2 on a GPU, 2 on a CPU
+    to_device(tensor, device)                a CPU tensor copied without blocking (pinned on CUDA)
     autocast(device, enabled)                context: bf16 where supported, else fp16; CPU no-op
     make_grad_scaler(device, enabled)        a GradScaler, active only for fp16 on CUDA
     optimizer_step(loss, optimizer, scaler, parameters, grad_clip) -> grad norm
@@ -163,6 +164,14 @@ def gather_objects(obj: Any, dist: DistInfo) -> list[Any]:
 
 
 # -- devices and precision -----------------------------------------------------------------
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` (on the CPU) on ``device`` without the host waiting: a non-blocking copy, from
+    pinned memory on CUDA (a copy from pageable memory would wait for the GPU's queue)."""
+    if device.type == "cuda" and not tensor.is_pinned():
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
 
 CPU_LOADER_WORKERS = 2   # "auto" on a CPU: the workers share the cores with the network's threads
 

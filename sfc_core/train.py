@@ -254,7 +254,8 @@ class SfcUpdate:
             images = images.contiguous(memory_format=torch.channels_last)
         with engine.out_of_memory_hint("train.batch_size", t.batch_size):
             with engine.autocast(self.device, self.runtime.amp):
-                losses, outputs = self.objective(images, boxes.to(self.device), labels.to(self.device))
+                losses, outputs = self.objective(images, engine.to_device(boxes, self.device),
+                                                 engine.to_device(labels, self.device))
             grad_norm = engine.optimizer_step(losses["total"], self.state.optimizer, self.state.scaler,
                                               self.trainable, t.grad_clip)
         return {"loss": losses["total"], "losses": losses, "grad_norm": grad_norm, "image": images[0],

@@ -146,7 +146,7 @@ def nearest_source_index(out_size: int, in_size: int, device: torch.device | Non
     """int64 (out_size,): the input pixel each output pixel takes under
     `F.interpolate(mode="nearest")`, i.e. floor(i * in/out) computed in float32 as PyTorch
     does, so the result matches it bit for bit."""
-    scale = torch.tensor(in_size, dtype=torch.float32, device=device) / out_size
+    scale = torch.full((), in_size, dtype=torch.float32, device=device) / out_size   # made there: no copy
     index = (torch.arange(out_size, dtype=torch.float32, device=device) * scale).floor().long()
     return index.clamp_(max=in_size - 1)
 
