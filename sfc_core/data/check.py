@@ -64,6 +64,16 @@ def check_dataset(dataset: SegmentationDataset, lists: list[str], workers: int |
     return problems
 
 
+def raise_on_problems(problems: list[Problem], lists: list[str], root: str | os.PathLike) -> None:
+    """Print every problem, then stop with one message counting them (nothing when none)."""
+    for problem in problems:
+        print(problem)
+    if problems:
+        raise SfcError(f"{len(problems)} problem(s) in list(s) {', '.join(lists)} (listed above)",
+                       path=root,
+                       fix="repair or regenerate the files named above (or remove their ids from the lists)")
+
+
 def _masks_expected(dataset: SegmentationDataset, ids: list[str]) -> bool:
     """Whether every image of a list needs a mask: its labels come from masks (no label
     file), or some of its images have one (an evaluation list)."""

@@ -15,10 +15,9 @@ import json
 
 from sfc_core.cli import add_config_arguments, config_from_args
 from sfc_core.data import open_dataset
-from sfc_core.data.check import check_dataset
+from sfc_core.data.check import check_dataset, raise_on_problems
 from sfc_core.data.stats import dataset_stats
 from sfc_core.data.synthetic import SIZES, class_counts, generate
-from sfc_core.errors import SfcError
 
 
 def synth_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,13 +69,7 @@ def check_command(args: argparse.Namespace) -> int:
     dataset = open_dataset(cfg.data)
     lists = args.lists.split(",") if args.lists else [cfg.data.train_list, cfg.data.eval_list,
                                                       cfg.data.heldout_list]
-    problems = check_dataset(dataset, lists, args.workers)
-    for problem in problems:
-        print(problem)
-    if problems:
-        raise SfcError(f"{len(problems)} problem(s) in list(s) {', '.join(lists)} (listed above)",
-                       path=dataset.root,
-                       fix="repair or regenerate the files named above (or remove their ids from the lists)")
+    raise_on_problems(check_dataset(dataset, lists, args.workers), lists, dataset.root)
     images = len({image_id for name in lists for image_id in dataset.ids(name)})
     print(f"check: all {images} image(s) of list(s) {', '.join(lists)} decode, with their masks and labels")
     return 0
