@@ -94,6 +94,18 @@ def claim_folder(folder: Path, record: dict[str, Any], what: str) -> bool:
     return False
 
 
+def refuse_other_inputs(folder: Path, record: dict[str, Any], what: str, fix: str) -> None:
+    """SfcError when ``folder`` holds outputs whose record differs from ``record`` (or that
+    have none): for outputs too costly to remake silently. ``fix`` names the flag that does."""
+    from sfc_core.errors import SfcError
+
+    folder = Path(folder)
+    old = read_record(folder)
+    if folder.is_dir() and any(folder.iterdir()) and (old is None or canonical(old) != canonical(record)):
+        raise SfcError(f"{what} in {folder} was made from other inputs ({differences(old, record)})",
+                       path=folder, fix=fix)
+
+
 def is_fresh(made_from: Any, record: dict[str, Any]) -> bool:
     """Whether an evaluation file's ``made_from`` equals the record of what it would be made from."""
     return made_from is not None and canonical(made_from) == canonical(record)
