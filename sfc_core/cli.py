@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 
 from sfc_core.errors import SfcError
@@ -85,6 +86,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: finished work is kept; run the same command again to resume",
-              file=sys.stderr)
+        print(f"interrupted: finished work is kept; to resume, run: "
+              f"{resume_command(sys.argv[1:] if argv is None else argv, args.verb)}", file=sys.stderr)
         return 130
+
+
+# Verbs whose rerun continues only with a flag; every other verb resumes when run again as it was.
+RESUME_FLAGS = {"train": "--resume"}
+
+
+def resume_command(argv: list[str], verb: str) -> str:
+    """The command line that continues an interrupted ``python -m sfc_core`` ARGV."""
+    flag = RESUME_FLAGS.get(verb)
+    return shlex.join(["python", "-m", "sfc_core", *argv, *([flag] if flag and flag not in argv else [])])

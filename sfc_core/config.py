@@ -71,6 +71,8 @@ class ModelConfig:
     backbone_weights: str = "imagenet"    # "imagenet" (torchvision download) | a .pth path | "none"
     side_channels: tuple[int, int, int, int] = (128, 128, 256, 256)  # hierarchical features
     seed_background_scale: float = 0.3    # background channel x 0.3 before the seed arg-max
+    seed_rule: str = "argmax"             # seeds: "argmax" of the CAM (SFC) | "sipe": arg-max of the IoU
+                                          # of feature correlation and CAM (SIPE's inference rule)
     pcm: bool = True                      # pixel-correlation refinement of the classifier CAM
                                           # (False: the plain CAM; nothing trains f9 without
                                           # the consistency losses, and an untrained f9 smears)
@@ -244,6 +246,7 @@ LIMITS: dict[str, Limit] = {
     "model.backbone": one_of("resnet50", "resnet101", "tiny"),    # model/backbone.py BACKBONES
     "model.side_channels": at_least(1),
     "model.seed_background_scale": above(0),
+    "model.seed_rule": one_of("argmax", "sipe"),
     "loss.prototype_weight": at_least(0),
     "loss.scale_weight": at_least(0),
     "loss.class_weights": one_of("distribution", "uniform"),
@@ -374,13 +377,7 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
         cfg = cls(preset=d.get("preset", "voc"))
-        flat = {f"{section}.{key}": value
-                for section, values in d.items() if isinstance(values, dict)
-                for key, value in values.items()}
-        if "runtime" not in d:      # written before the runtime section
-            flat |= {new: flat[old] for new, old in IRN_FROM_TRAIN.items() if old in flat}
-            flat = {MOVED_KEYS.get(key, key): value for key, value in flat.items()}
-        cfg.override(flat)
+        cfg.override(section_fields(d))
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
@@ -422,6 +419,28 @@ class Config:
                            fix="delete the run directory and train again") from None
         except SfcError as e:       # a key or value this version of the kit does not accept
             raise SfcError(e.problem, path=path, fix=f"{e.fix}, in {path}") from None
+
+
+def section_fields(d: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a saved configuration's sections (``{"train": {"lr": 0.1}, ...}``) as
+    dotted overrides; a file written before the runtime section gets its moved keys."""
+    flat = {f"{section}.{key}": value for section, values in d.items() if isinstance(values, dict)
+            for key, value in values.items()}
+    if "runtime" not in d:      # written before the runtime section
+        flat |= {new: flat[old] for new, old in IRN_FROM_TRAIN.items() if old in flat}
+        flat = {MOVED_KEYS.get(key, key): value for key, value in flat.items()}
+    return flat
+
+
+def flat_dict(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A ``to_dict()`` tree as dotted keys (``{"train.lr": 0.1, ...}``), lists as tuples."""
+    flat = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            flat.update(flat_dict(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
+    return flat
 
 
 def _sections() -> list[str]:
@@ -591,8 +610,7 @@ def read_config_file(path: str | Path) -> tuple[str | None, dict[str, Any]]:
         except ValueError as e:
             raise SfcError(f"configuration file is not valid JSON ({e})", path=path, fix=fix) from None
         preset = data.pop("preset", None)
-        flat = {f"{key}.{field}": value for key, values in data.items() if isinstance(values, dict)
-                for field, value in values.items()}
+        flat = section_fields(data)
         flat.update({key: value for key, value in data.items() if not isinstance(value, dict)})
         return preset, flat
     lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]

@@ -27,10 +27,19 @@ Optimisation
 
 Checkpoints and logs
     save_checkpoint(path, state), load_checkpoint(path, map_location) -> dict
-    check_compatible(ckpt, expected, path)   SfcError when classes / backbone / architecture differ
+    check_compatible(ckpt, expected, path, fix)   SfcError when classes / backbone / architecture differ
+    check_shapes(ckpt, model, path, config, builds, fix)   SfcError naming the first tensor whose
+        shape differs and the first differing configuration field under ``builds``
     check_finite(loss, step, last_checkpoint)
     MetricsLogger(metrics_path, tensorboard_dir, resume_step=None): log(step, values),
         image(tag, step, array)
+
+The one training loop (SFC, IRN and step 3)
+    TrainState(model, optimizer, schedule, scaler, identity, config, builds, extras, meta, step)
+        .save(path, dist, full=True), .resume(path, dist, fix)
+    Loop(data, order, batch_size, steps_per_epoch, max_steps, update, log, log_every,
+         checkpoint_every, ...)              what a trainer gives: its samples, update and cadence
+    run_loop(state, loop, LoopFiles(checkpoint, metrics, tensorboard), dist, stop_after) -> dict
 
 Checkpoints hold only tensors and plain Python values, so they load with
 ``torch.load(weights_only=True)``.
@@ -42,16 +51,19 @@ import json
 import math
 import os
 import random
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
 
-from sfc_core.config import check_device
+from sfc_core.config import check_device, flat_dict
 from sfc_core.errors import SfcError
 from sfc_core.io import append_jsonl, atomic_torch_save, atomic_write_text
 
@@ -314,7 +326,11 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                        fix="delete it and train again (or resume from the other checkpoint)") from None
 
 
-def check_compatible(ckpt: dict[str, Any], expected: dict[str, Any], path: str | Path) -> None:
+FRESH_RUN_FIX = "use a fresh --out, or the preset and dataset the checkpoint was made with"
+
+
+def check_compatible(ckpt: dict[str, Any], expected: dict[str, Any], path: str | Path,
+                     fix: str = FRESH_RUN_FIX) -> None:
     """Raise SfcError when the checkpoint's recorded ``num_classes`` / ``class_names`` /
     ``backbone`` / ``architecture`` (whichever ``expected`` names) differ from this run's."""
     differ = [key for key, value in expected.items() if ckpt.get(key) != value]
@@ -328,7 +344,33 @@ def check_compatible(ckpt: dict[str, Any], expected: dict[str, Any], path: str |
     raise SfcError(f"checkpoint {path} was trained with {describe(ckpt)}; this run has {describe(expected)}"
                    + (f" (class names {ckpt.get('class_names')} vs {expected['class_names']})"
                       if "class_names" in differ else ""),
-                   path=path, fix="use a fresh --out, or the preset and dataset the checkpoint was made with")
+                   path=path, fix=fix)
+
+
+def check_shapes(ckpt: dict[str, Any], model: nn.Module, path: str | Path, config: dict[str, Any],
+                 builds: tuple[str, ...], fix: str = FRESH_RUN_FIX) -> None:
+    """Raise SfcError when a tensor of the checkpoint's weights (``ckpt["model"]``) is missing
+    from ``model``, or ``model`` has one the checkpoint lacks, or their shapes differ. The
+    message names the first such tensor and the first configuration field whose name starts
+    with one of ``builds`` that differs between the checkpoint's ``config`` and ``config``
+    (both ``Config.to_dict()``), when the checkpoint records one."""
+    own, saved = model.state_dict(), ckpt["model"]
+
+    def shape(state: dict[str, torch.Tensor], key: str) -> tuple[int, ...] | None:
+        return tuple(state[key].shape) if key in state else None
+
+    keys = [*own, *(key for key in saved if key not in own)]
+    wrong = next((key for key in keys if shape(own, key) != shape(saved, key)), None)
+    if wrong is None:
+        return
+    theirs, ours = flat_dict(ckpt.get("config", {})), flat_dict(config)
+    field_name = next((key for key in ours if key.startswith(builds) and key in theirs
+                       and theirs[key] != ours[key]), None)
+    cause = (f"; the first field that differs: {field_name} = {theirs[field_name]!r} in the checkpoint, "
+             f"{ours[field_name]!r} in this run") if field_name else ""
+    raise SfcError(f"checkpoint {path} does not fit the network this run's configuration builds: "
+                   f"tensor {wrong} is {shape(saved, wrong)} there, {shape(own, wrong)} here{cause}",
+                   path=path, fix=fix)
 
 
 def check_finite(loss: torch.Tensor | float, step: int, last_checkpoint: str | Path | None) -> None:
@@ -391,3 +433,193 @@ class MetricsLogger:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+
+
+# -- the train state and the loop ----------------------------------------------------------
+
+
+def _state_of(obj: Any) -> Any:
+    """A checkpoint-safe state of an extra: a generator's, a module's or a bank's; None stays None."""
+    if obj is None:
+        return None
+    return obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()
+
+
+def _restore(obj: Any, state: Any) -> None:
+    if isinstance(obj, torch.Generator):
+        obj.set_state(state)
+    elif obj is not None:
+        obj.load_state_dict(state)
+
+
+@dataclass
+class TrainState:
+    """Everything a training is at one step: what its checkpoint holds and a resume restores.
+
+    ``identity``: what the network is (architecture, backbone, classes, ...), recorded in each
+    checkpoint and checked on resume (``check_compatible``); ``config``: the run's
+    ``Config.to_dict()``, recorded too; ``builds``: the configuration keys (prefixes) that
+    decide the network's tensor shapes, named when a checkpoint's tensors do not fit.
+    ``extras``: per-process objects with a state (SFC: the image bank and the trainer's
+    generator; None allowed); ``meta``: plain values kept beside the weights (SFC: best).
+    The global RNG states are saved with the extras, per process.
+    """
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    identity: dict[str, Any]
+    config: dict[str, Any]
+    builds: tuple[str, ...] = ()
+    extras: dict[str, Any] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+    step: int = 0
+
+    def save(self, path: Path, dist: DistInfo, full: bool = True) -> None:
+        """Write the checkpoint (rank 0; every rank must call it): the weights, step, config,
+        meta and identity; ``full`` adds what a resume needs (optimiser, schedule, scaler and,
+        per process, the extras and RNG states)."""
+        state = {"model": unwrap(self.model).state_dict(), "step": self.step, "config": self.config,
+                 **self.meta, **self.identity}
+        if full:
+            own = {name: _state_of(obj) for name, obj in self.extras.items()} | {"rng": rng_state()}
+            state.update(optimizer=self.optimizer.state_dict(), schedule=self.schedule.state_dict(),
+                         scaler=self.scaler.state_dict(), ranks=gather_objects(own, dist))
+        if dist.is_main:
+            save_checkpoint(path, state)
+
+    def resume(self, path: Path, dist: DistInfo, fix: str = FRESH_RUN_FIX) -> None:
+        """Continue from the checkpoint at ``path`` when there is one: check it is this
+        training's (identity, every tensor's shape, world size), then restore everything."""
+        if not path.is_file():
+            return
+        ckpt = load_checkpoint(path)
+        check_compatible(ckpt, self.identity, path, fix)
+        check_shapes(ckpt, unwrap(self.model), path, self.config, self.builds, fix)
+        # IRN and step-3 checkpoints written before the train state: no ranks, step 3's RNG on top
+        ranks = ckpt.get("ranks", [{"rng": ckpt.get("rng")}])
+        if len(ranks) != dist.world_size:
+            raise SfcError(f"checkpoint was written by {len(ranks)} process(es), this run has "
+                           f"{dist.world_size}", path=path,
+                           fix="resume with the same number of processes (torchrun --nproc_per_node)")
+        unwrap(self.model).load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.schedule.load_state_dict(ckpt["schedule"])
+        if "scaler" in ckpt:
+            self.scaler.load_state_dict(ckpt["scaler"])
+        own = ranks[dist.rank]
+        for name, obj in self.extras.items():
+            _restore(obj, own.get(name))
+        if own["rng"] is not None:
+            set_rng_state(own["rng"])
+        self.step = ckpt["step"]
+        self.meta.update({key: ckpt[key] for key in self.meta if key in ckpt})
+
+
+@dataclass
+class Loop:
+    """What the loop runs for one trainer: its samples, its update and its cadence.
+
+    ``order(epoch)`` gives this process's sample keys of an epoch (a pure function of the
+    seed and the epoch; it also sets the epoch of ``data`` where items depend on it);
+    ``update(batch) -> {"loss": 0-d tensor, ...}`` is one optimiser update (the loop steps
+    the schedule after it); ``log(step, output, images_per_second) -> {name: value}`` is
+    what is logged every ``log_every`` steps and at the last; ``after_step(step, output,
+    logger)``, when given, runs after the log and before the checkpoint (SFC: validation).
+    """
+
+    data: Dataset
+    order: Callable[[int], Sequence]
+    batch_size: int
+    steps_per_epoch: int
+    max_steps: int
+    update: Callable[[Any], dict[str, Any]]
+    log: Callable[[int, dict[str, Any], float], dict[str, float]]
+    log_every: int
+    checkpoint_every: int
+    images_per_step: int = 0              # over every process: the logged throughput
+    after_step: Callable[[int, dict[str, Any], MetricsLogger], None] | None = None
+    num_workers: int = 0
+    pin_memory: bool = False
+    desc: str = "train"
+
+
+@dataclass(frozen=True)
+class LoopFiles:
+    """Where the loop writes: the checkpoint (also what it resumes from), the metrics."""
+
+    checkpoint: Path
+    metrics: Path
+    tensorboard: Path | None = None
+
+
+class Throughput:
+    """Images per second over the steps of one call, the first (start-up) not timed."""
+
+    def __init__(self, images_per_step: int):
+        self.images_per_step, self.steps, self.seconds, self.last = images_per_step, 0, 0.0, None
+
+    def tick(self) -> None:
+        now = time.perf_counter()
+        if self.last is not None:
+            self.steps, self.seconds = self.steps + 1, self.seconds + now - self.last
+        self.last = now
+
+    @property
+    def rate(self) -> float | None:
+        return self.images_per_step * self.steps / self.seconds if self.steps else None
+
+
+def epoch_batches(loop: Loop, step: int) -> DataLoader:
+    """The batches of the epoch ``step`` falls in, without those done before it (exact resume:
+    an epoch's order and each sample depend only on the seed, the epoch and the index)."""
+    epoch, done = divmod(step, loop.steps_per_epoch)
+    keys = list(loop.order(epoch))[done * loop.batch_size:]
+    return DataLoader(loop.data, batch_size=loop.batch_size, sampler=keys, drop_last=True,
+                      num_workers=loop.num_workers, pin_memory=loop.pin_memory,
+                      generator=torch.Generator().manual_seed(epoch))   # leaves the global RNG alone
+
+
+def run_loop(state: TrainState, loop: Loop, files: LoopFiles, dist: DistInfo,
+             stop_after: int | None = None) -> dict[str, Any]:
+    """Train from ``state.step`` to ``loop.max_steps`` (or ``stop_after`` steps, as if
+    interrupted): update, step the schedule, log, checkpoint (``files.checkpoint``) every
+    ``checkpoint_every`` steps and at the end. Metrics logged after the resumed step (by a
+    killed run) are dropped first. Returns steps, seconds and images_per_second (None when no
+    step was timed)."""
+    logger = MetricsLogger(files.metrics, files.tensorboard, enabled=dist.is_main, resume_step=state.step)
+    bar = tqdm(total=loop.max_steps, initial=state.step, desc=loop.desc, unit="step", disable=not dist.is_main)
+    clock, started = Throughput(loop.images_per_step), time.perf_counter()
+    try:
+        while state.step < loop.max_steps and state.step != stop_after:
+            for batch in epoch_batches(loop, state.step):
+                output = loop.update(batch)
+                state.schedule.step()
+                state.step += 1
+                clock.tick()
+                bar.update(1)
+                _at_cadence(state, loop, files, dist, logger, bar, output, clock.rate or 0.0)
+                if state.step in (loop.max_steps, stop_after):
+                    break
+    finally:
+        bar.close()
+        logger.close()
+    return {"steps": state.step, "seconds": time.perf_counter() - started, "images_per_second": clock.rate}
+
+
+def _at_cadence(state: TrainState, loop: Loop, files: LoopFiles, dist: DistInfo, logger: MetricsLogger,
+                bar: tqdm, output: dict[str, Any], rate: float) -> None:
+    """After an update: the log, ``after_step`` and the checkpoint, each when its cadence says."""
+    step, last = state.step, state.step == loop.max_steps
+    good = files.checkpoint if files.checkpoint.is_file() else None
+    if step % loop.log_every == 0 or last:
+        check_finite(output["loss"], step, good)
+        values = loop.log(step, output, rate)
+        logger.log(step, values)
+        bar.set_postfix({name: f"{value:.3f}" for name, value in values.items() if "loss" in name})
+    if loop.after_step is not None:
+        loop.after_step(step, output, logger)
+    if step % loop.checkpoint_every == 0 or last:
+        check_finite(output["loss"], step, good)
+        state.save(files.checkpoint, dist)

@@ -13,9 +13,9 @@ exactly (every tensor, every shape), else nothing is written.
 
 ``sipe``: SIPE's released checkpoints, the same layout without ``f9`` (``newly_added`` =
 classifier, side1..side4). The run gets ``model.pcm=false`` (SIPE has no PCM projection; the
-kit's is left at its initialisation, unused) and SIPE's background factor 0.5 for the seeds.
-The kit's seeds are the arg-max of the CAM, not SIPE's feature-correlation rule, so its CAMs of
-SIPE's weights are not SIPE's own CAMs (README, "Reproduce SFC on VOC").
+kit's is left at its initialisation, unused) and SIPE's seeds: ``model.seed_rule=sipe`` (the
+IoU of feature correlation and CAM, ``cam.correlation_iou``) with background x 0.5, as SIPE's
+inference computes them from the hierarchical features.
 
 The run directory (config.json, class_names.json, checkpoints/best.pt) is what ``train`` writes,
 so ``cams``, ``eval-cams`` and ``refine`` use it as a trained run. It is assembled in a sibling
@@ -44,7 +44,8 @@ NEW_LAYERS = {"classifier": "classifier", "f9": "pcm_projection",
 FORMATS = {"sfc-reference": ("classifier", "f9", "side1", "side2", "side3", "side4"),
            "sipe": ("classifier", "side1", "side2", "side3", "side4")}
 # What the run's configuration takes from the format (on top of the preset).
-FORMAT_OVERRIDES = {"sfc-reference": {}, "sipe": {"model.pcm": False, "model.seed_background_scale": 0.5}}
+FORMAT_OVERRIDES = {"sfc-reference": {}, "sipe": {"model.pcm": False, "model.seed_background_scale": 0.5,
+                                             "model.seed_rule": "sipe"}}
 STEM = {"conv1": "0", "bn1": "1"}     # the reference's stem = Sequential(conv1, bn1, relu, maxpool)
 
 

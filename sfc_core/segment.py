@@ -26,10 +26,9 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import time
 import urllib.error
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -54,7 +53,7 @@ from sfc_core.fusion import predict_mask
 from sfc_core.io import atomic_write_json
 from sfc_core.masks import IGNORE, read_pseudo_mask, save_mask
 from sfc_core.metrics import confusion_matrix, percent, scores
-from sfc_core.provenance import claim_folder, digest, is_fresh, read_record, refuse_other_inputs
+from sfc_core.provenance import claim_folder, digest, read_record, refuse_other_inputs
 from sfc_core.run_dir import RunDir
 
 MASK_SOURCES = ("irn", "crf", "cam", "gt")
@@ -329,19 +328,21 @@ def segment_record(run: RunDir, cfg: Config, masks: str) -> dict[str, Any]:
             "segment": settings}
 
 
-def _checkpoint_to_resume(run: RunDir, out: RunDir, masks: str, made_from: dict[str, Any],
-                          expected: dict[str, Any], force: bool) -> dict[str, Any] | None:
-    """The step-3 checkpoint to resume from, checked against the network (``expected``) and
-    against what made it (``made_from``): another record is an SfcError naming --force; with
-    ``force`` such a run is not resumed (its folder is about to be emptied)."""
-    if not out.last_checkpoint.is_file() or (force and not is_fresh(read_record(out.root), made_from)):
-        return None
-    ckpt = engine.load_checkpoint(out.last_checkpoint)
-    engine.check_compatible(ckpt, expected, out.last_checkpoint)
-    refuse_other_inputs(out.root, made_from, f"the step-3 run on {masks} masks",
-                        fix=f"add --force to train it again: python -m sfc_core segment --run {run.root} "
-                            f"--masks {masks} --force (deletes {out.root})")
-    return ckpt
+def _resume_from_same_inputs(state: engine.TrainState, run: RunDir, out: RunDir, masks: str,
+                             made_from: dict[str, Any], force: bool, dist: engine.DistInfo) -> None:
+    """Resume ``state`` from segment/<masks>/ only when its provenance.json equals
+    ``made_from``: a checkpoint of other masks or settings is an SfcError naming --force; with
+    ``force`` the folder of other inputs is emptied first and training starts over."""
+    if force and dist.is_main:
+        claim_folder(out.root, made_from, f"segment {masks}")
+    engine.gather_objects(None, dist)
+    state.resume(out.last_checkpoint, dist)
+    if out.last_checkpoint.is_file():
+        refuse_other_inputs(out.root, made_from, f"the step-3 run on {masks} masks",
+                            fix=f"add --force to train it again: python -m sfc_core segment --run {run.root} "
+                                f"--masks {masks} --force (deletes {out.root})")
+    if dist.is_main:
+        claim_folder(out.root, made_from, f"segment {masks}")
 
 
 def _expected(cfg: Config, dataset: SegmentationDataset, masks: str) -> dict[str, Any]:
@@ -375,48 +376,24 @@ def segment(run: str | Path | RunDir, masks: str, overrides: dict[str, Any] | No
         raise SfcError(f"the held-out list {cfg.data.heldout_list!r} lacks ground-truth masks",
                        path=dataset.list_path(cfg.data.heldout_list),
                        fix="set data.heldout_list to a list with masks (VOC: val)")
-    engine.seed_everything(cfg.runtime.seed)
-    model = build_network(seg.network, dataset.num_classes + 1, seg.backbone_weights)
-    expected = _expected(cfg, dataset, masks)
     made_from = segment_record(run, cfg, masks)
-    ckpt = _checkpoint_to_resume(run, out, masks, made_from, expected, force)
     dist = engine.setup_distributed()
-    if dist.is_main:      # with force, the outputs of other masks or settings are deleted here
-        claim_folder(out.root, made_from, f"segment {masks}")
-    engine.gather_objects(None, dist)
-
     device = engine.select_device(cfg.runtime.device, dist)
-    amp = cfg.runtime.amp and device.type == "cuda"
-    memory_format = torch.channels_last if cfg.runtime.channels_last and device.type == "cuda" \
-        else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format)
-    optimizer = engine.make_optimizer(seg.optimizer, parameter_groups(model, seg), seg.momentum,
-                                      seg.weight_decay)
-    schedule = engine.make_schedule(optimizer, "poly", seg.iterations, seg.poly_power)
-    scaler = engine.make_grad_scaler(device, amp)
-    step = 0
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        schedule.load_state_dict(ckpt["schedule"])
-        scaler.load_state_dict(ckpt["scaler"])
-        engine.set_rng_state(ckpt["rng"])
-        step = ckpt["step"]
+    state = _train_state(cfg, dataset, masks, device)
+    _resume_from_same_inputs(state, run, out, masks, made_from, force, dist)
     if dist.is_main:
         cfg.save(out.config_json)
 
     throughput = None
-    if step < seg.iterations:
-        throughput = _train(model, optimizer, schedule, scaler, step, cfg, dataset, ids, source,
-                            out, expected, device, amp, memory_format, dist)
-        step = seg.iterations
+    if state.step < seg.iterations:
+        crops = MaskedCrops(dataset, ids, source.read, seg, cfg.runtime.seed)
+        throughput = _train(state, cfg, crops, out, device, dist, source.name)
 
     predictions = run.segment_predictions(masks) if save_predictions else None
-    conf = evaluate_network(engine.unwrap(model), dataset, cfg.data.heldout_list, cfg, device, dist,
-                            predictions)
+    conf = evaluate_network(state.model, dataset, cfg.data.heldout_list, cfg, device, dist, predictions)
     names = ["background", *dataset.class_names]
     result = {"masks": masks, "mask_settings": source.settings, "network": seg.network,
-              "train_list": cfg.data.train_list, "steps": step,
+              "train_list": cfg.data.train_list, "steps": state.step,
               "train_images_per_s": throughput, "list": cfg.data.heldout_list,
               "num_images": len(dataset.ids(cfg.data.heldout_list)), "classes": names,
               "eval_scales": list(seg.eval_scales),
@@ -427,64 +404,73 @@ def segment(run: str | Path | RunDir, masks: str, overrides: dict[str, Any] | No
     return result
 
 
-def _train(model: nn.Module, optimizer, schedule, scaler, step: int, cfg: Config,
-           dataset: SegmentationDataset, ids: list[str], source: MaskSource, out: RunDir,
-           expected: dict[str, Any], device: torch.device, amp: bool,
-           memory_format: torch.memory_format, dist: engine.DistInfo) -> float | None:
-    """The training loop from `step` to cfg.segment.iterations. Returns images/s over this call
+def _memory_format(cfg: Config, device: torch.device) -> torch.memory_format:
+    return torch.channels_last if cfg.runtime.channels_last and device.type == "cuda" else torch.contiguous_format
+
+
+def _train_state(cfg: Config, dataset: SegmentationDataset, masks: str, device: torch.device) -> engine.TrainState:
+    """Step 3's network (seeded), optimiser, poly schedule and scaler, at step 0."""
+    seg = cfg.segment
+    engine.seed_everything(cfg.runtime.seed)
+    model = build_network(seg.network, dataset.num_classes + 1, seg.backbone_weights)
+    model = model.to(device, memory_format=_memory_format(cfg, device))
+    optimizer = engine.make_optimizer(seg.optimizer, parameter_groups(model, seg), seg.momentum,
+                                      seg.weight_decay)
+    schedule = engine.make_schedule(optimizer, "poly", seg.iterations, seg.poly_power)
+    return engine.TrainState(model, optimizer, schedule, engine.make_grad_scaler(device, cfg.runtime.amp),
+                             _expected(cfg, dataset, masks), cfg.to_dict(), builds=("segment.network",))
+
+
+def _train(state: engine.TrainState, cfg: Config, crops: MaskedCrops, out: RunDir, device: torch.device,
+           dist: engine.DistInfo, name: str) -> float | None:
+    """Train from ``state.step`` to cfg.segment.iterations. Returns images/s over this call
     (all ranks; None if it ran no timed step)."""
     seg, seed = cfg.segment, cfg.runtime.seed
-    crops = MaskedCrops(dataset, ids, source.read, seg, seed)
     local_batch = engine.per_process(seg.batch_size, "segment.batch_size", dist)
-    steps_per_epoch = len(epoch_keys(len(ids), seed, 0, dist)) // local_batch
+    steps_per_epoch = len(epoch_keys(len(crops), seed, 0, dist)) // local_batch
     if steps_per_epoch == 0:
-        raise SfcError(f"the training list has {len(ids)} images, fewer than one batch of "
+        raise SfcError(f"the training list has {len(crops)} images, fewer than one batch of "
                        f"{seg.batch_size}", fix="lower segment.batch_size")
-    ddp_model = engine.wrap_ddp(model, dist, device)
+    ddp_model = engine.wrap_ddp(state.model, dist, device)
     ddp_model.train()
-    # logs past `step` come from a killed run and are about to be written again: dropped
-    logger = engine.MetricsLogger(out.metrics_jsonl, out.tensorboard, enabled=dist.is_main, resume_step=step)
-    batch_images = seg.batch_size          # global: every process takes 1/N
-    progress = tqdm(total=seg.iterations, initial=step, desc=f"segment {source.name}", unit="step",
-                    disable=not dist.is_main)
-    losses, timed_steps, timed_seconds, warm = [], 0, 0.0, False
-    while step < seg.iterations:
-        epoch, skip = divmod(step, steps_per_epoch)
-        keys = epoch_keys(len(ids), seed, epoch, dist)[skip * local_batch:]
-        loader = DataLoader(crops, batch_size=local_batch, sampler=keys, drop_last=True,
-                            num_workers=cfg.runtime.num_workers, pin_memory=device.type == "cuda",
-                            generator=torch.Generator().manual_seed(seed))  # leaves the global RNG alone
-        tick = time.perf_counter()
-        for images, masks in loader:
-            images = images.to(device, non_blocking=True, memory_format=memory_format)
-            lr = schedule.get_last_lr()[-1]   # the head's learning rate in this update
-            with engine.out_of_memory_hint("segment.batch_size", seg.batch_size):
-                loss = train_step(ddp_model, images, masks.to(device, non_blocking=True), optimizer,
-                                  scaler, amp)
-            schedule.step()
-            step += 1
-            losses.append(float(loss))
-            engine.check_finite(losses[-1], step, out.last_checkpoint if out.last_checkpoint.is_file() else None)
-            now = time.perf_counter()
-            if warm:   # the first step of a call (start-up, first batch) is not timed
-                timed_steps, timed_seconds = timed_steps + 1, timed_seconds + now - tick
-            tick, warm = now, True
-            progress.update(1)
-            if step % seg.log_every == 0 or step == seg.iterations:
-                logger.log(step, {"loss": float(np.mean(losses)), "lr": lr,
-                                  "images_per_s": batch_images * timed_steps / max(timed_seconds, 1e-9)})
-                progress.set_postfix(loss=f"{np.mean(losses):.3f}")
-                losses = []
-            if dist.is_main and (step % seg.checkpoint_every == 0 or step == seg.iterations):
-                engine.save_checkpoint(out.last_checkpoint, {
-                    **expected, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "schedule": schedule.state_dict(), "scaler": scaler.state_dict(), "step": step,
-                    "rng": engine.rng_state()})
-            if step == seg.iterations:
-                break
-    progress.close()
-    logger.close()
-    return batch_images * timed_steps / timed_seconds if timed_steps else None
+    update = SegmentUpdate(ddp_model, state, device, cfg.runtime.amp, _memory_format(cfg, device), seg.batch_size)
+    loop = engine.Loop(crops, partial(epoch_keys, len(crops), seed, dist=dist), local_batch, steps_per_epoch,
+                       seg.iterations, update, update.log, seg.log_every, seg.checkpoint_every,
+                       images_per_step=seg.batch_size,     # global: every process takes 1/N
+                       num_workers=cfg.runtime.num_workers,
+                       pin_memory=device.type == "cuda", desc=f"segment {name}")
+    done = engine.run_loop(state, loop, engine.LoopFiles(out.last_checkpoint, out.metrics_jsonl, out.tensorboard),
+                           dist)
+    return done["images_per_second"]
+
+
+@dataclass
+class SegmentUpdate:
+    """One step-3 update (``train_step``) and its log: the mean loss since the last log and the
+    head's learning rate of the logged update."""
+
+    model: nn.Module                      # the network, wrapped by DDP when distributed
+    state: engine.TrainState
+    device: torch.device
+    amp: bool
+    memory_format: torch.memory_format
+    batch_size: int
+    losses: list[float] = field(default_factory=list)   # since the last log
+
+    def __call__(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
+        images, masks = batch
+        images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
+        lr = self.state.schedule.get_last_lr()[-1]   # the head's learning rate in this update
+        with engine.out_of_memory_hint("segment.batch_size", self.batch_size):
+            loss = train_step(self.model, images, masks.to(self.device, non_blocking=True), self.state.optimizer,
+                              self.state.scaler, self.amp)
+        self.losses.append(float(loss))
+        return {"loss": loss, "lr": lr}
+
+    def log(self, step: int, output: dict[str, Any], images_per_second: float) -> dict[str, float]:
+        values = {"loss": float(np.mean(self.losses)), "lr": output["lr"], "images_per_s": images_per_second}
+        self.losses.clear()
+        return values
 
 
 # -- CLI --------------------------------------------------------------------------------------

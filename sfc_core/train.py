@@ -22,7 +22,9 @@ states (global generators and the trainer's own generator, which shuffles bank w
 draws bank slots). Data order is a function of (seed, epoch) (DistributedSampler) and each
 sample's augmentation of (seed, epoch, index) (TrainDataset), so a resumed run skips the
 epoch's first batches without loading them and ends with exactly the weights of a run that
-never stopped. A run directory that already holds a run is refused without ``--resume``.
+never stopped (the loop and the train state are engine's, shared with IRN and step 3). A run
+directory that holds a run (a checkpoint) is refused without ``--resume``; one whose start
+failed before its first checkpoint holds none, and the same command starts it over.
 
 DDP (torchrun): one process per GPU, a DistributedSampler shard each, gradients averaged by
 DDP. ``train.batch_size`` and ``train.bank_draws`` are global: each of N processes takes 1/N
@@ -37,8 +39,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +53,7 @@ from tqdm import tqdm
 
 from sfc_core import engine
 from sfc_core.bank import ImageBank
-from sfc_core.config import ABLATIONS, Config, TrainConfig, parse_overrides
+from sfc_core.config import ABLATIONS, Config, RuntimeConfig, TrainConfig, flat_dict, parse_overrides
 from sfc_core.data import MultiScaleDataset, SegmentationDataset, TrainDataset, open_dataset
 from sfc_core.data.stats import class_weights
 from sfc_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, valid_mask_from_boxes
@@ -150,18 +154,35 @@ def train(cfg: Config, out: str | Path, resume: bool = False, stop_after: int | 
 
 
 def _train(cfg: Config, run: RunDir, resume: bool, stop_after: int | None, dist: engine.DistInfo) -> dict:
-    t = cfg.train
     device = engine.select_device(cfg.runtime.device, dist)
     if dist.is_main:
         _claim_run_dir(run, cfg, resume)
     engine.seed_everything(cfg.runtime.seed)
     dataset = open_dataset(cfg.data)
-    class_names = list(dataset.class_names)
     if dist.is_main:
         cfg.save(run.config_json)
-        atomic_write_json(run.class_names_json, class_names)
+        atomic_write_json(run.class_names_json, list(dataset.class_names))
     engine.barrier(dist)
+    state, loop = _setup(cfg, run, dataset, device, dist)
+    if resume:
+        state.resume(run.last_checkpoint, dist)
+    start_step = state.step
+    done = engine.run_loop(state, loop, engine.LoopFiles(run.last_checkpoint, run.metrics_jsonl, run.tensorboard),
+                           dist, stop_after)
+    if state.step == loop.max_steps > start_step and cfg.train.val_every == 0:   # a finished run reused: nothing
+        state.meta["best"] = {"score": None, "step": state.step}                  # no validation: best = final
+        state.save(run.best_checkpoint, dist, full=False)
+    return {"steps": state.step, "max_steps": loop.max_steps, "finished": state.step == loop.max_steps,
+            "seconds": done["seconds"], "images_per_second": done["images_per_second"] or 0.0,
+            "best": state.meta["best"], "last_checkpoint": str(run.last_checkpoint),
+            "best_checkpoint": str(run.best_checkpoint) if run.best_checkpoint.is_file() else None}
 
+
+def _setup(cfg: Config, run: RunDir, dataset: SegmentationDataset, device: torch.device,
+           dist: engine.DistInfo) -> tuple[engine.TrainState, engine.Loop]:
+    """SFC's train state (network, optimiser, schedule, scaler, image bank, generator) and the
+    loop that trains it on the training list."""
+    t, class_names = cfg.train, list(dataset.class_names)
     model = build_model(cfg.model, len(class_names)).to(device)
     channels_last = device.type == "cuda" and cfg.runtime.channels_last
     if channels_last:
@@ -169,7 +190,6 @@ def _train(cfg: Config, run: RunDir, resume: bool, stop_after: int | None, dist:
     weights = torch.as_tensor(class_weights(dataset, cfg), dtype=torch.float32)
     objective = SfcObjective(model, weights, cfg.data.crop_size, cfg.loss.prototype_weight,
                              cfg.loss.scale_weight).to(device)
-
     train_set = TrainDataset(dataset, cfg.data.train_list, cfg.data.crop_size, cfg.data.resize_long,
                              seed=cfg.runtime.seed)
     sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
@@ -182,152 +202,117 @@ def _train(cfg: Config, run: RunDir, resume: bool, stop_after: int | None, dist:
                        f"batch of {t.batch_size}", path=dataset.list_path(cfg.data.train_list),
                        fix="lower train.batch_size or use a longer list")
     max_steps = t.max_steps or t.epochs * steps_per_epoch
-
     optimizer, schedule = build_optimizer(model, t, max_steps)
     scaler = engine.make_grad_scaler(device, cfg.runtime.amp)
     bank = ImageBank(len(class_names), (3, cfg.data.crop_size, cfg.data.crop_size), device) \
         if t.bank_draws > 0 else None
     generator = torch.Generator().manual_seed(cfg.runtime.seed + dist.rank)
-
-    step, best = 0, {"score": -math.inf}
-    identity = checkpoint_identity(cfg.model, class_names)
-    if resume and run.last_checkpoint.is_file():
-        ckpt = engine.load_checkpoint(run.last_checkpoint)
-        engine.check_compatible(ckpt, identity, run.last_checkpoint)
-        if len(ckpt["ranks"]) != dist.world_size:
-            raise SfcError(f"checkpoint was written by {len(ckpt['ranks'])} process(es), this run has "
-                           f"{dist.world_size}", path=run.last_checkpoint,
-                           fix="resume with the same number of processes (torchrun --nproc_per_node)")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        schedule.load_state_dict(ckpt["schedule"])
-        scaler.load_state_dict(ckpt["scaler"])
-        own = ckpt["ranks"][dist.rank]
-        if bank is not None:
-            bank.load_state_dict(own["bank"])
-        generator.set_state(own["generator"])
-        engine.set_rng_state(own["rng"])
-        step, best = ckpt["step"], ckpt["best"]
-
+    state = engine.TrainState(model, optimizer, schedule, scaler, checkpoint_identity(cfg.model, class_names),
+                              cfg.to_dict(), builds=("model.",), extras={"bank": bank, "generator": generator},
+                              meta={"best": {"score": -math.inf}})
     ddp_objective = engine.wrap_ddp(objective, dist, device,
                                     find_unused_parameters=cfg.loss.prototype_weight == 0 or not cfg.model.pcm)
-    logger = engine.MetricsLogger(run.metrics_jsonl, run.tensorboard, enabled=dist.is_main,
-                                  resume_step=step if resume else None)
-    images_per_step = t.batch_size + t.bank_draws        # global: every process takes 1/N of each
-    start_step, started = step, time.perf_counter()
-    bar = tqdm(total=max_steps, initial=step, desc="train", unit="step", disable=not dist.is_main)
     trainable = [p for group in model.parameter_groups().values() for p in group]
-
-    def checkpoint(path: Path, full: bool) -> None:
-        """last.pt (full=True: everything needed to resume) or best.pt (weights + identity)."""
-        state = {"model": model.state_dict(), "step": step, "best": best, "config": cfg.to_dict(), **identity}
-        if full:
-            ranks = engine.gather_objects({"bank": bank.state_dict() if bank is not None else None,
-                                           "generator": generator.get_state(),
-                                           "rng": engine.rng_state()}, dist)
-            state.update(optimizer=optimizer.state_dict(), schedule=schedule.state_dict(),
-                         scaler=scaler.state_dict(), epoch=step // steps_per_epoch, ranks=ranks)
-        if dist.is_main:
-            engine.save_checkpoint(path, state)
-
-    try:
-        while step < max_steps and step != stop_after:
-            epoch, done_in_epoch = divmod(step, steps_per_epoch)
-            for batch in _epoch_loader(train_set, sampler, epoch, done_in_epoch, local_batch,
-                                       cfg.runtime.num_workers, device):
-                images = batch["image"].to(device, non_blocking=True)
-                images, boxes, labels = append_bank_draws(bank, images, batch["box"], batch["label"],
-                                                          local_draws, generator)
-                if channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                with engine.out_of_memory_hint("train.batch_size", t.batch_size):
-                    with engine.autocast(device, cfg.runtime.amp):
-                        losses, outputs = ddp_objective(images, boxes.to(device), labels.to(device))
-                    grad_norm = engine.optimizer_step(losses["total"], optimizer, scaler, trainable, t.grad_clip)
-                schedule.step()
-                step += 1
-                bar.update(1)
-
-                if step % t.log_every == 0 or step == max_steps:
-                    loss_values = engine.mean_over_ranks(losses, dist)     # the global batch's
-                    engine.check_finite(loss_values["total"], step, _existing(run.last_checkpoint))
-                    rate = images_per_step * (step - start_step) / (time.perf_counter() - started)
-                    logger.log(step, {**{f"loss/{name}": value for name, value in loss_values.items()},
-                                      "lr/backbone": optimizer.param_groups[0]["lr"],
-                                      "lr/new": optimizer.param_groups[1]["lr"],
-                                      "grad_norm": grad_norm.item(), "images_per_second": rate})
-                    bar.set_postfix({**{name: f"{value:.3f}" for name, value in loss_values.items()},
-                                     "img/s": f"{rate:.1f}"})
-                    if step % (10 * t.log_every) == 0:
-                        _log_cam_image(logger, step, images[0], outputs)
-                if t.val_every > 0 and (step % t.val_every == 0 or step == max_steps):
-                    scores = validate(model, dataset, cfg.data.eval_list, device, dist, cfg.runtime.num_workers, cfg.runtime.amp)
-                    logger.log(step, {f"val/{name}": value for name, value in scores.items()})
-                    if scores["miou_cam"] + scores["miou_prototype"] > best["score"]:
-                        best = {"score": scores["miou_cam"] + scores["miou_prototype"], "step": step, **scores}
-                        checkpoint(run.best_checkpoint, full=False)
-                if step % t.checkpoint_every == 0 or step == max_steps:
-                    engine.check_finite(losses["total"], step, _existing(run.last_checkpoint))
-                    checkpoint(run.last_checkpoint, full=True)
-                if step in (max_steps, stop_after):
-                    break
-        if step == max_steps and step > start_step and t.val_every == 0:   # a finished run reused: nothing to write
-            best = {"score": None, "step": step}
-            checkpoint(run.best_checkpoint, full=False)     # no validation: best = final
-    finally:
-        bar.close()
-        logger.close()
-
-    seconds = time.perf_counter() - started
-    return {"steps": step, "max_steps": max_steps, "finished": step == max_steps, "seconds": seconds,
-            "images_per_second": images_per_step * (step - start_step) / max(seconds, 1e-9),
-            "best": best, "last_checkpoint": str(run.last_checkpoint),
-            "best_checkpoint": str(run.best_checkpoint) if run.best_checkpoint.is_file() else None}
+    update = SfcUpdate(ddp_objective, state, trainable, t, local_draws, cfg.runtime, device, dist)
+    validation = SfcValidation(cfg, dataset, run, state, device, dist, max_steps)
+    loop = engine.Loop(train_set, partial(_epoch_order, train_set, sampler), local_batch, steps_per_epoch,
+                       max_steps, update, update.log, t.log_every, t.checkpoint_every,
+                       images_per_step=t.batch_size + t.bank_draws,   # global: every process takes 1/N of each
+                       after_step=validation, num_workers=cfg.runtime.num_workers, pin_memory=device.type == "cuda")
+    return state, loop
 
 
-def _existing(path: Path) -> Path | None:
-    return path if path.is_file() else None
+@dataclass
+class SfcUpdate:
+    """One SFC update on a loader batch (bank write and draws, both scales, the weighted
+    losses, clipped step) and what is logged of it."""
+
+    objective: nn.Module                  # SfcObjective, wrapped by DDP when distributed
+    state: engine.TrainState
+    trainable: list[nn.Parameter]
+    t: TrainConfig
+    draws: int                            # this process's share of train.bank_draws
+    runtime: RuntimeConfig
+    device: torch.device
+    dist: engine.DistInfo
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+        t, extras = self.t, self.state.extras
+        images = batch["image"].to(self.device, non_blocking=True)
+        images, boxes, labels = append_bank_draws(extras["bank"], images, batch["box"], batch["label"],
+                                                  self.draws, extras["generator"])
+        if self.device.type == "cuda" and self.runtime.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with engine.out_of_memory_hint("train.batch_size", t.batch_size):
+            with engine.autocast(self.device, self.runtime.amp):
+                losses, outputs = self.objective(images, boxes.to(self.device), labels.to(self.device))
+            grad_norm = engine.optimizer_step(losses["total"], self.state.optimizer, self.state.scaler,
+                                              self.trainable, t.grad_clip)
+        return {"loss": losses["total"], "losses": losses, "grad_norm": grad_norm, "image": images[0],
+                "outputs": outputs}
+
+    def log(self, step: int, output: dict[str, Any], images_per_second: float) -> dict[str, float]:
+        groups = self.state.optimizer.param_groups
+        losses = engine.mean_over_ranks(output["losses"], self.dist)     # the global batch's
+        return {**{f"loss/{name}": value for name, value in losses.items()},
+                "lr/backbone": groups[0]["lr"], "lr/new": groups[1]["lr"],
+                "grad_norm": output["grad_norm"].item(), "images_per_second": images_per_second}
+
+
+@dataclass
+class SfcValidation:
+    """After a step: the TensorBoard CAM image every 10 logs, and every ``train.val_every``
+    steps (and at the end) the validation mIoUs, best.pt when their sum is the best yet."""
+
+    cfg: Config
+    dataset: SegmentationDataset
+    run: RunDir
+    state: engine.TrainState
+    device: torch.device
+    dist: engine.DistInfo
+    max_steps: int
+
+    def __call__(self, step: int, output: dict[str, Any], logger: engine.MetricsLogger) -> None:
+        t = self.cfg.train
+        if step % (10 * t.log_every) == 0:
+            _log_cam_image(logger, step, output["image"], output["outputs"])
+        if t.val_every == 0 or (step % t.val_every != 0 and step != self.max_steps):
+            return
+        scores = validate(self.state.model, self.dataset, self.cfg.data.eval_list, self.device, self.dist,
+                          self.cfg.runtime.num_workers, self.cfg.runtime.amp)
+        logger.log(step, {f"val/{name}": value for name, value in scores.items()})
+        if scores["miou_cam"] + scores["miou_prototype"] > self.state.meta["best"]["score"]:
+            self.state.meta["best"] = {"score": scores["miou_cam"] + scores["miou_prototype"], "step": step,
+                                       **scores}
+            self.state.save(self.run.best_checkpoint, self.dist, full=False)
 
 
 def _claim_run_dir(run: RunDir, cfg: Config, resume: bool) -> None:
-    """Refuse to train over an existing run without --resume, or to resume it differently."""
-    if not resume:
-        if run.config_json.is_file() or run.last_checkpoint.is_file():
-            raise SfcError(f"{run.root} already holds a training run", path=run.root,
-                           fix="add --resume to continue it, or choose a fresh --out")
+    """Refuse to train over a run with a finished step (a checkpoint) without --resume, or to
+    resume it with a different configuration. A directory without a checkpoint (a start that
+    failed before its first one) holds no training run: it is started over, --resume or not."""
+    if not run.last_checkpoint.is_file():
         return
-    if run.config_json.is_file():
-        saved = _flat(run.load_config().to_dict())
-        wanted = _flat(cfg.to_dict())
-        differ = sorted(key for key in saved.keys() | wanted.keys()
-                        if saved.get(key) != wanted.get(key) and key.startswith(TRAINING_SECTIONS)
-                        and key not in RESUMABLE_CHANGES)
-        if differ:
-            details = ", ".join(f"{key}: {saved.get(key)!r} -> {wanted.get(key)!r}" for key in differ[:5])
-            raise SfcError(f"--resume with a configuration that differs from the run's ({details})",
-                           path=run.config_json,
-                           fix="resume with the run's preset, flags and --set values, or choose a fresh --out")
+    if not resume:
+        raise SfcError(f"{run.root} already holds a training run", path=run.root,
+                       fix="add --resume to continue it, or choose a fresh --out")
+    saved = flat_dict(run.load_config().to_dict())
+    wanted = flat_dict(cfg.to_dict())
+    differ = sorted(key for key in saved.keys() | wanted.keys()
+                    if saved.get(key) != wanted.get(key) and key.startswith(TRAINING_SECTIONS)
+                    and key not in RESUMABLE_CHANGES)
+    if differ:
+        details = ", ".join(f"{key}: {saved.get(key)!r} -> {wanted.get(key)!r}" for key in differ[:5])
+        raise SfcError(f"--resume with a configuration that differs from the run's ({details})",
+                       path=run.config_json,
+                       fix="resume with the run's preset, flags and --set values, or choose a fresh --out")
 
 
-def _flat(d: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = tuple(value) if isinstance(value, list) else value
-    return flat
-
-
-def _epoch_loader(train_set: TrainDataset, sampler: DistributedSampler, epoch: int, skip_batches: int,
-                  batch_size: int, num_workers: int, device: torch.device) -> DataLoader:
-    """This process's batches of ``epoch``, without the first ``skip_batches`` (resume)."""
+def _epoch_order(train_set: TrainDataset, sampler: DistributedSampler, epoch: int) -> list[int]:
+    """This process's sample indices of ``epoch`` (DistributedSampler: a function of seed and epoch)."""
     train_set.set_epoch(epoch)
     sampler.set_epoch(epoch)
-    order = list(sampler)[skip_batches * batch_size:]
-    return DataLoader(train_set, batch_size=batch_size, sampler=order, drop_last=True,
-                      num_workers=num_workers, pin_memory=device.type == "cuda",
-                      generator=torch.Generator().manual_seed(epoch))
+    return list(sampler)
 
 
 @torch.no_grad()

@@ -37,8 +37,8 @@ def test_config_files_saved_dotted_or_lines(tmp_path):
     assert preset == "synthetic" and flat["train.lr"] == 0.5 and flat["data.crop_size"] == 96
     (tmp_path / "dotted.json").write_text(json.dumps({"cams.fusion_lambda": 0.7}))
     assert read_config_file(tmp_path / "dotted.json") == (None, {"cams.fusion_lambda": 0.7})
-    (tmp_path / "lines.txt").write_text("# step 3\nsegment.iterations=20  # short\n\ntrain.device=cpu\n")
-    assert read_config_file(tmp_path / "lines.txt") == (None, {"segment.iterations": "20", "train.device": "cpu"})
+    (tmp_path / "lines.txt").write_text("# step 3\nsegment.iterations=20  # short\n\nruntime.device=cpu\n")
+    assert read_config_file(tmp_path / "lines.txt") == (None, {"segment.iterations": "20", "runtime.device": "cpu"})
     (tmp_path / "bad.txt").write_text("segment.iterations 20\n")
     with pytest.raises(SfcError) as info:
         read_config_file(tmp_path / "bad.txt")

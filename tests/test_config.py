@@ -69,6 +69,20 @@ def test_a_config_json_from_before_the_runtime_section_loads():
     assert cfg.refine.irn_checkpoint_every == cfg.train.checkpoint_every == 5
 
 
+def test_an_old_config_json_given_to_config_loads_too(tmp_path):
+    import json
+
+    from sfc_core.config import read_config_file
+
+    old = Config.from_preset("voc").to_dict()
+    runtime = old.pop("runtime")
+    old["train"]["device"], old["data"]["num_workers"] = "cpu", runtime["num_workers"]
+    (tmp_path / "config.json").write_text(json.dumps(old))
+    preset, overrides = read_config_file(tmp_path / "config.json")
+    assert overrides["runtime.device"] == "cpu" and "train.device" not in overrides
+    assert Config.from_preset(preset, overrides).runtime.device == "cpu"
+
+
 def test_a_moved_key_on_the_command_line_names_its_new_place():
     with pytest.raises(SfcError, match="runtime.device") as error:
         Config.from_preset("voc", {"train.device": "cpu"})

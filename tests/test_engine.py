@@ -49,6 +49,25 @@ def test_check_compatible_says_what_differs():
         engine.check_compatible(ckpt, {"class_names": ["b"]}, "x.pt")
 
 
+def test_check_shapes_names_the_tensor_and_the_field_that_differ():
+    def net(width: int) -> torch.nn.Module:
+        return torch.nn.Sequential(torch.nn.Conv2d(3, width, 1), torch.nn.Conv2d(width, 2, 1))
+
+    config = {"model": {"side_channels": [8], "backbone": "tiny"}, "data": {"root": "/a"}}
+    ckpt = {"model": net(8).state_dict(), "config": config}
+    engine.check_shapes(ckpt, net(8), "x.pt", config, ("model.",))
+    ours = {"model": {"side_channels": [4], "backbone": "tiny"}, "data": {"root": "/b"}}
+    with pytest.raises(SfcError) as error:
+        engine.check_shapes(ckpt, net(4), "x.pt", ours, ("model.",))
+    message = str(error.value)
+    assert "tensor 0.weight is (8, 3, 1, 1) there, (4, 3, 1, 1) here" in message
+    assert "model.side_channels = (8,) in the checkpoint, (4,) in this run" in message
+    assert "data.root" not in message                      # not a field that builds the network
+    with pytest.raises(SfcError, match="tensor 2.weight is None there"):
+        engine.check_shapes({"model": net(8).state_dict()}, torch.nn.Sequential(*net(8), torch.nn.Conv2d(2, 2, 1)),
+                            "x.pt", ours, ("model.",))
+
+
 def test_check_finite_names_step_and_checkpoint():
     engine.check_finite(torch.tensor(1.5), 3, None)
     with pytest.raises(SfcError, match="step 12") as error:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from pathlib import Path
 
 import torch
 
@@ -13,31 +12,7 @@ from sfc_core.data.voc import VOC_CLASSES
 from sfc_core.import_checkpoint import FORMATS, import_checkpoint, kit_key
 from sfc_core.model.sfc_net import build_model
 from tests.fixtures import trained_model
-
-# The key names, shapes and dtypes of the authors' released VOC checkpoint (966 tensors).
-REFERENCE_KEYS = Path(__file__).parent / "data" / "reference_sfc_state_dict_keys.json"
-NEW = {"classifier": "classifier", "pcm_projection": "f9", "sides.0": "side1", "sides.1": "side2",
-       "sides.2": "side3", "sides.3": "side4"}
-
-
-def reference_aliases(kit: str, fmt: str = "sfc-reference") -> list[str]:
-    """Every name the reference trainer gives the kit's tensor ``kit``."""
-    if kit.startswith("backbone.stages."):
-        stage, rest = kit.split(".", 3)[2:]
-        if stage == "0":
-            index, tail = rest.split(".", 1)
-            return [f"resnet50.{['conv1', 'bn1'][int(index)]}.{tail}", f"stage0.{rest}", f"backbone.0.{rest}"]
-        return [f"resnet50.layer{stage}.{rest}", f"stage{stage}.0.{rest}", f"backbone.{stage}.0.{rest}"]
-    module, tail = kit.rsplit(".", 1)
-    name = NEW[module]
-    return [f"{name}.{tail}", f"newly_added.{FORMATS[fmt].index(name)}.{tail}"]
-
-
-def reference_state(model: torch.nn.Module, fmt: str = "sfc-reference") -> dict[str, torch.Tensor]:
-    """The model's tensors under the reference's names (aliases share one tensor, as saved)."""
-    return {alias: tensor for kit, tensor in model.state_dict().items()
-            if fmt != "sipe" or not kit.startswith("pcm_projection")
-            for alias in reference_aliases(kit, fmt)}
+from tests.reference_layout import REFERENCE_KEYS, reference_aliases, reference_state
 
 
 def tiny_config() -> Config:
@@ -88,6 +63,7 @@ def test_sipe_checkpoint_loads_what_matches_and_names_what_is_absent(tmp_path, c
     assert rc == 0 and "absent from the checkpoint: pcm_projection.weight" in capsys.readouterr().out
     run_cfg = Config.load(tmp_path / "run" / "config.json")
     assert run_cfg.model.pcm is False and run_cfg.model.seed_background_scale == 0.5
+    assert run_cfg.model.seed_rule == "sipe"
     loaded = trained_model(tmp_path / "run").state_dict()
     assert torch.equal(loaded["sides.2.weight"], model.state_dict()["sides.2.weight"])
 
@@ -118,3 +94,27 @@ def test_mismatches_are_refused_with_one_message_and_nothing_written(tmp_path, c
     _refused(tmp_path, capsys, {"fc.weight": torch.zeros(2)}, "not in the sfc-reference layout", "--format")
     headless = {k: v for k, v in state.items() if not k.startswith(("classifier.", "newly_added.0."))}
     _refused(tmp_path, capsys, headless, "missing: classifier.weight")
+
+
+def test_sipe_seed_scores_are_its_iou_of_feature_correlation_and_cam():
+    """cam.correlation_iou against SIPE's get_seed written out with its (N, 1, P, P) broadcast."""
+    from sfc_core.model.cam import correlation_iou
+
+    gen = torch.Generator().manual_seed(0)
+    cam, features = torch.rand(2, 4, 3, 5, generator=gen), torch.randn(2, 6, 3, 5, generator=gen)
+    n, c, h, w = cam.shape
+    f = features.view(n, -1, h * w)
+    f = f / (torch.norm(f, dim=1, keepdim=True) + 1e-5)
+    correlation = torch.relu(torch.matmul(f.transpose(2, 1), f)).unsqueeze(1)     # (n, 1, P, P)
+    flat = cam.view(n, -1, h * w).unsqueeze(2)                                     # (n, c, 1, P)
+    inter = (correlation * flat).sum(-1)
+    union = correlation.sum(-1) + flat.sum(-1) - inter
+    torch.testing.assert_close(correlation_iou(cam, features), (inter / union).view(n, c, h, w))
+    from sfc_core.model.cam import seeds
+
+    mask = torch.ones(1, c, 1, 1)
+    assert not torch.equal(seeds(correlation_iou(cam, features), mask, 0.5), seeds(cam, mask, 0.5))
+    model = build_model(tiny_config().model, 3).eval()
+    model.seed_rule = "sipe"
+    cam, prototype_cam = model.infer(torch.randn(2, 3, 64, 64, generator=gen), torch.tensor([1.0, 0.0, 1.0]))
+    assert prototype_cam.shape == cam.shape and torch.isfinite(prototype_cam).all()

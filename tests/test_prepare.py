@@ -129,6 +129,7 @@ def test_prepare_voc_bad_inputs_name_the_file_and_write_nothing(downloads, tmp_p
     scipy.io.savemat(sbd / "cls" / "2008_000007.mat", {"GTinst": {"Segmentation": np.zeros((2, 2))}})
     _expect_error(capsys, base, "no GTcls.Segmentation", "2008_000007.mat", "cls/")
     assert not (out / "ImageSets").exists() and not (out / "cls_labels.json").exists()
+    assert not (out / "SegmentationClassAug").exists()      # the masks made so far wait in a hidden folder
     (voc / "SegmentationClass").rename(voc / "moved")
     _expect_error(capsys, base, "has no SegmentationClass/", "VOCtrainval_11-May-2012.tar")
 

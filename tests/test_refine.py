@@ -147,3 +147,36 @@ def test_eval_seg_scores_both_methods(cam_run):
     assert set(result["methods"]) >= {"crf", "irn"}
     for method in ("crf", "irn"):
         assert 0 <= result["methods"][method]["uncertain_ignored"]["miou"] <= 1
+
+
+@pytest.mark.slow
+def test_irn_training_resumes_to_the_weights_of_an_uninterrupted_run(cam_run, smoke_dataset, tmp_path):
+    """Two epochs of 10 steps, checkpoints every 3: stopped after 13, resumed from step 12 (mid
+    second epoch), it ends with the uninterrupted run's weights, each step logged once."""
+    import json
+    import shutil
+
+    from sfc_core.engine import load_checkpoint, seed_everything
+    from sfc_core.refine import write_confident_labels
+    from sfc_core.refine.irn import train_irn
+    from sfc_core.run_dir import RunDir
+
+    whole, killed = RunDir(tmp_path / "whole"), RunDir(tmp_path / "killed")
+    shutil.copytree(cam_run.root, whole.root, ignore=shutil.ignore_patterns("refine", "pseudo", "segment"))
+    cfg = whole.load_config().override({"refine.irn_epochs": 2, "refine.irn_checkpoint_every": 3,
+                                        "runtime.num_workers": 0})
+    ids = smoke_dataset.ids(cfg.data.train_list)
+    write_confident_labels(whole, cfg, smoke_dataset, ids, whole.relation_labels)
+    shutil.copytree(whole.root, killed.root)
+    cpu = torch.device("cpu")
+    for run, stop_after in ((whole, None), (killed, 13), (killed, None)):
+        seed_everything(0)      # the boundary branch starts from the process's global RNG (as in refine)
+        train_irn(run, cfg, smoke_dataset, ids, cpu, stop_after=stop_after)
+        if stop_after:
+            assert load_checkpoint(killed.irn_checkpoint)["step"] == 12
+    reference, resumed = load_checkpoint(whole.irn_checkpoint), load_checkpoint(killed.irn_checkpoint)
+    assert reference["step"] == resumed["step"] == 20 and reference["model"].keys() == resumed["model"].keys()
+    for key, value in reference["model"].items():
+        assert torch.equal(value, resumed["model"][key]), key
+    steps = [json.loads(line)["step"] for line in killed.irn_metrics_jsonl.read_text().splitlines()]
+    assert steps == list(range(2, 21, 2))                     # irn_log_every=2, step 12's lines once

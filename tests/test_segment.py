@@ -297,6 +297,6 @@ def test_killed_run_resumes_to_the_same_weights(run, smoke_config, smoke_dataset
     assert reference["model"].keys() == final["model"].keys()
     for key, value in reference["model"].items():
         assert torch.equal(value, final["model"][key]), key
-    assert torch.equal(reference["rng"]["torch"], final["rng"]["torch"])
+    assert torch.equal(reference["ranks"][0]["rng"]["torch"], final["ranks"][0]["rng"]["torch"])
     logged = RunDir(other.segment_dir("gt")).metrics_jsonl.read_text().splitlines()
     assert [json.loads(line)["step"] for line in logged] == list(range(1, 8))   # step 4 once

@@ -83,6 +83,8 @@ def test_resume_accepts_changes_to_later_stages_only(smoke_config, tmp_path):
 
     run = RunDir(tmp_path / "claimed")
     smoke_config.save(run.config_json)
+    run.last_checkpoint.parent.mkdir(parents=True)
+    run.last_checkpoint.write_bytes(b"")           # a finished step: the directory holds a run
     _claim_run_dir(run, copy_config(smoke_config, **{"refine.irn_epochs": 7, "segment.lr": 0.5}), resume=True)
     with pytest.raises(SfcError, match="train.lr"):
         _claim_run_dir(run, copy_config(smoke_config, **{"train.lr": 0.5}), resume=True)
@@ -136,3 +138,67 @@ def test_train_verb_applies_ablation_flags_then_explicit_sets(monkeypatch, tmp_p
     assert cfg.loss.prototype_weight == 0 and cfg.loss.scale_weight == 0
     assert cfg.train.bank_draws == 1                       # --set wins over --baseline
     assert cfg.model.backbone_weights == "/w.pth"
+
+
+# -- one message, exit code 2, no traceback; the command that resumes ------------------------
+
+
+def _cli(capsys, *argv: str) -> tuple[int, str]:
+    """Exit code and stderr of ``python -m sfc_core ARGV``, with a check of the error form."""
+    from sfc_core.cli import main
+
+    code = main(list(argv))
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if code == 2:
+        assert len([line for line in err.splitlines() if line.startswith("error:")]) == 1, err
+    return code, err
+
+
+def test_a_checkpoint_of_other_side_channels_names_the_field(trained_run, tmp_path, capsys):
+    import shutil
+
+    run = RunDir(tmp_path / "edited")
+    shutil.copytree(trained_run.root, run.root, ignore=shutil.ignore_patterns("cams", "refine", "pseudo", "segment"))
+    run.load_config().override({"model.side_channels": (8, 8, 16, 16)}).save(run.config_json)
+    code, err = _cli(capsys, "cams", "--run", str(run.root))
+    assert code == 2
+    assert "model.side_channels = (128, 128, 256, 256) in the checkpoint, (8, 8, 16, 16) in this run" in err
+    assert not list(run.cams.glob("*.npz"))                               # no CAM was made
+
+
+def test_a_failed_start_is_started_over_by_the_same_command(smoke_config, tmp_path, capsys):
+    from sfc_core.io import append_jsonl
+
+    for resume in ([], ["--resume"]):
+        run = RunDir(tmp_path / f"failed{len(resume)}")
+        command = ["train", "--preset", "synthetic-smoke", "--data-root", smoke_config.data.root,
+                   "--out", str(run.root), "--set", "train.max_steps=2", "--set", "runtime.num_workers=0", *resume]
+        code, _ = _cli(capsys, *command, "--backbone-weights", str(tmp_path / "missing.pth"))
+        assert code == 2 and run.config_json.is_file() and not run.last_checkpoint.exists()
+        append_jsonl(run.metrics_jsonl, {"step": 1, "loss/total": 99.0})   # logged before it failed
+        code, err = _cli(capsys, *command)                                  # weights back: same command
+        assert code == 0, err
+        assert engine.load_checkpoint(run.last_checkpoint)["step"] == 2
+        records = [json.loads(line) for line in run.metrics_jsonl.read_text().splitlines()]
+        assert [r["step"] for r in records] == [2] and records[0]["loss/total"] != 99.0
+        code, err = _cli(capsys, *command)                                  # now it holds a run
+        assert code == 0 if resume else (code == 2 and "already holds a training run" in err)
+
+
+def test_interrupt_messages_give_the_command_that_resumes(monkeypatch, tmp_path, capsys):
+    from sfc_core import segment as segment_module
+    from sfc_core import train as train_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(train_module, "train", interrupted)
+    monkeypatch.setattr(segment_module, "segment", interrupted)
+    out = tmp_path / "r"
+    code, err = _cli(capsys, "train", "--preset", "synthetic-smoke", "--out", str(out), "--stop-after", "3")
+    assert code == 130
+    assert f"run: python -m sfc_core train --preset synthetic-smoke --out {out} --stop-after 3 --resume\n" in err
+    code, err = _cli(capsys, "train", "--preset", "synthetic-smoke", "--out", str(out), "--resume")
+    assert err.rstrip().endswith(f"--out {out} --resume")                     # not twice
+    code, err = _cli(capsys, "segment", "--run", str(out), "--masks", "gt")
+    assert code == 130 and err.rstrip().endswith(f"run: python -m sfc_core segment --run {out} --masks gt")

@@ -40,9 +40,9 @@ from tqdm import tqdm
 
 from sfc_core.data.voc import VOC_CLASSES
 from sfc_core.errors import SfcError
-from sfc_core.io import atomic_save_png, atomic_write_json, atomic_write_text
+from sfc_core.io import atomic_write_json, atomic_write_text
+from sfc_core.masks import IGNORE, save_mask
 
-IGNORE = 255
 MANIFEST = "prepare_manifest.json"
 LABELS_JSON = "cls_labels.json"
 # The published MD5 of each official archive (the same values torchvision's VOC and SBD
@@ -200,15 +200,6 @@ def read_index_png(path: str | Path) -> np.ndarray:
                        fix="re-extract the download (the file is corrupt)") from None
 
 
-def save_index_png(path: Path, mask: np.ndarray) -> None:
-    """A uint8 (H, W) class map as a palette PNG in the VOC colours, written atomically."""
-    from sfc_core.masks import voc_palette
-
-    image = Image.fromarray(mask, mode="P")
-    image.putpalette(voc_palette())
-    atomic_save_png(path, image)
-
-
 def present_classes(mask: np.ndarray) -> list[int]:
     """0-based foreground classes of a (H, W) mask (0 background and 255 ignore left out)."""
     values = np.unique(mask)
@@ -227,10 +218,10 @@ def _voc_mask_task(job: tuple[str, str, str, str]) -> tuple[str, list[int], str]
                 raise SfcError(f"SBD mask is {mask.shape[1]}x{mask.shape[0]}, its image "
                                f"{image.width}x{image.height}", path=source,
                                fix="use SBD's cls/ masks with VOC 2012's JPEGImages")
-        save_index_png(Path(out_path), mask)
+        save_mask(Path(out_path), mask)
         return image_id, present_classes(mask), "sbd"
     mask = read_index_png(source)
-    save_index_png(Path(out_path), mask)
+    save_mask(Path(out_path), mask)
     return image_id, present_classes(mask), "voc"
 
 
@@ -264,6 +255,18 @@ def _mask_sources(voc: Path, sbd: Path, ids: list[str]) -> list[tuple[str, str]]
                        f"{', '.join(no_image[:5])}", path=voc / "JPEGImages",
                        fix="use the complete VOC 2012 trainval download (17,125 images)")
     return sources
+
+
+def staging_path(final: Path) -> Path:
+    """Where a mask folder is written: ``final`` once a run completed it, else a hidden sibling
+    (kept by a rerun, which resumes in it) that ``commit_folder`` renames to ``final`` when
+    every mask is written, so a stopped or refused run leaves no half-filled mask folder."""
+    return final if final.is_dir() else final.with_name(f".{final.name}.partial")
+
+
+def commit_folder(work: Path, final: Path) -> None:
+    if work != final:
+        os.replace(work, final)
 
 
 def link_images(out: Path, images: Path, name: str = "JPEGImages") -> None:
@@ -302,10 +305,11 @@ def prepare_voc(voc: str | Path, sbd: str | Path, out: str | Path, processes: in
 
     if out.resolve() != voc_root:
         link_images(out, voc_root / "JPEGImages")
-    masks = out / "SegmentationClassAug"
+    masks = staging_path(out / "SegmentationClassAug")
     masks.mkdir(exist_ok=True)
     jobs = [(i, src, str(voc_root / "JPEGImages" / f"{i}.jpg"), str(masks / f"{i}.png")) for i, src in sources]
     results = run_jobs(_voc_mask_task, jobs, processes, "SegmentationClassAug")
+    commit_folder(masks, out / "SegmentationClassAug")
     inputs = {"voc": str(voc_root), "sbd": str(sbd_root),
               "sbd_lists": {name: len(v) for name, v in sbd_lists.items()},
               "archives": [r for r in (voc_record, sbd_record) if r]}

@@ -29,15 +29,16 @@ import numpy as np
 from sfc_core.data.coco import COCO_CLASSES
 from sfc_core.data.prepare import (
     COCO_EXPECTED,
-    IGNORE,
+    commit_folder,
     link_images,
     present_classes,
     read_index_png,
     run_jobs,
-    save_index_png,
+    staging_path,
     write_layout,
 )
 from sfc_core.errors import SfcError
+from sfc_core.masks import IGNORE, save_mask
 
 SPLITS = ("train2014", "val2014")
 LIST_NAMES = {"train2014": "train", "val2014": "val"}
@@ -77,7 +78,7 @@ def _coco_mask_task(job: tuple) -> tuple[str, list[int], str]:
     if Path(out_path).is_file():
         return image_id, present_classes(read_index_png(out_path)), "kept"
     mask = class_mask(objects, height, width)
-    save_index_png(Path(out_path), mask)
+    save_mask(Path(out_path), mask)
     return image_id, present_classes(mask), "annotations"
 
 
@@ -106,8 +107,8 @@ def category_map(categories: list[dict], path: Path) -> dict[int, int]:
     return {c["id"]: order[c["name"]] for c in categories}
 
 
-def split_jobs(coco: Path, out: Path, split: str) -> tuple[list[tuple], list[str]]:
-    """Mask jobs of one split, and the ids left out (no non-crowd object)."""
+def split_jobs(coco: Path, masks: Path, split: str) -> tuple[list[tuple], list[str]]:
+    """Mask jobs of one split (masks into ``masks``/<split>/), and the ids left out (no non-crowd object)."""
     path = coco / "annotations" / f"instances_{split}.json"
     data = read_annotations(path)
     classes = category_map(data["categories"], path)
@@ -128,7 +129,7 @@ def split_jobs(coco: Path, out: Path, split: str) -> tuple[list[tuple], list[str
             left_out.append(image_id)
             continue
         jobs.append((image_id, image["height"], image["width"], own,
-                     str(out / "SegmentationClass" / split / f"{image_id}.png")))
+                     str(masks / split / f"{image_id}.png")))
     if missing:
         raise SfcError(f"{len(missing)} image(s) of {path.name} are not in {split}/, first: "
                        f"{', '.join(missing[:5])}", path=coco / split,
@@ -143,12 +144,15 @@ def prepare_coco(coco: str | Path, out: str | Path, processes: int = 1) -> dict:
         if not (coco / split).is_dir():
             raise SfcError(f"COCO folder has no {split}/ images", path=coco / split,
                            fix="point --coco at the folder holding train2014/, val2014/ and annotations/")
-    work = {split: split_jobs(coco, out, split) for split in SPLITS}    # every check before any write
+    final = out / "SegmentationClass"
+    masks = staging_path(final)
+    work = {split: split_jobs(coco, masks, split) for split in SPLITS}    # every check before any write
     for split in SPLITS:
         link_images(out, coco / split, f"JPEGImages/{split}")
-        (out / "SegmentationClass" / split).mkdir(parents=True, exist_ok=True)
+        (masks / split).mkdir(parents=True, exist_ok=True)
     results = run_jobs(_coco_mask_task, [job for jobs, _ in work.values() for job in jobs], processes,
                        "COCO class masks")
+    commit_folder(masks, final)
     with_label = {image_id for image_id, classes, _ in results if classes}
     lists = {LIST_NAMES[split]: [job[0] for job in jobs if job[0] in with_label] for split, (jobs, _) in work.items()}
     left_out = {LIST_NAMES[split]: ids + [job[0] for job in jobs if job[0] not in with_label]

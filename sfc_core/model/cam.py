@@ -83,6 +83,24 @@ def seeds(cam: torch.Tensor, valid_mask: torch.Tensor, background_scale: float =
     return one_hot * valid_mask
 
 
+def correlation_iou(cam: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """SIPE's seed scores: per pixel i and channel k, the IoU of pixel i's feature-correlation
+    row with the CAM of k (SIPE's ``get_seed``, before its background x 0.5 and arg-max).
+
+    cam (N, K, h, w); features (N, D, h, w) -> (N, K, h, w). With f the features L2-normalised
+    per pixel (eps 1e-5) and corr = relu(f^T f) (N, P, P): inter_k(i) = sum_j corr(i, j) cam_k(j),
+    union_k(i) = sum_j corr(i, j) + sum_j cam_k(j) - inter_k(i).
+    """
+    n, k, h, w = cam.shape
+    f = features.flatten(2)
+    f = f / (f.norm(dim=1, keepdim=True) + 1e-5)
+    corr = F.relu(torch.bmm(f.transpose(1, 2), f))                            # (N, P, P)
+    flat = cam.flatten(2)                                                     # (N, K, P)
+    inter = torch.bmm(flat, corr.transpose(1, 2))                             # (N, K, P)
+    union = corr.sum(-1)[:, None] + flat.sum(-1, keepdim=True) - inter
+    return (inter / union).view(n, k, h, w)
+
+
 def prototypes(seeds: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
     """Image-specific class prototypes: the seed-masked sum of features over all P pixels / P.
 

@@ -30,12 +30,13 @@ ARCHITECTURE = "sfc"   # recorded in checkpoints and checked when loading
 class SfcNet(nn.Module):
     def __init__(self, backbone: Backbone, num_classes: int,
                  side_channels: tuple[int, int, int, int] = (128, 128, 256, 256),
-                 seed_background_scale: float = 0.3, pcm: bool = True):
+                 seed_background_scale: float = 0.3, pcm: bool = True, seed_rule: str = "argmax"):
         super().__init__()
         self.backbone = backbone
         self.num_classes = num_classes
         self.seed_background_scale = seed_background_scale
         self.pcm = pcm
+        self.seed_rule = seed_rule
         self.sides = nn.ModuleList(nn.Conv2d(c_in, c_out, 1, bias=False)
                                    for c_in, c_out in zip(backbone.channels, side_channels))
         top = backbone.channels[-1]
@@ -67,7 +68,8 @@ class SfcNet(nn.Module):
         return cam_math.hierarchical_features(sides, stages[2].shape[-2:])
 
     def _prototype_cam(self, cam: torch.Tensor, features: torch.Tensor, seed_mask: torch.Tensor) -> torch.Tensor:
-        seeds = cam_math.seeds(cam, seed_mask, self.seed_background_scale)
+        scores = cam if self.seed_rule == "argmax" else cam_math.correlation_iou(cam, features)
+        seeds = cam_math.seeds(scores, seed_mask, self.seed_background_scale)
         return cam_math.prototype_cam(features, cam_math.prototypes(seeds, features))
 
     # -- training ----------------------------------------------------------------------------
@@ -117,7 +119,7 @@ def build_model(model_cfg: ModelConfig, num_classes: int) -> SfcNet:
     """An SfcNet for ``num_classes`` foreground classes (from the dataset) and ``model_cfg``."""
     backbone = build_backbone(model_cfg.backbone, model_cfg.backbone_weights)
     return SfcNet(backbone, num_classes, model_cfg.side_channels, model_cfg.seed_background_scale,
-                  model_cfg.pcm)
+                  model_cfg.pcm, model_cfg.seed_rule)
 
 
 def checkpoint_identity(model_cfg: ModelConfig, class_names: list[str]) -> dict:
@@ -135,6 +137,9 @@ def load_model(path: Path, ckpt: dict, model_cfg: ModelConfig, class_names: list
     (``engine.load_checkpoint``), so it can also record what made its outputs."""
     engine.check_compatible(ckpt, checkpoint_identity(model_cfg, class_names), path)
     model = build_model(dataclasses.replace(model_cfg, backbone_weights="none"), len(class_names))
+    engine.check_shapes(ckpt, model, path, {"model": dataclasses.asdict(model_cfg)}, ("model.",),
+                        fix="use the model settings the checkpoint was trained with (its config is inside "
+                            "it), or train again into a fresh --out")
     model.load_state_dict(ckpt["model"])      # the checkpoint holds every weight
     device = engine.select_device("auto") if device is None else torch.device(device)
     return model.to(device).eval()

@@ -26,6 +26,8 @@ clipping, as the reference.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +35,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm import tqdm
+from torch.utils.data import Dataset
 
 from sfc_core import engine
 from sfc_core.config import Config, RefineConfig
@@ -204,19 +205,21 @@ def load_boundary_net(run: RunDir, cfg: Config, device: torch.device) -> Boundar
     engine.check_compatible(checkpoint, {"backbone": cfg.refine.irn_backbone, "architecture": ARCHITECTURE},
                             run.irn_checkpoint)
     net = BoundaryNet(build_backbone(cfg.refine.irn_backbone, "none"))
+    engine.check_shapes(checkpoint, net, run.irn_checkpoint, cfg.to_dict(), ("refine.irn_backbone",))
     net.load_state_dict(checkpoint["model"])
     return net.to(device).eval()
 
 
 def train_irn(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[str],
-              device: torch.device) -> None:
+              device: torch.device, stop_after: int | None = None) -> None:
     """Train the boundary network on the relation labels of ``ids`` into ``run.irn_checkpoint``.
 
     Resumes from the checkpoint (weights, optimiser, schedule, step; the data order and
     augmentation are functions of seed, epoch and index); returns at once when it is finished.
+    ``stop_after``: stop after this many steps, as if interrupted.
     """
-    refine = cfg.refine
-    data = AffinityDataset(dataset, ids, run, refine, cfg.runtime.seed)
+    refine, seed = cfg.refine, cfg.runtime.seed
+    data = AffinityDataset(dataset, ids, run, refine, seed)
     batch_size = refine.irn_batch_size
     steps_per_epoch = len(data) // batch_size
     if steps_per_epoch == 0:
@@ -228,57 +231,49 @@ def train_irn(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[
     optimizer = engine.make_optimizer("sgd", [{"params": net.head_parameters(), "lr": refine.irn_lr}],
                                       refine.irn_momentum, refine.irn_weight_decay)
     schedule = engine.make_schedule(optimizer, "poly", max_steps, refine.irn_poly_power)
-    step = 0
-    if run.irn_checkpoint.is_file():
-        checkpoint = engine.load_checkpoint(run.irn_checkpoint, device)
-        engine.check_compatible(checkpoint, {"backbone": refine.irn_backbone, "architecture": ARCHITECTURE},
-                                run.irn_checkpoint)
-        if checkpoint["max_steps"] != max_steps:
-            raise SfcError(f"the IRN checkpoint is for {checkpoint['max_steps']} steps, this configuration "
-                           f"gives {max_steps}", path=run.irn_checkpoint,
-                           fix="delete it to train IRN again, or use the configuration it was made with")
-        net.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        schedule.load_state_dict(checkpoint["schedule"])
-        step = checkpoint["step"]
-    if step >= max_steps:
+    state = engine.TrainState(net, optimizer, schedule, engine.make_grad_scaler(device, cfg.runtime.amp),
+                              {"backbone": refine.irn_backbone, "architecture": ARCHITECTURE,
+                               "max_steps": max_steps}, cfg.to_dict(), builds=("refine.irn_backbone",))
+    state.resume(run.irn_checkpoint, engine.DistInfo(),
+                 fix="delete it to train IRN again, or use the configuration it was made with")
+    if state.step >= max_steps:
         return
-
-    def save() -> None:
-        engine.save_checkpoint(run.irn_checkpoint, {
-            "model": net.state_dict(), "optimizer": optimizer.state_dict(),
-            "schedule": schedule.state_dict(), "step": step, "max_steps": max_steps,
-            "backbone": refine.irn_backbone, "architecture": ARCHITECTURE})
-
-    index = PathIndex.build(refine.irn_radius)
-    scaler = engine.make_grad_scaler(device, cfg.runtime.amp)
-    logger = engine.MetricsLogger(run.irn_metrics_jsonl)
     net.train()
-    bar = tqdm(total=max_steps, initial=step, desc="irn: train boundary net", unit="step")
-    while step < max_steps:
-        epoch, done = divmod(step, steps_per_epoch)
-        data.set_epoch(epoch)
-        order = np.random.default_rng([cfg.runtime.seed, epoch]).permutation(len(data))
-        loader = DataLoader(Subset(data, order[done * batch_size:steps_per_epoch * batch_size].tolist()),
-                            batch_size=batch_size, drop_last=True, num_workers=cfg.runtime.num_workers,
-                            pin_memory=device.type == "cuda")
-        for batch in loader:
-            images = batch["image"].to(device, non_blocking=True)
-            labels = batch["label"].to(device, non_blocking=True)
-            with engine.autocast(device, cfg.runtime.amp):
-                logits = net(images)
-            edge = torch.sigmoid(logits.float())
-            labels = F.interpolate(labels[:, None].float(), size=edge.shape[-2:], mode="nearest")[:, 0].long()
-            loss = affinity_loss(edge_to_affinity(edge, index), *affinity_targets(labels, index))
-            engine.check_finite(loss.detach(), step, run.irn_checkpoint if run.irn_checkpoint.is_file() else None)
-            engine.optimizer_step(loss, optimizer, scaler, net.head_parameters(), grad_clip=0)
-            schedule.step()
-            step += 1
-            bar.update()
-            if step % refine.irn_log_every == 0:
-                logger.log(step, {"irn/loss": loss.item(), "irn/lr": schedule.get_last_lr()[0]})
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-            if step % refine.irn_checkpoint_every == 0 or step == max_steps:
-                save()
-    bar.close()
-    logger.close()
+    update = IrnUpdate(state, PathIndex.build(refine.irn_radius), device, cfg.runtime.amp)
+    loop = engine.Loop(data, partial(_epoch_order, data, seed), batch_size, steps_per_epoch, max_steps,
+                       update, update.log, refine.irn_log_every, refine.irn_checkpoint_every,
+                       num_workers=cfg.runtime.num_workers, pin_memory=device.type == "cuda",
+                       desc="irn: train boundary net")
+    engine.run_loop(state, loop, engine.LoopFiles(run.irn_checkpoint, run.irn_metrics_jsonl), engine.DistInfo(),
+                    stop_after)
+
+
+def _epoch_order(data: AffinityDataset, seed: int, epoch: int) -> list[int]:
+    """The sample indices of ``epoch``: a permutation drawn from (seed, epoch)."""
+    data.set_epoch(epoch)
+    return np.random.default_rng([seed, epoch]).permutation(len(data)).tolist()
+
+
+@dataclass
+class IrnUpdate:
+    """One update of the boundary branch on a batch of crops with relation labels, and its log."""
+
+    state: engine.TrainState
+    index: PathIndex
+    device: torch.device
+    amp: bool
+
+    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        net = self.state.model
+        images = batch["image"].to(self.device, non_blocking=True)
+        labels = batch["label"].to(self.device, non_blocking=True)
+        with engine.autocast(self.device, self.amp):
+            logits = net(images)
+        edge = torch.sigmoid(logits.float())
+        labels = F.interpolate(labels[:, None].float(), size=edge.shape[-2:], mode="nearest")[:, 0].long()
+        loss = affinity_loss(edge_to_affinity(edge, self.index), *affinity_targets(labels, self.index))
+        engine.optimizer_step(loss, self.state.optimizer, self.state.scaler, net.head_parameters(), grad_clip=0)
+        return {"loss": loss.detach()}
+
+    def log(self, step: int, output: dict[str, torch.Tensor], images_per_second: float) -> dict[str, float]:
+        return {"irn/loss": output["loss"].item(), "irn/lr": self.state.schedule.get_last_lr()[0]}
