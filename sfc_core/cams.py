@@ -45,6 +45,7 @@ from sfc_core.model.cam import max_normalise
 from sfc_core.model.sfc_net import load_model
 from sfc_core.provenance import checkpoint_record, claim_folder, npz_complete
 from sfc_core.run_dir import RunDir
+from sfc_core.run_lock import claims_run
 
 
 def multiscale_cams(model, images: list[torch.Tensor], label: torch.Tensor, size: tuple[int, int],
@@ -93,6 +94,7 @@ def _todo(run: RunDir, ids: list[str]) -> list[int]:
     return todo
 
 
+@claims_run()
 def make_cams(run: str | Path | RunDir, list_name: str | None = None,
               scales: tuple[float, ...] | None = None, device: str | torch.device | None = None,
               overrides: dict | None = None) -> Path:
@@ -120,12 +122,12 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
     path = run.inference_checkpoint
     ckpt = load_checkpoint(path)
     dist = setup_distributed()
+    device = select_device(str(device or cfg.runtime.device), dist, option="--device")   # before any write
     if dist.is_main:
         claim_folder(run.cams, cams_record(cfg, checkpoint_record(path, ckpt), class_names, scales), "cams")
     gather_objects(None, dist)                      # the other ranks wait for the claim
     todo = _todo(run, views.ids)
     shard = todo[dist.rank::dist.world_size]
-    device = select_device(str(device or cfg.runtime.device), dist, option="--device")
     model = load_model(path, ckpt, cfg.model, class_names, device)
     _write_cams(run, cfg, model, Subset(views, shard), device, dist, f"cams {list_name} ({len(scales)} scales)")
     made = sum(gather_objects(len(shard), dist))     # also waits for every rank's files

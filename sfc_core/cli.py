@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import shlex
 import sys
+import traceback
 
 from sfc_core.errors import SfcError
+
+DEBUG_ENV = "SFC_DEBUG"     # set (to anything): an error also prints its traceback (and a worker's)
 
 #  verb           module                      function prefix   one-line help
 VERBS: list[tuple[str, str, str, str]] = [
     ("synth", "sfc_core.data.commands", "synth", "write a synthetic long-tailed dataset (VOC layout)"),
     ("prepare", "sfc_core.data.prepare", "prepare", "VOC 2012 + SBD or COCO 2014 downloads -> the kit's dataset layout"),
     ("stats", "sfc_core.data.commands", "stats", "per-class image counts, co-occurrence, class weights"),
+    ("check", "sfc_core.data.commands", "check", "decode every image and mask of the lists, report every problem"),
     ("train", "sfc_core.train", "train", "train SFC (or the baseline / an ablation) into a run dir"),
     ("import-checkpoint", "sfc_core.import_checkpoint", "import_checkpoint",
      "a checkpoint trained elsewhere (SFC authors', SIPE's) as a run directory"),
@@ -83,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(command(args) or 0)
     except SfcError as e:
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc()
+            print(e.worker_traceback or "", file=sys.stderr)
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

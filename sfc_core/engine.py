@@ -65,7 +65,7 @@ from tqdm import tqdm
 
 from sfc_core.config import check_device, flat_dict
 from sfc_core.errors import SfcError
-from sfc_core.io import append_jsonl, atomic_torch_save, atomic_write_text
+from sfc_core.io import append_jsonl, atomic_torch_save, atomic_write_text, kill_point
 
 # -- distributed ---------------------------------------------------------------------------
 
@@ -597,6 +597,7 @@ def run_loop(state: TrainState, loop: Loop, files: LoopFiles, dist: DistInfo,
                 output = loop.update(batch)
                 state.schedule.step()
                 state.step += 1
+                kill_point("step")     # interruption tests only (SFC_KILL_AT, sfc_core.io)
                 clock.tick()
                 bar.update(1)
                 _at_cadence(state, loop, files, dist, logger, bar, output, clock.rate or 0.0)

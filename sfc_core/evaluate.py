@@ -50,6 +50,7 @@ from sfc_core.metrics import (
 )
 from sfc_core.provenance import digest, is_fresh, read_record
 from sfc_core.run_dir import RunDir
+from sfc_core.run_lock import claims_run
 
 # -- per-image work (what a benchmark times) --------------------------------------------------
 
@@ -245,6 +246,7 @@ def cam_eval_record(run: RunDir, cfg: Config, list_name: str, held: str | None,
             "lambda_sweep": sorted(set(cfg.cams.lambda_sweep)), "fusion_lambda": cfg.cams.fusion_lambda}
 
 
+@claims_run()
 def eval_cams(run: str | Path | RunDir, list_name: str | None = None,
               overrides: dict | None = None) -> dict[str, Any]:
     """Score the three CAM kinds on the evaluation list (and the held-out list if its CAMs
@@ -368,6 +370,7 @@ def score_pseudo_masks(run: RunDir, dataset: SegmentationDataset, method: str, l
             "made_from": seg_eval_record(run, method, ids)}
 
 
+@claims_run()
 def eval_seg(run: str | Path | RunDir, methods: Sequence[str] | None = None,
              overrides: dict | None = None) -> dict[str, Any]:
     """Score the pseudo masks of ``methods`` (default: every method the run has) on the

@@ -86,12 +86,19 @@ def claim_folder(folder: Path, record: dict[str, Any], what: str) -> bool:
     old = read_record(folder)
     if old is not None and canonical(old) == canonical(record):
         return True
-    if folder.is_dir() and any(folder.iterdir()):
+    outputs = _outputs(folder)
+    if outputs:
         print(f"{what}: {folder} was made from other inputs ({differences(old, record)}): made again")
-        shutil.rmtree(folder)
+        for path in outputs:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / RECORD, record)
     return False
+
+
+def _outputs(folder: Path) -> list[Path]:
+    """What ``folder`` holds besides hidden entries (the run lock, temporaries of writes)."""
+    return [p for p in folder.iterdir() if not p.name.startswith(".")] if folder.is_dir() else []
 
 
 def refuse_other_inputs(folder: Path, record: dict[str, Any], what: str, fix: str) -> None:
@@ -101,7 +108,7 @@ def refuse_other_inputs(folder: Path, record: dict[str, Any], what: str, fix: st
 
     folder = Path(folder)
     old = read_record(folder)
-    if folder.is_dir() and any(folder.iterdir()) and (old is None or canonical(old) != canonical(record)):
+    if _outputs(folder) and (old is None or canonical(old) != canonical(record)):
         raise SfcError(f"{what} in {folder} was made from other inputs ({differences(old, record)})",
                        path=folder, fix=fix)
 

@@ -5,6 +5,7 @@ earlier stages wrote through these paths and writes its own results through them
 imports another stage.
 
     RUN_DIR/
+      .lock                       while a stage writes here: its pid, host, command, start time
       config.json                 resolved Config (preset, overrides, dataset root, seed)
       class_names.json            foreground class names, in label order
       checkpoints/last.pt, best.pt
@@ -36,6 +37,11 @@ class RunDir:
 
     def __init__(self, root: str | Path | RunDir):
         object.__setattr__(self, "root", Path(root.root if isinstance(root, RunDir) else root))
+
+    @property
+    def lock_file(self) -> Path:
+        """Held (flock) by the stage writing into this folder; names it (``sfc_core.run_lock``)."""
+        return self.root / ".lock"
 
     # -- configuration ----------------------------------------------------------------------
     @property

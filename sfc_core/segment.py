@@ -55,6 +55,7 @@ from sfc_core.masks import IGNORE, read_pseudo_mask, save_mask
 from sfc_core.metrics import confusion_matrix, percent, scores
 from sfc_core.provenance import claim_folder, digest, read_record, refuse_other_inputs
 from sfc_core.run_dir import RunDir
+from sfc_core.run_lock import claims_run
 
 MASK_SOURCES = ("irn", "crf", "cam", "gt")
 
@@ -351,6 +352,7 @@ def _expected(cfg: Config, dataset: SegmentationDataset, masks: str) -> dict[str
             "class_names": list(dataset.class_names), "masks": masks}
 
 
+@claims_run(lambda run, masks, *args, **kwargs: RunDir(run).segment_dir(masks))
 def segment(run: str | Path | RunDir, masks: str, overrides: dict[str, Any] | None = None,
             save_predictions: bool = False, force: bool = False) -> dict[str, Any]:
     """Train cfg.segment.network on `masks` of the training list, score it on the held-out list.

@@ -64,6 +64,7 @@ from sfc_core.metrics import confusion_matrix, mean_iou, percent
 from sfc_core.model.cam import max_normalise
 from sfc_core.model.sfc_net import SfcNet, build_model, checkpoint_identity
 from sfc_core.run_dir import RunDir
+from sfc_core.run_lock import claims_run
 
 # What a resumed training must not change: the sections that decide what is computed (later
 # stages' sections, cams/refine/segment, may change freely), except where things are and how
@@ -138,6 +139,7 @@ def append_bank_draws(bank: ImageBank | None, images: torch.Tensor, boxes: torch
     return torch.cat([images, drawn_images]), torch.cat([boxes, drawn_boxes]), torch.cat([labels, drawn_labels])
 
 
+@claims_run(lambda cfg, out, *args, **kwargs: out)
 def train(cfg: Config, out: str | Path, resume: bool = False, stop_after: int | None = None) -> dict:
     """Train SFC (or the baseline / an ablation, by config) into the run directory ``out``.
 

@@ -54,6 +54,16 @@ def test_list_naming_missing_images(tmp_path):
     assert ds.ids("val") == ["2007_000006"]
 
 
+def test_list_naming_an_image_twice(tmp_path):
+    root = write_voc_tree(tmp_path)
+    path = root / "ImageSets" / "Segmentation" / "train.txt"
+    ids = path.read_text().split()
+    path.write_text("\n".join([*ids, ids[3], ids[1], ids[3]]) + "\n")
+    ds = SegmentationDataset(root)
+    with raises_naming(path, f"'train' names {ids[3]} twice \\(entries 4 and 6\\); 3 repeated entries"):
+        ds.ids("train")
+
+
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
 def test_unreadable_jpeg(tmp_path, damage):
     root = write_voc_tree(tmp_path)

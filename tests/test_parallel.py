@@ -3,6 +3,10 @@ one thread per process."""
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import time
 from functools import partial
 from pathlib import Path
 
@@ -10,6 +14,7 @@ import pytest
 import torch
 
 from sfc_core.errors import SfcError
+from sfc_core.io import pid_alive
 from sfc_core.orchestration.parallel import run_side_by_side
 
 
@@ -61,3 +66,53 @@ def test_an_error_in_a_chain_stops_it_and_reaches_the_caller(tmp_path):
     with pytest.raises(SfcError, match="training broke"):
         run_side_by_side(jobs, processes=2)
     assert not (tmp_path / "after").exists()
+
+
+PARENT = """
+import sys, time
+from functools import partial
+from sfc_core.orchestration.parallel import run_side_by_side
+from test_parallel import _work_forever
+run_side_by_side([partial(_work_forever, sys.argv[1], tag) for tag in "ab"], processes=2)
+"""
+
+
+def _work_forever(folder: str, tag: str) -> None:
+    (Path(folder) / f"{tag}.pid").write_text(str(os.getpid()))
+    while True:
+        time.sleep(0.1)
+
+
+def _children_of(parent, folder: Path) -> list[int]:
+    """The pids the two side-by-side steps of ``parent`` wrote, once both have started."""
+    deadline = time.monotonic() + 60
+    while len(list(folder.glob("*.pid"))) < 2:
+        assert parent.poll() is None and time.monotonic() < deadline, "the steps did not start"
+        time.sleep(0.1)
+    return [int(path.read_text()) for path in folder.glob("*.pid")]
+
+
+def _gone_within(pids: list[int], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not any(pid_alive(pid) for pid in pids):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2 or torch.cuda.is_available(),
+                    reason="side by side only on a CPU machine with 2+ cores")
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT])
+def test_workers_end_when_their_parent_is_killed_or_interrupted(tmp_path, stop):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    parent = subprocess.Popen([sys.executable, "-c", PARENT, str(tmp_path)], env=env)
+    try:
+        children = _children_of(parent, tmp_path)
+        parent.send_signal(stop)
+        assert _gone_within(children, 5), "side-by-side workers outlived their parent"
+        assert parent.wait(timeout=10) != 0
+    finally:
+        parent.kill()
+        parent.wait()

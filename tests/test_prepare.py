@@ -210,3 +210,24 @@ def test_coco_flat_mask_layout_by_configuration(tmp_path):
     cfg = Config.from_preset("coco", {"data.root": str(out), "data.coco_mask_layout": "flat"})
     dataset = open_dataset(cfg.data)
     assert dataset.read_mask("COCO_val2014_000000000042").max() == 24
+
+
+def test_prepare_voc_in_place_writes_into_the_voc_tree(downloads):
+    voc, sbd = downloads
+    prepare_voc(voc, sbd, voc)
+    assert not (voc / "JPEGImages").is_symlink()
+    assert (voc / "ImageSets/Segmentation/train.txt").read_text().split() == VOC_LISTS["train"]
+    assert SegmentationDataset(voc).ids("train_aug") == TRAIN_AUG
+
+
+def test_prepare_checks_what_it_wrote_and_names_a_bad_image(downloads, tmp_path, capsys):
+    voc, sbd = downloads
+    base = ["prepare", "voc", "--voc", str(voc), "--sbd", str(sbd), "--processes", "1"]
+    assert main(base + ["--out", str(tmp_path / "good")]) == 0
+    assert "every image and mask of train_aug, train, val decodes" in capsys.readouterr().out
+    image = voc / "JPEGImages" / f"{VOC_LISTS['val'][0]}.jpg"
+    image.write_bytes(image.read_bytes()[:100])                 # a truncated download
+    rc = main(base + ["--out", str(tmp_path / "bad")])
+    captured = capsys.readouterr()
+    assert rc == 2 and captured.err.count("error:") == 1 and "1 problem(s)" in captured.err
+    assert image.name in captured.out and "Traceback" not in captured.err

@@ -17,32 +17,7 @@ from tests.download_fixtures import TRAIN_AUG, make_sbd_download, make_tar, make
 from tests.fixtures import trained_model
 from tests.reference_layout import reference_state
 
-SMALL = """\
-model.backbone=tiny
-data.crop_size=32
-data.resize_long=24,40
-train.batch_size=2
-train.bank_draws=1
-train.max_steps=3
-train.val_every=0
-train.checkpoint_every=3
-runtime.num_workers=0
-runtime.device=cpu
-cams.scales=1.0,0.5
-refine.irn_backbone=tiny
-refine.irn_backbone_weights=sfc
-refine.irn_crop_size=32
-refine.irn_batch_size=2
-refine.irn_epochs=1
-refine.irn_radius=3
-refine.walk_exp_times=3
-segment.network=lraspp_mobilenet_v3_large
-segment.backbone_weights=none
-segment.iterations=2
-segment.batch_size=2
-segment.crop_size=32
-segment.eval_scales=1.0
-"""
+SMALL = Path(__file__).parent / "data" / "voc_route_small.txt"     # a documented --config file
 
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -62,7 +37,6 @@ def test_reproduce_sfc_on_voc_commands_on_fake_downloads(tmp_path, capsys):
     sbd_tgz = make_tar(make_sbd_download(tmp_path / "dl" / "sbd").parent, tmp_path / "benchmark.tgz",
                        "benchmark_RELEASE")
     md5 = {p: hashlib.md5(p.read_bytes()).hexdigest() for p in (voc_tar, sbd_tgz)}
-    (tmp_path / "small.txt").write_text(SMALL)
     data, sfc = str(tmp_path / "data" / "voc"), str(tmp_path / "runs" / "voc" / "sfc")
 
     # the fake archives are not the published ones: their checksums are passed, as a user would
@@ -72,7 +46,7 @@ def test_reproduce_sfc_on_voc_commands_on_fake_downloads(tmp_path, capsys):
     run("stats", "--preset", "voc", "--data-root", data)
     assert json.loads(capsys.readouterr().out)["num_images"] == len(TRAIN_AUG)
     run("train", "--preset", "voc", "--data-root", data, "--out", sfc, "--backbone-weights", "none",
-        "--config", str(tmp_path / "small.txt"))
+        "--config", str(SMALL))
     run("cams", "--run", sfc)
     run("eval-cams", "--run", sfc)
     run("refine", "--run", sfc)
@@ -85,7 +59,7 @@ def test_reproduce_sfc_on_voc_commands_on_fake_downloads(tmp_path, capsys):
     torch.save({"net": reference_state(trained_model(sfc))}, tmp_path / "res50_SFC.pth")
     authors = str(tmp_path / "runs" / "voc" / "authors")
     run("import-checkpoint", "--format", "sfc-reference", str(tmp_path / "res50_SFC.pth"), "--out", authors,
-        "--config", str(tmp_path / "small.txt"), "--data-root", data)
+        "--config", str(SMALL), "--data-root", data)
     run("cams", "--run", authors)
     run("eval-cams", "--run", authors)
     mine, theirs = (json.loads((Path(r) / "cam_eval.json").read_text())["rows"]["fused"] for r in (sfc, authors))

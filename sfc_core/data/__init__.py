@@ -18,7 +18,7 @@ def open_dataset(data: DataConfig) -> SegmentationDataset:
     """The dataset of `data.dataset` at `data.root` (synthetic: generated there if needed)."""
     if data.dataset in ("voc", "coco") and not data.root:
         raise SfcError(f"no dataset root given for {data.dataset}",
-                       fix="pass --data-root DIR (or --set data.root=DIR)")
+                       fix="pass --set data.root=DIR (train, stats and import-checkpoint also take --data-root DIR)")
     labels = {"labels_file": data.labels_file or None, "allow_pickle": data.allow_pickled_labels}
     if data.dataset == "voc":
         return SegmentationDataset(data.root, **labels)

@@ -1,10 +1,12 @@
-"""The dataset verbs: ``synth`` (write a synthetic dataset) and ``stats`` (class statistics).
+"""The dataset verbs: ``synth`` (write a synthetic dataset), ``stats`` (class statistics) and
+``check`` (decode every image and mask of some lists, report every problem).
 
     python -m sfc_core synth --size default --out data/synthetic --seed 0
     python -m sfc_core stats --preset synthetic --data-root data/synthetic --list train_aug
+    python -m sfc_core check --preset voc --data-root VOC2012 --lists train_aug,val
 
 They are stages: thin verbs over the data layer (``data.synthetic.generate``,
-``data.stats.dataset_stats``), which the other stages import too.
+``data.stats.dataset_stats``, ``data.check.check_dataset``), which the other stages import too.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import json
 
 from sfc_core.cli import add_config_arguments, config_from_args
 from sfc_core.data import open_dataset
+from sfc_core.data.check import check_dataset, raise_on_problems
 from sfc_core.data.stats import dataset_stats
 from sfc_core.data.synthetic import SIZES, class_counts, generate
 
@@ -51,4 +54,22 @@ def stats_command(args: argparse.Namespace) -> int:
     stats = dataset_stats(dataset, args.list_name or cfg.data.train_list, cfg.data.dataset,
                           cfg.train.batch_size, cfg.train.bank_draws)
     print(json.dumps(stats, indent=2))
+    return 0
+
+
+def check_arguments(p: argparse.ArgumentParser) -> None:
+    add_config_arguments(p)
+    p.add_argument("--lists", default=None,
+                   help="comma-separated image lists (default: the preset's train, eval and held-out lists)")
+    p.add_argument("--workers", type=int, default=None, help="decoding threads (default: one per core)")
+
+
+def check_command(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
+    dataset = open_dataset(cfg.data)
+    lists = args.lists.split(",") if args.lists else [cfg.data.train_list, cfg.data.eval_list,
+                                                      cfg.data.heldout_list]
+    raise_on_problems(check_dataset(dataset, lists, args.workers), lists, dataset.root)
+    images = len({image_id for name in lists for image_id in dataset.ids(name)})
+    print(f"check: all {images} image(s) of list(s) {', '.join(lists)} decode, with their masks and labels")
     return 0

@@ -393,11 +393,25 @@ def prepare_arguments(p: argparse.ArgumentParser) -> None:
                        help="worker processes for the masks (default: up to 8)")
 
 
+def check_prepared(kind: str, out: str | Path, manifest: dict) -> None:
+    """Decode every image and mask of the lists just written (``data.check``), the way the
+    stages will read them, so a bad download is named now rather than minutes into training."""
+    from sfc_core.config import Config
+    from sfc_core.data import open_dataset
+    from sfc_core.data.check import check_dataset, raise_on_problems
+
+    dataset = open_dataset(Config.from_preset(kind, {"data.root": str(out)}).data)
+    lists = list(manifest["counts"])
+    raise_on_problems(check_dataset(dataset, lists), lists, out)
+    print(f"prepare: every image and mask of {', '.join(lists)} decodes, sizes match (python -m sfc_core check)")
+
+
 def prepare_command(args: argparse.Namespace) -> int:
     if args.dataset == "voc":
-        prepare_voc(args.voc, args.sbd, args.out, args.processes, args.voc_md5, args.sbd_md5)
+        manifest = prepare_voc(args.voc, args.sbd, args.out, args.processes, args.voc_md5, args.sbd_md5)
     else:
         from sfc_core.data.prepare_coco import prepare_coco
 
-        prepare_coco(args.coco, args.out, args.processes)
+        manifest = prepare_coco(args.coco, args.out, args.processes)
+    check_prepared(args.dataset, args.out, manifest)
     return 0

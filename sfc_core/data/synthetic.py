@@ -24,7 +24,6 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -34,7 +33,13 @@ from PIL import Image
 from tqdm import tqdm
 
 from sfc_core.errors import SfcError
-from sfc_core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from sfc_core.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    remove_stale_temporaries,
+    temporary_sibling,
+)
 from sfc_core.masks import voc_palette
 
 GENERATOR_VERSION = 2
@@ -449,7 +454,9 @@ def generate(root: str | Path, size: str = "default", seed: int = 0, shared_part
     if not force and _is_complete(path, parameters):
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_stale_temporaries(path.parent)        # what a killed generation left behind
+    work = temporary_sibling(path)
+    work.mkdir()                                 # mode from the umask, as the dataset's files
     try:
         _write_dataset(work, spec, seed, shared_parts, parameters, progress=size != "smoke")
         if path.exists():

@@ -51,7 +51,7 @@ class SegmentationDataset:
         self.root = Path(root)
         if not self.root.is_dir():
             raise SfcError(f"dataset root {self.root} does not exist", path=self.root,
-                           fix="point data.root (--data-root) at the dataset folder")
+                           fix="point data.root at the dataset folder: --set data.root=DIR")
         expected = [image_dir, list_dir] + ([mask_dir] if mask_dir else [])
         missing = [name for name in expected if not (self.root / name).is_dir()]
         if missing:
@@ -109,7 +109,7 @@ class SegmentationDataset:
                 if list_name == "train_aug":    # no download has it: the kit makes it
                     fix = ("make it from the VOC 2012 and SBD downloads: python -m sfc_core prepare voc "
                            "--voc VOCdevkit/VOC2012 --sbd benchmark_RELEASE/dataset --out ROOT, "
-                           "then --data-root ROOT")
+                           "then --set data.root=ROOT")
                 raise SfcError(f"no image list {list_name!r}", path=path, fix=fix)
             # A line is a bare id or "/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png".
             ids = [Path(line.split()[0]).stem if "/" in line else line.split()[0]
@@ -117,6 +117,7 @@ class SegmentationDataset:
             if not ids:
                 raise SfcError(f"image list {list_name!r} is empty", path=path,
                                fix="write one image id per line")
+            _refuse_repeats(ids, list_name, path)
             missing = [i for i in ids if not os.path.exists(self.image_path(i))]
             if missing:
                 raise SfcError(f"image list names {len(missing)} missing image(s), first: "
@@ -203,6 +204,20 @@ class SegmentationDataset:
         if self._labels is None:
             self._labels = read_labels_file(self.labels_file, self.num_classes, self.allow_pickle)
         return self._labels
+
+
+def _refuse_repeats(ids: list[str], list_name: str, path: Path) -> None:
+    """An id listed twice would be counted twice (class counts, coefficients, evaluation):
+    refuse the list, naming the first repeated id and its lines, rather than guess which line
+    was meant."""
+    first_line: dict[str, int] = {}
+    for line, image_id in enumerate(ids, 1):
+        if image_id in first_line:
+            repeated = len(ids) - len(set(ids))
+            raise SfcError(f"image list {list_name!r} names {image_id} twice (entries {first_line[image_id]} "
+                           f"and {line}); {repeated} repeated entr{'y' if repeated == 1 else 'ies'} in all",
+                           path=path, fix="keep one line per image id in the list")
+        first_line[image_id] = line
 
 
 def read_labels_file(path: Path, num_classes: int, allow_pickle: bool = False) -> dict[str, np.ndarray]:

@@ -27,6 +27,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from pathlib import Path
 
@@ -46,10 +48,12 @@ from sfc_core.masks import save_mask
 from sfc_core.provenance import claim_folder, digest, png_complete, read_record
 from sfc_core.refine.irn import BoundaryNet, load_boundary_net, train_irn, walk_scores
 from sfc_core.run_dir import RunDir
+from sfc_core.run_lock import claims_run
 
 METHODS = ("irn", "crf")
 
 
+@claims_run()
 def refine(run: str | Path | RunDir, method: str | None = None, device: str | torch.device | None = None,
            overrides: dict | None = None) -> Path:
     """Pseudo masks of every training image by ``method`` ("irn" or "crf"; default the run's
@@ -128,10 +132,16 @@ def write_confident_labels(run: RunDir, cfg: Config, dataset: SegmentationDatase
     bar = tqdm(total=len(todo), desc=f"refine: confident labels -> {out_dir.name}", unit="img")
     processes = min(cfg.runtime.num_workers, len(todo))
     if processes > 1:
-        with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        # (not multiprocessing.Pool: it waits forever for a worker that was killed)
+        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
             # big chunks: the task (with the dataset object) is pickled once per chunk
-            for _ in pool.imap_unordered(task, todo, chunksize=max(1, len(todo) // (8 * processes))):
-                bar.update()
+            try:
+                for _ in pool.map(task, todo, chunksize=max(1, len(todo) // (8 * processes))):
+                    bar.update()
+            except BrokenProcessPool:
+                raise SfcError("a refine worker process died (killed, or out of memory)", path=out_dir,
+                               fix=f"run the same command again (finished masks are kept), or lower "
+                                   f"runtime.num_workers (now {cfg.runtime.num_workers})") from None
     else:
         for image_id in todo:
             task(image_id)
