@@ -1,4 +1,4 @@
-"""The image bank of image-bank re-sampling (IBR, reference_code.md 3.2), on the training device.
+"""The image bank of image-bank re-sampling (IBR, docs/reference.md 3.2), on the training device.
 
 One slot per class holds the most recent training image that contained the class: its
 augmented crop, crop box and label. Each step the loader batch is written in (after a random

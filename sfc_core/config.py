@@ -1,7 +1,7 @@
 """One configuration object for every stage, with named presets.
 
 `Config` is a tree of dataclasses, one section per stage. Every default is the paper's VOC
-value (``../shared/method.md``); a preset is a short list of dotted overrides on top of
+value (``docs/method.md``); a preset is a short list of dotted overrides on top of
 those defaults, so ``voc`` is the defaults themselves and each other preset says only what
 it changes and why.
 
@@ -156,7 +156,7 @@ class RefineConfig:
 
 @dataclass
 class SegmentConfig:
-    # Step 3 (method.md 5): the DeepLabV3 recipe of VainF/DeepLabV3Plus-Pytorch (VOC trainaug)
+    # Step 3 (docs/method.md 5): the DeepLabV3 recipe of VainF/DeepLabV3Plus-Pytorch (VOC trainaug)
     # and torchvision's references/segmentation, unless a line says otherwise.
     network: str = "deeplabv3_resnet101"  # torchvision.models.segmentation builder name
     backbone_weights: str = "imagenet"    # "imagenet" (torchvision's download) | a .pth path | "none"

@@ -122,8 +122,8 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> Path:
     """``np.savez`` (stored, not deflated) written atomically. ``np.load`` reads it and the
     ``np.savez_compressed`` files older versions wrote alike. Deflate is not worth it for
-    CAM maps: on a 375x500 CAM file it costs about 15x the CPU time of the write for a file
-    27% smaller (BENCHMARKS.md, "Feeding the device")."""
+    CAM maps: on a 375x500 CAM file it costs 12x the CPU time of the write for a file 27%
+    smaller (BENCHMARKS.md, "Feeding the device")."""
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     return atomic_write_bytes(path, buf.getvalue())

@@ -1,4 +1,4 @@
-"""The SFC training stage (method.md section 3): ``train(cfg, out)`` and the ``train`` verb.
+"""The SFC training stage (docs/method.md 3): ``train(cfg, out)`` and the ``train`` verb.
 
     python -m sfc_core train --preset synthetic --out runs/sfc            # full SFC
     python -m sfc_core train --preset synthetic --out runs/base --baseline
@@ -66,7 +66,7 @@ from sfc_core.data.transforms import (
 from sfc_core.errors import SfcError
 from sfc_core.io import atomic_write_json
 from sfc_core.losses import classification_loss, prototype_consistency, scale_consistency
-from sfc_core.metrics import confusion_matrix, mean_iou
+from sfc_core.metrics import confusion_matrix, mean_iou, percent
 from sfc_core.model.cam import max_normalise
 from sfc_core.model.sfc_net import SfcNet, build_model, checkpoint_identity
 from sfc_core.run_dir import RunDir
@@ -409,8 +409,8 @@ def train_command(args: argparse.Namespace) -> int:
     cfg.override(parse_overrides(args.overrides))       # an explicit --set wins over the flags
     summary = train(cfg, args.out, resume=args.resume, stop_after=args.stop_after)
     best = summary["best"]
-    scores = (f"; best at step {best['step']}: mIoU refined CAM {100 * best['miou_cam']:.1f}, "
-              f"prototype CAM {100 * best['miou_prototype']:.1f}") if best.get("miou_cam") is not None else ""
+    scores = (f"; best at step {best['step']}: mIoU refined CAM {percent(best['miou_cam'])}, "
+              f"prototype CAM {percent(best['miou_prototype'])}") if best.get("miou_cam") is not None else ""
     print(f"trained {summary['steps']}/{summary['max_steps']} steps in {summary['seconds']:.0f} s "
           f"({summary['images_per_second']:.1f} images/s){scores}; checkpoints in {Path(args.out) / 'checkpoints'}")
     return 0

@@ -1,4 +1,4 @@
-"""Image transforms of the reference pipeline (reference_code.md 1.3-1.4), as pure functions.
+"""Image transforms of the reference pipeline (docs/reference.md 1.3-1.4), as pure functions.
 
 Images are numpy arrays in HWC layout: uint8 before `normalize`, float32 after. Randomness
 comes in as a `numpy.random.Generator`, so a caller decides what it is a function of.

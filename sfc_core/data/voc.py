@@ -1,4 +1,4 @@
-"""Datasets in the PASCAL VOC layout (reference_code.md 1.1-1.4).
+"""Datasets in the PASCAL VOC layout (docs/reference.md 1.1-1.4).
 
     root/
       JPEGImages/<id>.jpg
@@ -284,7 +284,7 @@ def _open_image(path: Path, what: str, decode: bool = True) -> Image.Image:
 
 
 class TrainDataset(Dataset):
-    """Training view of a list: the reference's augmentation (reference_code.md 1.3).
+    """Training view of a list: the reference's augmentation (docs/reference.md 1.3).
 
     Random long-side resize (integer L uniform in resize_long, both ends, bicubic), ImageNet
     normalisation, horizontal flip with p=0.5, random crop to crop_size x crop_size with zero

@@ -1,6 +1,6 @@
 """IRN's class-boundary network (Ahn et al., CVPR 2019) and its training on relation labels.
 
-The network (reference_code.md 5.2) is a frozen backbone with a light boundary branch: each
+The network (docs/reference.md 5.2) is a frozen backbone with a light boundary branch: each
 stage output goes through a 1x1 conv to 32 channels, GroupNorm(4) and ReLU, is resized to the
 finest stage's grid, and a 1x1 conv (with bias) of their concatenation gives one boundary
 logit per pixel. The grid is the backbone's first stage output (layer1): stride 4 for the
