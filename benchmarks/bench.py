@@ -19,6 +19,17 @@ Prints one JSON object (and writes it to ``--out`` if given):
 - ``eval``: the confusion matrix of 1,464 masks of 500x375 (VOC train's evaluation) with the
   preset's classes (``metrics.confusion_matrix``): masks/s and seconds for the list.
 - ``segment``: step-3 training images/s (``segment.train_step`` on ``segment.network``).
+- ``camwrite``: milliseconds per CAM file of a 375x500 image with 3 rows (``--steps`` files
+  per repeat), today's ``np.savez_compressed`` against ``cam_file.save_cam``, alternating
+  (``benchmarks/feed.py``); file sizes and read times beside.
+- ``camstage``: images/s of the CAM stage's loop (``cams.write_cams``: uint8 items, device
+  normalisation and flips, writer threads) against today's float32 loop, on ``--steps``
+  random images of the inference size, loader in-process, alternating ``--repeats`` times;
+  ``identical`` says both wrote the same arrays.
+- ``loader``: CPU milliseconds per SFC training item (``data.TrainDataset`` at the preset's
+  ``data.crop_size`` and ``data.resize_long``) from 375x500 JPEGs, today's float32 item
+  against the kit's uint8 one, alternating; ``identical`` says the kit's items normalised on
+  the device (``transforms.normalize_crops``) equal today's.
 
 Inputs are random tensors of the preset's sizes, so no dataset is needed; the class count
 comes from the preset's dataset kind (its class list) without reading the dataset. Weights
@@ -50,6 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks import feed
 from benchmarks.reference_step import ReferenceBank, reference_losses, reference_network, reference_valid_mask
 from sfc_core import engine
 from sfc_core.config import Config
@@ -59,7 +71,7 @@ from sfc_core.data.voc import VOC_CLASSES
 from sfc_core.errors import SfcError
 from sfc_core.model.sfc_net import SfcNet, build_model
 
-STAGES = ("train", "cams", "eval", "segment")
+STAGES = ("train", "cams", "eval", "segment", "camwrite", "camstage", "loader")
 PHASES = ("data", "forward", "backward", "optimiser")
 VOC_IMAGE_SIZE = (375, 500)     # (H, W) of most VOC images: the eval masks, VOC/COCO inference
 VOC_EVAL_MASKS = 1464           # VOC train, the CAM and pseudo-mask evaluation list
@@ -554,6 +566,13 @@ def bench(cfg: Config, device: str = "auto", steps: int = 10, warmup: int = 2, r
         result["eval"] = bench_eval(num_foreground_classes(cfg) + 1)
     if "segment" in stages:
         result["segment"] = bench_segment(cfg, device, steps, warmup)
+    if "camwrite" in stages:
+        result["camwrite"] = feed.bench_camwrite(steps, repeats, VOC_IMAGE_SIZE)
+    if "camstage" in stages:
+        model = build_model(cfg.model, num_foreground_classes(cfg)).to(device).eval()
+        result["camstage"] = feed.bench_camstage(cfg, model, inference_size(cfg), device, steps, repeats)
+    if "loader" in stages:
+        result["loader"] = feed.bench_loader(cfg, steps, repeats, VOC_IMAGE_SIZE)
     return result
 
 

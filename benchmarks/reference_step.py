@@ -1,7 +1,7 @@
 """The reference-style SFC training step, kept to be compared with (``bench --naive``).
 
 This is the kit's network and losses computed the way the
-authors' trainer does it (reference_code.md 3.2-3.4, quirks 8-12 and 16): the image bank on
+authors' trainer does it (docs/reference.md 3.2-3.4, quirks 8-12 and 16): the image bank on
 the CPU, written per image and per class by Python loops and copied whole to the device
 every step, plus its thrown-away shuffled copy; the valid mask as a full (N, C+1, S, S)
 float tensor made per sample by the loader, resized on the device; the per-class weights
@@ -36,7 +36,7 @@ def reference_valid_mask(box: torch.Tensor, num_channels: int, crop_size: int) -
 
 
 class ReferenceBank:
-    """The reference's image bank (reference_code.md 3.2, quirks 8 and 19): one slot per class
+    """The reference's image bank (docs/reference.md 3.2, quirks 8 and 19): one slot per class
     on the CPU holding an image, its raw (K, S, S) valid mask and its label; every slot is
     drawable, filled or not."""
 
@@ -121,7 +121,7 @@ def apply_class_weights(losses: torch.Tensor, order: list[int], weights: list[fl
 def reference_losses(network: nn.Module, images: torch.Tensor, valid_mask: torch.Tensor, labels: torch.Tensor,
                      statistics: tuple[np.ndarray, np.ndarray, float], prototype_weight: float,
                      scale_weight: float) -> dict[str, torch.Tensor]:
-    """The reference trainer's forward and losses (reference_code.md 3.3).
+    """The reference trainer's forward and losses (docs/reference.md 3.3).
 
     images (N, 3, S, S); valid_mask (N, K, S, S) full resolution, label-masked; labels (N, C).
     Both scales run the whole network, prototype CAM included (quirk 11).

@@ -1,4 +1,4 @@
-"""The image bank of image-bank re-sampling (IBR, reference_code.md 3.2), on the training device.
+"""The image bank of image-bank re-sampling (IBR, docs/reference.md 3.2), on the training device.
 
 One slot per class holds the most recent training image that contained the class: its
 augmented crop, crop box and label. Each step the loader batch is written in (after a random
@@ -13,7 +13,8 @@ Differences from the reference, on purpose:
 - The images stay on the training device; a step writes the winning images with one
   indexed copy and gathers only the k drawn slots (the reference copies the whole bank
   between CPU and GPU every step). The small per-slot records (box, label, filled flag) live
-  on the CPU, so deciding what to write or draw never waits for the GPU.
+  on the CPU, so deciding what to write or draw never waits for the GPU, and the indices
+  reach the device in one non-blocking copy per call (``engine.to_device``).
 - A slot stores the crop box (4 ints), not a (C+1, S, S) valid mask: the mask is rebuilt
   from box and label on the device.
 - Quirk 19: draws are uniform over the *filled* slots only. The reference draws over all
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import torch
 
+from sfc_core.engine import to_device
 from sfc_core.errors import SfcError
 
 
@@ -52,7 +54,8 @@ class ImageBank:
         if len(classes) == 0:
             return
         winner = winner[classes]
-        self.images[classes.to(self.images.device)] = images[winner.to(images.device)].to(self.images.dtype)
+        slots, rows = to_device(torch.stack([classes, winner]), self.images.device)     # one copy
+        self.images[slots] = images[rows].to(self.images.dtype)
         self.boxes[classes] = boxes[winner]
         self.labels[classes] = labels[winner].float()
         self.filled[classes] = True
@@ -65,7 +68,7 @@ class ImageBank:
             raise SfcError("the image bank is empty: no training image has a class label",
                            fix="check the image-level labels of the train list")
         slots = filled[torch.randint(len(filled), (k,), generator=generator)]
-        return self.images[slots.to(self.images.device)], self.boxes[slots], self.labels[slots]
+        return self.images[to_device(slots, self.images.device)], self.boxes[slots], self.labels[slots]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"images": self.images.cpu(), "boxes": self.boxes.clone(),

@@ -9,9 +9,11 @@ format of ``sfc_core.cam_file`` (``cams/<id>.npz``).
 The stage resumes: images whose file is complete are kept while ``cams/provenance.json``
 records the same checkpoint (step and weights digest) and settings; anything else makes
 the folder again (files are written atomically).
-On CPU the DataLoader decodes and rescales in `runtime.num_workers` processes; on a GPU the
-scales of an image run back to back on the device and are summed there, one copy back per
-image; under torchrun every rank takes an interleaved shard of the images still to do:
+The DataLoader decodes and rescales in `runtime.num_workers` processes and hands over uint8;
+normalisation, flips, the scales (back to back) and their sum run on the device, one
+non-blocking copy of the kept rows comes back per image, and a few writer threads write the
+files while the device goes on; under torchrun every rank takes an interleaved shard of the
+images still to do:
 
     torchrun --nproc_per_node 4 -m sfc_core -- cams --run RUN_DIR     (the -- keeps torchrun
                                                                       from reading --run)
@@ -23,24 +25,27 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from sfc_core.cam_file import CAM_FIELDS, present_keys, save_cam
 from sfc_core.config import Config
 from sfc_core.data import MultiScaleDataset, open_dataset
+from sfc_core.data.transforms import device_views
 from sfc_core.engine import (
-    DistInfo,
     autocast,
     cleanup_distributed,
     gather_objects,
     load_checkpoint,
+    loader_workers,
     select_device,
     setup_distributed,
 )
 from sfc_core.errors import SfcError
+from sfc_core.io import BackgroundWriter
 from sfc_core.model.cam import max_normalise
 from sfc_core.model.sfc_net import load_model
 from sfc_core.provenance import checkpoint_record, claim_folder, npz_complete
@@ -118,7 +123,7 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
         raise SfcError(f"the run was trained on {len(class_names)} classes, the dataset has "
                        f"{dataset.num_classes}", path=run.class_names_json,
                        fix="point data.root at the dataset the run was trained on")
-    views = MultiScaleDataset(dataset, list_name, scales=scales, flip=cfg.cams.flip)
+    views = MultiScaleDataset(dataset, list_name, scales=scales)
     path = run.inference_checkpoint
     ckpt = load_checkpoint(path)
     dist = setup_distributed()
@@ -129,7 +134,8 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
     todo = _todo(run, views.ids)
     shard = todo[dist.rank::dist.world_size]
     model = load_model(path, ckpt, cfg.model, class_names, device)
-    _write_cams(run, cfg, model, Subset(views, shard), device, dist, f"cams {list_name} ({len(scales)} scales)")
+    write_cams(run, cfg, model, Subset(views, shard), device,
+               f"cams {list_name} ({len(scales)} scales)" if dist.is_main else None)
     made = sum(gather_objects(len(shard), dist))     # also waits for every rank's files
     cleanup_distributed(dist)
     if dist.is_main:
@@ -137,23 +143,53 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
     return run.cams
 
 
-def _write_cams(run: RunDir, cfg: Config, model: torch.nn.Module, views: Subset, device: torch.device,
-                dist: DistInfo, desc: str) -> None:
-    """The CAM file of every image of ``views`` (MultiScaleDataset items)."""
+def write_cams(run: RunDir, cfg: Config, model: torch.nn.Module, views: Dataset, device: torch.device,
+               desc: str | None = None) -> None:
+    """The CAM file of every image of ``views`` (MultiScaleDataset items): uint8 scales from
+    the loader, normalised and flipped on the device, one non-blocking copy of the kept rows
+    (float16) back per image, the files written by a `BackgroundWriter` beside the device.
+    ``desc``: the progress bar's title (None: no bar)."""
     loader = DataLoader(views, batch_size=1, collate_fn=_only_item,
-                        num_workers=cfg.runtime.num_workers if len(views) else 0,
+                        num_workers=loader_workers(cfg.runtime.num_workers, device) if len(views) else 0,
                         pin_memory=device.type == "cuda")
-    with torch.inference_mode():
-        for item in tqdm(loader, desc=desc, total=len(views), disable=not dist.is_main, unit="img"):
-            images = [pair.to(device, non_blocking=True) for pair in item["images"]]
-            label = item["label"].to(device)
-            with autocast(device, cfg.runtime.amp):
-                classifier, prototype = multiscale_cams(model, images, label, tuple(item["size"].tolist()),
-                                                        cfg.cams.mask_by_label)
+    with torch.inference_mode(), BackgroundWriter() as writer:
+        for item in tqdm(loader, desc=desc, total=len(views), disable=desc is None, unit="img"):
             keys = present_keys(item["label"].numpy())
-            rows = torch.from_numpy(keys).to(device)
-            save_cam(run.cam_file(item["name"]), keys, classifier[rows].cpu().numpy(),
-                     prototype[rows].cpu().numpy(), model.num_classes)
+            maps, ready = _kept_maps(model, cfg, item, keys, device)
+            writer.submit(_save_cam_file, run, item["name"], keys, maps, ready, model.num_classes)
+
+
+def _kept_maps(model: torch.nn.Module, cfg: Config, item: dict, keys: np.ndarray,
+               device: torch.device) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+    """One image's classifier and prototype rows ``keys`` as float16 (2, K', H, W) on the
+    host, copied without blocking, and the event after which the copy is complete (None on
+    the CPU, where nothing is copied)."""
+    images = [device_views(image, device, cfg.cams.flip) for image in item["images"]]
+    label = item["label"].to(device, non_blocking=True)
+    rows = torch.from_numpy(keys).to(device, non_blocking=True)
+    with autocast(device, cfg.runtime.amp):
+        classifier, prototype = multiscale_cams(model, images, label, tuple(item["size"].tolist()),
+                                                cfg.cams.mask_by_label)
+    maps = torch.stack([classifier[rows], prototype[rows]]).half().to("cpu", non_blocking=True)
+    if device.type != "cuda":
+        return maps, None
+    ready = torch.cuda.Event()
+    ready.record()
+    return maps, ready
+
+
+def _save_cam_file(run: RunDir, image_id: str, keys: np.ndarray, maps: torch.Tensor,
+                   ready: torch.cuda.Event | None, num_classes: int) -> None:
+    """Write one image's CAM file once its copy is complete (runs in a writer thread)."""
+    if ready is not None:
+        ready.synchronize()
+    path = run.cam_file(image_id)
+    try:
+        save_cam(path, keys, maps[0].numpy(), maps[1].numpy(), num_classes)
+    except OSError as e:
+        raise SfcError(f"cannot write a CAM file ({e.strerror or e})", path=path,
+                       fix=f"free space on its disk or make {run.cams} writable, then run "
+                           f"python -m sfc_core cams --run {run.root} again (finished images are kept)") from None
 
 
 def cams_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,7 +1,7 @@
 """One configuration object for every stage, with named presets.
 
 `Config` is a tree of dataclasses, one section per stage. Every default is the paper's VOC
-value (``../shared/method.md``); a preset is a short list of dotted overrides on top of
+value (``docs/method.md``); a preset is a short list of dotted overrides on top of
 those defaults, so ``voc`` is the defaults themselves and each other preset says only what
 it changes and why.
 
@@ -34,7 +34,8 @@ class RuntimeConfig:
     device: str = "auto"                  # "auto" | "cpu" | "cuda" | "cuda:N"
     amp: bool = True                      # mixed precision on GPU (bf16, else fp16 + scaler)
     channels_last: bool = True            # on GPU
-    num_workers: int = 2                  # DataLoader workers (and refine's CRF processes)
+    num_workers: int | str = "auto"       # DataLoader workers (and refine's CRF processes): a count,
+                                          # or "auto": cores - 2 on a GPU, 2 on a CPU (engine.loader_workers)
     seed: int = 10
 
 
@@ -155,7 +156,7 @@ class RefineConfig:
 
 @dataclass
 class SegmentConfig:
-    # Step 3 (method.md 5): the DeepLabV3 recipe of VainF/DeepLabV3Plus-Pytorch (VOC trainaug)
+    # Step 3 (docs/method.md 5): the DeepLabV3 recipe of VainF/DeepLabV3Plus-Pytorch (VOC trainaug)
     # and torchvision's references/segmentation, unless a line says otherwise.
     network: str = "deeplabv3_resnet101"  # torchvision.models.segmentation builder name
     backbone_weights: str = "imagenet"    # "imagenet" (torchvision's download) | a .pth path | "none"
@@ -323,6 +324,7 @@ LIMITS: dict[str, Limit] = {
 FREE_FORM = {"data.root", "data.labels_file", "data.train_list", "data.eval_list", "data.heldout_list",
              "model.backbone_weights", "refine.irn_backbone_weights", "segment.backbone_weights"}
 DEVICE_KEYS = {"runtime.device"}         # auto, cpu, cuda, cuda:N (check_device)
+AUTO_KEYS = {"runtime.num_workers"}      # "auto" or a number within the key's limit
 
 
 def check_value(key: str, value: Any) -> Any:
@@ -330,6 +332,10 @@ def check_value(key: str, value: Any) -> Any:
     the key, the value and the allowed range."""
     if key in DEVICE_KEYS:
         return check_device(value, key)
+    if key in AUTO_KEYS:
+        if value == "auto":
+            return value
+        value = _coerce(value, int, key)
     limit = LIMITS.get(key)
     if limit is None or limit.allows(value):
         return value

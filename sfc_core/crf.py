@@ -1,6 +1,6 @@
 """Dense CRF (pydensecrf2) and the confident labels built on it.
 
-One CRF function serves both routes of step 2 (method.md section 5, reference_code.md 5.1):
+One CRF function serves both routes of step 2 (docs/method.md 5, docs/reference.md 5.1):
 
 - IRN's relation labels (VOC): confident foreground, confident background, 255 between;
 - the COCO route: the same confident labels are the final pseudo masks (IRN costs too much

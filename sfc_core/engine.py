@@ -3,6 +3,8 @@
 Devices and precision
     select_device(name="auto", dist=None, option="runtime.device") -> torch.device   "auto": cuda
                                              (this rank's GPU) or cpu; a bad name names option
+    loader_workers(runtime.num_workers, device) -> int   "auto": cores - 2 on a GPU, 2 on a CPU
+    to_device(tensor, device)                a CPU tensor copied without blocking (pinned on CUDA)
     autocast(device, enabled)                context: bf16 where supported, else fp16; CPU no-op
     make_grad_scaler(device, enabled)        a GradScaler, active only for fp16 on CUDA
     optimizer_step(loss, optimizer, scaler, parameters, grad_clip) -> grad norm
@@ -162,6 +164,27 @@ def gather_objects(obj: Any, dist: DistInfo) -> list[Any]:
 
 
 # -- devices and precision -----------------------------------------------------------------
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` (on the CPU) on ``device`` without the host waiting: a non-blocking copy, from
+    pinned memory on CUDA (a copy from pageable memory would wait for the GPU's queue)."""
+    if device.type == "cuda" and not tensor.is_pinned():
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
+CPU_LOADER_WORKERS = 2   # "auto" on a CPU: the workers share the cores with the network's threads
+
+
+def loader_workers(setting: int | str, device: torch.device) -> int:
+    """The worker processes for ``runtime.num_workers``: a count as given; ``"auto"`` = the
+    machine's cores minus 2 (the training process and the pinning thread keep theirs), at
+    least 1, on a GPU, and CPU_LOADER_WORKERS on a CPU."""
+    if setting != "auto":
+        return int(setting)
+    if device.type == "cuda":
+        return max(1, (os.cpu_count() or 1) - 2)
+    return CPU_LOADER_WORKERS
 
 
 def select_device(name: str = "auto", dist: DistInfo | None = None, option: str = "runtime.device") -> torch.device:
@@ -517,12 +540,16 @@ class TrainState:
         self.meta.update({key: ckpt[key] for key in self.meta if key in ckpt})
 
 
+LOADER_PREFETCH = 4   # batches each DataLoader worker keeps ready (PyTorch's default: 2)
+
+
 @dataclass
 class Loop:
     """What the loop runs for one trainer: its samples, its update and its cadence.
 
     ``order(epoch)`` gives this process's sample keys of an epoch (a pure function of the
-    seed and the epoch; it also sets the epoch of ``data`` where items depend on it);
+    seed and the epoch); each key carries its epoch (``(epoch, index)``), so the items are
+    functions of their keys and one set of loader workers serves every epoch;
     ``update(batch) -> {"loss": 0-d tensor, ...}`` is one optimiser update (the loop steps
     the schedule after it); ``log(step, output, images_per_second) -> {name: value}`` is
     what is logged every ``log_every`` steps and at the last; ``after_step(step, output,
@@ -571,14 +598,36 @@ class Throughput:
         return self.images_per_step * self.steps / self.seconds if self.steps else None
 
 
-def epoch_batches(loop: Loop, step: int) -> DataLoader:
-    """The batches of the epoch ``step`` falls in, without those done before it (exact resume:
-    an epoch's order and each sample depend only on the seed, the epoch and the index)."""
-    epoch, done = divmod(step, loop.steps_per_epoch)
-    keys = list(loop.order(epoch))[done * loop.batch_size:]
-    return DataLoader(loop.data, batch_size=loop.batch_size, sampler=keys, drop_last=True,
-                      num_workers=loop.num_workers, pin_memory=loop.pin_memory,
-                      generator=torch.Generator().manual_seed(epoch))   # leaves the global RNG alone
+class StepBatches:
+    """The batch sampler of a whole run from ``step`` to ``end``: each epoch's keys
+    (``loop.order(epoch)``, each carrying its epoch) cut into ``loop.batch_size`` batches, the
+    batches an epoch has done before ``step`` left out (exact resume: an epoch's order and each
+    sample depend only on the seed, the epoch and the index), epoch after epoch."""
+
+    def __init__(self, loop: Loop, step: int, end: int):
+        self.loop, self.step, self.end = loop, step, end
+
+    def __iter__(self) -> Iterator[list]:
+        loop, step = self.loop, self.step
+        while step < self.end:
+            epoch, done = divmod(step, loop.steps_per_epoch)
+            keys = list(loop.order(epoch))
+            for batch in range(done, min(loop.steps_per_epoch, done + self.end - step)):
+                yield keys[batch * loop.batch_size:(batch + 1) * loop.batch_size]
+            step += loop.steps_per_epoch - done
+
+    def __len__(self) -> int:
+        return max(0, self.end - self.step)
+
+
+def run_batches(loop: Loop, step: int, end: int) -> DataLoader:
+    """One DataLoader for the rest of the run: its workers start once and live across epochs
+    (items are functions of their keys, so no worker needs to learn the epoch), each keeping
+    ``LOADER_PREFETCH`` batches ready."""
+    workers = loop.num_workers
+    return DataLoader(loop.data, batch_sampler=StepBatches(loop, step, end), num_workers=workers,
+                      pin_memory=loop.pin_memory, prefetch_factor=LOADER_PREFETCH if workers else None,
+                      generator=torch.Generator().manual_seed(step))   # leaves the global RNG alone
 
 
 def run_loop(state: TrainState, loop: Loop, files: LoopFiles, dist: DistInfo,
@@ -592,17 +641,15 @@ def run_loop(state: TrainState, loop: Loop, files: LoopFiles, dist: DistInfo,
     bar = tqdm(total=loop.max_steps, initial=state.step, desc=loop.desc, unit="step", disable=not dist.is_main)
     clock, started = Throughput(loop.images_per_step), time.perf_counter()
     try:
-        while state.step < loop.max_steps and state.step != stop_after:
-            for batch in epoch_batches(loop, state.step):
-                output = loop.update(batch)
-                state.schedule.step()
-                state.step += 1
-                kill_point("step")     # interruption tests only (SFC_KILL_AT, sfc_core.io)
-                clock.tick()
-                bar.update(1)
-                _at_cadence(state, loop, files, dist, logger, bar, output, clock.rate or 0.0)
-                if state.step in (loop.max_steps, stop_after):
-                    break
+        stop = stop_after if stop_after is not None and state.step <= stop_after < loop.max_steps else loop.max_steps
+        for batch in run_batches(loop, state.step, stop):
+            output = loop.update(batch)
+            state.schedule.step()
+            state.step += 1
+            kill_point("step")     # interruption tests only (SFC_KILL_AT, sfc_core.io)
+            clock.tick()
+            bar.update(1)
+            _at_cadence(state, loop, files, dist, logger, bar, output, clock.rate or 0.0)
     finally:
         bar.close()
         logger.close()

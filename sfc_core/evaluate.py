@@ -43,6 +43,7 @@ from sfc_core.metrics import (
     finite_or_none,
     mean_iou,
     per_class,
+    percent,
     scores,
     spearman_vs_count,
     threshold_confusions,
@@ -407,10 +408,6 @@ def eval_seg(run: str | Path | RunDir, methods: Sequence[str] | None = None,
 # -- tables ---------------------------------------------------------------------------------
 
 
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}"
-
-
 def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Plain aligned text table: first column left-aligned, the rest right-aligned."""
     cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
@@ -426,7 +423,7 @@ def _rows_table(block: dict[str, Any]) -> str:
         lam = "-" if row["lambda"] is None else f"{row['lambda']:g}"
         ref = row["reference_rule"]
         ref_lam = "" if ref["lambda"] is None else f" (lambda {ref['lambda']:g})"
-        rows.append([kind, lam, f"{row['threshold']:g}", _pct(row["miou"]), _pct(ref["miou"]) + ref_lam])
+        rows.append([kind, lam, f"{row['threshold']:g}", percent(row["miou"]), percent(ref["miou"]) + ref_lam])
     return format_table(["CAM", "lambda", "bg threshold", "mIoU %", "reference rule mIoU %"], rows)
 
 
@@ -438,12 +435,12 @@ def format_cam_eval(result: dict[str, Any]) -> str:
     sweep = result["sweep"]["threshold_rule"]
     out += ["mIoU % by background threshold (threshold rule)",
             format_table(["CAM", *[f"{t:g}" for t in result["thresholds"]]],
-                         [[name, *[_pct(v) for v in values]] for name, values in sweep.items()]), ""]
+                         [[name, *[percent(v) for v in values]] for name, values in sweep.items()]), ""]
     counts = result["image_counts"]
     per_class = []
     for name in result["classes"]:
         line = [name, counts.get(name, "-")]
-        line += [_pct(rows[kind]["iou"][name]) for kind in KINDS]
+        line += [percent(rows[kind]["iou"][name]) for kind in KINDS]
         if name in calib["classifier"]["activation_ratio"]:
             line += [("-" if calib[kind]["activation_ratio"][name] is None
                       else f"{calib[kind]['activation_ratio'][name]:.2f}") for kind in KINDS]
@@ -474,11 +471,11 @@ def format_cam_eval(result: dict[str, Any]) -> str:
 def format_seg_eval(result: dict[str, Any]) -> str:
     rows = []
     for method, m in result["methods"].items():
-        rows.append([method, _pct(m["uncertain_as_background"]["miou"]), _pct(m["uncertain_ignored"]["miou"]),
-                     _pct(m["uncertain_share"])])
+        rows.append([method, percent(m["uncertain_as_background"]["miou"]), percent(m["uncertain_ignored"]["miou"]),
+                     percent(m["uncertain_share"])])
     if "fused_cam" in result:
         f = result["fused_cam"]
-        rows.append([f"fused CAM (lambda {f['lambda']:g}, t {f['threshold']:g})", _pct(f["miou"]), "", ""])
+        rows.append([f"fused CAM (lambda {f['lambda']:g}, t {f['threshold']:g})", percent(f["miou"]), "", ""])
     return "\n".join([f"pseudo-mask evaluation on list {result['list']!r} ({result['num_images']} images)",
                       format_table(["masks", "mIoU % (uncertain = bg)", "mIoU % (uncertain ignored)",
                                     "uncertain %"], rows)])

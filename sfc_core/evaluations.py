@@ -29,6 +29,28 @@ def read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """Over-/under-activation of one CAM kind: per-class activation ratio (predicted / GT
+    area), false-positive and false-negative shares, the Spearman correlation of the ratio
+    with log training-image count, and the mean ratio of the most / least frequent classes."""
+
+    activation_ratio: dict[str, float | None]
+    fp_share: dict[str, float | None]
+    fn_share: dict[str, float | None]
+    spearman: float | None
+    head_classes: list[str]
+    head_mean_ratio: float | None
+    tail_classes: list[str]
+    tail_mean_ratio: float | None
+
+    @classmethod
+    def from_dict(cls, block: dict[str, Any]) -> Calibration:
+        return cls(block["activation_ratio"], block["fp_share"], block["fn_share"],
+                   block["spearman_ratio_vs_log_count"], block["head_classes"], block["head_mean_ratio"],
+                   block["tail_classes"], block["tail_mean_ratio"])
+
+
+@dataclass(frozen=True)
 class CamEval:
     """cam_eval.json: the three CAM kinds at the settings chosen on the evaluation list."""
 
@@ -86,13 +108,15 @@ class CamEval:
         return {"kind": kind, "lam": row["lambda"] or 0.0, "background": row["background"],
                 "threshold": row["threshold"]}
 
-    def calibration(self, kind: str) -> dict[str, Any]:
-        """activation_ratio / fp_share / fn_share per class, spearman_ratio_vs_log_count,
-        head/tail classes and mean ratios."""
-        return self.data["calibration"][kind]
+    def chosen_lambda(self, kind: str) -> float | None:
+        """The fusion weight chosen for ``kind`` (None for classifier and prototype)."""
+        return self.row(kind)["lambda"]
 
-    def activation_ratio(self, kind: str) -> dict[str, float | None]:
-        return self.calibration(kind)["activation_ratio"]
+    def chosen_threshold(self, kind: str) -> float:
+        return self.row(kind)["threshold"]
+
+    def calibration(self, kind: str) -> Calibration:
+        return Calibration.from_dict(self.data["calibration"][kind])
 
     def sweep(self, rule: str = "threshold_rule") -> dict[str, Any]:
         """mIoU per variant ("classifier", "prototype", "fused@<lambda>"): a list over
@@ -160,8 +184,21 @@ class FinalEval:
         return self.data["masks"]
 
     @property
+    def network(self) -> str:
+        return self.data["network"]
+
+    @property
+    def list_name(self) -> str:
+        """The held-out list the network is scored on."""
+        return self.data["list"]
+
+    @property
     def steps(self) -> int:
         return self.data["steps"]
+
+    @property
+    def num_images(self) -> int:
+        return self.data["num_images"]
 
     @property
     def kinds(self) -> list[str]:

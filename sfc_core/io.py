@@ -1,7 +1,8 @@
 """Atomic file writes: write to a temporary name in the same folder, then rename.
 
 A run killed at any moment leaves either the old file or the new one, never half of one.
-Every stage writes through these helpers. Files and folders get the permissions the umask
+Every stage writes through these helpers. `BackgroundWriter` runs such writes in a few
+threads beside the caller (the `cams` stage), at most a bounded number waiting. Files and folders get the permissions the umask
 gives (as ``open()`` and ``mkdir`` would). A temporary name is ``.<name>.<pid>.<token>.tmp``:
 ``remove_stale_temporaries(folder)``, which a stage calls on its output folder at start,
 deletes those whose writing process is gone (a kill -9 during a write leaves one behind).
@@ -23,7 +24,9 @@ import os
 import secrets
 import shutil
 import signal
+import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -117,10 +120,55 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 
 
 def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> Path:
-    """``np.savez_compressed`` written atomically."""
+    """``np.savez`` (stored, not deflated) written atomically. ``np.load`` reads it and the
+    ``np.savez_compressed`` files older versions wrote alike. Deflate is not worth it for
+    CAM maps: on a 375x500 CAM file it costs 12x the CPU time of the write for a file 27%
+    smaller (BENCHMARKS.md, "Feeding the device")."""
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    np.savez(buf, **arrays)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+class BackgroundWriter:
+    """Runs write calls in ``threads`` threads beside the caller; ``submit`` blocks while
+    ``depth`` calls wait, so memory stays bounded when writing is the slower side.
+
+    The first error a call raises is raised again in the caller, by the next ``submit`` or
+    by leaving the ``with`` block (which waits for every call). Leaving the block on an
+    error of the caller's own drops the calls not started yet; running ones finish (atomic
+    writes leave no partial file either way).
+    """
+
+    def __init__(self, threads: int = 2, depth: int = 8):
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="sfc-writer")
+        self._slots = threading.BoundedSemaphore(depth)
+        self._pending: list[Future] = []
+
+    def submit(self, write: Callable[..., Any], *args: Any) -> None:
+        self._raise_first_error(wait=False)
+        self._slots.acquire()
+        future = self._pool.submit(write, *args)
+        future.add_done_callback(lambda _: self._slots.release())
+        self._pending.append(future)
+
+    def _raise_first_error(self, wait: bool) -> None:
+        running = []
+        for future in self._pending:
+            if wait or future.done():
+                future.result()                       # raises the call's error
+            else:
+                running.append(future)
+        self._pending = running
+
+    def __enter__(self) -> BackgroundWriter:
+        return self
+
+    def __exit__(self, kind: type | None, error: BaseException | None, traceback: Any) -> None:
+        try:
+            if kind is None:
+                self._raise_first_error(wait=True)
+        finally:
+            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 def atomic_torch_save(path: str | Path, obj: Any) -> Path:

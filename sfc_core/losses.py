@@ -1,4 +1,4 @@
-"""SFC's training losses (method.md section 3, reference_code.md 3.3), class-weighted by broadcast.
+"""SFC's training losses (docs/method.md 3, docs/reference.md 3.3), class-weighted by broadcast.
 
 Shapes: N images, C foreground classes, K = C+1 channels (background at 0), (h, w) CAM grid.
 ``class_weights`` is one (C,) vector in the dataset's class order (the paper's distribution

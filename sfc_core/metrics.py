@@ -162,6 +162,11 @@ def finite_or_none(x: float) -> float | None:
     return None if not math.isfinite(x) else float(x)
 
 
+def percent(x: float | None) -> str:
+    """A fraction as a percentage with one decimal for tables, "-" where it is None or nan."""
+    return "-" if x is None or not math.isfinite(x) else f"{100 * x:.1f}"
+
+
 def per_class(values: np.ndarray, names: Sequence[str]) -> dict[str, float | None]:
     """``{name: value}`` over (K,) values and K names, None where a value is not finite."""
     return {name: finite_or_none(v) for name, v in zip(names, values)}

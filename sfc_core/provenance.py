@@ -86,12 +86,31 @@ def claim_folder(folder: Path, record: dict[str, Any], what: str) -> bool:
     old = read_record(folder)
     if old is not None and canonical(old) == canonical(record):
         return True
-    if folder.is_dir() and any(folder.iterdir()):
+    outputs = _outputs(folder)
+    if outputs:
         print(f"{what}: {folder} was made from other inputs ({differences(old, record)}): made again")
-        shutil.rmtree(folder)
+        for path in outputs:
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / RECORD, record)
     return False
+
+
+def _outputs(folder: Path) -> list[Path]:
+    """What ``folder`` holds besides hidden entries (the run lock, temporaries of writes)."""
+    return [p for p in folder.iterdir() if not p.name.startswith(".")] if folder.is_dir() else []
+
+
+def refuse_other_inputs(folder: Path, record: dict[str, Any], what: str, fix: str) -> None:
+    """SfcError when ``folder`` holds outputs whose record differs from ``record`` (or that
+    have none): for outputs too costly to remake silently. ``fix`` names the flag that does."""
+    from sfc_core.errors import SfcError
+
+    folder = Path(folder)
+    old = read_record(folder)
+    if _outputs(folder) and (old is None or canonical(old) != canonical(record)):
+        raise SfcError(f"{what} in {folder} was made from other inputs ({differences(old, record)})",
+                       path=folder, fix=fix)
 
 
 def is_fresh(made_from: Any, record: dict[str, Any]) -> bool:

@@ -1,4 +1,4 @@
-"""Step 3: a torchvision segmentation network trained on pseudo masks (method.md section 5).
+"""Step 3: a torchvision segmentation network trained on pseudo masks (docs/method.md 5).
 
     python -m sfc_core segment --run RUN_DIR --masks irn|crf|cam|gt [--crf] [--save-predictions]
     torchrun --nproc_per_node 4 -m sfc_core -- segment --run RUN_DIR --masks irn   (DDP; the --
@@ -24,6 +24,7 @@ stopped. A finished run is not trained again; calling the stage again re-evaluat
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import urllib.error
 from collections.abc import Callable
@@ -45,13 +46,14 @@ from sfc_core import engine
 from sfc_core.cam_file import load_cam
 from sfc_core.config import Config, RefineConfig, SegmentConfig
 from sfc_core.data import MultiScaleDataset, SegmentationDataset, open_dataset
-from sfc_core.data.transforms import augment
+from sfc_core.data.transforms import augment, device_views
 from sfc_core.errors import SfcError
-from sfc_core.evaluations import read_cam_eval
+from sfc_core.evaluations import FinalEval, read_cam_eval
 from sfc_core.fusion import predict_mask
 from sfc_core.io import atomic_write_json
 from sfc_core.masks import IGNORE, read_pseudo_mask, save_mask
-from sfc_core.metrics import confusion_matrix, scores
+from sfc_core.metrics import confusion_matrix, percent, scores
+from sfc_core.provenance import claim_folder, digest, read_record, refuse_other_inputs
 from sfc_core.run_dir import RunDir
 from sfc_core.run_lock import claims_run
 
@@ -282,16 +284,16 @@ def evaluate_network(model: nn.Module, dataset: SegmentationDataset, list_name: 
     written there as palette PNGs."""
     seg, k = cfg.segment, dataset.num_classes + 1
     scales = tuple(seg.eval_scales) if 1.0 in seg.eval_scales else (1.0, *seg.eval_scales)
-    views = MultiScaleDataset(dataset, list_name, scales=scales, flip=True)
+    views = MultiScaleDataset(dataset, list_name, scales=scales)
     shard = Subset(views, range(dist.rank, len(views), dist.world_size))
-    loader = DataLoader(shard, batch_size=None, num_workers=cfg.runtime.num_workers)
+    loader = DataLoader(shard, batch_size=None, num_workers=engine.loader_workers(cfg.runtime.num_workers, device))
     kinds = ["single_scale", "multi_scale_flip"] + (["multi_scale_flip_crf"] if seg.eval_crf else [])
     conf = {kind: np.zeros((k, k), np.int64) for kind in kinds}
     model.eval()
     for item in tqdm(loader, desc=f"evaluate on {list_name}", unit="img", disable=not dist.is_main):
         size = tuple(item["size"].tolist())
         with engine.autocast(device, cfg.runtime.amp):
-            probs = [scale_probabilities(model, v.to(device), size) for v in item["images"]]
+            probs = [scale_probabilities(model, device_views(v, device), size) for v in item["images"]]
         labels = {"single_scale": probs[scales.index(1.0)][0].argmax(0),
                   "multi_scale_flip": sum(p.sum(0) for p, s in zip(probs, scales)
                                           if s in seg.eval_scales).argmax(0)}
@@ -311,6 +313,39 @@ def evaluate_network(model: nn.Module, dataset: SegmentationDataset, list_name: 
 # -- the stage --------------------------------------------------------------------------------
 
 
+def segment_record(run: RunDir, cfg: Config, masks: str) -> dict[str, Any]:
+    """What a step-3 run is made from (``segment/<masks>/provenance.json``, final_eval.json's
+    ``made_from``): its masks (their folder's record; for ``cam`` the CAMs' record and the
+    setting cam_eval.json chose; for ``gt`` the dataset), the training list, the seed and the
+    step-3 settings (the evaluation ones, ``eval_*``, excepted: they train nothing)."""
+    if masks in ("irn", "crf"):
+        source: Any = digest(read_record(run.pseudo_masks(masks).parent))
+    elif masks == "cam":
+        source = {"cams": digest(read_record(run.cams)), "setting": cam_mask_settings(run, cfg)}
+    else:
+        source = {"dataset": cfg.data.root}
+    settings = {k: v for k, v in dataclasses.asdict(cfg.segment).items() if not k.startswith("eval_")}
+    return {"masks": masks, "source": source, "list": cfg.data.train_list, "seed": cfg.runtime.seed,
+            "segment": settings}
+
+
+def _resume_from_same_inputs(state: engine.TrainState, run: RunDir, out: RunDir, masks: str,
+                             made_from: dict[str, Any], force: bool, dist: engine.DistInfo) -> None:
+    """Resume ``state`` from segment/<masks>/ only when its provenance.json equals
+    ``made_from``: a checkpoint of other masks or settings is an SfcError naming --force; with
+    ``force`` the folder of other inputs is emptied first and training starts over."""
+    if force and dist.is_main:
+        claim_folder(out.root, made_from, f"segment {masks}")
+    engine.gather_objects(None, dist)
+    state.resume(out.last_checkpoint, dist)
+    if out.last_checkpoint.is_file():
+        refuse_other_inputs(out.root, made_from, f"the step-3 run on {masks} masks",
+                            fix=f"add --force to train it again: python -m sfc_core segment --run {run.root} "
+                                f"--masks {masks} --force (deletes {out.root})")
+    if dist.is_main:
+        claim_folder(out.root, made_from, f"segment {masks}")
+
+
 def _expected(cfg: Config, dataset: SegmentationDataset, masks: str) -> dict[str, Any]:
     """What a checkpoint of this step-3 run must match (engine.check_compatible)."""
     return {"architecture": cfg.segment.network, "num_classes": dataset.num_classes,
@@ -319,12 +354,14 @@ def _expected(cfg: Config, dataset: SegmentationDataset, masks: str) -> dict[str
 
 @claims_run(lambda run, masks, *args, **kwargs: RunDir(run).segment_dir(masks))
 def segment(run: str | Path | RunDir, masks: str, overrides: dict[str, Any] | None = None,
-            save_predictions: bool = False) -> dict[str, Any]:
+            save_predictions: bool = False, force: bool = False) -> dict[str, Any]:
     """Train cfg.segment.network on `masks` of the training list, score it on the held-out list.
 
     The configuration is the run's config.json with `overrides` (dotted keys) on top. Resumes
-    from RUN_DIR/segment/<masks>/checkpoints/last.pt when it exists; trains nothing when that
-    checkpoint is finished. Writes final_eval.json (and returns it): mIoU and per-class IoU,
+    from RUN_DIR/segment/<masks>/checkpoints/last.pt when it exists and the folder's
+    provenance.json records the same masks and settings; a run made from other masks or
+    settings is refused (SfcError), or trained again from scratch with ``force``. Trains
+    nothing when that checkpoint is finished. Writes final_eval.json (and returns it): mIoU and per-class IoU,
     fractions in [0, 1], single-scale and multi-scale + flip (+ CRF with segment.eval_crf).
     """
     run = RunDir(run)
@@ -341,10 +378,11 @@ def segment(run: str | Path | RunDir, masks: str, overrides: dict[str, Any] | No
         raise SfcError(f"the held-out list {cfg.data.heldout_list!r} lacks ground-truth masks",
                        path=dataset.list_path(cfg.data.heldout_list),
                        fix="set data.heldout_list to a list with masks (VOC: val)")
+    made_from = segment_record(run, cfg, masks)
     dist = engine.setup_distributed()
     device = engine.select_device(cfg.runtime.device, dist)
     state = _train_state(cfg, dataset, masks, device)
-    state.resume(out.last_checkpoint, dist)
+    _resume_from_same_inputs(state, run, out, masks, made_from, force, dist)
     if dist.is_main:
         cfg.save(out.config_json)
 
@@ -361,7 +399,7 @@ def segment(run: str | Path | RunDir, masks: str, overrides: dict[str, Any] | No
               "train_images_per_s": throughput, "list": cfg.data.heldout_list,
               "num_images": len(dataset.ids(cfg.data.heldout_list)), "classes": names,
               "eval_scales": list(seg.eval_scales),
-              **{kind: scores(c, names) for kind, c in conf.items()}}
+              **{kind: scores(c, names) for kind, c in conf.items()}, "made_from": made_from}
     if dist.is_main:
         atomic_write_json(run.final_eval_json(masks), result)
     engine.cleanup_distributed(dist)
@@ -401,7 +439,7 @@ def _train(state: engine.TrainState, cfg: Config, crops: MaskedCrops, out: RunDi
     loop = engine.Loop(crops, partial(epoch_keys, len(crops), seed, dist=dist), local_batch, steps_per_epoch,
                        seg.iterations, update, update.log, seg.log_every, seg.checkpoint_every,
                        images_per_step=seg.batch_size,     # global: every process takes 1/N
-                       num_workers=cfg.runtime.num_workers,
+                       num_workers=engine.loader_workers(cfg.runtime.num_workers, device),
                        pin_memory=device.type == "cuda", desc=f"segment {name}")
     done = engine.run_loop(state, loop, engine.LoopFiles(out.last_checkpoint, out.metrics_jsonl, out.tensorboard),
                            dist)
@@ -449,6 +487,8 @@ def segment_arguments(p: argparse.ArgumentParser) -> None:
                    help="also score multi-scale predictions after the dense CRF (segment.eval_crf)")
     p.add_argument("--save-predictions", action="store_true",
                    help="write the held-out predictions as palette PNGs to segment/<masks>/predictions/")
+    p.add_argument("--force", action="store_true",
+                   help="train again when segment/<masks>/ was made from other masks or settings")
     from sfc_core.cli import add_override_arguments
 
     add_override_arguments(p)
@@ -460,14 +500,12 @@ def segment_command(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = overrides_from_args(args)
     if args.crf:
         overrides["segment.eval_crf"] = True
-    result = segment(args.run, args.masks, overrides, save_predictions=args.save_predictions)
+    result = FinalEval(segment(args.run, args.masks, overrides, args.save_predictions, args.force))
     if os.environ.get("RANK", "0") != "0":   # under torchrun, rank 0 reports
         return 0
-    kinds = [kind for kind in ("single_scale", "multi_scale_flip", "multi_scale_flip_crf") if kind in result]
-    print(f"step 3 on {args.masks} masks, {result['network']}, held-out list {result['list']!r} "
-          f"({result['num_images']} images):")
-    for kind in kinds:
-        miou = result[kind]["miou"]
-        print(f"  {kind:<22} mIoU {'-' if miou is None else f'{100 * miou:.1f}'}")
+    print(f"step 3 on {args.masks} masks, {result.network}, held-out list {result.list_name!r} "
+          f"({result.num_images} images):")
+    for kind in result.kinds:
+        print(f"  {kind:<22} mIoU {percent(result.miou(kind))}")
     print(f"  written: {RunDir(args.run).final_eval_json(args.masks)}")
     return 0

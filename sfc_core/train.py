@@ -1,4 +1,4 @@
-"""The SFC training stage (method.md section 3): ``train(cfg, out)`` and the ``train`` verb.
+"""The SFC training stage (docs/method.md 3): ``train(cfg, out)`` and the ``train`` verb.
 
     python -m sfc_core train --preset synthetic --out runs/sfc            # full SFC
     python -m sfc_core train --preset synthetic --out runs/base --baseline
@@ -56,11 +56,17 @@ from sfc_core.bank import ImageBank
 from sfc_core.config import ABLATIONS, Config, RuntimeConfig, TrainConfig, flat_dict, parse_overrides
 from sfc_core.data import MultiScaleDataset, SegmentationDataset, TrainDataset, open_dataset
 from sfc_core.data.stats import class_weights
-from sfc_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, valid_mask_from_boxes
+from sfc_core.data.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    device_views,
+    normalize_crops,
+    valid_mask_from_boxes,
+)
 from sfc_core.errors import SfcError
 from sfc_core.io import atomic_write_json
 from sfc_core.losses import classification_loss, prototype_consistency, scale_consistency
-from sfc_core.metrics import confusion_matrix, mean_iou
+from sfc_core.metrics import confusion_matrix, mean_iou, percent
 from sfc_core.model.cam import max_normalise
 from sfc_core.model.pretrained import resolve_backbone_weights
 from sfc_core.model.sfc_net import SfcNet, build_model, checkpoint_identity
@@ -219,10 +225,11 @@ def _setup(cfg: Config, run: RunDir, dataset: SegmentationDataset, device: torch
     trainable = [p for group in model.parameter_groups().values() for p in group]
     update = SfcUpdate(ddp_objective, state, trainable, t, local_draws, cfg.runtime, device, dist)
     validation = SfcValidation(cfg, dataset, run, state, device, dist, max_steps)
-    loop = engine.Loop(train_set, partial(_epoch_order, train_set, sampler), local_batch, steps_per_epoch,
+    loop = engine.Loop(train_set, partial(_epoch_order, sampler), local_batch, steps_per_epoch,
                        max_steps, update, update.log, t.log_every, t.checkpoint_every,
                        images_per_step=t.batch_size + t.bank_draws,   # global: every process takes 1/N of each
-                       after_step=validation, num_workers=cfg.runtime.num_workers, pin_memory=device.type == "cuda")
+                       after_step=validation, num_workers=engine.loader_workers(cfg.runtime.num_workers, device),
+                       pin_memory=device.type == "cuda")
     return state, loop
 
 
@@ -242,14 +249,15 @@ class SfcUpdate:
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
         t, extras = self.t, self.state.extras
-        images = batch["image"].to(self.device, non_blocking=True)
+        images = normalize_crops(batch["image"], batch["box"], self.device)
         images, boxes, labels = append_bank_draws(extras["bank"], images, batch["box"], batch["label"],
                                                   self.draws, extras["generator"])
         if self.device.type == "cuda" and self.runtime.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with engine.out_of_memory_hint("train.batch_size", t.batch_size):
             with engine.autocast(self.device, self.runtime.amp):
-                losses, outputs = self.objective(images, boxes.to(self.device), labels.to(self.device))
+                losses, outputs = self.objective(images, engine.to_device(boxes, self.device),
+                                                 engine.to_device(labels, self.device))
             grad_norm = engine.optimizer_step(losses["total"], self.state.optimizer, self.state.scaler,
                                               self.trainable, t.grad_clip)
         return {"loss": losses["total"], "losses": losses, "grad_norm": grad_norm, "image": images[0],
@@ -283,7 +291,8 @@ class SfcValidation:
         if t.val_every == 0 or (step % t.val_every != 0 and step != self.max_steps):
             return
         scores = validate(self.state.model, self.dataset, self.cfg.data.eval_list, self.device, self.dist,
-                          self.cfg.runtime.num_workers, self.cfg.runtime.amp)
+                          engine.loader_workers(self.cfg.runtime.num_workers, self.device),
+                          self.cfg.runtime.amp)
         logger.log(step, {f"val/{name}": value for name, value in scores.items()})
         if scores["miou_cam"] + scores["miou_prototype"] > self.state.meta["best"]["score"]:
             self.state.meta["best"] = {"score": scores["miou_cam"] + scores["miou_prototype"], "step": step,
@@ -312,11 +321,11 @@ def _claim_run_dir(run: RunDir, cfg: Config, resume: bool) -> None:
                        fix="resume with the run's preset, flags and --set values, or choose a fresh --out")
 
 
-def _epoch_order(train_set: TrainDataset, sampler: DistributedSampler, epoch: int) -> list[int]:
-    """This process's sample indices of ``epoch`` (DistributedSampler: a function of seed and epoch)."""
-    train_set.set_epoch(epoch)
+def _epoch_order(sampler: DistributedSampler, epoch: int) -> list[tuple[int, int]]:
+    """This process's (epoch, index) sample keys of ``epoch`` (DistributedSampler: a function
+    of seed and epoch)."""
     sampler.set_epoch(epoch)
-    return list(sampler)
+    return [(epoch, index) for index in sampler]
 
 
 @torch.no_grad()
@@ -328,7 +337,7 @@ def validate(model: SfcNet, dataset: SegmentationDataset, list_name: str, device
     [1, label], CAMs upsampled bilinearly to the image, max-normalised, arg-max over C+1.
     Under DDP each rank scores its share and the confusion matrices are summed."""
     dist = dist or engine.DistInfo()
-    items = MultiScaleDataset(dataset, list_name, scales=(1.0,), flip=False)
+    items = MultiScaleDataset(dataset, list_name, scales=(1.0,))
     shard = Subset(items, range(dist.rank, len(items), dist.world_size))
     loader = DataLoader(shard, batch_size=None, num_workers=num_workers,
                         generator=torch.Generator().manual_seed(0))
@@ -338,7 +347,7 @@ def validate(model: SfcNet, dataset: SegmentationDataset, list_name: str, device
     was_training = model.training
     model.eval()
     for item in tqdm(loader, desc=f"validate ({list_name})", leave=False, disable=not dist.is_main):
-        image = item["images"][0].to(device)
+        image = device_views(item["images"][0], device, flip=False)
         label_mask = torch.cat([torch.ones(1), item["label"]]).to(device)[None, :, None, None]
         with engine.autocast(device, amp):
             out = model(image, label_mask)
@@ -402,8 +411,8 @@ def train_command(args: argparse.Namespace) -> int:
     cfg.override(parse_overrides(args.overrides))       # an explicit --set wins over the flags
     summary = train(cfg, args.out, resume=args.resume, stop_after=args.stop_after)
     best = summary["best"]
-    scores = (f"; best at step {best['step']}: mIoU refined CAM {100 * best['miou_cam']:.1f}, "
-              f"prototype CAM {100 * best['miou_prototype']:.1f}") if best.get("miou_cam") is not None else ""
+    scores = (f"; best at step {best['step']}: mIoU refined CAM {percent(best['miou_cam'])}, "
+              f"prototype CAM {percent(best['miou_prototype'])}") if best.get("miou_cam") is not None else ""
     print(f"trained {summary['steps']}/{summary['max_steps']} steps in {summary['seconds']:.0f} s "
           f"({summary['images_per_second']:.1f} images/s){scores}; checkpoints in {Path(args.out) / 'checkpoints'}")
     return 0

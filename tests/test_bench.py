@@ -157,3 +157,15 @@ def test_bench_verb_reports_well_formed_numbers(tmp_path, capsys):
     segment = printed["segment"]
     assert _finite_positive(segment["images_per_s"])
     assert (segment["batch_size"], segment["crop_size"]) == (2, 32)
+
+    write = printed["camwrite"]
+    assert (write["image_size"], write["rows"], write["files"]) == ([375, 500], 3, 1)
+    stored = 2 * 3 * 375 * 500 * 2                                # two float16 (3, 375, 500) maps
+    assert stored < write["kit"]["bytes"] < stored + 4096         # stored: the maps and small headers
+    assert write["today"]["bytes"] < stored                       # deflated
+    assert all(_finite_positive(write[v][key]) for v in ("today", "kit")
+               for key in ("ms_per_file", "cpu_ms_per_file", "read_ms_per_file"))
+    stage = printed["camstage"]
+    assert stage["identical"] is True and stage["images"] == 1 and stage["scales"] == [1.0, 0.5]
+    assert all(_finite_positive(stage[v]["images_per_s"]) for v in ("today", "kit", "network"))
+    assert stage["speedup_wall"] == pytest.approx(stage["kit"]["images_per_s"] / stage["today"]["images_per_s"])

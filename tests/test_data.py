@@ -22,7 +22,7 @@ from PIL import Image
 
 from sfc_core.config import DataConfig
 from sfc_core.data import MultiScaleDataset, SegmentationDataset, TrainDataset, open_dataset
-from sfc_core.data.transforms import valid_mask_from_boxes
+from sfc_core.data.transforms import augment, device_views, normalize_crops, valid_mask_from_boxes
 from sfc_core.data.voc import VOC_CLASSES
 
 MEAN = np.array([0.485, 0.456, 0.406])
@@ -121,16 +121,16 @@ def test_train_items_have_the_crop_and_the_box_of_the_real_image(tmp_path):
     labels = expected_labels(VOC_IMAGES, VOC_LISTS["train"], 3)
     cropped = padded = 0
     for epoch in range(4):
-        train.set_epoch(epoch)
         for index in range(len(train)):
-            item = train[index]
+            item = train[epoch, index]
             assert item["name"] == VOC_LISTS["train"][index]
-            assert item["image"].shape == (3, 24, 24) and item["image"].dtype == torch.float32
+            assert item["image"].shape == (3, 24, 24) and item["image"].dtype == torch.uint8
             assert item["box"].dtype == torch.int64 and item["box"].shape == (4,)
             np.testing.assert_array_equal(item["label"].numpy(), labels[index])
             y0, y1, x0, x1 = item["box"].tolist()
             assert 0 <= y0 < y1 <= 24 and 0 <= x0 < x1 <= 24
-            real = (item["image"] != 0).any(0)            # padding is exactly 0
+            crop = normalize_crops(item["image"][None], item["box"][None], "cpu")[0]
+            real = (crop != 0).any(0)                     # padding is exactly 0
             expected = torch.zeros(24, 24, dtype=torch.bool)
             expected[y0:y1, x0:x1] = True
             assert torch.equal(real, expected)
@@ -146,10 +146,9 @@ def test_train_transform_without_resize_is_the_normalised_image_or_its_flip(tmp_
     flipping = TrainDataset(ds, "train", crop_size=32, resize_long=(30, 30), flip=True, seed=5)
     flips = 0
     for epoch in range(3):
-        plain.set_epoch(epoch)
-        flipping.set_epoch(epoch)
         for index in (0, 1, 4):     # the 20x30 images
-            a, b = plain[index], flipping[index]
+            a, b = (dict(item, image=normalize_crops(item["image"][None], item["box"][None])[0])
+                    for item in (plain[epoch, index], flipping[epoch, index]))
             assert torch.equal(a["box"], b["box"])     # flip draws do not move the crop
             y0, y1, x0, x1 = a["box"].tolist()
             assert (y1 - y0, x1 - x0) == (20, 30)
@@ -164,27 +163,43 @@ def test_train_transform_without_resize_is_the_normalised_image_or_its_flip(tmp_
     assert 0 < flips < 9
 
 
+def test_uint8_crops_normalised_on_the_device_equal_the_cpu_float32_crops():
+    """400 random images, scales, flips and crops (both regimes): the uint8 crop the loader
+    now hands over, normalised by normalize_crops, against augment's float32 crop."""
+    rng = np.random.default_rng(0)
+    uint8, floats, boxes = [], [], []
+    for i in range(400):
+        image = rng.integers(0, 256, (int(rng.integers(5, 40)), int(rng.integers(5, 40)), 3), dtype=np.uint8)
+        scale = float(rng.uniform(0.5, 1.5))
+        seed = [i, 1]
+        crop, _, box = augment(image, None, np.random.default_rng(seed), 24, scale, normalise=False)
+        expected, _, same_box = augment(image, None, np.random.default_rng(seed), 24, scale)
+        assert crop.dtype == np.uint8 and np.array_equal(box, same_box)
+        uint8.append(crop.transpose(2, 0, 1))
+        floats.append(expected.transpose(2, 0, 1))
+        boxes.append(box)
+    normalised_crops = normalize_crops(torch.from_numpy(np.stack(uint8)), torch.from_numpy(np.stack(boxes)), "cpu")
+    np.testing.assert_array_equal(normalised_crops.numpy(), np.stack(floats))
+    assert not np.signbit(normalised_crops.numpy()[normalised_crops.numpy() == 0]).any()   # +0.0 padding
+
+
 def test_train_samples_are_a_function_of_seed_epoch_and_index(tmp_path):
     ds = SegmentationDataset(write_voc_tree(tmp_path))
     first = TrainDataset(ds, "train", crop_size=16, resize_long=(8, 40), seed=7)
     second = TrainDataset(ds, "train", crop_size=16, resize_long=(8, 40), seed=7)
-    first.set_epoch(2)
-    second.set_epoch(2)
     for index in reversed(range(len(first))):     # any order gives the same samples
-        a, b = first[index], second[index]
+        a, b = first[2, index], second[2, index]
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["box"], b["box"])
-    second.set_epoch(3)
-    assert any(not torch.equal(first[i]["image"], second[i]["image"]) for i in range(len(first)))
+    assert any(not torch.equal(first[2, i]["image"], second[3, i]["image"]) for i in range(len(first)))
     other_seed = TrainDataset(ds, "train", crop_size=16, resize_long=(8, 40), seed=8)
-    other_seed.set_epoch(2)
-    assert any(not torch.equal(first[i]["image"], other_seed[i]["image"]) for i in range(len(first)))
+    assert any(not torch.equal(first[2, i]["image"], other_seed[2, i]["image"]) for i in range(len(first)))
 
 
 def test_train_samples_do_not_depend_on_dataloader_workers(tmp_path):
     ds = SegmentationDataset(write_voc_tree(tmp_path))
     train = TrainDataset(ds, "train", crop_size=16, resize_long=(8, 40), seed=1)
-    train.set_epoch(4)
-    batches = [list(torch.utils.data.DataLoader(train, batch_size=2, num_workers=workers))
+    keys = [(4, i) for i in range(len(train))]
+    batches = [list(torch.utils.data.DataLoader(train, batch_size=2, sampler=keys, num_workers=workers))
                for workers in (0, 2)]
     for a, b in zip(*batches):
         assert a["name"] == b["name"]
@@ -199,16 +214,19 @@ def test_multiscale_items(tmp_path):
     assert item["name"] == "2007_000001"
     assert item["size"].tolist() == [20, 30] and item["size"].dtype == torch.int64
     np.testing.assert_array_equal(item["label"].numpy(), fixture_label(VOC_IMAGES["2007_000001"], 3))
-    assert [tuple(t.shape) for t in item["images"]] == [(2, 3, 20, 30), (2, 3, 10, 15), (2, 3, 30, 45)]
-    for views in item["images"]:
-        assert views.dtype == torch.float32
-        assert torch.equal(views[1], views[0].flip(-1))
-    np.testing.assert_allclose(item["images"][0][0].numpy(),
-                               normalised(ds.read_image("2007_000001")).transpose(2, 0, 1), atol=1e-5)
-    half = np.asarray(Image.fromarray(ds.read_image("2007_000001")).resize((15, 10), Image.Resampling.BICUBIC))
-    np.testing.assert_allclose(item["images"][1][0].numpy(), normalised(half).transpose(2, 0, 1), atol=1e-5)
-    portrait = MultiScaleDataset(ds, "train", scales=(0.5,), flip=False)[2]    # 30x20
-    assert [tuple(t.shape) for t in portrait["images"]] == [(1, 3, 15, 10)]
+    assert [tuple(t.shape) for t in item["images"]] == [(3, 20, 30), (3, 10, 15), (3, 30, 45)]
+    assert all(t.dtype == torch.uint8 for t in item["images"])
+    image = ds.read_image("2007_000001")
+    np.testing.assert_array_equal(item["images"][0].numpy(), image.transpose(2, 0, 1))
+    half = np.asarray(Image.fromarray(image).resize((15, 10), Image.Resampling.BICUBIC))
+    np.testing.assert_array_equal(item["images"][1].numpy(), half.transpose(2, 0, 1))
+    views = device_views(item["images"][1], "cpu")
+    assert views.shape == (2, 3, 10, 15) and views.dtype == torch.float32
+    assert torch.equal(views[1], views[0].flip(-1))
+    np.testing.assert_allclose(views[0].numpy(), normalised(half).transpose(2, 0, 1), atol=1e-5)
+    portrait = MultiScaleDataset(ds, "train", scales=(0.5,))[2]    # 30x20
+    assert [tuple(t.shape) for t in portrait["images"]] == [(3, 15, 10)]
+    assert device_views(portrait["images"][0], "cpu", flip=False).shape == (1, 3, 15, 10)
 
 
 # -- valid_mask_from_boxes ------------------------------------------------------------------

@@ -53,6 +53,7 @@ def _run(world_size: int, cfg: Config, out) -> tuple[list[dict], dict]:
     return metrics, torch.load(out / "checkpoints" / "last.pt", weights_only=True)["model"]
 
 
+@pytest.mark.slow
 def test_two_processes_of_four_train_what_one_process_of_eight_does(smoke_config, smoke_dataset, tmp_path):
     cfg = Config.from_dict(smoke_config.to_dict()).override({
         "data.crop_size": 32, "data.resize_long": (32, 48), "train.batch_size": 8, "train.bank_draws": 0,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 
 import numpy as np
@@ -111,3 +112,40 @@ def test_cpu_device_and_precision_are_plain():
     if not torch.cuda.is_available():
         with pytest.raises(SfcError, match="runtime.device=cpu"):
             engine.select_device("cuda")
+
+
+class _Keyed(torch.utils.data.Dataset):
+    """Items that are their key, and the process that made them."""
+
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, key):
+        epoch, index = key
+        return {"epoch": epoch, "index": index, "pid": os.getpid()}
+
+
+def _keyed_loop(max_steps: int, num_workers: int = 0) -> engine.Loop:
+    def order(epoch):
+        return [(epoch, int(i)) for i in np.random.default_rng([3, epoch]).permutation(10)]
+
+    return engine.Loop(_Keyed(), order, batch_size=3, steps_per_epoch=3, max_steps=max_steps, update=None,
+                       log=None, log_every=1, checkpoint_every=1, num_workers=num_workers)
+
+
+@pytest.mark.parametrize("start,end", [(0, 8), (2, 8), (3, 7), (5, 6), (7, 7)])
+def test_step_batches_are_each_epochs_batches_from_the_resumed_step(start, end):
+    """Epoch e's batches are its keys cut in threes, the tenth key dropped; resuming at any
+    step gives the rest of that sequence and stops at the end."""
+    loop = _keyed_loop(max_steps=8)
+    every = [loop.order(epoch)[b * 3:(b + 1) * 3] for epoch in range(3) for b in range(3)][:8]
+    sampler = engine.StepBatches(loop, start, end)
+    assert list(sampler) == every[start:end] and len(sampler) == end - start
+
+
+def test_one_set_of_loader_workers_serves_every_epoch():
+    loop = _keyed_loop(max_steps=8, num_workers=2)
+    batches = list(engine.run_batches(loop, 1, 8))
+    assert [list(zip(b["epoch"].tolist(), b["index"].tolist())) for b in batches] == \
+        list(engine.StepBatches(loop, 1, 8))
+    assert len({pid for b in batches for pid in b["pid"].tolist()} - {os.getpid()}) == 2   # 7 batches, 3 epochs

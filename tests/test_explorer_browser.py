@@ -54,7 +54,7 @@ def test_explorer_view_matches_a_hand_computed_frame():
     image = np.full((1, 4, 3), 100, dtype=np.uint8)
     truth = np.array([[2, 2, 2, 0]], dtype=np.uint8)
 
-    view = explorer_view(image, truth, record, 2, "classifier", 0.0, "threshold", 0.5, 3)
+    view = explorer_view(image, truth, record, 2, "classifier", 0.0, "threshold", 0.5)
     assert view.prediction.tolist() == [[2, 2, 0, 0]]
     # class 2: TP 2, GT 3, pred 2 -> 2/3; background: TP 1, GT 1, pred 2 -> 1/2
     assert view.class_iou == pytest.approx(2 / 3)
@@ -62,7 +62,7 @@ def test_explorer_view_matches_a_hand_computed_frame():
 
     # fused with lambda 1: (c + p) / 2 = [1.0, 0.9, 0.5, 0.3] -> the third pixel ties at 0.5
     # and ties go to the background; at threshold 0.25 the fourth joins too
-    fused = explorer_view(image, truth, record, 2, "fused", 1.0, "threshold", 0.25, 3)
+    fused = explorer_view(image, truth, record, 2, "fused", 1.0, "threshold", 0.25)
     assert fused.prediction.tolist() == [[2, 2, 2, 2]]
     assert fused.class_iou == pytest.approx(3 / 4)
     # the overlay is the class's fused CAM through the jet colour map: hotter on the left
@@ -78,7 +78,7 @@ def test_explorer_view_rejects_a_class_without_a_cam():
     record = _record(np.ones((2, 2, 2)), np.ones((2, 2, 2)), [0, 1], num_classes=2)
     with pytest.raises(SfcError, match="class 2 has no CAM"):
         explorer_view(np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2), np.uint8), record,
-                      2, "fused", 0.3, "reference", 0.25, 2)
+                      2, "fused", 0.3, "reference", 0.25)
 
 
 @pytest.mark.slow

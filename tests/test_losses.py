@@ -1,4 +1,4 @@
-"""The three losses against explicit loops over every element (reference_code.md 3.3)."""
+"""The three losses against explicit loops over every element (docs/reference.md 3.3)."""
 from __future__ import annotations
 
 import math

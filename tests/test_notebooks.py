@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,6 +15,8 @@ import numpy as np
 import pytest
 
 from sfc_core.analysis import plots
+from sfc_core.analysis.notebook import setup
+from sfc_core.masks import cam_overlay
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -134,6 +137,25 @@ def _check_contents(stem: str, shared: dict[str, Path], text: str) -> None:
 # -- the plotting helpers --------------------------------------------------------------------
 
 
+def test_setup_moves_from_notebooks_to_the_repository_root_and_builds_the_config(tmp_path, monkeypatch, capsys):
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    cfg, run_root, figures_dir = setup("voc", "", "runs/x", "figs", smoke=True)
+    assert Path.cwd() == tmp_path
+    assert cfg.preset == "synthetic-smoke" and (run_root, figures_dir) == (Path("runs/x"), Path("figs"))
+    assert "preset synthetic-smoke" in capsys.readouterr().out
+    cfg, _, _ = setup("voc", str(tmp_path / "VOC"), "runs", "figures", smoke=False)
+    assert Path.cwd() == tmp_path                                   # not a notebooks folder: stays
+    assert (cfg.preset, cfg.data.root) == ("voc", str(tmp_path / "VOC"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebooks_share_the_setup_call(path):
+    code = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
+    assert "cfg, run_root, figures_dir = setup(preset, data_root, run_root, figures_dir, smoke)" in code[1]
+    assert not any("os.chdir" in source or "Config.from_preset" in source for source in code)
+
+
 def test_mask_to_rgb_colours_background_ignore_and_classes():
     rgb = plots.mask_to_rgb(np.array([[0, 1, 2, 255, 21]], dtype=np.uint8))
     assert rgb.shape == (1, 5, 3) and rgb.dtype == np.uint8
@@ -144,7 +166,7 @@ def test_mask_to_rgb_colours_background_ignore_and_classes():
 
 def test_cam_overlay_blends_the_jet_colour_of_the_cam():
     image = np.full((1, 2, 3), 200, dtype=np.uint8)
-    out = plots.cam_overlay(image, np.array([[0.0, 1.0]]), alpha=0.5)
+    out = cam_overlay(image, np.array([[0.0, 1.0]]), alpha=0.5)
     # jet(0) is dark blue (0, 0, 0.5), jet(1) dark red (0.5, 0, 0)
     assert out[0, 0].tolist() == [round(255 * 0.5 * 200 / 255), round(255 * 0.5 * 200 / 255),
                                   round(255 * (0.5 * 200 / 255 + 0.25))]
@@ -193,13 +215,20 @@ def test_write_table_and_markdown(tmp_path):
     assert md[0] == "| run | miou | note |" and md[2] == "| sfc | 0.50 |  |" and md[3] == "| baseline | n/a | x |"
 
 
-def test_published_numbers_match_paper_numbers_md():
-    text = (REPO.parent / "shared" / "paper_numbers.md")
-    if not text.is_file():
-        pytest.skip("../shared/paper_numbers.md is not next to this checkout")
-    quoted = text.read_text()
+def test_published_numbers_match_docs_published_md():
+    rows = {line for line in (REPO / "docs" / "published.md").read_text().splitlines() if line.startswith("| ")}
     for row in plots.PUBLISHED:
-        assert f"{row['mIoU %']:g}" in quoted, row
+        assert f"| {row['source']} | {row['what']} | {row['split']} | {row['mIoU %']:g} |" in rows, row
+    assert len(rows) == len(plots.PUBLISHED) + 2                  # header and rule
+
+
+def test_no_tracked_file_outside_tests_points_outside_the_repository():
+    listed = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True)
+    pattern = re.compile(r"\.\./shared|reference_code\.md|synthetic_benchmark\.md|paper_numbers\.md")
+    cited = [name for name in listed.stdout.splitlines()
+             if not name.startswith("tests/") and (REPO / name).is_file()
+             and pattern.search((REPO / name).read_text(errors="replace"))]
+    assert cited == []
 
 
 # -- run_all.sh ------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from PIL import Image
 from sfc_core.config import Config
 from sfc_core.errors import SfcError
 from sfc_core.model.backbone import build_backbone
+from sfc_core.provenance import read_record
 from sfc_core.refine.irn import BoundaryNet, affinity_loss, affinity_targets
 from sfc_core.refine.random_walk import PathIndex
 
@@ -122,6 +123,17 @@ def test_refine_writes_resumable_palette_masks_for_the_train_list(cam_run, smoke
     assert main(["refine", "--run", str(cam_run.root), "--method", method]) == 0
     assert kept.stat().st_mtime_ns == mtime
     np.testing.assert_array_equal(read_png(removed)[1], before)
+    # an incomplete PNG (cut short) is made again too
+    data = removed.read_bytes()
+    removed.write_bytes(data[: len(data) // 2])
+    assert main(["refine", "--run", str(cam_run.root), "--method", method]) == 0
+    assert kept.stat().st_mtime_ns == mtime
+    np.testing.assert_array_equal(read_png(removed)[1], before)
+    if method == "crf":       # other settings: the folder is made again, never reused
+        assert main(["refine", "--run", str(cam_run.root), "--method", method,
+                     "--set", "refine.crf_gaussian_sxy=2.0"]) == 0
+        assert kept.stat().st_mtime_ns != mtime
+        assert read_record(folder.parent)["refine"]["crf_gaussian_sxy"] == 2.0
 
 
 @pytest.mark.slow

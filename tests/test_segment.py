@@ -137,6 +137,7 @@ def _write_pseudo_masks(run: RunDir, dataset, ids, method: str = "irn") -> None:
         image.save(folder / f"{image_id}.png")
 
 
+@pytest.mark.slow
 def test_segment_gt_trains_evaluates_and_writes_its_files(run, smoke_config, smoke_dataset):
     settings = {**FAST, "segment.eval_scales": (0.75, 1.0)}
     result = seg.segment(run, "gt", settings, save_predictions=True)
@@ -162,6 +163,7 @@ def test_segment_gt_trains_evaluates_and_writes_its_files(run, smoke_config, smo
     assert 0 <= again["multi_scale_flip_crf"]["miou"] <= 1
 
 
+@pytest.mark.slow
 def test_segment_irn_reads_pseudo_masks(run, smoke_config, smoke_dataset, no_evaluation):
     _write_pseudo_masks(run, smoke_dataset, smoke_dataset.ids(smoke_config.data.train_list))
     result = seg.segment(run, "irn", {**FAST, "segment.iterations": 1})
@@ -169,6 +171,7 @@ def test_segment_irn_reads_pseudo_masks(run, smoke_config, smoke_dataset, no_eva
     assert torch.load(RunDir(run.segment_dir("irn")).last_checkpoint, weights_only=True)["masks"] == "irn"
 
 
+@pytest.mark.slow
 def test_segment_cam_uses_the_threshold_eval_cams_chose(run, smoke_config, smoke_dataset, no_evaluation):
     from sfc_core.cam_file import save_cam
 
@@ -235,6 +238,7 @@ def test_bad_pseudo_masks_stop_before_writing(run, smoke_config, smoke_dataset, 
     assert not run.segment_dir("irn").exists()
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_network_or_class_count_is_refused(run, no_evaluation):
     seg.segment(run, "gt", {**FAST, "segment.iterations": 1})
     last = RunDir(run.segment_dir("gt")).last_checkpoint
@@ -249,6 +253,18 @@ def test_checkpoint_of_another_network_or_class_count_is_refused(run, no_evaluat
     assert torch.load(last, weights_only=True)["step"] == 1 and len(before) > 0
 
 
+@pytest.mark.slow
+def test_a_step3_run_of_other_settings_is_refused_or_trained_again_with_force(run, no_evaluation):
+    seg.segment(run, "gt", {**FAST, "segment.iterations": 1})
+    with pytest.raises(SfcError, match="made from other inputs") as info:
+        seg.segment(run, "gt", {**FAST, "segment.iterations": 2})
+    assert "--force" in info.value.fix
+    result = seg.segment(run, "gt", {**FAST, "segment.iterations": 2}, force=True)
+    assert result["steps"] == 2 and result["made_from"]["segment"]["iterations"] == 2
+    assert seg.segment(run, "gt", {**FAST, "segment.iterations": 2, "segment.eval_crf": True})["steps"] == 2
+
+
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(run, smoke_config, smoke_dataset, tmp_path, monkeypatch,
                                                  no_evaluation):
     # deeplabv3 has dropout (global RNG); 80 images / 16 = 5 steps an epoch: the kill in step 5

@@ -22,7 +22,7 @@ from sfc_core.data.stats import (
 )
 from sfc_core.data.voc import VOC_CLASSES
 
-# method.md section 3, in the order it lists them (descending image count).
+# VOC trainaug's images per class and the reference's weights, in descending image count (docs/reference.md 3.4).
 VOC_BY_FREQUENCY = ["person", "chair", "dog", "car", "cat", "bottle", "bird", "sofa", "diningtable",
                     "aeroplane", "tvmonitor", "pottedplant", "bicycle", "train", "motorbike", "boat",
                     "horse", "bus", "sheep", "cow"]

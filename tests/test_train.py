@@ -20,6 +20,7 @@ def copy_config(cfg: Config, **overrides) -> Config:
     return Config.from_dict(cfg.to_dict()).override(overrides)
 
 
+@pytest.mark.slow
 def test_smoke_training_writes_a_complete_run(trained_run, smoke_dataset):
     run = trained_run
     assert json.loads(run.class_names_json.read_text()) == list(smoke_dataset.class_names)
@@ -43,12 +44,14 @@ def test_smoke_training_writes_a_complete_run(trained_run, smoke_dataset):
     assert torch.isfinite(cam).all() and torch.isfinite(proto).all()
 
 
+@pytest.mark.slow
 def test_a_started_run_is_not_overwritten(trained_run, smoke_config):
     with pytest.raises(SfcError, match="already holds a training run") as error:
         train(smoke_config, trained_run.root)
     assert "--resume" in str(error.value)
 
 
+@pytest.mark.slow
 def test_resume_after_an_interruption_ends_with_identical_weights(trained_run, smoke_config, tmp_path):
     run = RunDir(tmp_path / "interrupted")
     summary = train(smoke_config, run.root, stop_after=7)
@@ -69,6 +72,7 @@ def test_resume_after_an_interruption_ends_with_identical_weights(trained_run, s
     assert steps == list(range(2, 21, 2))                              # no step logged twice
 
 
+@pytest.mark.slow
 def test_resume_refuses_a_different_configuration(trained_run, smoke_config):
     with pytest.raises(SfcError, match="loss.prototype_weight"):
         train(copy_config(smoke_config, **{"loss.prototype_weight": 0.0}), trained_run.root, resume=True)
@@ -86,6 +90,7 @@ def test_resume_accepts_changes_to_later_stages_only(smoke_config, tmp_path):
         _claim_run_dir(run, copy_config(smoke_config, **{"train.lr": 0.5}), resume=True)
 
 
+@pytest.mark.slow
 def test_the_paper_network_with_pcm_trains_its_projection(smoke_config, tmp_path):
     """The smoke preset, like the synthetic one, has no PCM; the paper's (voc) network has, and
     the consistency losses must train its projection. Same seed, so a run at lr 0 keeps the
@@ -101,6 +106,7 @@ def test_the_paper_network_with_pcm_trains_its_projection(smoke_config, tmp_path
     assert not torch.equal(weights[0.0], weights[2e-3])
 
 
+@pytest.mark.slow
 def test_validation_keeps_the_best_checkpoint(smoke_config, smoke_dataset, tmp_path):
     run = RunDir(tmp_path / "validated")
     cfg = copy_config(smoke_config, **{"train.max_steps": 4, "train.val_every": 2, "train.checkpoint_every": 4})

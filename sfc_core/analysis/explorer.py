@@ -13,7 +13,6 @@ from the run's saved CAM files (``sfc_core.cam_file.load_cam``) with ``sfc_core.
 from __future__ import annotations
 
 import io
-import math
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -26,7 +25,7 @@ from sfc_core.cam_file import CamRecord, load_cam
 from sfc_core.data import open_dataset
 from sfc_core.errors import SfcError
 from sfc_core.fusion import BACKGROUND_RULES, KINDS, predict_mask
-from sfc_core.metrics import confusion_matrix, iou_from_confusion, mean_iou
+from sfc_core.metrics import confusion_matrix, iou_from_confusion, mean_iou, percent
 from sfc_core.run_dir import RunDir
 
 SLIDER_STEP = 0.05    # lambda and threshold sliders
@@ -42,16 +41,15 @@ class ExplorerView:
 
 
 def explorer_view(image: np.ndarray, truth: np.ndarray, record: CamRecord, class_index: int,
-                  kind: str, lam: float, background: str, threshold: float,
-                  num_classes: int) -> ExplorerView:
+                  kind: str, lam: float, background: str, threshold: float) -> ExplorerView:
     """One explorer frame. image (H, W, 3) uint8, truth (H, W) uint8; class_index 1..C must be
-    one of ``record.keys``; num_classes = C (foreground)."""
+    one of ``record.keys``; scored over the record's C + 1 classes."""
     keys = [int(k) for k in record.keys]
     if class_index not in keys[1:]:
         raise SfcError(f"class {class_index} has no CAM in this record (classes {keys[1:]})",
                        fix="pick one of the image's labelled classes")
     prediction = predict_mask(record, kind, lam, background, threshold)
-    conf = confusion_matrix(prediction, truth, num_classes + 1)
+    conf = confusion_matrix(prediction, truth, record.num_classes + 1)
     overlay = cam_overlays(image, record, class_index, [(kind, lam)])[0]
     return ExplorerView(overlay=overlay, prediction=prediction, truth=truth,
                         image_miou=mean_iou(conf), class_iou=float(iou_from_confusion(conf)[class_index]))
@@ -64,10 +62,6 @@ def png_bytes(array: np.ndarray, width: int) -> bytes:
     buf = io.BytesIO()
     image.resize((width, height), Image.NEAREST).save(buf, format="PNG")
     return buf.getvalue()
-
-
-def _percent(value: float) -> str:
-    return "n/a" if math.isnan(value) else f"{100 * value:.1f}"
 
 
 class CamExplorer:
@@ -143,13 +137,13 @@ class CamExplorer:
         image_id = self.image.value
         view = explorer_view(self.dataset.read_image(image_id), self.dataset.read_mask(image_id),
                              self._record(image_id), self.cls.value, self.kind.value, self.lam.value,
-                             self.background.value, self.threshold.value, len(self.class_names))
+                             self.background.value, self.threshold.value)
         self.overlay_image.value = png_bytes(view.overlay, self.width)
         self.prediction_image.value = png_bytes(mask_to_rgb(view.prediction), self.width)
         self.truth_image.value = png_bytes(mask_to_rgb(view.truth), self.width)
         name = self.class_names[self.cls.value - 1]
-        self.score.value = (f"image {image_id}: mIoU <b>{_percent(view.image_miou)}</b> &nbsp; "
-                            f"IoU of {name} <b>{_percent(view.class_iou)}</b>")
+        self.score.value = (f"image {image_id}: mIoU <b>{percent(view.image_miou)}</b> &nbsp; "
+                            f"IoU of {name} <b>{percent(view.class_iou)}</b>")
 
     def _repr_mimebundle_(self, **kwargs):
         return self.widget._repr_mimebundle_(**kwargs)

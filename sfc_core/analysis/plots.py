@@ -32,7 +32,7 @@ from sfc_core.masks import IGNORE, cam_overlay
 from sfc_core.metrics import spearman_vs_count
 from sfc_core.run_dir import RunDir
 
-# Published results quoted from paper_numbers.md, shown beside the kit's own numbers and
+# Published results quoted from docs/published.md, shown beside the kit's own numbers and
 # always labelled "published": they are other people's measurements, not this kit's output.
 PUBLISHED: list[dict[str, Any]] = [
     {"source": "SFC (AAAI 2024), published", "what": "CAM seeds (fused CAM)", "split": "VOC train", "mIoU %": 64.7},
@@ -278,16 +278,17 @@ def cam_table(cam_evals: dict[str, CamEval]) -> list[dict[str, Any]]:
     for run_name, cam_eval in cam_evals.items():
         held = cam_eval.heldout
         for kind in CAM_KINDS:
-            row, calib = cam_eval.row(kind), cam_eval.calibration(kind)
+            calib = cam_eval.calibration(kind)
             rows.append({
-                "run": run_name, "CAM": kind, "lambda": row["lambda"], "threshold": row["threshold"],
+                "run": run_name, "CAM": kind, "lambda": cam_eval.chosen_lambda(kind),
+                "threshold": cam_eval.chosen_threshold(kind),
                 f"mIoU % ({cam_eval.list_name})": _percent(cam_eval.miou(kind)),
                 "mIoU % (reference rule)": _percent(cam_eval.reference_miou(kind)),
                 f"mIoU % ({cam_eval.heldout_list or 'held-out'})": _percent(held.miou(kind))
                 if held else math.nan,
-                "Spearman(ratio, log count)": as_float(calib["spearman_ratio_vs_log_count"]),
-                "head ratio": as_float(calib["head_mean_ratio"]),
-                "tail ratio": as_float(calib["tail_mean_ratio"]),
+                "Spearman(ratio, log count)": as_float(calib.spearman),
+                "head ratio": as_float(calib.head_mean_ratio),
+                "tail ratio": as_float(calib.tail_mean_ratio),
             })
     return rows
 

@@ -1,4 +1,4 @@
-"""MS COCO 2014 in the layout WSSS code commonly shares (reference_code.md 1.5).
+"""MS COCO 2014 in the layout WSSS code commonly shares (docs/reference.md 1.5).
 
     root/
       JPEGImages/train2014/<id>.jpg, JPEGImages/val2014/<id>.jpg

@@ -49,7 +49,7 @@ LABELS_JSON = "cls_labels.json"
 # datasets check), keyed by what the archive is.
 PUBLISHED_MD5 = {"voc": ("VOCtrainval_11-May-2012.tar", "6cd6e144f989b92b3379bac3b3de84fd"),
                  "sbd": ("benchmark.tgz", "82b4d87ceb2ed10f6038a1cba92111cb")}
-# What the official downloads give (reference_code.md 1.1).
+# What the official downloads give (docs/reference.md 1.1).
 VOC_EXPECTED = {"train_aug": 10582, "train": 1464, "val": 1449}
 COCO_EXPECTED = {"train": 82081, "val": 40137}
 # What an archive must hold for the kit (members outside these are not extracted).

@@ -1,7 +1,7 @@
 """Class statistics of a dataset list and the paper's distribution coefficients (verb: stats, in data/commands.py).
 
 The reference weights the consistency losses per class by w_k = b_k / (n_k + E), normalised
-to mean 1 (method.md 3, reference_code.md 3.4): n_k = images of class k in the training
+to mean 1 (docs/method.md 3, docs/reference.md 3.4): n_k = images of class k in the training
 list, E = the expected extra samples per class from the image bank, b_k a second per-class
 count the reference hard-codes for VOC without saying what it is. `class_weights` gives the
 kit's w for any dataset: the reference's b_k and E on VOC, `default_second_counts` elsewhere.
@@ -16,7 +16,7 @@ from sfc_core.config import Config
 from sfc_core.data.voc import VOC_CLASSES, SegmentationDataset
 from sfc_core.errors import SfcError
 
-# The reference's b_k ("ben", reference_code.md 3.4), reordered from its frequency order into
+# The reference's b_k ("ben", docs/reference.md 3.4), reordered from its frequency order into
 # VOC class order (aeroplane ... tvmonitor).
 VOC_REFERENCE_SECOND_COUNTS = np.array(
     [7536, 7698, 8062, 8032, 8134, 9036, 12784, 11044, 13956, 11118,

@@ -1,11 +1,14 @@
-"""Image transforms of the reference pipeline (reference_code.md 1.3-1.4), as pure functions.
+"""Image transforms of the reference pipeline (docs/reference.md 1.3-1.4), as pure functions.
 
 Images are numpy arrays in HWC layout: uint8 before `normalize`, float32 after. Randomness
 comes in as a `numpy.random.Generator`, so a caller decides what it is a function of.
-`valid_mask_from_boxes` is the one torch function: it turns the crop boxes of a batch into
-the (N, C+1, h, w) valid mask on the device of its inputs.
+The torch functions run on the device: `normalize_on_device` and `device_views` normalise
+(and flip) the uint8 CHW tensors a loader hands over, with `normalize`'s float32 arithmetic;
+`valid_mask_from_boxes` turns the crop boxes of a batch into the (N, C+1, h, w) valid mask.
 """
 from __future__ import annotations
+
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -30,6 +33,38 @@ def rescale(image: np.ndarray, scale: float) -> np.ndarray:
 def normalize(image: np.ndarray) -> np.ndarray:
     """uint8 (H, W, 3) RGB -> float32 (H, W, 3): (x / 255 - IMAGENET_MEAN) / IMAGENET_STD."""
     return (image.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
+
+
+@lru_cache(maxsize=8)
+def _normalisation_constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(255, mean, std) as float32 (3, 1, 1) tensors on `device`, made once per device (as
+    normal tensors, also when first asked for under inference mode)."""
+    def channel(values: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(values).reshape(3, 1, 1).to(device)
+
+    with torch.inference_mode(False):
+        return channel(np.full(3, 255.0, dtype=np.float32)), channel(IMAGENET_MEAN), channel(IMAGENET_STD)
+
+
+def normalize_on_device(images: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    """uint8 (..., 3, H, W) RGB -> float32 on `device` (default: where `images` are):
+    (x / 255 - IMAGENET_MEAN) / IMAGENET_STD per channel.
+
+    The same float32 operations as `normalize`, each correctly rounded (the divisors are
+    tensors, so no device turns a division into a multiplication by a reciprocal): the
+    result equals `normalize` of the HWC image bit for bit. The copy to the device is
+    non-blocking (it overlaps when `images` are in pinned memory).
+    """
+    x = images.to(device if device is not None else images.device, non_blocking=True).float()
+    full, mean, std = _normalisation_constants(x.device)
+    return (x / full - mean) / std
+
+
+def device_views(image: torch.Tensor, device: torch.device | str | None = None, flip: bool = True) -> torch.Tensor:
+    """One uint8 (3, h, w) image -> its normalised views on `device`: float32 (2, 3, h, w),
+    the image and its horizontal flip, or (1, 3, h, w) without `flip`."""
+    x = normalize_on_device(image[None], device)
+    return torch.cat([x, x.flip(-1)]) if flip else x
 
 
 def hflip(image: np.ndarray) -> np.ndarray:
@@ -85,8 +120,8 @@ def long_side_scale(size: tuple[int, int], long_range: tuple[int, int], rng: np.
 
 
 def augment(image: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator, crop_size: int,
-            scale: float, flip: bool = True,
-            mask_fill: int = 255) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+            scale: float, flip: bool = True, mask_fill: int = 255,
+            normalise: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """The joint training transform of an image and its mask (SFC, IRN and step 3 alike).
 
     image uint8 (H, W, 3), mask (H, W) or None (image-level labels only). Rescale by `scale`
@@ -94,14 +129,16 @@ def augment(image: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator
     even when `flip` is off, so the crop stays the same), random crop into an (S, S) canvas,
     S = crop_size, the image padded with 0 (the mean colour), the mask with `mask_fill`.
     Returns the image float32 (S, S, 3), the mask (S, S) in its dtype (or None) and `box`
-    int64 (4,) = [y0, y1, x0, x1], the real image inside the crop.
+    int64 (4,) = [y0, y1, x0, x1], the real image inside the crop. Without `normalise` the
+    image stays uint8, padded with 0, for `normalize_crops` to finish on the device.
     """
-    image = normalize(rescale(image, scale))
+    image = rescale(image, scale)
+    image = normalize(image) if normalise else image
     mask = None if mask is None else rescale_mask(mask, scale)
     if rng.random() < 0.5 and flip:
         image, mask = hflip(image), None if mask is None else hflip(mask)
     source, box = random_crop_box(image.shape[:2], crop_size, rng)
-    crop = paste_crop(image, source, box, crop_size, 0.0)
+    crop = paste_crop(image, source, box, crop_size, 0)
     return crop, None if mask is None else paste_crop(mask, source, box, crop_size, mask_fill), box
 
 
@@ -109,9 +146,33 @@ def nearest_source_index(out_size: int, in_size: int, device: torch.device | Non
     """int64 (out_size,): the input pixel each output pixel takes under
     `F.interpolate(mode="nearest")`, i.e. floor(i * in/out) computed in float32 as PyTorch
     does, so the result matches it bit for bit."""
-    scale = torch.tensor(in_size, dtype=torch.float32, device=device) / out_size
+    scale = torch.full((), in_size, dtype=torch.float32, device=device) / out_size   # made there: no copy
     index = (torch.arange(out_size, dtype=torch.float32, device=device) * scale).floor().long()
     return index.clamp_(max=in_size - 1)
+
+
+def inside_boxes(boxes: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """bool (N, h, w): whether crop pixel (rows[i], cols[j]) lies in each box of boxes (N, 4)
+    int64 `[y0, y1, x0, x1]` (half-open); rows (h,), cols (w,) crop coordinates."""
+    inside_rows = (rows >= boxes[:, 0:1]) & (rows < boxes[:, 1:2])              # (N, h)
+    inside_cols = (cols >= boxes[:, 2:3]) & (cols < boxes[:, 3:4])              # (N, w)
+    return inside_rows[:, :, None] & inside_cols[:, None, :]
+
+
+def normalize_crops(images: torch.Tensor, boxes: torch.Tensor,
+                    device: torch.device | str | None = None) -> torch.Tensor:
+    """The float32 (N, 3, S, S) training crops on `device` from the loader's uint8 ones.
+
+    images uint8 (N, 3, S, S) as `augment(..., normalise=False)` pastes them, boxes (N, 4)
+    int64 the real image inside each crop. Normalised as `normalize_on_device`, the padding
+    outside the box set to 0 (the mean colour): equal bit for bit to the crops
+    `augment(..., normalise=True)` makes on the CPU.
+    """
+    x = normalize_on_device(images, device)
+    boxes = boxes.to(x.device, non_blocking=True)
+    rows = torch.arange(x.shape[-2], device=x.device)
+    cols = torch.arange(x.shape[-1], device=x.device)
+    return torch.where(inside_boxes(boxes, rows, cols)[:, None], x, x.new_zeros(()))
 
 
 def valid_mask_from_boxes(boxes: torch.Tensor, labels: torch.Tensor, crop_size: int,
@@ -126,8 +187,6 @@ def valid_mask_from_boxes(boxes: torch.Tensor, labels: torch.Tensor, crop_size: 
     height, width = grid
     rows = nearest_source_index(height, crop_size, boxes.device)                 # (h,)
     cols = nearest_source_index(width, crop_size, boxes.device)                  # (w,)
-    inside_rows = (rows >= boxes[:, 0:1]) & (rows < boxes[:, 1:2])              # (N, h)
-    inside_cols = (cols >= boxes[:, 2:3]) & (cols < boxes[:, 3:4])              # (N, w)
-    valid = (inside_rows[:, :, None] & inside_cols[:, None, :]).to(labels.dtype)  # (N, h, w)
+    valid = inside_boxes(boxes, rows, cols).to(labels.dtype)                     # (N, h, w)
     channels = torch.cat([torch.ones_like(labels[:, :1]), labels], dim=1)       # (N, C+1)
     return channels[:, :, None, None] * valid[:, None]

@@ -1,4 +1,4 @@
-"""Datasets in the PASCAL VOC layout (reference_code.md 1.1-1.4).
+"""Datasets in the PASCAL VOC layout (docs/reference.md 1.1-1.4).
 
     root/
       JPEGImages/<id>.jpg
@@ -23,7 +23,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from sfc_core.data.transforms import augment, hflip, long_side_scale, normalize, rescale
+from sfc_core.data.transforms import augment, long_side_scale, rescale
 from sfc_core.errors import SfcError
 from sfc_core.masks import IGNORE
 
@@ -284,17 +284,18 @@ def _open_image(path: Path, what: str, decode: bool = True) -> Image.Image:
 
 
 class TrainDataset(Dataset):
-    """Training view of a list: the reference's augmentation (reference_code.md 1.3).
+    """Training view of a list: the reference's augmentation (docs/reference.md 1.3).
 
     Random long-side resize (integer L uniform in resize_long, both ends, bicubic), ImageNet
     normalisation, horizontal flip with p=0.5, random crop to crop_size x crop_size with zero
-    padding. The randomness of item `index` is a pure function of (seed, epoch, index), so a
-    resumed run and any number of DataLoader workers see the same samples. Call
-    `set_epoch(e)` before building each epoch's DataLoader iterator (with
-    `persistent_workers=True` the workers keep the epoch they were started with).
+    padding. Items are keyed by `(epoch, index)` and their randomness is a pure function of
+    (seed, epoch, index), so a resumed run and any number of DataLoader workers, started once
+    for the whole run, see the same samples.
 
-    Item: `name` str, `image` float32 (3, S, S), `box` int64 (4,) = [y0, y1, x0, x1] of the real
-    image inside the crop (half-open), `label` float32 (C,).
+    Item: `name` str, `image` uint8 (3, S, S) (0 outside the box), `box` int64 (4,) =
+    [y0, y1, x0, x1] of the real image inside the crop (half-open), `label` float32 (C,). The
+    trainer normalises a batch on its device: `transforms.normalize_crops(images, boxes, device)`
+    (the float32 crops of the CPU normalisation, bit for bit, at a quarter of the bytes).
     """
 
     def __init__(self, dataset: SegmentationDataset, list_name: str, crop_size: int = 512,
@@ -306,19 +307,16 @@ class TrainDataset(Dataset):
         self.resize_long = resize_long
         self.flip = flip
         self.seed = seed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, index: int) -> dict:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        epoch, index = key
+        rng = np.random.default_rng([self.seed, epoch, index])
         image = self.dataset.read_image(self.ids[index])
         scale = long_side_scale(image.shape[:2], self.resize_long, rng)
-        image, _, box = augment(image, None, rng, self.crop_size, scale, self.flip)
+        image, _, box = augment(image, None, rng, self.crop_size, scale, self.flip, normalise=False)
         return {"name": self.ids[index],
                 "image": torch.from_numpy(image.transpose(2, 0, 1).copy()),
                 "box": torch.from_numpy(box),
@@ -326,31 +324,27 @@ class TrainDataset(Dataset):
 
 
 class MultiScaleDataset(Dataset):
-    """Inference view of a list: every scale of the image, each with its flip (1.4).
+    """Inference view of a list: the image at every scale, in uint8 (1.4).
 
     Item: `name` str, `size` int64 (2,) = (H, W), `label` float32 (C,), `images` a list with one
-    float32 (2, 3, h_s, w_s) tensor per scale (the image and its horizontal flip; (1, 3, ...)
-    when flip=False), h_s = round(H * s), bicubic, normalised.
+    uint8 (3, h_s, w_s) tensor per scale, h_s = round(H * s), bicubic. The consumer normalises
+    and flips them on its device (`transforms.device_views`): a quarter of float32's bytes
+    cross the worker pipe, the pinning and the host-to-device copy.
     """
 
     def __init__(self, dataset: SegmentationDataset, list_name: str,
-                 scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0), flip: bool = True):
+                 scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)):
         self.dataset = dataset
         self.ids = dataset.ids(list_name)
         self.labels = dataset.labels(list_name)
         self.scales = scales
-        self.flip = flip
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, index: int) -> dict:
         image = self.dataset.read_image(self.ids[index])
-        images = []
-        for scale in self.scales:
-            scaled = normalize(rescale(image, scale))
-            views = [scaled, hflip(scaled)] if self.flip else [scaled]
-            images.append(torch.from_numpy(np.stack(views).transpose(0, 3, 1, 2).copy()))
+        images = [torch.from_numpy(rescale(image, scale).transpose(2, 0, 1).copy()) for scale in self.scales]
         return {"name": self.ids[index],
                 "size": torch.tensor(image.shape[:2], dtype=torch.int64),
                 "label": torch.from_numpy(self.labels[index]),

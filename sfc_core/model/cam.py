@@ -1,4 +1,4 @@
-"""The CAM math of SFC as pure functions (method.md section 2, reference_code.md 2.3-2.4).
+"""The CAM math of SFC as pure functions (docs/method.md 2, docs/reference.md 2.3-2.4).
 
 Shapes: N images, C foreground classes, K = C+1 channels with background at channel 0,
 (h, w) the feature grid, P = h*w pixels, D feature channels.

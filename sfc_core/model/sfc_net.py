@@ -5,7 +5,7 @@
     cam, proto = model.infer(pair, label)   # inference on an image + its flip
     model = load_model(path, engine.load_checkpoint(path), cfg.model, class_names)
 
-New layers (reference_code.md 2.2), all 1x1 convolutions without bias:
+New layers (docs/reference.md 2.2), all 1x1 convolutions without bias:
 side1..side4 on the detached x1..x4 -> ``model.side_channels`` (hierarchical features),
 ``classifier`` x4 -> C, ``pcm_projection`` (the reference's f9) (3 + C4) -> C4 on the image
 resized to the grid and x4.
@@ -96,7 +96,7 @@ class SfcNet(nn.Module):
     @torch.no_grad()
     def infer(self, images: torch.Tensor, label: torch.Tensor,
               mask_by_label: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """CAMs of one image at one scale (reference_code.md 2.4).
+        """CAMs of one image at one scale (docs/reference.md 2.4).
 
         images (2, 3, H, W) = the image and its horizontal flip, or (1, 3, H, W); label (C,).
         With a flip pair, the classifier map, the hierarchical features, x4 and the image are

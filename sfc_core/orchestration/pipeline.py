@@ -11,19 +11,19 @@ finish sooner side by side, one torch thread each, than one after the other.
 """
 from __future__ import annotations
 
-import json
 import shutil
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 from sfc_core.cams import make_cams
 from sfc_core.config import Config
 from sfc_core.evaluate import eval_cams, eval_seg
+from sfc_core.evaluations import CamEval, FinalEval, SegEval, read_final_eval
 from sfc_core.orchestration.parallel import run_side_by_side
+from sfc_core.provenance import is_fresh
 from sfc_core.refine import refine
 from sfc_core.run_dir import RunDir
-from sfc_core.segment import segment
+from sfc_core.segment import segment, segment_record
 from sfc_core.train import train
 
 
@@ -35,21 +35,21 @@ def trained(cfg: Config, run_dir: str | Path, force: bool = False) -> None:
     train(cfg, run_dir, resume=True)
 
 
-def evaluated(run_dir: str | Path) -> dict[str, Any]:
+def evaluated(run_dir: str | Path) -> CamEval:
     """CAMs of a trained run's evaluation and held-out lists, and their evaluation
     (``eval_cams``, which reads back a cam_eval.json made from the same CAMs)."""
     run = RunDir(run_dir)
     cfg = run.load_config()
     for list_name in (cfg.data.eval_list, cfg.data.heldout_list):
         make_cams(run, list_name)
-    return eval_cams(run)
+    return CamEval(eval_cams(run))
 
 
 def prepare_runs(configs: dict[str, Config], run_root: str | Path, force: bool = False,
-                 processes: int = 2) -> dict[str, dict[str, Any]]:
+                 processes: int = 2) -> dict[str, CamEval]:
     """Train each ``{name: config}`` into ``run_root/name``, then make its evaluation and
     held-out CAMs and score them; runs side by side, started in the given order (put the
-    longest first); returns ``{name: CAM evaluation}``.
+    longest first); returns ``{name: CamEval}``.
     Two processes on two cores: three at once ran each training at ~half its speed alone
     (their data-loader workers compete too), so the three finished later than two-then-one.
     Training and CAMs are separate steps, so a process that is done with its run takes
@@ -59,7 +59,7 @@ def prepare_runs(configs: dict[str, Config], run_root: str | Path, force: bool =
     return dict(zip(configs, run_side_by_side(jobs, processes)))
 
 
-def pseudo_masks(run_dir: str | Path, method: str | None = None, force: bool = False) -> dict[str, Any]:
+def pseudo_masks(run_dir: str | Path, method: str | None = None, force: bool = False) -> SegEval:
     """Step 2 for one run: CAMs of the training list, pseudo masks by ``method`` ("irn" or
     "crf"; default the run's ``refine.method``), and their evaluation (``eval_seg``, which reuses
     the scores of masks unchanged since they were scored)."""
@@ -71,25 +71,29 @@ def pseudo_masks(run_dir: str | Path, method: str | None = None, force: bool = F
         run.seg_eval_json.unlink(missing_ok=True)
     make_cams(run)
     refine(run, method)
-    return eval_seg(run, [method])   # keeps (and reuses) the scores of unchanged masks
+    return SegEval(eval_seg(run, [method]))   # keeps (and reuses) the scores of unchanged masks
 
 
 def pseudo_mask_runs(run_dirs: list[str | Path], method: str | None = None, force: bool = False,
-                     processes: int = 2) -> list[dict[str, Any]]:
+                     processes: int = 2) -> list[SegEval]:
     """``pseudo_masks`` for several runs, side by side."""
     return run_side_by_side([partial(pseudo_masks, run_dir, method, force) for run_dir in run_dirs], processes)
 
 
-def segmented(run_dir: str | Path, masks: str, force: bool = False) -> dict[str, Any]:
+def segmented(run_dir: str | Path, masks: str, force: bool = False) -> FinalEval:
     """Step 3 for one run: a segmentation network trained on ``masks`` ("irn", "crf", "cam" or
-    "gt") and scored on the held-out list (``segment``; read back when already finished)."""
+    "gt") and scored on the held-out list (``segment``; read back when finished from the same
+    masks and settings)."""
     run = RunDir(run_dir)
     if force:
         shutil.rmtree(run.segment_dir(masks), ignore_errors=True)
-    final = run.final_eval_json(masks)
-    return json.loads(final.read_text()) if final.is_file() else segment(run, masks)
+    if run.final_eval_json(masks).is_file():
+        final = read_final_eval(run.final_eval_json(masks))
+        if is_fresh(final.made_from, segment_record(run, run.load_config(), masks)):
+            return final
+    return FinalEval(segment(run, masks, force=True))   # other masks or settings: trained again
 
 
-def segment_runs(jobs: list[tuple[str | Path, str]], force: bool = False, processes: int = 3) -> list[dict[str, Any]]:
+def segment_runs(jobs: list[tuple[str | Path, str]], force: bool = False, processes: int = 3) -> list[FinalEval]:
     """``segmented`` for each (run directory, masks), side by side."""
     return run_side_by_side([partial(segmented, run_dir, masks, force) for run_dir, masks in jobs], processes)

@@ -1,4 +1,4 @@
-"""The `refine` stage: pseudo masks from the CAMs (method.md section 5, reference_code.md 5).
+"""The `refine` stage: pseudo masks from the CAMs (docs/method.md 5, docs/reference.md 5).
 
     python -m sfc_core refine --run RUN_DIR --method irn|crf
 
@@ -17,13 +17,15 @@ the evaluation list, a subset): palette PNGs (VOC colours) ``<id>.png`` in
 the VOC ``train_aug.txt`` format: ``/<image path> /SegmentationClassPseudo/<id>.png`` per line,
 paths relative to the dataset root.
 
-Resumable: finished PNGs are skipped and IRN training resumes from its checkpoint. The CRF
+Resumable: complete PNGs are kept and IRN training resumes from its checkpoint while the
+folders' provenance.json records the same CAMs and settings (else they are made again). The CRF
 runs in a pool of ``runtime.num_workers`` processes; the boundary network and the walk run on
 ``runtime.device`` (the GPU when there is one).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -38,11 +40,12 @@ from sfc_core.cam_file import load_cam
 from sfc_core.config import Config
 from sfc_core.crf import confidence_scores, confident_labels, rule_scores
 from sfc_core.data import SegmentationDataset, open_dataset
-from sfc_core.engine import select_device
+from sfc_core.engine import loader_workers, select_device
 from sfc_core.errors import SfcError
 from sfc_core.fusion import fuse
 from sfc_core.io import atomic_write_text
 from sfc_core.masks import save_mask
+from sfc_core.provenance import claim_folder, digest, png_complete, read_record
 from sfc_core.refine.irn import BoundaryNet, load_boundary_net, train_irn, walk_scores
 from sfc_core.run_dir import RunDir
 from sfc_core.run_lock import claims_run
@@ -72,9 +75,12 @@ def refine(run: str | Path | RunDir, method: str | None = None, device: str | to
                        f"{', '.join(missing[:3])}", path=run.cams,
                        fix=f"run: python -m sfc_core cams --run {run.root}")
     device = select_device(str(device or cfg.runtime.device), option="--device")
+    made_by = refine_record(run, cfg, method)
+    claim_folder(run.pseudo_masks(method).parent, made_by, f"refine {method}")
     if method == "crf":
         write_confident_labels(run, cfg, dataset, ids, run.pseudo_masks("crf"))
     else:
+        claim_folder(run.refine_dir("irn"), made_by, "refine irn (relation labels, boundary network)")
         write_confident_labels(run, cfg, dataset, ids, run.relation_labels)
         train_irn(run, cfg, dataset, ids, device)
         write_walk_masks(run, cfg, dataset, ids, device)
@@ -83,6 +89,23 @@ def refine(run: str | Path | RunDir, method: str | None = None, device: str | to
     atomic_write_text(run.pseudo_list(method, list_name), "\n".join(lines) + "\n")
     print(f"refine {method}: {len(ids)} pseudo masks -> {masks}")
     return masks
+
+
+def refine_record(run: RunDir, cfg: Config, method: str) -> dict:
+    """What a method's pseudo masks (and IRN's work files) are made from: the CAMs' record, the
+    training list, the refinement settings, the CAM background rule and the seed."""
+    return {"method": method, "cams": digest(read_record(run.cams)), "list": cfg.data.train_list,
+            "refine": dataclasses.asdict(cfg.refine), "background": cfg.cams.background,
+            "bg_threshold": cfg.cams.bg_threshold, "seed": cfg.runtime.seed}
+
+
+def unfinished(out_dir: Path, ids: list[str], what: str) -> list[str]:
+    """The ids whose PNG in ``out_dir`` is missing or incomplete (the latter named in one line)."""
+    todo = [image_id for image_id in ids if not png_complete(out_dir / f"{image_id}.png")]
+    broken = [image_id for image_id in todo if (out_dir / f"{image_id}.png").exists()]
+    if broken:
+        print(f"{what}: {len(broken)} unreadable PNG(s) made again, first: {broken[0]}")
+    return todo
 
 
 def _unknown_method(name: str) -> SfcError:
@@ -104,10 +127,10 @@ def _confident_label_task(run: RunDir, cfg: Config, dataset: SegmentationDataset
 def write_confident_labels(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[str],
                            out_dir: Path) -> None:
     """CRF-smoothed confident labels of ``ids`` into ``out_dir`` (skips finished images)."""
-    todo = [image_id for image_id in ids if not (out_dir / f"{image_id}.png").is_file()]
+    todo = unfinished(out_dir, ids, "refine: confident labels")
     task = partial(_confident_label_task, run, cfg, dataset, out_dir)
     bar = tqdm(total=len(todo), desc=f"refine: confident labels -> {out_dir.name}", unit="img")
-    processes = min(cfg.runtime.num_workers, len(todo))
+    processes = min(loader_workers(cfg.runtime.num_workers, torch.device("cpu")), len(todo))   # CPU work
     if processes > 1:
         # (not multiprocessing.Pool: it waits forever for a worker that was killed)
         with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -129,8 +152,7 @@ def write_confident_labels(run: RunDir, cfg: Config, dataset: SegmentationDatase
 def write_walk_masks(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[str],
                      device: torch.device) -> None:
     """IRN pseudo masks: the hybrid random walk of each image's fused CAM on its boundary map."""
-    out_dir = run.pseudo_masks("irn")
-    todo = [image_id for image_id in ids if not (out_dir / f"{image_id}.png").is_file()]
+    todo = unfinished(run.pseudo_masks("irn"), ids, "refine: random walk")
     if not todo:
         return
     net = load_boundary_net(run, cfg, device)

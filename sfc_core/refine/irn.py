@@ -1,6 +1,6 @@
 """IRN's class-boundary network (Ahn et al., CVPR 2019) and its training on relation labels.
 
-The network (reference_code.md 5.2) is a frozen backbone with a light boundary branch: each
+The network (docs/reference.md 5.2) is a frozen backbone with a light boundary branch: each
 stage output goes through a 1x1 conv to 32 channels, GroupNorm(4) and ReLU, is resized to the
 finest stage's grid, and a 1x1 conv (with bias) of their concatenation gives one boundary
 logit per pixel. The grid is the backbone's first stage output (layer1): stride 4 for the
@@ -149,7 +149,8 @@ class AffinityDataset(Dataset):
     (random scale: ``irn_image_scale`` x uniform in ``irn_scale_range``).
 
     Item: ``image`` float32 (3, S, S) normalised, ``label`` int64 (S, S) (255 in the padding),
-    S = crop_size. The randomness of item ``index`` is a function of (seed, epoch, index).
+    S = crop_size. Items are keyed by ``(epoch, index)``; their randomness is a function of
+    (seed, epoch, index).
     """
 
     def __init__(self, dataset: SegmentationDataset, ids: list[str], run: RunDir, refine: RefineConfig,
@@ -157,16 +158,13 @@ class AffinityDataset(Dataset):
         self.dataset, self.ids, self.run = dataset, ids, run
         self.crop_size, self.seed = refine.irn_crop_size, seed
         self.scale_range = tuple(refine.irn_image_scale * s for s in refine.irn_scale_range)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, index: int) -> dict:
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        epoch, index = key
+        rng = np.random.default_rng([self.seed, epoch, index])
         image_id = self.ids[index]
         scale = rng.uniform(*self.scale_range)
         label = np.asarray(read_label(self.run.relation_labels / f"{image_id}.png"))
@@ -240,18 +238,18 @@ def train_irn(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[
         return
     net.train()
     update = IrnUpdate(state, PathIndex.build(refine.irn_radius), device, cfg.runtime.amp)
-    loop = engine.Loop(data, partial(_epoch_order, data, seed), batch_size, steps_per_epoch, max_steps,
+    loop = engine.Loop(data, partial(_epoch_order, len(data), seed), batch_size, steps_per_epoch, max_steps,
                        update, update.log, refine.irn_log_every, refine.irn_checkpoint_every,
-                       num_workers=cfg.runtime.num_workers, pin_memory=device.type == "cuda",
+                       num_workers=engine.loader_workers(cfg.runtime.num_workers, device),
+                       pin_memory=device.type == "cuda",
                        desc="irn: train boundary net")
     engine.run_loop(state, loop, engine.LoopFiles(run.irn_checkpoint, run.irn_metrics_jsonl), engine.DistInfo(),
                     stop_after)
 
 
-def _epoch_order(data: AffinityDataset, seed: int, epoch: int) -> list[int]:
-    """The sample indices of ``epoch``: a permutation drawn from (seed, epoch)."""
-    data.set_epoch(epoch)
-    return np.random.default_rng([seed, epoch]).permutation(len(data)).tolist()
+def _epoch_order(size: int, seed: int, epoch: int) -> list[tuple[int, int]]:
+    """The (epoch, index) sample keys of ``epoch``: a permutation of ``size`` drawn from (seed, epoch)."""
+    return [(epoch, index) for index in np.random.default_rng([seed, epoch]).permutation(size).tolist()]
 
 
 @dataclass

@@ -4,7 +4,7 @@ Ahn et al. (CVPR 2019) score a pair of pixels by the strongest boundary on the s
 between them: ``affinity = 1 - max(boundary on the path)``. Pairs are all pixels within a
 radius, one per direction of a half disk (the other half is the same pairs reversed).
 
-The random walk (reference_code.md 5.3) propagates CAM scores on these affinities: with
+The random walk (docs/reference.md 5.3) propagates CAM scores on these affinities: with
 ``A`` the symmetric affinity matrix (ones on the diagonal), ``T = A^beta`` normalised per
 column, the result is ``cam . T^(2^k)``. Here ``T`` is kept sparse (about 2 x directions
 non-zeros per column) and applied ``2^k`` times to the CAM stack instead of being squared
@@ -132,7 +132,7 @@ def random_walk(cams: torch.Tensor, edge: torch.Tensor, transition: torch.Tensor
 
 def hybrid_walk(scores: torch.Tensor, edge: torch.Tensor, stride: int, *, radius: int, beta: float,
                 exp_times: int, power: float, bg_constant: float) -> torch.Tensor:
-    """The reference's make_seg_labels (reference_code.md 5.3): the sum of two walks.
+    """The reference's make_seg_labels (docs/reference.md 5.3): the sum of two walks.
 
     scores: (K', H, W) fused CAM after the background rule, channel 0 = background;
     edge: (h, w) boundary map at ``stride`` (IRN: 4), h = ceil(H / stride). The CAM is
