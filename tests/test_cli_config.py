@@ -11,8 +11,8 @@ from sfc_core.config import Config, read_config_file
 from sfc_core.errors import SfcError
 from sfc_core.model.backbone import build_backbone
 
-# Verbs that build or read a configuration (synth and prepare take none).
-CONFIGURED = {verb for verb, *_ in VERBS} - {"synth", "prepare"}
+# Verbs that build or read a configuration (synth, prepare and pretrain take none).
+CONFIGURED = {verb for verb, *_ in VERBS} - {"synth", "prepare", "pretrain"}
 
 
 def subparsers():
