@@ -128,12 +128,12 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
     ckpt = load_checkpoint(path)
     dist = setup_distributed()
     device = select_device(str(device or cfg.runtime.device), dist, option="--device")   # before any write
+    model = load_model(path, ckpt, cfg.model, class_names, device)   # a refused checkpoint touches no CAM
     if dist.is_main:
         claim_folder(run.cams, cams_record(cfg, checkpoint_record(path, ckpt), class_names, scales), "cams")
     gather_objects(None, dist)                      # the other ranks wait for the claim
     todo = _todo(run, views.ids)
     shard = todo[dist.rank::dist.world_size]
-    model = load_model(path, ckpt, cfg.model, class_names, device)
     write_cams(run, cfg, model, Subset(views, shard), device,
                f"cams {list_name} ({len(scales)} scales)" if dist.is_main else None)
     made = sum(gather_objects(len(shard), dist))     # also waits for every rank's files

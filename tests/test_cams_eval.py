@@ -170,6 +170,17 @@ def test_make_cams_heals_a_truncated_file_and_remakes_on_other_settings(hand_run
     assert read_record(run.cams)["checkpoint"]["step"] == 1
 
 
+def test_make_cams_with_a_refused_checkpoint_keeps_the_cams_there(hand_run):
+    run, cfg = hand_run
+    _tiny_checkpoint(run, cfg, seed=0)
+    make_cams(run.root, device="cpu")
+    before, record = _mtimes(run), (run.cams / "provenance.json").read_bytes()
+    cfg.override({"model.side_channels": (8, 8, 16, 16)}).save(run.config_json)   # not the checkpoint's
+    with pytest.raises(SfcError, match="does not fit the network"):
+        make_cams(run.root, scales=(1.0,), device="cpu")
+    assert _mtimes(run) == before and (run.cams / "provenance.json").read_bytes() == record
+
+
 def test_image_confusions_match_predict_mask_for_every_sweep_point(hand_run):
     run, _ = hand_run
     write_cams(run, VOC_LISTS["train"], seed=1, perfect_classifier=False)
