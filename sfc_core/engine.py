@@ -225,20 +225,22 @@ def make_grad_scaler(device: torch.device, enabled: bool = True) -> torch.amp.Gr
 
 
 def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                   parameters: Iterable[torch.Tensor], grad_clip: float) -> torch.Tensor:
-    """Backward, then ``optimizer_update``. Returns the gradient norm before clipping (a 0-d tensor)."""
+                   parameters: Iterable[torch.Tensor], grad_clip: float) -> torch.Tensor | None:
+    """Backward, then ``optimizer_update``. Returns the gradient norm before clipping (a 0-d
+    tensor; None when ``grad_clip <= 0``)."""
     scaler.scale(loss).backward()
     return optimizer_update(optimizer, scaler, parameters, grad_clip)
 
 
 def optimizer_update(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                     parameters: Iterable[torch.Tensor], grad_clip: float) -> torch.Tensor:
-    """After backward: unscale, clip the global gradient norm (skipped when ``grad_clip <= 0``),
-    step, zero the gradients. Returns the gradient norm before clipping (a 0-d tensor)."""
+                     parameters: Iterable[torch.Tensor], grad_clip: float) -> torch.Tensor | None:
+    """After backward: unscale, clip the global gradient norm, step, zero the gradients.
+    Returns the gradient norm before clipping (a 0-d tensor). With ``grad_clip <= 0`` (IRN, step
+    3) no norm is computed, a pass over every gradient saved, and None is returned."""
     scaler.unscale_(optimizer)
-    parameters = [p for p in parameters if p.grad is not None]
-    max_norm = grad_clip if grad_clip > 0 else math.inf
-    grad_norm = nn.utils.clip_grad_norm_(parameters, max_norm)
+    grad_norm = None
+    if grad_clip > 0:
+        grad_norm = nn.utils.clip_grad_norm_([p for p in parameters if p.grad is not None], grad_clip)
     scaler.step(optimizer)
     scaler.update()
     optimizer.zero_grad(set_to_none=True)

@@ -457,7 +457,7 @@ class SegmentUpdate:
     amp: bool
     memory_format: torch.memory_format
     batch_size: int
-    losses: list[float] = field(default_factory=list)   # since the last log
+    losses: list[torch.Tensor] = field(default_factory=list)   # 0-d losses since the last log
 
     def __call__(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
         images, masks = batch
@@ -466,11 +466,12 @@ class SegmentUpdate:
         with engine.out_of_memory_hint("segment.batch_size", self.batch_size):
             loss = train_step(self.model, images, masks.to(self.device, non_blocking=True), self.state.optimizer,
                               self.state.scaler, self.amp)
-        self.losses.append(float(loss))
+        self.losses.append(loss)          # kept on the device: no host read between logs
         return {"loss": loss, "lr": lr}
 
     def log(self, step: int, output: dict[str, Any], images_per_second: float) -> dict[str, float]:
-        values = {"loss": float(np.mean(self.losses)), "lr": output["lr"], "images_per_s": images_per_second}
+        losses = torch.stack(self.losses).cpu().double().numpy()   # one copy; float64 as before
+        values = {"loss": float(np.mean(losses)), "lr": output["lr"], "images_per_s": images_per_second}
         self.losses.clear()
         return values
 

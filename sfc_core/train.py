@@ -268,7 +268,8 @@ class SfcUpdate:
         losses = engine.mean_over_ranks(output["losses"], self.dist)     # the global batch's
         return {**{f"loss/{name}": value for name, value in losses.items()},
                 "lr/backbone": groups[0]["lr"], "lr/new": groups[1]["lr"],
-                "grad_norm": output["grad_norm"].item(), "images_per_second": images_per_second}
+                **({} if output["grad_norm"] is None else {"grad_norm": output["grad_norm"].item()}),
+                "images_per_second": images_per_second}
 
 
 @dataclass
