@@ -51,8 +51,9 @@ class Calibration:
 
 
 @dataclass(frozen=True)
-class CamEval:
-    """cam_eval.json: the three CAM kinds at the settings chosen on the evaluation list."""
+class EvaluationFile:
+    """What every evaluation file holds: its JSON ``data``, the list it scores and the record
+    of what made it."""
 
     data: dict[str, Any]
 
@@ -63,6 +64,16 @@ class CamEval:
     @property
     def num_images(self) -> int:
         return self.data["num_images"]
+
+    @property
+    def made_from(self) -> dict[str, Any] | None:
+        return self.data.get("made_from")
+
+
+@dataclass(frozen=True)
+class CamEval(EvaluationFile):
+    """cam_eval.json: the three CAM kinds at the settings chosen on the evaluation list."""
+
 
     @property
     def classes(self) -> list[str]:
@@ -82,9 +93,6 @@ class CamEval:
     def lambdas(self) -> list[float]:
         return self.data["lambdas"]
 
-    @property
-    def made_from(self) -> dict[str, Any] | None:
-        return self.data.get("made_from")
 
     def row(self, kind: str) -> dict[str, Any]:
         """The row of ``kind``: threshold, lambda, miou, iou / precision / recall per class,
@@ -137,14 +145,9 @@ class CamEval:
 
 
 @dataclass(frozen=True)
-class SegEval:
+class SegEval(EvaluationFile):
     """seg_eval.json: pseudo-mask scores per refinement method."""
 
-    data: dict[str, Any]
-
-    @property
-    def list_name(self) -> str:
-        return self.data["list"]
 
     @property
     def methods(self) -> list[str]:
@@ -174,10 +177,9 @@ class SegEval:
 
 
 @dataclass(frozen=True)
-class FinalEval:
+class FinalEval(EvaluationFile):
     """final_eval.json: the step-3 network on the held-out list."""
 
-    data: dict[str, Any]
 
     @property
     def masks(self) -> str:
@@ -187,27 +189,17 @@ class FinalEval:
     def network(self) -> str:
         return self.data["network"]
 
-    @property
-    def list_name(self) -> str:
-        """The held-out list the network is scored on."""
-        return self.data["list"]
 
     @property
     def steps(self) -> int:
         return self.data["steps"]
 
-    @property
-    def num_images(self) -> int:
-        return self.data["num_images"]
 
     @property
     def kinds(self) -> list[str]:
         """The scored inference kinds: single_scale, multi_scale_flip (, multi_scale_flip_crf)."""
         return [kind for kind in ("single_scale", "multi_scale_flip", "multi_scale_flip_crf") if kind in self.data]
 
-    @property
-    def made_from(self) -> dict[str, Any] | None:
-        return self.data.get("made_from")
 
     def miou(self, kind: str = "multi_scale_flip") -> float | None:
         return self.data[kind]["miou"]
