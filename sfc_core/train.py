@@ -33,7 +33,13 @@ train the one-process recipe: the same images per step, the same mean losses (lo
 the mean over ranks). The image bank stays per process: each rank's bank holds, per class,
 the latest image of its own shard, and each rank draws its bank_draws / N from its own bank
 (one process: the latest image of the whole batch, all draws from one bank). Checkpoints
-gather every rank's bank and RNG states, so resume needs the same world size.
+gather every rank's bank and RNG states on rank 0, which writes them, so resume needs the
+same world size.
+
+Speed (``step_objective``): ``runtime.compile`` compiles the objective (inductor by default
+on CUDA, eager on the CPU; exact resume holds with it off), cuDNN autotunes on CUDA, DDP runs
+with a static graph when every loss is on, gradients as bucket views, and no buffer broadcast
+when the BatchNorm is frozen.
 """
 from __future__ import annotations
 
@@ -77,7 +83,7 @@ from sfc_core.run_lock import claims_run
 # stages' sections, cams/refine/segment, may change freely), except where things are and how
 # fast they run.
 TRAINING_SECTIONS = ("runtime.", "data.", "model.", "loss.", "train.")
-RESUMABLE_CHANGES = {"data.root", "runtime.num_workers", "runtime.device", "train.log_every"}
+RESUMABLE_CHANGES = {"data.root", "runtime.num_workers", "runtime.device", "runtime.compile", "train.log_every"}
 
 
 class SfcObjective(nn.Module):
@@ -220,10 +226,9 @@ def _setup(cfg: Config, run: RunDir, dataset: SegmentationDataset, device: torch
     state = engine.TrainState(model, optimizer, schedule, scaler, checkpoint_identity(cfg.model, class_names),
                               cfg.to_dict(), builds=("model.",), extras={"bank": bank, "generator": generator},
                               meta={"best": {"score": -math.inf}})
-    ddp_objective = engine.wrap_ddp(objective, dist, device,
-                                    find_unused_parameters=cfg.loss.prototype_weight == 0 or not cfg.model.pcm)
     trainable = [p for group in model.parameter_groups().values() for p in group]
-    update = SfcUpdate(ddp_objective, state, trainable, t, local_draws, cfg.runtime, device, dist)
+    update = SfcUpdate(step_objective(objective, cfg, dist, device), state, trainable, t, local_draws,
+                       cfg.runtime, device, dist)
     validation = SfcValidation(cfg, dataset, run, state, device, dist, max_steps)
     loop = engine.Loop(train_set, partial(_epoch_order, sampler), local_batch, steps_per_epoch,
                        max_steps, update, update.log, t.log_every, t.checkpoint_every,
@@ -233,12 +238,33 @@ def _setup(cfg: Config, run: RunDir, dataset: SegmentationDataset, device: torch
     return state, loop
 
 
+def step_objective(objective: SfcObjective, cfg: Config, dist: engine.DistInfo,
+                   device: torch.device) -> nn.Module:
+    """What a step calls: ``objective`` under DDP when distributed, compiled as
+    ``runtime.compile`` says (DDP inside, so its gradient hooks see the compiled graphs); on
+    CUDA with cuDNN's autotuner (every step has the same shapes).
+
+    DDP: the parameters a switched-off part leaves without gradient (the side layers without
+    the prototype loss, the PCM projection without PCM) are found each step; with every part
+    on, the graph is static (its set of gradients never changes, so DDP plans buckets once).
+    Gradients live in the buckets (no copy). Buffers are not broadcast when the backbone's
+    BatchNorm is frozen (the ResNets with weights: running statistics that never change);
+    a BatchNorm that trains keeps DDP's broadcast from rank 0."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    unused = cfg.loss.prototype_weight == 0 or not cfg.model.pcm
+    wrapped = engine.wrap_ddp(objective, dist, device, find_unused_parameters=unused, static_graph=not unused,
+                              gradient_as_bucket_view=True,
+                              broadcast_buffers=not objective.model.backbone.frozen_bn)
+    return engine.compiled(wrapped, cfg.runtime.compile, device)
+
+
 @dataclass
 class SfcUpdate:
     """One SFC update on a loader batch (bank write and draws, both scales, the weighted
     losses, clipped step) and what is logged of it."""
 
-    objective: nn.Module                  # SfcObjective, wrapped by DDP when distributed
+    objective: nn.Module                  # SfcObjective as step_objective wraps it (DDP, compile)
     state: engine.TrainState
     trainable: list[nn.Parameter]
     t: TrainConfig
