@@ -592,6 +592,11 @@ def bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--naive", action="store_true", help="also time the reference-style training step, A/B")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     p.add_argument("--profile", action="store_true", help="add a torch.profiler summary of one training step")
+    p.add_argument("--report", action="store_true",
+                   help="the one-shot GPU report instead (benchmarks/report.py): every speed change on and "
+                        "off, MFU, syncs, busy fraction, CAM and step-3 images/s; a CUDA device")
+    p.add_argument("--dry-run", action="store_true",
+                   help="with --report: the same code on the CPU at tiny sizes (CUDA-only figures: n/a)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", default=None, help="also write the JSON to this file")
 
@@ -603,10 +608,34 @@ def bench_command(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
+    if args.report or args.dry_run:
+        return report_command(cfg, args)
     stages = tuple(stage.strip() for stage in args.stages.split(",") if stage.strip())
     result = bench(cfg, args.device or cfg.runtime.device, args.steps, args.warmup, args.repeats, args.naive,
                    stages, args.profile)
     if args.out:
         atomic_write_json(args.out, result)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def report_command(cfg: Config, args: argparse.Namespace) -> int:
+    """``bench --report [--dry-run]``: the GPU report's table and JSON (``--out``: the JSON, and
+    the table beside it as .md)."""
+    from benchmarks import report
+    from sfc_core.io import atomic_write_json, atomic_write_text
+
+    if not args.report:
+        raise SfcError("--dry-run belongs to --report", fix="add --report, or drop --dry-run")
+    device = engine.select_device("cpu" if args.dry_run else args.device or cfg.runtime.device, option="--device")
+    if device.type != "cuda" and not args.dry_run:
+        raise SfcError(f"the GPU report needs a CUDA device; this run has {device}",
+                       fix="run it where a GPU is, or add --dry-run to try its code on the CPU")
+    result = report.gpu_report(cfg, device, report.DRY_RUN if args.dry_run else report.Sizes())
+    table = report.markdown(result)
+    if args.out:
+        atomic_write_json(args.out, result)
+        atomic_write_text(Path(args.out).with_suffix(".md"), table)
+    print(table)
     print(json.dumps(result, indent=2))
     return 0
