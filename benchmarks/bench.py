@@ -283,6 +283,7 @@ class TrainStep:
 
     amp = False
     channels_last = False
+    compile: str | None = None            # the torch.compile backend of the objective (None: eager)
     cudnn_deterministic = False
 
     def __init__(self, model: SfcNet, cfg: Config, device: torch.device, max_steps: int):
@@ -314,8 +315,8 @@ class TrainStep:
 
 
 class KitStep(TrainStep):
-    """The kit's step, as sfc_core.train runs it: device bank, SfcObjective, AMP and
-    channels-last on a GPU (per the config)."""
+    """The kit's step, as sfc_core.train runs it: device bank, SfcObjective (compiled as
+    ``runtime.compile`` says), AMP and channels-last on a GPU (per the config)."""
 
     def __init__(self, model: SfcNet, class_weights: torch.Tensor, cfg: Config, device: torch.device,
                  max_steps: int):
@@ -328,8 +329,10 @@ class KitStep(TrainStep):
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         model = model.to(device, memory_format=memory_format)
         super().__init__(model, cfg, device, max_steps)
-        self.objective = SfcObjective(model, class_weights, cfg.data.crop_size, cfg.loss.prototype_weight,
-                                      cfg.loss.scale_weight).to(device)
+        self.compile = engine.compile_backend(cfg.runtime.compile, device)
+        self.objective = engine.compiled(SfcObjective(model, class_weights, cfg.data.crop_size,
+                                                      cfg.loss.prototype_weight, cfg.loss.scale_weight).to(device),
+                                         cfg.runtime.compile, device)
         crop = cfg.data.crop_size
         self.bank = ImageBank(model.num_classes, (3, crop, crop), device) if t.bank_draws > 0 else None
         self.generator = torch.Generator().manual_seed(cfg.runtime.seed)
@@ -436,7 +439,7 @@ def bench_train(cfg: Config, device: torch.device, steps: int, warmup: int, repe
         figures = {"images_per_s": images_per_step / per_step, "seconds_per_step": per_step,
                    "time_split_s": split,
                    "cpu_seconds_per_step": sum(clock.cpu_seconds for clock in clocks[name]) / timed,
-                   "amp": step.amp, "channels_last": step.channels_last}
+                   "amp": step.amp, "channels_last": step.channels_last, "compile": step.compile}
         with peak_memory(device, figures):
             step.run(batches[0], PhaseClock(device))
         if profile:

@@ -300,6 +300,15 @@ def loop_report(cfg: Config, update: SfcUpdate, sizes: Sizes) -> dict:
     return {**figures, "image_size": list(sizes.image_size)}
 
 
+def training_report(result: dict, cfg: Config, device: torch.device, sizes: Sizes, flops: int,
+                    peak: float | None) -> None:
+    """``result["step"]`` and ``result["loop"]``, one compiled "all on" step serving both (its
+    network freed at the end)."""
+    update = make_update(variant_config(cfg, STEP_VARIANTS["all on"], sizes.compile_backend), device, MAX_STEPS)
+    measured(result, "step", lambda: step_report(cfg, device, sizes, flops, peak, update))
+    measured(result, "loop", lambda: loop_report(cfg, update, sizes))
+
+
 def gpu_report(cfg: Config, device: torch.device, sizes: Sizes) -> dict:
     """The report's JSON object (module docstring)."""
     cfg = bench.bench_config(cfg).override(dict(sizes.overrides))
@@ -312,10 +321,7 @@ def gpu_report(cfg: Config, device: torch.device, sizes: Sizes) -> dict:
               "batch_size": cfg.train.batch_size, "bank_draws": cfg.train.bank_draws,
               "crop_size": cfg.data.crop_size, "backbone": cfg.model.backbone}
     started = time.perf_counter()
-    update = make_update(variant_config(cfg, STEP_VARIANTS["all on"], sizes.compile_backend), device, MAX_STEPS)
-    measured(result, "step", lambda: step_report(cfg, device, sizes, flops, peak, update))
-    measured(result, "loop", lambda: loop_report(cfg, update, sizes))
-    del update
+    training_report(result, cfg, device, sizes, flops, peak)
     measured(result, "cams", lambda: bench.bench_cams(cfg, device, sizes.cam_images, sizes.warmup))
     model = lambda: bench.build_model(cfg.model, num_classes).to(device).eval()  # noqa: E731
     measured(result, "camstage", lambda: feed.bench_camstage(cfg, model(), bench.inference_size(cfg), device,
