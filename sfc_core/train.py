@@ -253,8 +253,8 @@ def step_objective(objective: SfcObjective, cfg: Config, dist: engine.DistInfo,
     the prototype loss, the PCM projection without PCM) are found each step; with every part
     on, the graph is static (its set of gradients never changes, so DDP plans buckets once).
     Gradients live in the buckets (no copy). Buffers are not broadcast when the backbone's
-    BatchNorm is frozen (the ResNets with weights: running statistics that never change);
-    a BatchNorm that trains keeps DDP's broadcast from rank 0."""
+    BatchNorm is frozen (the ResNets always, ``tiny`` with loaded weights: running statistics
+    that never change); a BatchNorm that trains keeps DDP's broadcast from rank 0."""
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     unused = cfg.loss.prototype_weight == 0 or not cfg.model.pcm

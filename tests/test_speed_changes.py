@@ -6,6 +6,8 @@
 - The PCM projection as two convolutions on the slices of its one weight equals the
   2051-channel convolution of the concatenation (within 1e-6); the weight keeps its key and
   shape, so checkpoints (the kit's and the reference's layout) load as before.
+- DDP broadcasts no buffers when the backbone's BatchNorm is frozen: the ResNets' BatchNorm
+  stays in eval mode in training and its running statistics never change.
 """
 from __future__ import annotations
 
@@ -92,3 +94,14 @@ def test_the_split_pcm_projection_is_the_concatenated_convolution():
         assert (got - expected).abs().max().item() <= 1e-6
         model.pcm_projection.weight[:, :3] = 0                          # the image's slice is used
         assert (model._pcm_features(small, x4) - got).abs().max().item() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["resnet50", "resnet101"])
+def test_the_resnets_batchnorm_is_frozen_so_ddp_need_not_broadcast_buffers(name):
+    model = build_model(ModelConfig(backbone=name, backbone_weights="none"), 3).train()
+    assert model.backbone.frozen_bn
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert len(norms) > 50 and not any(m.training for m in norms)
+    buffers = {key: value.clone() for key, value in model.state_dict().items() if "running_" in key}
+    model(torch.randn(1, 3, 32, 32), torch.ones(1, 4, 1, 1))
+    assert all(torch.equal(model.state_dict()[key], value) for key, value in buffers.items())
