@@ -62,6 +62,8 @@ PEAK_BF16_TFLOPS = (("H200", 989.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("A1
 
 @dataclass(frozen=True)
 class Variant:
+    """Which speed changes a timed step has on (channels-last and AMP act on CUDA only)."""
+
     compile: bool
     channels_last: bool
     amp: bool
