@@ -2,7 +2,7 @@
 
     python -m sfc_core bench --preset synthetic --threads 2 --steps 1 --repeats 20 --naive  # CPU A/B
     python -m sfc_core bench --preset voc --device cuda --steps 10 --repeats 6 --naive    # paper's
-    python -m sfc_core bench --report [--dry-run]        # the one-shot GPU report (benchmarks/report.py)
+    python -m sfc_core bench --report --preset voc       # the one-shot GPU report (benchmarks/report.py)
 
 Measured figures, machines and commands: BENCHMARKS.md.
 

@@ -1,11 +1,11 @@
 """The one-shot GPU report (``bench --report``): what feeds the device and what it makes of it,
 each speed change on and off, in one command of a few minutes, with no dataset or weights.
 
-    python -m sfc_core bench --report --out gpu_report.json          # a CUDA device: preset voc
-    python -m sfc_core bench --report --dry-run                      # the same code, CPU, tiny
+    python -m sfc_core bench --report --preset voc --out gpu_report.json   # on a CUDA device
+    python -m sfc_core bench --report --dry-run --preset synthetic-smoke   # the same code, CPU, tiny
 
 Prints a markdown table and the JSON object (also written to ``--out``, with the table beside
-it as ``.md``). The configuration is the preset's (``voc``: the paper's ResNet-50, 512 px
+it as ``.md``). The configuration is the preset's (``--preset voc``: the paper's ResNet-50, 512 px
 crops, 16 + 4 images a step, two scales, every loss) with PCM on and random weights
 (``bench.bench_config``). Figures:
 
