@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from sfc_core.analysis import walkthrough
+from sfc_core.analysis.notebook import MAX_COPY_BYTES, copy_link, publish_executed, source_link
+from sfc_core.data import MultiScaleDataset
 from sfc_core.losses import prototype_consistency
 from sfc_core.model.backbone import build_backbone
 from sfc_core.model.sfc_net import SfcNet
@@ -18,13 +20,13 @@ from sfc_core.train import SfcObjective
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 EXECUTED = REPO / "docs" / "notebooks"
-MAX_COPY_BYTES = 2 * 1024 * 1024
 NUM_CLASSES = 3
 
 
-def tiny_net(pcm: bool, seed_rule: str = "argmax", background_scale: float = 0.3) -> SfcNet:
+def tiny_net(pcm: bool, seed_rule: str = "argmax", background_scale: float = 0.3,
+             num_classes: int = NUM_CLASSES) -> SfcNet:
     torch.manual_seed(0)
-    model = SfcNet(build_backbone("tiny", "none"), NUM_CLASSES, side_channels=(8, 8, 16, 16),
+    model = SfcNet(build_backbone("tiny", "none"), num_classes, side_channels=(8, 8, 16, 16),
                    seed_background_scale=background_scale, pcm=pcm, seed_rule=seed_rule)
     return model.eval()
 
@@ -59,6 +61,18 @@ def test_network_steps_end_where_the_forward_ends(pcm, seed_rule, background_sca
     assert steps["prototypes"].shape == (1, NUM_CLASSES + 1, steps["features"].shape[1])
 
 
+def test_walk_image_runs_a_dataset_image_as_the_network_sees_it(smoke_dataset):
+    model = tiny_net(pcm=False, num_classes=smoke_dataset.num_classes)
+    views = MultiScaleDataset(smoke_dataset, "train", scales=(1.0,))
+    walk = walkthrough.walk_image(model, views, 3)
+    assert walk["id"] == views.ids[3]
+    np.testing.assert_array_equal(walk["image"], smoke_dataset.read_image(walk["id"]))
+    assert walk["classes"] == [int(k) for k in np.flatnonzero(smoke_dataset.label(walk["id"]))]
+    with torch.no_grad():
+        out = model(walk["images"], torch.cat([torch.ones(1), walk["label"]])[None, :, None, None])
+    torch.testing.assert_close(walk["steps"]["prototype_cam"], out["prototype_cam"], rtol=0, atol=0)
+
+
 def test_loss_terms_add_up_to_the_training_objective():
     model = tiny_net(pcm=True)
     size = 48
@@ -86,11 +100,13 @@ def test_loss_terms_add_up_to_the_training_objective():
 
 def test_cam_panels_draw_each_map_over_the_image_with_a_colour_bar():
     image = np.zeros((32, 48, 3), dtype=np.uint8)
-    fig = walkthrough.cam_panels(image, [np.ones((4, 6)), torch.rand(4, 6)], ["a", "b"])
-    assert len(fig.axes) == 4                                       # two panels, two colour bars
-    shown = fig.axes[0].images[1].get_array()
-    assert shown.shape == (32, 48) and np.allclose(shown, 1.0)
-    assert fig.axes[0].images[1].get_clim() == (0.0, 1.0)
+    fig = walkthrough.cam_panels([(image, [np.ones((4, 6)), 2 * torch.rand(4, 6)], ["a", "b"]),
+                                  (image, [np.zeros((4, 6, 3))], ["rgb"])], vmax=None)
+    assert len(fig.axes) == 2 * 2 + 2                # 2 x 2 panels, a colour bar for each of the 2 maps
+    first, second = fig.axes[0].images[1], fig.axes[1].images[1]
+    assert first.get_array().shape == (32, 48) and np.allclose(first.get_array(), 1.0)
+    assert first.get_clim() == (0.0, 1.0) and second.get_clim()[1] == pytest.approx(second.get_array().max())
+    assert len(fig.axes[2].images) == 1 and not fig.axes[3].images   # the RGB panel as is; the empty cell
 
 
 def test_prototype_similarity_and_feature_rgb():
@@ -109,7 +125,20 @@ def test_prototype_similarity_and_feature_rgb():
 def test_each_notebook_links_its_executed_copy_in_its_first_cell(path):
     first = json.loads(path.read_text())["cells"][0]
     assert first["cell_type"] == "markdown"
-    assert f"../docs/notebooks/{path.name}" in "".join(first["source"])
+    assert copy_link(path.name) in "".join(first["source"])
+
+
+def test_publish_executed_copies_and_points_the_copy_back_at_its_source(tmp_path):
+    source = json.loads(NOTEBOOKS[2].read_text())
+    source["cells"][1]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": ["ran\n"]}]
+    (tmp_path / "executed").mkdir()
+    (tmp_path / "executed" / NOTEBOOKS[2].name).write_text(json.dumps(source))
+    [(path, size)] = publish_executed(tmp_path / "executed", tmp_path / "docs", [NOTEBOOKS[2].stem])
+    assert path == tmp_path / "docs" / NOTEBOOKS[2].name and size == path.stat().st_size
+    copy = json.loads(path.read_text())
+    first = "".join(copy["cells"][0]["source"])
+    assert source_link(NOTEBOOKS[2].name) in first and copy_link(NOTEBOOKS[2].name) not in first
+    assert copy["cells"][1:] == source["cells"][1:]
 
 
 def test_executed_copies_when_present_are_under_2_mb_and_have_outputs():

@@ -10,8 +10,9 @@ equal ``SfcNet.forward``'s and that the terms add up to ``train.SfcObjective``'s
 
     picked = pick_head_and_tail(dataset.labels("train"), counts)   # {"head": (i, k), "tail": (i, k)}
     steps = network_steps(model, images, label)                     # each tensor (1, ...)
+    walk = walk_image(model, MultiScaleDataset(dataset, "train", (1.0,)), i)   # one image's steps
     rows = loss_terms(model, images, label, class_weights, class_names)
-    fig = cam_panels(image, [steps["classifier_cam"][0, 1]], ["classifier CAM"])
+    fig = cam_panels([(image, [steps["classifier_cam"][0, 1]], ["classifier CAM"])])
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from sfc_core.data import MultiScaleDataset
+from sfc_core.data.transforms import device_views
 from sfc_core.losses import prototype_consistency, scale_consistency
 from sfc_core.model import cam as cam_math
 from sfc_core.model.sfc_net import SfcNet
@@ -76,6 +79,19 @@ def network_steps(model: SfcNet, images: torch.Tensor, label: torch.Tensor) -> d
             "prototype_cam": cam_math.prototype_cam(features, prototypes)}
 
 
+def walk_image(model: SfcNet, views: MultiScaleDataset, index: int) -> dict[str, Any]:
+    """Image ``index`` of ``views`` (at its first scale, no flip: build them with scales=(1.0,))
+    through ``network_steps``, on the model's device: ``id``, ``image`` (H, W, 3) uint8, ``images`` (1, 3, H, W) normalised,
+    ``label`` (C,), ``classes`` (the image's class indices, 0-based) and ``steps``."""
+    item = views[index]
+    device = next(model.parameters()).device
+    images = device_views(item["images"][0], device, flip=False)
+    label = item["label"].to(device)
+    return {"id": item["name"], "image": item["images"][0].permute(1, 2, 0).numpy(), "images": images,
+            "label": label, "classes": [int(k) for k in np.flatnonzero(item["label"].numpy() > 0.5)],
+            "steps": network_steps(model, images, label)}
+
+
 @torch.no_grad()
 def loss_terms(model: SfcNet, images: torch.Tensor, label: torch.Tensor, class_weights: torch.Tensor,
                class_names: Sequence[str]) -> list[dict[str, Any]]:
@@ -115,28 +131,45 @@ def loss_terms(model: SfcNet, images: torch.Tensor, label: torch.Tensor, class_w
     return rows
 
 
+def class_rows(walks: dict[str, dict[str, Any]], key: str,
+               class_names: Sequence[str]) -> list[tuple[np.ndarray, list[torch.Tensor], list[str]]]:
+    """``cam_panels`` rows of one step: for each ``{role: walk_image(...)}``, the (h, w) map
+    ``steps[key]`` of each of the image's classes, titled "role: class"."""
+    return [(walk["image"], [walk["steps"][key][0, k + 1] for k in walk["classes"]],
+             [f"{role}: {class_names[k]}" for k in walk["classes"]]) for role, walk in walks.items()]
+
+
 def upsample(grid_map: torch.Tensor | np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """An (h, w) map of the CAM grid at the image's (H, W), bilinear as the cams stage, for display."""
     x = torch.as_tensor(grid_map, dtype=torch.float32)[None, None]
     return F.interpolate(x, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
 
 
-def cam_panels(image: np.ndarray, maps: Sequence[torch.Tensor | np.ndarray], titles: Sequence[str],
-               vmax: float | None = 1.0, size: float = 2.6) -> plt.Figure:
-    """One row: each map over the image (jet, half transparent) with its colour bar.
+def cam_panels(rows: Sequence[tuple[np.ndarray, Sequence[Any], Sequence[str]]], vmax: float | None = 1.0,
+               size: float = 2.4) -> plt.Figure:
+    """Rows of panels, one row per image: ``rows`` = [(image, panels, titles)].
 
-    image (H, W, 3) uint8; maps (h, w) on the CAM grid or (H, W), upsampled to the image;
-    vmax: the top of every colour scale (None: each map's own maximum; the bottom is 0).
+    image (H, W, 3) uint8. A panel (h, w) (CAM grid or image size) is drawn over the image,
+    upsampled (jet, half transparent) with its colour bar from 0 to ``vmax`` (None: the map's
+    own maximum); a panel (h, w, 3) (a label map in colour, a feature picture) is drawn as is.
     """
-    fig, axes = plt.subplots(1, len(maps), figsize=(size * 1.25 * len(maps), size), squeeze=False)
-    for ax, grid_map, title in zip(axes[0], maps, titles):
-        shown = upsample(grid_map, image.shape[:2])
-        ax.imshow(image)
-        top = vmax if vmax is not None else max(float(shown.max()), 1e-8)
-        im = ax.imshow(shown, cmap="jet", alpha=0.5, vmin=0.0, vmax=top, interpolation="nearest")
-        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-        ax.set_title(title, fontsize=8)
-        ax.axis("off")
+    cols = max(len(panels) for _, panels, _ in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(size * 1.3 * cols, size * len(rows)), squeeze=False)
+    for ax_row, (image, panels, titles) in zip(axes, rows):
+        for ax in ax_row[len(panels):]:
+            ax.axis("off")
+        for ax, panel, title in zip(ax_row, panels, titles):
+            panel = panel.cpu().numpy() if isinstance(panel, torch.Tensor) else np.asarray(panel)
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+            if panel.ndim == 3:
+                ax.imshow(panel, interpolation="nearest")
+                continue
+            shown = upsample(panel, image.shape[:2])
+            ax.imshow(image)
+            top = vmax if vmax is not None else max(float(shown.max()), 1e-8)
+            im = ax.imshow(shown, cmap="jet", alpha=0.5, vmin=0.0, vmax=top, interpolation="nearest")
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     fig.tight_layout()
     return fig
 
