@@ -146,7 +146,7 @@ def upsample(grid_map: torch.Tensor | np.ndarray, size: tuple[int, int]) -> np.n
 
 
 def cam_panels(rows: Sequence[tuple[np.ndarray, Sequence[Any], Sequence[str]]], vmax: float | None = 1.0,
-               size: float = 2.4) -> plt.Figure:
+               size: float = 2.0) -> plt.Figure:
     """Rows of panels, one row per image: ``rows`` = [(image, panels, titles)].
 
     image (H, W, 3) uint8. A panel (h, w) (CAM grid or image size) is drawn over the image,
