@@ -182,7 +182,7 @@ def test_the_step_flops_are_counted_per_image_on_the_meta_device(tiny_config):
     assert report.peak_for_name("NVIDIA H100 80GB HBM3") == 989e12 and report.peak_for_name("a CPU") is None
 
 
-@pytest.mark.slow                   # ~30-60 s on a loaded 2-core CPU, most of it tracing the compiled step
+@pytest.mark.slow                   # 41-88 s on a loaded 2-core CPU, most of it tracing the compiled step
 def test_the_gpu_report_dry_run_reports_every_part_on_the_cpu(tmp_path, capsys):
     from benchmarks import report
     from sfc_core.cli import main

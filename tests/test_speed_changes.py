@@ -39,7 +39,7 @@ def _objective_and_batch(cfg: Config) -> tuple[SfcObjective, dict]:
     return objective, batch
 
 
-@pytest.mark.slow                        # ~30 s on a loaded 2-core CPU: tracing forward and backward
+@pytest.mark.slow                        # 26-33 s on a loaded 2-core CPU: tracing forward and backward
 def test_the_compiled_objective_gives_the_eager_losses_and_gradients():
     cfg = bench.bench_config(Config.from_preset("synthetic-smoke"))       # PCM on: the paper's network
     eager, batch = _objective_and_batch(cfg)
