@@ -143,3 +143,17 @@ def test_paper_preset_keeps_the_voc_recipe_but_the_two_moved_constants():
                 "cams.background", "refine.method", "refine.walk_bg_constant"):
         section, name = key.split(".")
         assert getattr(getattr(paper, section), name) == getattr(getattr(voc, section), name), key
+
+
+def test_notebook_00_pictures_of_the_set_and_of_the_features():
+    from sfc_core.analysis.pretraining import class_examples, feature_pictures
+    from sfc_core.data.pretrain_set import class_definitions
+
+    images, names = class_examples(TINY, count=4)
+    classes = class_definitions(TINY)
+    assert len(images) == len(set(names)) == 4 and names[0] == classes[0].name and names[-1] == classes[-1].name
+    full, labels = make_images(TINY, "train")
+    assert np.array_equal(images[0], full[0])       # the same image as the set's own
+    pictures = feature_pictures(build_backbone("tiny", "none"), [full[0], full[1]])
+    assert [p.shape for p in pictures] == [(TINY.image_size // 8, TINY.image_size // 8, 3)] * 2   # output stride 8
+    assert all(p.min() >= 0 and p.max() <= 1 for p in pictures)
