@@ -9,6 +9,7 @@ both, and reports wall and CPU seconds of each and their ratio.
 """
 from __future__ import annotations
 
+import copy
 import io
 import tempfile
 import time
@@ -165,34 +166,54 @@ def bench_camstage(cfg: Config, model: torch.nn.Module, size: tuple[int, int], d
                    images: int, repeats: int) -> dict:
     """Images/s of the CAM stage's loop (load, every scale with its flip, the kept rows back,
     the file written) on ``images`` random images of ``size``, the loader in this process
-    (``runtime.num_workers`` 0): today's against ``cams.write_cams``, and ``network``, the
-    network and the copy back alone (what no loader or writer change can speed up).
-    ``identical``: whether today and the kit wrote the same files' arrays."""
+    (``runtime.num_workers`` 0): today's against ``cams.write_cams`` (``kit``, at
+    ``cams.batch_size``; ``kit_batch1``, one image at a time, only when the batch size is not
+    1), and ``network``, the network one image at a time and the copy back alone.
+    ``identical``: whether today and the kit at batch 1 wrote the same files' arrays;
+    ``batch_max_abs_diff``: the largest difference between the batched and batch-1 files."""
     from sfc_core.cams import write_cams
 
-    cfg = cfg.override({"runtime.num_workers": 0})
+    cfg = copy.deepcopy(cfg).override({"runtime.num_workers": 0})     # override sets in place
+    batch1 = copy.deepcopy(cfg).override({"cams.batch_size": 1})
     source = RandomImages(images, size, model.num_classes)
     views = MultiScaleDataset(source, "bench", scales=tuple(cfg.cams.scales))
     prepared = [[v.to(device) for v in today_views(image, cfg.cams.scales, cfg.cams.flip)]
                 for image in source.images]
     with tempfile.TemporaryDirectory() as folder, torch.inference_mode():
-        runs = {"today": RunDir(Path(folder, "today")), "kit": RunDir(Path(folder, "kit"))}
-        seconds = alternate({"today": lambda: today_write_cams(runs["today"], cfg, model, source, device),
-                             "kit": lambda: write_cams(runs["kit"], cfg, model, views, device),
-                             "network": lambda: network_only(cfg, model, prepared, source.labels(""), size, device)},
-                            repeats)
-        identical = all(_same_npz(runs["today"].cam_file(i), runs["kit"].cam_file(i)) for i in source.ids(""))
+        runs = {name: RunDir(Path(folder, name)) for name in ("today", "kit", "kit_batch1")}
+        variants = {"today": lambda: today_write_cams(runs["today"], cfg, model, source, device),
+                    "kit": lambda: write_cams(runs["kit"], cfg, model, views, device),
+                    "kit_batch1": lambda: write_cams(runs["kit_batch1"], batch1, model, views, device),
+                    "network": lambda: network_only(cfg, model, prepared, source.labels(""), size, device)}
+        if cfg.cams.batch_size == 1:
+            runs["kit_batch1"] = runs["kit"]
+            del variants["kit_batch1"]
+        seconds = alternate(variants, repeats)
+        ids = source.ids("")
+        identical = all(_same_npz(runs["today"].cam_file(i), runs["kit_batch1"].cam_file(i)) for i in ids)
+        batch_diff = max(_max_abs_diff(runs["kit"].cam_file(i), runs["kit_batch1"].cam_file(i)) for i in ids)
     result = {"image_size": list(size), "scales": list(cfg.cams.scales), "flip": cfg.cams.flip,
-              "images": images, "repeats": repeats, "identical": identical}
+              "batch_size": cfg.cams.batch_size, "images": images, "repeats": repeats,
+              "identical": identical, "batch_max_abs_diff": batch_diff}
     for name in seconds:
         result[name] = {"images_per_s": images * repeats / seconds[name]["wall_s"],
                         "cpu_ms_per_image": 1000 * seconds[name]["cpu_s"] / (images * repeats)}
+    if "kit_batch1" in seconds:
+        result.update({f"batch_speedup_{kind}": seconds["kit_batch1"][f"{kind}_s"] / seconds["kit"][f"{kind}_s"]
+                       for kind in ("wall", "cpu")})
     return {**result, **speedups(seconds)}
 
 
 def _same_npz(a: Path, b: Path) -> bool:
     with np.load(a) as x, np.load(b) as y:
         return sorted(x.files) == sorted(y.files) and all(np.array_equal(x[k], y[k]) for k in x.files)
+
+
+def _max_abs_diff(a: Path, b: Path) -> float:
+    """Largest difference of the two CAM files' maps (float32 of their float16)."""
+    with np.load(a) as x, np.load(b) as y:
+        return max(float(np.abs(x[k].astype(np.float32) - y[k].astype(np.float32)).max())
+                   for k in ("classifier", "prototype"))
 
 
 # -- the training loader ----------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The `cams` stage: multi-scale + flip classifier and prototype CAMs (docs/method.md, inference).
 
 For each image of a list, and each scale (default 1.0, 0.5, 1.5, 2.0) with its horizontal
-flip, the network's `infer` gives the PCM-refined classifier CAM and the prototype CAM on the
+flip, the network (`SfcNet.infer_batch`) gives the PCM-refined classifier CAM and the prototype CAM on the
 stride-16 grid; each is upsampled (bilinear) to the image size, summed over scales and
 max-normalised per channel. Only the background row and the image's classes are kept, in the
 format of ``sfc_core.cam_file`` (``cams/<id>.npz``).
@@ -10,7 +10,10 @@ The stage resumes: images whose file is complete are kept while ``cams/provenanc
 records the same checkpoint (step and weights digest) and settings; anything else makes
 the folder again (files are written atomically).
 The DataLoader decodes and rescales in `runtime.num_workers` processes and hands over uint8;
-normalisation, flips, the scales (back to back) and their sum run on the device, one
+consecutive images of one size go through the network together, up to `cams.batch_size` (each
+scale one forward of the batch and its flips; every step is per image, so the maps do not
+depend on the batch beyond float32 rounding, and the batch size is not in the provenance
+record); normalisation, flips, the scales (back to back) and their sum run on the device, one
 non-blocking copy of the kept rows comes back per image, and a few writer threads write the
 files while the device goes on; under torchrun every rank takes an interleaved shard of the
 images still to do:
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,17 +59,27 @@ from sfc_core.run_lock import claims_run
 
 def multiscale_cams(model, images: list[torch.Tensor], label: torch.Tensor, size: tuple[int, int],
                     mask_by_label: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Classifier and prototype CAMs of one image over all scales, both (C+1, H, W) float32.
+    """Classifier and prototype CAMs of one image over all scales, both (C+1, H, W) float32:
+    ``multiscale_cams_batch`` of one image (images: one (2, 3, h_s, w_s) image-and-flip
+    tensor per scale; label: (C,) multi-hot)."""
+    classifier, prototype = multiscale_cams_batch(model, images, label[None], size, mask_by_label)
+    return classifier[0], prototype[0]
 
-    images: one (2, 3, h_s, w_s) tensor per scale (image and flip), on the model's device;
-    label: (C,) multi-hot. Each scale's (C+1, h, w) maps are upsampled bilinearly to `size`,
-    summed over scales, then max-normalised per channel (reference make_cam).
+
+def multiscale_cams_batch(model, images: list[torch.Tensor], labels: torch.Tensor, size: tuple[int, int],
+                          mask_by_label: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Classifier and prototype CAMs of B images of one size over all scales, both
+    (B, C+1, H, W) float32.
+
+    images: one (2B, 3, h_s, w_s) tensor per scale (the B images, then their B flips, as
+    ``transforms.device_views`` makes them), on the model's device; labels: (B, C) multi-hot.
+    Each scale's (B, C+1, h, w) maps (``SfcNet.infer_batch``) are upsampled bilinearly to
+    `size`, summed over scales, then max-normalised per image and channel (reference make_cam).
     """
     classifier = prototype = 0
-    for pair in images:
-        scale_cams = model.infer(pair, label, mask_by_label=mask_by_label)
-        up = [F.interpolate(cam[None].float(), size, mode="bilinear", align_corners=False)[0]
-              for cam in scale_cams]
+    for views in images:
+        scale_cams = model.infer_batch(views, labels, mask_by_label=mask_by_label)
+        up = [F.interpolate(cam.float(), size, mode="bilinear", align_corners=False) for cam in scale_cams]
         classifier, prototype = classifier + up[0], prototype + up[1]
     return max_normalise(classifier), max_normalise(prototype)
 
@@ -78,7 +92,10 @@ def cams_record(cfg: Config, checkpoint: dict[str, Any], class_names: list[str],
                 scales: tuple[float, ...]) -> dict[str, Any]:
     """What the CAM files of a run are made from (``cams/provenance.json``): the checkpoint
     (``provenance.checkpoint_record``), the class list, the scales, flip, label masking,
-    AMP and the network's settings (its weights file is irrelevant: the checkpoint has them)."""
+    AMP and the network's settings (its weights file is irrelevant: the checkpoint has them).
+    Not ``cams.batch_size``: like ``runtime.num_workers`` it changes speed, not the maps (within
+    a float16 rounding step of a last-bit float32 difference), so CAMs made at another batch
+    size are kept."""
     model = {key: value for key, value in dataclasses.asdict(cfg.model).items() if key != "backbone_weights"}
     return {"checkpoint": checkpoint, "class_names": list(class_names), "scales": list(scales),
             "flip": cfg.cams.flip, "mask_by_label": cfg.cams.mask_by_label, "amp": cfg.runtime.amp,
@@ -146,36 +163,58 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
 def write_cams(run: RunDir, cfg: Config, model: torch.nn.Module, views: Dataset, device: torch.device,
                desc: str | None = None) -> None:
     """The CAM file of every image of ``views`` (MultiScaleDataset items): uint8 scales from
-    the loader, normalised and flipped on the device, one non-blocking copy of the kept rows
-    (float16) back per image, the files written by a `BackgroundWriter` beside the device.
+    the loader, consecutive images of one size stacked into batches of up to
+    ``cams.batch_size`` (each scale one forward of the batch and its flips), normalised and
+    flipped on the device, one non-blocking copy of the kept rows (float16) back per image,
+    the files written by a `BackgroundWriter` beside the device.
     ``desc``: the progress bar's title (None: no bar)."""
     loader = DataLoader(views, batch_size=1, collate_fn=_only_item,
                         num_workers=loader_workers(cfg.runtime.num_workers, device) if len(views) else 0,
                         pin_memory=device.type == "cuda")
+    items = tqdm(loader, desc=desc, total=len(views), disable=desc is None, unit="img")
     with torch.inference_mode(), BackgroundWriter() as writer:
-        for item in tqdm(loader, desc=desc, total=len(views), disable=desc is None, unit="img"):
-            keys = present_keys(item["label"].numpy())
-            maps, ready = _kept_maps(model, cfg, item, keys, device)
-            writer.submit(_save_cam_file, run, item["name"], keys, maps, ready, model.num_classes)
+        for batch in same_size_batches(items, cfg.cams.batch_size):
+            kept, ready = _kept_maps(model, cfg, batch, device)
+            for item, (keys, maps) in zip(batch, kept):
+                writer.submit(_save_cam_file, run, item["name"], keys, maps, ready, model.num_classes)
 
 
-def _kept_maps(model: torch.nn.Module, cfg: Config, item: dict, keys: np.ndarray,
-               device: torch.device) -> tuple[torch.Tensor, torch.cuda.Event | None]:
-    """One image's classifier and prototype rows ``keys`` as float16 (2, K', H, W) on the
-    host, copied without blocking, and the event after which the copy is complete (None on
-    the CPU, where nothing is copied)."""
-    images = [device_views(image, device, cfg.cams.flip) for image in item["images"]]
-    label = item["label"].to(device, non_blocking=True)
-    rows = torch.from_numpy(keys).to(device, non_blocking=True)
+def same_size_batches(items: Iterable[dict], batch_size: int) -> Iterator[list[dict]]:
+    """Consecutive MultiScaleDataset items of the same ``size``, up to ``batch_size`` a list
+    (a list ends where the size changes): their scales stack into one tensor each."""
+    batch: list[dict] = []
+    for item in items:
+        if batch and (len(batch) == batch_size or not torch.equal(item["size"], batch[0]["size"])):
+            yield batch
+            batch = []
+        batch.append(item)
+    if batch:
+        yield batch
+
+
+def _kept_maps(model: torch.nn.Module, cfg: Config, batch: list[dict], device: torch.device
+               ) -> tuple[list[tuple[np.ndarray, torch.Tensor]], torch.cuda.Event | None]:
+    """Per image of ``batch`` (same-size items), its kept rows ``keys`` (background and its
+    classes) and its classifier and prototype rows as float16 (2, K', H, W) on the host,
+    copied without blocking, and the event after which every copy is complete (None on the
+    CPU, where nothing is copied)."""
+    images = [device_views(torch.stack(scale), device, cfg.cams.flip)
+              for scale in zip(*(item["images"] for item in batch))]
+    labels = torch.stack([item["label"] for item in batch]).to(device, non_blocking=True)
     with autocast(device, cfg.runtime.amp):
-        classifier, prototype = multiscale_cams(model, images, label, tuple(item["size"].tolist()),
-                                                cfg.cams.mask_by_label)
-    maps = torch.stack([classifier[rows], prototype[rows]]).half().to("cpu", non_blocking=True)
+        classifier, prototype = multiscale_cams_batch(model, images, labels, tuple(batch[0]["size"].tolist()),
+                                                      cfg.cams.mask_by_label)
+    kept = []
+    for i, item in enumerate(batch):
+        keys = present_keys(item["label"].numpy())
+        rows = torch.from_numpy(keys).to(device, non_blocking=True)
+        maps = torch.stack([classifier[i, rows], prototype[i, rows]]).half().to("cpu", non_blocking=True)
+        kept.append((keys, maps))
     if device.type != "cuda":
-        return maps, None
+        return kept, None
     ready = torch.cuda.Event()
     ready.record()
-    return maps, ready
+    return kept, ready
 
 
 def _save_cam_file(run: RunDir, image_id: str, keys: np.ndarray, maps: torch.Tensor,

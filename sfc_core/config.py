@@ -112,6 +112,7 @@ class CamConfig:
     scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)   # multi-scale inference, each with a flip
     flip: bool = True
     mask_by_label: bool = False           # reference: classifier CAM not label-masked at inference
+    batch_size: int = 16                  # consecutive same-size images per forward (speed only; 1: one at a time)
     fusion_lambda: float = 0.3            # fused = classifier + lambda * prototype
     background: str = "reference"         # "reference" (bg + 0.4 vs 2 x fg) | "threshold"
     bg_threshold: float = 0.25            # used when background == "threshold"
@@ -270,6 +271,7 @@ LIMITS: dict[str, Limit] = {
     "train.val_every": at_least(0),
     "train.checkpoint_every": at_least(1),
     "cams.scales": above(0),
+    "cams.batch_size": at_least(1),
     "cams.fusion_lambda": at_least(0),
     "cams.background": one_of("reference", "threshold"),
     "cams.bg_threshold": UNIT,

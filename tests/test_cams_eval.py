@@ -170,6 +170,90 @@ def test_make_cams_heals_a_truncated_file_and_remakes_on_other_settings(hand_run
     assert read_record(run.cams)["checkpoint"]["step"] == 1
 
 
+FLOAT16_STEP = 2.0 ** -11     # float16 spacing in [0.5, 1): one rounding step of a CAM file's value
+
+
+def test_infer_batch_equals_one_image_at_a_time():
+    """B images (and their flips) in one forward give each image's CAMs alone, PCM on and off."""
+    from sfc_core.cams import multiscale_cams, multiscale_cams_batch
+    from sfc_core.data.transforms import device_views
+    from sfc_core.model.sfc_net import build_model
+
+    gen = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (5, 3, round(48 * s), round(48 * s)), generator=gen, dtype=torch.uint8)
+              for s in (1.0, 0.5)]
+    labels = torch.tensor([[1.0, 0, 0], [0, 1, 1], [1, 1, 1], [0, 0, 1], [1, 0, 1]])
+    for pcm in (True, False):
+        cfg = Config.from_preset("synthetic-smoke", {"model.pcm": pcm})
+        torch.manual_seed(0)
+        model = build_model(cfg.model, C).eval()
+        with torch.inference_mode():
+            for flip in (True, False):
+                batched = multiscale_cams_batch(model, [device_views(x, "cpu", flip) for x in images], labels,
+                                                (48, 48), mask_by_label=flip)
+                for i in range(len(labels)):
+                    single = multiscale_cams(model, [device_views(x[i], "cpu", flip) for x in images], labels[i],
+                                             (48, 48), mask_by_label=flip)
+                    for b, one in zip(batched, single):
+                        assert b.shape == (5, C + 1, 48, 48)
+                        torch.testing.assert_close(b[i], one, rtol=0, atol=1e-5)
+
+
+def test_same_size_batches_cut_where_the_size_changes_or_the_batch_is_full():
+    from sfc_core.cams import same_size_batches
+
+    sizes = [(20, 30), (20, 30), (30, 20), (20, 30), (20, 30), (20, 30)]
+    items = [{"name": str(i), "size": torch.tensor(size)} for i, size in enumerate(sizes)]
+    names = lambda batches: [[item["name"] for item in batch] for batch in batches]   # noqa: E731
+    assert names(same_size_batches(items, 2)) == [["0", "1"], ["2"], ["3", "4"], ["5"]]
+    assert names(same_size_batches(items, 16)) == [["0", "1"], ["2"], ["3", "4", "5"]]
+    assert names(same_size_batches(items, 1)) == [[str(i)] for i in range(6)]
+    assert names(same_size_batches([], 4)) == []
+
+
+def _cam_arrays(run, ids):
+    out = {}
+    for image_id in ids:
+        record = load_cam(run, image_id)
+        out[image_id] = (record.keys, record.classifier, record.prototype)
+    return out
+
+
+def assert_same_cams(a: dict, b: dict) -> None:
+    """The same kept rows, maps within one float16 rounding step (the float32 maps agree to
+    1e-5, test_infer_batch_equals_one_image_at_a_time; a last-bit difference can still round
+    a value to the neighbouring float16)."""
+    assert a.keys() == b.keys()
+    for image_id in a:
+        np.testing.assert_array_equal(a[image_id][0], b[image_id][0])
+        for x, y in zip(a[image_id][1:], b[image_id][1:]):
+            assert x.shape == y.shape
+            np.testing.assert_allclose(x, y, rtol=0, atol=FLOAT16_STEP + 1e-6)
+
+
+def test_batched_cams_of_two_image_sizes_equal_one_at_a_time_and_are_kept(hand_run, capsys):
+    """The fixture's train list has 20x30 and 30x20 images (batches [1, 2], [3], [4, 5] at
+    batch size 4); the batch size is not in the provenance record, so the files are kept."""
+    from sfc_core.provenance import read_record
+
+    run, cfg = hand_run
+    _tiny_checkpoint(run, cfg, seed=0)
+    ids = VOC_LISTS["train"]
+    shutil.rmtree(run.cams)
+    make_cams(run.root, device="cpu", overrides={"cams.batch_size": 1})
+    one_at_a_time, record = _cam_arrays(run, ids), read_record(run.cams)
+    assert {load_cam(run, i).size for i in ids} == {(20, 30), (30, 20)}
+    shutil.rmtree(run.cams)
+    make_cams(run.root, device="cpu", overrides={"cams.batch_size": 4})
+    assert_same_cams(_cam_arrays(run, ids), one_at_a_time)
+    assert read_record(run.cams) == record
+    capsys.readouterr()
+    make_cams(run.root, device="cpu", overrides={"cams.batch_size": 1})
+    assert f"0 image(s) made, {len(ids)} already there" in capsys.readouterr().out
+    with pytest.raises(SfcError, match="cams.batch_size"):
+        make_cams(run.root, device="cpu", overrides={"cams.batch_size": 0})
+
+
 def test_make_cams_with_a_refused_checkpoint_keeps_the_cams_there(hand_run):
     run, cfg = hand_run
     _tiny_checkpoint(run, cfg, seed=0)
@@ -385,3 +469,16 @@ def test_cams_then_eval_cams_on_the_smoke_preset(cam_run, smoke_dataset, capsys)
         assert set(result["calibration"][kind]["activation_ratio"]) == set(names)
         assert row["miou"] == pytest.approx(max(v for v in result["sweep"]["threshold_rule"][
             kind if kind != "fused" else f"fused@{row['lambda']:g}"]))
+
+
+@pytest.mark.slow
+def test_smoke_cams_batched_equal_one_at_a_time(cam_run, smoke_dataset, tmp_path):
+    """cam_run's CAMs were made at the default cams.batch_size (16 images of one size a
+    forward); a copy of the run made one image at a time has the same files."""
+    cfg = cam_run.load_config()
+    assert cfg.cams.batch_size > 1
+    ids = smoke_dataset.ids(cfg.data.train_list)
+    copy = RunDir(tmp_path / "run")
+    shutil.copytree(cam_run.root, copy.root, ignore=shutil.ignore_patterns("cams"))
+    make_cams(copy.root, overrides={"cams.batch_size": 1})
+    assert_same_cams(_cam_arrays(copy, ids), _cam_arrays(cam_run, ids))

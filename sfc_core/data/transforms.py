@@ -62,8 +62,9 @@ def normalize_on_device(images: torch.Tensor, device: torch.device | str | None 
 
 def device_views(image: torch.Tensor, device: torch.device | str | None = None, flip: bool = True) -> torch.Tensor:
     """One uint8 (3, h, w) image -> its normalised views on `device`: float32 (2, 3, h, w),
-    the image and its horizontal flip, or (1, 3, h, w) without `flip`."""
-    x = normalize_on_device(image[None], device)
+    the image and its horizontal flip, or (1, 3, h, w) without `flip`. B images (B, 3, h, w)
+    -> (2B, 3, h, w): the B images, then their B flips in the same order (or (B, 3, h, w))."""
+    x = normalize_on_device(image.reshape(-1, *image.shape[-3:]), device)
     return torch.cat([x, x.flip(-1)]) if flip else x
 
 

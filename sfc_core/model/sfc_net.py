@@ -105,23 +105,38 @@ class SfcNet(nn.Module):
     @torch.no_grad()
     def infer(self, images: torch.Tensor, label: torch.Tensor,
               mask_by_label: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """CAMs of one image at one scale (docs/reference.md 2.4).
+        """CAMs of one image at one scale (docs/reference.md 2.4): ``infer_batch`` of one image.
 
         images (2, 3, H, W) = the image and its horizontal flip, or (1, 3, H, W); label (C,).
-        With a flip pair, the classifier map, the hierarchical features, x4 and the image are
-        summed with the flipped view mirrored back, before any normalisation. The seeds are
-        masked by [1, label]; the classifier CAM only when ``mask_by_label`` (the reference
-        does not). Returns (cam, prototype_cam), each (C+1, h, w).
+        Returns (cam, prototype_cam), each (C+1, h, w).
         """
+        cam, prototype_cam = self.infer_batch(images, label[None], mask_by_label)
+        return cam[0], prototype_cam[0]
+
+    @torch.no_grad()
+    def infer_batch(self, images: torch.Tensor, labels: torch.Tensor,
+                    mask_by_label: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """CAMs of B same-size images at one scale (docs/reference.md 2.4).
+
+        images (2B, 3, H, W) = the B images then their B horizontal flips in the same order,
+        or (B, 3, H, W); labels (B, C). With flips, each image's classifier map, hierarchical
+        features, x4 and image are summed with its flipped view mirrored back, before any
+        normalisation. The seeds are masked by [1, label]; the classifier CAM only when
+        ``mask_by_label`` (the reference does not). Every step is per image (BatchNorm in eval
+        mode uses its running statistics), so an image's CAMs do not depend on the others.
+        Returns (cam, prototype_cam), each (B, C+1, h, w).
+        """
+        count = labels.shape[0]
         stages = self.backbone(images)
         x4 = stages[3]
         logit_map, features = self.classifier(x4), self._hierarchical_features(stages)
-        if images.shape[0] == 2:
-            logit_map, features, x4, images = (t[:1] + t[1:].flip(-1) for t in (logit_map, features, x4, images))
-        label_mask = torch.cat([label.new_ones(1), label]).to(logit_map.dtype)[None, :, None, None]
+        if images.shape[0] == 2 * count:
+            logit_map, features, x4, images = (t[:count] + t[count:].flip(-1)
+                                               for t in (logit_map, features, x4, images))
+        label_mask = torch.cat([labels.new_ones(count, 1), labels], dim=1).to(logit_map.dtype)[:, :, None, None]
         cam = cam_math.classifier_cam(logit_map, label_mask if mask_by_label else None)
         cam = self._refine(cam, images, x4)
-        return cam[0], self._prototype_cam(cam, features, label_mask)[0]
+        return cam, self._prototype_cam(cam, features, label_mask)
 
 
 def build_model(model_cfg: ModelConfig, num_classes: int) -> SfcNet:
