@@ -95,10 +95,12 @@ def test_kind_spread_is_the_mean_range_over_kinds_of_the_clipped_maps():
 
 def test_pick_differing_takes_tail_classes_first_then_the_largest_spreads():
     candidates = [("a", 1, 0.9), ("b", 1, 0.8), ("c", 2, 0.7), ("d", 5, 0.2), ("e", 6, 0.1),
-                  ("a", 6, 0.05), ("f", 5, 0.15)]
+                  ("a", 6, 0.05), ("f", 5, 0.15), ("g", 7, 0.0)]
     picked = plots.pick_differing(candidates, tail_classes={5, 6}, n=4, n_tail=2)
     # tail: d (5) and e (6); then a (1, the largest), c (2: class 1 already shown by a)
     assert picked == [("a", 1, 0.9), ("c", 2, 0.7), ("d", 5, 0.2), ("e", 6, 0.1)]
+    # a tail class whose kinds agree everywhere (spread 0) is not shown
+    assert plots.pick_differing(candidates, tail_classes={7}, n=1) == [("a", 1, 0.9)]
     # no tail candidate: the largest spreads, one image each, classes repeated when they must be
     assert plots.pick_differing(candidates[:2], tail_classes={9}, n=3) == [("a", 1, 0.9), ("b", 1, 0.8)]
 
@@ -127,3 +129,12 @@ def test_image_grid_adds_one_colour_bar_for_the_overlays():
     assert len(plots.image_grid([[panel, panel]]).axes) == 2
     fig = plots.image_grid([[panel, panel]], colorbar=plots.CAM_COLOURBAR)
     assert len(fig.axes) == 3 and fig.axes[-1].get_ylabel() == plots.CAM_COLOURBAR
+
+
+def test_coefficients_caption_says_where_the_second_count_comes_from():
+    from sfc_core.data.stats import VOC_REFERENCE_EXTRA, VOC_REFERENCE_SECOND_COUNTS, default_second_counts
+
+    voc = plots.coefficients_caption(VOC_REFERENCE_SECOND_COUNTS, VOC_REFERENCE_EXTRA)
+    assert voc.endswith("b_k and E = 396 are the reference's VOC constants")
+    kit = plots.coefficients_caption(default_second_counts(np.array([50, 10, 5]), 2.5), 2.5)
+    assert "E = 2.5" in kit and "b_k = t_k^2 / m + m" in kit and "VOC only" in kit

@@ -1,3 +1,3 @@
 """Analysis of finished runs: figures and tables (plots), the synthetic mechanism diagnostics
-(mechanism) and the notebook CAM explorer (explorer). Reads what the stages wrote; no stage
-imports it."""
+(mechanism), the notebook CAM explorer (explorer) and its screenshot in JupyterLab
+(explorer_browser). Reads what the stages wrote; no stage imports it."""

@@ -20,7 +20,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from sfc_core.cam_file import CamRecord, load_cam
 from sfc_core.data import SegmentationDataset
@@ -96,11 +96,12 @@ def pick_differing(candidates: Sequence[tuple[str, int, float]], tail_classes: C
                    n: int = 4, n_tail: int = 2) -> list[tuple[str, int, float]]:
     """The (image id, class, spread) to show: up to ``n_tail`` of the largest spreads among
     ``tail_classes`` first, then the largest spreads of any class, one per image, a class
-    shown once while other classes remain; highest spread first.
+    shown once while other classes remain; highest spread first. A spread of 0 (the kinds'
+    maps the same) is never shown.
 
     candidates: (image id, class index, spread) as ``kind_spread`` scores them.
     """
-    ranked = sorted(candidates, key=lambda c: -c[2])
+    ranked = sorted((c for c in candidates if c[2] > 0), key=lambda c: -c[2])
     picked: list[tuple[str, int, float]] = []
 
     def take(pool: Sequence[tuple[str, int, float]], limit: int, distinct_classes: bool) -> None:
@@ -151,6 +152,23 @@ def run_mechanism(run: str | Path | RunDir, dataset: SegmentationDataset, kind: 
                for image_id, pred, truth in chosen_predictions(run, dataset, kind))
     counts = mechanism.accumulate_part_confusion(samples, dataset.num_classes + 1)
     return mechanism.mechanism_summary(counts, mechanism.read_groups(dataset.root))
+
+
+def coefficients_caption(second_counts: Sequence[float], extra: float) -> str:
+    """What the distribution coefficients of a training list are, as the kit computes them
+    (``sfc_core.data.stats.coefficient_inputs``): the formula, and where the second count b_k
+    comes from (the reference's VOC constants, or the kit's own rule on any other dataset).
+
+    second_counts: b (C,) and extra: E, as ``coefficient_inputs`` returns them."""
+    from sfc_core.data.stats import VOC_REFERENCE_SECOND_COUNTS
+
+    formula = "w_k = b_k / (n_k + E), normalised to mean 1; n_k = training images of class k"
+    if np.array_equal(np.asarray(second_counts, dtype=float), VOC_REFERENCE_SECOND_COUNTS):
+        return f"{formula}; b_k and E = {extra:g} are the reference's VOC constants"
+    return (f"{formula}, E = {extra:.1f} expected extra samples per class from the image bank;\n"
+            "b_k is the kit's rule (the paper gives b_k for VOC only): b_k = t_k^2 / m + m with "
+            "t_k = n_k + E, m = mean t_k,\nso w_k is proportional to s_k + 1 / s_k, s_k = t_k / m: "
+            "largest for the most and the least frequent classes")
 
 
 # -- charts ----------------------------------------------------------------------------------
@@ -272,6 +290,7 @@ def activation_ratio_scatter(counts: Sequence[int] | dict[str, Sequence[int]],
     third. counts: (C,) shared by all series, or ``{label: (C,)}``. Ratios below RATIO_FLOOR
     are drawn on it as downward triangles."""
     fig, ax = _axes(ax, (7.5, 4.8))
+    floored = False
     for label, ys in ratios.items():
         xs = np.asarray(counts[label] if isinstance(counts, dict) else counts, dtype=float)
         ys = np.asarray(ys, dtype=float)
@@ -283,6 +302,7 @@ def activation_ratio_scatter(counts: Sequence[int] | dict[str, Sequence[int]],
             f"{m['middle_third']:.2f} / {m['least_frequent_third']:.2f}"))
         colour = points.get_facecolor()[0]
         ax.scatter(xs[low], np.full(low.sum(), RATIO_FLOOR), marker="v", s=40, color=colour)
+        floored |= bool(low.any())
         fit = shown & (ys > 0) & (xs > 0)
         if np.isfinite(m["slope"]):
             lx = np.log(xs[fit])
@@ -296,14 +316,15 @@ def activation_ratio_scatter(counts: Sequence[int] | dict[str, Sequence[int]],
     ax.set_xscale("log")
     ax.set_yscale("log")
     plain = FuncFormatter(lambda x, _: f"{x:g}")
-    for axis in (ax.xaxis, ax.yaxis):
+    for axis, subs in ((ax.xaxis, (1.0, 2.0, 5.0)), (ax.yaxis, (1.0, 3.0))):
+        axis.set_major_locator(LogLocator(subs=subs))
         axis.set_major_formatter(plain)
-        axis.set_minor_formatter(plain)
-    ax.tick_params(which="minor", labelsize=7)
+        axis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("training images of the class (log)")
     ax.set_ylabel("activation ratio, pred / GT area (log)")
+    floor_note = f"; triangles: ratio below {RATIO_FLOOR:g}, drawn at it" if floored else ""
     ax.set_title(f"{title}\n(legend: slope of log ratio on log count; mean ratio of the most / middle / "
-                 "least frequent third; 1 = calibrated)", fontsize=9)
+                 f"least frequent third; 1 = calibrated{floor_note})", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -323,7 +344,7 @@ def iou_gain_bars(counts: Sequence[int], iou_before: Sequence[float], iou_after:
                                                frequency_thirds(counts), GAIN_KEYS)):
         mean = 100 * gains[key]
         ax.bar(x, mean, 0.6, color="tab:green" if mean >= 0 else "tab:red", alpha=0.7)
-        ax.annotate(f"{mean:+.1f}", (x, mean), ha="center", va="bottom" if mean >= 0 else "top", fontsize=9)
+        ax.annotate(f"{mean:+.1f}", (x + 0.31, mean), ha="left", va="center", fontsize=9, fontweight="bold")
         ax.scatter(np.full(len(classes), x), per_class[classes], color="black", s=12, zorder=3)
         labels.append(f"{name} third\n" + "\n".join(
             ", ".join(class_names[k] for k in classes[i:i + 3]) for i in range(0, len(classes), 3)))
@@ -421,12 +442,17 @@ def lambda_sweep(cam_evals: dict[str, CamEval], ax: plt.Axes | None = None) -> p
 
 def cam_table(cam_evals: dict[str, CamEval]) -> list[dict[str, Any]]:
     """One row per (run, CAM kind) from cam_eval.json: mIoU in % at the settings chosen on
-    the evaluation list, the reference rule, the held-out list, and the calibration figures."""
+    the evaluation list, the reference rule, the held-out list, and the calibration figures:
+    ``symptom_magnitude`` (slope, mean ratio of the most / least frequent third), Spearman,
+    and the mean ratio of the (up to) three most / least frequent classes."""
     rows = []
     for run_name, cam_eval in cam_evals.items():
         held = cam_eval.heldout
+        names = cam_eval.classes[1:]
         for kind in CAM_KINDS:
             calib = cam_eval.calibration(kind)
+            magnitude = symptom_magnitude(class_values(cam_eval.image_counts, names),
+                                          class_values(calib.activation_ratio, names))
             rows.append({
                 "run": run_name, "CAM": kind, "lambda": cam_eval.chosen_lambda(kind),
                 "threshold": cam_eval.chosen_threshold(kind),
@@ -434,6 +460,9 @@ def cam_table(cam_evals: dict[str, CamEval]) -> list[dict[str, Any]]:
                 "mIoU % (reference rule)": _percent(cam_eval.reference_miou(kind)),
                 f"mIoU % ({cam_eval.heldout_list or 'held-out'})": _percent(held.miou(kind))
                 if held else math.nan,
+                "ratio slope on log count": magnitude["slope"],
+                "most frequent third ratio": magnitude["most_frequent_third"],
+                "least frequent third ratio": magnitude["least_frequent_third"],
                 "Spearman(ratio, log count)": as_float(calib.spearman),
                 "head ratio": as_float(calib.head_mean_ratio),
                 "tail ratio": as_float(calib.tail_mean_ratio),
@@ -450,7 +479,7 @@ def _percent(value: float | None) -> float:
     return 100 * as_float(value)
 
 
-CAM_COLOURBAR = "CAM value (jet; clipped to 0-1)"
+CAM_COLOURBAR = "CAM value (jet, blended over the image; clipped to 0-1)"
 
 
 def image_grid(panels: list[list[np.ndarray]], titles: list[list[str]] | None = None,
