@@ -63,6 +63,14 @@ def test_explorer_view_matches_a_hand_computed_frame():
     assert not np.array_equal(fused.overlay, view.overlay)
 
 
+def test_colour_scale_runs_through_the_overlays_jet_map():
+    from sfc_core.analysis.explorer import colour_scale
+
+    scale = colour_scale(5, height=2)
+    assert scale.shape == (2, 5, 3) and scale.dtype == np.uint8
+    assert scale[0, 0].tolist() == [0, 0, 128] and scale[0, -1].tolist() == [128, 0, 0]   # jet(0), jet(1)
+
+
 def test_explorer_view_rejects_a_class_without_a_cam():
     from sfc_core.analysis.explorer import explorer_view
     from sfc_core.errors import SfcError
@@ -135,6 +143,10 @@ def test_explorer_widget_opens_at_the_chosen_setting_and_redraws_when_a_control_
     assert explorer.background.value == "reference" and "the reference rule" in explorer.setting_line.value
     explorer.chosen_button.click()
     assert explorer.background.value == "threshold" and "chosen by eval-cams" in explorer.setting_line.value
+    explorer.threshold.value = 0.0 if chosen["threshold"] > 0.4 else 0.9
+    assert "your own" in explorer.setting_line.value
+    explorer.threshold.value = chosen["threshold"] + 1e-9          # a slider sent back rounded
+    assert "chosen by eval-cams" in explorer.setting_line.value
     assert explorer.ids and explorer.overlay_image.value and explorer.cls.options
     before = (explorer.overlay_image.value, explorer.prediction_image.value)
     explorer.kind.value = "prototype"

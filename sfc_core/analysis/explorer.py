@@ -101,6 +101,15 @@ def explorer_view(image: np.ndarray, truth: np.ndarray, record: CamRecord, class
                         image_miou=mean_iou(conf), class_iou=float(iou_from_confusion(conf)[class_index]))
 
 
+def colour_scale(width: int, height: int = 10) -> np.ndarray:
+    """The overlays' colour scale: (height, width, 3) uint8, CAM value 0 (left) to 1 (right)
+    through the jet colour map of ``cam_overlay`` (unblended)."""
+    from matplotlib import colormaps
+
+    ramp = colormaps["jet"](np.linspace(0.0, 1.0, width))[:, :3]
+    return np.broadcast_to(np.round(255 * ramp).astype(np.uint8), (height, width, 3)).copy()
+
+
 def png_bytes(array: np.ndarray, width: int) -> bytes:
     """(H, W, 3) uint8 -> PNG bytes, scaled (nearest) to ``width`` pixels wide."""
     image = Image.fromarray(array)
@@ -152,19 +161,23 @@ class CamExplorer:
                                        description="threshold").add_class("sfc-explorer-threshold")
         self.chosen_button = w.Button(description="chosen setting").add_class("sfc-explorer-chosen")
         self.reference_button = w.Button(description="reference rule").add_class("sfc-explorer-reference")
-        self.setting_line = w.HTML(f"setting: {start.caption}").add_class("sfc-explorer-setting")
+        self.setting_line = w.HTML().add_class("sfc-explorer-setting")
+        self._setting = start          # the setting the controls were last moved to
         self.overlay_image = w.Image(format="png").add_class("sfc-explorer-overlay")
         self.prediction_image = w.Image(format="png").add_class("sfc-explorer-prediction")
         self.truth_image = w.Image(format="png").add_class("sfc-explorer-truth")
         self.score = w.HTML().add_class("sfc-explorer-iou")
 
-        def captioned(caption: str, image: w.Image) -> w.VBox:
-            return w.VBox([w.HTML(f"<b>{caption}</b>"), image])
+        def captioned(caption: str, image: w.Image, *under: w.Widget) -> w.VBox:
+            return w.VBox([w.HTML(f"<b>{caption}</b>"), image, *under])
+
+        scale = w.VBox([w.Image(value=png_bytes(colour_scale(width), width), format="png"),
+                        w.HTML("CAM value: 0 (blue) to 1 (red), clipped")]).add_class("sfc-explorer-colour-scale")
 
         self.widget = w.VBox([
             w.HBox([self.image, self.cls]), w.HBox([self.chosen_button, self.reference_button]),
             self.setting_line, self.kind, self.lam, self.background, self.threshold,
-            w.HBox([captioned("CAM overlay", self.overlay_image),
+            w.HBox([captioned("CAM overlay", self.overlay_image, scale),
                     captioned("predicted mask", self.prediction_image),
                     captioned("ground truth", self.truth_image)]),
             self.score,
@@ -186,8 +199,14 @@ class CamExplorer:
         self.background.value, self.threshold.value = setting.background, setting.threshold
         for control in controls:
             control.observe(self._redraw, "value")
-        self.setting_line.value = f"setting: {setting.caption}"
+        self._setting = setting
         self._redraw()
+
+    def _at(self, setting: Setting) -> bool:
+        """Whether the controls stand at ``setting`` (a slider the browser sent back rounded
+        to its step still counts)."""
+        return (self.kind.value, self.background.value) == (setting.kind, setting.background) and \
+            abs(self.lam.value - setting.lam) < 1e-6 and abs(self.threshold.value - setting.threshold) < 1e-6
 
     def _on_image(self, change: dict | None = None) -> None:
         keys = [int(k) for k in self._record(self.image.value).keys[1:]]
@@ -199,9 +218,8 @@ class CamExplorer:
         self._redraw()
 
     def _redraw(self, change: dict | None = None) -> None:
-        if change is not None and change["owner"] is not self.cls:
-            self.setting_line.value = ("setting: your own (the buttons above go back to the chosen "
-                                       "setting or the reference rule)")
+        self.setting_line.value = f"setting: {self._setting.caption}" if self._at(self._setting) else (
+            "setting: your own (the buttons above go back to the chosen setting or the reference rule)")
         self.lam.disabled = self.kind.value != "fused"
         self.threshold.disabled = self.background.value != "threshold"
         if self.cls.value is None:
