@@ -12,11 +12,13 @@
 #          --name NAME     run folder runs/NAME (default: the preset, with -smoke)
 #          --figures DIR   where figures and tables go (default: figures/, --smoke: runs/NAME/figures)
 # Executed notebooks land in runs/NAME/executed/. Stops at the first failing notebook.
+# A run whose figures go to the repository's figures/ (the default; not --smoke) also refreshes the
+# executed copies in docs/notebooks/ (figures shown at SFC_FIGURE_DPI, default 72, to stay small).
 set -euo pipefail
 cd "$(dirname "$0")"
 repo="$(pwd)"
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
 
 preset=synthetic data_root="" smoke=False full=False force=False name="" figures=""
 while [ $# -gt 0 ]; do
@@ -44,9 +46,17 @@ figures="$(cd "$figures" && pwd)"
 
 source scripts/bootstrap.sh
 export MPLBACKEND=Agg PYTHONHASHSEED=0
+export SFC_FIGURE_DPI="${SFC_FIGURE_DPI:-72}"   # notebooks' displayed figures (analysis/notebook.py)
 
 notebooks=(00_data 01_long_tail_analysis 02_train 03_cam_fusion 04_visualization 05_evaluation)
+# The CPU and the kernels PyTorch dispatches: the same seeds give other digits on another CPU
+# (docs/synthetic.md), and ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 stand in for one
+# without AVX-512 (BENCHMARKS.md).
+cpu="$( (grep -m1 '^model name' /proc/cpuinfo 2>/dev/null || echo ": unknown CPU") | cut -d: -f2- | sed 's/^ *//'), \
+torch CPU kernels $(python -c 'import torch; print(torch.backends.cpu.get_cpu_capability())')"
+isa="ATEN_CPU_CAPABILITY=${ATEN_CPU_CAPABILITY:-unset} ONEDNN_MAX_CPU_ISA=${ONEDNN_MAX_CPU_ISA:-unset}"
 echo "[run_all] preset=$preset smoke=$smoke full=$full force=$force"
+echo "[run_all] CPU: $cpu ($(nproc) cores; $isa)"
 echo "[run_all] runs: $run_root   figures: $figures"
 start_all=$(date +%s)
 timings=()
@@ -68,3 +78,9 @@ total=$(( $(date +%s) - start_all ))
 echo "[run_all] elapsed per notebook:"
 printf '  %s\n' "${timings[@]}"
 printf '[run_all] total: %d s (%d min %02d s) on %s CPU cores\n' "$total" $((total / 60)) $((total % 60)) "$(nproc)"
+echo "[run_all] CPU: $cpu; $isa"
+if [ "$smoke" = False ] && [ "$figures" = "$repo/figures" ]; then
+  echo "[run_all] executed copies with outputs -> docs/notebooks/"
+  python -m sfc_core.analysis.notebook "$run_root/executed" "$repo/docs/notebooks" "${notebooks[@]}" \
+    || echo "[run_all] WARNING: a copy is over 2 MiB (tests/test_walkthrough.py fails): rerun with a lower SFC_FIGURE_DPI" >&2
+fi

@@ -29,7 +29,7 @@ EXPECTED_FIGURES = {
                               "01_activation_ratio.png", "01_class_stats.csv", "01_symptom.json",
                               "01_shared_part_recall.png", "01_lost_to_other_class.png", "01_mechanism.json",
                               "01_mechanism_targets.json"],
-    "02_train": ["02_loss_curves.png"],
+    "02_train": ["02_loss_curves.png", "02_walkthrough.png"],
     "03_cam_fusion": ["03_cam_table.csv", "03_cam_table.json", "03_threshold_sweep.png", "03_lambda_sweep.png",
                       "03_iou_vs_frequency.png", "03_activation_ratio.png", "03_cam_kinds.png"],
     "04_visualization": ["04_head_tail_overlays.png"],
@@ -128,6 +128,10 @@ def _check_contents(stem: str, shared: dict[str, Path], text: str) -> None:
             row = next(r for r in symptom if r["scope"] == scope and r["figure"].startswith("slope of log"))
             assert row["measured"] == (None if slope is None else pytest.approx(slope))
             assert any(r["scope"] == scope and r["figure"].startswith("Spearman") for r in symptom)
+    if stem == "02_train":
+        # the walk-through's two images, its loss table, and its figures shown inline (not lost to Agg)
+        assert "head: class" in text and "tail: class" in text and "total (the loss)" in text
+        assert text.count("iVBOR") >= 7, "02's figures are missing from its outputs"
     if stem == "03_cam_fusion":
         table = json.loads((figures / "03_cam_table.json").read_text())
         for row in table:

@@ -1,10 +1,22 @@
-"""The set-up every notebook runs first, from its papermill parameters."""
+"""The set-up every notebook runs first, from its papermill parameters, and the executed
+copies of the notebooks that run_all.sh publishes in docs/notebooks/.
+
+    cfg, run_root, figures_dir = setup(preset, data_root, run_root, figures_dir, smoke)
+    python -m sfc_core.analysis.notebook runs/synthetic/executed docs/notebooks   # run_all.sh
+"""
 from __future__ import annotations
 
+import argparse
+import json
 import os
 from pathlib import Path
 
 from sfc_core.config import Config
+
+# The resolution of the figures a notebook displays (its outputs; the PNGs written to the
+# figures folder keep plots.save_figure's). run_all.sh sets it so the executed copies stay small.
+FIGURE_DPI_ENV = "SFC_FIGURE_DPI"
+MAX_COPY_BYTES = 2 * 1024 * 1024     # the size an executed copy in docs/notebooks/ must stay under
 
 
 def setup(preset: str, data_root: str, run_root: str, figures_dir: str,
@@ -18,6 +30,73 @@ def setup(preset: str, data_root: str, run_root: str, figures_dir: str,
     """
     if Path.cwd().name == "notebooks":
         os.chdir("..")
+    _inline_figures(os.environ.get(FIGURE_DPI_ENV))
     cfg = Config.from_preset("synthetic-smoke" if smoke else preset, {"data.root": data_root} if data_root else {})
     print(f"preset {cfg.preset}, dataset {cfg.data.dataset} at {cfg.data.root or '(none given)'}, runs in {run_root}")
     return cfg, Path(run_root), Path(figures_dir)
+
+
+def _inline_figures(dpi: str | None) -> None:
+    """In a Jupyter kernel: figures shown inline (also where MPLBACKEND=Agg, as under run_all.sh
+    and the tests, which would leave the executed notebooks without figures), at ``dpi`` when
+    given. Outside a kernel: nothing."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None or not hasattr(shell, "kernel"):
+        return
+    shell.run_line_magic("matplotlib", "inline")
+    if dpi:
+        import matplotlib
+
+        matplotlib.rcParams["figure.dpi"] = float(dpi)
+
+
+def copy_link(name: str) -> str:
+    """The line a source notebook's first cell ends with: where its executed copy is."""
+    return (f"Executed copy, with the outputs of the last `bash run_all.sh`: "
+            f"[docs/notebooks/{name}](../docs/notebooks/{name}).")
+
+
+def source_link(name: str) -> str:
+    """The line that replaces ``copy_link`` in the executed copy: where its source is."""
+    return (f"This is the executed copy (outputs of the last `bash run_all.sh`); the source, "
+            f"without outputs: [notebooks/{name}](../../notebooks/{name}).")
+
+
+def publish_executed(executed: str | Path, out: str | Path, names: list[str]) -> list[tuple[Path, int]]:
+    """Copy the executed notebooks ``executed/NAME.ipynb`` (NAME in ``names``) to ``out``, the
+    first cell's ``copy_link`` replaced by ``source_link``; returns (copy, bytes) of each.
+    Every notebook must be there (run_all.sh calls this after all of them ran)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in names:
+        nb = json.loads((Path(executed) / f"{name}.ipynb").read_text())
+        first = nb["cells"][0]
+        text = "".join(first["source"]).replace(copy_link(f"{name}.ipynb"), source_link(f"{name}.ipynb"))
+        first["source"] = text.splitlines(keepends=True)
+        path = out / f"{name}.ipynb"
+        path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        written.append((path, path.stat().st_size))
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="publish executed notebooks (run_all.sh)")
+    p.add_argument("executed", help="folder of the executed notebooks (runs/NAME/executed)")
+    p.add_argument("out", help="where the copies go (docs/notebooks)")
+    p.add_argument("names", nargs="+", help="notebook names without .ipynb")
+    args = p.parse_args(argv)
+    too_big = 0
+    for path, size in publish_executed(args.executed, args.out, args.names):
+        over = size >= MAX_COPY_BYTES
+        too_big += over
+        print(f"  {path}  {size / 1024:.0f} KiB" + ("  OVER 2 MiB: lower " + FIGURE_DPI_ENV if over else ""))
+    return 1 if too_big else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,207 @@
+"""Baseline and SFC of one synthetic preset over several seeds, every stage, with its cost.
+
+    python -m benchmarks.recipes --preset synthetic-paper --seeds 0 1 2 --out runs/recipes
+
+For each seed: the dataset (generator seed + s), then baseline and SFC (training seed + s, as
+``05_evaluation`` shifts them) side by side: training, CAMs of the evaluation and held-out
+lists and their scores, pseudo masks of the training list by each ``--methods`` and their
+scores, and step 3 on the masks of the preset's ``refine.method``; ``--control`` adds the
+no-shared-part baseline of seed 0 (``01_long_tail_analysis``'s). Each stage's wall and CPU
+seconds (``cpu_seconds``: the process and its finished children) are recorded.
+
+Writes ``<out>/recipes-<preset>.json`` and prints one markdown table of the figures
+(``docs/synthetic.md``) and one of the stage costs (``BENCHMARKS.md``). Runs go to
+``<out>/<preset>/<variant>[-seed<s>]``; finished stages are reused, as in the notebooks,
+so a second call only re-reads (its costs are then those of re-reading).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import resource
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sfc_core.analysis import plots
+from sfc_core.config import ABLATIONS, Config
+from sfc_core.data import open_dataset
+from sfc_core.evaluations import CamEval, FinalEval, SegEval
+from sfc_core.model.pretrained import resolve_backbone_weights
+from sfc_core.orchestration import pipeline
+from sfc_core.orchestration.parallel import run_side_by_side
+
+
+def cpu_seconds() -> float:
+    """User + system seconds of this process and of its finished children (data-loader
+    workers, CRF processes)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def timed(stage: str, step, *args) -> dict[str, Any]:
+    """``step(*args)`` with the wall and CPU seconds (``cpu_seconds``) it took."""
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    result = step(*args)
+    return {"stage": stage, "wall_s": time.perf_counter() - wall, "cpu_s": cpu_seconds() - cpu,
+            "result": result}
+
+
+def _train(cfg: Config, run_dir: Path) -> None:
+    pipeline.trained(cfg, run_dir)
+
+
+def _cams(run_dir: Path) -> dict:
+    return pipeline.evaluated(run_dir).data
+
+
+def _masks(run_dir: Path, method: str) -> dict:
+    return pipeline.pseudo_masks(run_dir, method).data
+
+
+def _step3(run_dir: Path, masks: str) -> dict:
+    return pipeline.segmented(run_dir, masks).data
+
+
+def run_chain(cfg: Config, run_dir: Path, methods: list[str], step3: list[str]) -> list[dict]:
+    """Every stage of one run in this process, one after the other; their timed results."""
+    out = [timed("train", _train, cfg, run_dir), timed("cams + eval", _cams, run_dir)]
+    out += [timed(f"pseudo masks {m}", _masks, run_dir, m) for m in methods]
+    out += [timed(f"step 3 on {m}", _step3, run_dir, m) for m in step3]
+    return out
+
+
+def seeded(cfg: Config, overrides: dict[str, Any], seed: int) -> Config:
+    return copy.deepcopy(cfg).override({**overrides, "data.synthetic_seed": cfg.data.synthetic_seed + seed,
+                                         "runtime.seed": cfg.runtime.seed + seed})
+
+
+def figures(variant: str, stages: list[dict], cfg: Config, dataset, baseline_cam: CamEval | None) -> dict[str, Any]:
+    """The figures of one run: CAM mIoU (eval, held-out), calibration, mechanism, pseudo-mask
+    and step-3 mIoU."""
+    by_stage = {s["stage"]: s["result"] for s in stages}
+    cam = CamEval(by_stage["cams + eval"])
+    kind = "classifier" if variant.startswith("baseline") else "fused"
+    calib = cam.calibration(kind)
+    mech = plots.run_mechanism(cam_run_dir(stages), dataset, kind)
+    row = {"variant": variant, "CAM": kind,
+           **{f"{k} CAM mIoU % (eval)": 100 * (cam.miou(k) or 0.0) for k in ("classifier", "prototype", "fused")},
+           "mIoU % (held-out)": 100 * cam.heldout.miou(kind) if cam.heldout else None,
+           "Spearman": plots.as_float(calib.spearman),
+           "head ratio": plots.as_float(calib.head_mean_ratio), "tail ratio": plots.as_float(calib.tail_mean_ratio),
+           "heads' shared-part recall": mech["heads_shared_part_recall"],
+           "non-head lost to head %": 100 * mech["non_head_lost_to_head"]}
+    if baseline_cam is not None:
+        names = cam.classes[1:]
+        gains = plots.iou_gain_by_frequency(plots.class_values(cam.image_counts, names),
+                                            plots.class_values(baseline_cam.iou("classifier"), names),
+                                            plots.class_values(cam.iou(kind), names))
+        row["head-third IoU gain"] = 100 * gains["head_third_gain"]
+        row["tail-third IoU gain"] = 100 * gains["tail_third_gain"]
+    for stage, result in by_stage.items():
+        if stage.startswith("pseudo masks "):
+            method = stage.removeprefix("pseudo masks ")
+            row[f"{method} pseudo-mask mIoU %"] = 100 * (SegEval(result).miou(method) or 0.0)
+        if stage.startswith("step 3 on "):
+            row[f"step 3 ({stage.removeprefix('step 3 on ')}) mIoU %"] = 100 * (FinalEval(result).miou() or 0.0)
+    return row
+
+
+def cam_run_dir(stages: list[dict]) -> Path:
+    return Path(stages[0]["run_dir"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--preset", default="synthetic-paper")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="pseudo-mask methods (default: the preset's refine.method, then the other one)")
+    p.add_argument("--control", action="store_true", help="also the no-shared-part baseline of seed 0")
+    p.add_argument("--gt", action="store_true", help="also step 3 on ground truth, seed 0 (the upper bound)")
+    p.add_argument("--processes", type=int, default=2)
+    p.add_argument("--out", default="runs/recipes")
+    args = p.parse_args(argv)
+
+    cfg = Config.from_preset(args.preset)
+    methods = args.methods or [cfg.refine.method, *({"irn", "crf"} - {cfg.refine.method})]
+    root = Path(args.out) / args.preset
+    costs: list[dict] = []
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    datasets = {seed: open_dataset(seeded(cfg, {}, seed).data) for seed in args.seeds}
+    costs.append({"stage": "datasets", "runs": len(args.seeds), "wall_s": time.perf_counter() - wall,
+                  "cpu_s": cpu_seconds() - cpu})
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    cfg = resolve_backbone_weights(cfg)        # the one-off pretraining (cached), before the runs
+    costs.append({"stage": "pretraining", "runs": 1, "wall_s": time.perf_counter() - wall,
+                  "cpu_s": cpu_seconds() - cpu})
+
+    jobs: dict[str, tuple[Config, Path, list[str], list[str]]] = {}
+    for seed in args.seeds:
+        suffix = "" if seed == 0 else f"-seed{seed}"
+        for variant, overrides in (("sfc", {}), ("baseline", ABLATIONS["baseline"])):
+            jobs[f"{variant}{suffix}"] = (seeded(cfg, overrides, seed), root / f"{variant}{suffix}",
+                                          methods, [cfg.refine.method])
+    if args.control and 0 in args.seeds:
+        jobs["baseline-control"] = (seeded(cfg, {**ABLATIONS["baseline"], "data.shared_parts": False}, 0),
+                                    root / "baseline-control", [], [])
+    if args.gt and 0 in args.seeds:
+        jobs["sfc"][3].append("gt")
+    started = time.perf_counter()
+    results = run_side_by_side([partial(run_chain, *job) for job in jobs.values()], args.processes)
+    elapsed = time.perf_counter() - started
+    for name, stages in zip(jobs, results):
+        for s in stages:
+            s["run_dir"] = str(jobs[name][1])
+    by_name = dict(zip(jobs, results))
+
+    rows = []
+    for seed in args.seeds:
+        suffix = "" if seed == 0 else f"-seed{seed}"
+        base = CamEval(next(s["result"] for s in by_name[f"baseline{suffix}"] if s["stage"] == "cams + eval"))
+        for variant in ("baseline", "sfc"):
+            row = figures(variant, by_name[f"{variant}{suffix}"], cfg, datasets[seed],
+                          base if variant == "sfc" else None)
+            rows.append({"seed": seed, **row})
+    if "baseline-control" in by_name:
+        control_data = open_dataset(jobs["baseline-control"][0].data)
+        rows.append({"seed": 0, **figures("baseline-control", by_name["baseline-control"], cfg, control_data, None)})
+    for name, stages in by_name.items():
+        for s in stages:
+            costs.append({"stage": s["stage"], "run": name, "wall_s": s["wall_s"], "cpu_s": s["cpu_s"]})
+
+    report = {"preset": args.preset, "seeds": args.seeds, "methods": methods, "rows": rows, "costs": costs,
+              "side_by_side_wall_s": elapsed, "processes": args.processes,
+              "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
+                          "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                          "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY"),
+                          "ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA"),
+                          "python": platform.python_version(), "torch": torch.__version__}}
+    root.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out) / f"recipes-{args.preset}.json"
+    out.write_text(json.dumps(report, indent=1, default=str))
+    print(plots.table_markdown(rows, digits=1))
+    print()
+    print(plots.table_markdown(costs, digits=1))
+    print(f"\nside by side ({args.processes} processes): {elapsed:.0f} s wall; report: {out}")
+    return 0
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,192 @@
+"""One image through a trained SFC network step by step: the walk-through of notebook 02.
+
+Nothing here computes method math of its own: ``network_steps`` calls, in the order
+``SfcNet.forward`` does, the network's own layers and PCM (``_refine``, ``_hierarchical_features``)
+and the pure functions of ``model/cam.py`` that ``SfcNet._prototype_cam`` calls, keeping the
+tensors the forward hides (classifier CAM before PCM, seeds, prototypes); ``loss_terms`` splits
+the two consistency losses of ``losses.py`` by class by calling them with one-hot class
+weights (both are linear in the weights). tests/test_walkthrough.py checks that the outputs
+equal ``SfcNet.forward``'s and that the terms add up to ``train.SfcObjective``'s losses.
+
+    picked = pick_head_and_tail(dataset.labels("train"), counts)   # {"head": (i, k), "tail": (i, k)}
+    steps = network_steps(model, images, label)                     # each tensor (1, ...)
+    walk = walk_image(model, MultiScaleDataset(dataset, "train", (1.0,)), i)   # one image's steps
+    rows = loss_terms(model, images, label, class_weights, class_names)
+    fig = cam_panels([(image, [steps["classifier_cam"][0, 1]], ["classifier CAM"])])
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sfc_core.data import MultiScaleDataset
+from sfc_core.data.transforms import device_views
+from sfc_core.losses import prototype_consistency, scale_consistency
+from sfc_core.model import cam as cam_math
+from sfc_core.model.sfc_net import SfcNet
+
+HALF_SCALE = 0.5    # the second scale of the cross-scale term, as train.SfcObjective
+
+
+def pick_head_and_tail(labels: np.ndarray, counts: Sequence[int]) -> dict[str, tuple[int, int]]:
+    """The walk-through's two images: ``{"head": (image index, class index), "tail": (...)}``.
+
+    labels (N, C) multi-hot of the list the images come from; counts (C,) training images per
+    class. The head class is the most frequent training class present in the list, the tail
+    class the least frequent (the first in class order on ties); each one's image is the one
+    containing it with the fewest classes, the first in list order on ties.
+    """
+    present = np.asarray(labels) > 0.5
+    counts = np.asarray(counts, dtype=np.float64)
+    in_list = present.any(axis=0)
+    if not in_list.any():
+        raise ValueError("no image of the list has a class")
+    order = np.where(in_list, counts, np.nan)
+    picked = {}
+    for role, k in (("head", int(np.nanargmax(order))), ("tail", int(np.nanargmin(order)))):
+        candidates = np.flatnonzero(present[:, k])
+        picked[role] = (int(candidates[np.argmin(present[candidates].sum(axis=1))]), k)
+    return picked
+
+
+@torch.no_grad()
+def network_steps(model: SfcNet, images: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The intermediate tensors of ``model(images, [1, label])`` for one image, batch dim kept.
+
+    images (1, 3, H, W) normalised; label (C,) multi-hot. Returns ``score`` (1, C),
+    ``classifier_cam`` (1, K, h, w) before PCM, ``cam`` (1, K, h, w) after PCM (the same tensor
+    when ``model.pcm`` is off), ``features`` (1, D, h, w) the hierarchical features,
+    ``seed_scores`` (1, K, h, w) what the seeds take the arg-max of (the CAM, or SIPE's
+    correlation IoU under ``seed_rule="sipe"``), ``seeds`` (1, K, h, w) one-hot,
+    ``prototypes`` (1, K, D) and ``prototype_cam`` (1, K, h, w).
+    """
+    valid = torch.cat([label.new_ones(1), label]).to(images.dtype)[None, :, None, None]
+    stages = model.backbone(images)
+    logit_map = model.classifier(stages[3])
+    classifier_cam = cam_math.classifier_cam(logit_map, valid)
+    cam = model._refine(classifier_cam, images, stages[3])
+    features = model._hierarchical_features(stages)
+    seed_scores = cam if model.seed_rule == "argmax" else cam_math.correlation_iou(cam, features)
+    seeds = cam_math.seeds(seed_scores, valid, model.seed_background_scale)
+    prototypes = cam_math.prototypes(seeds, features)
+    return {"score": logit_map.mean(dim=(2, 3)), "classifier_cam": classifier_cam, "cam": cam,
+            "features": features, "seed_scores": seed_scores, "seeds": seeds, "prototypes": prototypes,
+            "prototype_cam": cam_math.prototype_cam(features, prototypes)}
+
+
+def walk_image(model: SfcNet, views: MultiScaleDataset, index: int) -> dict[str, Any]:
+    """Image ``index`` of ``views`` (at its first scale, no flip: build them with scales=(1.0,))
+    through ``network_steps``, on the model's device: ``id``, ``image`` (H, W, 3) uint8, ``images`` (1, 3, H, W) normalised,
+    ``label`` (C,), ``classes`` (the image's class indices, 0-based) and ``steps``."""
+    item = views[index]
+    device = next(model.parameters()).device
+    images = device_views(item["images"][0], device, flip=False)
+    label = item["label"].to(device)
+    return {"id": item["name"], "image": item["images"][0].permute(1, 2, 0).numpy(), "images": images,
+            "label": label, "classes": [int(k) for k in np.flatnonzero(item["label"].numpy() > 0.5)],
+            "steps": network_steps(model, images, label)}
+
+
+@torch.no_grad()
+def loss_terms(model: SfcNet, images: torch.Tensor, label: torch.Tensor, class_weights: torch.Tensor,
+               class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """The two consistency losses of one image, split by class: a list of table rows.
+
+    images (1, 3, H, W) normalised, label (C,), class_weights (C,) (``data.stats.class_weights``).
+    One row for the background channel (weight 1; it has no cross-scale term), one per class of
+    the image, then ``total``: the losses themselves (``prototype_consistency`` and
+    ``scale_consistency`` at ``class_weights``). A class's term is its share of the loss's mean
+    at weight 1 (the loss at a one-hot weight, less the background share); weighted = w_k x term,
+    so the weighted column sums to the total.
+    """
+    full = network_steps(model, images, label)
+    half = network_steps(model, F.interpolate(images, scale_factor=HALF_SCALE, mode="bilinear",
+                                              align_corners=True), label)
+    weights = class_weights.to(full["cam"].dtype)
+    labels = label[None].to(weights.dtype)
+
+    def prototype(w: torch.Tensor) -> float:
+        return float(prototype_consistency(full["cam"], full["prototype_cam"], w))
+
+    def scale(w: torch.Tensor) -> float:
+        return float(scale_consistency(full["cam"], half["cam"], labels, w))
+
+    background = prototype(torch.zeros_like(weights))
+    rows = [{"class": "background", "w_k": 1.0, "prototype term": background,
+             "w_k x prototype term": background, "scale term": 0.0, "w_k x scale term": 0.0}]
+    for k in np.flatnonzero(label.cpu().numpy() > 0.5):
+        one_hot = torch.zeros_like(weights)
+        one_hot[k] = 1
+        w_k, p_k, s_k = float(weights[k]), prototype(one_hot) - background, scale(one_hot)
+        rows.append({"class": class_names[k], "w_k": w_k, "prototype term": p_k,
+                     "w_k x prototype term": w_k * p_k, "scale term": s_k, "w_k x scale term": w_k * s_k})
+    rows.append({"class": "total (the loss)", "w_k": float("nan"), "prototype term": float("nan"),
+                 "w_k x prototype term": prototype(weights), "scale term": float("nan"),
+                 "w_k x scale term": scale(weights)})
+    return rows
+
+
+def class_rows(walks: dict[str, dict[str, Any]], key: str,
+               class_names: Sequence[str]) -> list[tuple[np.ndarray, list[torch.Tensor], list[str]]]:
+    """``cam_panels`` rows of one step: for each ``{role: walk_image(...)}``, the (h, w) map
+    ``steps[key]`` of each of the image's classes, titled "role: class"."""
+    return [(walk["image"], [walk["steps"][key][0, k + 1] for k in walk["classes"]],
+             [f"{role}: {class_names[k]}" for k in walk["classes"]]) for role, walk in walks.items()]
+
+
+def upsample(grid_map: torch.Tensor | np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An (h, w) map of the CAM grid at the image's (H, W), bilinear as the cams stage, for display."""
+    x = torch.as_tensor(grid_map, dtype=torch.float32)[None, None]
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
+
+
+def cam_panels(rows: Sequence[tuple[np.ndarray, Sequence[Any], Sequence[str]]], vmax: float | None = 1.0,
+               size: float = 2.0) -> plt.Figure:
+    """Rows of panels, one row per image: ``rows`` = [(image, panels, titles)].
+
+    image (H, W, 3) uint8. A panel (h, w) (CAM grid or image size) is drawn over the image,
+    upsampled (jet, half transparent) with its colour bar from 0 to ``vmax`` (None: the map's
+    own maximum); a panel (h, w, 3) (a label map in colour, a feature picture) is drawn as is.
+    """
+    cols = max(len(panels) for _, panels, _ in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(size * 1.3 * cols, size * len(rows)), squeeze=False)
+    for ax_row, (image, panels, titles) in zip(axes, rows):
+        for ax in ax_row[len(panels):]:
+            ax.axis("off")
+        for ax, panel, title in zip(ax_row, panels, titles):
+            panel = panel.cpu().numpy() if isinstance(panel, torch.Tensor) else np.asarray(panel)
+            ax.set_title(title, fontsize=8)
+            ax.axis("off")
+            if panel.ndim == 3:
+                ax.imshow(panel, interpolation="nearest")
+                continue
+            shown = upsample(panel, image.shape[:2])
+            ax.imshow(image)
+            top = vmax if vmax is not None else max(float(shown.max()), 1e-8)
+            im = ax.imshow(shown, cmap="jet", alpha=0.5, vmin=0.0, vmax=top, interpolation="nearest")
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return fig
+
+
+def prototype_similarity(prototypes: torch.Tensor) -> np.ndarray:
+    """(K', K') cosine similarity between an image's prototypes (K', D), 0 where one is zero."""
+    unit = prototypes / prototypes.norm(dim=1, keepdim=True).clamp_min(cam_math.COSINE_EPS)
+    return (unit @ unit.T).cpu().numpy()
+
+
+def feature_rgb(features: torch.Tensor) -> np.ndarray:
+    """The hierarchical features (D, h, w) as an (h, w, 3) image in [0, 1]: their first three
+    principal components over the pixels, each stretched to [0, 1] (a picture, not a step)."""
+    d, h, w = features.shape
+    x = features.reshape(d, h * w).T.double()
+    x = x - x.mean(dim=0)
+    _, _, v = torch.linalg.svd(x, full_matrices=False)
+    pcs = x @ v[:3].T
+    pcs = (pcs - pcs.amin(dim=0)) / (pcs.amax(dim=0) - pcs.amin(dim=0)).clamp_min(1e-12)
+    return pcs.reshape(h, w, -1).float().numpy()

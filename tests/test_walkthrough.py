@@ -1,0 +1,150 @@
+"""The walk-through of notebook 02 (sfc_core/analysis/walkthrough.py) shows what the network and
+the losses compute, and the executed notebook copies in docs/notebooks/ stay small and linked."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sfc_core.analysis import walkthrough
+from sfc_core.analysis.notebook import MAX_COPY_BYTES, copy_link, publish_executed, source_link
+from sfc_core.data import MultiScaleDataset
+from sfc_core.losses import prototype_consistency
+from sfc_core.model.backbone import build_backbone
+from sfc_core.model.sfc_net import SfcNet
+from sfc_core.train import SfcObjective
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+EXECUTED = REPO / "docs" / "notebooks"
+NUM_CLASSES = 3
+
+
+def tiny_net(pcm: bool, seed_rule: str = "argmax", background_scale: float = 0.3,
+             num_classes: int = NUM_CLASSES) -> SfcNet:
+    torch.manual_seed(0)
+    model = SfcNet(build_backbone("tiny", "none"), num_classes, side_channels=(8, 8, 16, 16),
+                   seed_background_scale=background_scale, pcm=pcm, seed_rule=seed_rule)
+    return model.eval()
+
+
+def test_pick_head_and_tail_takes_the_extreme_classes_and_their_simplest_image():
+    labels = np.array([[1, 1, 0, 0],      # 0: head and class 1
+                       [1, 0, 0, 0],      # 1: head alone -> the head image
+                       [0, 1, 1, 0],      # 2: class 2 with class 1 -> the only tail image
+                       [1, 0, 0, 0]])     # 3: head alone too, later in the list
+    counts = [50, 20, 5, 1]               # class 3 is the rarest but absent from the list
+    assert walkthrough.pick_head_and_tail(labels, counts) == {"head": (1, 0), "tail": (2, 2)}
+    with pytest.raises(ValueError):
+        walkthrough.pick_head_and_tail(np.zeros((2, 4)), counts)
+
+
+@pytest.mark.parametrize("pcm, seed_rule, background_scale",
+                         [(True, "argmax", 0.3), (False, "argmax", 3.0), (True, "sipe", 0.5)])
+def test_network_steps_end_where_the_forward_ends(pcm, seed_rule, background_scale):
+    model = tiny_net(pcm, seed_rule, background_scale)
+    images = torch.randn(1, 3, 40, 56)
+    label = torch.tensor([1.0, 0.0, 1.0])
+    steps = walkthrough.network_steps(model, images, label)
+    with torch.no_grad():
+        out = model(images, torch.cat([torch.ones(1), label])[None, :, None, None])
+    torch.testing.assert_close(steps["score"], out["score"], rtol=0, atol=0)
+    torch.testing.assert_close(steps["cam"], out["cam"], rtol=0, atol=0)
+    torch.testing.assert_close(steps["prototype_cam"], out["prototype_cam"], rtol=0, atol=0)
+    assert (steps["classifier_cam"] is steps["cam"]) == (not pcm)
+    h, w = model.feature_size(40, 56)
+    assert steps["seeds"].shape == (1, NUM_CLASSES + 1, h, w)
+    assert steps["seeds"].sum(dim=1).max() <= 1 and steps["seeds"][0, 2].sum() == 0   # absent class: no seed
+    assert steps["prototypes"].shape == (1, NUM_CLASSES + 1, steps["features"].shape[1])
+
+
+def test_walk_image_runs_a_dataset_image_as_the_network_sees_it(smoke_dataset):
+    model = tiny_net(pcm=False, num_classes=smoke_dataset.num_classes)
+    views = MultiScaleDataset(smoke_dataset, "train", scales=(1.0,))
+    walk = walkthrough.walk_image(model, views, 3)
+    assert walk["id"] == views.ids[3]
+    np.testing.assert_array_equal(walk["image"], smoke_dataset.read_image(walk["id"]))
+    assert walk["classes"] == [int(k) for k in np.flatnonzero(smoke_dataset.label(walk["id"]))]
+    with torch.no_grad():
+        out = model(walk["images"], torch.cat([torch.ones(1), walk["label"]])[None, :, None, None])
+    torch.testing.assert_close(walk["steps"]["prototype_cam"], out["prototype_cam"], rtol=0, atol=0)
+
+
+def test_loss_terms_add_up_to_the_training_objective():
+    model = tiny_net(pcm=True)
+    size = 48
+    images = torch.randn(1, 3, size, size)
+    label = torch.tensor([0.0, 1.0, 1.0])
+    weights = torch.tensor([0.5, 1.5, 0.8])
+    rows = walkthrough.loss_terms(model, images, label, weights, ["a", "b", "c"])
+    assert [r["class"] for r in rows] == ["background", "b", "c", "total (the loss)"]
+    assert [r["w_k"] for r in rows[1:3]] == pytest.approx([1.5, 0.8])
+    objective = SfcObjective(model, weights, crop_size=size, prototype_weight=1.6, scale_weight=0.8)
+    with torch.no_grad():
+        losses, _ = objective(images, torch.tensor([[0, size, 0, size]]), label[None])
+    total = rows[-1]
+    assert total["w_k x prototype term"] == pytest.approx(float(losses["prototype"]), rel=1e-6)
+    assert total["w_k x scale term"] == pytest.approx(float(losses["scale"]), rel=1e-6)
+    for column in ("w_k x prototype term", "w_k x scale term"):
+        assert sum(r[column] for r in rows[:-1]) == pytest.approx(total[column], rel=1e-5)
+    assert rows[1]["prototype term"] > 0 and rows[1]["scale term"] > 0     # (class c's CAM is all 0 here)
+    # the unweighted terms are the loss at weight 1 for that class, 0 for the others
+    with torch.no_grad():
+        out = model(images, torch.cat([torch.ones(1), label])[None, :, None, None])
+    at_b = float(prototype_consistency(out["cam"], out["prototype_cam"], torch.tensor([0.0, 1.0, 0.0])))
+    assert rows[0]["prototype term"] + rows[1]["prototype term"] == pytest.approx(at_b, rel=1e-6)
+
+
+def test_cam_panels_draw_each_map_over_the_image_with_a_colour_bar():
+    image = np.zeros((32, 48, 3), dtype=np.uint8)
+    fig = walkthrough.cam_panels([(image, [np.ones((4, 6)), 2 * torch.rand(4, 6)], ["a", "b"]),
+                                  (image, [np.zeros((4, 6, 3))], ["rgb"])], vmax=None)
+    assert len(fig.axes) == 2 * 2 + 2                # 2 x 2 panels, a colour bar for each of the 2 maps
+    first, second = fig.axes[0].images[1], fig.axes[1].images[1]
+    assert first.get_array().shape == (32, 48) and np.allclose(first.get_array(), 1.0)
+    assert first.get_clim() == (0.0, 1.0) and second.get_clim()[1] == pytest.approx(second.get_array().max())
+    assert len(fig.axes[2].images) == 1 and not fig.axes[3].images   # the RGB panel as is; the empty cell
+
+
+def test_prototype_similarity_and_feature_rgb():
+    prototypes = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 3.0], [0.0, 0.0]])
+    sim = walkthrough.prototype_similarity(prototypes)
+    assert sim[0, 1] == pytest.approx(1.0) and sim[0, 2] == pytest.approx(0.0) and sim[3, 3] == 0.0
+    rgb = walkthrough.feature_rgb(torch.randn(16, 5, 7))
+    assert rgb.shape == (5, 7, 3) and rgb.min() >= 0 and rgb.max() <= 1
+    assert np.allclose(rgb.reshape(-1, 3).max(axis=0), 1.0)
+
+
+# -- the executed copies in docs/notebooks/ -----------------------------------------------------
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_each_notebook_links_its_executed_copy_in_its_first_cell(path):
+    first = json.loads(path.read_text())["cells"][0]
+    assert first["cell_type"] == "markdown"
+    assert copy_link(path.name) in "".join(first["source"])
+
+
+def test_publish_executed_copies_and_points_the_copy_back_at_its_source(tmp_path):
+    source = json.loads(NOTEBOOKS[2].read_text())
+    source["cells"][1]["outputs"] = [{"output_type": "stream", "name": "stdout", "text": ["ran\n"]}]
+    (tmp_path / "executed").mkdir()
+    (tmp_path / "executed" / NOTEBOOKS[2].name).write_text(json.dumps(source))
+    [(path, size)] = publish_executed(tmp_path / "executed", tmp_path / "docs", [NOTEBOOKS[2].stem])
+    assert path == tmp_path / "docs" / NOTEBOOKS[2].name and size == path.stat().st_size
+    copy = json.loads(path.read_text())
+    first = "".join(copy["cells"][0]["source"])
+    assert source_link(NOTEBOOKS[2].name) in first and copy_link(NOTEBOOKS[2].name) not in first
+    assert copy["cells"][1:] == source["cells"][1:]
+
+
+def test_executed_copies_when_present_are_under_2_mb_and_have_outputs():
+    copies = sorted(EXECUTED.glob("*.ipynb"))
+    assert {p.name for p in copies} <= {p.name for p in NOTEBOOKS}
+    for copy in copies:
+        assert copy.stat().st_size < MAX_COPY_BYTES, f"{copy.name}: {copy.stat().st_size} bytes"
+        cells = json.loads(copy.read_text())["cells"]
+        assert any(c.get("outputs") for c in cells if c["cell_type"] == "code"), f"{copy.name} has no outputs"
