@@ -2,6 +2,7 @@
 
     python -m sfc_core bench --preset synthetic --threads 2 --steps 1 --repeats 20 --naive  # CPU A/B
     python -m sfc_core bench --preset voc --device cuda --steps 10 --repeats 6 --naive    # paper's
+    python -m sfc_core bench --report --preset voc       # the one-shot GPU report (benchmarks/report.py)
 
 Measured figures, machines and commands: BENCHMARKS.md.
 
@@ -283,6 +284,7 @@ class TrainStep:
 
     amp = False
     channels_last = False
+    compile: str | None = None            # the torch.compile backend of the objective (None: eager)
     cudnn_deterministic = False
 
     def __init__(self, model: SfcNet, cfg: Config, device: torch.device, max_steps: int):
@@ -314,8 +316,8 @@ class TrainStep:
 
 
 class KitStep(TrainStep):
-    """The kit's step, as sfc_core.train runs it: device bank, SfcObjective, AMP and
-    channels-last on a GPU (per the config)."""
+    """The kit's step, as sfc_core.train runs it: device bank, SfcObjective (compiled as
+    ``runtime.compile`` says), AMP and channels-last on a GPU (per the config)."""
 
     def __init__(self, model: SfcNet, class_weights: torch.Tensor, cfg: Config, device: torch.device,
                  max_steps: int):
@@ -328,8 +330,10 @@ class KitStep(TrainStep):
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         model = model.to(device, memory_format=memory_format)
         super().__init__(model, cfg, device, max_steps)
-        self.objective = SfcObjective(model, class_weights, cfg.data.crop_size, cfg.loss.prototype_weight,
-                                      cfg.loss.scale_weight).to(device)
+        self.compile = engine.compile_backend(cfg.runtime.compile, device)
+        self.objective = engine.compiled(SfcObjective(model, class_weights, cfg.data.crop_size,
+                                                      cfg.loss.prototype_weight, cfg.loss.scale_weight).to(device),
+                                         cfg.runtime.compile, device)
         crop = cfg.data.crop_size
         self.bank = ImageBank(model.num_classes, (3, crop, crop), device) if t.bank_draws > 0 else None
         self.generator = torch.Generator().manual_seed(cfg.runtime.seed)
@@ -436,7 +440,7 @@ def bench_train(cfg: Config, device: torch.device, steps: int, warmup: int, repe
         figures = {"images_per_s": images_per_step / per_step, "seconds_per_step": per_step,
                    "time_split_s": split,
                    "cpu_seconds_per_step": sum(clock.cpu_seconds for clock in clocks[name]) / timed,
-                   "amp": step.amp, "channels_last": step.channels_last}
+                   "amp": step.amp, "channels_last": step.channels_last, "compile": step.compile}
         with peak_memory(device, figures):
             step.run(batches[0], PhaseClock(device))
         if profile:
@@ -592,6 +596,11 @@ def bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--naive", action="store_true", help="also time the reference-style training step, A/B")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {','.join(STAGES)}")
     p.add_argument("--profile", action="store_true", help="add a torch.profiler summary of one training step")
+    p.add_argument("--report", action="store_true",
+                   help="the one-shot GPU report instead (benchmarks/report.py): every speed change on and "
+                        "off, MFU, syncs, busy fraction, CAM and step-3 images/s; a CUDA device")
+    p.add_argument("--dry-run", action="store_true",
+                   help="with --report: the same code on the CPU at tiny sizes (CUDA-only figures: n/a)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--out", default=None, help="also write the JSON to this file")
 
@@ -603,10 +612,34 @@ def bench_command(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = config_from_args(args)
+    if args.report or args.dry_run:
+        return report_command(cfg, args)
     stages = tuple(stage.strip() for stage in args.stages.split(",") if stage.strip())
     result = bench(cfg, args.device or cfg.runtime.device, args.steps, args.warmup, args.repeats, args.naive,
                    stages, args.profile)
     if args.out:
         atomic_write_json(args.out, result)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+def report_command(cfg: Config, args: argparse.Namespace) -> int:
+    """``bench --report [--dry-run]``: the GPU report's table and JSON (``--out``: the JSON, and
+    the table beside it as .md)."""
+    from benchmarks import report
+    from sfc_core.io import atomic_write_json, atomic_write_text
+
+    if not args.report:
+        raise SfcError("--dry-run belongs to --report", fix="add --report, or drop --dry-run")
+    device = engine.select_device("cpu" if args.dry_run else args.device or cfg.runtime.device, option="--device")
+    if device.type != "cuda" and not args.dry_run:
+        raise SfcError(f"the GPU report needs a CUDA device; this run has {device}",
+                       fix="run it where a GPU is, or add --dry-run to try its code on the CPU")
+    result = report.gpu_report(cfg, device, report.DRY_RUN if args.dry_run else report.Sizes())
+    table = report.markdown(result)
+    if args.out:
+        atomic_write_json(args.out, result)
+        atomic_write_text(Path(args.out).with_suffix(".md"), table)
+    print(table)
     print(json.dumps(result, indent=2))
     return 0

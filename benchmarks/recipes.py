@@ -5,7 +5,8 @@
 For each seed: the dataset (generator seed + s), then baseline and SFC (training seed + s, as
 ``05_evaluation`` shifts them) side by side: training, CAMs of the evaluation and held-out
 lists and their scores, pseudo masks of the training list by each ``--methods`` and their
-scores, and step 3 on the masks of the preset's ``refine.method``; ``--control`` adds the
+scores, and step 3 on the masks of the preset's ``refine.method`` (for ``--mask-seeds``; the
+other seeds stop after their CAMs); ``--control`` adds the
 no-shared-part baseline of seed 0 (``01_long_tail_analysis``'s). Each stage's wall and CPU
 seconds (``cpu_seconds``: the process and its finished children) are recorded.
 
@@ -123,6 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=None,
                    help="pseudo-mask methods (default: the preset's refine.method, then the other one)")
+    p.add_argument("--mask-seeds", type=int, nargs="*", default=None,
+                   help="seeds that also get pseudo masks and step 3 (default: all; the others: CAMs only)")
     p.add_argument("--control", action="store_true", help="also the no-shared-part baseline of seed 0")
     p.add_argument("--gt", action="store_true", help="also step 3 on ground truth, seed 0 (the upper bound)")
     p.add_argument("--processes", type=int, default=2)
@@ -143,11 +146,13 @@ def main(argv: list[str] | None = None) -> int:
                   "cpu_s": cpu_seconds() - cpu})
 
     jobs: dict[str, tuple[Config, Path, list[str], list[str]]] = {}
+    mask_seeds = args.seeds if args.mask_seeds is None else args.mask_seeds
     for seed in args.seeds:
         suffix = "" if seed == 0 else f"-seed{seed}"
+        masks = seed in mask_seeds
         for variant, overrides in (("sfc", {}), ("baseline", ABLATIONS["baseline"])):
             jobs[f"{variant}{suffix}"] = (seeded(cfg, overrides, seed), root / f"{variant}{suffix}",
-                                          methods, [cfg.refine.method])
+                                          methods if masks else [], [cfg.refine.method] if masks else [])
     if args.control and 0 in args.seeds:
         jobs["baseline-control"] = (seeded(cfg, {**ABLATIONS["baseline"], "data.shared_parts": False}, 0),
                                     root / "baseline-control", [], [])

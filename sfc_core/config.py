@@ -34,6 +34,8 @@ class RuntimeConfig:
     device: str = "auto"                  # "auto" | "cpu" | "cuda" | "cuda:N"
     amp: bool = True                      # mixed precision on GPU (bf16, else fp16 + scaler)
     channels_last: bool = True            # on GPU
+    compile: str = "auto"                 # SFC training objective under torch.compile: "auto" (inductor on
+                                          # a GPU, eager on a CPU) | "off" | a backend: "inductor", "aot_eager"
     num_workers: int | str = "auto"       # DataLoader workers (and refine's CRF processes): a count,
                                           # or "auto": cores - 2 on a GPU, 2 on a CPU (engine.loader_workers)
     seed: int = 10
@@ -238,6 +240,7 @@ DEVICE_FORM = "auto, cpu, cuda or cuda:N"
 LIMITS: dict[str, Limit] = {
     "runtime.num_workers": at_least(0),
     "runtime.seed": at_least(0),
+    "runtime.compile": one_of("auto", "off", "inductor", "aot_eager"),     # engine.compile_backend
     "data.dataset": one_of("voc", "coco", "synthetic"),
     "data.synthetic_size": one_of("smoke", "default", "large"),   # data/synthetic.py SIZES
     "data.synthetic_seed": at_least(0),

@@ -5,6 +5,8 @@ Devices and precision
                                              (this rank's GPU) or cpu; a bad name names option
     loader_workers(runtime.num_workers, device) -> int   "auto": cores - 2 on a GPU, 2 on a CPU
     to_device(tensor, device)                a CPU tensor copied without blocking (pinned on CUDA)
+    compile_backend(runtime.compile, device) -> str | None, compiled(module, runtime.compile, device)
+                                             torch.compile where asked ("auto": inductor on CUDA)
     autocast(device, enabled)                context: bf16 where supported, else fp16; CPU no-op
     make_grad_scaler(device, enabled)        a GradScaler, active only for fp16 on CUDA
     optimizer_step(loss, optimizer, scaler, parameters, grad_clip) -> grad norm
@@ -20,7 +22,8 @@ Distributed (torchrun)
     setup_distributed() -> DistInfo          reads torchrun's env vars; single process otherwise
     per_process(total, key, dist) -> int     a global count (batch size, bank draws) / world size
     wrap_ddp(model, dist, device, **ddp_kwargs), unwrap(model), all_reduce_sum(tensor, dist),
-    barrier(dist), gather_objects(obj, dist) -> list, cleanup_distributed(dist)
+    barrier(dist), gather_objects(obj, dist) -> list, gather_to_main(obj, dist) -> list | None,
+    cleanup_distributed(dist)
 
 Optimisation
     make_optimizer(name, groups, momentum, weight_decay)   "sgd" | "adamw"; groups carry "lr"
@@ -163,7 +166,36 @@ def gather_objects(obj: Any, dist: DistInfo) -> list[Any]:
     return out
 
 
+def gather_to_main(obj: Any, dist: DistInfo) -> list[Any] | None:
+    """Every rank's ``obj`` in rank order on rank 0, None on the other ranks (which send theirs
+    and receive nothing: a checkpoint's banks travel once, to the rank that writes them)."""
+    if not dist.distributed:
+        return [obj]
+    out: list[Any] | None = [None] * dist.world_size if dist.is_main else None
+    torch.distributed.gather_object(obj, out, dst=0)
+    return out
+
+
 # -- devices and precision -----------------------------------------------------------------
+
+def compile_backend(setting: str, device: torch.device) -> str | None:
+    """The torch.compile backend ``runtime.compile`` asks for on ``device``, None for eager:
+    ``"auto"``: inductor on CUDA, eager on the CPU (inductor's C++ build of a training graph
+    takes minutes on a small CPU: BENCHMARKS.md); ``"off"``: eager;
+    a backend name as given (``"aot_eager"`` needs no compiler: the traced graph, run eagerly;
+    config.LIMITS lists the names)."""
+    if setting == "auto":
+        return "inductor" if device.type == "cuda" else None
+    return None if setting == "off" else setting
+
+
+def compiled(module: nn.Module, setting: str, device: torch.device) -> nn.Module:
+    """``module`` under torch.compile with ``compile_backend(setting, device)`` (compiled on
+    its first call), or ``module`` itself for eager. The wrapper shares ``module``'s
+    parameters and buffers, so checkpoints and optimisers keep using ``module``."""
+    backend = compile_backend(setting, device)
+    return module if backend is None else torch.compile(module, backend=backend)
+
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     """``tensor`` (on the CPU) on ``device`` without the host waiting: a non-blocking copy, from
@@ -510,7 +542,7 @@ class TrainState:
         if full:
             own = {name: _state_of(obj) for name, obj in self.extras.items()} | {"rng": rng_state()}
             state.update(optimizer=self.optimizer.state_dict(), schedule=self.schedule.state_dict(),
-                         scaler=self.scaler.state_dict(), ranks=gather_objects(own, dist))
+                         scaler=self.scaler.state_dict(), ranks=gather_to_main(own, dist))
         if dist.is_main:
             save_checkpoint(path, state)
 

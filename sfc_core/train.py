@@ -33,7 +33,13 @@ train the one-process recipe: the same images per step, the same mean losses (lo
 the mean over ranks). The image bank stays per process: each rank's bank holds, per class,
 the latest image of its own shard, and each rank draws its bank_draws / N from its own bank
 (one process: the latest image of the whole batch, all draws from one bank). Checkpoints
-gather every rank's bank and RNG states, so resume needs the same world size.
+gather every rank's bank and RNG states on rank 0, which writes them, so resume needs the
+same world size.
+
+Speed (``step_objective``): ``runtime.compile`` compiles the objective (inductor by default
+on CUDA, eager on the CPU; exact resume holds with it off), cuDNN autotunes on CUDA, DDP runs
+with a static graph when every loss is on, gradients as bucket views, and no buffer broadcast
+when the BatchNorm is frozen.
 """
 from __future__ import annotations
 
@@ -77,7 +83,7 @@ from sfc_core.run_lock import claims_run
 # stages' sections, cams/refine/segment, may change freely), except where things are and how
 # fast they run.
 TRAINING_SECTIONS = ("runtime.", "data.", "model.", "loss.", "train.")
-RESUMABLE_CHANGES = {"data.root", "runtime.num_workers", "runtime.device", "train.log_every"}
+RESUMABLE_CHANGES = {"data.root", "runtime.num_workers", "runtime.device", "runtime.compile", "train.log_every"}
 
 
 class SfcObjective(nn.Module):
@@ -190,47 +196,72 @@ def _train(cfg: Config, run: RunDir, resume: bool, stop_after: int | None, dist:
 
 def _setup(cfg: Config, run: RunDir, dataset: SegmentationDataset, device: torch.device,
            dist: engine.DistInfo) -> tuple[engine.TrainState, engine.Loop]:
-    """SFC's train state (network, optimiser, schedule, scaler, image bank, generator) and the
-    loop that trains it on the training list."""
-    t, class_names = cfg.train, list(dataset.class_names)
-    model = build_model(cfg.model, len(class_names)).to(device)
-    channels_last = device.type == "cuda" and cfg.runtime.channels_last
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    weights = torch.as_tensor(class_weights(dataset, cfg), dtype=torch.float32)
-    objective = SfcObjective(model, weights, cfg.data.crop_size, cfg.loss.prototype_weight,
-                             cfg.loss.scale_weight).to(device)
+    """SFC's train state and the loop that trains it on the training list."""
+    t = cfg.train
     train_set = TrainDataset(dataset, cfg.data.train_list, cfg.data.crop_size, cfg.data.resize_long,
                              seed=cfg.runtime.seed)
     sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
                                  seed=cfg.runtime.seed, drop_last=True)
     local_batch = engine.per_process(t.batch_size, "train.batch_size", dist)
-    local_draws = engine.per_process(t.bank_draws, "train.bank_draws", dist)
     steps_per_epoch = len(sampler) // local_batch
     if steps_per_epoch == 0:
         raise SfcError(f"train list {cfg.data.train_list!r} has {len(train_set)} images, fewer than one "
                        f"batch of {t.batch_size}", path=dataset.list_path(cfg.data.train_list),
                        fix="lower train.batch_size or use a longer list")
     max_steps = t.max_steps or t.epochs * steps_per_epoch
-    optimizer, schedule = build_optimizer(model, t, max_steps)
-    scaler = engine.make_grad_scaler(device, cfg.runtime.amp)
-    bank = ImageBank(len(class_names), (3, cfg.data.crop_size, cfg.data.crop_size), device) \
-        if t.bank_draws > 0 else None
-    generator = torch.Generator().manual_seed(cfg.runtime.seed + dist.rank)
-    state = engine.TrainState(model, optimizer, schedule, scaler, checkpoint_identity(cfg.model, class_names),
-                              cfg.to_dict(), builds=("model.",), extras={"bank": bank, "generator": generator},
-                              meta={"best": {"score": -math.inf}})
-    ddp_objective = engine.wrap_ddp(objective, dist, device,
-                                    find_unused_parameters=cfg.loss.prototype_weight == 0 or not cfg.model.pcm)
-    trainable = [p for group in model.parameter_groups().values() for p in group]
-    update = SfcUpdate(ddp_objective, state, trainable, t, local_draws, cfg.runtime, device, dist)
-    validation = SfcValidation(cfg, dataset, run, state, device, dist, max_steps)
+    weights = torch.as_tensor(class_weights(dataset, cfg), dtype=torch.float32)
+    update = sfc_update(cfg, list(dataset.class_names), weights, device, dist, max_steps)
+    validation = SfcValidation(cfg, dataset, run, update.state, device, dist, max_steps)
     loop = engine.Loop(train_set, partial(_epoch_order, sampler), local_batch, steps_per_epoch,
                        max_steps, update, update.log, t.log_every, t.checkpoint_every,
                        images_per_step=t.batch_size + t.bank_draws,   # global: every process takes 1/N of each
                        after_step=validation, num_workers=engine.loader_workers(cfg.runtime.num_workers, device),
                        pin_memory=device.type == "cuda", desc=f"train {run.root.name}")
-    return state, loop
+    return update.state, loop
+
+
+def sfc_update(cfg: Config, class_names: list[str], weights: torch.Tensor, device: torch.device,
+               dist: engine.DistInfo, max_steps: int) -> SfcUpdate:
+    """SFC's update for ``max_steps`` updates and the train state it steps (``.state``: network,
+    optimiser, schedule, scaler, image bank, generator), at ``cfg``'s settings on ``device``.
+    weights (C,): the per-class loss weights (``data.stats.class_weights``)."""
+    t = cfg.train
+    model = build_model(cfg.model, len(class_names)).to(device)
+    if device.type == "cuda" and cfg.runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    objective = SfcObjective(model, weights, cfg.data.crop_size, cfg.loss.prototype_weight,
+                             cfg.loss.scale_weight).to(device)
+    optimizer, schedule = build_optimizer(model, t, max_steps)
+    bank = ImageBank(len(class_names), (3, cfg.data.crop_size, cfg.data.crop_size), device) \
+        if t.bank_draws > 0 else None
+    generator = torch.Generator().manual_seed(cfg.runtime.seed + dist.rank)
+    state = engine.TrainState(model, optimizer, schedule, engine.make_grad_scaler(device, cfg.runtime.amp),
+                              checkpoint_identity(cfg.model, class_names), cfg.to_dict(), builds=("model.",),
+                              extras={"bank": bank, "generator": generator}, meta={"best": {"score": -math.inf}})
+    trainable = [p for group in model.parameter_groups().values() for p in group]
+    return SfcUpdate(step_objective(objective, cfg, dist, device), state, trainable, t,
+                     engine.per_process(t.bank_draws, "train.bank_draws", dist), cfg.runtime, device, dist)
+
+
+def step_objective(objective: SfcObjective, cfg: Config, dist: engine.DistInfo,
+                   device: torch.device) -> nn.Module:
+    """What a step calls: ``objective`` under DDP when distributed, compiled as
+    ``runtime.compile`` says (DDP inside, so its gradient hooks see the compiled graphs); on
+    CUDA with cuDNN's autotuner (every step has the same shapes).
+
+    DDP: the parameters a switched-off part leaves without gradient (the side layers without
+    the prototype loss, the PCM projection without PCM) are found each step; with every part
+    on, the graph is static (its set of gradients never changes, so DDP plans buckets once).
+    Gradients live in the buckets (no copy). Buffers are not broadcast when the backbone's
+    BatchNorm is frozen (the ResNets always, ``tiny`` with loaded weights: running statistics
+    that never change); a BatchNorm that trains keeps DDP's broadcast from rank 0."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    unused = cfg.loss.prototype_weight == 0 or not cfg.model.pcm
+    wrapped = engine.wrap_ddp(objective, dist, device, find_unused_parameters=unused, static_graph=not unused,
+                              gradient_as_bucket_view=True,
+                              broadcast_buffers=not objective.model.backbone.frozen_bn)
+    return engine.compiled(wrapped, cfg.runtime.compile, device)
 
 
 @dataclass
@@ -238,7 +269,7 @@ class SfcUpdate:
     """One SFC update on a loader batch (bank write and draws, both scales, the weighted
     losses, clipped step) and what is logged of it."""
 
-    objective: nn.Module                  # SfcObjective, wrapped by DDP when distributed
+    objective: nn.Module                  # SfcObjective as step_objective wraps it (DDP, compile)
     state: engine.TrainState
     trainable: list[nn.Parameter]
     t: TrainConfig

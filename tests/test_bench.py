@@ -169,3 +169,51 @@ def test_bench_verb_reports_well_formed_numbers(tmp_path, capsys):
     assert stage["identical"] is True and stage["images"] == 1 and stage["scales"] == [1.0, 0.5]
     assert all(_finite_positive(stage[v]["images_per_s"]) for v in ("today", "kit", "network"))
     assert stage["speedup_wall"] == pytest.approx(stage["kit"]["images_per_s"] / stage["today"]["images_per_s"])
+
+
+def test_the_step_flops_are_counted_per_image_on_the_meta_device(tiny_config):
+    from benchmarks import report
+
+    cfg = bench.bench_config(tiny_config)
+    small = report.step_flops(cfg.override({"train.batch_size": 4, "train.bank_draws": 2}), NUM_CLASSES)
+    large = report.step_flops(cfg.override({"train.batch_size": 8, "train.bank_draws": 4}), NUM_CLASSES)
+    assert small > 1e6 and large == 2 * small          # convolutions and matmuls: linear in the images
+    assert report.peak_for_name("NVIDIA H200") == 989e12 and report.peak_for_name("NVIDIA H100 PCIe") == 756e12
+    assert report.peak_for_name("NVIDIA H100 80GB HBM3") == 989e12 and report.peak_for_name("a CPU") is None
+
+
+@pytest.mark.slow                   # 41-88 s on a loaded 2-core CPU, most of it tracing the compiled step
+def test_the_gpu_report_dry_run_reports_every_part_on_the_cpu(tmp_path, capsys):
+    from benchmarks import report
+    from sfc_core.cli import main
+
+    assert main(["bench", "--report", "--device", "cpu", "--preset", "synthetic-smoke"]) != 0
+    assert "the GPU report needs a CUDA device" in capsys.readouterr().err
+    out = tmp_path / "report.json"
+    assert main(["bench", "--report", "--dry-run", "--preset", "synthetic-smoke", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    result = json.loads(out.read_text())
+    assert printed.startswith(out.with_suffix(".md").read_text())
+    assert json.loads(printed[printed.index("\n{") + 1:]) == result
+    assert not [key for key, value in result.items() if isinstance(value, dict) and "error" in value]
+    assert result["dry_run"] is True and result["machine"]["device"] == "cpu"
+    assert (result["batch_size"], result["bank_draws"], result["crop_size"]) == (4, 2, 32)
+    assert result["flops_per_step"] > 0 and result["peak_bf16_flops"] == report.NOT_ON_CPU
+    variants = result["step"]["variants"]
+    assert set(variants) == set(report.STEP_VARIANTS)
+    for name, figures in variants.items():
+        assert _finite_positive(figures["images_per_s"]) and _finite_positive(figures["first_step_s"]), name
+        assert figures["mfu"] is None and figures["amp"] is False and figures["channels_last"] is False
+    assert variants["all on"]["compile"] == "aot_eager" and variants["compile off"]["compile"] is None
+    assert _finite_positive(variants["all on"]["compile_s"] + variants["all on"]["seconds_per_step"])
+    assert variants["all on"]["syncs_per_step"] == variants["all on"]["busy"] == report.NOT_ON_CPU
+    for change, (on, off) in report.CHANGES.items():
+        figures = result["step"]["changes"][change]
+        assert figures["ratio"] == pytest.approx(variants[on]["images_per_s"] / variants[off]["images_per_s"])
+    loop = result["loop"]
+    assert all(_finite_positive(loop[kind]["images_per_s"]) for kind in ("uint8", "float32"))
+    assert loop["uint8"]["num_workers"] == 2                     # "auto" on the CPU
+    assert all(_finite_positive(result[stage]["images_per_s"]) for stage in ("cams", "segment"))
+    assert result["camstage"]["identical"] is True
+    for row in ("| all on |", "| compile |", "| uint8 loader", "| step 3 training |", "n/a on CPU"):
+        assert row in printed, row

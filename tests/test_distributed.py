@@ -1,6 +1,6 @@
 """The global batch under DDP: 2 processes x 4 images train what 1 process x 8 images trains.
 
-CPU, gloo, the image bank off. The tiny backbone's BatchNorm is frozen here, as the ResNets'
+CPU, gloo, the image bank off, with and without a static graph. The tiny backbone's BatchNorm is frozen here, as the ResNets'
 is in the paper's recipe: trainable BatchNorm sees each process's own batch statistics (on
 4 images, not 8), the one thing a global batch cannot make equal.
 """
@@ -54,11 +54,15 @@ def _run(world_size: int, cfg: Config, out) -> tuple[list[dict], dict]:
 
 
 @pytest.mark.slow
-def test_two_processes_of_four_train_what_one_process_of_eight_does(smoke_config, smoke_dataset, tmp_path):
+@pytest.mark.parametrize("pcm", [False, True], ids=["unused-parameters", "static-graph"])
+def test_two_processes_of_four_train_what_one_process_of_eight_does(smoke_config, smoke_dataset, tmp_path, pcm):
+    """PCM off: the PCM projection gets no gradient (DDP finds unused parameters); PCM on:
+    every loss and layer is on, DDP runs with a static graph (train.step_objective)."""
     cfg = Config.from_dict(smoke_config.to_dict()).override({
         "data.crop_size": 32, "data.resize_long": (32, 48), "train.batch_size": 8, "train.bank_draws": 0,
         "train.max_steps": 3, "train.log_every": 1, "train.checkpoint_every": 3,
-        "runtime.num_workers": 0, "runtime.device": "cpu"})
+        "runtime.num_workers": 0, "runtime.device": "cpu", "model.pcm": pcm})
+    assert cfg.loss.prototype_weight > 0 and cfg.loss.scale_weight > 0
     one_metrics, one_weights = _run(1, cfg, tmp_path / "one")
     two_metrics, two_weights = _run(2, cfg, tmp_path / "two")
     assert [m["step"] for m in one_metrics] == [m["step"] for m in two_metrics] == [1, 2, 3]

@@ -24,7 +24,7 @@ PARAMETERS = ("preset", "data_root", "run_root", "figures_dir", "smoke", "full",
 
 # What each notebook must leave in the figures folder.
 EXPECTED_FIGURES = {
-    "00_data": ["00_examples.png"],
+    "00_data": ["00_examples.png", "00_pretraining_set.png", "00_pretrained_features.png"],
     "01_long_tail_analysis": ["01_class_counts.png", "01_cooccurrence.png", "01_distribution_coefficients.png",
                               "01_activation_ratio.png", "01_class_stats.csv", "01_symptom.json",
                               "01_shared_part_recall.png", "01_lost_to_other_class.png", "01_mechanism.json",

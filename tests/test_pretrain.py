@@ -100,6 +100,27 @@ def test_pretrain_caches_by_parameters_and_the_weights_load(tmp_path):
     assert scratch.frozen_stages == -1 and all(p.requires_grad for p in scratch.parameters())
 
 
+def test_a_cache_miss_copies_the_shipped_file_and_force_trains(tmp_path, monkeypatch):
+    from sfc_core.model import pretrained
+
+    made = pretrain(tmp_path / "made", TINY, QUICK, progress=False)
+    monkeypatch.setattr(pretrained, "SHIPPED", made.parent)
+    copied = pretrain(tmp_path / "cache", TINY, QUICK, progress=False)
+    assert copied.name == made.name and copied.read_bytes() == made.read_bytes()
+    assert pretrained._is_complete(copied, pretrained.parameters(TINY, QUICK))
+    other = pretrain(tmp_path / "cache", TINY, Recipe(epochs=1, batch_size=16), progress=False)
+    assert other.name != made.name            # other parameters: not the shipped file, trained
+    assert pretrain(tmp_path / "cache", TINY, QUICK, force=True, progress=False).read_bytes() != b""
+
+
+def test_the_shipped_file_is_the_default_recipes_and_loads():
+    from sfc_core.model import pretrained
+
+    path = pretrained.SHIPPED / pretrained.weights_path(".", pretrained.DEFAULT_SPEC, pretrained.DEFAULT_RECIPE).name
+    assert pretrained._is_complete(path, pretrained.parameters(pretrained.DEFAULT_SPEC, pretrained.DEFAULT_RECIPE))
+    build_backbone("tiny", str(path))       # the keys and shapes of today's backbone
+
+
 def test_named_weights_resolve_to_the_pretrained_file(tmp_path):
     cfg = Config.from_preset("synthetic-paper", {"data.root": str(tmp_path)})
     resolved = resolve_backbone_weights(cfg, TINY, QUICK)
@@ -122,3 +143,17 @@ def test_paper_preset_keeps_the_voc_recipe_but_the_two_moved_constants():
                 "cams.background", "refine.method", "refine.walk_bg_constant"):
         section, name = key.split(".")
         assert getattr(getattr(paper, section), name) == getattr(getattr(voc, section), name), key
+
+
+def test_notebook_00_pictures_of_the_set_and_of_the_features():
+    from sfc_core.analysis.pretraining import class_examples, feature_pictures
+    from sfc_core.data.pretrain_set import class_definitions
+
+    images, names = class_examples(TINY, count=4)
+    classes = class_definitions(TINY)
+    assert len(images) == len(set(names)) == 4 and names[0] == classes[0].name and names[-1] == classes[-1].name
+    full, labels = make_images(TINY, "train")
+    assert np.array_equal(images[0], full[0])       # the same image as the set's own
+    pictures = feature_pictures(build_backbone("tiny", "none"), [full[0], full[1]])
+    assert [p.shape for p in pictures] == [(TINY.image_size // 8, TINY.image_size // 8, 3)] * 2   # output stride 8
+    assert all(p.min() >= 0 and p.max() <= 1 for p in pictures)

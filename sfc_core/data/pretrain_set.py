@@ -147,6 +147,11 @@ def make_images(spec: PretrainSpec, split: str = "train") -> tuple[np.ndarray, n
     labels = np.tile(np.arange(len(classes)), per_class).astype(np.int64)
     images = np.empty((len(labels), spec.image_size, spec.image_size, 3), np.uint8)
     for i, k in enumerate(labels):
-        rng = np.random.default_rng([STREAM, spec.seed, SPLITS.index(split), i])
-        images[i] = render_image(rng, classes[k].style, spec)
+        images[i] = image_at(spec, classes, split, i)
     return images, labels
+
+
+def image_at(spec: PretrainSpec, classes: list[PretrainClass], split: str, i: int) -> np.ndarray:
+    """uint8 (S, S, 3): image ``i`` of ``split`` (class ``i % len(classes)``), alone."""
+    rng = np.random.default_rng([STREAM, spec.seed, SPLITS.index(split), i])
+    return render_image(rng, classes[i % len(classes)].style, spec)

@@ -11,6 +11,11 @@ parameters and the recipe, so a second call with the same ones returns at once, 
 changed parameter trains a new file. ``<backbone>-<key>.json`` (written after the weights,
 so it marks a complete file) records the parameters, the held-out top-1 accuracy and the time.
 
+The kit ships the default file (``SHIPPED``, made by ``python -m sfc_core pretrain --out
+sfc_core/model/weights --force``): a cache miss whose file is shipped copies it instead of
+training (~100 s of CPU saved, and the same weights on every machine: CPU kernels and thread
+counts change a training's last bits). ``--force`` trains anyway.
+
 ``model.backbone_weights = "pretrain"`` names this file: the train stage calls
 ``resolve_backbone_weights`` first, which pretrains (or reuses) under
 ``<data.root>/pretrain`` and writes the file's path into the run's config.json.
@@ -35,10 +40,11 @@ from sfc_core.config import Config
 from sfc_core.data.pretrain_set import PretrainSpec, make_images
 from sfc_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from sfc_core.errors import SfcError
-from sfc_core.io import atomic_torch_save, atomic_write_json
+from sfc_core.io import atomic_torch_save, atomic_write_bytes, atomic_write_json
 from sfc_core.model.backbone import Backbone, build_backbone
 
 PRETRAIN_VERSION = 1
+SHIPPED = Path(__file__).resolve().parent / "weights"   # the default backbone's file, in the kit
 NAMED_WEIGHTS = "pretrain"       # model.backbone_weights value that means "this stage's file"
 
 
@@ -140,6 +146,13 @@ def pretrain(root: str | Path, spec: PretrainSpec = DEFAULT_SPEC, recipe: Recipe
     params = parameters(spec, recipe)
     path = weights_path(root, spec, recipe)
     if not force and _is_complete(path, params):
+        return path
+    shipped = SHIPPED / path.name
+    if not force and path.parent.resolve() != SHIPPED and _is_complete(shipped, params):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, shipped.read_bytes())
+        atomic_write_json(path.with_suffix(".json"), {**json.loads(shipped.with_suffix(".json").read_text()),
+                                                      "copied_from": "the kit's shipped file"})
         return path
     engine.seed_everything(recipe.seed)
     started = time.perf_counter()

@@ -60,7 +60,16 @@ class SfcNet(nn.Module):
         if not self.pcm:
             return cam
         small = F.interpolate(images, size=x4.shape[-2:], mode="bilinear", align_corners=True)
-        return cam_math.pixel_correlation(cam, self.pcm_projection(torch.cat([small, x4], dim=1)))
+        return cam_math.pixel_correlation(cam, self._pcm_features(small, x4))
+
+    def _pcm_features(self, small: torch.Tensor, x4: torch.Tensor) -> torch.Tensor:
+        """f9(concat(small, x4)) as the sum of its two parts: the 1x1 convolution's weight
+        (C4, 3 + C4, 1, 1) sliced into the image's 3 input channels and x4's C4, so no
+        (N, 3 + C4, h, w) concatenation is made (in float32 under autocast: the image is
+        float32, x4 bf16) and the large part keeps C4 input channels (2048: aligned).
+        small (N, 3, h, w), x4 (N, C4, h, w) -> (N, C4, h, w)."""
+        weight = self.pcm_projection.weight
+        return F.conv2d(x4, weight[:, 3:]) + F.conv2d(small, weight[:, :3])
 
     def _hierarchical_features(self, stages: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """Side convs on the detached stage outputs -> (N, sum(side_channels), h, w) on x3's grid."""
