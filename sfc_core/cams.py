@@ -152,7 +152,7 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
     todo = _todo(run, views.ids)
     shard = todo[dist.rank::dist.world_size]
     write_cams(run, cfg, model, Subset(views, shard), device,
-               f"cams {list_name} ({len(scales)} scales)" if dist.is_main else None)
+               f"cams {run.root.name}: {list_name} ({len(scales)} scales)" if dist.is_main else None)
     made = sum(gather_objects(len(shard), dist))     # also waits for every rank's files
     cleanup_distributed(dist)
     if dist.is_main:

@@ -132,7 +132,7 @@ def accumulate_cam_confusions(run: RunDir, dataset: SegmentationDataset, list_na
     k = num_foreground + 1
     by_threshold = np.zeros((2 + len(lambdas), len(thresholds), k, k), np.int64)
     by_reference = np.zeros((2 + len(lambdas), k, k), np.int64)
-    for image_id in tqdm(ids, desc=f"eval-cams {list_name}", unit="img"):
+    for image_id in tqdm(ids, desc=f"eval-cams {run.root.name}: {list_name}", unit="img"):
         record = load_cam(run, image_id, num_classes=num_foreground)
         gt = _read_gt(dataset, image_id, record.size, run.cam_file(image_id))
         t, r = image_confusions(record, gt, k, lambdas, thresholds)

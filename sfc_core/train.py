@@ -216,7 +216,7 @@ def _setup(cfg: Config, run: RunDir, dataset: SegmentationDataset, device: torch
                        max_steps, update, update.log, t.log_every, t.checkpoint_every,
                        images_per_step=t.batch_size + t.bank_draws,   # global: every process takes 1/N of each
                        after_step=validation, num_workers=engine.loader_workers(cfg.runtime.num_workers, device),
-                       pin_memory=device.type == "cuda")
+                       pin_memory=device.type == "cuda", desc=f"train {run.root.name}")
     return update.state, loop
 
 

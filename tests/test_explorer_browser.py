@@ -1,37 +1,29 @@
 """The CAM explorer, for real: JupyterLab in headless Chromium runs the visualisation notebook,
-a slider moves, and the overlay the browser shows changes.
+the explorer opens at the setting eval-cams chose, a slider moves, and the overlay the browser
+shows changes.
 
-Also the explorer's pure frame function and its widget, without a browser.
+Also the explorer's pure frame function, its two settings, and its widget, without a browser.
 
 The browser test needs Debian's `chromium` (run_tests.sh installs it on CI) and the
 `playwright` Python package pointed at it; it skips with the reason when either is missing.
-It uses the smoke run of tests/conftest.py (`cam_run`); set SFC_EXPLORER_RUN_ROOT to a
-folder holding a run `sfc/` with CAMs to drive the explorer on that run instead, and
-SFC_SCREENSHOT_DIR to keep the screenshot (default: the test's temp dir).
+It uses the smoke run of tests/conftest.py (`cam_run`, evaluated here); set
+SFC_EXPLORER_RUN_ROOT to a folder holding an evaluated run `sfc/` to drive the explorer on
+that run instead, and SFC_SCREENSHOT_DIR to keep the screenshot (default: the test's temp
+dir). The screenshot committed in figures/ is made by `python -m sfc_core.analysis.explorer_browser`.
 """
 from __future__ import annotations
 
 import json
 import os
-import secrets
-import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-NOTEBOOK = REPO / "notebooks" / "04_visualization.ipynb"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from sfc_core.analysis.explorer_browser import chromium
+
+CHROMIUM = chromium()
 
 
 # -- the frame function and the widget, no browser ---------------------------------------------
@@ -71,6 +63,14 @@ def test_explorer_view_matches_a_hand_computed_frame():
     assert not np.array_equal(fused.overlay, view.overlay)
 
 
+def test_colour_scale_runs_through_the_overlays_jet_map():
+    from sfc_core.analysis.explorer import colour_scale
+
+    scale = colour_scale(5, height=2)
+    assert scale.shape == (2, 5, 3) and scale.dtype == np.uint8
+    assert scale[0, 0].tolist() == [0, 0, 128] and scale[0, -1].tolist() == [128, 0, 0]   # jet(0), jet(1)
+
+
 def test_explorer_view_rejects_a_class_without_a_cam():
     from sfc_core.analysis.explorer import explorer_view
     from sfc_core.errors import SfcError
@@ -81,11 +81,72 @@ def test_explorer_view_rejects_a_class_without_a_cam():
                       2, "fused", 0.3, "reference", 0.25)
 
 
+def _fake_run(tmp_path, chosen: dict, reference_miou: float):
+    """A run directory with a config.json (synthetic-smoke) and a cam_eval.json whose rows
+    hold ``chosen`` ({kind: (lambda, threshold, miou)})."""
+    from sfc_core.config import Config
+    from sfc_core.run_dir import RunDir
+
+    run = RunDir(tmp_path / "sfc")
+    run.root.mkdir()
+    cfg = Config.from_preset("synthetic-smoke")
+    cfg.save(run.config_json)
+    rows = {kind: {"background": "threshold", "lambda": lam, "threshold": t, "miou": miou,
+                   "reference_rule": {"lambda": cfg.cams.fusion_lambda if kind == "fused" else None,
+                                      "miou": reference_miou}}
+            for kind, (lam, t, miou) in chosen.items()}
+    run.cam_eval_json.write_text(json.dumps({"list": "train", "num_images": 3, "rows": rows}))
+    return run, cfg
+
+
+def test_explorer_settings_are_the_evaluations_choice_and_the_reference_rule(tmp_path):
+    from sfc_core.analysis.explorer import chosen_setting, reference_setting
+
+    run, cfg = _fake_run(tmp_path, {"fused": (0.5, 0.75, 0.432), "classifier": (None, 0.6, 0.3)}, 0.372)
+    chosen = chosen_setting(run, cfg)
+    assert (chosen.kind, chosen.lam, chosen.background, chosen.threshold) == ("fused", 0.5, "threshold", 0.75)
+    assert chosen.caption == ("chosen by eval-cams on list train: fused CAM, lambda 0.5, background "
+                              "threshold 0.75 (mIoU 43.2 on train)")
+    classifier = chosen_setting(run, cfg, "classifier")
+    assert (classifier.kind, classifier.lam, classifier.threshold) == ("classifier", 0.0, 0.6)
+    reference = reference_setting(run, cfg)
+    assert (reference.kind, reference.lam, reference.background) == ("fused", cfg.cams.fusion_lambda, "reference")
+    assert reference.threshold == 0.75 and "(mIoU 37.2 on train)" in reference.caption
+    # before eval-cams: the configuration's own setting, and the line says so
+    run.cam_eval_json.unlink()
+    fallback = chosen_setting(run, cfg)
+    assert (fallback.lam, fallback.background, fallback.threshold) == (
+        cfg.cams.fusion_lambda, cfg.cams.background, cfg.cams.bg_threshold)
+    assert "no cam_eval.json yet" in fallback.caption
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(cam_run):
+    """The smoke run with its evaluation and held-out CAMs made and scored."""
+    from sfc_core.orchestration.pipeline import evaluated
+
+    return cam_run, evaluated(cam_run.root)
+
+
 @pytest.mark.slow
-def test_explorer_widget_redraws_when_a_control_moves(cam_run):
+def test_explorer_widget_opens_at_the_chosen_setting_and_redraws_when_a_control_moves(evaluated_run):
     from sfc_core.analysis.explorer import CamExplorer
 
-    explorer = CamExplorer(cam_run)
+    run, cam_eval = evaluated_run
+    explorer = CamExplorer(run)
+    chosen = cam_eval.setting("fused")
+    assert (explorer.kind.value, explorer.background.value) == ("fused", chosen["background"])
+    assert explorer.lam.value == pytest.approx(chosen["lam"])
+    assert explorer.threshold.value == pytest.approx(chosen["threshold"])
+    assert f"chosen by eval-cams on list {cam_eval.list_name}" in explorer.setting_line.value
+    explorer.reference_button.click()
+    assert explorer.background.value == "reference" and "the reference rule" in explorer.setting_line.value
+    explorer.chosen_button.click()
+    assert explorer.background.value == "threshold" and "chosen by eval-cams" in explorer.setting_line.value
+    explorer.threshold.value = 0.0 if chosen["threshold"] > 0.4 else 0.9
+    assert "your own" in explorer.setting_line.value
+    explorer.threshold.value = chosen["threshold"] + 1e-9          # a slider sent back rounded
+    assert "chosen by eval-cams" in explorer.setting_line.value
     assert explorer.ids and explorer.overlay_image.value and explorer.cls.options
     before = (explorer.overlay_image.value, explorer.prediction_image.value)
     explorer.kind.value = "prototype"
@@ -102,140 +163,54 @@ def test_explorer_widget_redraws_when_a_control_moves(cam_run):
 # -- the browser round trip --------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get_json(url: str) -> object:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.loads(response.read())
-
-
-@contextmanager
-def jupyter_lab(root: Path, home: Path) -> Iterator[tuple[str, str]]:
-    """A JupyterLab server on 127.0.0.1 serving ``root``; yields (base url, token).
-
-    Its configuration, settings and workspaces live under ``home`` (so no saved layout or
-    news prompt gets in the way); it is stopped through its own process, which is the
-    port's listener (started without a shell).
-    """
-    config = home / "config"
-    (config / "labconfig").mkdir(parents=True)
-    (config / "labconfig" / "page_config.json").write_text(json.dumps(
-        {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}))
-    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(config), JUPYTER_RUNTIME_DIR=str(home / "runtime"),
-               JUPYTERLAB_SETTINGS_DIR=str(home / "settings"),
-               JUPYTERLAB_WORKSPACES_DIR=str(home / "workspaces"), IPYTHONDIR=str(home / "ipython"),
-               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
-    port, token = _free_port(), secrets.token_hex(16)
-    log = open(home / "server.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1",
-         f"--port={port}", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-         "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=None",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-        env=env, stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                _get_json(f"{base}/api/status?token={token}")
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"JupyterLab did not start: {(home / 'server.log').read_text()}") from None
-                time.sleep(0.5)
-        yield base, token
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
-
-
-def _wait_for_idle_kernel(base: str, token: str, timeout: float = 180) -> None:
-    """The toolbar says idle before the kernel exists: ask the server until a kernel is idle."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        sessions = _get_json(f"{base}/api/sessions?token={token}")
-        if sessions and all(s["kernel"]["execution_state"] == "idle" for s in sessions):
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"no idle kernel after {timeout} s: {sessions}")
-
-
-def _explorer_run(request):
-    """The run the explorer shows (``sfc/`` of SFC_EXPLORER_RUN_ROOT, else the smoke run)."""
-    from sfc_core.run_dir import RunDir
-
-    given = os.environ.get("SFC_EXPLORER_RUN_ROOT")
-    return RunDir(Path(given) / "sfc") if given else request.getfixturevalue("cam_run")
-
-
 @pytest.mark.slow
 @pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed "
                     "(apt-get install -y chromium; run_tests.sh does it on CI)")
-def test_explorer_in_jupyterlab_redraws_the_overlay_when_the_slider_moves(request, tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is missing")
-    import papermill
-
+def test_explorer_in_jupyterlab_opens_at_the_chosen_setting_and_redraws_when_the_slider_moves(request, tmp_path):
+    pytest.importorskip("playwright.sync_api", reason="the playwright package is missing")
     from sfc_core.analysis.explorer import SLIDER_STEP
+    from sfc_core.analysis.explorer_browser import explorer_page
+    from sfc_core.evaluations import read_cam_eval
+    from sfc_core.run_dir import RunDir
 
-    run = _explorer_run(request)
-    cfg = run.load_config()
-    presses = 8
-    expected_lambda = min(1.0, cfg.cams.fusion_lambda + presses * SLIDER_STEP)
-    shots = Path(os.environ.get("SFC_SCREENSHOT_DIR", tmp_path / "figures"))
+    given = os.environ.get("SFC_EXPLORER_RUN_ROOT")
+    run = RunDir(Path(given) / "sfc") if given else request.getfixturevalue("evaluated_run")[0]
+    cam_eval = read_cam_eval(run.cam_eval_json)
+    chosen = cam_eval.setting("fused")
+    presses = 3
+    expected_lambda = min(1.0, chosen["lam"] + presses * SLIDER_STEP) if chosen["lam"] < 1.0 else 1.0 - presses * SLIDER_STEP
+    shots = Path(os.environ.get("SFC_SCREENSHOT_DIR", tmp_path / "shots"))
     shots.mkdir(parents=True, exist_ok=True)
-    served = tmp_path / "served"
-    served.mkdir()
-    papermill.execute_notebook(
-        str(NOTEBOOK), str(served / NOTEBOOK.name), prepare_only=True, kernel_name="python3",
-        parameters={"run_root": str(run.root.parent), "data_root": cfg.data.root,
-                    "figures_dir": str(tmp_path / "figures"), "smoke": True})
+    with explorer_page(run, tmp_path / "work") as page:
+        readouts = {name: float(page.locator(f".sfc-explorer-{name} .widget-readout").inner_text())
+                    for name in ("lambda", "threshold")}
+        setting_line = page.locator(".sfc-explorer-setting").inner_text()
+        background = page.locator(".sfc-explorer-background button.mod-active").inner_text()
+        page.locator(".sfc-explorer").scroll_into_view_if_needed()
+        page.screenshot(path=str(shots / "explorer_screenshot.png"))
 
-    with jupyter_lab(served, tmp_path / "jupyter") as (base, token), sync_api.sync_playwright() as p:
-        browser = p.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=CHROMIUM, headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1400, "height": 1100})
-        try:
-            page = browser.new_page()
-            page.goto(f"{base}/lab/tree/{NOTEBOOK.name}?token={token}")
-            page.wait_for_selector(".jp-Notebook", timeout=120_000)
-            _wait_for_idle_kernel(base, token)
-            page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-
-            overlay = page.locator(".sfc-explorer-overlay")
-            overlay.wait_for(state="visible", timeout=300_000)
-            page.wait_for_function(
-                "document.querySelector('.sfc-explorer-overlay').naturalWidth > 0", timeout=60_000)
-            overlay.scroll_into_view_if_needed()
-            before = overlay.screenshot()
-            score_before = page.locator(".sfc-explorer-iou").inner_text()
-
-            # move the fusion-lambda slider with the keyboard, as a user would
-            page.locator(".sfc-explorer-lambda .noUi-handle").focus()
-            for _ in range(presses):
-                page.keyboard.press("ArrowRight")
-            deadline = time.monotonic() + 60
+        overlay = page.locator(".sfc-explorer-overlay")
+        overlay.scroll_into_view_if_needed()
+        before = overlay.screenshot()
+        score_before = page.locator(".sfc-explorer-iou").inner_text()
+        # move the fusion-lambda slider with the keyboard, as a user would
+        page.locator(".sfc-explorer-lambda .noUi-handle").focus()
+        for _ in range(presses):
+            page.keyboard.press("ArrowRight" if chosen["lam"] < 1.0 else "ArrowLeft")
+        deadline = time.monotonic() + 60
+        after = overlay.screenshot()
+        while after == before and time.monotonic() < deadline:
+            page.wait_for_timeout(500)
             after = overlay.screenshot()
-            while after == before and time.monotonic() < deadline:
-                page.wait_for_timeout(500)
-                after = overlay.screenshot()
-            readout = page.locator(".sfc-explorer-lambda .widget-readout").inner_text()
-            page.locator(".sfc-explorer").scroll_into_view_if_needed()
-            page.screenshot(path=str(shots / "explorer_screenshot.png"))
-        finally:
-            browser.close()
+        readout = page.locator(".sfc-explorer-lambda .widget-readout").inner_text()
+        moved_line = page.locator(".sfc-explorer-setting").inner_text()
 
+    assert readouts["lambda"] == pytest.approx(chosen["lam"]) and readouts["threshold"] == pytest.approx(chosen["threshold"])
+    assert background.strip() == chosen["background"]
+    assert f"chosen by eval-cams on list {cam_eval.list_name}" in setting_line
     assert float(readout) == pytest.approx(expected_lambda), f"the slider did not move (readout {readout})"
     assert after != before, "the overlay did not change after the lambda slider moved"
+    assert "your own" in moved_line
     assert score_before.startswith("image ")
     assert (shots / "explorer_screenshot.png").stat().st_size > 10_000

@@ -116,6 +116,18 @@ def _check_contents(stem: str, shared: dict[str, Path], text: str) -> None:
         assert [row["images"] for row in table] == sorted(expected.values(), reverse=True)
         assert (runs / "baseline-control" / "cam_eval.json").is_file()
         assert "targets" in text
+        # the symptom's magnitude: the log-log slope, refitted here from cam_eval.json
+        symptom = json.loads((figures / "01_symptom.json").read_text())
+        for scope in ("baseline", "baseline-control"):
+            cam_eval = json.loads((runs / scope / "cam_eval.json").read_text())
+            names = cam_eval["classes"][1:]
+            ratio = np.array([cam_eval["calibration"]["classifier"]["activation_ratio"][n] for n in names], dtype=float)
+            count = np.array([cam_eval["image_counts"][n] for n in names], dtype=float)
+            keep = np.isfinite(ratio) & (ratio > 0)
+            slope = np.polyfit(np.log(count[keep]), np.log(ratio[keep]), 1)[0] if keep.sum() >= 2 else None
+            row = next(r for r in symptom if r["scope"] == scope and r["figure"].startswith("slope of log"))
+            assert row["measured"] == (None if slope is None else pytest.approx(slope))
+            assert any(r["scope"] == scope and r["figure"].startswith("Spearman") for r in symptom)
     if stem == "02_train":
         # the walk-through's two images, its loss table, and its figures shown inline (not lost to Agg)
         assert "head: class" in text and "tail: class" in text and "total (the loss)" in text
@@ -125,6 +137,7 @@ def _check_contents(stem: str, shared: dict[str, Path], text: str) -> None:
         for row in table:
             cam_eval = json.loads((runs / row["run"] / "cam_eval.json").read_text())
             assert row["mIoU % (train)"] == pytest.approx(100 * cam_eval["rows"][row["CAM"]]["miou"])
+        assert all("ratio slope on log count" in row for row in table)
         assert {(r["run"], r["CAM"]) for r in table} == {(run, kind) for run in ("baseline", "sfc")
                                                          for kind in ("classifier", "prototype", "fused")}
     if stem == "05_evaluation":

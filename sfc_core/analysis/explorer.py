@@ -4,11 +4,15 @@ Pick an image, one of its classes, a CAM kind (classifier / prototype / fused), 
 lambda and the background rule and threshold; the overlay, the predicted mask, the ground
 truth and the image's IoU update at once. Nothing runs the network: every view is computed
 from the run's saved CAM files (``sfc_core.cam_file.load_cam``) with ``sfc_core.fusion``.
+It opens at the setting eval-cams chose (cam_eval.json) and says so; two buttons switch
+between that setting and the reference's background rule.
 
     from sfc_core.analysis.explorer import CamExplorer
     CamExplorer("runs/synthetic/sfc")          # last line of a notebook cell: shows the widget
 
-``explorer_view`` is the pure function behind the widget (one image, one setting).
+``explorer_view`` is the pure function behind the widget (one image, one setting);
+``chosen_setting`` and ``reference_setting`` are the two settings the buttons select.
+A screenshot of the widget in JupyterLab: ``python -m sfc_core.analysis.explorer_browser``.
 """
 from __future__ import annotations
 
@@ -23,7 +27,9 @@ from PIL import Image
 from sfc_core.analysis.plots import cam_overlays, mask_to_rgb
 from sfc_core.cam_file import CamRecord, load_cam
 from sfc_core.data import open_dataset
+from sfc_core.config import Config
 from sfc_core.errors import SfcError
+from sfc_core.evaluations import read_cam_eval
 from sfc_core.fusion import BACKGROUND_RULES, KINDS, predict_mask
 from sfc_core.metrics import confusion_matrix, iou_from_confusion, mean_iou, percent
 from sfc_core.run_dir import RunDir
@@ -38,6 +44,46 @@ class ExplorerView:
     truth: np.ndarray        # (H, W) uint8 class indices 0..C, 255 ignore
     image_miou: float        # mIoU over the classes in the truth or the prediction
     class_iou: float         # IoU of the chosen class
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Where the explorer's controls stand, and the line that says where that setting comes from."""
+
+    kind: str
+    lam: float
+    background: str
+    threshold: float
+    caption: str
+
+
+def chosen_setting(run: RunDir, cfg: Config, kind: str = "fused") -> Setting:
+    """The setting eval-cams chose for ``kind`` (``CamEval.setting``) with its mIoU on the list
+    it was chosen on; the configuration's own setting when the run has no cam_eval.json."""
+    if not run.cam_eval_json.is_file():
+        return Setting(kind, cfg.cams.fusion_lambda, cfg.cams.background, cfg.cams.bg_threshold,
+                       f"the configuration's setting: this run has no cam_eval.json yet "
+                       f"(python -m sfc_core eval-cams --run {run.root})")
+    cam_eval = read_cam_eval(run.cam_eval_json)
+    s = cam_eval.setting(kind)
+    lam = f", lambda {s['lam']:g}" if kind == "fused" else ""
+    return Setting(kind, s["lam"], s["background"], s["threshold"],
+                   f"chosen by eval-cams on list {cam_eval.list_name}: {kind} CAM{lam}, background "
+                   f"threshold {s['threshold']:g} (mIoU {percent(cam_eval.miou(kind))} on {cam_eval.list_name})")
+
+
+def reference_setting(run: RunDir, cfg: Config, kind: str = "fused") -> Setting:
+    """The reference's fixed background rule (bg + 0.4 against 2 x fg) at the configuration's
+    fusion lambda, with its mIoU from cam_eval.json when the run has one; the threshold slider
+    keeps the chosen threshold (unused by this rule)."""
+    chosen = chosen_setting(run, cfg, kind)
+    score = ""
+    if run.cam_eval_json.is_file():
+        cam_eval = read_cam_eval(run.cam_eval_json)
+        score = f" (mIoU {percent(cam_eval.reference_miou(kind))} on {cam_eval.list_name})"
+    lam = f", lambda {cfg.cams.fusion_lambda:g}" if kind == "fused" else ""
+    return Setting(kind, cfg.cams.fusion_lambda, "reference", chosen.threshold,
+                   f"the reference rule: {kind} CAM{lam}, background + 0.4 against 2 x foreground{score}")
 
 
 def explorer_view(image: np.ndarray, truth: np.ndarray, record: CamRecord, class_index: int,
@@ -55,6 +101,15 @@ def explorer_view(image: np.ndarray, truth: np.ndarray, record: CamRecord, class
                         image_miou=mean_iou(conf), class_iou=float(iou_from_confusion(conf)[class_index]))
 
 
+def colour_scale(width: int, height: int = 10) -> np.ndarray:
+    """The overlays' colour scale: (height, width, 3) uint8, CAM value 0 (left) to 1 (right)
+    through the jet colour map of ``cam_overlay`` (unblended)."""
+    from matplotlib import colormaps
+
+    ramp = colormaps["jet"](np.linspace(0.0, 1.0, width))[:, :3]
+    return np.broadcast_to(np.round(255 * ramp).astype(np.uint8), (height, width, 3)).copy()
+
+
 def png_bytes(array: np.ndarray, width: int) -> bytes:
     """(H, W, 3) uint8 -> PNG bytes, scaled (nearest) to ``width`` pixels wide."""
     image = Image.fromarray(array)
@@ -68,12 +123,15 @@ class CamExplorer:
     """The widget: controls on top, overlay / prediction / ground truth below, IoU under them.
 
     run: a run directory with ``cams/``; list_name: an image list with ground-truth masks
-    (default: the run's evaluation list), restricted to its images with CAMs. ``self.widget`` is
-    the ipywidgets box; the controls are attributes (``image``, ``cls``, ``kind``, ``lam``,
-    ``background``, ``threshold``) so code can move them as a user would.
+    (default: the run's evaluation list), restricted to its images with CAMs; kind: the CAM
+    kind whose chosen setting it opens at. ``self.widget`` is the ipywidgets box; the controls
+    are attributes (``image``, ``cls``, ``kind``, ``lam``, ``background``, ``threshold``, the
+    buttons ``chosen_button`` and ``reference_button``) so code can move them as a user would;
+    ``setting_line`` says which setting the controls were last set to.
     """
 
-    def __init__(self, run: str | Path | RunDir, list_name: str | None = None, width: int = 256):
+    def __init__(self, run: str | Path | RunDir, list_name: str | None = None, width: int = 256,
+                 kind: str = "fused"):
         import ipywidgets as w
 
         self.run = RunDir(run)
@@ -89,26 +147,37 @@ class CamExplorer:
         self._record = lru_cache(maxsize=64)(
             lambda image_id: load_cam(self.run, image_id, num_classes=len(self.class_names)))
 
+        self.settings = {"chosen": chosen_setting(self.run, cfg, kind),
+                         "reference": reference_setting(self.run, cfg, kind)}
+        start = self.settings["chosen"]
         self.image = w.Dropdown(options=self.ids, description="image").add_class("sfc-explorer-image-id")
         self.cls = w.Dropdown(description="class").add_class("sfc-explorer-class")
-        self.kind = w.ToggleButtons(options=KINDS, value="fused", description="CAM").add_class("sfc-explorer-kind")
-        self.lam = w.FloatSlider(value=cfg.cams.fusion_lambda, min=0.0, max=1.0, step=SLIDER_STEP,
+        self.kind = w.ToggleButtons(options=KINDS, value=start.kind, description="CAM").add_class("sfc-explorer-kind")
+        self.lam = w.FloatSlider(value=start.lam, min=0.0, max=1.0, step=SLIDER_STEP,
                                  description="lambda").add_class("sfc-explorer-lambda")
-        self.background = w.ToggleButtons(options=BACKGROUND_RULES, value=cfg.cams.background,
+        self.background = w.ToggleButtons(options=BACKGROUND_RULES, value=start.background,
                                           description="background").add_class("sfc-explorer-background")
-        self.threshold = w.FloatSlider(value=cfg.cams.bg_threshold, min=0.0, max=0.95, step=SLIDER_STEP,
+        self.threshold = w.FloatSlider(value=start.threshold, min=0.0, max=0.95, step=SLIDER_STEP,
                                        description="threshold").add_class("sfc-explorer-threshold")
+        self.chosen_button = w.Button(description="chosen setting").add_class("sfc-explorer-chosen")
+        self.reference_button = w.Button(description="reference rule").add_class("sfc-explorer-reference")
+        self.setting_line = w.HTML().add_class("sfc-explorer-setting")
+        self._setting = start          # the setting the controls were last moved to
         self.overlay_image = w.Image(format="png").add_class("sfc-explorer-overlay")
         self.prediction_image = w.Image(format="png").add_class("sfc-explorer-prediction")
         self.truth_image = w.Image(format="png").add_class("sfc-explorer-truth")
         self.score = w.HTML().add_class("sfc-explorer-iou")
 
-        def captioned(caption: str, image: w.Image) -> w.VBox:
-            return w.VBox([w.HTML(f"<b>{caption}</b>"), image])
+        def captioned(caption: str, image: w.Image, *under: w.Widget) -> w.VBox:
+            return w.VBox([w.HTML(f"<b>{caption}</b>"), image, *under])
+
+        scale = w.VBox([w.Image(value=png_bytes(colour_scale(width), width), format="png"),
+                        w.HTML("CAM value: 0 (blue) to 1 (red), clipped")]).add_class("sfc-explorer-colour-scale")
 
         self.widget = w.VBox([
-            w.HBox([self.image, self.cls]), self.kind, self.lam, self.background, self.threshold,
-            w.HBox([captioned("CAM overlay", self.overlay_image),
+            w.HBox([self.image, self.cls]), w.HBox([self.chosen_button, self.reference_button]),
+            self.setting_line, self.kind, self.lam, self.background, self.threshold,
+            w.HBox([captioned("CAM overlay", self.overlay_image, scale),
                     captioned("predicted mask", self.prediction_image),
                     captioned("ground truth", self.truth_image)]),
             self.score,
@@ -117,7 +186,27 @@ class CamExplorer:
         self.image.observe(self._on_image, "value")
         for control in (self.cls, self.kind, self.lam, self.background, self.threshold):
             control.observe(self._redraw, "value")
+        self.chosen_button.on_click(lambda _: self.apply(self.settings["chosen"]))
+        self.reference_button.on_click(lambda _: self.apply(self.settings["reference"]))
         self._on_image()
+
+    def apply(self, setting: Setting) -> None:
+        """Move every control to ``setting`` (one redraw) and say which setting it is."""
+        controls = (self.kind, self.lam, self.background, self.threshold)
+        for control in controls:
+            control.unobserve(self._redraw, "value")
+        self.kind.value, self.lam.value = setting.kind, setting.lam
+        self.background.value, self.threshold.value = setting.background, setting.threshold
+        for control in controls:
+            control.observe(self._redraw, "value")
+        self._setting = setting
+        self._redraw()
+
+    def _at(self, setting: Setting) -> bool:
+        """Whether the controls stand at ``setting`` (a slider the browser sent back rounded
+        to its step still counts)."""
+        return (self.kind.value, self.background.value) == (setting.kind, setting.background) and \
+            abs(self.lam.value - setting.lam) < 1e-6 and abs(self.threshold.value - setting.threshold) < 1e-6
 
     def _on_image(self, change: dict | None = None) -> None:
         keys = [int(k) for k in self._record(self.image.value).keys[1:]]
@@ -129,6 +218,8 @@ class CamExplorer:
         self._redraw()
 
     def _redraw(self, change: dict | None = None) -> None:
+        self.setting_line.value = f"setting: {self._setting.caption}" if self._at(self._setting) else (
+            "setting: your own (the buttons above go back to the chosen setting or the reference rule)")
         self.lam.disabled = self.kind.value != "fused"
         self.threshold.disabled = self.background.value != "threshold"
         if self.cls.value is None:

@@ -13,14 +13,14 @@ import csv
 import io
 import math
 import operator
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib import colormaps
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from sfc_core.cam_file import CamRecord, load_cam
 from sfc_core.data import SegmentationDataset
@@ -29,7 +29,6 @@ from sfc_core.evaluations import CAM_KINDS, CamEval, read_cam_eval
 from sfc_core.fusion import kind_cam, predict_mask
 from sfc_core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from sfc_core.masks import IGNORE, cam_overlay
-from sfc_core.metrics import spearman_vs_count
 from sfc_core.run_dir import RunDir
 
 # Published results quoted from docs/published.md, shown beside the kit's own numbers and
@@ -84,6 +83,43 @@ def cam_overlays(image: np.ndarray, record: CamRecord, class_index: int,
     return [cam_overlay(image, kind_cam(record, kind, lam)[row]) for kind, lam in variants]
 
 
+def kind_spread(record: CamRecord, lam: float, kinds: Sequence[str] = CAM_KINDS) -> dict[int, float]:
+    """How much the CAM kinds disagree, per foreground class of a record: ``{class index
+    1..C: mean over pixels of (largest - smallest) of the class's maps over kinds}``, each map
+    clipped to [0, 1] as ``cam_overlay`` shows it (0 = the kinds look the same)."""
+    maps = np.stack([np.clip(kind_cam(record, kind, lam)[1:], 0, 1) for kind in kinds])   # (kinds, K'-1, H, W)
+    spread = (maps.max(axis=0) - maps.min(axis=0)).mean(axis=(1, 2))
+    return {int(k): float(v) for k, v in zip(record.keys[1:], spread)}
+
+
+def pick_differing(candidates: Sequence[tuple[str, int, float]], tail_classes: Collection[int],
+                   n: int = 4, n_tail: int = 2) -> list[tuple[str, int, float]]:
+    """The (image id, class, spread) to show: up to ``n_tail`` of the largest spreads among
+    ``tail_classes`` first, then the largest spreads of any class, one per image, a class
+    shown once while other classes remain; highest spread first. A spread of 0 (the kinds'
+    maps the same) is never shown.
+
+    candidates: (image id, class index, spread) as ``kind_spread`` scores them.
+    """
+    ranked = sorted((c for c in candidates if c[2] > 0), key=lambda c: -c[2])
+    picked: list[tuple[str, int, float]] = []
+
+    def take(pool: Sequence[tuple[str, int, float]], limit: int, distinct_classes: bool) -> None:
+        for candidate in pool:
+            if len(picked) >= limit:
+                return
+            if candidate[0] in {p[0] for p in picked}:
+                continue
+            if distinct_classes and candidate[1] in {p[1] for p in picked}:
+                continue
+            picked.append(candidate)
+
+    take([c for c in ranked if c[1] in tail_classes], min(n_tail, n), distinct_classes=True)
+    take(ranked, n, distinct_classes=True)
+    take(ranked, n, distinct_classes=False)
+    return sorted(picked, key=lambda c: -c[2])
+
+
 # -- reading a run for figures ---------------------------------------------------------------
 
 
@@ -116,6 +152,23 @@ def run_mechanism(run: str | Path | RunDir, dataset: SegmentationDataset, kind: 
                for image_id, pred, truth in chosen_predictions(run, dataset, kind))
     counts = mechanism.accumulate_part_confusion(samples, dataset.num_classes + 1)
     return mechanism.mechanism_summary(counts, mechanism.read_groups(dataset.root))
+
+
+def coefficients_caption(second_counts: Sequence[float], extra: float) -> str:
+    """What the distribution coefficients of a training list are, as the kit computes them
+    (``sfc_core.data.stats.coefficient_inputs``): the formula, and where the second count b_k
+    comes from (the reference's VOC constants, or the kit's own rule on any other dataset).
+
+    second_counts: b (C,) and extra: E, as ``coefficient_inputs`` returns them."""
+    from sfc_core.data.stats import VOC_REFERENCE_SECOND_COUNTS
+
+    formula = "w_k = b_k / (n_k + E), normalised to mean 1; n_k = training images of class k"
+    if np.array_equal(np.asarray(second_counts, dtype=float), VOC_REFERENCE_SECOND_COUNTS):
+        return f"{formula}; b_k and E = {extra:g} are the reference's VOC constants"
+    return (f"{formula}, E = {extra:.1f} expected extra samples per class from the image bank;\n"
+            "b_k is the kit's rule (the paper gives b_k for VOC only): b_k = t_k^2 / m + m with "
+            "t_k = n_k + E, m = mean t_k,\nso w_k is proportional to s_k + 1 / s_k, s_k = t_k / m: "
+            "largest for the most and the least frequent classes")
 
 
 # -- charts ----------------------------------------------------------------------------------
@@ -177,47 +230,130 @@ def cooccurrence_heatmap(matrix: np.ndarray, class_names: Sequence[str], title: 
     return fig
 
 
-def per_class_vs_frequency(counts: Sequence[int] | dict[str, Sequence[int]],
-                           values: dict[str, Sequence[float]], class_names: Sequence[str], ylabel: str,
-                           reference: float | None = None, title: str = "",
-                           ax: plt.Axes | None = None) -> plt.Figure:
-    """Scatter of a per-class figure against the class's image count (log x), one series per run.
+def frequency_thirds(counts: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class indices (int64) of the most frequent, the middle and the least frequent third of
+    the classes by image count (ties in class order): the outer thirds hold C // 3 classes
+    each (at least one), the middle third the rest. counts: (C,)."""
+    order = np.argsort(-np.asarray(counts), kind="stable")
+    third = max(1, len(order) // 3)
+    return order[:third], order[third:len(order) - third], order[len(order) - third:]
 
-    counts: (C,) shared by all series, or ``{label: (C,)}`` per series; values: ``{label: (C,)}``;
-    reference: a horizontal line (e.g. ratio 1). Each label carries its Spearman rho against
-    log count.
+
+def symptom_magnitude(counts: Sequence[int], ratios: Sequence[float]) -> dict[str, float]:
+    """How strongly the activation ratio follows class frequency, in magnitude.
+
+    counts, ratios: (C,) training images and activation ratio (predicted / GT area) per class.
+    ``slope``: least-squares slope of log(ratio) against log(count) over the classes with a
+    finite ratio > 0 and a count > 0 (nan with fewer than 2 of them or a single count): a
+    class with 10x the images has 10**slope times the ratio. ``most_frequent_third`` /
+    ``middle_third`` / ``least_frequent_third``: mean ratio of each ``frequency_thirds`` third
+    (nan ratios left out). A calibrated CAM has slope 0 and every third near 1.
     """
-    fig, ax = _axes(ax, (7.0, 4.5))
-    for label, ys in values.items():
+    counts, ratios = np.asarray(counts, dtype=np.float64), np.asarray(ratios, dtype=np.float64)
+    keep = np.isfinite(ratios) & (ratios > 0) & (counts > 0)
+    slope = math.nan
+    if keep.sum() >= 2 and np.ptp(counts[keep]) > 0:
+        slope = float(np.polyfit(np.log(counts[keep]), np.log(ratios[keep]), 1)[0])
+
+    def mean(classes: np.ndarray) -> float:
+        values = ratios[classes][np.isfinite(ratios[classes])]
+        return float(values.mean()) if len(values) else math.nan
+
+    most, middle, least = frequency_thirds(counts)
+    return {"slope": slope, "most_frequent_third": mean(most), "middle_third": mean(middle),
+            "least_frequent_third": mean(least)}
+
+
+def symptom_rows(counts: Sequence[int], ratios: Sequence[float], class_names: Sequence[str],
+                 scope: str) -> list[dict[str, Any]]:
+    """``symptom_magnitude`` as rows of a targets table without a target (``measured_row``),
+    each third naming its classes."""
+    magnitude = symptom_magnitude(counts, ratios)
+    thirds = dict(zip(("most frequent", "middle", "least frequent"), frequency_thirds(counts)))
+    rows = [measured_row("slope of log(activation ratio) on log(image count)", magnitude["slope"], scope)]
+    for (label, classes), key in zip(thirds.items(), ("most_frequent_third", "middle_third", "least_frequent_third")):
+        names = ", ".join(class_names[k] for k in classes)
+        rows.append(measured_row(f"mean ratio of the {label} third ({names})", magnitude[key], scope))
+    return rows
+
+
+RATIO_FLOOR = 0.01     # activation ratios below (a class never predicted: 0) are drawn here
+
+
+def activation_ratio_scatter(counts: Sequence[int] | dict[str, Sequence[int]],
+                             ratios: dict[str, Sequence[float]], class_names: Sequence[str],
+                             title: str = "Over- and under-activation vs class frequency",
+                             ax: plt.Axes | None = None) -> plt.Figure:
+    """Activation ratio (predicted / GT area) per class against its image count, both axes
+    log, one series per ``{label: (C,)}`` with its least-squares line; each label carries
+    ``symptom_magnitude``: the slope and the mean ratio of the most / middle / least frequent
+    third. counts: (C,) shared by all series, or ``{label: (C,)}``. Ratios below RATIO_FLOOR
+    are drawn on it as downward triangles."""
+    fig, ax = _axes(ax, (7.5, 4.8))
+    floored = False
+    for label, ys in ratios.items():
         xs = np.asarray(counts[label] if isinstance(counts, dict) else counts, dtype=float)
         ys = np.asarray(ys, dtype=float)
-        rho, _ = spearman_vs_count(ys, xs)
-        ax.scatter(xs, ys, label=f"{label} (Spearman {rho:+.2f})", s=40)
+        m = symptom_magnitude(xs, ys)
+        shown = np.isfinite(ys)
+        low = shown & (ys < RATIO_FLOOR)
+        points = ax.scatter(xs[shown & ~low], ys[shown & ~low], s=40, label=(
+            f"{label}: slope {m['slope']:+.2f}; thirds {m['most_frequent_third']:.2f} / "
+            f"{m['middle_third']:.2f} / {m['least_frequent_third']:.2f}"))
+        colour = points.get_facecolor()[0]
+        ax.scatter(xs[low], np.full(low.sum(), RATIO_FLOOR), marker="v", s=40, color=colour)
+        floored |= bool(low.any())
+        fit = shown & (ys > 0) & (xs > 0)
+        if np.isfinite(m["slope"]):
+            lx = np.log(xs[fit])
+            intercept = np.mean(np.log(ys[fit])) - m["slope"] * lx.mean()
+            line_x = np.array([xs[fit].min(), xs[fit].max()])
+            ax.plot(line_x, np.exp(intercept) * line_x ** m["slope"], color=colour, lw=1)
         for name, x, y in zip(class_names, xs, ys):
             if np.isfinite(y):
-                ax.annotate(name, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    if reference is not None:
-        ax.axhline(reference, color="grey", lw=1, ls="--")
+                ax.annotate(name, (x, max(y, RATIO_FLOOR)), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.axhline(1.0, color="grey", lw=1, ls="--")
     ax.set_xscale("log")
+    ax.set_yscale("log")
     plain = FuncFormatter(lambda x, _: f"{x:g}")
-    ax.xaxis.set_major_formatter(plain)
-    ax.xaxis.set_minor_formatter(plain)
-    ax.tick_params(axis="x", which="minor", labelsize=7)
+    for axis, subs in ((ax.xaxis, (1.0, 2.0, 5.0)), (ax.yaxis, (1.0, 3.0))):
+        axis.set_major_locator(LogLocator(subs=subs))
+        axis.set_major_formatter(plain)
+        axis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("training images of the class (log)")
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend()
+    ax.set_ylabel("activation ratio, pred / GT area (log)")
+    floor_note = f"; triangles: ratio below {RATIO_FLOOR:g}, drawn at it" if floored else ""
+    ax.set_title(f"{title}\n(legend: slope of log ratio on log count; mean ratio of the most / middle / "
+                 f"least frequent third; 1 = calibrated{floor_note})", fontsize=9)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
 
-def activation_ratio_scatter(counts: Sequence[int] | dict[str, Sequence[int]],
-                             ratios: dict[str, Sequence[float]],
-                             class_names: Sequence[str], ax: plt.Axes | None = None) -> plt.Figure:
-    """Activation ratio (predicted / GT area) per class against class frequency (log x)."""
-    return per_class_vs_frequency(counts, ratios, class_names, "activation ratio (pred / GT area)",
-                                  reference=1.0, title="Over- and under-activation vs class frequency",
-                                  ax=ax)
+def iou_gain_bars(counts: Sequence[int], iou_before: Sequence[float], iou_after: Sequence[float],
+                  class_names: Sequence[str], title: str = "", ax: plt.Axes | None = None) -> plt.Figure:
+    """Mean IoU gain in points (after - before) of the most frequent, middle and least
+    frequent third of the classes (``iou_gain_by_frequency``), a bar each, with every class's
+    own gain as a dot on its bar and the thirds' classes under it. counts, iou_*: (C,), IoU in
+    [0, 1] (nan where undefined)."""
+    fig, ax = _axes(ax, (7.0, 4.2))
+    gains = iou_gain_by_frequency(counts, iou_before, iou_after)
+    per_class = 100 * (np.asarray(iou_after, dtype=float) - np.asarray(iou_before, dtype=float))
+    labels = []
+    for x, (name, classes, key) in enumerate(zip(("most frequent", "middle", "least frequent"),
+                                               frequency_thirds(counts), GAIN_KEYS)):
+        mean = 100 * gains[key]
+        ax.bar(x, mean, 0.6, color="tab:green" if mean >= 0 else "tab:red", alpha=0.7)
+        ax.annotate(f"{mean:+.1f}", (x + 0.31, mean), ha="left", va="center", fontsize=9, fontweight="bold")
+        ax.scatter(np.full(len(classes), x), per_class[classes], color="black", s=12, zorder=3)
+        labels.append(f"{name} third\n" + "\n".join(
+            ", ".join(class_names[k] for k in classes[i:i + 3]) for i in range(0, len(classes), 3)))
+    ax.axhline(0, color="grey", lw=1)
+    ax.set_xticks(range(3), labels, fontsize=8)
+    ax.set_ylabel("IoU gain (points)")
+    ax.set_title(title or "IoU gain by class-frequency third (bar: mean; dots: classes)")
+    fig.tight_layout()
+    return fig
 
 
 def curves(records: list[dict[str, float]], keys: Sequence[str], x: str = "step",
@@ -236,13 +372,41 @@ def curves(records: list[dict[str, float]], keys: Sequence[str], x: str = "step"
     return fig
 
 
+def sweep_edges(cam_eval: CamEval) -> list[str]:
+    """One sentence per chosen setting of cam_eval.json that lies at an end of its sweep
+    (threshold or, for fused, lambda): the best value may lie beyond the swept range."""
+    notes = []
+    for kind in CAM_KINDS:
+        swept = [("threshold", cam_eval.chosen_threshold(kind), cam_eval.thresholds)]
+        if kind == "fused":
+            swept.append(("lambda", cam_eval.chosen_lambda(kind), cam_eval.lambdas))
+        for what, value, sweep in swept:
+            if value is not None and len(sweep) > 1 and value in (min(sweep), max(sweep)):
+                end = "largest" if value == max(sweep) else "smallest"
+                notes.append(f"{kind}: the chosen {what} {value:g} is the {end} swept "
+                             f"({min(sweep):g}-{max(sweep):g})")
+    return notes
+
+
 def threshold_sweep(cam_eval: CamEval, title: str = "", ax: plt.Axes | None = None) -> plt.Figure:
-    """mIoU against the background threshold, one line per CAM variant (from cam_eval.json)."""
+    """mIoU against the background threshold, one line per CAM variant (from cam_eval.json);
+    a star on each kind's chosen setting, named "(edge)" where it is an end of the sweep."""
     fig, ax = _axes(ax, (7.0, 4.0))
+    colours = {}
     for name, values in cam_eval.sweep("threshold_rule").items():
         ys = [np.nan if v is None else 100 * v for v in values]
-        ax.plot(cam_eval.thresholds, ys, marker=".", label=name,
-                ls="--" if name.startswith("fused@") else "-", lw=2 if "@" not in name else 1)
+        line, = ax.plot(cam_eval.thresholds, ys, marker=".", label=name,
+                        ls="--" if name.startswith("fused@") else "-", lw=2 if "@" not in name else 1)
+        colours[name] = line.get_color()
+    edges = (min(cam_eval.thresholds), max(cam_eval.thresholds))
+    for kind in CAM_KINDS:
+        threshold, name = cam_eval.chosen_threshold(kind), kind
+        if kind == "fused":
+            name = f"fused@{cam_eval.chosen_lambda(kind):g}"
+        edge = " (edge)" if threshold in edges else ""
+        ax.scatter([threshold], [100 * as_float(cam_eval.miou(kind))], marker="*", s=160, zorder=4,
+                   color=colours.get(name, "black"), edgecolor="black",
+                   label=f"chosen {kind}: t={threshold:g}{edge}")
     ax.set_xlabel("background threshold")
     ax.set_ylabel("mIoU (%)")
     ax.set_title(title or f"Background-threshold sweep on {cam_eval.list_name}")
@@ -252,7 +416,8 @@ def threshold_sweep(cam_eval: CamEval, title: str = "", ax: plt.Axes | None = No
 
 
 def lambda_sweep(cam_evals: dict[str, CamEval], ax: plt.Axes | None = None) -> plt.Figure:
-    """mIoU of the fused CAM against lambda, per run: best threshold (solid), reference rule (dashed)."""
+    """mIoU of the fused CAM against lambda, per run: best threshold (solid), reference rule
+    (dashed), a star on the chosen lambda ("(edge)" at an end of the sweep)."""
     fig, ax = _axes(ax, (7.0, 4.0))
     for run_name, cam_eval in cam_evals.items():
         lambdas = cam_eval.lambdas
@@ -263,6 +428,10 @@ def lambda_sweep(cam_evals: dict[str, CamEval], ax: plt.Axes | None = None) -> p
                         label=f"{run_name}: best threshold")
         ax.plot(lambdas, 100 * np.asarray([np.nan if r is None else r for r in reference], dtype=float),
                 marker="s", ls="--", color=line.get_color(), label=f"{run_name}: reference rule")
+        chosen = cam_eval.chosen_lambda("fused")
+        edge = " (edge)" if chosen in (min(lambdas), max(lambdas)) else ""
+        ax.scatter([chosen], [100 * as_float(cam_eval.miou("fused"))], marker="*", s=160, zorder=4,
+                   color=line.get_color(), edgecolor="black", label=f"{run_name}: chosen {chosen:g}{edge}")
     ax.set_xlabel("lambda  (fused = (classifier + lambda x prototype) / (1 + lambda))")
     ax.set_ylabel("mIoU (%)")
     ax.set_title("Fusion weight sweep")
@@ -273,12 +442,17 @@ def lambda_sweep(cam_evals: dict[str, CamEval], ax: plt.Axes | None = None) -> p
 
 def cam_table(cam_evals: dict[str, CamEval]) -> list[dict[str, Any]]:
     """One row per (run, CAM kind) from cam_eval.json: mIoU in % at the settings chosen on
-    the evaluation list, the reference rule, the held-out list, and the calibration figures."""
+    the evaluation list, the reference rule, the held-out list, and the calibration figures:
+    ``symptom_magnitude`` (slope, mean ratio of the most / least frequent third), Spearman,
+    and the mean ratio of the (up to) three most / least frequent classes."""
     rows = []
     for run_name, cam_eval in cam_evals.items():
         held = cam_eval.heldout
+        names = cam_eval.classes[1:]
         for kind in CAM_KINDS:
             calib = cam_eval.calibration(kind)
+            magnitude = symptom_magnitude(class_values(cam_eval.image_counts, names),
+                                          class_values(calib.activation_ratio, names))
             rows.append({
                 "run": run_name, "CAM": kind, "lambda": cam_eval.chosen_lambda(kind),
                 "threshold": cam_eval.chosen_threshold(kind),
@@ -286,6 +460,9 @@ def cam_table(cam_evals: dict[str, CamEval]) -> list[dict[str, Any]]:
                 "mIoU % (reference rule)": _percent(cam_eval.reference_miou(kind)),
                 f"mIoU % ({cam_eval.heldout_list or 'held-out'})": _percent(held.miou(kind))
                 if held else math.nan,
+                "ratio slope on log count": magnitude["slope"],
+                "most frequent third ratio": magnitude["most_frequent_third"],
+                "least frequent third ratio": magnitude["least_frequent_third"],
                 "Spearman(ratio, log count)": as_float(calib.spearman),
                 "head ratio": as_float(calib.head_mean_ratio),
                 "tail ratio": as_float(calib.tail_mean_ratio),
@@ -302,11 +479,20 @@ def _percent(value: float | None) -> float:
     return 100 * as_float(value)
 
 
+CAM_COLOURBAR = "CAM value (jet, blended over the image; clipped to 0-1)"
+
+
 def image_grid(panels: list[list[np.ndarray]], titles: list[list[str]] | None = None,
-               col_titles: Sequence[str] | None = None, size: float = 2.2) -> plt.Figure:
-    """Rows of images: ``panels[r][c]`` is (H, W, 3) uint8 or (H, W) float (shown in gray)."""
+               col_titles: Sequence[str] | None = None, size: float = 2.2,
+               colorbar: str | None = None) -> plt.Figure:
+    """Rows of images: ``panels[r][c]`` is (H, W, 3) uint8 or (H, W) float (shown in gray).
+
+    colorbar: a label for one jet colour bar on 0..1 at the right, the scale of the CAM
+    overlays among the panels (``cam_overlay``'s colour map; e.g. CAM_COLOURBAR).
+    """
     rows, cols = len(panels), max(len(row) for row in panels)
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(size * cols + (0.9 if colorbar else 0), size * rows),
+                             squeeze=False)
     for r, row in enumerate(panels):
         for c in range(cols):
             ax = axes[r][c]
@@ -318,7 +504,16 @@ def image_grid(panels: list[list[np.ndarray]], titles: list[list[str]] | None = 
                 ax.set_title(titles[r][c], fontsize=8)
             elif col_titles is not None and r == 0:
                 ax.set_title(col_titles[c], fontsize=9)
-    fig.tight_layout()
+    if colorbar:
+        from matplotlib.cm import ScalarMappable
+        from matplotlib.colors import Normalize
+
+        right = 1 - 0.9 / fig.get_figwidth()
+        fig.tight_layout(rect=(0, 0, right, 1))
+        cax = fig.add_axes((right + 0.1 / fig.get_figwidth(), 0.15, 0.15 / fig.get_figwidth(), 0.7))
+        fig.colorbar(ScalarMappable(Normalize(0, 1), cmap="jet"), cax=cax, label=colorbar)
+    else:
+        fig.tight_layout()
     return fig
 
 
@@ -357,8 +552,16 @@ def target_row(figure: str, measured: float | None, op: str, bound: float, scope
             "met": "yes" if met else "NO"}
 
 
+def measured_row(figure: str, measured: float | None, scope: str = "") -> dict[str, Any]:
+    """A row of a targets table that reports a figure without a target (target and met empty;
+    ``targets_summary`` leaves it out)."""
+    return {"figure": figure, "scope": scope, "target": "", "measured": as_float(measured), "met": ""}
+
+
 def targets_summary(rows: list[dict[str, Any]]) -> str:
-    """A plain sentence: every target met, or which ones were missed and by what."""
+    """A plain sentence: every target met, or which ones were missed and by what (rows
+    without a target left out)."""
+    rows = [row for row in rows if row["target"]]
     missed = [row for row in rows if row["met"] != "yes"]
     if not missed:
         return f"All {len(rows)} targets met."
@@ -367,17 +570,23 @@ def targets_summary(rows: list[dict[str, Any]]) -> str:
     return f"**{len(missed)} of {len(rows)} targets missed**: {items}."
 
 
+GAIN_KEYS = ("head_third_gain", "middle_third_gain", "tail_third_gain")
+
+
 def iou_gain_by_frequency(counts: Sequence[int], iou_before: Sequence[float],
                           iou_after: Sequence[float]) -> dict[str, float]:
-    """Mean IoU gain (after - before) of the most frequent and the rarest third of the classes.
+    """Mean IoU gain (after - before) of the most frequent (head), middle and least frequent
+    (tail) third of the classes (``frequency_thirds``), keyed by GAIN_KEYS.
 
-    counts, iou_before, iou_after: (C,) over the same classes (IoU nan where undefined).
+    counts, iou_before, iou_after: (C,) over the same classes (IoU nan where undefined; a
+    third without a finite gain gives nan).
     """
-    order = np.argsort(-np.asarray(counts), kind="stable")
-    third = max(1, len(order) // 3)
     gain = np.asarray(iou_after, dtype=float) - np.asarray(iou_before, dtype=float)
-    return {"head_third_gain": float(np.nanmean(gain[order[:third]])),
-            "tail_third_gain": float(np.nanmean(gain[order[-third:]]))}
+    out = {}
+    for key, classes in zip(GAIN_KEYS, frequency_thirds(counts)):
+        finite = gain[classes][np.isfinite(gain[classes])]
+        out[key] = float(finite.mean()) if len(finite) else math.nan
+    return out
 
 
 def mean_std_rows(rows: list[dict[str, Any]], key: str, drop: Sequence[str] = ()) -> list[dict[str, Any]]:
