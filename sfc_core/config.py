@@ -112,7 +112,7 @@ class CamConfig:
     scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)   # multi-scale inference, each with a flip
     flip: bool = True
     mask_by_label: bool = False           # reference: classifier CAM not label-masked at inference
-    batch_size: int = 16                  # consecutive same-size images per forward (speed only; 1: one at a time)
+    batch_size: int = 8                   # same-size images per forward; speed only (1: one at a time)
     fusion_lambda: float = 0.3            # fused = classifier + lambda * prototype
     background: str = "reference"         # "reference" (bg + 0.4 vs 2 x fg) | "threshold"
     bg_threshold: float = 0.25            # used when background == "threshold"

@@ -473,7 +473,7 @@ def test_cams_then_eval_cams_on_the_smoke_preset(cam_run, smoke_dataset, capsys)
 
 @pytest.mark.slow
 def test_smoke_cams_batched_equal_one_at_a_time(cam_run, smoke_dataset, tmp_path):
-    """cam_run's CAMs were made at the default cams.batch_size (16 images of one size a
+    """cam_run's CAMs were made at the default cams.batch_size (8 images of one size a
     forward); a copy of the run made one image at a time has the same files."""
     cfg = cam_run.load_config()
     assert cfg.cams.batch_size > 1
