@@ -3,7 +3,8 @@
 # unless told otherwise. Finished stages are reused (each stage skips work whose output
 # exists), so a second run is cheap; --force redoes everything.
 #
-#   bash run_all.sh                                  # synthetic default, CPU, one seed
+#   bash run_all.sh                                  # synthetic default (synthetic-paper), CPU, one seed
+#   bash run_all.sh --preset synthetic               # the from-scratch synthetic recipe instead
 #   bash run_all.sh --full                           # + 3 seeds and the ablation table
 #   bash run_all.sh --smoke                          # tiny preset, a minute or two
 #   bash run_all.sh --preset voc --data-root PATH    # PASCAL VOC 2012 (GPU)
@@ -18,9 +19,9 @@ set -euo pipefail
 cd "$(dirname "$0")"
 repo="$(pwd)"
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
 
-preset=synthetic data_root="" smoke=False full=False force=False name="" figures=""
+preset=synthetic-paper data_root="" smoke=False full=False force=False name="" figures=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --preset) preset="${2:?--preset needs a name}"; shift 2 ;;

@@ -8,7 +8,7 @@ lists and their scores, pseudo masks of the training list by each ``--methods`` 
 scores, and step 3 on the masks of the preset's ``refine.method`` (for ``--mask-seeds``; the
 other seeds stop after their CAMs); ``--control`` adds the
 no-shared-part baseline of seed 0 (``01_long_tail_analysis``'s). Each stage's wall and CPU
-seconds (``cpu_seconds``: the process and its finished children) are recorded.
+seconds are read from the runs' ``stage_times.jsonl`` (``orchestration.stage_times``).
 
 Writes ``<out>/recipes-<preset>.json`` and prints one markdown table of the figures
 (``docs/synthetic.md``) and one of the stage costs (``BENCHMARKS.md``). Runs go to
@@ -22,7 +22,6 @@ import copy
 import json
 import os
 import platform
-import resource
 import time
 from functools import partial
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.stage_costs import latest
 from sfc_core.analysis import plots
 from sfc_core.config import ABLATIONS, Config
 from sfc_core.data import open_dataset
@@ -37,44 +37,16 @@ from sfc_core.evaluations import CamEval, FinalEval, SegEval
 from sfc_core.model.pretrained import resolve_backbone_weights
 from sfc_core.orchestration import pipeline
 from sfc_core.orchestration.parallel import run_side_by_side
+from sfc_core.orchestration.stage_times import cpu_seconds, read_stage_times
 
 
-def cpu_seconds() -> float:
-    """User + system seconds of this process and of its finished children (data-loader
-    workers, CRF processes)."""
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return time.process_time() + children.ru_utime + children.ru_stime
-
-
-def timed(stage: str, step, *args) -> dict[str, Any]:
-    """``step(*args)`` with the wall and CPU seconds (``cpu_seconds``) it took."""
-    wall, cpu = time.perf_counter(), cpu_seconds()
-    result = step(*args)
-    return {"stage": stage, "wall_s": time.perf_counter() - wall, "cpu_s": cpu_seconds() - cpu,
-            "result": result}
-
-
-def _train(cfg: Config, run_dir: Path) -> None:
+def run_chain(cfg: Config, run_dir: Path, methods: list[str], step3: list[str]) -> dict[str, dict]:
+    """Every stage of one run in this process, one after the other (each records its cost in
+    the run's stage_times.jsonl); their results by stage."""
     pipeline.trained(cfg, run_dir)
-
-
-def _cams(run_dir: Path) -> dict:
-    return pipeline.evaluated(run_dir).data
-
-
-def _masks(run_dir: Path, method: str) -> dict:
-    return pipeline.pseudo_masks(run_dir, method).data
-
-
-def _step3(run_dir: Path, masks: str) -> dict:
-    return pipeline.segmented(run_dir, masks).data
-
-
-def run_chain(cfg: Config, run_dir: Path, methods: list[str], step3: list[str]) -> list[dict]:
-    """Every stage of one run in this process, one after the other; their timed results."""
-    out = [timed("train", _train, cfg, run_dir), timed("cams + eval", _cams, run_dir)]
-    out += [timed(f"pseudo masks {m}", _masks, run_dir, m) for m in methods]
-    out += [timed(f"step 3 on {m}", _step3, run_dir, m) for m in step3]
+    out = {"cams + eval": pipeline.evaluated(run_dir).data}
+    out |= {f"pseudo masks {m}": pipeline.pseudo_masks(run_dir, m).data for m in methods}
+    out |= {f"step 3 on {m}": pipeline.segmented(run_dir, m).data for m in step3}
     return out
 
 
@@ -83,14 +55,14 @@ def seeded(cfg: Config, overrides: dict[str, Any], seed: int) -> Config:
                                          "runtime.seed": cfg.runtime.seed + seed})
 
 
-def figures(variant: str, stages: list[dict], cfg: Config, dataset, baseline_cam: CamEval | None) -> dict[str, Any]:
+def figures(variant: str, run_dir: Path, by_stage: dict[str, dict], dataset,
+            baseline_cam: CamEval | None) -> dict[str, Any]:
     """The figures of one run: CAM mIoU (eval, held-out), calibration, mechanism, pseudo-mask
     and step-3 mIoU."""
-    by_stage = {s["stage"]: s["result"] for s in stages}
     cam = CamEval(by_stage["cams + eval"])
     kind = "classifier" if variant.startswith("baseline") else "fused"
     calib = cam.calibration(kind)
-    mech = plots.run_mechanism(cam_run_dir(stages), dataset, kind)
+    mech = plots.run_mechanism(run_dir, dataset, kind)
     row = {"variant": variant, "CAM": kind,
            **{f"{k} CAM mIoU % (eval)": 100 * (cam.miou(k) or 0.0) for k in ("classifier", "prototype", "fused")},
            "mIoU % (held-out)": 100 * cam.heldout.miou(kind) if cam.heldout else None,
@@ -114,10 +86,6 @@ def figures(variant: str, stages: list[dict], cfg: Config, dataset, baseline_cam
     return row
 
 
-def cam_run_dir(stages: list[dict]) -> Path:
-    return Path(stages[0]["run_dir"])
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--preset", default="synthetic-paper")
@@ -126,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="pseudo-mask methods (default: the preset's refine.method, then the other one)")
     p.add_argument("--mask-seeds", type=int, nargs="*", default=None,
                    help="seeds that also get pseudo masks and step 3 (default: all; the others: CAMs only)")
+    p.add_argument("--step3", nargs="*", default=None,
+                   help="masks step 3 trains on for --mask-seeds (default: the preset's refine.method; none: no step 3)")
     p.add_argument("--control", action="store_true", help="also the no-shared-part baseline of seed 0")
     p.add_argument("--gt", action="store_true", help="also step 3 on ground truth, seed 0 (the upper bound)")
     p.add_argument("--processes", type=int, default=2)
@@ -147,39 +117,37 @@ def main(argv: list[str] | None = None) -> int:
 
     jobs: dict[str, tuple[Config, Path, list[str], list[str]]] = {}
     mask_seeds = args.seeds if args.mask_seeds is None else args.mask_seeds
+    step3 = [cfg.refine.method] if args.step3 is None else [m for m in args.step3 if m != "none"]
     for seed in args.seeds:
         suffix = "" if seed == 0 else f"-seed{seed}"
         masks = seed in mask_seeds
         for variant, overrides in (("sfc", {}), ("baseline", ABLATIONS["baseline"])):
             jobs[f"{variant}{suffix}"] = (seeded(cfg, overrides, seed), root / f"{variant}{suffix}",
-                                          methods if masks else [], [cfg.refine.method] if masks else [])
+                                          methods if masks else [], step3 if masks else [])
     if args.control and 0 in args.seeds:
         jobs["baseline-control"] = (seeded(cfg, {**ABLATIONS["baseline"], "data.shared_parts": False}, 0),
                                     root / "baseline-control", [], [])
     if args.gt and 0 in args.seeds:
-        jobs["sfc"][3].append("gt")
+        jobs["sfc"] = (*jobs["sfc"][:3], [*jobs["sfc"][3], "gt"])
     started = time.perf_counter()
     results = run_side_by_side([partial(run_chain, *job) for job in jobs.values()], args.processes)
     elapsed = time.perf_counter() - started
-    for name, stages in zip(jobs, results):
-        for s in stages:
-            s["run_dir"] = str(jobs[name][1])
     by_name = dict(zip(jobs, results))
 
     rows = []
     for seed in args.seeds:
         suffix = "" if seed == 0 else f"-seed{seed}"
-        base = CamEval(next(s["result"] for s in by_name[f"baseline{suffix}"] if s["stage"] == "cams + eval"))
+        base = CamEval(by_name[f"baseline{suffix}"]["cams + eval"])
         for variant in ("baseline", "sfc"):
-            row = figures(variant, by_name[f"{variant}{suffix}"], cfg, datasets[seed],
-                          base if variant == "sfc" else None)
-            rows.append({"seed": seed, **row})
+            name = f"{variant}{suffix}"
+            rows.append({"seed": seed, **figures(variant, jobs[name][1], by_name[name], datasets[seed],
+                                                 base if variant == "sfc" else None)})
     if "baseline-control" in by_name:
         control_data = open_dataset(jobs["baseline-control"][0].data)
-        rows.append({"seed": 0, **figures("baseline-control", by_name["baseline-control"], cfg, control_data, None)})
-    for name, stages in by_name.items():
-        for s in stages:
-            costs.append({"stage": s["stage"], "run": name, "wall_s": s["wall_s"], "cpu_s": s["cpu_s"]})
+        rows.append({"seed": 0, **figures("baseline-control", jobs["baseline-control"][1],
+                                          by_name["baseline-control"], control_data, None)})
+    costs += [{"stage": r["stage"], "run": r["run"], "wall_s": r["wall_s"], "cpu_s": r["cpu_s"]}
+              for r in latest(read_stage_times(root))]
 
     report = {"preset": args.preset, "seeds": args.seeds, "methods": methods, "rows": rows, "costs": costs,
               "side_by_side_wall_s": elapsed, "processes": args.processes,

@@ -148,7 +148,7 @@ def _check_contents(stem: str, shared: dict[str, Path], text: str) -> None:
         assert [row["variant"] for row in results] == ["baseline", "sfc"]
         assert ("targets met" in text) or ("targets missed" in text)
         step3 = json.loads((figures / "05_step3.json").read_text())
-        assert [row["trained on"] for row in step3] == ["baseline masks", "sfc masks", "ground truth (upper bound)"]
+        assert [row["trained on"] for row in step3] == ["baseline masks", "sfc masks"]   # + ground truth: full
 
 
 # -- the plotting helpers --------------------------------------------------------------------

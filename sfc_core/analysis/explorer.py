@@ -8,7 +8,7 @@ It opens at the setting eval-cams chose (cam_eval.json) and says so; two buttons
 between that setting and the reference's background rule.
 
     from sfc_core.analysis.explorer import CamExplorer
-    CamExplorer("runs/synthetic/sfc")          # last line of a notebook cell: shows the widget
+    CamExplorer("runs/synthetic-paper/sfc")          # last line of a notebook cell: shows the widget
 
 ``explorer_view`` is the pure function behind the widget (one image, one setting);
 ``chosen_setting`` and ``reference_setting`` are the two settings the buttons select.

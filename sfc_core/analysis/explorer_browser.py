@@ -1,7 +1,7 @@
 """The CAM explorer in a real browser: JupyterLab in headless Chromium runs notebook
 04_visualization on a run, and the explorer it shows can be driven and photographed.
 
-    python -m sfc_core.analysis.explorer_browser --run runs/synthetic/sfc --out figures/explorer_screenshot.png
+    python -m sfc_core.analysis.explorer_browser --run runs/synthetic-paper/sfc --out figures/explorer_screenshot.png
 
 writes the screenshot of the explorer as it opens: at the setting eval-cams chose for the run
 (cam_eval.json), which its setting line names. It needs Debian's ``chromium`` (``apt-get install
@@ -121,7 +121,7 @@ def explorer_page(run: RunDir, workdir: Path) -> Iterator[object]:
         raise SfcError("Debian's chromium is not installed", fix="apt-get install -y chromium")
     if run.root.name != "sfc":
         raise SfcError(f"notebook 04's explorer shows the run sfc/ of its run root, not {run.root.name}/",
-                       path=run.root, fix="give the run directory named sfc (e.g. runs/synthetic/sfc)")
+                       path=run.root, fix="give the run directory named sfc (e.g. runs/synthetic-paper/sfc)")
     cfg = run.load_config()
     served = workdir / "served"
     served.mkdir(parents=True)

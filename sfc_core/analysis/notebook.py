@@ -2,7 +2,7 @@
 copies of the notebooks that run_all.sh publishes in docs/notebooks/.
 
     cfg, run_root, figures_dir = setup(preset, data_root, run_root, figures_dir, smoke)
-    python -m sfc_core.analysis.notebook runs/synthetic/executed docs/notebooks   # run_all.sh
+    python -m sfc_core.analysis.notebook runs/synthetic-paper/executed docs/notebooks   # run_all.sh
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """The stages chained for one run, and several runs side by side: what the notebooks call.
 
-    prepare_runs({"baseline": base_cfg, "sfc": cfg}, "runs/synthetic")   # train + CAMs + eval
-    pseudo_mask_runs(["runs/synthetic/baseline", "runs/synthetic/sfc"])  # step 2 + eval-seg
-    segment_runs([("runs/synthetic/sfc", "crf"), ("runs/synthetic/sfc", "gt")])   # step 3
+    prepare_runs({"baseline": base_cfg, "sfc": cfg}, "runs/synthetic-paper")   # train + CAMs + eval
+    pseudo_mask_runs(["runs/synthetic-paper/baseline", "runs/synthetic-paper/sfc"])  # step 2 + eval-seg
+    segment_runs([("runs/synthetic-paper/sfc", "crf"), ("runs/synthetic-paper/sfc", "gt")])   # step 3
 
 Each stage skips finished work (training resumes or is reused, finished CAM files and pseudo
 masks are kept, evaluations are read back), so calling these again is cheap. Independent runs
@@ -20,6 +20,7 @@ from sfc_core.config import Config
 from sfc_core.evaluate import eval_cams, eval_seg
 from sfc_core.evaluations import CamEval, FinalEval, SegEval, read_final_eval
 from sfc_core.orchestration.parallel import run_side_by_side
+from sfc_core.orchestration.stage_times import recorded
 from sfc_core.provenance import is_fresh
 from sfc_core.refine import refine
 from sfc_core.run_dir import RunDir
@@ -32,7 +33,8 @@ def trained(cfg: Config, run_dir: str | Path, force: bool = False) -> None:
     start over with ``force``)."""
     if force:
         shutil.rmtree(run_dir, ignore_errors=True)
-    train(cfg, run_dir, resume=True)
+    with recorded(run_dir, "train"):
+        train(cfg, run_dir, resume=True)
 
 
 def evaluated(run_dir: str | Path) -> CamEval:
@@ -41,8 +43,10 @@ def evaluated(run_dir: str | Path) -> CamEval:
     run = RunDir(run_dir)
     cfg = run.load_config()
     for list_name in (cfg.data.eval_list, cfg.data.heldout_list):
-        make_cams(run, list_name)
-    return CamEval(eval_cams(run))
+        with recorded(run_dir, f"cams ({list_name})"):
+            make_cams(run, list_name)
+    with recorded(run_dir, "eval-cams"):
+        return CamEval(eval_cams(run))
 
 
 def prepare_runs(configs: dict[str, Config], run_root: str | Path, force: bool = False,
@@ -69,9 +73,12 @@ def pseudo_masks(run_dir: str | Path, method: str | None = None, force: bool = F
         for folder in (run.refine_dir(method), run.pseudo_masks(method).parent):
             shutil.rmtree(folder, ignore_errors=True)
         run.seg_eval_json.unlink(missing_ok=True)
-    make_cams(run)
-    refine(run, method)
-    return SegEval(eval_seg(run, [method]))   # keeps (and reuses) the scores of unchanged masks
+    with recorded(run_dir, f"cams ({run.load_config().data.train_list})"):
+        make_cams(run)
+    with recorded(run_dir, f"refine {method}"):
+        refine(run, method)
+    with recorded(run_dir, f"eval-seg {method}"):
+        return SegEval(eval_seg(run, [method]))   # keeps (and reuses) the scores of unchanged masks
 
 
 def pseudo_mask_runs(run_dirs: list[str | Path], method: str | None = None, force: bool = False,
@@ -91,7 +98,8 @@ def segmented(run_dir: str | Path, masks: str, force: bool = False) -> FinalEval
         final = read_final_eval(run.final_eval_json(masks))
         if is_fresh(final.made_from, segment_record(run, run.load_config(), masks)):
             return final
-    return FinalEval(segment(run, masks, force=True))   # other masks or settings: trained again
+    with recorded(run_dir, f"step 3 on {masks}"):
+        return FinalEval(segment(run, masks, force=True))   # other masks or settings: trained again
 
 
 def segment_runs(jobs: list[tuple[str | Path, str]], force: bool = False, processes: int = 3) -> list[FinalEval]:
