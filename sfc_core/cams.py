@@ -172,11 +172,20 @@ def write_cams(run: RunDir, cfg: Config, model: torch.nn.Module, views: Dataset,
                         num_workers=loader_workers(cfg.runtime.num_workers, device) if len(views) else 0,
                         pin_memory=device.type == "cuda")
     items = tqdm(loader, desc=desc, total=len(views), disable=desc is None, unit="img")
+    model = model.to(memory_format=memory_format(cfg))
     with torch.inference_mode(), BackgroundWriter() as writer:
         for batch in same_size_batches(items, cfg.cams.batch_size):
             kept, ready = _kept_maps(model, cfg, batch, device)
             for item, (keys, maps) in zip(batch, kept):
                 writer.submit(_save_cam_file, run, item["name"], keys, maps, ready, model.num_classes)
+
+
+def memory_format(cfg: Config) -> torch.memory_format:
+    """Channels-last for inference on every device when ``runtime.channels_last``: on the CPU
+    too, unlike training (the CAM stage, synthetic-paper, batch 8, one thread: 76-86 -> 51-55 ms
+    of CPU per image, 90-96 -> 70 under AVX2; a training step gained nothing: BENCHMARKS.md).
+    Like the batch size a speed setting: the maps agree within rounding, the CAMs are kept."""
+    return torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
 
 
 def same_size_batches(items: Iterable[dict], batch_size: int) -> Iterator[list[dict]]:
@@ -198,7 +207,7 @@ def _kept_maps(model: torch.nn.Module, cfg: Config, batch: list[dict], device: t
     classes) and its classifier and prototype rows as float16 (2, K', H, W) on the host,
     copied without blocking, and the event after which every copy is complete (None on the
     CPU, where nothing is copied)."""
-    images = [device_views(torch.stack(scale), device, cfg.cams.flip)
+    images = [device_views(torch.stack(scale), device, cfg.cams.flip).contiguous(memory_format=memory_format(cfg))
               for scale in zip(*(item["images"] for item in batch))]
     labels = torch.stack([item["label"] for item in batch]).to(device, non_blocking=True)
     with autocast(device, cfg.runtime.amp):
