@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from benchmarks.stage_costs import latest
+from benchmarks.stage_costs import summed
 from sfc_core.analysis import plots
 from sfc_core.config import ABLATIONS, Config
 from sfc_core.data import open_dataset
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"seed": 0, **figures("baseline-control", jobs["baseline-control"][1],
                                           by_name["baseline-control"], control_data, None)})
     costs += [{"stage": r["stage"], "run": r["run"], "wall_s": r["wall_s"], "cpu_s": r["cpu_s"]}
-              for r in latest(read_stage_times(root))]
+              for r in summed(read_stage_times(root))]
 
     report = {"preset": args.preset, "seeds": args.seeds, "methods": methods, "rows": rows, "costs": costs,
               "side_by_side_wall_s": elapsed, "processes": args.processes,

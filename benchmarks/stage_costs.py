@@ -3,10 +3,11 @@
     bash run_all.sh                                     # the default run
     python -m benchmarks.stage_costs runs/synthetic-paper
 
-Prints one markdown table: each stage of each run (the latest record of it: a stage redone by
-``--force`` counts once), its wall and CPU seconds, then the CPU seconds per kind of stage
-summed over the runs, and the total (``sfc_core.orchestration.stage_times``). Runs side by side
-overlap, so wall seconds do not add up to the run's time; CPU seconds do add up to its work.
+Prints one markdown table: each stage of each run, its wall and CPU seconds summed over its
+records (the call that did the work, and every later call that found it done and reused it:
+the cost of one ``run_all.sh`` when the root was made by one), then the CPU seconds per kind of
+stage summed over the runs, and the total (``sfc_core.orchestration.stage_times``). Runs side
+by side overlap, so wall seconds do not add up to the run's time; CPU seconds add up to its work.
 """
 from __future__ import annotations
 
@@ -23,18 +24,23 @@ def stage_kind(stage: str) -> str:
     return re.sub(r" \(.*\)$", "", stage)
 
 
-def latest(rows: list[dict]) -> list[dict]:
-    """The last record of each (run, stage), in the order those records were written."""
-    last: dict[tuple[str, str], dict] = {}
+def summed(rows: list[dict]) -> list[dict]:
+    """One record per (run, stage), in the order they first ran, with the wall and CPU seconds
+    of all its records added up."""
+    out: dict[tuple[str, str], dict] = {}
     for row in rows:
-        last.pop((row["run"], row["stage"]), None)
-        last[(row["run"], row["stage"])] = row
-    return list(last.values())
+        key = (row["run"], row["stage"])
+        if key in out:
+            out[key] = {**out[key], "wall_s": out[key]["wall_s"] + row["wall_s"],
+                        "cpu_s": out[key]["cpu_s"] + row["cpu_s"]}
+        else:
+            out[key] = dict(row)
+    return list(out.values())
 
 
 def cost_tables(rows: list[dict]) -> tuple[list[dict], list[dict]]:
     """(per run and stage, per kind of stage with the total) rows for ``table_markdown``."""
-    rows = latest(rows)
+    rows = summed(rows)
     per_stage = [{"run": r["run"], "stage": r["stage"], "wall s": r["wall_s"], "CPU s": r["cpu_s"],
                   "threads": r["torch_threads"]} for r in rows]
     kinds: dict[str, float] = defaultdict(float)

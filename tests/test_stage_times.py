@@ -37,8 +37,8 @@ def test_cpu_seconds_counts_finished_children():
     assert cpu_seconds() - before >= 0.3
 
 
-def test_the_table_keeps_the_latest_record_and_sums_by_kind(tmp_path):
-    records = {"sfc": [("train", 10.0), ("cams (train)", 2.0), ("train", 4.0)],
+def test_the_table_adds_up_each_stage_and_sums_by_kind(tmp_path):
+    records = {"sfc": [("train", 10.0), ("cams (train)", 2.0), ("train", 0.5)],     # made, then reused
                "baseline": [("train", 3.0), ("cams (val)", 1.0)]}
     for run, stages in records.items():
         (tmp_path / run).mkdir()
@@ -46,6 +46,6 @@ def test_the_table_keeps_the_latest_record_and_sums_by_kind(tmp_path):
             json.dumps({"stage": s, "wall_s": c, "cpu_s": c, "torch_threads": 1}) + "\n" for s, c in stages))
     per_stage, per_kind = cost_tables(read_stage_times(tmp_path))
     assert [(r["run"], r["stage"], r["CPU s"]) for r in per_stage] == [
-        ("baseline", "train", 3.0), ("baseline", "cams (val)", 1.0), ("sfc", "cams (train)", 2.0), ("sfc", "train", 4.0)]
-    assert {r["stage"]: r["CPU s"] for r in per_kind} == {"train": 7.0, "cams": 3.0, "total": 10.0}
+        ("baseline", "train", 3.0), ("baseline", "cams (val)", 1.0), ("sfc", "train", 10.5), ("sfc", "cams (train)", 2.0)]
+    assert {r["stage"]: r["CPU s"] for r in per_kind} == {"train": 13.5, "cams": 3.0, "total": 16.5}
     assert stage_kind("refine irn") == "refine irn"
