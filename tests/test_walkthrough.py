@@ -139,6 +139,11 @@ def test_publish_executed_copies_and_points_the_copy_back_at_its_source(tmp_path
     first = "".join(copy["cells"][0]["source"])
     assert source_link(NOTEBOOKS[2].name) in first and copy_link(NOTEBOOKS[2].name) not in first
     assert copy["cells"][1:] == source["cells"][1:]
+    # paths under the repository root come out relative: a copy does not name its machine
+    source["cells"][1]["outputs"][0]["text"] = [f"runs: {tmp_path}/runs/x\n"]
+    (tmp_path / "executed" / NOTEBOOKS[2].name).write_text(json.dumps(source))
+    [(path, _)] = publish_executed(tmp_path / "executed", tmp_path / "docs", [NOTEBOOKS[2].stem], root=tmp_path)
+    assert json.loads(path.read_text())["cells"][1]["outputs"][0]["text"] == ["runs: runs/x\n"]
 
 
 def test_executed_copies_when_present_are_under_2_mb_and_have_outputs():

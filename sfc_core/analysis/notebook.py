@@ -66,10 +66,14 @@ def source_link(name: str) -> str:
             f"without outputs: [notebooks/{name}](../../notebooks/{name}).")
 
 
-def publish_executed(executed: str | Path, out: str | Path, names: list[str]) -> list[tuple[Path, int]]:
+def publish_executed(executed: str | Path, out: str | Path, names: list[str],
+                     root: str | Path = ".") -> list[tuple[Path, int]]:
     """Copy the executed notebooks ``executed/NAME.ipynb`` (NAME in ``names``) to ``out``, the
-    first cell's ``copy_link`` replaced by ``source_link``; returns (copy, bytes) of each.
+    first cell's ``copy_link`` replaced by ``source_link`` and every path under the repository
+    ``root`` written relative to it (run_all.sh passes absolute paths: a copy must not name the
+    machine it ran on); returns (copy, bytes) of each.
     Every notebook must be there (run_all.sh calls this after all of them ran)."""
+    prefix = f"{Path(root).resolve()}/"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -79,7 +83,7 @@ def publish_executed(executed: str | Path, out: str | Path, names: list[str]) ->
         text = "".join(first["source"]).replace(copy_link(f"{name}.ipynb"), source_link(f"{name}.ipynb"))
         first["source"] = text.splitlines(keepends=True)
         path = out / f"{name}.ipynb"
-        path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        path.write_text(json.dumps(nb, indent=1, ensure_ascii=False).replace(prefix, "") + "\n")
         written.append((path, path.stat().st_size))
     return written
 
