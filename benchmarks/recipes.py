@@ -7,7 +7,8 @@ For each seed: the dataset (generator seed + s), then baseline and SFC (training
 lists and their scores, pseudo masks of the training list by each ``--methods`` and their
 scores, and step 3 on the masks of the preset's ``refine.method`` (for ``--mask-seeds``; the
 other seeds stop after their CAMs); ``--control`` adds the
-no-shared-part baseline of seed 0 (``01_long_tail_analysis``'s). Each stage's wall and CPU
+no-shared-part baseline of seed 0 (``01_long_tail_analysis``'s), ``--ablations`` SFC of seed 0
+with each component off (``config.ABLATIONS``, as ``05_evaluation``'s full run), CAMs only. Each stage's wall and CPU
 seconds are read from the runs' ``stage_times.jsonl`` (``orchestration.stage_times``).
 
 Writes ``<out>/recipes-<preset>.json`` and prints one markdown table of the figures
@@ -97,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--step3", nargs="*", default=None,
                    help="masks step 3 trains on for --mask-seeds (default: the preset's refine.method; none: no step 3)")
     p.add_argument("--control", action="store_true", help="also the no-shared-part baseline of seed 0")
+    p.add_argument("--ablations", action="store_true",
+                   help="also SFC with each component off (config.ABLATIONS), seed 0, CAMs only")
     p.add_argument("--gt", action="store_true", help="also step 3 on ground truth, seed 0 (the upper bound)")
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--out", default="runs/recipes")
@@ -127,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.control and 0 in args.seeds:
         jobs["baseline-control"] = (seeded(cfg, {**ABLATIONS["baseline"], "data.shared_parts": False}, 0),
                                     root / "baseline-control", [], [])
+    ablations = [name for name in ABLATIONS if name != "baseline"] if args.ablations and 0 in args.seeds else []
+    for name in ablations:
+        jobs[f"sfc-{name}"] = (seeded(cfg, ABLATIONS[name], 0), root / f"sfc-{name}", [], [])
     if args.gt and 0 in args.seeds:
         jobs["sfc"] = (*jobs["sfc"][:3], [*jobs["sfc"][3], "gt"])
     started = time.perf_counter()
@@ -142,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
             name = f"{variant}{suffix}"
             rows.append({"seed": seed, **figures(variant, jobs[name][1], by_name[name], datasets[seed],
                                                  base if variant == "sfc" else None)})
+    base0 = CamEval(by_name["baseline"]["cams + eval"]) if 0 in args.seeds else None
+    for name in ablations:
+        rows.append({"seed": 0, **figures(f"sfc-{name}", jobs[f"sfc-{name}"][1], by_name[f"sfc-{name}"],
+                                          datasets[0], base0)})
     if "baseline-control" in by_name:
         control_data = open_dataset(jobs["baseline-control"][0].data)
         rows.append({"seed": 0, **figures("baseline-control", jobs["baseline-control"][1],
