@@ -26,8 +26,8 @@ from PIL import Image
 
 from sfc_core.analysis.plots import cam_overlays, mask_to_rgb
 from sfc_core.cam_file import CamRecord, load_cam
-from sfc_core.data import open_dataset
 from sfc_core.config import Config
+from sfc_core.data import open_dataset
 from sfc_core.errors import SfcError
 from sfc_core.evaluations import read_cam_eval
 from sfc_core.fusion import BACKGROUND_RULES, KINDS, predict_mask

@@ -113,8 +113,8 @@ def _wait_for_idle_kernel(base: str, token: str, timeout: float = 180) -> None:
 def explorer_page(run: RunDir, workdir: Path) -> Iterator[object]:
     """A playwright page of JupyterLab that has run notebook 04 on ``run`` (its figures into
     ``workdir``), the explorer drawn; yields the page. workdir: an empty scratch folder."""
-    from playwright import sync_api
     import papermill
+    from playwright import sync_api
 
     browser_path = chromium()
     if browser_path is None:

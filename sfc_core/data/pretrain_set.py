@@ -146,7 +146,7 @@ def make_images(spec: PretrainSpec, split: str = "train") -> tuple[np.ndarray, n
     per_class = spec.train_per_class if split == "train" else spec.val_per_class
     labels = np.tile(np.arange(len(classes)), per_class).astype(np.int64)
     images = np.empty((len(labels), spec.image_size, spec.image_size, 3), np.uint8)
-    for i, k in enumerate(labels):
+    for i in range(len(labels)):           # image i is of class i % len(classes) = labels[i]
         images[i] = image_at(spec, classes, split, i)
     return images, labels
 
