@@ -22,7 +22,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import time
 from functools import partial
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 
 import torch
 
+from benchmarks.bench import machine_info
 from benchmarks.stage_costs import summed
 from sfc_core.analysis import plots
 from sfc_core.config import ABLATIONS, Config
@@ -161,11 +161,10 @@ def main(argv: list[str] | None = None) -> int:
 
     report = {"preset": args.preset, "seeds": args.seeds, "methods": methods, "rows": rows, "costs": costs,
               "side_by_side_wall_s": elapsed, "processes": args.processes,
-              "machine": {"cpu": cpu_model(), "cores": os.cpu_count(),
+              "machine": {**machine_info(torch.device("cpu")),
                           "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
                           "ATEN_CPU_CAPABILITY": os.environ.get("ATEN_CPU_CAPABILITY"),
-                          "ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA"),
-                          "python": platform.python_version(), "torch": torch.__version__}}
+                          "ONEDNN_MAX_CPU_ISA": os.environ.get("ONEDNN_MAX_CPU_ISA")}}
     root.mkdir(parents=True, exist_ok=True)
     out = Path(args.out) / f"recipes-{args.preset}.json"
     out.write_text(json.dumps(report, indent=1, default=str))
@@ -174,16 +173,6 @@ def main(argv: list[str] | None = None) -> int:
     print(plots.table_markdown(costs, digits=1))
     print(f"\nside by side ({args.processes} processes): {elapsed:.0f} s wall; report: {out}")
     return 0
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 if __name__ == "__main__":
