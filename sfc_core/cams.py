@@ -182,7 +182,7 @@ def write_cams(run: RunDir, cfg: Config, model: torch.nn.Module, views: Dataset,
 
 def memory_format(cfg: Config) -> torch.memory_format:
     """Channels-last for inference on every device when ``runtime.channels_last``: on the CPU
-    too, unlike training (the CAM stage, synthetic-paper, batch 8, one thread: 76-86 -> 51-55 ms
+    too, unlike training (the CAM stage, synthetic-paper, batch 8, one thread: 74-85 -> 49-51 ms
     of CPU per image, 76 -> 59 under the AVX2 switches: BENCHMARKS.md).
     Like the batch size a speed setting: the maps agree within rounding, the CAMs are kept."""
     return torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
