@@ -1,6 +1,7 @@
 """Baseline and SFC of one synthetic preset over several seeds, every stage, with its cost.
 
     python -m benchmarks.recipes --preset synthetic-paper --seeds 0 1 2 --out runs/recipes
+    python -m benchmarks.recipes --set train.epochs=4 --out runs/recipes-4-epochs   # a variant
 
 For each seed: the dataset (generator seed + s), then baseline and SFC (training seed + s, as
 ``05_evaluation`` shifts them) side by side: training, CAMs of the evaluation and held-out
@@ -32,7 +33,7 @@ import torch
 from benchmarks.bench import machine_info
 from benchmarks.stage_costs import summed
 from sfc_core.analysis import plots
-from sfc_core.config import ABLATIONS, Config
+from sfc_core.config import ABLATIONS, Config, parse_overrides
 from sfc_core.data import open_dataset
 from sfc_core.evaluations import CamEval, FinalEval, SegEval
 from sfc_core.model.pretrained import resolve_backbone_weights
@@ -101,11 +102,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ablations", action="store_true",
                    help="also SFC with each component off (config.ABLATIONS), seed 0, CAMs only")
     p.add_argument("--gt", action="store_true", help="also step 3 on ground truth, seed 0 (the upper bound)")
+    p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                   help="override the preset for every run (repeatable), e.g. train.epochs=4")
     p.add_argument("--processes", type=int, default=2)
     p.add_argument("--out", default="runs/recipes")
     args = p.parse_args(argv)
 
-    cfg = Config.from_preset(args.preset)
+    cfg = Config.from_preset(args.preset).override(parse_overrides(args.set))
     methods = args.methods or [cfg.refine.method, *({"irn", "crf"} - {cfg.refine.method})]
     root = Path(args.out) / args.preset
     costs: list[dict] = []
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     costs += [{"stage": r["stage"], "run": r["run"], "wall_s": r["wall_s"], "cpu_s": r["cpu_s"]}
               for r in summed(read_stage_times(root))]
 
-    report = {"preset": args.preset, "seeds": args.seeds, "methods": methods, "rows": rows, "costs": costs,
+    report = {"preset": args.preset, "overrides": args.set or [], "seeds": args.seeds, "methods": methods, "rows": rows, "costs": costs,
               "side_by_side_wall_s": elapsed, "processes": args.processes,
               "machine": {**machine_info(torch.device("cpu")),
                           "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),

@@ -19,6 +19,8 @@ the first says foreground, background where both say background, 255 where they 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_labels
@@ -31,28 +33,35 @@ from sfc_core.masks import IGNORE
 RELATION_RULES = ("reference", "thresholds")
 
 
-def crf_labels(image: np.ndarray, labels: np.ndarray, n_labels: int, cfg: RefineConfig) -> np.ndarray:
-    """Smooth a hard label map with a fully connected CRF (Krähenbühl and Koltun).
+def crf_labels(image: np.ndarray, label_maps: Sequence[np.ndarray], n_labels: int,
+               cfg: RefineConfig) -> list[np.ndarray]:
+    """Smooth hard label maps of one image with a fully connected CRF (Krähenbühl and Koltun).
 
     image: uint8 (H, W, 3) RGB (read-only arrays, as PIL gives, are fine: pydensecrf gets a
-    C-contiguous copy); labels: int (H, W) in [0, n_labels). Returns int64 (H, W).
-    Unary from the hard labels (energy -log p for the given label, p = label confidence 0.7,
-    the rest shared by the others); Gaussian and bilateral pairwise terms; mean-field
+    C-contiguous copy); label_maps: int (H, W) maps in [0, n_labels). Returns one int64 (H, W)
+    per map. Unary from the hard labels (energy -log p for the given label, p = label confidence
+    0.7, the rest shared by the others); Gaussian and bilateral pairwise terms; mean-field
     iterations; arg-max. Constants from ``cfg`` (reference: 10 it., 3/3, 50/5/10, 0.7).
+    The pairwise terms depend only on the image, so they are built once and serve every map:
+    each inference starts from its own map's unary, the same result as one CRF per map for
+    ~0.7x the CPU with two maps (the bilateral lattice is ~60% of one CRF at 96 px).
     """
-    height, width = labels.shape
+    height, width = image.shape[:2]
     if n_labels < 2:  # nothing to choose between
-        return np.zeros((height, width), np.int64)
+        return [np.zeros((height, width), np.int64) for _ in label_maps]
     crf = dcrf.DenseCRF2D(width, height, n_labels)
-    unary = unary_from_labels(labels.astype(np.int64), n_labels, gt_prob=cfg.crf_label_confidence,
-                              zero_unsure=False)
-    crf.setUnaryEnergy(np.ascontiguousarray(unary))
     crf.addPairwiseGaussian(sxy=cfg.crf_gaussian_sxy, compat=cfg.crf_gaussian_compat)
     crf.addPairwiseBilateral(sxy=cfg.crf_bilateral_sxy, srgb=cfg.crf_bilateral_srgb,
                              rgbim=np.array(image, dtype=np.uint8, order="C"),  # a writable copy
                              compat=cfg.crf_bilateral_compat)
-    q = np.asarray(crf.inference(cfg.crf_iterations), np.float32)
-    return q.reshape(n_labels, height, width).argmax(0)
+    out = []
+    for labels in label_maps:
+        unary = unary_from_labels(labels.astype(np.int64), n_labels, gt_prob=cfg.crf_label_confidence,
+                                  zero_unsure=False)
+        crf.setUnaryEnergy(np.ascontiguousarray(unary))
+        q = np.asarray(crf.inference(cfg.crf_iterations), np.float32)
+        out.append(q.reshape(n_labels, height, width).argmax(0))
+    return out
 
 
 def confident_labels(image: np.ndarray, fg_scores: np.ndarray, bg_scores: np.ndarray,
@@ -65,8 +74,8 @@ def confident_labels(image: np.ndarray, fg_scores: np.ndarray, bg_scores: np.nda
     foreground-favouring map says so, 0 where both maps say background, 255 elsewhere.
     """
     keys = np.asarray(keys, np.int64)
-    fg = keys[crf_labels(image, fg_scores.argmax(0), len(keys), cfg)]
-    bg = keys[crf_labels(image, bg_scores.argmax(0), len(keys), cfg)]
+    fg, bg = (keys[smooth] for smooth in crf_labels(image, [fg_scores.argmax(0), bg_scores.argmax(0)],
+                                                     len(keys), cfg))
     out = fg.astype(np.uint8)
     out[(fg == 0) & (bg != 0)] = IGNORE
     return out

@@ -271,7 +271,7 @@ def crf_prediction(image: np.ndarray, pred: np.ndarray, refine_cfg: RefineConfig
     from sfc_core.crf import crf_labels
 
     keys, rows = np.unique(pred, return_inverse=True)
-    return keys[crf_labels(image, rows.reshape(pred.shape), len(keys), refine_cfg)].astype(np.uint8)
+    return keys[crf_labels(image, [rows.reshape(pred.shape)], len(keys), refine_cfg)[0]].astype(np.uint8)
 
 
 def evaluate_network(model: nn.Module, dataset: SegmentationDataset, list_name: str, cfg: Config,

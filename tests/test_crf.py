@@ -23,15 +23,29 @@ def test_crf_snaps_labels_to_colour_edges():
     noisy[:, 5] = 1                       # label boundary one pixel off the colour boundary
     noisy[3, 14] = 0                      # a stray pixel
     image.setflags(write=False)           # as np.asarray(PIL image) gives it
-    out = crf_labels(image, noisy, 3, RefineConfig())
+    (out,) = crf_labels(image, [noisy], 3, RefineConfig())
     assert out.shape == bands.shape and out.dtype == np.int64
     np.testing.assert_array_equal(out, bands)
 
 
 def test_crf_with_one_label_is_all_that_label():
     image, _ = three_regions()
-    out = crf_labels(image, np.zeros((12, 18), np.int64), 1, RefineConfig())
-    assert (out == 0).all()
+    (out,) = crf_labels(image, [np.zeros((12, 18), np.int64)], 1, RefineConfig())
+    assert out.shape == (12, 18) and (out == 0).all()
+
+
+def test_crf_maps_of_one_image_equal_one_crf_each():
+    """The pairwise terms built once for several maps give each map's own CRF result."""
+    image, bands = three_regions()
+    rng = np.random.default_rng(0)
+    maps = [np.where(rng.random(bands.shape) < 0.3, rng.integers(0, 3, bands.shape), (bands + shift) % 3)
+            for shift in range(3)]
+    cfg = RefineConfig(crf_iterations=3)
+    together = crf_labels(image, maps, 3, cfg)
+    alone = [crf_labels(image, [m], 3, cfg)[0] for m in maps]
+    assert not np.array_equal(together[0], together[1])     # different maps, different results
+    for a, b in zip(together, alone):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_confident_labels_keep_agreement_and_ignore_disagreement():
