@@ -93,7 +93,9 @@ def test_notebook_runs_headlessly_at_smoke_size(path, shared):
     papermill.execute_notebook(
         str(path), str(out), cwd=str(REPO), kernel_name="python3", progress_bar=False,
         parameters={"smoke": True, "data_root": str(shared["data_root"]),
-                    "run_root": str(shared["run_root"]), "figures_dir": str(shared["figures_dir"])})
+                    "run_root": str(shared["run_root"]), "figures_dir": str(shared["figures_dir"]),
+                    # 01's no-shared-part control trains only with full=True: tested here, once
+                    "full": path.stem == "01_long_tail_analysis"})
     for name in EXPECTED_FIGURES[path.stem]:
         file = shared["figures_dir"] / name
         assert file.is_file() and file.stat().st_size > 0, f"{path.stem} did not write {name}"
@@ -116,6 +118,8 @@ def _check_contents(stem: str, shared: dict[str, Path], text: str) -> None:
         assert [row["images"] for row in table] == sorted(expected.values(), reverse=True)
         assert (runs / "baseline-control" / "cam_eval.json").is_file()
         assert "targets" in text
+        rows = json.loads((figures / "01_mechanism_targets.json").read_text())
+        assert sum(row["scope"] == "baseline vs control" for row in rows) == 2
         # the symptom's magnitude: the log-log slope, refitted here from cam_eval.json
         symptom = json.loads((figures / "01_symptom.json").read_text())
         for scope in ("baseline", "baseline-control"):
