@@ -24,6 +24,7 @@ images still to do:
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -50,6 +51,7 @@ from sfc_core.engine import (
 )
 from sfc_core.errors import SfcError
 from sfc_core.io import BackgroundWriter
+from sfc_core.model.backbone import fold_batchnorms
 from sfc_core.model.cam import max_normalise
 from sfc_core.model.sfc_net import load_model
 from sfc_core.provenance import checkpoint_record, claim_folder, npz_complete
@@ -166,13 +168,14 @@ def write_cams(run: RunDir, cfg: Config, model: torch.nn.Module, views: Dataset,
     the loader, consecutive images of one size stacked into batches of up to
     ``cams.batch_size`` (each scale one forward of the batch and its flips), normalised and
     flipped on the device, one non-blocking copy of the kept rows (float16) back per image,
-    the files written by a `BackgroundWriter` beside the device.
+    the files written by a `BackgroundWriter` beside the device. The network runs as a copy
+    with its BatchNorms folded into the convolutions (``backbone.fold_batchnorms``).
     ``desc``: the progress bar's title (None: no bar)."""
     loader = DataLoader(views, batch_size=1, collate_fn=_only_item,
                         num_workers=loader_workers(cfg.runtime.num_workers, device) if len(views) else 0,
                         pin_memory=device.type == "cuda")
     items = tqdm(loader, desc=desc, total=len(views), disable=desc is None, unit="img")
-    model = model.to(memory_format=memory_format(cfg))
+    model = fold_batchnorms(copy.deepcopy(model)).to(memory_format=memory_format(cfg))
     with torch.inference_mode(), BackgroundWriter() as writer:
         for batch in same_size_batches(items, cfg.cams.batch_size):
             kept, ready = _kept_maps(model, cfg, batch, device)

@@ -6,6 +6,9 @@
 - The PCM projection as two convolutions on the slices of its one weight equals the
   2051-channel convolution of the concatenation (within 1e-6); the weight keeps its key and
   shape, so checkpoints (the kit's and the reference's layout) load as before.
+- ``backbone.fold_batchnorms`` (the CAM stage's network): the tiny and ResNet-50 backbones with
+  every BatchNorm folded into its convolution give the unfolded CAMs within float rounding,
+  with no BatchNorm left.
 - DDP broadcasts no buffers when the backbone's BatchNorm is frozen: the ResNets' BatchNorm
   stays in eval mode in training and its running statistics never change.
 """
@@ -22,6 +25,7 @@ from sfc_core import engine
 from sfc_core.config import Config, ModelConfig
 from sfc_core.data.stats import distribution_coefficients
 from sfc_core.errors import SfcError
+from sfc_core.model.backbone import fold_batchnorms
 from sfc_core.model.sfc_net import build_model
 from sfc_core.train import SfcObjective
 
@@ -105,3 +109,26 @@ def test_the_resnets_batchnorm_is_frozen_so_ddp_need_not_broadcast_buffers(name)
     buffers = {key: value.clone() for key, value in model.state_dict().items() if "running_" in key}
     model(torch.randn(1, 3, 32, 32), torch.ones(1, 4, 1, 1))
     assert all(torch.equal(model.state_dict()[key], value) for key, value in buffers.items())
+
+
+@pytest.mark.parametrize("name", ["tiny", "resnet50"])
+def test_folded_batchnorms_give_the_same_cams(name):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(backbone=name, backbone_weights="none"), 3)
+    for module in model.modules():                     # BatchNorms that do something
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.weight.data.uniform_(0.5, 1.5)
+            module.bias.data.uniform_(-0.2, 0.2)
+    model.eval()
+    images, labels = torch.randn(4, 3, 48, 48), torch.tensor([[1.0, 0, 1], [0, 1, 0]])
+    with torch.no_grad():
+        expected = model.infer_batch(images, labels)
+        folded = fold_batchnorms(copy.deepcopy(model))
+        got = folded.infer_batch(images, labels)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    for a, b in zip(got, expected):
+        assert (a - b).abs().max().item() <= 1e-4 * max(1.0, b.abs().max().item())
+    with pytest.raises(ValueError):
+        fold_batchnorms(model.train())

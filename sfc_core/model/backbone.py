@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 import torchvision
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from sfc_core.errors import SfcError
 
@@ -103,6 +104,27 @@ class Backbone(nn.Module):
         for _ in range(int(math.log2(self.output_stride))):
             height, width = (height + 1) // 2, (width + 1) // 2
         return height, width
+
+
+def fold_batchnorms(module: nn.Module) -> nn.Module:
+    """``module`` (eval mode: inference only) with each BatchNorm that directly follows a
+    convolution folded into that convolution's weight and bias, in place: the same function
+    up to float rounding, without the BatchNorm's pass over each activation (~5% of the CAM
+    stage's CPU on the tiny backbone). The pairs: ``convN`` / ``bnN`` attributes of one block
+    (ResNet blocks, torchvision's and ours) and a Conv2d directly followed by a BatchNorm2d in
+    an ``nn.Sequential`` (stems, downsamples); each BatchNorm becomes an ``nn.Identity``."""
+    if module.training:
+        raise ValueError("fold_batchnorms is for a network in eval mode (its BatchNorms use running statistics)")
+    for parent in list(module.modules()):
+        names = list(parent._modules)
+        pairs = list(zip(names, names[1:])) if isinstance(parent, nn.Sequential) else \
+            [(f"conv{i}", f"bn{i}") for i in range(1, 4)]
+        for conv_name, bn_name in pairs:
+            conv, bn = getattr(parent, conv_name, None), getattr(parent, bn_name, None)
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
+                setattr(parent, bn_name, nn.Identity())
+    return module
 
 
 def load_state_dict_file(module: nn.Module, path: str | Path, weights_key: str) -> None:
