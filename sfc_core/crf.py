@@ -43,8 +43,8 @@ def crf_labels(image: np.ndarray, label_maps: Sequence[np.ndarray], n_labels: in
     0.7, the rest shared by the others); Gaussian and bilateral pairwise terms; mean-field
     iterations; arg-max. Constants from ``cfg`` (reference: 10 it., 3/3, 50/5/10, 0.7).
     The pairwise terms depend only on the image, so they are built once and serve every map:
-    each inference starts from its own map's unary, the same result as one CRF per map for
-    ~0.7x the CPU with two maps (the bilateral lattice is ~60% of one CRF at 96 px).
+    each inference starts from its own map's unary: the same result as one CRF per map, for
+    0.71x the CPU with two maps at 96 px (``python -m benchmarks.speed_changes``).
     """
     height, width = image.shape[:2]
     if n_labels < 2:  # nothing to choose between

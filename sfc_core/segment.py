@@ -284,8 +284,8 @@ def evaluate_network(model: nn.Module, dataset: SegmentationDataset, list_name: 
     cfg.segment.eval_crf, "multi_scale_flip_crf". Each rank scores its share of the list; the
     confusions are summed over ranks. With `predictions`, the last kind's label maps are
     written there as palette PNGs. The network runs as a copy with its BatchNorms folded into
-    the convolutions, channels-last with ``runtime.channels_last`` on every device (LR-ASPP, one
-    CPU thread: 38 -> 28 ms per image of 3 scales + flip; the scores agree within rounding)."""
+    the convolutions, channels-last with ``runtime.channels_last`` on every device (LR-ASPP on
+    the CPU: 0.83x the CPU, ``python -m benchmarks.speed_changes``; scores within rounding)."""
     seg, k = cfg.segment, dataset.num_classes + 1
     layout = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
     model = fold_batchnorms(copy.deepcopy(model).eval()).to(memory_format=layout)

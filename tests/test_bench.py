@@ -217,3 +217,14 @@ def test_the_gpu_report_dry_run_reports_every_part_on_the_cpu(tmp_path, capsys):
     assert result["camstage"]["identical"] is True
     for row in ("| all on |", "| compile |", "| uint8 loader", "| step 3 training |", "n/a on CPU"):
         assert row in printed, row
+
+
+def test_speed_changes_prints_each_change_beside_the_way_before(capsys):
+    from benchmarks import speed_changes
+
+    assert speed_changes.main(["--repeats", "1"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 5                                   # the header and four changes
+    for row in rows[1:]:
+        before, after, ratio = (float(cell) for cell in row.strip("| ").split(" | ")[3:6])
+        assert before > 0 and after > 0 and ratio == pytest.approx(after / before, abs=0.01)
