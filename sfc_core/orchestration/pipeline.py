@@ -57,9 +57,14 @@ def prepare_runs(configs: dict[str, Config], run_root: str | Path, force: bool =
     Two processes on two cores: three at once ran each training at ~half its speed alone
     (their data-loader workers compete too), so the three finished later than two-then-one.
     Training and CAMs are separate steps, so a process that is done with its run takes
-    another run's CAMs or training rather than idling (``parallel``)."""
+    another run's CAMs or training rather than idling (``parallel``). When every run already
+    has its cam_eval.json (a later notebook calling for 01's runs), the stages run here, one
+    after the other: each finds its work done (or does it, if something changed), without
+    the seconds that starting worker processes costs."""
     jobs = [(partial(trained, cfg, Path(run_root) / name, force), partial(evaluated, Path(run_root) / name))
             for name, cfg in configs.items()]
+    if not force and all(RunDir(Path(run_root) / name).cam_eval_json.is_file() for name in configs):
+        processes = 1
     return dict(zip(configs, run_side_by_side(jobs, processes)))
 
 
