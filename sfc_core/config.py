@@ -37,7 +37,8 @@ class RuntimeConfig:
     compile: str = "auto"                 # SFC training objective under torch.compile: "auto" (inductor on
                                           # a GPU, eager on a CPU) | "off" | a backend: "inductor", "aot_eager"
     num_workers: int | str = "auto"       # DataLoader workers (and refine's CRF processes): a count,
-                                          # or "auto": cores - 2 on a GPU, 2 on a CPU (engine.loader_workers)
+                                          # or "auto": cores - 2 on a GPU, 2 on a CPU (engine.loader_workers);
+                                          # the CRF's: this process's torch threads (refine.crf_processes)
     seed: int = 10
 
 

@@ -93,3 +93,18 @@ def test_unknown_relation_rule_names_the_key():
     cfg = RefineConfig(relation_rule="otsu")
     with pytest.raises(SfcError, match="refine.relation_rule"):
         confidence_scores(np.zeros((2, 3, 3)), np.zeros((2, 3, 3)), cfg)
+
+
+def test_crf_processes_follow_the_threads_this_process_was_given():
+    import torch
+
+    from sfc_core.refine import crf_processes
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)                 # a side-by-side worker's share: the CRF runs in-process
+        assert crf_processes("auto") == 1
+        torch.set_num_threads(2)
+        assert crf_processes("auto") == 2 and crf_processes(0) == 0 and crf_processes("3") == 3
+    finally:
+        torch.set_num_threads(threads)

@@ -40,7 +40,7 @@ from sfc_core.cam_file import load_cam
 from sfc_core.config import Config
 from sfc_core.crf import confidence_scores, confident_labels, rule_scores
 from sfc_core.data import SegmentationDataset, open_dataset
-from sfc_core.engine import loader_workers, select_device
+from sfc_core.engine import select_device
 from sfc_core.errors import SfcError
 from sfc_core.fusion import fuse
 from sfc_core.io import atomic_write_text
@@ -124,13 +124,20 @@ def _confident_label_task(run: RunDir, cfg: Config, dataset: SegmentationDataset
     save_mask(out_dir / f"{image_id}.png", confident_labels(image, fg_scores, bg_scores, record.keys, cfg.refine))
 
 
+def crf_processes(setting: int | str) -> int:
+    """Processes for the CRF (CPU work only): a ``runtime.num_workers`` count as given; ``"auto"``:
+    as many as this process has torch threads, i.e. the machine's cores when it runs alone and
+    its share when runs go side by side (one: the CRF runs here, no processes to start)."""
+    return int(setting) if setting != "auto" else torch.get_num_threads()
+
+
 def write_confident_labels(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[str],
                            out_dir: Path) -> None:
     """CRF-smoothed confident labels of ``ids`` into ``out_dir`` (skips finished images)."""
     todo = unfinished(out_dir, ids, "refine: confident labels")
     task = partial(_confident_label_task, run, cfg, dataset, out_dir)
     bar = tqdm(total=len(todo), desc=f"refine: confident labels -> {out_dir.name}", unit="img")
-    processes = min(loader_workers(cfg.runtime.num_workers, torch.device("cpu")), len(todo))   # CPU work
+    processes = min(crf_processes(cfg.runtime.num_workers), len(todo))
     if processes > 1:
         # (not multiprocessing.Pool: it waits forever for a worker that was killed)
         with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
