@@ -5,7 +5,7 @@
 #
 #   bash run_all.sh                                  # synthetic default (synthetic-paper), CPU, one seed
 #   bash run_all.sh --preset synthetic               # the from-scratch synthetic recipe instead
-#   bash run_all.sh --full                           # + 3 seeds and the ablation table
+#   bash run_all.sh --full                           # + the no-shared-part control, 3 seeds, ablations
 #   bash run_all.sh --smoke                          # tiny preset, a minute or two
 #   bash run_all.sh --preset voc --data-root PATH    # PASCAL VOC 2012 (GPU)
 #
