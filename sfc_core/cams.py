@@ -10,8 +10,9 @@ The stage resumes: images whose file is complete are kept while ``cams/provenanc
 records the same checkpoint (step and weights digest) and settings; anything else makes
 the folder again (files are written atomically).
 The DataLoader decodes and rescales in `runtime.num_workers` processes and hands over uint8;
-consecutive images of one size go through the network together, up to `cams.batch_size` (each
-scale one forward of the batch and its flips; every step is per image, so the maps do not
+consecutive images of one size go through the network together, up to `cams.batch_size`
+(`data.same_size_batches`, `sfc_net.multiscale_cams_batch`, shared with training-time
+validation; each scale one forward of the batch and its flips; every step is per image, so the maps do not
 depend on the batch beyond float32 rounding, and the batch size is not in the provenance
 record); normalisation, flips, the scales (back to back) and their sum run on the device, one
 non-blocking copy of the kept rows comes back per image, and a few writer threads write the
@@ -26,19 +27,17 @@ from __future__ import annotations
 import argparse
 import copy
 import dataclasses
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
 from sfc_core.cam_file import CAM_FIELDS, present_keys, save_cam
 from sfc_core.config import Config
-from sfc_core.data import MultiScaleDataset, open_dataset
+from sfc_core.data import MultiScaleDataset, item_loader, open_dataset, same_size_batches
 from sfc_core.data.transforms import device_views
 from sfc_core.engine import (
     autocast,
@@ -52,8 +51,7 @@ from sfc_core.engine import (
 from sfc_core.errors import SfcError
 from sfc_core.io import BackgroundWriter
 from sfc_core.model.backbone import fold_batchnorms
-from sfc_core.model.cam import max_normalise
-from sfc_core.model.sfc_net import load_model
+from sfc_core.model.sfc_net import load_model, multiscale_cams_batch
 from sfc_core.provenance import checkpoint_record, claim_folder, npz_complete
 from sfc_core.run_dir import RunDir
 from sfc_core.run_lock import claims_run
@@ -66,28 +64,6 @@ def multiscale_cams(model, images: list[torch.Tensor], label: torch.Tensor, size
     tensor per scale; label: (C,) multi-hot)."""
     classifier, prototype = multiscale_cams_batch(model, images, label[None], size, mask_by_label)
     return classifier[0], prototype[0]
-
-
-def multiscale_cams_batch(model, images: list[torch.Tensor], labels: torch.Tensor, size: tuple[int, int],
-                          mask_by_label: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Classifier and prototype CAMs of B images of one size over all scales, both
-    (B, C+1, H, W) float32.
-
-    images: one (2B, 3, h_s, w_s) tensor per scale (the B images, then their B flips, as
-    ``transforms.device_views`` makes them), on the model's device; labels: (B, C) multi-hot.
-    Each scale's (B, C+1, h, w) maps (``SfcNet.infer_batch``) are upsampled bilinearly to
-    `size`, summed over scales, then max-normalised per image and channel (reference make_cam).
-    """
-    classifier = prototype = 0
-    for views in images:
-        scale_cams = model.infer_batch(views, labels, mask_by_label=mask_by_label)
-        up = [F.interpolate(cam.float(), size, mode="bilinear", align_corners=False) for cam in scale_cams]
-        classifier, prototype = classifier + up[0], prototype + up[1]
-    return max_normalise(classifier), max_normalise(prototype)
-
-
-def _only_item(batch: list[dict]) -> dict:
-    return batch[0]
 
 
 def cams_record(cfg: Config, checkpoint: dict[str, Any], class_names: list[str],
@@ -171,9 +147,7 @@ def write_cams(run: RunDir, cfg: Config, model: torch.nn.Module, views: Dataset,
     the files written by a `BackgroundWriter` beside the device. The network runs as a copy
     with its BatchNorms folded into the convolutions (``backbone.fold_batchnorms``).
     ``desc``: the progress bar's title (None: no bar)."""
-    loader = DataLoader(views, batch_size=1, collate_fn=_only_item,
-                        num_workers=loader_workers(cfg.runtime.num_workers, device) if len(views) else 0,
-                        pin_memory=device.type == "cuda")
+    loader = item_loader(views, loader_workers(cfg.runtime.num_workers, device), device.type == "cuda")
     items = tqdm(loader, desc=desc, total=len(views), disable=desc is None, unit="img")
     model = fold_batchnorms(copy.deepcopy(model)).to(memory_format=memory_format(cfg))
     with torch.inference_mode(), BackgroundWriter() as writer:
@@ -189,19 +163,6 @@ def memory_format(cfg: Config) -> torch.memory_format:
     of CPU per image, 76 -> 59 under the AVX2 switches: BENCHMARKS.md).
     Like the batch size a speed setting: the maps agree within rounding, the CAMs are kept."""
     return torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
-
-
-def same_size_batches(items: Iterable[dict], batch_size: int) -> Iterator[list[dict]]:
-    """Consecutive MultiScaleDataset items of the same ``size``, up to ``batch_size`` a list
-    (a list ends where the size changes): their scales stack into one tensor each."""
-    batch: list[dict] = []
-    for item in items:
-        if batch and (len(batch) == batch_size or not torch.equal(item["size"], batch[0]["size"])):
-            yield batch
-            batch = []
-        batch.append(item)
-    if batch:
-        yield batch
 
 
 def _kept_maps(model: torch.nn.Module, cfg: Config, batch: list[dict], device: torch.device

@@ -8,6 +8,9 @@ truth or the prediction (``nanmean``). Pixels whose ground truth is 255 count fo
     conf = sum(confusion_matrix(pred, gt, K) for pred, gt in pairs)
     mean_iou(conf), iou_from_confusion(conf), precision_recall(conf)
 
+On the device (no host read per image): ``confusion_counts(pred, gt, K)`` tensors summed over
+the list (and over ranks), then ``confusion_from_counts(counts, K)`` once: the same matrix.
+
 Calibration (the paper's over-/under-activation): ``activation_ratio`` = predicted area / GT
 area per class, ``error_shares`` = false-positive and false-negative pixels as shares of the
 class's union (so IoU + fp + fn = 1, as the reference's eval script prints them), and
@@ -20,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 from scipy import stats
 
 from sfc_core.errors import SfcError
@@ -61,12 +65,36 @@ def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.n
                        fix="map uncertain (255) prediction pixels to a class or to ignore first")
     index = gt.astype(np.uint16).ravel() * k       # at most 255 * K + 255 < 2**16
     index += pred.ravel()
-    counts = np.bincount(index, minlength=IGNORE * k)
+    return confusion_from_counts(np.bincount(index, minlength=IGNORE * k), k)
+
+
+def confusion_counts(pred: torch.Tensor, gt: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``confusion_matrix``'s pixel counts on the tensors' device, for ``confusion_from_counts``.
+
+    pred: integer (...) class indices 0..K-1 (an arg-max over K channels; not checked, which
+    would read the device); gt: uint8 (...) of the same shape, 0..K-1 or 255 = ignore, on the
+    same device. Returns int64 (256 * K,): the counts of ``gt * K + pred`` by one
+    ``torch.bincount``, ignore pixels and out-of-range ground truth included (rows K..255),
+    so sums over images and ranks stay exact integers and the check waits for the host read.
+    """
+    if pred.shape != gt.shape:
+        raise SfcError(f"prediction shape {tuple(pred.shape)} differs from ground truth {tuple(gt.shape)}",
+                       fix="resize the prediction to the ground-truth mask's size")
+    index = gt.reshape(-1).long() * num_classes + pred.reshape(-1)
+    return torch.bincount(index, minlength=(IGNORE + 1) * num_classes)
+
+
+def confusion_from_counts(counts: np.ndarray | torch.Tensor, num_classes: int) -> np.ndarray:
+    """The int64 (K, K) confusion ``conf[g, p]`` from bincounts of ``gt * K + pred`` (at least
+    255 * K long: ``confusion_counts``, summed; on any device, read once). Ignore pixels
+    (row 255) are dropped; SfcError when ground truth has values in K..254."""
+    k = num_classes
+    counts = counts.cpu().numpy() if isinstance(counts, torch.Tensor) else np.asarray(counts)
     if counts[k * k:IGNORE * k].any():
         bad = np.flatnonzero(counts[k * k:IGNORE * k].reshape(-1, k).sum(1)) + k
         raise SfcError(f"ground truth has class values {bad.tolist()} outside 0..{k - 1} and 255",
                        fix="check that the masks and the run use the same class list")
-    return counts[:k * k].reshape(k, k).copy()
+    return counts[:k * k].reshape(k, k).astype(np.int64)
 
 
 def threshold_confusions(fg_class: np.ndarray, fg_score: np.ndarray, gt: np.ndarray,

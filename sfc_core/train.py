@@ -15,7 +15,9 @@ gradient norm is clipped and the schedule steps ("poly" over two lr groups, or "
 Writes (through ``RunDir``): config.json, class_names.json, metrics.jsonl and tb/ every
 ``log_every`` steps, checkpoints/last.pt every ``checkpoint_every`` steps and at the end,
 checkpoints/best.pt (best sum of the two validation mIoUs when ``val_every`` > 0, else the
-final model).
+final model). Validation (``validate``) runs on the device: the loader's workers decode images
+and masks, same-size images go through the network as batches of ``cams.batch_size``, the
+confusion counts stay on the device and the host reads them once (after the DDP sum).
 
 Resume: last.pt holds the model, optimiser, schedule, loss scaler, step, image bank and RNG
 states (global generators and the trainer's own generator, which shuffles bank writes and
@@ -54,13 +56,20 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler, Subset
+from torch.utils.data import DistributedSampler, Subset
 from tqdm import tqdm
 
 from sfc_core import engine
 from sfc_core.bank import ImageBank
 from sfc_core.config import ABLATIONS, Config, RuntimeConfig, TrainConfig, flat_dict, parse_overrides
-from sfc_core.data import MultiScaleDataset, SegmentationDataset, TrainDataset, open_dataset
+from sfc_core.data import (
+    MultiScaleDataset,
+    SegmentationDataset,
+    TrainDataset,
+    item_loader,
+    open_dataset,
+    same_size_batches,
+)
 from sfc_core.data.stats import class_weights
 from sfc_core.data.transforms import (
     IMAGENET_MEAN,
@@ -72,10 +81,11 @@ from sfc_core.data.transforms import (
 from sfc_core.errors import SfcError
 from sfc_core.io import atomic_write_json
 from sfc_core.losses import classification_loss, prototype_consistency, scale_consistency
-from sfc_core.metrics import confusion_matrix, mean_iou, percent
+from sfc_core.masks import IGNORE
+from sfc_core.metrics import confusion_counts, confusion_from_counts, mean_iou, percent
 from sfc_core.model.cam import max_normalise
 from sfc_core.model.pretrained import resolve_backbone_weights
-from sfc_core.model.sfc_net import SfcNet, build_model, checkpoint_identity
+from sfc_core.model.sfc_net import SfcNet, build_model, checkpoint_identity, multiscale_cams_batch
 from sfc_core.run_dir import RunDir
 from sfc_core.run_lock import claims_run
 
@@ -322,9 +332,7 @@ class SfcValidation:
             _log_cam_image(logger, step, output["image"], output["outputs"])
         if t.val_every == 0 or (step % t.val_every != 0 and step != self.max_steps):
             return
-        scores = validate(self.state.model, self.dataset, self.cfg.data.eval_list, self.device, self.dist,
-                          engine.loader_workers(self.cfg.runtime.num_workers, self.device),
-                          self.cfg.runtime.amp)
+        scores = validate(self.state.model, self.dataset, self.cfg, self.device, self.dist)
         logger.log(step, {f"val/{name}": value for name, value in scores.items()})
         if scores["miou_cam"] + scores["miou_prototype"] > self.state.meta["best"]["score"]:
             self.state.meta["best"] = {"score": scores["miou_cam"] + scores["miou_prototype"], "step": step,
@@ -361,37 +369,39 @@ def _epoch_order(sampler: DistributedSampler, epoch: int) -> list[tuple[int, int
 
 
 @torch.no_grad()
-def validate(model: SfcNet, dataset: SegmentationDataset, list_name: str, device: torch.device,
-             dist: engine.DistInfo | None = None, num_workers: int = 0,
-             amp: bool = True) -> dict[str, float]:
-    """Single-scale, no-flip arg-max mIoU of the refined CAM and of the prototype CAM (the
-    reference's training-time validation): each image at full size with the valid mask
-    [1, label], CAMs upsampled bilinearly to the image, max-normalised, arg-max over C+1.
-    Under DDP each rank scores its share and the confusion matrices are summed."""
+def validate(model: SfcNet, dataset: SegmentationDataset, cfg: Config, device: torch.device,
+             dist: engine.DistInfo | None = None) -> dict[str, float]:
+    """Single-scale, no-flip arg-max mIoU of the refined CAM and of the prototype CAM on
+    ``cfg.data.eval_list`` (the reference's training-time validation): each image at full
+    size with the valid mask [1, label], CAMs upsampled bilinearly to the image,
+    max-normalised, arg-max over C+1.
+
+    On the device, like the CAM stage: the loader's workers decode images and masks, up to
+    ``cams.batch_size`` consecutive same-size images go through ``multiscale_cams_batch`` as
+    one batch, and each arg-max is counted there (``metrics.confusion_counts``); under DDP each
+    rank scores its share and the counts are summed; the host reads them once, at the end."""
     dist = dist or engine.DistInfo()
-    items = MultiScaleDataset(dataset, list_name, scales=(1.0,))
+    list_name, k = cfg.data.eval_list, dataset.num_classes + 1
+    items = MultiScaleDataset(dataset, list_name, scales=(1.0,), masks=True)
     shard = Subset(items, range(dist.rank, len(items), dist.world_size))
-    loader = DataLoader(shard, batch_size=None, num_workers=num_workers,
-                        generator=torch.Generator().manual_seed(0))
-    num_channels = dataset.num_classes + 1
-    confusions = {"cam": np.zeros((num_channels, num_channels), np.int64),
-                  "prototype_cam": np.zeros((num_channels, num_channels), np.int64)}
+    loader = item_loader(shard, engine.loader_workers(cfg.runtime.num_workers, device), device.type == "cuda",
+                         generator=torch.Generator().manual_seed(0))     # leaves the training's RNG alone
+    counts = torch.zeros(2, (IGNORE + 1) * k, dtype=torch.int64, device=device)   # cam, prototype_cam
     was_training = model.training
     model.eval()
-    for item in tqdm(loader, desc=f"validate ({list_name})", leave=False, disable=not dist.is_main):
-        image = device_views(item["images"][0], device, flip=False)
-        label_mask = torch.cat([torch.ones(1), item["label"]]).to(device)[None, :, None, None]
-        with engine.autocast(device, amp):
-            out = model(image, label_mask)
-        gt = dataset.read_mask(item["name"])
-        for key in confusions:
-            cam = F.interpolate(out[key].float(), size=gt.shape, mode="bilinear", align_corners=False)
-            pred = max_normalise(cam)[0].argmax(dim=0).to(torch.uint8).cpu().numpy()
-            confusions[key] += confusion_matrix(pred, gt, num_channels)
+    items = tqdm(loader, desc=f"validate ({list_name})", leave=False, disable=not dist.is_main)
+    for batch in same_size_batches(items, cfg.cams.batch_size):
+        images = device_views(torch.stack([item["images"][0] for item in batch]), device, flip=False)
+        labels = engine.to_device(torch.stack([item["label"] for item in batch]), device)
+        gt = engine.to_device(torch.stack([item["mask"] for item in batch]), device)
+        with engine.autocast(device, cfg.runtime.amp):
+            cams = multiscale_cams_batch(model, [images], labels, tuple(gt.shape[-2:]), mask_by_label=True)
+        for row, cam in zip(counts, cams):
+            row += confusion_counts(cam.argmax(dim=1), gt, k)
     model.train(was_training)
-    totals = {key: engine.all_reduce_sum(torch.from_numpy(conf).to(device), dist).cpu().numpy()
-              for key, conf in confusions.items()}
-    return {"miou_cam": mean_iou(totals["cam"]), "miou_prototype": mean_iou(totals["prototype_cam"])}
+    totals = engine.all_reduce_sum(counts, dist).cpu()
+    return {"miou_cam": mean_iou(confusion_from_counts(totals[0], k)),
+            "miou_prototype": mean_iou(confusion_from_counts(totals[1], k))}
 
 
 def _log_cam_image(logger: engine.MetricsLogger, step: int, image: torch.Tensor,

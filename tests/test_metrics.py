@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from scipy import stats
 
 from sfc_core.errors import SfcError
 from sfc_core.metrics import (
     activation_ratio,
+    confusion_counts,
+    confusion_from_counts,
     confusion_matrix,
     error_shares,
     iou_from_confusion,
@@ -64,6 +67,28 @@ def test_confusion_rejects_out_of_range_values_and_shape_mismatch():
     # a prediction of 255 on an ignored pixel does not count, so it is accepted
     pred = np.array([[0, 1], [2, 255]], dtype=np.uint8)
     assert confusion_matrix(pred, gt, 3).trace() == 3
+
+
+def test_device_counts_summed_give_the_numpy_confusion_of_every_image():
+    """confusion_counts per image (a (B, H, W) batch too), summed as tensors and read once,
+    equal the sum of confusion_matrix: ignore pixels dropped, absent classes empty."""
+    rng = np.random.default_rng(2)
+    pairs = [random_masks(rng, (3, 17, 11), 6, absent=(4,)) for _ in range(3)]
+    counts = sum(confusion_counts(torch.from_numpy(pred).long(), torch.from_numpy(gt), 6) for pred, gt in pairs)
+    assert counts.dtype == torch.int64 and counts.shape == (256 * 6,)
+    conf = confusion_from_counts(counts, 6)
+    assert conf.dtype == np.int64 and conf.shape == (6, 6)
+    np.testing.assert_array_equal(conf, sum(confusion_matrix(pred, gt, 6) for pred, gt in pairs))
+    assert conf[4].sum() == conf[:, 4].sum() == 0
+
+
+def test_device_counts_report_bad_ground_truth_at_the_read_and_refuse_other_shapes():
+    gt = torch.tensor([[0, 9], [1, 255]], dtype=torch.uint8)
+    counts = confusion_counts(torch.zeros(2, 2, dtype=torch.long), gt, 3)    # no check yet: no host read
+    with pytest.raises(SfcError, match="ground truth has class values \\[9\\]"):
+        confusion_from_counts(counts, 3)
+    with pytest.raises(SfcError, match="shape"):
+        confusion_counts(torch.zeros(2, 3, dtype=torch.long), gt, 3)
 
 
 def test_iou_and_mean_iou_follow_the_voc_protocol():

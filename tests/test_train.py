@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -119,6 +120,50 @@ def test_validation_keeps_the_best_checkpoint(smoke_config, smoke_dataset, tmp_p
     best = engine.load_checkpoint(run.best_checkpoint)
     assert best["step"] == best_step == summary["best"]["step"]
     assert best["best"]["score"] == pytest.approx(scores[best_step])
+
+
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_validation_on_the_device_equals_the_per_image_numpy_scores(smoke_config, smoke_dataset, monkeypatch,
+                                                                     batch_size):
+    """validate (same-size batches, counts on the device, one read) gives the confusion
+    matrices, hence the mIoUs, of the per-image loop it replaced: each image alone through
+    the network, its arg-max read to the host, a numpy confusion per image."""
+    import torch.nn.functional as F
+
+    from sfc_core import train as train_module
+    from sfc_core.data import MultiScaleDataset
+    from sfc_core.data.transforms import device_views
+    from sfc_core.metrics import confusion_matrix, mean_iou
+    from sfc_core.model.cam import max_normalise
+    from sfc_core.model.sfc_net import build_model
+
+    torch.manual_seed(0)
+    model = build_model(smoke_config.model, smoke_dataset.num_classes)          # random weights
+    k = smoke_dataset.num_classes + 1
+    expected = {"cam": np.zeros((k, k), np.int64), "prototype_cam": np.zeros((k, k), np.int64)}
+    model.eval()
+    with torch.no_grad():
+        for item in MultiScaleDataset(smoke_dataset, smoke_config.data.eval_list, scales=(1.0,)):
+            out = model(device_views(item["images"][0], "cpu", flip=False),
+                        torch.cat([torch.ones(1), item["label"]])[None, :, None, None])
+            gt = smoke_dataset.read_mask(item["name"])
+            for key, conf in expected.items():
+                cam = F.interpolate(out[key].float(), size=gt.shape, mode="bilinear", align_corners=False)
+                conf += confusion_matrix(max_normalise(cam)[0].argmax(dim=0).to(torch.uint8).numpy(), gt, k)
+    assert all((conf.sum(0) > 0).sum() > 1 for conf in expected.values())       # not one class everywhere
+    seen, read = [], train_module.confusion_from_counts
+    monkeypatch.setattr(train_module, "confusion_from_counts", lambda *a: seen.append(read(*a)) or seen[-1])
+    batches, batch = [], train_module.same_size_batches
+    monkeypatch.setattr(train_module, "same_size_batches",
+                        lambda *a: (batches.append(len(b)) or b for b in batch(*a)))
+    model.train()
+    cfg = copy_config(smoke_config, **{"runtime.num_workers": 2, "cams.batch_size": batch_size})
+    scores = train_module.validate(model, smoke_dataset, cfg, torch.device("cpu"))
+    assert model.training                                                       # left as it was
+    assert max(batches) == batch_size and sum(batches) == len(smoke_dataset.ids(cfg.data.eval_list))
+    np.testing.assert_array_equal(seen[0], expected["cam"])
+    np.testing.assert_array_equal(seen[1], expected["prototype_cam"])
+    assert scores == {"miou_cam": mean_iou(expected["cam"]), "miou_prototype": mean_iou(expected["prototype_cam"])}
 
 
 def test_train_verb_applies_ablation_flags_then_explicit_sets(monkeypatch, tmp_path):

@@ -6,12 +6,19 @@ VOC and COCO are read from `data.root` as they are.
 from __future__ import annotations
 
 from sfc_core.config import DataConfig
-from sfc_core.data.voc import MultiScaleDataset, SegmentationDataset, TrainDataset
+from sfc_core.data.voc import (
+    MultiScaleDataset,
+    SegmentationDataset,
+    TrainDataset,
+    item_loader,
+    same_size_batches,
+)
 from sfc_core.errors import SfcError
 
 DATASETS = ("voc", "coco", "synthetic")
 
-__all__ = ["DATASETS", "MultiScaleDataset", "SegmentationDataset", "TrainDataset", "open_dataset"]
+__all__ = ["DATASETS", "MultiScaleDataset", "SegmentationDataset", "TrainDataset", "item_loader", "open_dataset",
+           "same_size_batches"]
 
 
 def open_dataset(data: DataConfig) -> SegmentationDataset:

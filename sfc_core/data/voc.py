@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from sfc_core.data.transforms import augment, long_side_scale, rescale
@@ -327,17 +328,19 @@ class MultiScaleDataset(Dataset):
     """Inference view of a list: the image at every scale, in uint8 (1.4).
 
     Item: `name` str, `size` int64 (2,) = (H, W), `label` float32 (C,), `images` a list with one
-    uint8 (3, h_s, w_s) tensor per scale, h_s = round(H * s), bicubic. The consumer normalises
-    and flips them on its device (`transforms.device_views`): a quarter of float32's bytes
-    cross the worker pipe, the pinning and the host-to-device copy.
+    uint8 (3, h_s, w_s) tensor per scale, h_s = round(H * s), bicubic, and with `masks` the
+    ground truth `mask` uint8 (H, W) (`read_mask`, decoded in the loader's worker). The
+    consumer normalises and flips them on its device (`transforms.device_views`): a quarter
+    of float32's bytes cross the worker pipe, the pinning and the host-to-device copy.
     """
 
     def __init__(self, dataset: SegmentationDataset, list_name: str,
-                 scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)):
+                 scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0), masks: bool = False):
         self.dataset = dataset
         self.ids = dataset.ids(list_name)
         self.labels = dataset.labels(list_name)
         self.scales = scales
+        self.masks = masks
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -345,7 +348,37 @@ class MultiScaleDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         image = self.dataset.read_image(self.ids[index])
         images = [torch.from_numpy(rescale(image, scale).transpose(2, 0, 1).copy()) for scale in self.scales]
-        return {"name": self.ids[index],
+        item = {"name": self.ids[index],
                 "size": torch.tensor(image.shape[:2], dtype=torch.int64),
                 "label": torch.from_numpy(self.labels[index]),
                 "images": images}
+        if self.masks:
+            item["mask"] = torch.from_numpy(self.dataset.read_mask(self.ids[index]))
+        return item
+
+
+def _only_item(batch: list[dict]) -> dict:
+    return batch[0]
+
+
+def item_loader(views: Dataset, num_workers: int, pin_memory: bool,
+                generator: torch.Generator | None = None) -> DataLoader:
+    """The items of ``views`` (a MultiScaleDataset or a Subset of one) one at a time, as they
+    are (no collation), decoded in ``num_workers`` processes (none for an empty view).
+    ``generator``: what seeds the workers (default: one draw from torch's global generator;
+    pass one to leave it alone, as training-time validation does)."""
+    return DataLoader(views, batch_size=1, collate_fn=_only_item, num_workers=num_workers if len(views) else 0,
+                      pin_memory=pin_memory, generator=generator)
+
+
+def same_size_batches(items: Iterable[dict], batch_size: int) -> Iterator[list[dict]]:
+    """Consecutive MultiScaleDataset items of the same ``size``, up to ``batch_size`` a list
+    (a list ends where the size changes): their scales (and masks) stack into one tensor each."""
+    batch: list[dict] = []
+    for item in items:
+        if batch and (len(batch) == batch_size or not torch.equal(item["size"], batch[0]["size"])):
+            yield batch
+            batch = []
+        batch.append(item)
+    if batch:
+        yield batch

@@ -3,6 +3,7 @@
     model = build_model(cfg.model, num_classes)
     out = model(images, valid_mask)      # training: score, cam (PCM-refined), prototype_cam
     cam, proto = model.infer(pair, label)   # inference on an image + its flip
+    cam, proto = multiscale_cams_batch(model, views_per_scale, labels, size)   # B images, upsampled
     model = load_model(path, engine.load_checkpoint(path), cfg.model, class_names)
 
 New layers (docs/reference.md 2.2), all 1x1 convolutions without bias:
@@ -137,6 +138,25 @@ class SfcNet(nn.Module):
         cam = cam_math.classifier_cam(logit_map, label_mask if mask_by_label else None)
         cam = self._refine(cam, images, x4)
         return cam, self._prototype_cam(cam, features, label_mask)
+
+
+def multiscale_cams_batch(model: SfcNet, images: list[torch.Tensor], labels: torch.Tensor, size: tuple[int, int],
+                          mask_by_label: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Classifier and prototype CAMs of B images of one size over all scales, both
+    (B, C+1, H, W) float32 (the CAM stage; training-time validation: one scale, no flip).
+
+    images: one (2B, 3, h_s, w_s) tensor per scale (the B images, then their B flips, as
+    ``transforms.device_views`` makes them), or (B, 3, h_s, w_s) without flips, on the
+    model's device; labels: (B, C) multi-hot. Each scale's (B, C+1, h, w) maps
+    (``SfcNet.infer_batch``) are upsampled bilinearly to `size`, summed over scales, then
+    max-normalised per image and channel (reference make_cam).
+    """
+    classifier = prototype = 0
+    for views in images:
+        scale_cams = model.infer_batch(views, labels, mask_by_label=mask_by_label)
+        up = [F.interpolate(cam.float(), size, mode="bilinear", align_corners=False) for cam in scale_cams]
+        classifier, prototype = classifier + up[0], prototype + up[1]
+    return cam_math.max_normalise(classifier), cam_math.max_normalise(prototype)
 
 
 def build_model(model_cfg: ModelConfig, num_classes: int) -> SfcNet:
