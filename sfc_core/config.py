@@ -40,6 +40,8 @@ class RuntimeConfig:
                                           # or "auto": cores - 2 on a GPU, 2 on a CPU (engine.loader_workers);
                                           # the CRF's: this process's torch threads (refine.crf_processes)
     seed: int = 10
+    checkpoint_minutes: float = 0.0       # also write last.pt once this many minutes passed since the last
+                                          # one (SFC, IRN, step 3; checked every log_every steps); 0: off
 
 
 # A config.json written before the runtime section still loads: these fields moved there,
@@ -243,6 +245,7 @@ LIMITS: dict[str, Limit] = {
     "runtime.num_workers": at_least(0),
     "runtime.seed": at_least(0),
     "runtime.compile": one_of("auto", "off", "inductor", "aot_eager"),     # engine.compile_backend
+    "runtime.checkpoint_minutes": at_least(0),                             # 0: step cadence only
     "data.dataset": one_of("voc", "coco", "synthetic"),
     "data.synthetic_size": one_of("smoke", "default", "large"),   # data/synthetic.py SIZES
     "data.synthetic_seed": at_least(0),

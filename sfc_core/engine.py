@@ -23,7 +23,7 @@ Distributed (torchrun)
     per_process(total, key, dist) -> int     a global count (batch size, bank draws) / world size
     wrap_ddp(model, dist, device, **ddp_kwargs), unwrap(model), all_reduce_sum(tensor, dist),
     barrier(dist), gather_objects(obj, dist) -> list, gather_to_main(obj, dist) -> list | None,
-    cleanup_distributed(dist)
+    broadcast_from_main(obj, dist) -> rank 0's obj, cleanup_distributed(dist)
 
 Optimisation
     make_optimizer(name, groups, momentum, weight_decay)   "sgd" | "adamw"; groups carry "lr"
@@ -43,7 +43,8 @@ The one training loop (SFC, IRN and step 3)
     TrainState(model, optimizer, schedule, scaler, identity, config, builds, extras, meta, step)
         .save(path, dist, full=True), .resume(path, dist, fix)
     Loop(data, order, batch_size, steps_per_epoch, max_steps, update, log, log_every,
-         checkpoint_every, ...)              what a trainer gives: its samples, update and cadence
+         checkpoint_every, ..., checkpoint_minutes)   what a trainer gives: its samples, update
+                                             and cadence (steps, and wall time: CheckpointTimer)
     run_loop(state, loop, LoopFiles(checkpoint, metrics, tensorboard), dist, stop_after) -> dict
 
 Checkpoints hold only tensors and plain Python values, so they load with
@@ -164,6 +165,15 @@ def gather_objects(obj: Any, dist: DistInfo) -> list[Any]:
     out: list[Any] = [None] * dist.world_size
     torch.distributed.all_gather_object(out, obj)
     return out
+
+
+def broadcast_from_main(obj: Any, dist: DistInfo) -> Any:
+    """Rank 0's ``obj`` on every rank (``obj`` itself in one process). Every rank must call it."""
+    if not dist.distributed:
+        return obj
+    box = [obj]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def gather_to_main(obj: Any, dist: DistInfo) -> list[Any] | None:
@@ -604,6 +614,7 @@ class Loop:
     num_workers: int = 0
     pin_memory: bool = False
     desc: str = "train"
+    checkpoint_minutes: float = 0.0       # runtime.checkpoint_minutes: also by wall time (0: off)
 
 
 @dataclass(frozen=True)
@@ -613,6 +624,36 @@ class LoopFiles:
     checkpoint: Path
     metrics: Path
     tensorboard: Path | None = None
+
+
+class CheckpointTimer:
+    """Checkpoints by wall time (``Loop.checkpoint_minutes``, 0: never): due on a step that is a
+    multiple of ``log_every`` once ``minutes`` have passed since the last checkpoint (or the
+    loop's start). Rank 0's clock decides and broadcasts its answer, only on those steps, so
+    every rank writes at the same step and no other step pays a collective."""
+
+    def __init__(self, minutes: float, log_every: int, clock: Callable[[], float] = time.monotonic):
+        self.seconds, self.log_every, self.clock = 60 * minutes, log_every, clock
+        self.last = clock()
+
+    def due(self, step: int, dist: DistInfo) -> bool:
+        if self.seconds <= 0 or step % self.log_every:
+            return False
+        return bool(broadcast_from_main(self.clock() - self.last >= self.seconds, dist))
+
+    def restart(self) -> None:
+        """A checkpoint was written: count from now."""
+        self.last = self.clock()
+
+
+@dataclass
+class Progress:
+    """Where a running loop reports (the metrics logger, the progress bar) and its wall-time
+    checkpoint clock."""
+
+    logger: MetricsLogger
+    bar: tqdm
+    timer: CheckpointTimer
 
 
 class Throughput:
@@ -668,11 +709,14 @@ def run_loop(state: TrainState, loop: Loop, files: LoopFiles, dist: DistInfo,
              stop_after: int | None = None) -> dict[str, Any]:
     """Train from ``state.step`` to ``loop.max_steps`` (or ``stop_after`` steps, as if
     interrupted): update, step the schedule, log, checkpoint (``files.checkpoint``) every
-    ``checkpoint_every`` steps and at the end. Metrics logged after the resumed step (by a
-    killed run) are dropped first. Returns steps, seconds and images_per_second (None when no
-    step was timed)."""
-    logger = MetricsLogger(files.metrics, files.tensorboard, enabled=dist.is_main, resume_step=state.step)
-    bar = tqdm(total=loop.max_steps, initial=state.step, desc=loop.desc, unit="step", disable=not dist.is_main)
+    ``checkpoint_every`` steps, when ``checkpoint_minutes`` have passed (``CheckpointTimer``)
+    and at the end. Metrics logged after the resumed step (by a killed run) are dropped first.
+    Returns steps, seconds and images_per_second (None when no step was timed)."""
+    progress = Progress(MetricsLogger(files.metrics, files.tensorboard, enabled=dist.is_main,
+                                      resume_step=state.step),
+                        tqdm(total=loop.max_steps, initial=state.step, desc=loop.desc, unit="step",
+                             disable=not dist.is_main),
+                        CheckpointTimer(loop.checkpoint_minutes, loop.log_every))
     clock, started = Throughput(loop.images_per_step), time.perf_counter()
     try:
         stop = stop_after if stop_after is not None and state.step <= stop_after < loop.max_steps else loop.max_steps
@@ -682,26 +726,29 @@ def run_loop(state: TrainState, loop: Loop, files: LoopFiles, dist: DistInfo,
             state.step += 1
             kill_point("step")     # interruption tests only (SFC_KILL_AT, sfc_core.io)
             clock.tick()
-            bar.update(1)
-            _at_cadence(state, loop, files, dist, logger, bar, output, clock.rate or 0.0)
+            progress.bar.update(1)
+            _at_cadence(state, loop, files, dist, progress, output, clock.rate or 0.0)
     finally:
-        bar.close()
-        logger.close()
+        progress.bar.close()
+        progress.logger.close()
     return {"steps": state.step, "seconds": time.perf_counter() - started, "images_per_second": clock.rate}
 
 
-def _at_cadence(state: TrainState, loop: Loop, files: LoopFiles, dist: DistInfo, logger: MetricsLogger,
-                bar: tqdm, output: dict[str, Any], rate: float) -> None:
-    """After an update: the log, ``after_step`` and the checkpoint, each when its cadence says."""
+def _at_cadence(state: TrainState, loop: Loop, files: LoopFiles, dist: DistInfo, progress: Progress,
+                output: dict[str, Any], rate: float) -> None:
+    """After an update: the log, ``after_step`` and the checkpoint, each when its cadence says
+    (the checkpoint's: every ``checkpoint_every`` steps, the last, or the timer's; the same
+    answer on every rank)."""
     step, last = state.step, state.step == loop.max_steps
     good = files.checkpoint if files.checkpoint.is_file() else None
     if step % loop.log_every == 0 or last:
         check_finite(output["loss"], step, good)
         values = loop.log(step, output, rate)
-        logger.log(step, values)
-        bar.set_postfix({name: f"{value:.3f}" for name, value in values.items() if "loss" in name})
+        progress.logger.log(step, values)
+        progress.bar.set_postfix({name: f"{value:.3f}" for name, value in values.items() if "loss" in name})
     if loop.after_step is not None:
-        loop.after_step(step, output, logger)
-    if step % loop.checkpoint_every == 0 or last:
+        loop.after_step(step, output, progress.logger)
+    if step % loop.checkpoint_every == 0 or last or progress.timer.due(step, dist):
         check_finite(output["loss"], step, good)
         state.save(files.checkpoint, dist)
+        progress.timer.restart()

@@ -446,7 +446,8 @@ def _train(state: engine.TrainState, cfg: Config, crops: MaskedCrops, out: RunDi
                        seg.iterations, update, update.log, seg.log_every, seg.checkpoint_every,
                        images_per_step=seg.batch_size,     # global: every process takes 1/N
                        num_workers=engine.loader_workers(cfg.runtime.num_workers, device),
-                       pin_memory=device.type == "cuda", desc=f"segment {name}")
+                       pin_memory=device.type == "cuda", desc=f"segment {name}",
+                       checkpoint_minutes=cfg.runtime.checkpoint_minutes)
     done = engine.run_loop(state, loop, engine.LoopFiles(out.last_checkpoint, out.metrics_jsonl, out.tensorboard),
                            dist)
     return done["images_per_second"]

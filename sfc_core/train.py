@@ -13,7 +13,8 @@ cross-scale consistency, weighted per class by the distribution coefficients; th
 gradient norm is clipped and the schedule steps ("poly" over two lr groups, or "onecycle").
 
 Writes (through ``RunDir``): config.json, class_names.json, metrics.jsonl and tb/ every
-``log_every`` steps, checkpoints/last.pt every ``checkpoint_every`` steps and at the end,
+``log_every`` steps, checkpoints/last.pt every ``checkpoint_every`` steps, every
+``runtime.checkpoint_minutes`` of wall time (checked at log steps; 0, the default: off) and at the end,
 checkpoints/best.pt (best sum of the two validation mIoUs when ``val_every`` > 0, else the
 final model). Validation (``validate``) runs on the device: the loader's workers decode images
 and masks, same-size images go through the network as batches of ``cams.batch_size``, the
@@ -93,7 +94,8 @@ from sfc_core.run_lock import claims_run
 # stages' sections, cams/refine/segment, may change freely), except where things are and how
 # fast they run.
 TRAINING_SECTIONS = ("runtime.", "data.", "model.", "loss.", "train.")
-RESUMABLE_CHANGES = {"data.root", "runtime.num_workers", "runtime.device", "runtime.compile", "train.log_every"}
+RESUMABLE_CHANGES = {"data.root", "runtime.num_workers", "runtime.device", "runtime.compile",
+                     "runtime.checkpoint_minutes", "train.log_every"}
 
 
 class SfcObjective(nn.Module):
@@ -226,7 +228,8 @@ def _setup(cfg: Config, run: RunDir, dataset: SegmentationDataset, device: torch
                        max_steps, update, update.log, t.log_every, t.checkpoint_every,
                        images_per_step=t.batch_size + t.bank_draws,   # global: every process takes 1/N of each
                        after_step=validation, num_workers=engine.loader_workers(cfg.runtime.num_workers, device),
-                       pin_memory=device.type == "cuda", desc=f"train {run.root.name}")
+                       pin_memory=device.type == "cuda", desc=f"train {run.root.name}",
+                       checkpoint_minutes=cfg.runtime.checkpoint_minutes)
     return update.state, loop
 
 

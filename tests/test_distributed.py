@@ -76,6 +76,31 @@ def test_two_processes_of_four_train_what_one_process_of_eight_does(smoke_config
     assert one_metrics[0]["loss/total"] != one_metrics[-1]["loss/total"]     # it did train
 
 
+def _timer_worker(rank: int, world_size: int, port: int, out: str) -> None:
+    """Two wall-time checkpoint timers whose clocks disagree across ranks: one where only
+    rank 1's clock has run (never due on rank 0), one where only rank 0's has."""
+    import itertools
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist = engine.setup_distributed()
+    answers = []
+    for running_rank in (1, 0):
+        ticks = itertools.count(0.0, 1000.0)   # 1000 s a reading
+        clock = ticks.__next__ if rank == running_rank else itertools.repeat(0.0).__next__
+        timer = engine.CheckpointTimer(1.0, log_every=2, clock=clock)
+        answers.append([timer.due(step, dist) for step in range(1, 5)])
+    with open(f"{out}/rank{rank}.json", "w") as f:
+        json.dump(answers, f)
+    engine.cleanup_distributed(dist)
+
+
+def test_wall_time_checkpoints_follow_rank_0s_clock_on_every_rank(tmp_path):
+    mp.spawn(_timer_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2)
+    answers = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
+    assert answers[0] == answers[1] == [[False] * 4, [False, True, False, True]]
+
+
 def test_global_counts_split_over_processes_or_refuse():
     dist = engine.DistInfo(rank=1, world_size=4)
     assert engine.per_process(16, "train.batch_size", dist) == 4

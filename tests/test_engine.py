@@ -149,3 +149,44 @@ def test_one_set_of_loader_workers_serves_every_epoch():
     assert [list(zip(b["epoch"].tolist(), b["index"].tolist())) for b in batches] == \
         list(engine.StepBatches(loop, 1, 8))
     assert len({pid for b in batches for pid in b["pid"].tolist()} - {os.getpid()}) == 2   # 7 batches, 3 epochs
+
+
+def test_checkpoint_timer_is_due_on_log_steps_once_the_minutes_have_passed():
+    now = [100.0]
+    timer = engine.CheckpointTimer(2.0, log_every=5, clock=lambda: now[0])
+    now[0] += 119
+    assert not timer.due(5, engine.DistInfo())            # 1 min 59 s
+    now[0] += 1
+    assert not timer.due(7, engine.DistInfo())            # 2 min, but not a log step
+    assert timer.due(10, engine.DistInfo())
+    timer.restart()
+    now[0] += 60
+    assert not timer.due(15, engine.DistInfo())           # counts from the last checkpoint
+    off = engine.CheckpointTimer(0.0, log_every=1, clock=lambda: now[0])
+    now[0] += 1e6
+    assert not off.due(20, engine.DistInfo())
+
+
+class _CountingState(engine.TrainState):
+    """A train state that records the steps it saves at instead of writing."""
+
+    def save(self, path, dist, full=True):
+        self.meta.setdefault("saved", []).append(self.step)
+
+
+@pytest.mark.parametrize("minutes,saved", [(0.0, [4, 7]), (1e-9, [2, 4, 6, 7])])
+def test_run_loop_checkpoints_by_steps_and_by_wall_time_at_log_steps(tmp_path, minutes, saved):
+    """checkpoint_every=4, log_every=2, 7 steps: steps 4 and 7 (the last); with a timer that is
+    always due, every log step too."""
+    model = torch.nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    state = _CountingState(model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: 1.0),
+                           engine.make_grad_scaler(torch.device("cpu"), False), {}, {})
+    loop = _keyed_loop(max_steps=7)
+    loop.update = lambda batch: optimizer.step() or {"loss": torch.tensor(0.0)}
+    loop.log = lambda step, output, rate: {}
+    loop.log_every, loop.checkpoint_every, loop.checkpoint_minutes = 2, 4, minutes
+    engine.run_loop(state, loop, engine.LoopFiles(tmp_path / "last.pt", tmp_path / "metrics.jsonl"),
+                    engine.DistInfo())
+    assert state.step == 7 and state.meta["saved"] == saved
+

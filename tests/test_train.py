@@ -87,6 +87,7 @@ def test_resume_accepts_changes_to_later_stages_only(smoke_config, tmp_path):
     run.last_checkpoint.parent.mkdir(parents=True)
     run.last_checkpoint.write_bytes(b"")           # a finished step: the directory holds a run
     _claim_run_dir(run, copy_config(smoke_config, **{"refine.irn_epochs": 7, "segment.lr": 0.5}), resume=True)
+    _claim_run_dir(run, copy_config(smoke_config, **{"runtime.checkpoint_minutes": 30.0}), resume=True)
     with pytest.raises(SfcError, match="train.lr"):
         _claim_run_dir(run, copy_config(smoke_config, **{"train.lr": 0.5}), resume=True)
 

@@ -242,7 +242,7 @@ def train_irn(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[
                        update, update.log, refine.irn_log_every, refine.irn_checkpoint_every,
                        num_workers=engine.loader_workers(cfg.runtime.num_workers, device),
                        pin_memory=device.type == "cuda",
-                       desc="irn: train boundary net")
+                       desc="irn: train boundary net", checkpoint_minutes=cfg.runtime.checkpoint_minutes)
     engine.run_loop(state, loop, engine.LoopFiles(run.irn_checkpoint, run.irn_metrics_jsonl), engine.DistInfo(),
                     stop_after)
 
