@@ -42,6 +42,7 @@ Checkpoints and logs
 The one training loop (SFC, IRN and step 3)
     TrainState(model, optimizer, schedule, scaler, identity, config, builds, extras, meta, step)
         .save(path, dist, full=True), .resume(path, dist, fix)
+    on_cpu(obj)                              tensors in nested dicts / lists moved to the CPU
     Loop(data, order, batch_size, steps_per_epoch, max_steps, update, log, log_every,
          checkpoint_every, ..., checkpoint_minutes)   what a trainer gives: its samples, update
                                              and cadence (steps, and wall time: CheckpointTimer)
@@ -512,6 +513,20 @@ def _state_of(obj: Any) -> Any:
     return obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()
 
 
+def on_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor in it (in dicts, lists and tuples, nested) moved to the CPU;
+    other values as they are. What a rank sends to ``gather_to_main`` (pickled): no device
+    tensor crosses NCCL's object path, whatever an extra's state holds (SFC's image bank
+    lives on the GPU)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {key: on_cpu(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(on_cpu(value) for value in obj)
+    return obj
+
+
 def _restore(obj: Any, state: Any) -> None:
     if isinstance(obj, torch.Generator):
         obj.set_state(state)
@@ -546,11 +561,11 @@ class TrainState:
     def save(self, path: Path, dist: DistInfo, full: bool = True) -> None:
         """Write the checkpoint (rank 0; every rank must call it): the weights, step, config,
         meta and identity; ``full`` adds what a resume needs (optimiser, schedule, scaler and,
-        per process, the extras and RNG states)."""
+        per process, the extras and RNG states, on the CPU before they are gathered)."""
         state = {"model": unwrap(self.model).state_dict(), "step": self.step, "config": self.config,
                  **self.meta, **self.identity}
         if full:
-            own = {name: _state_of(obj) for name, obj in self.extras.items()} | {"rng": rng_state()}
+            own = on_cpu({name: _state_of(obj) for name, obj in self.extras.items()} | {"rng": rng_state()})
             state.update(optimizer=self.optimizer.state_dict(), schedule=self.schedule.state_dict(),
                          scaler=self.scaler.state_dict(), ranks=gather_to_main(own, dist))
         if dist.is_main:

@@ -20,6 +20,7 @@ augmentation of a sample is a pure function of (seed, epoch, index) and an epoch
 (seed, epoch), and checkpoints hold the model, optimiser, schedule, scaler and RNG states, so
 a killed run resumes (just run the same command again) to the weights of one that never
 stopped. A finished run is not trained again; calling the stage again re-evaluates it.
+Under torchrun the network trains under DDP with a static graph and gradients as bucket views.
 """
 from __future__ import annotations
 
@@ -439,7 +440,10 @@ def _train(state: engine.TrainState, cfg: Config, crops: MaskedCrops, out: RunDi
     if steps_per_epoch == 0:
         raise SfcError(f"the training list has {len(crops)} images, fewer than one batch of "
                        f"{seg.batch_size}", fix="lower segment.batch_size")
-    ddp_model = engine.wrap_ddp(state.model, dist, device)
+    # the same parameters get a gradient every step (a static graph: DDP plans its buckets
+    # once), gradients live in the buckets (no copy); the BatchNorm trains, so its running
+    # statistics keep DDP's broadcast from rank 0 (broadcast_buffers, the default)
+    ddp_model = engine.wrap_ddp(state.model, dist, device, gradient_as_bucket_view=True, static_graph=True)
     ddp_model.train()
     update = SegmentUpdate(ddp_model, state, device, cfg.runtime.amp, _memory_format(cfg, device), seg.batch_size)
     loop = engine.Loop(crops, partial(epoch_keys, len(crops), seed, dist=dist), local_batch, steps_per_epoch,

@@ -76,6 +76,47 @@ def test_two_processes_of_four_train_what_one_process_of_eight_does(smoke_config
     assert one_metrics[0]["loss/total"] != one_metrics[-1]["loss/total"]     # it did train
 
 
+def _segment_worker(rank: int, world_size: int, port: int, run: str, overrides: dict) -> None:
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from sfc_core import segment
+
+    wrap = segment.engine.wrap_ddp
+
+    def recorded(*args, **kwargs):            # what DDP was built with, from the DDP object
+        ddp = wrap(*args, **kwargs)
+        with open(f"{run}/ddp{rank}.json", "w") as f:
+            json.dump([ddp.static_graph, ddp.gradient_as_bucket_view, ddp.broadcast_buffers], f)
+        return ddp
+
+    segment.engine.wrap_ddp = recorded
+    segment.evaluate_network = lambda *args, **kwargs: {}      # training only
+    segment.segment(run, "gt", overrides)
+
+
+def test_step3_trains_under_ddp_with_a_static_graph_and_bucket_view_gradients(smoke_config, smoke_dataset,
+                                                                              tmp_path):
+    """segment wraps its network with static_graph and gradient_as_bucket_view: two gloo ranks
+    train 3 steps of it (DDP raises if the graph is not static) and rank 0 writes step 3."""
+    from sfc_core.io import atomic_write_json
+    from sfc_core.run_dir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    smoke_config.save(run.config_json)
+    atomic_write_json(run.class_names_json, list(smoke_dataset.class_names))
+    overrides = {"segment.iterations": 3, "segment.batch_size": 4, "segment.crop_size": 48,
+                 "segment.checkpoint_every": 2, "segment.log_every": 1, "runtime.num_workers": 0,
+                 "runtime.device": "cpu"}
+    mp.spawn(_segment_worker, args=(2, _free_port(), str(run.root), overrides), nprocs=2)
+    out = RunDir(run.segment_dir("gt"))
+    assert torch.load(out.last_checkpoint, weights_only=True)["step"] == 3
+    logged = [json.loads(line) for line in out.metrics_jsonl.read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1, 2, 3]
+    for rank in range(2):      # static graph, gradients in the buckets, BatchNorm buffers broadcast
+        assert json.loads((run.root / f"ddp{rank}.json").read_text()) == [True, True, True]
+
+
 def _timer_worker(rank: int, world_size: int, port: int, out: str) -> None:
     """Two wall-time checkpoint timers whose clocks disagree across ranks: one where only
     rank 1's clock has run (never due on rank 0), one where only rank 0's has."""

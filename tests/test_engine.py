@@ -190,3 +190,35 @@ def test_run_loop_checkpoints_by_steps_and_by_wall_time_at_log_steps(tmp_path, m
                     engine.DistInfo())
     assert state.step == 7 and state.meta["saved"] == saved
 
+
+class _OnDevice(torch.Tensor):
+    """Stands in for a GPU tensor on a CPU-only machine: its .cpu() says it was called."""
+
+    def cpu(self, *args, **kwargs):
+        return "moved"
+
+
+def test_on_cpu_moves_every_tensor_in_nested_dicts_lists_and_tuples():
+    device = torch.zeros(2).as_subclass(_OnDevice)
+    plain = torch.arange(3)
+    out = engine.on_cpu({"bank": {"images": device, "parts": [device, (plain, 3)]}, "name": "x", "none": None})
+    assert out["bank"]["images"] == "moved" and out["bank"]["parts"][0] == "moved"
+    assert isinstance(out["bank"]["parts"][1], tuple) and torch.equal(out["bank"]["parts"][1][0], plain)
+    assert out["bank"]["parts"][1][1] == 3 and out["name"] == "x" and out["none"] is None
+
+
+def test_train_state_save_gathers_the_extras_on_the_cpu(tmp_path, monkeypatch):
+    class Extra:
+        def state_dict(self):
+            return {"images": torch.zeros(2).as_subclass(_OnDevice)}
+
+    sent = []
+    monkeypatch.setattr(engine, "gather_to_main", lambda obj, dist: sent.append(obj) or [obj])
+    model = torch.nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    state = engine.TrainState(model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: 1.0),
+                              engine.make_grad_scaler(torch.device("cpu"), False), {}, {},
+                              extras={"bank": Extra(), "none": None})
+    state.save(tmp_path / "last.pt", engine.DistInfo())
+    assert sent[0]["bank"] == {"images": "moved"} and sent[0]["none"] is None
+    assert isinstance(sent[0]["rng"]["torch"], torch.Tensor)
