@@ -44,7 +44,7 @@ def crf_labels(image: np.ndarray, label_maps: Sequence[np.ndarray], n_labels: in
     iterations; arg-max. Constants from ``cfg`` (reference: 10 it., 3/3, 50/5/10, 0.7).
     The pairwise terms depend only on the image, so they are built once and serve every map:
     each inference starts from its own map's unary: the same result as one CRF per map, for
-    0.71x the CPU with two maps at 96 px (``python -m benchmarks.speed_changes``).
+    0.73x the CPU with two maps at 96 px (``python -m benchmarks.speed_changes``).
     """
     height, width = image.shape[:2]
     if n_labels < 2:  # nothing to choose between
