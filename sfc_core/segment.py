@@ -41,20 +41,20 @@ import torch.nn.functional as F
 import torchvision
 from PIL import Image
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
 from sfc_core import engine
 from sfc_core.cam_file import load_cam
 from sfc_core.config import Config, RefineConfig, SegmentConfig
-from sfc_core.data import MultiScaleDataset, SegmentationDataset, open_dataset
+from sfc_core.data import MultiScaleDataset, SegmentationDataset, item_loader, open_dataset, same_size_batches
 from sfc_core.data.transforms import augment, device_views
 from sfc_core.errors import SfcError
 from sfc_core.evaluations import FinalEval, read_cam_eval
 from sfc_core.fusion import predict_mask
 from sfc_core.io import atomic_write_json
 from sfc_core.masks import IGNORE, read_pseudo_mask, save_mask
-from sfc_core.metrics import confusion_matrix, percent, scores
+from sfc_core.metrics import confusion_counts, confusion_from_counts, percent, scores
 from sfc_core.model.backbone import fold_batchnorms
 from sfc_core.provenance import claim_folder, digest, read_record, refuse_other_inputs
 from sfc_core.run_dir import RunDir
@@ -259,13 +259,13 @@ def train_step(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, opti
 
 @torch.no_grad()
 def scale_probabilities(model: nn.Module, views: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Softmax of one scale's views, flips undone, upsampled: (V, 3, h, w) -> (V, K, H, W).
+    """Softmax of one scale's views, flips undone, upsampled: (2B, 3, h, w) -> (2B, K, H, W).
 
-    View 1, when present, is the horizontal flip of view 0 (MultiScaleDataset's layout).
+    Views B..2B-1 are the horizontal flips of views 0..B-1 (``transforms.device_views``' layout).
     """
     logits = model(views)["out"].float()
-    if len(logits) == 2:
-        logits = torch.stack([logits[0], logits[1].flip(-1)])
+    half = len(logits) // 2
+    logits = torch.cat([logits[:half], logits[half:].flip(-1)])
     return F.interpolate(logits, size, mode="bilinear", align_corners=False).softmax(1)
 
 
@@ -281,40 +281,65 @@ def evaluate_network(model: nn.Module, dataset: SegmentationDataset, list_name: 
                      device: torch.device, dist: engine.DistInfo,
                      predictions: Path | None = None) -> dict[str, np.ndarray]:
     """Confusions (K, K) of the network on a list: "single_scale" (scale 1, no flip),
-    "multi_scale_flip" (softmax averaged over cfg.segment.eval_scales and flips) and, with
-    cfg.segment.eval_crf, "multi_scale_flip_crf". Each rank scores its share of the list; the
-    confusions are summed over ranks. With `predictions`, the last kind's label maps are
-    written there as palette PNGs. The network runs as a copy with its BatchNorms folded into
-    the convolutions, channels-last with ``runtime.channels_last`` on every device (LR-ASPP on
-    the CPU: 0.83x the CPU, ``python -m benchmarks.speed_changes``; scores within rounding)."""
+    "multi_scale_flip" (softmax summed over cfg.segment.eval_scales and flips) and, with
+    cfg.segment.eval_crf, "multi_scale_flip_crf". With `predictions`, the last kind's label
+    maps are written there as palette PNGs, one per image.
+
+    On the device, like training-time validation (``train.validate``): the loader's workers
+    decode images and masks, up to ``segment.batch_size`` consecutive same-size images go
+    through ``batch_labels`` (per scale one forward of the batch and its flips), and each label
+    map is counted there (``metrics.confusion_counts``); under DDP each rank scores its share
+    and the counts are summed; the host reads them once, at the end. Only the CRF (per image,
+    on the host) and the PNGs read label maps back. The network runs as a copy with its
+    BatchNorms folded into the convolutions, channels-last with ``runtime.channels_last`` on
+    every device (LR-ASPP on the CPU: 0.83x the CPU, ``python -m benchmarks.speed_changes``;
+    scores within rounding)."""
     seg, k = cfg.segment, dataset.num_classes + 1
     layout = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
     model = fold_batchnorms(copy.deepcopy(model).eval()).to(memory_format=layout)
     scales = tuple(seg.eval_scales) if 1.0 in seg.eval_scales else (1.0, *seg.eval_scales)
-    views = MultiScaleDataset(dataset, list_name, scales=scales)
+    views = MultiScaleDataset(dataset, list_name, scales=scales, masks=True)
     shard = Subset(views, range(dist.rank, len(views), dist.world_size))
-    loader = DataLoader(shard, batch_size=None, num_workers=engine.loader_workers(cfg.runtime.num_workers, device))
+    loader = item_loader(shard, engine.loader_workers(cfg.runtime.num_workers, device), device.type == "cuda")
     kinds = ["single_scale", "multi_scale_flip"] + (["multi_scale_flip_crf"] if seg.eval_crf else [])
-    conf = {kind: np.zeros((k, k), np.int64) for kind in kinds}
-    for item in tqdm(loader, desc=f"evaluate on {list_name}", unit="img", disable=not dist.is_main):
-        size = tuple(item["size"].tolist())
+    counts = torch.zeros(len(kinds), (IGNORE + 1) * k, dtype=torch.int64, device=device)
+    items = tqdm(loader, desc=f"evaluate on {list_name}", unit="img", disable=not dist.is_main)
+    for batch in same_size_batches(items, seg.batch_size):
+        gt = engine.to_device(torch.stack([item["mask"] for item in batch]), device)
         with engine.autocast(device, cfg.runtime.amp):
-            probs = [scale_probabilities(model, device_views(v, device).contiguous(memory_format=layout), size)
-                     for v in item["images"]]
-        labels = {"single_scale": probs[scales.index(1.0)][0].argmax(0),
-                  "multi_scale_flip": sum(p.sum(0) for p, s in zip(probs, scales)
-                                          if s in seg.eval_scales).argmax(0)}
-        labels = {kind: label.cpu().numpy().astype(np.uint8) for kind, label in labels.items()}
+            labels = batch_labels(model, [item["images"] for item in batch], scales, seg.eval_scales,
+                                  tuple(gt.shape[-2:]), device, layout)
         if seg.eval_crf:
-            labels["multi_scale_flip_crf"] = crf_prediction(dataset.read_image(item["name"]),
-                                                            labels["multi_scale_flip"], cfg.refine)
-        gt = dataset.read_mask(item["name"])
-        for kind in kinds:
-            conf[kind] += confusion_matrix(labels[kind], gt, k)
+            multi = labels["multi_scale_flip"].cpu().numpy().astype(np.uint8)
+            crf = [crf_prediction(dataset.read_image(item["name"]), m, cfg.refine) for item, m in zip(batch, multi)]
+            labels["multi_scale_flip_crf"] = torch.from_numpy(np.stack(crf)).to(device)
+        for row, kind in zip(counts, kinds):
+            row += confusion_counts(labels[kind], gt, k)
         if predictions is not None:
-            save_mask(predictions / f"{item['name']}.png", labels[kinds[-1]])
-    return {kind: engine.all_reduce_sum(torch.from_numpy(c).to(device), dist).cpu().numpy()
-            for kind, c in conf.items()}
+            for item, label in zip(batch, labels[kinds[-1]].cpu().numpy().astype(np.uint8)):
+                save_mask(predictions / f"{item['name']}.png", label)
+    totals = engine.all_reduce_sum(counts, dist).cpu()
+    return {kind: confusion_from_counts(row, k) for kind, row in zip(kinds, totals)}
+
+
+@torch.no_grad()
+def batch_labels(model: nn.Module, images: list[list[torch.Tensor]], scales: tuple[float, ...],
+                 eval_scales: tuple[float, ...], size: tuple[int, int], device: torch.device,
+                 layout: torch.memory_format) -> dict[str, torch.Tensor]:
+    """The label maps of B same-size images on ``device``: ``images[b][s]`` is image b
+    at ``scales[s]`` (uint8 (3, h_s, w_s), MultiScaleDataset's ``images``). Returns int64
+    (B, H, W) "single_scale" (scale 1, no flip) and "multi_scale_flip" (the arg-max of the
+    softmax summed over the flips and ``eval_scales``, in the order of ``scales``)."""
+    single, total = None, None
+    for s, scale in enumerate(scales):
+        stacked = torch.stack([views[s] for views in images])
+        probs = scale_probabilities(model, device_views(stacked, device).contiguous(memory_format=layout), size)
+        probs = probs[:len(images)], probs[len(images):]
+        if scale == 1.0:
+            single = probs[0].argmax(1)
+        if scale in eval_scales:
+            total = probs[0] + probs[1] if total is None else total + (probs[0] + probs[1])
+    return {"single_scale": single, "multi_scale_flip": total.argmax(1)}
 
 
 # -- the stage --------------------------------------------------------------------------------

@@ -300,3 +300,74 @@ def test_killed_run_resumes_to_the_same_weights(run, smoke_config, smoke_dataset
     assert torch.equal(reference["ranks"][0]["rng"]["torch"], final["ranks"][0]["rng"]["torch"])
     logged = RunDir(other.segment_dir("gt")).metrics_jsonl.read_text().splitlines()
     assert [json.loads(line)["step"] for line in logged] == list(range(1, 8))   # step 4 once
+
+
+# -- the held-out evaluation -------------------------------------------------------------------
+
+
+def _per_image_confusions(model, dataset, cfg) -> dict[str, np.ndarray]:
+    """The evaluation as it was before batching: each image's (image, flip) pair of every scale
+    through the network alone, label maps read to the host, a numpy confusion per image."""
+    import copy
+
+    from sfc_core.data import MultiScaleDataset
+    from sfc_core.data.transforms import device_views
+    from sfc_core.model.backbone import fold_batchnorms
+
+    s, k = cfg.segment, dataset.num_classes + 1
+    model = fold_batchnorms(copy.deepcopy(model).eval()).to(memory_format=torch.channels_last)
+    scales = s.eval_scales if 1.0 in s.eval_scales else (1.0, *s.eval_scales)
+    kinds = ["single_scale", "multi_scale_flip"] + (["multi_scale_flip_crf"] if s.eval_crf else [])
+    conf = {kind: np.zeros((k, k), np.int64) for kind in kinds}
+    with torch.no_grad():
+        for item in MultiScaleDataset(dataset, cfg.data.heldout_list, scales=scales):
+            gt = dataset.read_mask(item["name"])
+            probs = []
+            for views in item["images"]:
+                logits = model(device_views(views, "cpu").contiguous(memory_format=torch.channels_last))["out"]
+                logits = torch.stack([logits[0], logits[1].flip(-1)])
+                probs.append(F.interpolate(logits, gt.shape, mode="bilinear", align_corners=False).softmax(1))
+            labels = {"single_scale": probs[scales.index(1.0)][0].argmax(0),
+                      "multi_scale_flip": sum(p.sum(0) for p, scale in zip(probs, scales)
+                                              if scale in s.eval_scales).argmax(0)}
+            labels = {kind: label.numpy().astype(np.uint8) for kind, label in labels.items()}
+            if s.eval_crf:
+                labels["multi_scale_flip_crf"] = seg.crf_prediction(dataset.read_image(item["name"]),
+                                                                    labels["multi_scale_flip"], cfg.refine)
+            for kind in kinds:
+                conf[kind] += confusion_matrix(labels[kind], gt, k)
+    return conf
+
+
+@pytest.mark.parametrize("batch_size, eval_scales, eval_crf", [(1, (0.75, 1.0, 1.25), False),
+                                                               (4, (0.75, 1.0, 1.25), False),
+                                                               (4, (0.75, 1.25), False),
+                                                               (4, (1.0,), True)])
+def test_batched_evaluation_equals_the_per_image_scores(smoke_config, smoke_dataset, monkeypatch, tmp_path,
+                                                        batch_size, eval_scales, eval_crf):
+    """evaluate_network (same-size batches, one forward per scale of a batch and its flips,
+    confusions counted on the device and read once) gives the per-image loop's confusions
+    exactly, CRF included; the PNGs it writes are the last kind's label maps."""
+    from sfc_core.config import Config
+
+    torch.manual_seed(0)
+    model = seg.build_network("lraspp_mobilenet_v3_large", smoke_dataset.num_classes + 1, "none").eval()
+    for head in (model.classifier.low_classifier, model.classifier.high_classifier):
+        torch.nn.init.zeros_(head.bias)     # else a random network's biases pick one class everywhere
+    cfg = Config.from_dict(smoke_config.to_dict()).override(
+        {"runtime.num_workers": 1, "segment.batch_size": batch_size, "segment.eval_scales": eval_scales,
+         "segment.eval_crf": eval_crf})
+    expected = _per_image_confusions(model, smoke_dataset, cfg)
+    assert all((conf.sum(0) > 0).sum() > 1 for conf in expected.values())       # not one class everywhere
+    batches, batch = [], seg.same_size_batches
+    monkeypatch.setattr(seg, "same_size_batches", lambda *a: (batches.append(len(b)) or b for b in batch(*a)))
+    conf = seg.evaluate_network(model, smoke_dataset, cfg.data.heldout_list, cfg, torch.device("cpu"),
+                                DistInfo(), predictions=tmp_path)
+    ids = smoke_dataset.ids(cfg.data.heldout_list)
+    assert max(batches) == batch_size and sum(batches) == len(ids)
+    assert conf.keys() == expected.keys()
+    for kind in expected:
+        np.testing.assert_array_equal(conf[kind], expected[kind], err_msg=kind)
+    written = sum(confusion_matrix(np.asarray(Image.open(tmp_path / f"{i}.png")), smoke_dataset.read_mask(i),
+                                   smoke_dataset.num_classes + 1) for i in ids)
+    np.testing.assert_array_equal(written, expected[list(expected)[-1]])
