@@ -292,7 +292,7 @@ def evaluate_network(model: nn.Module, dataset: SegmentationDataset, list_name: 
     and the counts are summed; the host reads them once, at the end. Only the CRF (per image,
     on the host) and the PNGs read label maps back. The network runs as a copy with its
     BatchNorms folded into the convolutions, channels-last with ``runtime.channels_last`` on
-    every device (LR-ASPP on the CPU: 0.83x the CPU, ``python -m benchmarks.speed_changes``;
+    every device (LR-ASPP on the CPU: 0.80-0.83x the CPU, ``python -m benchmarks.speed_changes``;
     scores within rounding)."""
     seg, k = cfg.segment, dataset.num_classes + 1
     layout = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format

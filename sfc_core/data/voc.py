@@ -353,7 +353,7 @@ class MultiScaleDataset(Dataset):
                 "label": torch.from_numpy(self.labels[index]),
                 "images": images}
         if self.masks:
-            item["mask"] = torch.from_numpy(self.dataset.read_mask(self.ids[index]))
+            item["mask"] = torch.from_numpy(np.array(self.dataset.read_mask(self.ids[index])))   # a writable copy
         return item
 
 
