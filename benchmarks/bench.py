@@ -26,7 +26,7 @@ Prints one JSON object (and writes it to ``--out`` if given):
 - ``camstage``: images/s of the CAM stage's loop (``cams.write_cams``: uint8 items, device
   normalisation and flips, writer threads) against today's float32 loop, on ``--steps``
   random images of the inference size, loader in-process, alternating ``--repeats`` times;
-  ``identical`` says both wrote the same arrays.
+  ``today_max_abs_diff`` is the largest difference of their arrays (float rounding).
 - ``loader``: CPU milliseconds per SFC training item (``data.TrainDataset`` at the preset's
   ``data.crop_size`` and ``data.resize_long``) from 375x500 JPEGs, today's float32 item
   against the kit's uint8 one, alternating; ``identical`` says the kit's items normalised on

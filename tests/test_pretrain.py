@@ -138,9 +138,10 @@ def test_paper_preset_keeps_the_voc_recipe_but_the_two_moved_constants():
     assert (paper.train.optimizer, paper.train.schedule, paper.train.lr) == ("adamw", "onecycle", 2e-3)
     assert paper.model.backbone_weights == "pretrain"
     assert paper.refine.method == "crf"      # measured: IRN's masks fell below their CAMs here
+    assert (paper.train.epochs, voc.train.epochs) == (4, 6)   # the time budget, measured over 3 seeds
     for key in ("model.side_channels", "loss.prototype_weight",
                 "loss.scale_weight", "loss.class_weights", "train.weight_decay", "train.batch_size",
-                "train.bank_draws", "train.epochs", "cams.scales", "cams.fusion_lambda",
+                "train.bank_draws", "cams.scales", "cams.fusion_lambda",
                 "cams.background", "refine.walk_bg_constant"):
         section, name = key.split(".")
         assert getattr(getattr(paper, section), name) == getattr(getattr(voc, section), name), key
