@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from sfc_core.analysis.plots import table_markdown
 from sfc_core.config import Config
 from sfc_core.crf import crf_labels
-from sfc_core.model.backbone import fold_batchnorms
+from sfc_core.model.backbone import fold_batchnorms, for_inference
 from sfc_core.model.sfc_net import build_model, multiscale_cams_batch
 from sfc_core.segment import build_network, scale_probabilities
 
@@ -80,7 +80,7 @@ def cam_pairs(cfg: Config) -> dict[str, Callable[[], object]]:
 
 def step3_eval_pairs(cfg: Config) -> dict[str, Callable[[], object]]:
     model = with_batchnorm_statistics(build_network(cfg.segment.network, 11, "none"))
-    fast = fold_batchnorms(copy.deepcopy(model)).to(memory_format=torch.channels_last)
+    fast = for_inference(model, channels_last=True)
     views = [torch.randn(2, 3, round(96 * s), round(96 * s)) for s in cfg.segment.eval_scales]
     fast_views = [v.contiguous(memory_format=torch.channels_last) for v in views]
     return {"before": lambda: [scale_probabilities(model, v, (96, 96)) for v in views],
@@ -96,10 +96,11 @@ def step3_train_pairs(cfg: Config) -> dict[str, Callable[[], object]]:
         images, masks = torch.randn(batch, 3, crop, crop), torch.randint(0, 11, (batch, crop, crop))
 
         def run() -> None:
-            loss = F.cross_entropy(model(images)["out"], masks)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            with torch.enable_grad():              # measure() runs under no_grad
+                loss = F.cross_entropy(model(images)["out"], masks)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
         return run
     return {"before": step(16), "after": step(cfg.segment.batch_size)}
 
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
              ("step-3 training step", "batch 16", f"batch {cfg.segment.batch_size}", step3_train_pairs(cfg))]
     rows = []
     for what, before, after, pairs in cases:
-        with torch.no_grad() if "training" not in what else torch.enable_grad():
+        with torch.no_grad():
             ms = measure(pairs, args.repeats)
         rows.append({"what": what, "before": before, "after": after, "CPU ms before": ms["before"],
                      "CPU ms after": ms["after"], "after / before": ms["after"] / ms["before"]})

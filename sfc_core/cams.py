@@ -25,7 +25,6 @@ images still to do:
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,7 @@ from sfc_core.engine import (
 )
 from sfc_core.errors import SfcError
 from sfc_core.io import BackgroundWriter
-from sfc_core.model.backbone import fold_batchnorms
+from sfc_core.model.backbone import for_inference, inference_layout
 from sfc_core.model.sfc_net import load_model, multiscale_cams_batch
 from sfc_core.provenance import checkpoint_record, claim_folder, npz_complete
 from sfc_core.run_dir import RunDir
@@ -149,20 +148,12 @@ def write_cams(run: RunDir, cfg: Config, model: torch.nn.Module, views: Dataset,
     ``desc``: the progress bar's title (None: no bar)."""
     loader = item_loader(views, loader_workers(cfg.runtime.num_workers, device), device.type == "cuda")
     items = tqdm(loader, desc=desc, total=len(views), disable=desc is None, unit="img")
-    model = fold_batchnorms(copy.deepcopy(model)).to(memory_format=memory_format(cfg))
+    model = for_inference(model, cfg.runtime.channels_last)
     with torch.inference_mode(), BackgroundWriter() as writer:
         for batch in same_size_batches(items, cfg.cams.batch_size):
             kept, ready = _kept_maps(model, cfg, batch, device)
             for item, (keys, maps) in zip(batch, kept):
                 writer.submit(_save_cam_file, run, item["name"], keys, maps, ready, model.num_classes)
-
-
-def memory_format(cfg: Config) -> torch.memory_format:
-    """Channels-last for inference on every device when ``runtime.channels_last``: on the CPU
-    too, unlike training (the CAM stage, synthetic-paper, batch 8, one thread: 74-85 -> 49-51 ms
-    of CPU per image, 76 -> 59 under the AVX2 switches: BENCHMARKS.md).
-    Like the batch size a speed setting: the maps agree within rounding, the CAMs are kept."""
-    return torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
 
 
 def _kept_maps(model: torch.nn.Module, cfg: Config, batch: list[dict], device: torch.device
@@ -171,7 +162,8 @@ def _kept_maps(model: torch.nn.Module, cfg: Config, batch: list[dict], device: t
     classes) and its classifier and prototype rows as float16 (2, K', H, W) on the host,
     copied without blocking, and the event after which every copy is complete (None on the
     CPU, where nothing is copied)."""
-    images = [device_views(torch.stack(scale), device, cfg.cams.flip).contiguous(memory_format=memory_format(cfg))
+    layout = inference_layout(cfg.runtime.channels_last)   # like the batch size, a speed setting: CAMs kept
+    images = [device_views(torch.stack(scale), device, cfg.cams.flip).contiguous(memory_format=layout)
               for scale in zip(*(item["images"] for item in batch))]
     labels = torch.stack([item["label"] for item in batch]).to(device, non_blocking=True)
     with autocast(device, cfg.runtime.amp):

@@ -25,7 +25,6 @@ Under torchrun the network trains under DDP with a static graph and gradients as
 from __future__ import annotations
 
 import argparse
-import copy
 import dataclasses
 import os
 import urllib.error
@@ -55,7 +54,7 @@ from sfc_core.fusion import predict_mask
 from sfc_core.io import atomic_write_json
 from sfc_core.masks import IGNORE, read_pseudo_mask, save_mask
 from sfc_core.metrics import confusion_counts, confusion_from_counts, percent, scores
-from sfc_core.model.backbone import fold_batchnorms
+from sfc_core.model.backbone import for_inference, inference_layout
 from sfc_core.provenance import claim_folder, digest, read_record, refuse_other_inputs
 from sfc_core.run_dir import RunDir
 from sfc_core.run_lock import claims_run
@@ -295,8 +294,8 @@ def evaluate_network(model: nn.Module, dataset: SegmentationDataset, list_name: 
     every device (LR-ASPP on the CPU: 0.80-0.83x the CPU, ``python -m benchmarks.speed_changes``;
     scores within rounding)."""
     seg, k = cfg.segment, dataset.num_classes + 1
-    layout = torch.channels_last if cfg.runtime.channels_last else torch.contiguous_format
-    model = fold_batchnorms(copy.deepcopy(model).eval()).to(memory_format=layout)
+    layout = inference_layout(cfg.runtime.channels_last)
+    model = for_inference(model, cfg.runtime.channels_last)
     scales = tuple(seg.eval_scales) if 1.0 in seg.eval_scales else (1.0, *seg.eval_scales)
     views = MultiScaleDataset(dataset, list_name, scales=scales, masks=True)
     shard = Subset(views, range(dist.rank, len(views), dist.world_size))

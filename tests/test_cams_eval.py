@@ -111,7 +111,7 @@ def test_make_cams_sums_scales_max_normalises_and_resumes(hand_run):
     for saved, total in zip((record.classifier, record.prototype), totals):
         expected = (total / (total.amax(dim=(1, 2), keepdim=True) + 1e-5))[[0, 1, 2]].numpy()
         # the float32 CPU pipeline of old (normalise and flip in the loader) rounded to float16,
-        # within one float16 step: the stage runs channels-last (cams.memory_format)
+        # within one float16 step: the stage runs channels-last (backbone.inference_layout)
         np.testing.assert_allclose(saved, expected.astype(np.float16).astype(np.float32), rtol=0,
                                    atol=FLOAT16_STEP + 1e-6)
     # resumable: only the missing file is made again

@@ -27,6 +27,7 @@ The freeze policy is data of each entry (``frozen_stages``, ``frozen_bn``), appl
 """
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -126,6 +127,21 @@ def fold_batchnorms(module: nn.Module) -> nn.Module:
                 setattr(parent, conv_name, fuse_conv_bn_eval(conv, bn))
                 setattr(parent, bn_name, nn.Identity())
     return module
+
+
+def inference_layout(channels_last: bool) -> torch.memory_format:
+    """The memory format of an inference network and its inputs: channels-last on every device
+    when ``runtime.channels_last`` (on the CPU too, unlike training: the CAM stage, synthetic-paper,
+    batch 8, one thread: 74-85 -> 49-51 ms of CPU per image, 76 -> 59 under the AVX2 switches:
+    BENCHMARKS.md). A speed setting: the maps agree within rounding."""
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def for_inference(model: nn.Module, channels_last: bool) -> nn.Module:
+    """An eval-mode copy of ``model`` with its BatchNorms folded (``fold_batchnorms``), in
+    ``inference_layout(channels_last)``: what the CAM stage and step 3's evaluation run; the
+    caller's network is left as it is."""
+    return fold_batchnorms(copy.deepcopy(model).eval()).to(memory_format=inference_layout(channels_last))
 
 
 def load_state_dict_file(module: nn.Module, path: str | Path, weights_key: str) -> None:
