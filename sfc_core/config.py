@@ -26,168 +26,11 @@ from typing import Any
 from sfc_core.errors import SfcError
 
 
-@dataclass
-class RuntimeConfig:
-    """Where and how fast every stage runs (SFC, IRN and step-3 training, CAMs, refinement),
-    and the seed every trainer starts from."""
-
-    device: str = "auto"                  # "auto" | "cpu" | "cuda" | "cuda:N"
-    amp: bool = True                      # mixed precision on GPU (bf16, else fp16 + scaler)
-    channels_last: bool = True            # on GPU
-    compile: str = "auto"                 # SFC training objective under torch.compile: "auto" (inductor on
-                                          # a GPU, eager on a CPU) | "off" | a backend: "inductor", "aot_eager"
-    num_workers: int | str = "auto"       # DataLoader workers (and refine's CRF processes): a count,
-                                          # or "auto": cores - 2 on a GPU, 2 on a CPU (engine.loader_workers);
-                                          # the CRF's: this process's torch threads (refine.crf_processes)
-    seed: int = 10
-    checkpoint_minutes: float = 0.0       # also write last.pt once this many minutes passed since the last
-                                          # one (SFC, IRN, step 3; checked every log_every steps); 0: off
-
-
-# A config.json written before the runtime section still loads: these fields moved there,
-# and IRN's own optimiser and cadence fields take the values IRN then read from train.
-MOVED_KEYS = {"train.device": "runtime.device", "train.amp": "runtime.amp",
-              "train.channels_last": "runtime.channels_last", "train.seed": "runtime.seed",
-              "data.num_workers": "runtime.num_workers"}
-IRN_FROM_TRAIN = {"refine.irn_momentum": "train.momentum", "refine.irn_poly_power": "train.poly_power",
-                  "refine.irn_log_every": "train.log_every",
-                  "refine.irn_checkpoint_every": "train.checkpoint_every"}
-
-
-@dataclass
-class DataConfig:
-    dataset: str = "voc"                  # "voc" | "coco" | "synthetic"
-    root: str = ""                        # dataset root (synthetic: where it is generated/cached)
-    synthetic_size: str = "default"       # synthetic only: "smoke" | "default" | "large"
-    synthetic_seed: int = 0               # synthetic only: generator seed
-    shared_parts: bool = True             # synthetic only: False = control set, no shared parts
-    train_list: str = "train_aug"         # trains classifier, IRN and step 3 (VOC trainaug 10,582)
-    eval_list: str = "train"              # CAM / pseudo-mask evaluation (VOC train 1,464)
-    heldout_list: str = "val"             # held-out evaluation (VOC val 1,449)
-    resize_long: tuple[int, int] = (320, 640)   # random long-side resize range, bicubic
-    crop_size: int = 512                  # random crop, zero padded, with a valid mask
-    labels_file: str = ""                 # image labels: "" = <root>/cls_labels.json (prepare), else from masks
-    allow_pickled_labels: bool = False    # read a reference-style .npy label file (pickle can run code)
-    coco_mask_layout: str = "split"       # COCO: "split" (SegmentationClass/<split>/) | "flat" (one folder)
-
-
-@dataclass
-class ModelConfig:
-    backbone: str = "resnet50"            # registry in sfc_core/model/backbone.py
-    backbone_weights: str = "imagenet"    # "imagenet" (torchvision download) | a .pth path | "none"
-    side_channels: tuple[int, int, int, int] = (128, 128, 256, 256)  # hierarchical features
-    seed_background_scale: float = 0.3    # background channel x 0.3 before the seed arg-max
-    seed_rule: str = "argmax"             # seeds: "argmax" of the CAM (SFC) | "sipe": arg-max of the IoU
-                                          # of feature correlation and CAM (SIPE's inference rule)
-    pcm: bool = True                      # pixel-correlation refinement of the classifier CAM
-                                          # (False: the plain CAM; nothing trains f9 without
-                                          # the consistency losses, and an untrained f9 smears)
-
-
-@dataclass
-class LossConfig:
-    prototype_weight: float = 1.6         # prototype consistency; 0 switches it off
-    scale_weight: float = 0.8             # cross-scale consistency; 0 switches it off
-    class_weights: str = "distribution"   # "distribution" (paper's coefficients) | "uniform"
-
-
-@dataclass
-class TrainConfig:
-    batch_size: int = 16                  # images from the loader per step
-    bank_draws: int = 4                   # images re-sampled from the image bank; 0 = no bank
-    epochs: int = 6
-    max_steps: int = 0                    # 0: epochs * (len(train list) // batch_size)
-    optimizer: str = "sgd"                # "sgd" (paper) | "adamw" (from-scratch presets)
-    schedule: str = "poly"                # "poly" (paper) | "onecycle"
-    lr: float = 0.1                       # backbone learning rate
-    new_layer_lr_mult: float = 10.0       # classifier, PCM and side layers: lr x 10
-    weight_decay: float = 1e-4
-    momentum: float = 0.0                 # reference is effectively 1e-4 (a positional-arg quirk)
-    poly_power: float = 0.9
-    grad_clip: float = 1.0                # global grad-norm clipping
-    log_every: int = 10
-    val_every: int = 300                  # training-time validation on the eval list; 0 = never
-    checkpoint_every: int = 300
-
-
-@dataclass
-class CamConfig:
-    scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)   # multi-scale inference, each with a flip
-    flip: bool = True
-    mask_by_label: bool = False           # reference: classifier CAM not label-masked at inference
-    batch_size: int = 8                   # same-size images per forward; speed only (1: one at a time)
-    fusion_lambda: float = 0.3            # fused = classifier + lambda * prototype
-    background: str = "reference"         # "reference" (bg + 0.4 vs 2 x fg) | "threshold"
-    bg_threshold: float = 0.25            # used when background == "threshold"
-    lambda_sweep: tuple[float, ...] = (0.0, 0.1, 0.3, 0.5, 0.7, 1.0)
-    threshold_sweep: tuple[float, ...] = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
-
-
-@dataclass
-class RefineConfig:
-    method: str = "irn"                   # the pseudo masks step 3 trains on: "irn" (VOC) | "crf" (COCO)
-    relation_lambda: float = 0.7          # fusion used for IRN's relation labels (reference)
-    relation_rule: str = "reference"      # "reference" (CRF twice, bg x 0.5) | "thresholds" (IRN)
-    relation_bg_scale: float = 0.5        # reference rule: background x 0.5 for the second map
-    conf_fg_threshold: float = 0.30       # IRN's own rule
-    conf_bg_threshold: float = 0.05
-    crf_iterations: int = 10
-    crf_gaussian_sxy: float = 3.0
-    crf_gaussian_compat: float = 3.0
-    crf_bilateral_sxy: float = 50.0
-    crf_bilateral_srgb: float = 5.0
-    crf_bilateral_compat: float = 10.0
-    crf_label_confidence: float = 0.7
-    irn_backbone: str = "resnet50"
-    irn_backbone_weights: str = "imagenet"  # "imagenet" | a .pth path | "sfc": the run's trained backbone
-    irn_crop_size: int = 512
-    irn_batch_size: int = 32
-    irn_epochs: int = 3
-    irn_lr: float = 0.1                   # boundary branch (the displacement branch, lr x 10, is dropped)
-    irn_weight_decay: float = 1e-4
-    irn_momentum: float = 0.0             # IRN's PolyOptimizer: plain SGD
-    irn_poly_power: float = 0.9
-    irn_log_every: int = 10
-    irn_checkpoint_every: int = 300
-    irn_scale_range: tuple[float, float] = (0.5, 1.0)  # reference's effective range
-    irn_image_scale: float = 1.0          # images rescaled by this for IRN (small images: a finer grid)
-    irn_radius: int = 10                  # path radius on the boundary grid (1/4 resolution)
-    walk_lambda: float = 0.3              # fusion used for the random walk
-    walk_beta: float = 10.0
-    walk_exp_times: int = 8               # 2^8 steps
-    walk_radius: int = 5
-    walk_power: float = 1.3
-    walk_bg_constant: float = 0.25
-
-
-@dataclass
-class SegmentConfig:
-    # Step 3 (docs/method.md 5): the DeepLabV3 recipe of VainF/DeepLabV3Plus-Pytorch (VOC trainaug)
-    # and torchvision's references/segmentation, unless a line says otherwise.
-    network: str = "deeplabv3_resnet101"  # torchvision.models.segmentation builder name
-    backbone_weights: str = "imagenet"    # "imagenet" (torchvision's download) | a .pth path | "none"
-    crop_size: int = 512                  # VainF: 513; image padded with the mean, mask with 255
-    scale_range: tuple[float, float] = (0.5, 2.0)   # random rescale (VainF, torchvision refs)
-    flip: bool = True                     # random horizontal flip, p = 0.5
-    batch_size: int = 16                  # VainF / DeepLabV3 paper
-    iterations: int = 30000               # VainF / DeepLabV3 paper: 30K on VOC trainaug
-    optimizer: str = "sgd"                # "sgd" (DeepLab) | "adamw" (from-scratch synthetic presets)
-    lr: float = 0.01                      # VainF (DeepLabV3 paper: 0.007)
-    backbone_lr_mult: float = 0.1         # VainF: pretrained backbone at lr x 0.1
-    momentum: float = 0.9                 # VainF, torchvision refs
-    weight_decay: float = 1e-4            # torchvision refs (VainF's code default: 4e-5)
-    poly_power: float = 0.9               # lr x (1 - t/T)^0.9 (DeepLab)
-    eval_scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)  # DeepLabV3 paper, + flip
-    eval_crf: bool = False                # dense CRF (refine.crf_* constants) after multi-scale
-    log_every: int = 20
-    checkpoint_every: int = 1000
-
-
 # -- allowed values ------------------------------------------------------------------------
-# Every count, size, rate and choice of the sections above, checked whenever a value is set
-# (preset, --set, config.json), so a bad value stops before a stage writes anything. A tuple's
-# limit applies to each item. Fields not listed: booleans (their type says it all) and
-# FREE_FORM (paths and list names, checked where they are opened).
+# Every count, size, rate and choice below carries its limit beside its default, checked
+# whenever a value is set (preset, --set, config.json), so a bad value stops before a stage
+# writes anything. A tuple's limit applies to each item. Fields without one: booleans (their
+# type says it all) and FREE_FORM (paths and list names, checked where they are opened).
 
 
 @dataclass(frozen=True)
@@ -224,111 +67,200 @@ class Limit:
         return ("every value " if many else "a value ") + text + (", low <= high" if self.ordered else "")
 
 
-def at_least(low: float) -> Limit:
-    return Limit(low)
+def at_least(default: Any, low: float) -> Any:
+    return limited(default, Limit(low))
 
 
-def above(low: float) -> Limit:
-    return Limit(low, low_open=True)
+def above(default: Any, low: float) -> Any:
+    return limited(default, Limit(low, low_open=True))
 
 
-def one_of(*choices: str) -> Limit:
-    return Limit(choices=choices)
+def one_of(default: str, *choices: str) -> Any:
+    return limited(default, Limit(choices=choices))
+
+
+def limited(default: Any, limit: Limit) -> Any:
+    """A dataclass field: its default and its allowed values (collected into ``LIMITS``)."""
+    return field(default=default, metadata={"limit": limit})
 
 
 UNIT = Limit(0.0, 1.0)                 # a fraction or a threshold on max-normalised maps
-OPTIMIZERS = one_of("sgd", "adamw")
-NETWORK_MIN_CROP = at_least(32)        # the half-scale copy still has a 2x2 grid at stride 16
+MOMENTUM = Limit(0.0, 1.0, high_open=True)
+NETWORK_MIN_CROP = 32                  # the half-scale copy still has a 2x2 grid at stride 16
+OPTIMIZERS = ("sgd", "adamw")
+BACKBONE_NAMES = ("resnet50", "resnet101", "tiny")          # model/backbone.py BACKBONES
 DEVICE_FORM = "auto, cpu, cuda or cuda:N"
 
-LIMITS: dict[str, Limit] = {
-    "runtime.num_workers": at_least(0),
-    "runtime.seed": at_least(0),
-    "runtime.compile": one_of("auto", "off", "inductor", "aot_eager"),     # engine.compile_backend
-    "runtime.checkpoint_minutes": at_least(0),                             # 0: step cadence only
-    "data.dataset": one_of("voc", "coco", "synthetic"),
-    "data.synthetic_size": one_of("smoke", "default", "large"),   # data/synthetic.py SIZES
-    "data.synthetic_seed": at_least(0),
-    "data.resize_long": Limit(1, ordered=True),
-    "data.crop_size": NETWORK_MIN_CROP,
-    "data.coco_mask_layout": one_of("split", "flat"),            # data/coco.py MASK_LAYOUTS
-    "model.backbone": one_of("resnet50", "resnet101", "tiny"),    # model/backbone.py BACKBONES
-    "model.side_channels": at_least(1),
-    "model.seed_background_scale": above(0),
-    "model.seed_rule": one_of("argmax", "sipe"),
-    "loss.prototype_weight": at_least(0),
-    "loss.scale_weight": at_least(0),
-    "loss.class_weights": one_of("distribution", "uniform"),
-    "train.batch_size": at_least(1),
-    "train.bank_draws": at_least(0),
-    "train.epochs": at_least(1),
-    "train.max_steps": at_least(0),
-    "train.optimizer": OPTIMIZERS,
-    "train.schedule": one_of("poly", "onecycle"),
-    "train.lr": at_least(0),                           # 0: the weights stay as they start
-    "train.new_layer_lr_mult": at_least(0),
-    "train.weight_decay": at_least(0),
-    "train.momentum": Limit(0.0, 1.0, high_open=True),
-    "train.poly_power": at_least(0),
-    "train.grad_clip": at_least(0),                     # 0: no clipping
-    "train.log_every": at_least(1),
-    "train.val_every": at_least(0),
-    "train.checkpoint_every": at_least(1),
-    "cams.scales": above(0),
-    "cams.batch_size": at_least(1),
-    "cams.fusion_lambda": at_least(0),
-    "cams.background": one_of("reference", "threshold"),
-    "cams.bg_threshold": UNIT,
-    "cams.lambda_sweep": at_least(0),
-    "cams.threshold_sweep": UNIT,
-    "refine.method": one_of("irn", "crf"),
-    "refine.relation_lambda": at_least(0),
-    "refine.relation_rule": one_of("reference", "thresholds"),
-    "refine.relation_bg_scale": above(0),
-    "refine.conf_fg_threshold": UNIT,
-    "refine.conf_bg_threshold": UNIT,
-    "refine.crf_iterations": at_least(1),
-    "refine.crf_gaussian_sxy": above(0),
-    "refine.crf_gaussian_compat": above(0),
-    "refine.crf_bilateral_sxy": above(0),
-    "refine.crf_bilateral_srgb": above(0),
-    "refine.crf_bilateral_compat": above(0),
-    "refine.crf_label_confidence": Limit(0.0, 1.0, low_open=True, high_open=True),
-    "refine.irn_backbone": one_of("resnet50", "resnet101", "tiny"),
-    "refine.irn_crop_size": NETWORK_MIN_CROP,
-    "refine.irn_batch_size": at_least(1),
-    "refine.irn_epochs": at_least(1),
-    "refine.irn_lr": at_least(0),
-    "refine.irn_weight_decay": at_least(0),
-    "refine.irn_momentum": Limit(0.0, 1.0, high_open=True),
-    "refine.irn_poly_power": at_least(0),
-    "refine.irn_log_every": at_least(1),
-    "refine.irn_checkpoint_every": at_least(1),
-    "refine.irn_scale_range": Limit(0.0, low_open=True, ordered=True),
-    "refine.irn_image_scale": above(0),
-    "refine.irn_radius": at_least(1),
-    "refine.walk_lambda": at_least(0),
-    "refine.walk_beta": above(0),
-    "refine.walk_exp_times": Limit(0, 16),              # 2^k steps
-    "refine.walk_radius": at_least(1),
-    "refine.walk_power": above(0),
-    "refine.walk_bg_constant": UNIT,
-    "segment.network": one_of("deeplabv3_mobilenet_v3_large", "deeplabv3_resnet50", "deeplabv3_resnet101",
-                              "fcn_resnet50", "fcn_resnet101", "lraspp_mobilenet_v3_large"),  # torchvision's
-    "segment.crop_size": NETWORK_MIN_CROP,
-    "segment.scale_range": Limit(0.0, low_open=True, ordered=True),
-    "segment.batch_size": at_least(1),
-    "segment.iterations": at_least(1),
-    "segment.optimizer": OPTIMIZERS,
-    "segment.lr": at_least(0),
-    "segment.backbone_lr_mult": at_least(0),
-    "segment.momentum": Limit(0.0, 1.0, high_open=True),
-    "segment.weight_decay": at_least(0),
-    "segment.poly_power": at_least(0),
-    "segment.eval_scales": above(0),
-    "segment.log_every": at_least(1),
-    "segment.checkpoint_every": at_least(1),
-}
+
+@dataclass
+class RuntimeConfig:
+    """Where and how fast every stage runs (SFC, IRN and step-3 training, CAMs, refinement),
+    and the seed every trainer starts from."""
+
+    device: str = "auto"                  # "auto" | "cpu" | "cuda" | "cuda:N" (check_device)
+    amp: bool = True                      # mixed precision on GPU (bf16, else fp16 + scaler)
+    channels_last: bool = True            # on GPU
+    # SFC training objective under torch.compile: "auto" (inductor on a GPU, eager on a CPU) | "off" |
+    # a backend (engine.compile_backend)
+    compile: str = one_of("auto", "auto", "off", "inductor", "aot_eager")
+    # DataLoader workers (and refine's CRF processes): a count, or "auto": cores - 2 on a GPU, 2 on a
+    # CPU (engine.loader_workers); the CRF's: this process's torch threads (refine.crf_processes)
+    num_workers: int | str = at_least("auto", 0)
+    seed: int = at_least(10, 0)
+    # also write last.pt once this many minutes passed since the last one (SFC, IRN, step 3; checked
+    # every log_every steps); 0: the step cadence only
+    checkpoint_minutes: float = at_least(0.0, 0)
+
+
+# A config.json written before the runtime section still loads: these fields moved there,
+# and IRN's own optimiser and cadence fields take the values IRN then read from train.
+MOVED_KEYS = {"train.device": "runtime.device", "train.amp": "runtime.amp",
+              "train.channels_last": "runtime.channels_last", "train.seed": "runtime.seed",
+              "data.num_workers": "runtime.num_workers"}
+IRN_FROM_TRAIN = {"refine.irn_momentum": "train.momentum", "refine.irn_poly_power": "train.poly_power",
+                  "refine.irn_log_every": "train.log_every",
+                  "refine.irn_checkpoint_every": "train.checkpoint_every"}
+
+
+@dataclass
+class DataConfig:
+    dataset: str = one_of("voc", "voc", "coco", "synthetic")
+    root: str = ""                        # dataset root (synthetic: where it is generated/cached)
+    synthetic_size: str = one_of("default", "smoke", "default", "large")   # synthetic only (SIZES)
+    synthetic_seed: int = at_least(0, 0)  # synthetic only: generator seed
+    shared_parts: bool = True             # synthetic only: False = control set, no shared parts
+    train_list: str = "train_aug"         # trains classifier, IRN and step 3 (VOC trainaug 10,582)
+    eval_list: str = "train"              # CAM / pseudo-mask evaluation (VOC train 1,464)
+    heldout_list: str = "val"             # held-out evaluation (VOC val 1,449)
+    # random long-side resize range, bicubic
+    resize_long: tuple[int, int] = limited((320, 640), Limit(1, ordered=True))
+    crop_size: int = at_least(512, NETWORK_MIN_CROP)   # random crop, zero padded, with a valid mask
+    labels_file: str = ""                 # image labels: "" = <root>/cls_labels.json (prepare), else from masks
+    allow_pickled_labels: bool = False    # read a reference-style .npy label file (pickle can run code)
+    # COCO: "split" (SegmentationClass/<split>/) | "flat" (one folder); data/coco.py MASK_LAYOUTS
+    coco_mask_layout: str = one_of("split", "split", "flat")
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = one_of("resnet50", *BACKBONE_NAMES)
+    backbone_weights: str = "imagenet"    # "imagenet" (torchvision download) | a .pth path | "none"
+    side_channels: tuple[int, int, int, int] = at_least((128, 128, 256, 256), 1)  # hierarchical features
+    seed_background_scale: float = above(0.3, 0)   # background channel x 0.3 before the seed arg-max
+    # seeds: "argmax" of the CAM (SFC) | "sipe": arg-max of the IoU of feature correlation and CAM
+    # (SIPE's inference rule)
+    seed_rule: str = one_of("argmax", "argmax", "sipe")
+    pcm: bool = True                      # pixel-correlation refinement of the classifier CAM
+                                          # (False: the plain CAM; nothing trains f9 without
+                                          # the consistency losses, and an untrained f9 smears)
+
+
+@dataclass
+class LossConfig:
+    prototype_weight: float = at_least(1.6, 0)   # prototype consistency; 0 switches it off
+    scale_weight: float = at_least(0.8, 0)       # cross-scale consistency; 0 switches it off
+    # "distribution" (the paper's coefficients) | "uniform"
+    class_weights: str = one_of("distribution", "distribution", "uniform")
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = at_least(16, 1)     # images from the loader per step
+    bank_draws: int = at_least(4, 0)      # images re-sampled from the image bank; 0 = no bank
+    epochs: int = at_least(6, 1)
+    max_steps: int = at_least(0, 0)       # 0: epochs * (len(train list) // batch_size)
+    optimizer: str = one_of("sgd", *OPTIMIZERS)         # "sgd" (paper) | "adamw" (from-scratch presets)
+    schedule: str = one_of("poly", "poly", "onecycle")  # "poly" (paper) | "onecycle"
+    lr: float = at_least(0.1, 0)          # backbone learning rate (0: the weights stay as they start)
+    new_layer_lr_mult: float = at_least(10.0, 0)   # classifier, PCM and side layers: lr x 10
+    weight_decay: float = at_least(1e-4, 0)
+    momentum: float = limited(0.0, MOMENTUM)   # reference is effectively 1e-4 (a positional-arg quirk)
+    poly_power: float = at_least(0.9, 0)
+    grad_clip: float = at_least(1.0, 0)   # global grad-norm clipping; 0: none
+    log_every: int = at_least(10, 1)
+    val_every: int = at_least(300, 0)     # training-time validation on the eval list; 0 = never
+    checkpoint_every: int = at_least(300, 1)
+
+
+@dataclass
+class CamConfig:
+    scales: tuple[float, ...] = above((1.0, 0.5, 1.5, 2.0), 0)   # multi-scale inference, each with a flip
+    flip: bool = True
+    mask_by_label: bool = False           # reference: classifier CAM not label-masked at inference
+    batch_size: int = at_least(8, 1)      # same-size images per forward; speed only (1: one at a time)
+    fusion_lambda: float = at_least(0.3, 0)   # fused = classifier + lambda * prototype
+    background: str = one_of("reference", "reference", "threshold")   # "reference": bg + 0.4 vs 2 x fg
+    bg_threshold: float = limited(0.25, UNIT)   # used when background == "threshold"
+    lambda_sweep: tuple[float, ...] = at_least((0.0, 0.1, 0.3, 0.5, 0.7, 1.0), 0)
+    threshold_sweep: tuple[float, ...] = limited(
+        (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5), UNIT)
+
+
+@dataclass
+class RefineConfig:
+    # the pseudo masks step 3 trains on: "irn" (VOC) | "crf" (COCO)
+    method: str = one_of("irn", "irn", "crf")
+    relation_lambda: float = at_least(0.7, 0)     # fusion used for IRN's relation labels (reference)
+    # "reference" (CRF twice, bg x 0.5) | "thresholds" (IRN)
+    relation_rule: str = one_of("reference", "reference", "thresholds")
+    relation_bg_scale: float = above(0.5, 0)      # reference rule: background x 0.5 for the second map
+    conf_fg_threshold: float = limited(0.30, UNIT)   # IRN's own rule
+    conf_bg_threshold: float = limited(0.05, UNIT)
+    crf_iterations: int = at_least(10, 1)
+    crf_gaussian_sxy: float = above(3.0, 0)
+    crf_gaussian_compat: float = above(3.0, 0)
+    crf_bilateral_sxy: float = above(50.0, 0)
+    crf_bilateral_srgb: float = above(5.0, 0)
+    crf_bilateral_compat: float = above(10.0, 0)
+    crf_label_confidence: float = limited(0.7, Limit(0.0, 1.0, low_open=True, high_open=True))
+    irn_backbone: str = one_of("resnet50", *BACKBONE_NAMES)
+    irn_backbone_weights: str = "imagenet"  # "imagenet" | a .pth path | "sfc": the run's trained backbone
+    irn_crop_size: int = at_least(512, NETWORK_MIN_CROP)
+    irn_batch_size: int = at_least(32, 1)
+    irn_epochs: int = at_least(3, 1)
+    irn_lr: float = at_least(0.1, 0)      # boundary branch (the displacement branch, lr x 10, is dropped)
+    irn_weight_decay: float = at_least(1e-4, 0)
+    irn_momentum: float = limited(0.0, MOMENTUM)   # IRN's PolyOptimizer: plain SGD
+    irn_poly_power: float = at_least(0.9, 0)
+    irn_log_every: int = at_least(10, 1)
+    irn_checkpoint_every: int = at_least(300, 1)
+    # the reference's effective range
+    irn_scale_range: tuple[float, float] = limited((0.5, 1.0), Limit(0.0, low_open=True, ordered=True))
+    irn_image_scale: float = above(1.0, 0)   # images rescaled by this for IRN (small images: a finer grid)
+    irn_radius: int = at_least(10, 1)     # path radius on the boundary grid (1/4 resolution)
+    walk_lambda: float = at_least(0.3, 0)  # fusion used for the random walk
+    walk_beta: float = above(10.0, 0)
+    walk_exp_times: int = limited(8, Limit(0, 16))   # 2^8 steps
+    walk_radius: int = at_least(5, 1)
+    walk_power: float = above(1.3, 0)
+    walk_bg_constant: float = limited(0.25, UNIT)
+
+
+@dataclass
+class SegmentConfig:
+    # Step 3 (docs/method.md 5): the DeepLabV3 recipe of VainF/DeepLabV3Plus-Pytorch (VOC trainaug)
+    # and torchvision's references/segmentation, unless a line says otherwise.
+    network: str = one_of("deeplabv3_resnet101",   # a torchvision.models.segmentation builder
+                          "deeplabv3_mobilenet_v3_large", "deeplabv3_resnet50", "deeplabv3_resnet101",
+                          "fcn_resnet50", "fcn_resnet101", "lraspp_mobilenet_v3_large")
+    backbone_weights: str = "imagenet"    # "imagenet" (torchvision's download) | a .pth path | "none"
+    crop_size: int = at_least(512, NETWORK_MIN_CROP)   # VainF: 513; image padded with the mean, mask with 255
+    # random rescale (VainF, torchvision refs)
+    scale_range: tuple[float, float] = limited((0.5, 2.0), Limit(0.0, low_open=True, ordered=True))
+    flip: bool = True                     # random horizontal flip, p = 0.5
+    batch_size: int = at_least(16, 1)     # VainF / DeepLabV3 paper
+    iterations: int = at_least(30000, 1)  # VainF / DeepLabV3 paper: 30K on VOC trainaug
+    optimizer: str = one_of("sgd", *OPTIMIZERS)   # "sgd" (DeepLab) | "adamw" (from-scratch synthetic presets)
+    lr: float = at_least(0.01, 0)         # VainF (DeepLabV3 paper: 0.007)
+    backbone_lr_mult: float = at_least(0.1, 0)    # VainF: pretrained backbone at lr x 0.1
+    momentum: float = limited(0.9, MOMENTUM)      # VainF, torchvision refs
+    weight_decay: float = at_least(1e-4, 0)       # torchvision refs (VainF's code default: 4e-5)
+    poly_power: float = at_least(0.9, 0)  # lr x (1 - t/T)^0.9 (DeepLab)
+    # DeepLabV3 paper, + flip
+    eval_scales: tuple[float, ...] = above((0.5, 0.75, 1.0, 1.25, 1.5, 1.75), 0)
+    eval_crf: bool = False                # dense CRF (refine.crf_* constants) after multi-scale
+    log_every: int = at_least(20, 1)
+    checkpoint_every: int = at_least(1000, 1)
 # Checked where they are used: paths (or "imagenet" / "none" / "sfc") and list names.
 FREE_FORM = {"data.root", "data.labels_file", "data.train_list", "data.eval_list", "data.heldout_list",
              "model.backbone_weights", "refine.irn_backbone_weights", "segment.backbone_weights"}
@@ -458,8 +390,18 @@ def flat_dict(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _limits() -> dict[str, Limit]:
+    """Every field's limit (``limited``), by dotted key."""
+    sections = typing.get_type_hints(Config)
+    return {f"{name}.{f.name}": f.metadata["limit"] for name in _sections()
+            for f in dataclasses.fields(sections[name]) if "limit" in f.metadata}
+
+
 def _sections() -> list[str]:
     return [f.name for f in dataclasses.fields(Config) if f.name != "preset"]
+
+
+LIMITS: dict[str, Limit] = _limits()
 
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
@@ -557,35 +499,20 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The paper's recipe (the `voc` values) on a backbone pretrained on the synthetic
     # pretraining set (sfc_core/pretrain.py), as VOC's starts from ImageNet; what scales with
     # the 96 px images (crop, resize range, CAM grid, CRF/IRN spatial constants) comes from
-    # `synthetic`. Measurements: docs/synthetic.md ("The paper's recipe on a pretrained backbone").
+    # `synthetic`, and so does the optimiser (AdamW 2e-3 one-cycle: SGD's constants gave 35.0
+    # against 43.1). The measurements behind each line: docs/synthetic.md, "The paper's recipe
+    # on a pretrained backbone" and "Four epochs instead of six".
     "synthetic-paper": {
         "model.backbone_weights": "pretrain",   # made once; frozen BN, stem, layer1, layer2 (voc)
-        # Three constants had to move (seed 0, eval list, fused CAM mIoU; docs/synthetic.md).
-        # The first two as from scratch: voc's PCM + 0.3 gave 10.5, PCM + 4 23.8, no PCM + 0.3 26.3,
-        # no PCM + 4 35.0 (baseline 27.0). Seeds win where fg > s / (1 + s); these 12x12 CAMs of
-        # small objects are broad (the baseline's best threshold is 0.8, VOC's ~0.25), so
-        # s = 0.8 / 0.2 = 4. PCM (SEAM's, not SFC's) averages each CAM over a broad affinity and
-        # does not re-normalise: peaks of present classes fell to a median 0.13, so at s = 4 no
-        # pixel seeds a class (prototype CAM all zero) and at 0.3 65% of the grid seeds one.
-        "model.pcm": False,
-        "model.seed_background_scale": 4.0,
-        # The third: the optimiser, `synthetic`'s AdamW 2e-3 one-cycle (inherited). voc's SGD poly
-        # at 0.1 / 1.0 gave 35.0 (12 epochs: 37.2); AdamW at this batch and epoch count 43.1.
-        # Why SGD's constants do not carry over to this small network was not measured.
+        "model.pcm": False,               # PCM (SEAM's, not SFC's) flattens these CAMs: SFC 26.3 -> 10.5
+        "model.seed_background_scale": 4.0,   # seeds at fg > 0.8, these broad CAMs' best threshold
         "train.batch_size": 16,           # voc: 16 + 4 bank draws
-        # voc: 6 epochs. 4 fit the default run's 10 minutes; 3 seeds (docs/synthetic.md): baseline
-        # 29.2 -> 30.0, SFC 42.3 -> 41.1 fused CAM mIoU, every fix target still met.
-        "train.epochs": 4,
-        # The dense CRF (the paper's COCO refinement), not IRN (its VOC one): seed 0, eval list,
-        # IRN's masks scored below the CAMs they start from (SFC 40.1 against fused 41.7, baseline
-        # 25.0 against 29.3), the CRF's above (46.7, 28.8), for less CPU (docs/synthetic.md).
-        "refine.method": "crf",
+        "train.epochs": 4,                # voc: 6; 4 fit the default run's 10 minutes, every fix target met
+        "refine.method": "crf",           # IRN's masks scored below the CAMs they start from, the CRF's above
         "refine.irn_backbone_weights": "pretrain",  # IRN's own frozen pretrained backbone (voc: ImageNet)
         "refine.walk_exp_times": 5,       # voc's 2^8 steps on a 128-cell grid; 48 cells here
         "refine.walk_bg_constant": 0.25,  # voc
-        # half of `synthetic`'s 16 for half the CPU; seed 0, 500 steps on the CRF masks: baseline /
-        # SFC masks 18.0 / 25.8 mIoU at 16, 17.7 / 25.6 at 8 (250 steps at 16: 21.8 / 18.0)
-        "segment.batch_size": 8,
+        "segment.batch_size": 8,          # `synthetic`: 16; half the CPU, mIoU within 0.3
     },
     "synthetic-smoke": {                  # the synthetic preset, small enough for tests
         "data.synthetic_size": "smoke",
