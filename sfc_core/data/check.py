@@ -5,15 +5,12 @@
 
     problems = check_dataset(dataset, ["train_aug", "val"])   # [] when the dataset is sound
 
-The ``check`` verb (data/commands.py) prints them; ``prepare`` runs it on what it wrote.
-
-Training and evaluation read images one by one and stop at the first bad file, minutes in;
-this reads them all up front, in parallel threads (Pillow decodes outside the GIL), and
-lists every problem: lists that name missing or repeated images, images that do not decode
-(truncated, or not an image at all), masks that are missing, not palette/grayscale PNGs, of
-another size than their image (both sizes named) or with class indices beyond the class
-list, and images the label file has no entry for. Each problem is what the stage that reads
-the file would have stopped with.
+Training and evaluation stop at the first bad file, minutes in; this decodes every file up
+front, in threads (Pillow decodes outside the GIL), and lists every problem (lists naming missing
+or repeated images; images that do not decode; masks missing, not palette/grayscale PNGs, of
+another size than their image or with unknown class indices; ids without a label entry), each
+the error the stage reading that file would have stopped with. The ``check`` verb
+(data/commands.py) prints them; ``prepare`` runs it on what it wrote.
 """
 from __future__ import annotations
 
@@ -29,8 +26,7 @@ from sfc_core.errors import SfcError
 
 @dataclass(frozen=True)
 class Problem:
-    """One bad list or file: the list it was found through, the image (None: the list itself),
-    the file and what is wrong with it."""
+    """One bad list or file; ``image_id`` None: the list itself."""
 
     list_name: str
     image_id: str | None
@@ -43,8 +39,8 @@ class Problem:
 
 def check_dataset(dataset: SegmentationDataset, lists: list[str], workers: int | None = None,
                   progress: bool = True) -> list[Problem]:
-    """Every problem of the images, masks and labels of ``lists`` (each image checked once),
-    in list order. ``workers`` threads decode (default: one per CPU core)."""
+    """Every problem of the images, masks and labels of ``lists`` (each image checked once), in
+    list order; ``workers`` decoding threads (default: one per CPU core)."""
     problems: list[Problem] = []
     todo: dict[str, tuple[str, bool]] = {}       # image id -> (first list naming it, mask expected)
     for list_name in dict.fromkeys(lists):
@@ -53,7 +49,8 @@ def check_dataset(dataset: SegmentationDataset, lists: list[str], workers: int |
         except SfcError as e:
             problems.append(Problem(list_name, None, str(e.path), e.problem))
             continue
-        with_masks = _masks_expected(dataset, ids)
+        # Every image needs a mask when labels come from masks, or when some have one (an eval list).
+        with_masks = dataset.labels_file is None or any(os.path.exists(dataset.mask_path(i)) for i in ids)
         for image_id in ids:
             todo.setdefault(image_id, (list_name, with_masks))
     with ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
@@ -69,21 +66,14 @@ def raise_on_problems(problems: list[Problem], lists: list[str], root: str | os.
     for problem in problems:
         print(problem)
     if problems:
-        raise SfcError(f"{len(problems)} problem(s) in list(s) {', '.join(lists)} (listed above)",
-                       path=root,
+        raise SfcError(f"{len(problems)} problem(s) in list(s) {', '.join(lists)} (listed above)", path=root,
                        fix="repair or regenerate the files named above (or remove their ids from the lists)")
-
-
-def _masks_expected(dataset: SegmentationDataset, ids: list[str]) -> bool:
-    """Whether every image of a list needs a mask: its labels come from masks (no label
-    file), or some of its images have one (an evaluation list)."""
-    return dataset.labels_file is None or any(os.path.exists(dataset.mask_path(i)) for i in ids)
 
 
 def _check_image(dataset: SegmentationDataset, image_id: str, list_name: str,
                  with_mask: bool) -> list[Problem]:
-    """The problems of one image: its decoding, then (if it decodes: the size is compared with
-    the image's) its mask when expected or present, and its entry in the label file."""
+    """The problems of one image: its decoding, then (if it decodes) its mask when expected or
+    present, and its entry in the label file."""
     problems = []
 
     def passes(check) -> bool:

@@ -1,4 +1,4 @@
-"""From the official downloads to the kit's dataset layout (verb: ``prepare``).
+"""From the official downloads to the kit's dataset layout (verb: ``prepare``; COCO: prepare_coco.py).
 
     python -m sfc_core prepare voc --voc VOCtrainval_11-May-2012.tar --sbd benchmark.tgz --out data/voc
     python -m sfc_core prepare coco --coco COCO_ROOT --out data/coco
@@ -20,8 +20,6 @@ SBD's ``benchmark_RELEASE/dataset`` (or ``benchmark.tgz``) and writes, under ROO
 Every file is written atomically; a rerun keeps the masks already written (resume) and the
 manifest is written last. Archives are checked against their published MD5 (the one a user
 passes with ``--voc-md5`` / ``--sbd-md5`` replaces it) and extracted under ROOT/extracted/.
-
-COCO (``prepare_coco``): see its docstring.
 """
 from __future__ import annotations
 
@@ -31,6 +29,7 @@ import multiprocessing
 import os
 import shutil
 import tarfile
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -38,7 +37,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from sfc_core.data.voc import VOC_CLASSES
+from sfc_core.data.voc import VOC_CLASSES, read_list
 from sfc_core.errors import SfcError
 from sfc_core.io import atomic_write_json, atomic_write_text
 from sfc_core.masks import IGNORE, save_mask
@@ -70,8 +69,7 @@ def md5sum(path: Path) -> str:
 
 
 def verify_archive(path: Path, kind: str, expected_md5: str | None, flag: str) -> dict:
-    """The archive's checksum record; SfcError when it differs from the published MD5 (or the
-    one given with ``flag``)."""
+    """The archive's checksum record; SfcError when it differs from the published (or ``flag``'s) MD5."""
     name, published = PUBLISHED_MD5[kind]
     expected = (expected_md5 or published).lower()
     actual = md5sum(path)
@@ -113,11 +111,9 @@ def open_source(path: str | Path, kind: str, out: Path, expected_md5: str | None
     path = Path(path)
     if path.is_dir():
         return path, None
-    if not path.is_file():
-        raise SfcError(f"{flag} path does not exist", path=path,
-                       fix=f"give the {PUBLISHED_MD5[kind][0]} archive or its extracted folder")
-    if not tarfile.is_tarfile(path):
-        raise SfcError("not a folder and not a tar archive", path=path,
+    if not path.is_file() or not tarfile.is_tarfile(path):
+        problem = "not a folder and not a tar archive" if path.is_file() else f"{flag} path does not exist"
+        raise SfcError(problem, path=path,
                        fix=f"give the {PUBLISHED_MD5[kind][0]} archive or its extracted folder")
     record = verify_archive(path, kind, expected_md5, f"{flag}-md5")
     return extract_archive(path, kind, out), record
@@ -140,7 +136,8 @@ def locate_tree(path: Path, candidates: Iterable[str], marker: str, required: It
 def voc_tree(path: Path) -> Path:
     """VOCdevkit/VOC2012 inside ``path`` (path itself, VOC2012/ or VOCdevkit/VOC2012/)."""
     return locate_tree(path, (".", "VOC2012", "VOCdevkit/VOC2012"), "ImageSets/Segmentation",
-                       ("JPEGImages/", "SegmentationClass/"), "VOC 2012 tree",
+                       ("JPEGImages/", "SegmentationClass/", "ImageSets/Segmentation/train.txt",
+                        "ImageSets/Segmentation/val.txt"), "VOC 2012 tree",
                        "point --voc at VOCdevkit/VOC2012 of the VOC 2012 trainval download "
                        "(VOCtrainval_11-May-2012.tar; the test download has no masks)")
 
@@ -150,10 +147,6 @@ def sbd_tree(path: Path) -> Path:
     return locate_tree(path, (".", "dataset", "benchmark_RELEASE/dataset"), "cls", ("train.txt", "val.txt"),
                        "SBD folder", "point --sbd at benchmark_RELEASE/dataset of SBD's benchmark.tgz "
                        "(the folder that holds cls/, img/, train.txt and val.txt), or at benchmark.tgz")
-
-
-def read_ids(path: Path) -> list[str]:
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
 
 
 def trainaug_ids(voc_train: list[str], voc_val: list[str], sbd_train: list[str],
@@ -211,18 +204,16 @@ def _voc_mask_task(job: tuple[str, str, str, str]) -> tuple[str, list[int], str]
     image_id, source, image_path, out_path = job
     if os.path.exists(out_path):
         return image_id, present_classes(read_index_png(out_path)), "kept"
-    if source.endswith(".mat"):
-        mask = read_sbd_mask(source)
+    sbd = source.endswith(".mat")
+    mask = read_sbd_mask(source) if sbd else read_index_png(source)
+    if sbd:
         with Image.open(image_path) as image:
             if mask.shape != (image.height, image.width):
                 raise SfcError(f"SBD mask is {mask.shape[1]}x{mask.shape[0]}, its image "
                                f"{image.width}x{image.height}", path=source,
                                fix="use SBD's cls/ masks with VOC 2012's JPEGImages")
-        save_mask(Path(out_path), mask)
-        return image_id, present_classes(mask), "sbd"
-    mask = read_index_png(source)
     save_mask(Path(out_path), mask)
-    return image_id, present_classes(mask), "voc"
+    return image_id, present_classes(mask), "sbd" if sbd else "voc"
 
 
 def run_jobs(task: Callable, jobs: list, processes: int, desc: str) -> list:
@@ -236,15 +227,9 @@ def run_jobs(task: Callable, jobs: list, processes: int, desc: str) -> list:
 
 def _mask_sources(voc: Path, sbd: Path, ids: list[str]) -> list[tuple[str, str]]:
     """(id, mask source) per id: VOC's own PNG where there is one, else SBD's .mat."""
-    sources, missing = [], []
-    for image_id in ids:
-        own = voc / "SegmentationClass" / f"{image_id}.png"
-        mat = sbd / "cls" / f"{image_id}.mat"
-        source = own if own.is_file() else mat if mat.is_file() else None
-        if source is None:
-            missing.append(image_id)
-        else:
-            sources.append((image_id, str(source)))
+    sources = [(i, next((str(p) for p in (voc / "SegmentationClass" / f"{i}.png", sbd / "cls" / f"{i}.mat")
+                         if p.is_file()), None)) for i in ids]
+    missing = [i for i, source in sources if source is None]
     if missing:
         raise SfcError(f"{len(missing)} listed image(s) have neither a VOC mask nor an SBD cls/ mask, "
                        f"first: {', '.join(missing[:5])}", path=sbd / "cls",
@@ -258,9 +243,8 @@ def _mask_sources(voc: Path, sbd: Path, ids: list[str]) -> list[tuple[str, str]]
 
 
 def staging_path(final: Path) -> Path:
-    """Where a mask folder is written: ``final`` once a run completed it, else a hidden sibling
-    (kept by a rerun, which resumes in it) that ``commit_folder`` renames to ``final`` when
-    every mask is written, so a stopped or refused run leaves no half-filled mask folder."""
+    """Where a mask folder is written: ``final`` once a run completed it, else a hidden sibling (a
+    rerun resumes in it) that ``commit_folder`` renames to ``final`` when every mask is written."""
     return final if final.is_dir() else final.with_name(f".{final.name}.partial")
 
 
@@ -289,14 +273,8 @@ def prepare_voc(voc: str | Path, sbd: str | Path, out: str | Path, processes: in
     voc_dir, voc_record = open_source(voc, "voc", out, voc_md5, "--voc")
     sbd_dir, sbd_record = open_source(sbd, "sbd", out, sbd_md5, "--sbd")
     voc_root, sbd_root = voc_tree(voc_dir), sbd_tree(sbd_dir)
-    lists_dir = voc_root / "ImageSets" / "Segmentation"
-    voc_lists = {}
-    for name in ("train", "val"):
-        if not (lists_dir / f"{name}.txt").is_file():
-            raise SfcError(f"VOC tree has no {name}.txt list", path=lists_dir / f"{name}.txt",
-                           fix="use the VOC 2012 trainval download")
-        voc_lists[name] = read_ids(lists_dir / f"{name}.txt")
-    sbd_lists = {name: read_ids(sbd_root / f"{name}.txt") for name in ("train", "val")}
+    voc_lists = {n: read_list(voc_root / f"ImageSets/Segmentation/{n}.txt") for n in ("train", "val")}
+    sbd_lists = {n: read_list(sbd_root / f"{n}.txt") for n in ("train", "val")}
     lists = {"train_aug": trainaug_ids(voc_lists["train"], voc_lists["val"], sbd_lists["train"], sbd_lists["val"]),
              **voc_lists}
     check_disjoint(lists["train_aug"], lists["val"], out)
@@ -328,35 +306,22 @@ def write_layout(out: Path, list_dir: str, lists: dict[str, list[str]], results:
     for name, ids in lists.items():
         atomic_write_text(out / list_dir / f"{name}.txt", "".join(f"{i}\n" for i in ids))
     atomic_write_json(out / LABELS_JSON, {i: labels[i] for i in sorted(labels)})
-    sources: dict[str, int] = {}
-    for _, _, source in results:
-        sources[source] = sources.get(source, 0) + 1
+    counts = {name: len(ids) for name, ids in lists.items()}
+    tallies = {name: Counter(k for i in ids for k in labels[i]) for name, ids in lists.items()}
     manifest = {
-        "kit_version": __version__, "inputs": inputs, "mask_sources": sources,
-        "counts": {name: len(ids) for name, ids in lists.items()},
-        "expected": expected,
-        "class_counts": {name: dict(zip(class_names, class_counts(ids, labels, len(class_names)).tolist()))
-                         for name, ids in lists.items()},
-        "differences": count_differences({name: len(ids) for name, ids in lists.items()}, expected),
+        "kit_version": __version__, "inputs": inputs,
+        "mask_sources": dict(Counter(source for _, _, source in results)),
+        "counts": counts, "expected": expected,
+        "class_counts": {name: {c: tally[k] for k, c in enumerate(class_names)}
+                         for name, tally in tallies.items()},
+        "differences": [f"{name}: {counts.get(name, 0):,} images, the official downloads give {n:,} "
+                        f"({counts.get(name, 0) - n:+,})"
+                        for name, n in expected.items() if counts.get(name, 0) != n],
         "notes": notes or [],
     }
     atomic_write_json(out / MANIFEST, manifest)
     print(summary(manifest, out))
     return manifest
-
-
-def class_counts(ids: list[str], labels: dict[str, list[int]], num_classes: int) -> np.ndarray:
-    """int64 (C,): images of ``ids`` whose label holds each class."""
-    counts = np.zeros(num_classes, np.int64)
-    for image_id in ids:
-        counts[labels[image_id]] += 1
-    return counts
-
-
-def count_differences(counts: dict[str, int], expected: dict[str, int]) -> list[str]:
-    """One sentence per list whose count is not the official downloads' one."""
-    return [f"{name}: {counts.get(name, 0):,} images, the official downloads give {n:,} "
-            f"({counts.get(name, 0) - n:+,})" for name, n in expected.items() if counts.get(name, 0) != n]
 
 
 def summary(manifest: dict, out: Path) -> str:
@@ -366,12 +331,10 @@ def summary(manifest: dict, out: Path) -> str:
         note = "" if want is None else " (as the official downloads)" if count == want else f" (official: {want:,})"
         lines.append(f"  {name:<10} {count:>7,} images{note}")
     lines.append("  masks: " + ", ".join(f"{n:,} {source}" for source, n in sorted(manifest["mask_sources"].items())))
-    for extra in manifest["notes"]:
-        lines.append(f"  note: {extra}")
-    if manifest["differences"]:
-        lines.append("  DIFFERS from the official downloads: " + "; ".join(manifest["differences"]))
-    else:
-        lines.append("  every count matches the official downloads; train_aug and val do not overlap")
+    lines += [f"  note: {extra}" for extra in manifest["notes"]]
+    lines.append("  DIFFERS from the official downloads: " + "; ".join(manifest["differences"])
+                 if manifest["differences"] else
+                 "  every count matches the official downloads; train_aug and val do not overlap")
     lines.append(f"  manifest: {out / MANIFEST}")
     return "\n".join(lines)
 
@@ -381,10 +344,10 @@ def summary(manifest: dict, out: Path) -> str:
 def prepare_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="dataset", metavar="DATASET", required=True)
     voc = sub.add_parser("voc", help="VOC 2012 + SBD -> SegmentationClassAug, train_aug, labels")
-    voc.add_argument("--voc", required=True, help="VOCdevkit/VOC2012 or VOCtrainval_11-May-2012.tar")
-    voc.add_argument("--sbd", required=True, help="benchmark_RELEASE/dataset or benchmark.tgz")
-    voc.add_argument("--voc-md5", default=None, help="accept a VOC archive with this MD5 instead of the published one")
-    voc.add_argument("--sbd-md5", default=None, help="accept an SBD archive with this MD5 instead of the published one")
+    for kind, tree in (("voc", "VOCdevkit/VOC2012"), ("sbd", "benchmark_RELEASE/dataset")):
+        voc.add_argument(f"--{kind}", required=True, help=f"{tree} or {PUBLISHED_MD5[kind][0]}")
+        voc.add_argument(f"--{kind}-md5",
+                         help=f"accept {kind.upper()}'s archive with this MD5 instead of the published one")
     coco = sub.add_parser("coco", help="COCO 2014 -> class masks, lists, labels")
     coco.add_argument("--coco", required=True, help="folder with train2014/, val2014/, annotations/")
     for q in (voc, coco):

@@ -56,22 +56,18 @@ def bank_extra(num_images: int, batch_size: int, bank_draws: int, num_classes: i
 
 
 def default_second_counts(image_counts: np.ndarray, extra: float) -> np.ndarray:
-    """The kit's b_k for datasets other than VOC: float64 (C,) b_k = t_k^2 / m + m, where
-    t_k = n_k + E is the class's expected training samples (its images plus its bank draws)
-    and m = mean_k t_k, so that w_k is proportional to s_k + 1/s_k with s_k = t_k / m.
+    """The kit's b_k for datasets other than VOC: float64 (C,) b_k = t_k^2 / m + m, with t_k = n_k + E
+    a class's expected training samples (its images plus its bank draws) and m = mean_k t_k, so
+    that w_k is proportional to s_k + 1/s_k, s_k = t_k / m.
 
-    Why: the reference's b_k is an undocumented constant, but its weights have a documented
-    shape: the most frequent class and the rarest classes get the largest weights and the
-    classes of middling frequency the smallest (on VOC, person 1.55 and cow 1.77 against
-    0.77 for bird), which is the paper's argument that head classes are over-activated and
-    tail classes under-activated. s_k + 1/s_k is the simplest weight with that shape: it is
-    smallest (2) for a class with the average share of samples and grows with the ratio by
-    which a class is over- or under-represented, the same for a factor r either way, and E
-    enters as in the reference (the bank flattens the class distribution, so it flattens the
-    weights). On the VOC counts it gives person 1.82, cow 1.08, minimum 0.91 (bottle): the
-    same ends weighted up, but milder on the tail than the reference's b_k. The VOC preset
-    does not use it: there `coefficient_inputs` takes the reference's b_k and E, so the
-    reference's weights are reproduced exactly.
+    The reference's b_k is an undocumented constant, but its weights have a documented shape: the
+    most frequent and the rarest classes weigh most, the middling ones least (VOC: person 1.55,
+    cow 1.77, bird 0.77), the paper's argument that heads are over- and tails under-activated.
+    s_k + 1/s_k is the simplest weight of that shape: smallest (2) at the average share, growing
+    alike for a factor r either way; E enters as in the reference (the bank flattens the class
+    distribution, so the weights). On VOC's counts it gives person 1.82, cow 1.08, minimum 0.91
+    (bottle): the same ends up, milder on the tail. The VOC preset keeps the reference's b_k and E
+    (`coefficient_inputs`), so the reference's weights are reproduced exactly.
     """
     samples = np.asarray(image_counts, dtype=np.float64) + extra
     mean = samples.mean()

@@ -148,6 +148,7 @@ TEXTURES = ("solid", "stripes", "checker", "dots", "rings", "waves")
 # TEXTURES, which the clutter draws from, so the benchmark's images stay byte-identical.
 EXTRA_SHAPES = ("pentagon", "ring", "crescent")
 EXTRA_TEXTURES = ("grid", "diagonal")
+POLYGONS = {"hexagon": (6, 0.88), "triangle": (3, 0.5), "pentagon": (5, 0.8)}   # sides, apothem
 
 
 @dataclass(frozen=True)
@@ -189,15 +190,12 @@ def _shape_inside(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         return u * u + (v / 0.6) ** 2 <= 1.0
     if shape == "cross":
         return (np.abs(u) <= 1.0) & (np.abs(v) <= 1.0) & ((np.abs(u) <= 0.33) | (np.abs(v) <= 0.33))
-    if shape in ("hexagon", "triangle"):
-        sides, apothem = (6, 0.88) if shape == "hexagon" else (3, 0.5)
+    if shape in POLYGONS:
+        sides, apothem = POLYGONS[shape]
         angles = np.pi / 2 + 2 * np.pi * np.arange(sides) / sides
         return np.all([u * np.cos(a) + v * np.sin(a) <= apothem for a in angles], axis=0)
     if shape == "star":
         return np.hypot(u, v) <= 0.55 + 0.45 * np.cos(5 * np.arctan2(v, u))
-    if shape == "pentagon":
-        angles = np.pi / 2 + 2 * np.pi * np.arange(5) / 5
-        return np.all([u * np.cos(a) + v * np.sin(a) <= 0.8 for a in angles], axis=0)
     if shape == "ring":
         return (u * u + v * v <= 1.0) & (u * u + v * v >= 0.3)
     if shape == "crescent":
@@ -229,11 +227,8 @@ def _texture(texture: str, u: np.ndarray, v: np.ndarray, frequency: float) -> np
 
 def draw_part(image: np.ndarray, style: PartStyle, centre: tuple[float, float], radius: float,
               angle: float, brightness: float = 1.0) -> tuple[tuple[slice, slice], np.ndarray]:
-    """Paint one part into ``image`` (H, W, 3) float32, in place.
-
-    Returns the bounding-box slices and the part's boolean mask inside them, so callers can
-    write the class and part masks. Work is done on the bounding box only.
-    """
+    """Paint one part into ``image`` (H, W, 3) float32, in place, working on its bounding box only.
+    Returns the box's slices and the part's boolean mask inside them (for the class/part masks)."""
     height, width = image.shape[:2]
     cy, cx = centre
     reach = radius * 1.1
@@ -362,26 +357,23 @@ def add_noise(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
 
 def render(rng: np.random.Generator, objects: list[PlacedObject], classes: list[ClassInfo],
            size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Draw background, clutter and objects.
-
-    Returns image uint8 (S, S, 3), class mask uint8 (S, S) (0 bg, 1..C), part mask uint8
-    (S, S) (0 none, 1 large part, 2 own part).
-    """
+    """Draw background, clutter and objects: image uint8 (S, S, 3), class mask uint8 (S, S)
+    (0 bg, 1..C), part mask uint8 (S, S) (0 none, 1 large part, 2 own part)."""
     image = render_background(rng, size)
     class_mask = np.zeros((size, size), np.uint8)
     part_mask = np.zeros((size, size), np.uint8)
     for obj in objects:
         info = classes[obj.cls]
-        box, inside = draw_part(image, info.large_style, obj.centre, obj.radius, obj.angle, obj.brightness)
-        class_mask[box][inside] = obj.cls + 1
-        part_mask[box][inside] = 1
+        parts = [(1, info.large_style, obj.centre, obj.radius)]
         if obj.own_present:
             distance = obj.radius + 0.5 * obj.own_radius
-            centre = (obj.centre[0] + math.sin(obj.own_direction) * distance,
-                      obj.centre[1] + math.cos(obj.own_direction) * distance)
-            box, inside = draw_part(image, info.own_style, centre, obj.own_radius, obj.angle, obj.brightness)
+            parts.append((2, info.own_style, (obj.centre[0] + math.sin(obj.own_direction) * distance,
+                                              obj.centre[1] + math.cos(obj.own_direction) * distance),
+                          obj.own_radius))
+        for value, style, centre, radius in parts:
+            box, inside = draw_part(image, style, centre, radius, obj.angle, obj.brightness)
             class_mask[box][inside] = obj.cls + 1
-            part_mask[box][inside] = 2
+            part_mask[box][inside] = value
     return add_noise(rng, image), class_mask, part_mask
 
 
@@ -417,18 +409,16 @@ def stratified_subset(labels: list[list[int]], count: int, class_counts: np.ndar
     return sorted(int(i) for i in chosen)
 
 
-def _encode_jpeg(image: np.ndarray) -> bytes:
+def _encode(image: Image.Image, **options) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=DESIGN.jpeg_quality, subsampling=0)
+    image.save(buf, **options)
     return buf.getvalue()
 
 
 def _encode_palette_png(mask: np.ndarray, palette: list[int]) -> bytes:
     png = Image.fromarray(mask, mode="P")
     png.putpalette(palette)
-    buf = io.BytesIO()
-    png.save(buf, format="PNG")
-    return buf.getvalue()
+    return _encode(png, format="PNG")
 
 
 def dataset_name(size: str, seed: int, shared_parts: bool, num_images: int | None = None) -> str:
@@ -451,15 +441,9 @@ def _spec(size: str, num_images: int | None) -> SizeSpec:
                     min(spec.min_primary, num_images // (2 * len(CLASS_NAMES))))
 
 
-def _parameters(size: str, seed: int, shared_parts: bool, spec: SizeSpec) -> dict:
-    return {"version": GENERATOR_VERSION, "size": size, "seed": seed, "shared_parts": shared_parts,
-            **asdict(spec), "design": asdict(DESIGN)}
-
-
 def _is_complete(path: Path, parameters: dict) -> bool:
-    marker = path / MARKER
     try:
-        return json.loads(marker.read_text()) == json.loads(json.dumps(parameters))
+        return json.loads((path / MARKER).read_text()) == json.loads(json.dumps(parameters))
     except (OSError, ValueError):
         return False
 
@@ -473,7 +457,8 @@ def generate(root: str | Path, size: str = "default", seed: int = 0, shared_part
     leaves nothing half-done; the same arguments always give byte-identical files.
     """
     spec = _spec(size, num_images)
-    parameters = _parameters(size, seed, shared_parts, spec)
+    parameters = {"version": GENERATOR_VERSION, "size": size, "seed": seed, "shared_parts": shared_parts,
+                  **asdict(spec), "design": asdict(DESIGN)}
     path = Path(root) / dataset_name(size, seed, shared_parts, num_images)
     if not force and _is_complete(path, parameters):
         return path
@@ -534,7 +519,8 @@ def _write_dataset(out: Path, spec: SizeSpec, seed: int, shared_parts: bool, par
             image, class_mask, part_mask = render(rng, objects, classes, spec.image_size)
             labels[image_id] = sorted(int(k) - 1 for k in np.unique(class_mask) if k != 0)
             ids[split].append(image_id)
-            atomic_write_bytes(out / "JPEGImages" / f"{image_id}.jpg", _encode_jpeg(image))
+            atomic_write_bytes(out / "JPEGImages" / f"{image_id}.jpg", _encode(
+                Image.fromarray(image), format="JPEG", quality=DESIGN.jpeg_quality, subsampling=0))
             atomic_write_bytes(out / "SegmentationClass" / f"{image_id}.png",
                                _encode_palette_png(class_mask, palette))
             atomic_write_bytes(out / "SegmentationPart" / f"{image_id}.png",

@@ -18,16 +18,13 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
-def rescale(image: np.ndarray, scale: float) -> np.ndarray:
-    """Bicubic (PIL) resize of a uint8 (H, W, 3) image to (round(H*s), round(W*s), 3).
-
-    A scale of 1 returns the image itself, as the reference does.
-    """
+def rescale(image: np.ndarray, scale: float, resample=Image.Resampling.BICUBIC) -> np.ndarray:
+    """PIL resize (bicubic) of a uint8 (H, W, ...) array to (round(H*s), round(W*s), ...); a
+    scale of 1 returns the array itself, as the reference does."""
     if scale == 1:
         return image
     height, width = image.shape[:2]
-    size = (round(width * scale), round(height * scale))   # PIL takes (width, height)
-    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC))
+    return np.asarray(Image.fromarray(image).resize((round(width * scale), round(height * scale)), resample))
 
 
 def normalize(image: np.ndarray) -> np.ndarray:
@@ -39,11 +36,9 @@ def normalize(image: np.ndarray) -> np.ndarray:
 def _normalisation_constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(255, mean, std) as float32 (3, 1, 1) tensors on `device`, made once per device (as
     normal tensors, also when first asked for under inference mode)."""
-    def channel(values: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(values).reshape(3, 1, 1).to(device)
-
     with torch.inference_mode(False):
-        return channel(np.full(3, 255.0, dtype=np.float32)), channel(IMAGENET_MEAN), channel(IMAGENET_STD)
+        return tuple(torch.from_numpy(v).reshape(3, 1, 1).to(device)
+                     for v in (np.full(3, 255.0, dtype=np.float32), IMAGENET_MEAN, IMAGENET_STD))
 
 
 def normalize_on_device(images: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
@@ -97,11 +92,7 @@ def random_crop_box(size: tuple[int, int], crop_size: int,
 
 def rescale_mask(mask: np.ndarray, scale: float) -> np.ndarray:
     """Nearest-neighbour resize of a uint8 (H, W) mask to the size `rescale` gives its image."""
-    if scale == 1:
-        return mask
-    height, width = mask.shape
-    size = (round(width * scale), round(height * scale))   # PIL takes (width, height)
-    return np.asarray(Image.fromarray(mask).resize(size, Image.Resampling.NEAREST))
+    return rescale(mask, scale, Image.Resampling.NEAREST)
 
 
 def paste_crop(array: np.ndarray, source: np.ndarray, box: np.ndarray, crop_size: int,

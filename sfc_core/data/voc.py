@@ -74,7 +74,7 @@ class SegmentationDataset:
                                "cls_labels .npy")
         if labels_file is None and (self.root / LABELS_JSON).is_file():
             labels_file = self.root / LABELS_JSON
-        self.labels_file = Path(labels_file) if labels_file is not None else None   # None: from masks
+        self.labels_file = None if labels_file is None else Path(labels_file)   # None: from masks
         self.allow_pickle = allow_pickle
         self._ids: dict[str, list[str]] = {}
         self._labels: dict[str, np.ndarray] | None = None   # id -> float32 (C,), from a file
@@ -112,9 +112,7 @@ class SegmentationDataset:
                            "--voc VOCdevkit/VOC2012 --sbd benchmark_RELEASE/dataset --out ROOT, "
                            "then --set data.root=ROOT")
                 raise SfcError(f"no image list {list_name!r}", path=path, fix=fix)
-            # A line is a bare id or "/JPEGImages/<id>.jpg /SegmentationClassAug/<id>.png".
-            ids = [Path(line.split()[0]).stem if "/" in line else line.split()[0]
-                   for line in path.read_text().splitlines() if line.strip()]
+            ids = read_list(path)
             if not ids:
                 raise SfcError(f"image list {list_name!r} is empty", path=path,
                                fix="write one image id per line")
@@ -207,10 +205,14 @@ class SegmentationDataset:
         return self._labels
 
 
+def read_list(path: Path) -> list[str]:
+    """The ids of a list file; a line is a bare id or "/JPEGImages/<id>.jpg /Segmentation.../<id>.png"."""
+    return [Path(line.split()[0]).stem if "/" in line else line.split()[0]
+            for line in path.read_text().splitlines() if line.strip()]
+
+
 def _refuse_repeats(ids: list[str], list_name: str, path: Path) -> None:
-    """An id listed twice would be counted twice (class counts, coefficients, evaluation):
-    refuse the list, naming the first repeated id and its lines, rather than guess which line
-    was meant."""
+    """Refuse a list naming an id twice (it would count twice in class counts and evaluation)."""
     first_line: dict[str, int] = {}
     for line, image_id in enumerate(ids, 1):
         if image_id in first_line:
@@ -222,30 +224,25 @@ def _refuse_repeats(ids: list[str], list_name: str, path: Path) -> None:
 
 
 def read_labels_file(path: Path, num_classes: int, allow_pickle: bool = False) -> dict[str, np.ndarray]:
-    """Image-level labels from the kit's JSON ({"<id>": [class indices]}) or the reference's
-    `.npy` (a pickled dict id -> float (C,) vector; read only with ``allow_pickle``, since
-    unpickling a file can run any code in it). Returns id -> float32 (C,)."""
-    if path.suffix == ".npy" and not allow_pickle:
+    """id -> float32 (C,) image-level labels from the kit's JSON ({"<id>": [class indices]}) or the
+    reference's pickled `.npy` dict of id -> float (C,) vector (only with ``allow_pickle``)."""
+    npy = path.suffix == ".npy"
+    if npy and not allow_pickle:
         raise SfcError("the label file is a pickled .npy: reading it can execute code stored in it, so the "
                        "kit reads it only when asked", path=path,
                        fix="if you trust the file, add --set data.allow_pickled_labels=true; or write the "
                            f"kit's {LABELS_JSON} with python -m sfc_core prepare voc")
-    if path.suffix == ".npy":
-        fix = f"save a dict of image id -> float ({num_classes},) multi-hot vector with np.save"
-    else:
-        fix = f"write {{\"<image id>\": [0-based class indices < {num_classes}]}} as JSON"
+    fix = (f"save a dict of image id -> float ({num_classes},) multi-hot vector with np.save" if npy else
+           f"write {{\"<image id>\": [0-based class indices < {num_classes}]}} as JSON")
     try:
-        if path.suffix == ".npy":
-            raw = np.load(path, allow_pickle=True).item()
-        else:
-            raw = json.loads(path.read_text())
+        raw = np.load(path, allow_pickle=True).item() if npy else json.loads(path.read_text())
     except (OSError, ValueError, AttributeError) as e:
         raise SfcError(f"cannot read the label file: {e}", path=path, fix=fix) from None
     if not isinstance(raw, dict):
         raise SfcError("label file is not a dict of image id -> label", path=path, fix=fix)
     labels = {}
     for image_id, value in raw.items():
-        if path.suffix == ".npy":
+        if npy:
             label = np.asarray(value, dtype=np.float32).reshape(-1)
             if label.shape != (num_classes,):
                 raise SfcError(f"label of {image_id} has {label.size} entries but the dataset has "
@@ -267,10 +264,8 @@ def read_labels_file(path: Path, num_classes: int, allow_pickle: bool = False) -
 
 
 def _open_image(path: Path, what: str, decode: bool = True) -> Image.Image:
-    """PIL open that turns a missing or undecodable file into an SfcError naming it.
-
-    With `decode`, the pixels are decoded here, so a truncated JPEG fails now, not later;
-    without, only the header is read (for the size)."""
+    """PIL open that turns a missing or undecodable file into an SfcError naming it. With `decode`
+    the pixels are decoded here (a truncated JPEG fails now); without, only the header is read."""
     if not os.path.exists(path):
         raise SfcError(f"{what} file is missing", path=path,
                        fix="re-extract the dataset or remove the id from its list")
@@ -363,10 +358,9 @@ def _only_item(batch: list[dict]) -> dict:
 
 def item_loader(views: Dataset, num_workers: int, pin_memory: bool,
                 generator: torch.Generator | None = None) -> DataLoader:
-    """The items of ``views`` (a MultiScaleDataset or a Subset of one) one at a time, as they
-    are (no collation), decoded in ``num_workers`` processes (none for an empty view).
-    ``generator``: what seeds the workers (default: one draw from torch's global generator;
-    pass one to leave it alone, as training-time validation does)."""
+    """The items of ``views`` (a MultiScaleDataset or a Subset of one) one at a time, uncollated,
+    decoded in ``num_workers`` processes (none for an empty view). ``generator`` seeds the workers
+    (default: one draw from torch's global one; training-time validation passes its own)."""
     return DataLoader(views, batch_size=1, collate_fn=_only_item, num_workers=num_workers if len(views) else 0,
                       pin_memory=pin_memory, generator=generator)
 
