@@ -1,12 +1,10 @@
-"""The dataset verbs: ``synth`` (write a synthetic dataset), ``stats`` (class statistics) and
-``check`` (decode every image and mask of some lists, report every problem).
+"""The dataset verbs, thin over the data layer: ``synth`` (write a synthetic dataset:
+``synthetic.generate``), ``stats`` (class statistics: ``stats.dataset_stats``) and ``check``
+(decode every image and mask of some lists, report every problem: ``check.check_dataset``).
 
     python -m sfc_core synth --size default --out data/synthetic --seed 0
     python -m sfc_core stats --preset synthetic --data-root data/synthetic --list train_aug
     python -m sfc_core check --preset voc --data-root VOC2012 --lists train_aug,val
-
-They are stages: thin verbs over the data layer (``data.synthetic.generate``,
-``data.stats.dataset_stats``, ``data.check.check_dataset``), which the other stages import too.
 """
 from __future__ import annotations
 

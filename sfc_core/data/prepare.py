@@ -68,19 +68,6 @@ def md5sum(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_archive(path: Path, kind: str, expected_md5: str | None, flag: str) -> dict:
-    """The archive's checksum record; SfcError when it differs from the published (or ``flag``'s) MD5."""
-    name, published = PUBLISHED_MD5[kind]
-    expected = (expected_md5 or published).lower()
-    actual = md5sum(path)
-    if actual != expected:
-        source = "the MD5 given with " + flag if expected_md5 else f"the published MD5 of {name}"
-        raise SfcError(f"archive checksum {actual} differs from {source} ({expected})", path=path,
-                       fix=f"download {name} again (the file is truncated or another one), or pass "
-                           f"{flag} HASH with the checksum of an archive you trust")
-    return {"file": str(path), "md5": actual, "checked_against": "given" if expected_md5 else "published"}
-
-
 def extract_archive(path: Path, kind: str, out: Path) -> Path:
     """Extract the members the kit needs into ``out``/extracted/<kind> (once: a finished
     extraction is reused, a partial one is redone). Returns that folder."""
@@ -107,15 +94,22 @@ def extract_archive(path: Path, kind: str, out: Path) -> Path:
 
 def open_source(path: str | Path, kind: str, out: Path, expected_md5: str | None,
                 flag: str) -> tuple[Path, dict | None]:
-    """A download (given with ``flag``) as a folder: the folder, or the verified and extracted archive."""
+    """A download (given with ``flag``) as a folder: the folder itself, or the archive, checked
+    against its published MD5 (or the one given with ``flag``-md5), extracted; and its record."""
     path = Path(path)
     if path.is_dir():
         return path, None
+    name, published = PUBLISHED_MD5[kind]
     if not path.is_file() or not tarfile.is_tarfile(path):
         problem = "not a folder and not a tar archive" if path.is_file() else f"{flag} path does not exist"
-        raise SfcError(problem, path=path,
-                       fix=f"give the {PUBLISHED_MD5[kind][0]} archive or its extracted folder")
-    record = verify_archive(path, kind, expected_md5, f"{flag}-md5")
+        raise SfcError(problem, path=path, fix=f"give the {name} archive or its extracted folder")
+    expected, actual = (expected_md5 or published).lower(), md5sum(path)
+    if actual != expected:
+        source = f"the MD5 given with {flag}-md5" if expected_md5 else f"the published MD5 of {name}"
+        raise SfcError(f"archive checksum {actual} differs from {source} ({expected})", path=path,
+                       fix=f"download {name} again (the file is truncated or another one), or pass "
+                           f"{flag}-md5 HASH with the checksum of an archive you trust")
+    record = {"file": str(path), "md5": actual, "checked_against": "given" if expected_md5 else "published"}
     return extract_archive(path, kind, out), record
 
 

@@ -26,21 +26,12 @@ from __future__ import annotations
 import colorsys
 import itertools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from sfc_core.data.synthetic import (
-    EXTRA_SHAPES,
-    EXTRA_TEXTURES,
-    SHAPES,
-    TEXTURES,
-    PartStyle,
-    add_noise,
-    class_table,
-    draw_part,
-    render_background,
-)
+from sfc_core.data import synthetic
+from sfc_core.data.synthetic import PartStyle
 from sfc_core.errors import SfcError
 
 STREAM = 9173           # first entry of every random key of this set (the benchmark's: its seed)
@@ -73,7 +64,7 @@ class PretrainClass:
 
 def benchmark_styles() -> list[PartStyle]:
     """Every part style the benchmark draws: main and control sets, large and own parts."""
-    return [style for shared in (True, False) for info in class_table(shared)
+    return [style for shared in (True, False) for info in synthetic.class_table(shared)
             for style in (info.large_style, info.own_style)]
 
 
@@ -92,7 +83,8 @@ def palette() -> list[tuple[int, int, int]]:
 def class_definitions(spec: PretrainSpec) -> list[PretrainClass]:
     """The classes, drawn from the pairs and colours the benchmark does not use (seeded)."""
     used = {(s.shape, s.texture) for s in benchmark_styles()}
-    pairs = [p for p in itertools.product(SHAPES + EXTRA_SHAPES, TEXTURES + EXTRA_TEXTURES) if p not in used]
+    pairs = [p for p in itertools.product(synthetic.SHAPES + synthetic.EXTRA_SHAPES,
+                                          synthetic.TEXTURES + synthetic.EXTRA_TEXTURES) if p not in used]
     colours = palette()
     if spec.num_pairs > len(pairs) or spec.colours_per_pair > len(colours):
         raise SfcError(f"the pretraining set has {len(pairs)} free (shape, texture) pairs and "
@@ -124,21 +116,19 @@ def check_disjoint(classes: list[PretrainClass]) -> None:
 def render_image(rng: np.random.Generator, style: PartStyle, spec: PretrainSpec) -> np.ndarray:
     """uint8 (S, S, 3): one object of ``style`` on a benchmark-like background."""
     size = spec.image_size
-    image = render_background(rng, size)
+    image = synthetic.render_background(rng, size)
     radius = float(rng.uniform(*spec.radius) * size)
     margin = 0.6 * radius
     centre = (float(rng.uniform(margin, size - margin)), float(rng.uniform(margin, size - margin)))
-    jittered = PartStyle(style.shape, style.texture, style.colour, style.pattern_colour,
-                         frequency=float(rng.uniform(2.0, 3.0)))
-    draw_part(image, jittered, centre, radius, float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(0.85, 1.1)))
-    return add_noise(rng, image)
+    jittered = replace(style, frequency=float(rng.uniform(2.0, 3.0)))
+    synthetic.draw_part(image, jittered, centre, radius, float(rng.uniform(0, 2 * np.pi)),
+                        float(rng.uniform(0.85, 1.1)))
+    return synthetic.add_noise(rng, image)
 
 
 def make_images(spec: PretrainSpec, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """All images of a split: uint8 (N, S, S, 3) and int64 labels (N,), classes interleaved.
-
-    Image i depends only on (spec.seed, split, i): the same spec gives the same arrays.
-    """
+    """All images of a split: uint8 (N, S, S, 3) and int64 labels (N,), classes interleaved;
+    image i depends only on (spec.seed, split, i)."""
     if split not in SPLITS:
         raise SfcError(f"unknown pretraining split {split!r}", fix=f"use one of: {', '.join(SPLITS)}")
     classes = class_definitions(spec)
