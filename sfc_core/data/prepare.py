@@ -57,7 +57,6 @@ ARCHIVE_PARTS = {"voc": ("JPEGImages/", "SegmentationClass/", "ImageSets/Segment
 
 
 # -- archives --------------------------------------------------------------------------------
-
 def md5sum(path: Path) -> str:
     digest = hashlib.md5()
     with open(path, "rb") as f, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
@@ -126,7 +125,6 @@ def locate_tree(path: Path, candidates: Iterable[str], marker: str, required: It
 
 
 # -- VOC + SBD -------------------------------------------------------------------------------
-
 def voc_tree(path: Path) -> Path:
     """VOCdevkit/VOC2012 inside ``path`` (path itself, VOC2012/ or VOCdevkit/VOC2012/)."""
     return locate_tree(path, (".", "VOC2012", "VOCdevkit/VOC2012"), "ImageSets/Segmentation",
@@ -289,7 +287,6 @@ def prepare_voc(voc: str | Path, sbd: str | Path, out: str | Path, processes: in
 
 
 # -- lists, labels, manifest (both datasets) -----------------------------------------------------
-
 def write_layout(out: Path, list_dir: str, lists: dict[str, list[str]], results: list[tuple[str, list[int], str]],
                  class_names: tuple[str, ...], expected: dict[str, int], inputs: dict,
                  notes: list[str] | None = None) -> dict:
@@ -334,7 +331,6 @@ def summary(manifest: dict, out: Path) -> str:
 
 
 # -- the verb --------------------------------------------------------------------------------
-
 def prepare_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="dataset", metavar="DATASET", required=True)
     voc = sub.add_parser("voc", help="VOC 2012 + SBD -> SegmentationClassAug, train_aug, labels")

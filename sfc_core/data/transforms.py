@@ -42,14 +42,10 @@ def _normalisation_constants(device: torch.device) -> tuple[torch.Tensor, torch.
 
 
 def normalize_on_device(images: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
-    """uint8 (..., 3, H, W) RGB -> float32 on `device` (default: where `images` are):
-    (x / 255 - IMAGENET_MEAN) / IMAGENET_STD per channel.
-
-    The same float32 operations as `normalize`, each correctly rounded (the divisors are
-    tensors, so no device turns a division into a multiplication by a reciprocal): the
-    result equals `normalize` of the HWC image bit for bit. The copy to the device is
-    non-blocking (it overlaps when `images` are in pinned memory).
-    """
+    """uint8 (..., 3, H, W) RGB -> float32 on `device` (default: where `images` are), `normalize`'s
+    float32 operations, each correctly rounded (the divisors are tensors, so no device turns a
+    division into a multiplication by a reciprocal): equal to `normalize` of the HWC image bit
+    for bit. The copy is non-blocking (it overlaps when `images` are in pinned memory)."""
     x = images.to(device if device is not None else images.device, non_blocking=True).float()
     full, mean, std = _normalisation_constants(x.device)
     return (x / full - mean) / std
