@@ -1,55 +1,12 @@
 """Shared trainer plumbing: every trainer (SFC, IRN, step-3 segmentation) uses these, none copies.
 
-Devices and precision
-    select_device(name="auto", dist=None, option="runtime.device") -> torch.device   "auto": cuda
-                                             (this rank's GPU) or cpu; a bad name names option
-    loader_workers(runtime.num_workers, device) -> int   "auto": cores - 2 on a GPU, 2 on a CPU
-    to_device(tensor, device)                a CPU tensor copied without blocking (pinned on CUDA)
-    compile_backend(runtime.compile, device) -> str | None, compiled(module, runtime.compile, device)
-                                             torch.compile where asked ("auto": inductor on CUDA)
-    autocast(device, enabled)                context: bf16 where supported, else fp16; CPU no-op
-    make_grad_scaler(device, enabled)        a GradScaler, active only for fp16 on CUDA
-    optimizer_step(loss, optimizer, scaler, parameters, grad_clip) -> grad norm
-    optimizer_update(optimizer, scaler, parameters, grad_clip) -> grad norm   (the step after backward)
-    out_of_memory_hint(key, batch_size)      context: CUDA OOM -> SfcError naming a batch size
-
-Reproducibility
-    seed_everything(seed)
-    rng_state() -> dict, set_rng_state(state)        python, numpy, torch, cuda generators
-
-Distributed (torchrun)
-    DistInfo(rank, world_size, local_rank) with .is_main and .distributed
-    setup_distributed() -> DistInfo          reads torchrun's env vars; single process otherwise
-    per_process(total, key, dist) -> int     a global count (batch size, bank draws) / world size
-    wrap_ddp(model, dist, device, **ddp_kwargs), unwrap(model), all_reduce_sum(tensor, dist),
-    barrier(dist), gather_objects(obj, dist) -> list, gather_to_main(obj, dist) -> list | None,
-    broadcast_from_main(obj, dist) -> rank 0's obj, cleanup_distributed(dist)
-
-Optimisation
-    make_optimizer(name, groups, momentum, weight_decay)   "sgd" | "adamw"; groups carry "lr"
-    poly_lambda(max_steps, power)            lr factor (1 - t / T) ** power, for LambdaLR
-    make_schedule(optimizer, name, max_steps, power)       "poly" | "onecycle"
-
-Checkpoints and logs
-    save_checkpoint(path, state), load_checkpoint(path, map_location) -> dict
-    check_compatible(ckpt, expected, path, fix)   SfcError when classes / backbone / architecture differ
-    check_shapes(ckpt, model, path, config, builds, fix)   SfcError naming the first tensor whose
-        shape differs and the first differing configuration field under ``builds``
-    check_finite(loss, step, last_checkpoint)
-    MetricsLogger(metrics_path, tensorboard_dir, resume_step=None): log(step, values),
-        image(tag, step, array)
-
-The one training loop (SFC, IRN and step 3)
-    TrainState(model, optimizer, schedule, scaler, identity, config, builds, extras, meta, step)
-        .save(path, dist, full=True), .resume(path, dist, fix)
-    on_cpu(obj)                              tensors in nested dicts / lists moved to the CPU
-    Loop(data, order, batch_size, steps_per_epoch, max_steps, update, log, log_every,
-         checkpoint_every, ..., checkpoint_minutes)   what a trainer gives: its samples, update
-                                             and cadence (steps, and wall time: CheckpointTimer)
-    run_loop(state, loop, LoopFiles(checkpoint, metrics, tensorboard), dist, stop_after) -> dict
-
-Checkpoints hold only tensors and plain Python values, so they load with
-``torch.load(weights_only=True)``.
+Sections: distributed (torchrun: ``DistInfo``, ``setup_distributed``, ``per_process`` and the
+collectives, each a no-op in one process); devices and precision (``select_device``,
+``loader_workers``, ``compiled``, ``autocast``, ``optimizer_step``); reproducibility (global RNG
+states); optimisation (``make_optimizer``, ``make_schedule``); checkpoints and logs
+(``load_checkpoint``, the compatibility checks, ``MetricsLogger``); the one training loop
+(``TrainState``, ``Loop``, ``run_loop``). Checkpoints hold only tensors and plain Python
+values, so they load with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
@@ -95,10 +52,8 @@ class DistInfo:
 
 
 def setup_distributed() -> DistInfo:
-    """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK); else one process.
-
-    NCCL when CUDA is available, gloo otherwise (so a CPU torchrun job works too).
-    """
+    """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK), NCCL on CUDA,
+    gloo otherwise (a CPU torchrun job works too); else one process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistInfo()
@@ -190,11 +145,9 @@ def gather_to_main(obj: Any, dist: DistInfo) -> list[Any] | None:
 # -- devices and precision -----------------------------------------------------------------
 
 def compile_backend(setting: str, device: torch.device) -> str | None:
-    """The torch.compile backend ``runtime.compile`` asks for on ``device``, None for eager:
+    """The torch.compile backend ``runtime.compile`` asks for on ``device``, None for eager.
     ``"auto"``: inductor on CUDA, eager on the CPU (inductor's C++ build of a training graph
-    takes minutes on a small CPU: BENCHMARKS.md); ``"off"``: eager;
-    a backend name as given (``"aot_eager"`` needs no compiler: the traced graph, run eagerly;
-    config.LIMITS lists the names)."""
+    takes minutes on a small CPU: BENCHMARKS.md); a backend name (config.LIMITS) as given."""
     if setting == "auto":
         return "inductor" if device.type == "cuda" else None
     return None if setting == "off" else setting
@@ -225,12 +178,11 @@ def loader_workers(setting: int | str, device: torch.device) -> int:
     least 1, on a GPU, and CPU_LOADER_WORKERS on a CPU."""
     if setting != "auto":
         return int(setting)
-    if device.type == "cuda":
-        return max(1, (os.cpu_count() or 1) - 2)
-    return CPU_LOADER_WORKERS
+    return max(1, (os.cpu_count() or 1) - 2) if device.type == "cuda" else CPU_LOADER_WORKERS
 
 
-def select_device(name: str = "auto", dist: DistInfo | None = None, option: str = "runtime.device") -> torch.device:
+def select_device(name: str = "auto", dist: DistInfo | None = None,
+                  option: str = "runtime.device") -> torch.device:
     """``"auto"``: this rank's GPU when CUDA is available, else the CPU. A malformed name, or
     ``"cuda"`` without a GPU, raises SfcError whose fix names ``option``: the configuration key
     (``--set runtime.device=cpu``) or the verb's flag (``"--device"``: ``--device cpu``)."""
@@ -269,8 +221,7 @@ def make_grad_scaler(device: torch.device, enabled: bool = True) -> torch.amp.Gr
 
 def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                    parameters: Iterable[torch.Tensor], grad_clip: float) -> torch.Tensor | None:
-    """Backward, then ``optimizer_update``. Returns the gradient norm before clipping (a 0-d
-    tensor; None when ``grad_clip <= 0``)."""
+    """Backward, then ``optimizer_update`` (returns its gradient norm)."""
     scaler.scale(loss).backward()
     return optimizer_update(optimizer, scaler, parameters, grad_clip)
 
@@ -342,10 +293,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def make_optimizer(name: str, groups: list[dict[str, Any]], momentum: float,
                    weight_decay: float) -> torch.optim.Optimizer:
-    """``"sgd"`` (the paper: momentum from config, 0 by default) or ``"adamw"``.
-
-    ``groups`` are torch parameter groups, each with its own ``"lr"``.
-    """
+    """``"sgd"`` (the paper: momentum from config, 0 by default) or ``"adamw"`` over torch
+    parameter groups, each with its own ``"lr"``."""
     if name == "sgd":
         return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=momentum, weight_decay=weight_decay)
     if name == "adamw":
@@ -355,9 +304,7 @@ def make_optimizer(name: str, groups: list[dict[str, Any]], momentum: float,
 
 def poly_lambda(max_steps: int, power: float) -> Callable[[int], float]:
     """The poly factor ``(1 - t / max_steps) ** power`` for ``LambdaLR`` (t = updates done)."""
-    def factor(step: int) -> float:
-        return max(0.0, 1.0 - step / max_steps) ** power
-    return factor
+    return lambda step: max(0.0, 1.0 - step / max_steps) ** power
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, name: str, max_steps: int,
@@ -375,11 +322,6 @@ def make_schedule(optimizer: torch.optim.Optimizer, name: str, max_steps: int,
 
 
 # -- checkpoints ---------------------------------------------------------------------------
-
-
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Write ``state`` atomically: a killed run leaves the previous checkpoint intact."""
-    return atomic_torch_save(path, state)
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -417,11 +359,9 @@ def check_compatible(ckpt: dict[str, Any], expected: dict[str, Any], path: str |
 
 def check_shapes(ckpt: dict[str, Any], model: nn.Module, path: str | Path, config: dict[str, Any],
                  builds: tuple[str, ...], fix: str = FRESH_RUN_FIX) -> None:
-    """Raise SfcError when a tensor of the checkpoint's weights (``ckpt["model"]``) is missing
-    from ``model``, or ``model`` has one the checkpoint lacks, or their shapes differ. The
-    message names the first such tensor and the first configuration field whose name starts
-    with one of ``builds`` that differs between the checkpoint's ``config`` and ``config``
-    (both ``Config.to_dict()``), when the checkpoint records one."""
+    """SfcError naming the first tensor that ``ckpt["model"]`` and ``model`` do not both have
+    with one shape, and the first field under ``builds`` where the checkpoint's ``config``
+    and ``config`` (both ``Config.to_dict()``) differ, when the checkpoint records one."""
     own, saved = model.state_dict(), ckpt["model"]
 
     def shape(state: dict[str, torch.Tensor], key: str) -> tuple[int, ...] | None:
@@ -569,7 +509,7 @@ class TrainState:
             state.update(optimizer=self.optimizer.state_dict(), schedule=self.schedule.state_dict(),
                          scaler=self.scaler.state_dict(), ranks=gather_to_main(own, dist))
         if dist.is_main:
-            save_checkpoint(path, state)
+            atomic_torch_save(path, state)     # a killed run leaves the previous checkpoint
 
     def resume(self, path: Path, dist: DistInfo, fix: str = FRESH_RUN_FIX) -> None:
         """Continue from the checkpoint at ``path`` when there is one: check it is this

@@ -31,10 +31,9 @@ from pathlib import Path
 
 import torch
 
-from sfc_core import engine
 from sfc_core.config import Config
 from sfc_core.errors import SfcError
-from sfc_core.io import atomic_write_json
+from sfc_core.io import atomic_torch_save, atomic_write_json
 from sfc_core.model.sfc_net import build_model, checkpoint_identity
 from sfc_core.run_dir import RunDir
 
@@ -99,8 +98,7 @@ def map_state_dict(state: dict[str, torch.Tensor], fmt: str, path: Path) -> dict
 
 
 def _format_fix(fmt: str) -> str:
-    other = next(f for f in FORMATS if f != fmt)
-    return (f"check --format ({fmt}; SIPE's checkpoints are --format {other if fmt != 'sipe' else fmt}), "
+    return (f"check --format ({fmt}; SIPE's checkpoints are --format sipe), "
             "and --preset / --set model.backbone for the network it was trained with")
 
 
@@ -164,7 +162,7 @@ def import_checkpoint(path: str | Path, fmt: str, out: str | Path, cfg: Config,
     atomic_write_json(staged.class_names_json, class_names)
     source = {"format": fmt, "file": str(path.resolve()), "md5": hashlib.md5(path.read_bytes()).hexdigest(),
               "absent": absent}
-    engine.save_checkpoint(staged.best_checkpoint, {
+    atomic_torch_save(staged.best_checkpoint, {
         "model": state, "step": 0, "best": {"score": None, "step": 0}, "imported": source,
         "config": cfg.to_dict(), **checkpoint_identity(cfg.model, class_names)})
     if run.root.exists():

@@ -85,7 +85,7 @@ def test_cam_file_round_trip_and_class_list_check(hand_run):
 
 def test_make_cams_sums_scales_max_normalises_and_resumes(hand_run):
     """An untrained tiny network: the saved maps equal the per-scale inference done by hand."""
-    from sfc_core.engine import save_checkpoint
+    from sfc_core.io import atomic_torch_save as save_checkpoint
     from sfc_core.model.sfc_net import build_model, checkpoint_identity
 
     run, cfg = hand_run
@@ -123,7 +123,7 @@ def test_make_cams_sums_scales_max_normalises_and_resumes(hand_run):
 
 
 def _tiny_checkpoint(run, cfg, seed):
-    from sfc_core.engine import save_checkpoint
+    from sfc_core.io import atomic_torch_save as save_checkpoint
     from sfc_core.model.sfc_net import build_model, checkpoint_identity
 
     torch.manual_seed(seed)

@@ -11,6 +11,7 @@ import torch
 
 from sfc_core import engine
 from sfc_core.errors import SfcError
+from sfc_core.io import atomic_torch_save
 
 
 def draws():
@@ -20,7 +21,7 @@ def draws():
 def test_rng_state_survives_a_checkpoint_file(tmp_path):
     engine.seed_everything(7)
     draws()
-    path = engine.save_checkpoint(tmp_path / "ck.pt", {"rng": engine.rng_state()})
+    path = atomic_torch_save(tmp_path / "ck.pt", {"rng": engine.rng_state()})
     expected = draws()
     engine.seed_everything(123)
     engine.set_rng_state(engine.load_checkpoint(path)["rng"])
