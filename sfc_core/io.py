@@ -1,11 +1,12 @@
 """Atomic file writes: write to a temporary name in the same folder, then rename.
 
 A run killed at any moment leaves either the old file or the new one, never half of one.
-Every stage writes through these helpers. `BackgroundWriter` runs such writes in a few
-threads beside the caller (the `cams` stage), at most a bounded number waiting. Files and folders get the permissions the umask
-gives (as ``open()`` and ``mkdir`` would). A temporary name is ``.<name>.<pid>.<token>.tmp``:
-``remove_stale_temporaries(folder)``, which a stage calls on its output folder at start,
-deletes those whose writing process is gone (a kill -9 during a write leaves one behind).
+Every stage writes through these helpers; `BackgroundWriter` runs them in a few threads beside
+the caller (the `cams` stage), at most a bounded number waiting. Files and folders get the
+permissions the umask gives (as ``open()`` and ``mkdir`` would). A temporary name is
+``.<name>.<pid>.<token>.tmp``: ``remove_stale_temporaries(folder)``, which a stage calls on
+its output folder at start, deletes those whose writing process is gone (a kill -9 during a
+write leaves one behind).
 
 Interruption tests: with ``SFC_KILL_AT=EVENT:N`` set, the process kills itself (SIGKILL, as
 ``kill -9`` would) at the N-th event whose name starts with EVENT. Events: ``write/<file
@@ -17,7 +18,6 @@ killed first, so the command dies as a whole. Unset, nothing is counted.
 """
 from __future__ import annotations
 
-import io
 import json
 import multiprocessing
 import os
@@ -124,9 +124,7 @@ def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> Path:
     ``np.savez_compressed`` files older versions wrote alike. Deflate is not worth it for
     CAM maps: on a 375x500 CAM file it costs 12x the CPU time of the write for a file 27%
     smaller (BENCHMARKS.md, "Feeding the device")."""
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    return atomic_write_bytes(path, buf.getvalue())
+    return _atomic(path, lambda f: np.savez(f, **arrays))
 
 
 class BackgroundWriter:
@@ -174,16 +172,12 @@ class BackgroundWriter:
 def atomic_torch_save(path: str | Path, obj: Any) -> Path:
     import torch
 
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    return atomic_write_bytes(path, buf.getvalue())
+    return _atomic(path, lambda f: torch.save(obj, f))
 
 
 def atomic_save_png(path: str | Path, image: Any) -> Path:
     """Save a ``PIL.Image`` as PNG atomically (palette images keep their palette)."""
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return atomic_write_bytes(path, buf.getvalue())
+    return _atomic(path, lambda f: image.save(f, format="PNG"))
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
