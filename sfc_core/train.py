@@ -14,35 +14,25 @@ gradient norm is clipped and the schedule steps ("poly" over two lr groups, or "
 
 Writes (through ``RunDir``): config.json, class_names.json, metrics.jsonl and tb/ every
 ``log_every`` steps, checkpoints/last.pt every ``checkpoint_every`` steps, every
-``runtime.checkpoint_minutes`` of wall time (checked at log steps; 0, the default: off) and at the end,
+``runtime.checkpoint_minutes`` (checked at log steps; 0, the default: off) and at the end,
 checkpoints/best.pt (best sum of the two validation mIoUs when ``val_every`` > 0, else the
-final model). Validation (``validate``) runs on the device: the loader's workers decode images
-and masks, same-size images go through the network as batches of ``cams.batch_size``, the
-confusion counts stay on the device and the host reads them once (after the DDP sum).
+final model).
 
 Resume: last.pt holds the model, optimiser, schedule, loss scaler, step, image bank and RNG
-states (global generators and the trainer's own generator, which shuffles bank writes and
-draws bank slots). Data order is a function of (seed, epoch) (DistributedSampler) and each
+states (the global generators and the trainer's own, which shuffles bank writes and draws
+bank slots). Data order is a function of (seed, epoch) (DistributedSampler) and each
 sample's augmentation of (seed, epoch, index) (TrainDataset), so a resumed run skips the
-epoch's first batches without loading them and ends with exactly the weights of a run that
-never stopped (the loop and the train state are engine's, shared with IRN and step 3). A run
-directory that holds a run (a checkpoint) is refused without ``--resume``; one whose start
-failed before its first checkpoint holds none, and the same command starts it over.
+epoch's first batches unread and ends with exactly the weights of a run that never stopped
+(engine's loop and train state, shared with IRN and step 3). A run directory holding a
+checkpoint is refused without ``--resume``; one whose start failed before its first
+checkpoint holds none, and the same command starts it over.
 
-DDP (torchrun): one process per GPU, a DistributedSampler shard each, gradients averaged by
-DDP. ``train.batch_size`` and ``train.bank_draws`` are global: each of N processes takes 1/N
-of both (``engine.per_process``; an error when N does not divide them), so N processes
-train the one-process recipe: the same images per step, the same mean losses (logged as
-the mean over ranks). The image bank stays per process: each rank's bank holds, per class,
-the latest image of its own shard, and each rank draws its bank_draws / N from its own bank
-(one process: the latest image of the whole batch, all draws from one bank). Checkpoints
-gather every rank's bank and RNG states on rank 0, which writes them, so resume needs the
-same world size.
-
-Speed (``step_objective``): ``runtime.compile`` compiles the objective (inductor by default
-on CUDA, eager on the CPU; exact resume holds with it off), cuDNN autotunes on CUDA, DDP runs
-with a static graph when every loss is on, gradients as bucket views, and no buffer broadcast
-when the BatchNorm is frozen.
+DDP (torchrun): one process per GPU, a DistributedSampler shard each. ``train.batch_size``
+and ``train.bank_draws`` are global: each of N processes takes 1/N of both
+(``engine.per_process``; an error when N does not divide them), so N processes train the
+one-process recipe, logging the mean losses over ranks. Each rank keeps its own image bank
+(per class, the latest image of its shard) and draws its share from it. Checkpoints gather
+every rank's bank and RNG states on rank 0, so resume needs the same world size.
 """
 from __future__ import annotations
 
@@ -259,8 +249,8 @@ def sfc_update(cfg: Config, class_names: list[str], weights: torch.Tensor, devic
 def step_objective(objective: SfcObjective, cfg: Config, dist: engine.DistInfo,
                    device: torch.device) -> nn.Module:
     """What a step calls: ``objective`` under DDP when distributed, compiled as
-    ``runtime.compile`` says (DDP inside, so its gradient hooks see the compiled graphs); on
-    CUDA with cuDNN's autotuner (every step has the same shapes).
+    ``runtime.compile`` says (DDP inside, so its gradient hooks see the compiled graphs; exact
+    resume holds with it off); on CUDA with cuDNN's autotuner (every step has the same shapes).
 
     DDP: the parameters a switched-off part leaves without gradient (the side layers without
     the prototype loss, the PCM projection without PCM) are found each step; with every part
@@ -337,9 +327,9 @@ class SfcValidation:
             return
         scores = validate(self.state.model, self.dataset, self.cfg, self.device, self.dist)
         logger.log(step, {f"val/{name}": value for name, value in scores.items()})
-        if scores["miou_cam"] + scores["miou_prototype"] > self.state.meta["best"]["score"]:
-            self.state.meta["best"] = {"score": scores["miou_cam"] + scores["miou_prototype"], "step": step,
-                                       **scores}
+        score = scores["miou_cam"] + scores["miou_prototype"]
+        if score > self.state.meta["best"]["score"]:
+            self.state.meta["best"] = {"score": score, "step": step, **scores}
             self.state.save(self.run.best_checkpoint, self.dist, full=False)
 
 
