@@ -37,10 +37,6 @@ class ImageBank:
         self.labels = torch.zeros((num_classes, num_classes), dtype=torch.float32)
         self.filled = torch.zeros(num_classes, dtype=torch.bool)
 
-    @property
-    def num_filled(self) -> int:
-        return int(self.filled.sum())
-
     def update(self, images: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
                generator: torch.Generator) -> None:
         """Write a batch: images (N, 3, S, S) on the bank's device; boxes (N, 4) and labels

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from sfc_core.errors import SfcError
 from sfc_core.io import atomic_write_json
 
 RECORD = "provenance.json"
@@ -84,7 +85,7 @@ def claim_folder(folder: Path, record: dict[str, Any], what: str) -> bool:
     """
     folder = Path(folder)
     old = read_record(folder)
-    if old is not None and canonical(old) == canonical(record):
+    if is_fresh(old, record):
         return True
     outputs = _outputs(folder)
     if outputs:
@@ -104,17 +105,15 @@ def _outputs(folder: Path) -> list[Path]:
 def refuse_other_inputs(folder: Path, record: dict[str, Any], what: str, fix: str) -> None:
     """SfcError when ``folder`` holds outputs whose record differs from ``record`` (or that
     have none): for outputs too costly to remake silently. ``fix`` names the flag that does."""
-    from sfc_core.errors import SfcError
-
     folder = Path(folder)
     old = read_record(folder)
-    if _outputs(folder) and (old is None or canonical(old) != canonical(record)):
+    if _outputs(folder) and not is_fresh(old, record):
         raise SfcError(f"{what} in {folder} was made from other inputs ({differences(old, record)})",
                        path=folder, fix=fix)
 
 
 def is_fresh(made_from: Any, record: dict[str, Any]) -> bool:
-    """Whether an evaluation file's ``made_from`` equals the record of what it would be made from."""
+    """Whether ``made_from`` (a folder's or evaluation file's record, or None) equals ``record``."""
     return made_from is not None and canonical(made_from) == canonical(record)
 
 
