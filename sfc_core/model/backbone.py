@@ -28,6 +28,7 @@ The freeze policy is data of each entry (``frozen_stages``, ``frozen_bn``), appl
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -157,13 +158,14 @@ def load_state_dict_file(module: nn.Module, path: str | Path, weights_key: str) 
         raise SfcError(f"cannot read backbone weights ({type(e).__name__})", path=path, fix=fix) from None
     if not isinstance(state, dict):
         raise SfcError("backbone weights file is not a state dict", path=path, fix=fix)
-    result = module.load_state_dict(state, strict=False)
-    shape_errors = [k for k, v in state.items() if k in module.state_dict()
-                    and module.state_dict()[k].shape != v.shape]
-    if result.missing_keys or result.unexpected_keys or shape_errors:
+    own = module.state_dict()      # checked before loading: torch raises its own error on a shape
+    missing, unexpected = [k for k in own if k not in state], [k for k in state if k not in own]
+    shape_errors = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if missing or unexpected or shape_errors:
         raise SfcError(f"backbone weights do not match {type(module).__name__}: "
-                       f"missing {result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}, "
+                       f"missing {missing[:3]}, unexpected {unexpected[:3]}, "
                        f"wrong shape {shape_errors[:3]}", path=path, fix=fix)
+    module.load_state_dict(state)
 
 
 # -- torchvision ResNets at output stride 16 -----------------------------------------------
@@ -190,14 +192,8 @@ def _torchvision_resnet(name: str, weights: str, weights_key: str) -> Backbone:
                     channels=(256, 512, 1024, 2048), output_stride=16, frozen_stages=2, frozen_bn=True)
 
 
-@register("resnet50")
-def resnet50(weights: str = "imagenet", weights_key: str = "model.backbone_weights") -> Backbone:
-    return _torchvision_resnet("resnet50", weights, weights_key)
-
-
-@register("resnet101")
-def resnet101(weights: str = "imagenet", weights_key: str = "model.backbone_weights") -> Backbone:
-    return _torchvision_resnet("resnet101", weights, weights_key)
+for _name in ("resnet50", "resnet101"):
+    register(_name)(functools.partial(_torchvision_resnet, _name))
 
 
 # -- the tiny from-scratch backbone for CPU presets ----------------------------------------
