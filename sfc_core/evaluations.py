@@ -28,6 +28,11 @@ def read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
     return data
 
 
+def _field(key: str, doc: str | None = None) -> property:
+    """A read-only property returning ``self.data[key]``."""
+    return property(lambda self: self.data[key], doc=doc)
+
+
 @dataclass(frozen=True)
 class Calibration:
     """Over-/under-activation of one CAM kind: per-class activation ratio (predicted / GT
@@ -52,18 +57,12 @@ class Calibration:
 
 @dataclass(frozen=True)
 class EvaluationFile:
-    """What every evaluation file holds: its JSON ``data``, the list it scores and the record
-    of what made it."""
+    """What every evaluation file holds: its JSON ``data``, the list it scores (``list_name``,
+    ``num_images``) and the record of what made it (``made_from``)."""
 
     data: dict[str, Any]
-
-    @property
-    def list_name(self) -> str:
-        return self.data["list"]
-
-    @property
-    def num_images(self) -> int:
-        return self.data["num_images"]
+    list_name = _field("list")
+    num_images = _field("num_images")
 
     @property
     def made_from(self) -> dict[str, Any] | None:
@@ -74,25 +73,10 @@ class EvaluationFile:
 class CamEval(EvaluationFile):
     """cam_eval.json: the three CAM kinds at the settings chosen on the evaluation list."""
 
-
-    @property
-    def classes(self) -> list[str]:
-        """Every class the rows score, background first."""
-        return self.data["classes"]
-
-    @property
-    def image_counts(self) -> dict[str, int]:
-        """Training images per foreground class (list ``image_counts_list``)."""
-        return self.data["image_counts"]
-
-    @property
-    def thresholds(self) -> list[float]:
-        return self.data["thresholds"]
-
-    @property
-    def lambdas(self) -> list[float]:
-        return self.data["lambdas"]
-
+    classes = _field("classes", "Every class the rows score, background first.")
+    image_counts = _field("image_counts", "Training images per foreground class (``image_counts_list``).")
+    thresholds = _field("thresholds")
+    lambdas = _field("lambdas")
 
     def row(self, kind: str) -> dict[str, Any]:
         """The row of ``kind``: threshold, lambda, miou, iou / precision / recall per class,
@@ -148,7 +132,6 @@ class CamEval(EvaluationFile):
 class SegEval(EvaluationFile):
     """seg_eval.json: pseudo-mask scores per refinement method."""
 
-
     @property
     def methods(self) -> list[str]:
         return list(self.data["methods"])
@@ -180,26 +163,14 @@ class SegEval(EvaluationFile):
 class FinalEval(EvaluationFile):
     """final_eval.json: the step-3 network on the held-out list."""
 
-
-    @property
-    def masks(self) -> str:
-        return self.data["masks"]
-
-    @property
-    def network(self) -> str:
-        return self.data["network"]
-
-
-    @property
-    def steps(self) -> int:
-        return self.data["steps"]
-
+    masks = _field("masks")
+    network = _field("network")
+    steps = _field("steps")
 
     @property
     def kinds(self) -> list[str]:
         """The scored inference kinds: single_scale, multi_scale_flip (, multi_scale_flip_crf)."""
         return [kind for kind in ("single_scale", "multi_scale_flip", "multi_scale_flip_crf") if kind in self.data]
-
 
     def miou(self, kind: str = "multi_scale_flip") -> float | None:
         return self.data[kind]["miou"]
