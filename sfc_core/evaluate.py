@@ -1,14 +1,13 @@
 """The evaluation stages: CAMs (`eval-cams`) and pseudo masks (`eval-seg`).
 
-`eval_cams` scores the classifier, prototype and fused CAMs (sfc_core.fusion) on the
-evaluation list against the ground-truth masks. Each image is read once; its confusions for
-every sweep point (background thresholds x {classifier, prototype, fused at each lambda},
-plus the reference's fixed "0.4 pad" rule for each map) are accumulated in that one pass
-(`image_confusions`). The threshold (and lambda) with the best mIoU on the evaluation list is
-chosen per kind; if CAMs exist for the held-out list (`cams --list val`), the held-out figures
-are reported at those settings. Calibration per class: activation ratio (predicted / GT
-area), false-positive and false-negative shares, and the Spearman correlation of the ratio
-with log image count on the training list (the paper's over-/under-activation).
+`eval_cams` scores the classifier, prototype and fused CAMs (sfc_core.fusion) against the
+ground truth of the evaluation list, reading each image once for every sweep point
+(background thresholds x {classifier, prototype, fused at each lambda}, plus the reference's
+"0.4 pad" rule; `image_confusions`). The threshold (and lambda) with the best mIoU is chosen
+per kind; held-out CAMs (`cams --list val`), if any, are scored at those settings.
+Calibration per class: activation ratio (predicted / GT area), false-positive and
+false-negative shares, and the Spearman correlation of the ratio with log training-image
+count (the paper's over-/under-activation).
 
 `eval_seg` scores the refinement stage's pseudo masks, counting their uncertain (255) pixels
 twice, labelled: as background (the reference's eval_sem_seg) and as ignored.
@@ -28,6 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sfc_core.cam_file import CamRecord, load_cam
+from sfc_core.cli import add_override_arguments, overrides_from_args
 from sfc_core.config import Config
 from sfc_core.data import SegmentationDataset, open_dataset
 from sfc_core.data.stats import class_counts
@@ -63,12 +63,10 @@ def cam_variants(lambdas: Sequence[float]) -> list[tuple[str, float]]:
 def image_confusions(record: CamRecord, gt: np.ndarray, num_classes: int, lambdas: Sequence[float],
                      thresholds: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
     """All confusions one image adds to a CAM evaluation, from a single read of its CAMs.
-
     record: the image's CAMs (K', H, W); gt: uint8 (H, W) with 255 = ignore; num_classes: K
     (background included); thresholds ascending. Returns int64 (M, T, K, K) for the threshold
     rule at every threshold and (M, K, K) for the reference rule, M = len(cam_variants(lambdas)).
-    Ignore pixels are dropped once, before any map is fused.
-    """
+    Ignore pixels are dropped once, before any map is fused."""
     valid = gt.ravel() != IGNORE
     gt_valid = gt.ravel()[valid]
     rows = len(record.keys)
@@ -90,7 +88,7 @@ def image_confusions(record: CamRecord, gt: np.ndarray, num_classes: int, lambda
 # -- list-level checks and accumulation -------------------------------------------------------
 
 
-def _check_files(paths: dict[str, Path], what: str, list_name: str, fix: str) -> None:
+def check_files(paths: dict[str, Path], what: str, list_name: str, fix: str) -> None:
     """SfcError naming how many and which of a list's files are missing (never a silent subset)."""
     missing = [image_id for image_id, path in paths.items() if not path.is_file()]
     if missing:
@@ -99,15 +97,15 @@ def _check_files(paths: dict[str, Path], what: str, list_name: str, fix: str) ->
                        f"first: {', '.join(missing[:5])}", path=first, fix=fix)
 
 
-def _check_cams(run: RunDir, ids: list[str], list_name: str) -> None:
-    _check_files({i: run.cam_file(i) for i in ids}, "CAM file", list_name,
-                 fix=f"run: python -m sfc_core cams --run {run.root} --list {list_name}")
+def check_cams(run: RunDir, ids: list[str], list_name: str) -> None:
+    check_files({i: run.cam_file(i) for i in ids}, "CAM file", list_name,
+                fix=f"run: python -m sfc_core cams --run {run.root} --list {list_name}")
 
 
 def _check_masks(dataset: SegmentationDataset, ids: list[str], list_name: str) -> None:
-    _check_files({i: dataset.mask_path(i) for i in ids}, "ground-truth mask", list_name,
-                 fix=f"evaluate on a list with masks (the list {list_name!r} needs "
-                     f"{dataset.mask_dir.name}/<id>.png for every image)")
+    check_files({i: dataset.mask_path(i) for i in ids}, "ground-truth mask", list_name,
+                fix=f"evaluate on a list with masks (the list {list_name!r} needs "
+                    f"{dataset.mask_dir.name}/<id>.png for every image)")
 
 
 def _read_gt(dataset: SegmentationDataset, image_id: str, shape: tuple[int, ...], path: Path) -> np.ndarray:
@@ -123,11 +121,9 @@ def accumulate_cam_confusions(run: RunDir, dataset: SegmentationDataset, list_na
                               num_foreground: int, lambdas: Sequence[float], thresholds: Sequence[float]
                               ) -> tuple[np.ndarray, np.ndarray]:
     """Sum of `image_confusions` over a list: int64 (M, T, K, K) and (M, K, K), K = C + 1.
-
-    num_foreground: C, the run's class count (CAM files made for another count are refused).
-    """
+    num_foreground: C, the run's class count (CAM files made for another count are refused)."""
     ids = dataset.ids(list_name)
-    _check_cams(run, ids, list_name)
+    check_cams(run, ids, list_name)
     _check_masks(dataset, ids, list_name)
     k = num_foreground + 1
     by_threshold = np.zeros((2 + len(lambdas), len(thresholds), k, k), np.int64)
@@ -146,9 +142,7 @@ def accumulate_cam_confusions(run: RunDir, dataset: SegmentationDataset, list_na
 
 def calibration(conf: np.ndarray, class_names: Sequence[str], counts: np.ndarray) -> dict[str, Any]:
     """Over-/under-activation per foreground class against its training image count.
-
-    conf: (C+1, C+1) with background first; counts: (C,) training images per class.
-    """
+    conf: (C+1, C+1) with background first; counts: (C,) training images per class."""
     ratio = activation_ratio(conf)[1:]
     fp, fn = error_shares(conf)
     rho, p = spearman_vs_count(ratio, counts)
@@ -179,11 +173,9 @@ def _variant_index(kind: str, lam: float | None, lambdas: Sequence[float]) -> in
 
 def choose_settings(sweep_miou: np.ndarray, lambdas: Sequence[float],
                     thresholds: Sequence[float]) -> dict[str, tuple[float | None, float]]:
-    """Per kind, the (lambda, threshold) with the best mIoU (lambda None except for fused;
-    the first best on ties, i.e. the lowest threshold and lambda).
-
-    sweep_miou: (M, T) mIoU of every map of `cam_variants(lambdas)` at every threshold.
-    """
+    """Per kind, the (lambda, threshold) with the best mIoU (lambda None except for fused; the
+    first best on ties: the lowest threshold and lambda). sweep_miou: (M, T) mIoU of every map
+    of `cam_variants(lambdas)` at every threshold."""
     miou = np.where(np.isfinite(sweep_miou), sweep_miou, -1.0)
     best = {kind: (None, thresholds[int(np.argmax(miou[m]))]) for m, kind in enumerate(KINDS[:2])}
     fused = int(np.argmax(miou[2:]))
@@ -195,11 +187,9 @@ def cam_rows(by_threshold: np.ndarray, by_reference: np.ndarray, lambdas: Sequen
              thresholds: Sequence[float], settings: dict[str, tuple[float | None, float]],
              reference_lambda: float, names: Sequence[str], counts: np.ndarray) -> dict[str, Any]:
     """The three rows (classifier, prototype, fused) at the given settings, the reference rule
-    beside each (fused at `reference_lambda`), and the calibration block.
-
-    by_threshold (M, T, K, K) and by_reference (M, K, K) as `accumulate_cam_confusions` gives
-    them for `lambdas` and `thresholds`; names: K class names, background first.
-    """
+    beside each (fused at `reference_lambda`), and the calibration block. by_threshold
+    (M, T, K, K) and by_reference (M, K, K) as `accumulate_cam_confusions` gives them for
+    `lambdas` and `thresholds`; names: K class names, background first."""
     rows, calib = {}, {}
     for kind in KINDS:
         lam, threshold = settings[kind]
@@ -260,7 +250,7 @@ def eval_cams(run: str | Path | RunDir, list_name: str | None = None,
     held_ids = dataset.ids(held) if held != list_name and dataset.list_path(held).is_file() else []
     score_held = any(run.cam_file(i).is_file() for i in held_ids)
     if score_held:                       # some held-out CAMs: all of them, checked before the work
-        _check_cams(run, held_ids, held)
+        check_cams(run, held_ids, held)
     made_from = cam_eval_record(run, cfg, list_name, held if score_held else None,
                                 [*dataset.ids(list_name), *(held_ids if score_held else [])])
     if run.cam_eval_json.is_file():
@@ -349,7 +339,7 @@ def score_pseudo_masks(run: RunDir, dataset: SegmentationDataset, method: str, l
     scored as background and as ignored."""
     folder, k, ids = run.pseudo_masks(method), len(names), dataset.ids(list_name)
     paths = {i: folder / f"{i}.png" for i in ids}
-    _check_files(paths, f"pseudo mask ({method})", list_name,
+    check_files(paths, f"pseudo mask ({method})", list_name,
                  fix=f"run: python -m sfc_core refine --run {run.root} --method {method}")
     as_background = np.zeros((k, k), np.int64)
     as_ignored = np.zeros((k, k), np.int64)
@@ -374,12 +364,9 @@ def score_pseudo_masks(run: RunDir, dataset: SegmentationDataset, method: str, l
 def eval_seg(run: str | Path | RunDir, methods: Sequence[str] | None = None,
              overrides: dict | None = None) -> dict[str, Any]:
     """Score the pseudo masks of ``methods`` (default: every method the run has) on the
-    evaluation list; write RUN_DIR/seg_eval.json. Scores already there of masks unchanged
-    since (their ``made_from``) are kept, of the named methods too; others are made again.
-
-    Uncertain pixels (255) are scored both as background (the reference) and as ignored.
-    `overrides`: dotted config keys on top of the run's config.json.
-    """
+    evaluation list into RUN_DIR/seg_eval.json; uncertain pixels (255) both as background (the
+    reference) and as ignored. Scores there of masks unchanged since (their ``made_from``) are
+    kept, of the named methods too. `overrides`: dotted keys on top of the run's config.json."""
     run = RunDir(run)
     cfg, class_names, dataset = _open(run, overrides)
     names = ["background", *class_names]
@@ -417,10 +404,14 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
 
 
+def _number(x: float | None, spec: str) -> str:
+    return "-" if x is None else format(x, spec)
+
+
 def _rows_table(block: dict[str, Any]) -> str:
     rows = []
     for kind, row in block["rows"].items():
-        lam = "-" if row["lambda"] is None else f"{row['lambda']:g}"
+        lam = _number(row["lambda"], "g")
         ref = row["reference_rule"]
         ref_lam = "" if ref["lambda"] is None else f" (lambda {ref['lambda']:g})"
         rows.append([kind, lam, f"{row['threshold']:g}", percent(row["miou"]), percent(ref["miou"]) + ref_lam])
@@ -442,21 +433,16 @@ def format_cam_eval(result: dict[str, Any]) -> str:
         line = [name, counts.get(name, "-")]
         line += [percent(rows[kind]["iou"][name]) for kind in KINDS]
         if name in calib["classifier"]["activation_ratio"]:
-            line += [("-" if calib[kind]["activation_ratio"][name] is None
-                      else f"{calib[kind]['activation_ratio'][name]:.2f}") for kind in KINDS]
+            line += [_number(calib[kind]["activation_ratio"][name], ".2f") for kind in KINDS]
         else:
             line += ["", "", ""]
         per_class.append(line)
     out += ["per class: IoU % and activation ratio (predicted / GT area) at the chosen settings",
             format_table(["class", "train images", "IoU cls", "IoU proto", "IoU fused",
                           "ratio cls", "ratio proto", "ratio fused"], per_class), ""]
-    spear = []
-    for kind in KINDS:
-        c = calib[kind]
-        rho = "-" if c["spearman_ratio_vs_log_count"] is None else f"{c['spearman_ratio_vs_log_count']:+.2f}"
-        head = "-" if c["head_mean_ratio"] is None else f"{c['head_mean_ratio']:.2f}"
-        tail = "-" if c["tail_mean_ratio"] is None else f"{c['tail_mean_ratio']:.2f}"
-        spear.append([kind, rho, head, tail])
+    spear = [[kind, _number(calib[kind]["spearman_ratio_vs_log_count"], "+.2f"),
+              _number(calib[kind]["head_mean_ratio"], ".2f"), _number(calib[kind]["tail_mean_ratio"], ".2f")]
+             for kind in KINDS]
     out += ["calibration: Spearman(activation ratio, log train image count); mean ratio of the "
             "most / least frequent classes",
             format_table(["CAM", "Spearman", "head ratio", "tail ratio"], spear)]
@@ -469,10 +455,8 @@ def format_cam_eval(result: dict[str, Any]) -> str:
 
 
 def format_seg_eval(result: dict[str, Any]) -> str:
-    rows = []
-    for method, m in result["methods"].items():
-        rows.append([method, percent(m["uncertain_as_background"]["miou"]), percent(m["uncertain_ignored"]["miou"]),
-                     percent(m["uncertain_share"])])
+    rows = [[method, percent(m["uncertain_as_background"]["miou"]), percent(m["uncertain_ignored"]["miou"]),
+             percent(m["uncertain_share"])] for method, m in result["methods"].items()]
     if "fused_cam" in result:
         f = result["fused_cam"]
         rows.append([f"fused CAM (lambda {f['lambda']:g}, t {f['threshold']:g})", percent(f["miou"]), "", ""])
@@ -488,14 +472,10 @@ def eval_cams_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="run directory with cams/")
     p.add_argument("--list", dest="list_name", default=None,
                    help="list to choose thresholds on (default: data.eval_list)")
-    from sfc_core.cli import add_override_arguments
-
     add_override_arguments(p)
 
 
 def eval_cams_command(args: argparse.Namespace) -> int:
-    from sfc_core.cli import overrides_from_args
-
     eval_cams(args.run, args.list_name, overrides_from_args(args))
     return 0
 
@@ -504,13 +484,9 @@ def eval_seg_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, help="run directory with pseudo masks")
     p.add_argument("--methods", default=None,
                    help="comma-separated refinement methods (default: every method present)")
-    from sfc_core.cli import add_override_arguments
-
     add_override_arguments(p)
 
 
 def eval_seg_command(args: argparse.Namespace) -> int:
-    from sfc_core.cli import overrides_from_args
-
     eval_seg(args.run, args.methods.split(",") if args.methods else None, overrides_from_args(args))
     return 0

@@ -15,12 +15,10 @@ followed by the refinement stage's dense CRF). The masks:
 - ``gt``: the dataset's own masks of the same images (the fully supervised upper bound).
 
 Everything lands in ``RUN_DIR/segment/<masks>/``, laid out like a run directory (config.json,
-checkpoints/last.pt, metrics.jsonl, tb/) plus final_eval.json and predictions/. The
-augmentation of a sample is a pure function of (seed, epoch, index) and an epoch's order of
-(seed, epoch), and checkpoints hold the model, optimiser, schedule, scaler and RNG states, so
-a killed run resumes (just run the same command again) to the weights of one that never
-stopped. A finished run is not trained again; calling the stage again re-evaluates it.
-Under torchrun the network trains under DDP with a static graph and gradients as bucket views.
+checkpoints/last.pt, metrics.jsonl, tb/) plus final_eval.json and predictions/. A sample's
+augmentation is a function of (seed, epoch, index), an epoch's order of (seed, epoch), and
+checkpoints hold every state, so a killed run resumes (run the same command again) to the
+weights of one that never stopped; a finished run is only evaluated again.
 """
 from __future__ import annotations
 
@@ -45,10 +43,12 @@ from tqdm import tqdm
 
 from sfc_core import engine
 from sfc_core.cam_file import load_cam
+from sfc_core.cli import add_override_arguments, overrides_from_args
 from sfc_core.config import Config, RefineConfig, SegmentConfig
 from sfc_core.data import MultiScaleDataset, SegmentationDataset, item_loader, open_dataset, same_size_batches
 from sfc_core.data.transforms import augment, device_views
 from sfc_core.errors import SfcError
+from sfc_core.evaluate import check_files
 from sfc_core.evaluations import FinalEval, read_cam_eval
 from sfc_core.fusion import predict_mask
 from sfc_core.io import atomic_write_json
@@ -83,9 +83,9 @@ def _read_pseudo(folder: Path, image_id: str) -> np.ndarray:
     return read_pseudo_mask(_pseudo_path(folder, image_id))
 
 
-def _read_cam_mask(run: RunDir, num_classes: int, lam: float, background: str,
-                   threshold: float | None, image_id: str) -> np.ndarray:
-    return predict_mask(load_cam(run, image_id, num_classes), "fused", lam, background, threshold)
+def _read_cam_mask(run: RunDir, num_classes: int, setting: dict[str, Any], image_id: str) -> np.ndarray:
+    return predict_mask(load_cam(run, image_id, num_classes), "fused", setting["lambda"],
+                        setting["background"], setting["threshold"])
 
 
 def cam_mask_settings(run: RunDir, cfg: Config) -> dict[str, Any]:
@@ -110,20 +110,15 @@ def mask_source(run: RunDir, dataset: SegmentationDataset, masks: str, cfg: Conf
                           f"run: python -m sfc_core refine --run {run.root} --method {masks}", {})
     if masks == "cam":
         s = cam_mask_settings(run, cfg)
-        return MaskSource("cam", partial(_read_cam_mask, run, dataset.num_classes, s["lambda"],
-                                         s["background"], s["threshold"]),
-                          run.cam_file, f"run: python -m sfc_core cams --run {run.root}", s)
+        return MaskSource("cam", partial(_read_cam_mask, run, dataset.num_classes, s), run.cam_file,
+                          f"run: python -m sfc_core cams --run {run.root}", s)
     raise SfcError(f"unknown mask source {masks!r}", fix=f"use --masks {'|'.join(MASK_SOURCES)}")
 
 
 def check_masks(source: MaskSource, dataset: SegmentationDataset, list_name: str) -> None:
     """Read every training mask once: all present, each the size of its image, classes 0..C."""
     ids = dataset.ids(list_name)
-    missing = [i for i in ids if not source.path(i).is_file()]
-    if missing:
-        raise SfcError(f"{len(missing)} of the {len(ids)} images of list {list_name!r} have no "
-                       f"{source.name} mask, first: {', '.join(missing[:5])}",
-                       path=source.path(missing[0]).parent, fix=source.fix)
+    check_files({i: source.path(i) for i in ids}, f"{source.name} mask", list_name, source.fix)
     for image_id in tqdm(ids, desc=f"check {source.name} masks", unit="img", leave=False):
         mask = source.read(image_id)
         with Image.open(dataset.image_path(image_id)) as image:
@@ -143,12 +138,9 @@ def check_masks(source: MaskSource, dataset: SegmentationDataset, list_name: str
 
 
 class MaskedCrops(Dataset):
-    """Training samples: images of a list with their masks under the joint `augment`
-    (random rescale by s ~ U(segment.scale_range), flip, crop; mask padded with 255).
-
-    Keys are (epoch, index); the sample is a pure function of (seed, epoch, index), whichever
-    worker makes it. Item: image float32 (3, S, S), mask int64 (S, S).
-    """
+    """Images of a list with their masks under the joint `augment` (rescale by s ~
+    U(segment.scale_range), flip, crop; mask padded with 255), keyed by (epoch, index): a pure
+    function of (seed, epoch, index). Item: image float32 (3, S, S), mask int64 (S, S)."""
 
     def __init__(self, dataset: SegmentationDataset, ids: list[str], read_mask: Callable[[str], np.ndarray],
                  seg: SegmentConfig, seed: int):
@@ -180,11 +172,9 @@ def epoch_keys(num_images: int, seed: int, epoch: int, dist: engine.DistInfo) ->
 
 def build_network(name: str, num_classes: int, backbone_weights: str) -> nn.Module:
     """A torchvision segmentation network with `num_classes` outputs and no auxiliary head.
-
-    backbone_weights: "imagenet" (torchvision's ImageNet weights for the backbone, downloaded
-    into torch's cache on first use), "none" (from scratch), or the path of a torchvision
-    ImageNet classifier checkpoint of the backbone (e.g. resnet101-63fe2227.pth).
-    """
+    backbone_weights: "imagenet" (torchvision's, downloaded into torch's cache on first use),
+    "none" (from scratch), or the path of a torchvision ImageNet classifier checkpoint of the
+    backbone (e.g. resnet101-63fe2227.pth)."""
     names = torchvision.models.list_models(module=torchvision.models.segmentation)
     if name not in names:
         raise SfcError(f"unknown segmentation network {name!r}",
@@ -204,10 +194,8 @@ def build_network(name: str, num_classes: int, backbone_weights: str) -> nn.Modu
 
 
 def load_backbone(model: nn.Module, path: Path) -> None:
-    """Load an ImageNet classifier's state dict (torchvision layout) into ``model.backbone``.
-
-    The classifier head's keys are ignored; MobileNet's ``features.`` prefix is stripped.
-    """
+    """Load an ImageNet classifier's state dict (torchvision layout) into ``model.backbone``
+    (the head's keys are ignored; MobileNet's ``features.`` prefix is stripped)."""
     fix = "pass the torchvision ImageNet checkpoint of this network's backbone: --set segment.backbone_weights=PATH"
     if not path.is_file():
         raise SfcError("backbone weights file not found", path=path, fix=fix)
@@ -235,10 +223,8 @@ def parameter_groups(model: nn.Module, seg: SegmentConfig) -> list[dict[str, Any
 
 
 def pixel_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the pixels that are not 255: (N, K, H, W), int64 (N, H, W) -> ().
-
-    The mean over labelled pixels; 0 (not nan) when a batch has none.
-    """
+    """Mean cross-entropy over the pixels that are not 255 (0, not nan, when there are none):
+    (N, K, H, W), int64 (N, H, W) -> ()."""
     total = F.cross_entropy(logits.float(), masks, ignore_index=IGNORE, reduction="sum")
     return total / (masks != IGNORE).sum().clamp(min=1)
 
@@ -259,7 +245,6 @@ def train_step(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, opti
 @torch.no_grad()
 def scale_probabilities(model: nn.Module, views: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Softmax of one scale's views, flips undone, upsampled: (2B, 3, h, w) -> (2B, K, H, W).
-
     Views B..2B-1 are the horizontal flips of views 0..B-1 (``transforms.device_views``' layout).
     """
     logits = model(views)["out"].float()
@@ -281,18 +266,15 @@ def evaluate_network(model: nn.Module, dataset: SegmentationDataset, list_name: 
                      predictions: Path | None = None) -> dict[str, np.ndarray]:
     """Confusions (K, K) of the network on a list: "single_scale" (scale 1, no flip),
     "multi_scale_flip" (softmax summed over cfg.segment.eval_scales and flips) and, with
-    cfg.segment.eval_crf, "multi_scale_flip_crf". With `predictions`, the last kind's label
-    maps are written there as palette PNGs, one per image.
+    cfg.segment.eval_crf, "multi_scale_flip_crf"; with `predictions`, the last kind's label
+    maps are written there as palette PNGs.
 
-    On the device, like training-time validation (``train.validate``): the loader's workers
-    decode images and masks, up to ``segment.batch_size`` consecutive same-size images go
-    through ``batch_labels`` (per scale one forward of the batch and its flips), and each label
-    map is counted there (``metrics.confusion_counts``); under DDP each rank scores its share
-    and the counts are summed; the host reads them once, at the end. Only the CRF (per image,
-    on the host) and the PNGs read label maps back. The network runs as a copy with its
-    BatchNorms folded into the convolutions, channels-last with ``runtime.channels_last`` on
-    every device (LR-ASPP on the CPU: 0.80-0.83x the CPU, ``python -m benchmarks.speed_changes``;
-    scores within rounding)."""
+    As training-time validation (``train.validate``): up to ``segment.batch_size`` consecutive
+    same-size images go through ``batch_labels`` and are counted on the device
+    (``metrics.confusion_counts``), summed over DDP ranks and read once at the end; only the
+    CRF (on the host) and the PNGs read label maps back. The network runs with its BatchNorms
+    folded, channels-last with ``runtime.channels_last`` (LR-ASPP on the CPU: 0.80-0.83x the
+    CPU, ``python -m benchmarks.speed_changes``; scores within rounding)."""
     seg, k = cfg.segment, dataset.num_classes + 1
     layout = inference_layout(cfg.runtime.channels_last)
     model = for_inference(model, cfg.runtime.channels_last)
@@ -345,10 +327,9 @@ def batch_labels(model: nn.Module, images: list[list[torch.Tensor]], scales: tup
 
 
 def segment_record(run: RunDir, cfg: Config, masks: str) -> dict[str, Any]:
-    """What a step-3 run is made from (``segment/<masks>/provenance.json``, final_eval.json's
-    ``made_from``): its masks (their folder's record; for ``cam`` the CAMs' record and the
-    setting cam_eval.json chose; for ``gt`` the dataset), the training list, the seed and the
-    step-3 settings (the evaluation ones, ``eval_*``, excepted: they train nothing)."""
+    """What a step-3 run is made from (its provenance.json, final_eval.json's ``made_from``):
+    the masks' record (for ``cam`` the CAMs' and the chosen setting; for ``gt`` the dataset),
+    the training list, the seed and the step-3 settings but ``eval_*`` (they train nothing)."""
     if masks in ("irn", "crf"):
         source: Any = digest(read_record(run.pseudo_masks(masks).parent))
     elif masks == "cam":
@@ -362,9 +343,8 @@ def segment_record(run: RunDir, cfg: Config, masks: str) -> dict[str, Any]:
 
 def _resume_from_same_inputs(state: engine.TrainState, run: RunDir, out: RunDir, masks: str,
                              made_from: dict[str, Any], force: bool, dist: engine.DistInfo) -> None:
-    """Resume ``state`` from segment/<masks>/ only when its provenance.json equals
-    ``made_from``: a checkpoint of other masks or settings is an SfcError naming --force; with
-    ``force`` the folder of other inputs is emptied first and training starts over."""
+    """Resume ``state`` from segment/<masks>/ only when its provenance.json equals ``made_from``
+    (else an SfcError naming --force; with ``force`` the folder is emptied first)."""
     if force and dist.is_main:
         claim_folder(out.root, made_from, f"segment {masks}")
     engine.gather_objects(None, dist)
@@ -377,24 +357,16 @@ def _resume_from_same_inputs(state: engine.TrainState, run: RunDir, out: RunDir,
         claim_folder(out.root, made_from, f"segment {masks}")
 
 
-def _expected(cfg: Config, dataset: SegmentationDataset, masks: str) -> dict[str, Any]:
-    """What a checkpoint of this step-3 run must match (engine.check_compatible)."""
-    return {"architecture": cfg.segment.network, "num_classes": dataset.num_classes,
-            "class_names": list(dataset.class_names), "masks": masks}
-
-
 @claims_run(lambda run, masks, *args, **kwargs: RunDir(run).segment_dir(masks))
 def segment(run: str | Path | RunDir, masks: str, overrides: dict[str, Any] | None = None,
             save_predictions: bool = False, force: bool = False) -> dict[str, Any]:
     """Train cfg.segment.network on `masks` of the training list, score it on the held-out list.
 
-    The configuration is the run's config.json with `overrides` (dotted keys) on top. Resumes
-    from RUN_DIR/segment/<masks>/checkpoints/last.pt when it exists and the folder's
-    provenance.json records the same masks and settings; a run made from other masks or
-    settings is refused (SfcError), or trained again from scratch with ``force``. Trains
-    nothing when that checkpoint is finished. Writes final_eval.json (and returns it): mIoU and per-class IoU,
-    fractions in [0, 1], single-scale and multi-scale + flip (+ CRF with segment.eval_crf).
-    """
+    `overrides`: dotted keys on top of the run's config.json. Resumes from
+    segment/<masks>/checkpoints/last.pt when its provenance.json records the same masks and
+    settings; other inputs are refused (SfcError), or trained again from scratch with ``force``.
+    Writes and returns final_eval.json: mIoU and per-class IoU (fractions in [0, 1]),
+    single-scale and multi-scale + flip (+ CRF with segment.eval_crf)."""
     run = RunDir(run)
     cfg = run.load_config().override(overrides or {})
     seg = cfg.segment
@@ -450,14 +422,16 @@ def _train_state(cfg: Config, dataset: SegmentationDataset, masks: str, device: 
     optimizer = engine.make_optimizer(seg.optimizer, parameter_groups(model, seg), seg.momentum,
                                       seg.weight_decay)
     schedule = engine.make_schedule(optimizer, "poly", seg.iterations, seg.poly_power)
+    expected = {"architecture": seg.network, "num_classes": dataset.num_classes,    # checked on resume
+                "class_names": list(dataset.class_names), "masks": masks}
     return engine.TrainState(model, optimizer, schedule, engine.make_grad_scaler(device, cfg.runtime.amp),
-                             _expected(cfg, dataset, masks), cfg.to_dict(), builds=("segment.network",))
+                             expected, cfg.to_dict(), builds=("segment.network",))
 
 
 def _train(state: engine.TrainState, cfg: Config, crops: MaskedCrops, out: RunDir, device: torch.device,
            dist: engine.DistInfo, name: str) -> float | None:
-    """Train from ``state.step`` to cfg.segment.iterations. Returns images/s over this call
-    (all ranks; None if it ran no timed step)."""
+    """Train from ``state.step`` to cfg.segment.iterations; images/s over this call (all ranks;
+    None if it ran no timed step)."""
     seg, seed = cfg.segment, cfg.runtime.seed
     local_batch = engine.per_process(seg.batch_size, "segment.batch_size", dist)
     steps_per_epoch = len(epoch_keys(len(crops), seed, 0, dist)) // local_batch
@@ -483,8 +457,7 @@ def _train(state: engine.TrainState, cfg: Config, crops: MaskedCrops, out: RunDi
 
 @dataclass
 class SegmentUpdate:
-    """One step-3 update (``train_step``) and its log: the mean loss since the last log and the
-    head's learning rate of the logged update."""
+    """One step-3 update (``train_step``) and its log: mean loss since the last log, head lr."""
 
     model: nn.Module                      # the network, wrapped by DDP when distributed
     state: engine.TrainState
@@ -525,14 +498,10 @@ def segment_arguments(p: argparse.ArgumentParser) -> None:
                    help="write the held-out predictions as palette PNGs to segment/<masks>/predictions/")
     p.add_argument("--force", action="store_true",
                    help="train again when segment/<masks>/ was made from other masks or settings")
-    from sfc_core.cli import add_override_arguments
-
     add_override_arguments(p)
 
 
 def segment_command(args: argparse.Namespace) -> int:
-    from sfc_core.cli import overrides_from_args
-
     overrides: dict[str, Any] = overrides_from_args(args)
     if args.crf:
         overrides["segment.eval_crf"] = True

@@ -73,7 +73,7 @@ def test_unknown_method_no_run_and_missing_cams_are_sfc_errors(tmp_path, smoke_c
     with pytest.raises(SfcError, match="not a run directory"):
         refine(tmp_path, "crf")
     smoke_config.save(tmp_path / "config.json")
-    with pytest.raises(SfcError, match=f"{len(smoke_dataset.ids('train_aug'))} image.* have no CAMs"):
+    with pytest.raises(SfcError, match=f"{len(smoke_dataset.ids('train_aug'))} of .* have no CAM file"):
         refine(tmp_path, "crf")
 
 

@@ -213,7 +213,7 @@ def test_missing_pseudo_masks_name_count_and_list(run, smoke_config, smoke_datas
 
     ids = smoke_dataset.ids(smoke_config.data.train_list)
     _write_pseudo_masks(run, smoke_dataset, ids[3:])
-    with pytest.raises(SfcError, match=rf"3 of the {len(ids)} images of list 'train_aug' have no irn mask"):
+    with pytest.raises(SfcError, match=rf"3 of {len(ids)} images of list 'train_aug' have no irn mask"):
         seg.segment(run, "irn", FAST)
     assert main(["segment", "--run", str(run.root), "--masks", "crf"]) == 2
     assert "refine --run" in capsys.readouterr().err

@@ -11,16 +11,15 @@
   (lambda ``refine.walk_lambda``, background rule ``cams.background``) on the predicted
   boundaries gives the pseudo masks (``random_walk.py``), with no 255.
 
-Output, for every image of ``data.train_list`` (step 3 trains on them; ``eval-seg`` scores
-the evaluation list, a subset): palette PNGs (VOC colours) ``<id>.png`` in
-``RunDir.pseudo_masks(method)``, and the list ``RunDir.pseudo_list(method, train_list)`` in
-the VOC ``train_aug.txt`` format: ``/<image path> /SegmentationClassPseudo/<id>.png`` per line,
-paths relative to the dataset root.
+Output, for every image of ``data.train_list`` (``eval-seg`` scores the evaluation list, a
+subset): palette PNGs ``<id>.png`` in ``RunDir.pseudo_masks(method)``, and the list
+``RunDir.pseudo_list(method, train_list)`` in the VOC ``train_aug.txt`` format
+(``/<image path> /SegmentationClassPseudo/<id>.png`` per line, relative to the dataset root).
 
 Resumable: complete PNGs are kept and IRN training resumes from its checkpoint while the
-folders' provenance.json records the same CAMs and settings (else they are made again). The CRF
-runs in a pool of ``runtime.num_workers`` processes; the boundary network and the walk run on
-``runtime.device`` (the GPU when there is one).
+folders' provenance.json records the same CAMs and settings (else they are made again). The
+CRF runs in ``runtime.num_workers`` processes, the boundary network and the walk on
+``runtime.device``.
 """
 from __future__ import annotations
 
@@ -37,16 +36,18 @@ import torch
 from tqdm import tqdm
 
 from sfc_core.cam_file import load_cam
+from sfc_core.cli import add_override_arguments, overrides_from_args
 from sfc_core.config import Config
 from sfc_core.crf import confidence_scores, confident_labels, rule_scores
 from sfc_core.data import SegmentationDataset, open_dataset
 from sfc_core.engine import select_device
 from sfc_core.errors import SfcError
+from sfc_core.evaluate import check_cams
 from sfc_core.fusion import fuse
 from sfc_core.io import atomic_write_text
 from sfc_core.masks import save_mask
 from sfc_core.provenance import claim_folder, digest, png_complete, read_record
-from sfc_core.refine.irn import BoundaryNet, load_boundary_net, train_irn, walk_scores
+from sfc_core.refine.irn import load_boundary_net, train_irn, walk_scores
 from sfc_core.run_dir import RunDir
 from sfc_core.run_lock import claims_run
 
@@ -69,11 +70,7 @@ def refine(run: str | Path | RunDir, method: str | None = None, device: str | to
     dataset = open_dataset(cfg.data)
     list_name = cfg.data.train_list
     ids = dataset.ids(list_name)
-    missing = [image_id for image_id in ids if not run.cam_file(image_id).is_file()]
-    if missing:
-        raise SfcError(f"{len(missing)} image(s) of list {list_name!r} have no CAMs, first: "
-                       f"{', '.join(missing[:3])}", path=run.cams,
-                       fix=f"run: python -m sfc_core cams --run {run.root}")
+    check_cams(run, ids, list_name)
     device = select_device(str(device or cfg.runtime.device), option="--device")
     made_by = refine_record(run, cfg, method)
     claim_folder(run.pseudo_masks(method).parent, made_by, f"refine {method}")
@@ -125,9 +122,9 @@ def _confident_label_task(run: RunDir, cfg: Config, dataset: SegmentationDataset
 
 
 def crf_processes(setting: int | str) -> int:
-    """Processes for the CRF (CPU work only): a ``runtime.num_workers`` count as given; ``"auto"``:
-    as many as this process has torch threads, i.e. the machine's cores when it runs alone and
-    its share when runs go side by side (one: the CRF runs here, no processes to start)."""
+    """Processes for the CRF: a ``runtime.num_workers`` count as given; ``"auto"``: this
+    process's torch threads, i.e. the machine's cores alone, its share beside other runs (one:
+    the CRF runs here, no processes to start)."""
     return int(setting) if setting != "auto" else torch.get_num_threads()
 
 
@@ -159,7 +156,8 @@ def write_confident_labels(run: RunDir, cfg: Config, dataset: SegmentationDatase
 def write_walk_masks(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[str],
                      device: torch.device) -> None:
     """IRN pseudo masks: the hybrid random walk of each image's fused CAM on its boundary map."""
-    todo = unfinished(run.pseudo_masks("irn"), ids, "refine: random walk")
+    out_dir = run.pseudo_masks("irn")
+    todo = unfinished(out_dir, ids, "refine: random walk")
     if not todo:
         return
     net = load_boundary_net(run, cfg, device)
@@ -167,26 +165,19 @@ def write_walk_masks(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids
     if device.type == "cpu":    # 2^k small sequential products: one thread is fastest (no sync)
         torch.set_num_threads(1)
     try:
-        _walk_images(net, run, cfg, dataset, todo, device)
+        with torch.inference_mode():
+            for image_id in tqdm(todo, desc="refine: random walk", unit="img"):
+                record = load_cam(run, image_id, dataset.num_classes)
+                mask = np.zeros(record.size, np.uint8)          # no foreground class: all background
+                if len(record.keys) > 1:
+                    fused = fuse(record.classifier, record.prototype, cfg.refine.walk_lambda)
+                    scores = torch.from_numpy(rule_scores(fused, cfg.cams.background, cfg.cams.bg_threshold))
+                    walked = walk_scores(net, dataset.read_image(image_id), scores.to(device), cfg.refine,
+                                         cfg.runtime.amp)
+                    mask = record.keys[walked.argmax(0).cpu().numpy()].astype(np.uint8)
+                save_mask(out_dir / f"{image_id}.png", mask)
     finally:
         torch.set_num_threads(threads)
-
-
-def _walk_images(net: BoundaryNet, run: RunDir, cfg: Config, dataset: SegmentationDataset,
-                 ids: list[str], device: torch.device) -> None:
-    out_dir = run.pseudo_masks("irn")
-    with torch.inference_mode():
-        for image_id in tqdm(ids, desc="refine: random walk", unit="img"):
-            record = load_cam(run, image_id, dataset.num_classes)
-            if len(record.keys) == 1:             # no foreground class: all background
-                save_mask(out_dir / f"{image_id}.png", np.zeros(record.size, np.uint8))
-                continue
-            scores = rule_scores(fuse(record.classifier, record.prototype, cfg.refine.walk_lambda),
-                                 cfg.cams.background, cfg.cams.bg_threshold)
-            walked = walk_scores(net, dataset.read_image(image_id), torch.from_numpy(scores).to(device),
-                                 cfg.refine, cfg.runtime.amp)
-            mask = record.keys[walked.argmax(0).cpu().numpy()].astype(np.uint8)
-            save_mask(out_dir / f"{image_id}.png", mask)
 
 
 def refine_arguments(p: argparse.ArgumentParser) -> None:
@@ -195,13 +186,9 @@ def refine_arguments(p: argparse.ArgumentParser) -> None:
                    help="irn: relation labels + boundary net + random walk (VOC); crf: dense CRF (COCO); "
                         "default: the run's refine.method")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: runtime.device)")
-    from sfc_core.cli import add_override_arguments
-
     add_override_arguments(p)
 
 
 def refine_command(args: argparse.Namespace) -> int:
-    from sfc_core.cli import overrides_from_args
-
     refine(args.run, args.method, args.device, overrides_from_args(args))
     return 0
