@@ -1,23 +1,19 @@
 """The `cams` stage: multi-scale + flip classifier and prototype CAMs (docs/method.md, inference).
 
 For each image of a list, and each scale (default 1.0, 0.5, 1.5, 2.0) with its horizontal
-flip, the network (`SfcNet.infer_batch`) gives the PCM-refined classifier CAM and the prototype CAM on the
-stride-16 grid; each is upsampled (bilinear) to the image size, summed over scales and
-max-normalised per channel. Only the background row and the image's classes are kept, in the
-format of ``sfc_core.cam_file`` (``cams/<id>.npz``).
+flip, the network (`SfcNet.infer_batch`) gives the PCM-refined classifier CAM and the
+prototype CAM on the stride-16 grid; each is upsampled (bilinear) to the image size, summed
+over scales and max-normalised per channel. Only the background row and the image's classes
+are kept, in the format of ``sfc_core.cam_file`` (``cams/<id>.npz``).
 
-The stage resumes: images whose file is complete are kept while ``cams/provenance.json``
-records the same checkpoint (step and weights digest) and settings; anything else makes
-the folder again (files are written atomically).
-The DataLoader decodes and rescales in `runtime.num_workers` processes and hands over uint8;
-consecutive images of one size go through the network together, up to `cams.batch_size`
-(`data.same_size_batches`, `sfc_net.multiscale_cams_batch`, shared with training-time
-validation; each scale one forward of the batch and its flips; every step is per image, so the maps do not
-depend on the batch beyond float32 rounding, and the batch size is not in the provenance
-record); normalisation, flips, the scales (back to back) and their sum run on the device, one
-non-blocking copy of the kept rows comes back per image, and a few writer threads write the
-files while the device goes on; under torchrun every rank takes an interleaved shard of the
-images still to do:
+The stage resumes: complete files are kept while ``cams/provenance.json`` records the same
+checkpoint (step and weights digest) and settings; anything else makes the folder again.
+Consecutive images of one size (uint8 from `runtime.num_workers` loader processes) go through
+the network together, up to `cams.batch_size` (`sfc_net.multiscale_cams_batch`, shared with
+training-time validation: every step is per image, so the maps do not depend on the batch
+beyond float32 rounding); normalisation, flips and the sum over scales run on the device, one
+non-blocking copy of the kept rows comes back per image, and writer threads write the files
+while the device goes on. Under torchrun every rank takes an interleaved shard of the rest:
 
     torchrun --nproc_per_node 4 -m sfc_core -- cams --run RUN_DIR     (the -- keeps torchrun
                                                                       from reading --run)
@@ -35,6 +31,7 @@ from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
 from sfc_core.cam_file import CAM_FIELDS, present_keys, save_cam
+from sfc_core.cli import add_override_arguments, overrides_from_args
 from sfc_core.config import Config
 from sfc_core.data import MultiScaleDataset, item_loader, open_dataset, same_size_batches
 from sfc_core.data.transforms import device_views
@@ -68,11 +65,10 @@ def multiscale_cams(model, images: list[torch.Tensor], label: torch.Tensor, size
 def cams_record(cfg: Config, checkpoint: dict[str, Any], class_names: list[str],
                 scales: tuple[float, ...]) -> dict[str, Any]:
     """What the CAM files of a run are made from (``cams/provenance.json``): the checkpoint
-    (``provenance.checkpoint_record``), the class list, the scales, flip, label masking,
-    AMP and the network's settings (its weights file is irrelevant: the checkpoint has them).
-    Not ``cams.batch_size``: like ``runtime.num_workers`` it changes speed, not the maps (within
-    a float16 rounding step of a last-bit float32 difference), so CAMs made at another batch
-    size are kept."""
+    (``provenance.checkpoint_record``), the class list, scales, flip, label masking, AMP and
+    the network's settings but its weights file (the checkpoint has them). Not
+    ``cams.batch_size``: like ``runtime.num_workers`` it changes speed, not the maps (within a
+    float16 rounding step), so CAMs made at another batch size are kept."""
     model = {key: value for key, value in dataclasses.asdict(cfg.model).items() if key != "backbone_weights"}
     return {"checkpoint": checkpoint, "class_names": list(class_names), "scales": list(scales),
             "flip": cfg.cams.flip, "mask_by_label": cfg.cams.mask_by_label, "amp": cfg.runtime.amp,
@@ -97,14 +93,10 @@ def _todo(run: RunDir, ids: list[str]) -> list[int]:
 def make_cams(run: str | Path | RunDir, list_name: str | None = None,
               scales: tuple[float, ...] | None = None, device: str | torch.device | None = None,
               overrides: dict | None = None) -> Path:
-    """CAMs of every image of `list_name` (default: the training list) into RUN_DIR/cams/.
-    `overrides`: dotted config keys on top of the run's config.json (e.g. data.root).
-
-    Returns the cams folder. Finished images are kept when cams/provenance.json records the
-    same checkpoint and settings (and their file is complete); other settings or another
-    checkpoint make the folder again (one line says what changed). Under torchrun each rank
-    does an interleaved shard of the rest.
-    """
+    """CAMs of every image of `list_name` (default: the training list) into RUN_DIR/cams/,
+    returned. `overrides`: dotted config keys on top of the run's config.json (e.g. data.root).
+    Complete files are kept while cams/provenance.json records the same checkpoint and
+    settings; else the folder is made again (one line says what changed)."""
     run = RunDir(run)
     cfg = run.load_config(overrides)
     list_name = list_name or cfg.data.train_list
@@ -139,12 +131,9 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
 
 def write_cams(run: RunDir, cfg: Config, model: torch.nn.Module, views: Dataset, device: torch.device,
                desc: str | None = None) -> None:
-    """The CAM file of every image of ``views`` (MultiScaleDataset items): uint8 scales from
-    the loader, consecutive images of one size stacked into batches of up to
-    ``cams.batch_size`` (each scale one forward of the batch and its flips), normalised and
-    flipped on the device, one non-blocking copy of the kept rows (float16) back per image,
-    the files written by a `BackgroundWriter` beside the device. The network runs as a copy
-    with its BatchNorms folded into the convolutions (``backbone.fold_batchnorms``).
+    """The CAM file of every image of ``views`` (MultiScaleDataset items), in batches of up to
+    ``cams.batch_size`` same-size images, the files written by a `BackgroundWriter` beside the
+    device; the network runs with its BatchNorms folded (``backbone.fold_batchnorms``).
     ``desc``: the progress bar's title (None: no bar)."""
     loader = item_loader(views, loader_workers(cfg.runtime.num_workers, device), device.type == "cuda")
     items = tqdm(loader, desc=desc, total=len(views), disable=desc is None, unit="img")
@@ -159,9 +148,8 @@ def write_cams(run: RunDir, cfg: Config, model: torch.nn.Module, views: Dataset,
 def _kept_maps(model: torch.nn.Module, cfg: Config, batch: list[dict], device: torch.device
                ) -> tuple[list[tuple[np.ndarray, torch.Tensor]], torch.cuda.Event | None]:
     """Per image of ``batch`` (same-size items), its kept rows ``keys`` (background and its
-    classes) and its classifier and prototype rows as float16 (2, K', H, W) on the host,
-    copied without blocking, and the event after which every copy is complete (None on the
-    CPU, where nothing is copied)."""
+    classes) and their classifier and prototype maps, float16 (2, K', H, W) on the host, copied
+    without blocking; and the event after which every copy is complete (None on the CPU)."""
     layout = inference_layout(cfg.runtime.channels_last)   # like the batch size, a speed setting: CAMs kept
     images = [device_views(torch.stack(scale), device, cfg.cams.flip).contiguous(memory_format=layout)
               for scale in zip(*(item["images"] for item in batch))]
@@ -202,8 +190,6 @@ def cams_arguments(p: argparse.ArgumentParser) -> None:
                    help="image list (default: the training list; `val` for held-out figures)")
     p.add_argument("--scales", default=None, help="comma-separated scales, e.g. 1.0,0.5,1.5,2.0")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: runtime.device)")
-    from sfc_core.cli import add_override_arguments
-
     add_override_arguments(p)
 
 
@@ -217,7 +203,5 @@ def parse_scales(text: str | None) -> tuple[float, ...] | None:
 
 
 def cams_command(args: argparse.Namespace) -> int:
-    from sfc_core.cli import overrides_from_args
-
     make_cams(args.run, args.list_name, parse_scales(args.scales), args.device, overrides_from_args(args))
     return 0

@@ -1,21 +1,17 @@
 """Dense CRF (pydensecrf2) and the confident labels built on it.
 
-One CRF function serves both routes of step 2 (docs/method.md 5, docs/reference.md 5.1):
-
-- IRN's relation labels (VOC): confident foreground, confident background, 255 between;
-- the COCO route: the same confident labels are the final pseudo masks (IRN costs too much
-  on COCO), with 255 = uncertain, which DeepLab trainers ignore.
-
-Two rules make the two score maps that the confident labels are cut from
-(``cfg.refine.relation_rule``):
+The confident labels (confident foreground, confident background, 255 between) serve both
+routes of step 2 (docs/method.md 5, docs/reference.md 5.1): IRN's relation labels (VOC), and
+the final pseudo masks of the COCO route, where IRN costs too much (DeepLab ignores 255).
+``cfg.refine.relation_rule`` makes the two score maps they are cut from:
 
 - ``"reference"`` (SFC's cam2ir): fused CAM (classifier + 0.7 x prototype, each after the
-  background rule), arg-max; and again with the background channel halved;
+  background rule); and again with the background channel halved;
 - ``"thresholds"`` (IRN's own): the fused foreground CAMs, max-normalised, padded with a
   constant background of 0.30 (confident foreground) and of 0.05 (confident background).
 
-Each map is arg-maxed, smoothed by the CRF, and the two results are combined: foreground where
-the first says foreground, background where both say background, 255 where they disagree.
+Each map is arg-maxed and smoothed by the CRF: foreground where the first says foreground,
+background where both say background, 255 where they disagree.
 """
 from __future__ import annotations
 
@@ -37,15 +33,13 @@ def crf_labels(image: np.ndarray, label_maps: Sequence[np.ndarray], n_labels: in
                cfg: RefineConfig) -> list[np.ndarray]:
     """Smooth hard label maps of one image with a fully connected CRF (Krähenbühl and Koltun).
 
-    image: uint8 (H, W, 3) RGB (read-only arrays, as PIL gives, are fine: pydensecrf gets a
-    C-contiguous copy); label_maps: int (H, W) maps in [0, n_labels). Returns one int64 (H, W)
-    per map. Unary from the hard labels (energy -log p for the given label, p = label confidence
-    0.7, the rest shared by the others); Gaussian and bilateral pairwise terms; mean-field
-    iterations; arg-max. Constants from ``cfg`` (reference: 10 it., 3/3, 50/5/10, 0.7).
-    The pairwise terms depend only on the image, so they are built once and serve every map:
-    each inference starts from its own map's unary: the same result as one CRF per map, for
-    0.73x the CPU with two maps at 96 px (``python -m benchmarks.speed_changes``).
-    """
+    image: uint8 (H, W, 3) RGB (read-only is fine); label_maps: int (H, W) maps in
+    [0, n_labels). Returns one int64 (H, W) per map. Unary from the hard labels (-log p, p =
+    label confidence 0.7 for the given label, the rest shared by the others); Gaussian and
+    bilateral pairwise terms; mean-field iterations; arg-max. Constants from ``cfg``
+    (reference: 10 it., 3/3, 50/5/10, 0.7). The pairwise terms, built once, serve every map:
+    the same result as one CRF per map, for 0.73x the CPU with two maps at 96 px
+    (``python -m benchmarks.speed_changes``)."""
     height, width = image.shape[:2]
     if n_labels < 2:  # nothing to choose between
         return [np.zeros((height, width), np.int64) for _ in label_maps]
@@ -66,13 +60,11 @@ def crf_labels(image: np.ndarray, label_maps: Sequence[np.ndarray], n_labels: in
 
 def confident_labels(image: np.ndarray, fg_scores: np.ndarray, bg_scores: np.ndarray,
                      keys: np.ndarray, cfg: RefineConfig) -> np.ndarray:
-    """Confident labels from two score maps, each arg-maxed and CRF-smoothed.
+    """Confident labels uint8 (H, W) from two score maps, each arg-maxed and CRF-smoothed.
 
-    image: uint8 (H, W, 3); fg_scores, bg_scores: (K', H, W) over ``keys`` (K',) (0 =
-    background, then present classes, 1-based). ``fg_scores`` favours foreground (small
-    background), ``bg_scores`` favours background. Returns uint8 (H, W): a class where the
-    foreground-favouring map says so, 0 where both maps say background, 255 elsewhere.
-    """
+    image: uint8 (H, W, 3); fg_scores, bg_scores: (K', H, W) over ``keys`` (K',) (0, then the
+    present classes), favouring foreground and background. A class where ``fg_scores`` says
+    so, 0 where both say background, 255 elsewhere."""
     keys = np.asarray(keys, np.int64)
     fg, bg = (keys[smooth] for smooth in crf_labels(image, [fg_scores.argmax(0), bg_scores.argmax(0)],
                                                      len(keys), cfg))
@@ -89,14 +81,12 @@ def rule_scores(cam: np.ndarray, background: str, threshold: float | None = None
 
 def confidence_scores(classifier: np.ndarray, prototype: np.ndarray,
                       cfg: RefineConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The foreground- and background-favouring score maps of ``cfg.relation_rule``.
+    """The foreground- and background-favouring (K', H, W) score maps of ``cfg.relation_rule``.
 
-    classifier, prototype: (K', H, W) raw max-normalised CAMs (channel 0 = background).
-    Both use the fused CAM with ``cfg.relation_lambda`` (sfc_core.fusion: a weighted mean, so
-    the reference's sum of pad-tricked maps is a positive multiple of these scores: the
-    same arg-max, and the same after halving the background channel).
-    Returns two (K', H, W) arrays.
-    """
+    classifier, prototype: (K', H, W) raw max-normalised CAMs (channel 0 = background), fused
+    with ``cfg.relation_lambda`` (a weighted mean, so the reference's sum of pad-tricked maps
+    is a positive multiple of these scores: the same arg-max, also after halving the
+    background channel)."""
     fused = fuse(classifier, prototype, cfg.relation_lambda)
     if cfg.relation_rule == "reference":
         fg_scores = rule_scores(fused, "reference")

@@ -59,11 +59,8 @@ def kind_cam(record: CamRecord, kind: str, lam: float) -> np.ndarray:
 
 def background_score(cam: np.ndarray, background: str, threshold: float | None = None) -> np.ndarray:
     """The score the best foreground channel must exceed to win a pixel: (K', ...) -> (...).
-
-    "reference": bg + 0.4 against 2 x fg, i.e. fg against (bg + 0.4) / 2 (halving is exact
-    in floating point, so the labels are the reference's to the last bit);
-    "threshold": the constant `threshold` (the saved background channel is not used).
-    """
+    "reference": fg against (bg + 0.4) / 2 (halving is exact in floating point, so the labels
+    are the reference's to the last bit); "threshold": the constant `threshold`."""
     if background == "reference":
         return (cam[0] + np.asarray(REFERENCE_BG_OFFSET, dtype=cam.dtype)) / np.asarray(
             REFERENCE_FG_GAIN, dtype=cam.dtype)
@@ -78,10 +75,8 @@ def background_score(cam: np.ndarray, background: str, threshold: float | None =
 
 def best_foreground(cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(row, score) of the strongest foreground channel per pixel: (K', ...) -> (...), (...).
-
     row is 1..K'-1, the first on ties (0 with a score of -inf where the image has no
-    foreground row). One pass per channel: faster than an arg-max across the channel axis.
-    """
+    foreground row). One pass per channel: faster than an arg-max across the channel axis."""
     row = np.ones(cam.shape[1:], dtype=np.int64)
     if cam.shape[0] == 1:
         return row * 0, np.full(cam.shape[1:], -np.inf, dtype=cam.dtype)
@@ -93,11 +88,9 @@ def best_foreground(cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def label_rows(cam: np.ndarray, background: str, threshold: float | None = None) -> np.ndarray:
-    """Row index (into the record's keys) of each pixel's label: (K', ...) -> int64 (...).
-
-    The best foreground row where its score exceeds the background score, else 0 (row 0 =
-    background wins ties, as the arg-max of the reference and of IRN does).
-    """
+    """Row index (into the record's keys) of each pixel's label: (K', ...) -> int64 (...): the
+    best foreground row where its score exceeds the background score, else 0 (ties to the
+    background, as the arg-max of the reference and of IRN)."""
     row, score = best_foreground(cam)
     return np.where(score > background_score(cam, background, threshold), row, 0)
 

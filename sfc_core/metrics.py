@@ -44,13 +44,11 @@ def _as_uint8(labels: np.ndarray, what: str) -> np.ndarray:
 
 
 def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.ndarray:
-    """Pixel counts ``conf[g, p]`` of ground-truth class g predicted as p.
+    """Pixel counts int64 (K, K) ``conf[g, p]`` of ground-truth class g predicted as p.
 
-    pred, gt: integer arrays of the same shape, values 0..K-1 (gt may also be 255 = ignore,
-    where pred may be anything). Returns int64 (K, K). One ``np.bincount`` over
-    ``gt * K + pred``: ignore pixels land past row K-1 and are dropped, out-of-range
-    ground-truth values land in rows K..254 and are reported.
-    """
+    pred, gt: integer arrays of one shape, values 0..K-1 (gt may also be 255 = ignore, where
+    pred may be anything). One ``np.bincount`` over ``gt * K + pred``: ignore pixels land past
+    row K-1 and are dropped, out-of-range ground truth lands in rows K..254 and is reported."""
     pred, gt = _as_uint8(pred, "prediction"), _as_uint8(gt, "ground truth")
     if pred.shape != gt.shape:
         raise SfcError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}",
@@ -71,12 +69,10 @@ def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.n
 def confusion_counts(pred: torch.Tensor, gt: torch.Tensor, num_classes: int) -> torch.Tensor:
     """``confusion_matrix``'s pixel counts on the tensors' device, for ``confusion_from_counts``.
 
-    pred: integer (...) class indices 0..K-1 (an arg-max over K channels; not checked, which
-    would read the device); gt: uint8 (...) of the same shape, 0..K-1 or 255 = ignore, on the
-    same device. Returns int64 (256 * K,): the counts of ``gt * K + pred`` by one
-    ``torch.bincount``, ignore pixels and out-of-range ground truth included (rows K..255),
-    so sums over images and ranks stay exact integers and the check waits for the host read.
-    """
+    pred: integer (...) class indices 0..K-1 (not checked: that would read the device); gt:
+    uint8 (...) on the same device, 0..K-1 or 255 = ignore. Returns int64 (256 * K,): the
+    counts of ``gt * K + pred`` (one ``torch.bincount``), ignore and out-of-range ground truth
+    included, so sums over images and ranks stay exact and the check waits for the host read."""
     if pred.shape != gt.shape:
         raise SfcError(f"prediction shape {tuple(pred.shape)} differs from ground truth {tuple(gt.shape)}",
                        fix="resize the prediction to the ground-truth mask's size")
@@ -99,17 +95,13 @@ def confusion_from_counts(counts: np.ndarray | torch.Tensor, num_classes: int) -
 
 def threshold_confusions(fg_class: np.ndarray, fg_score: np.ndarray, gt: np.ndarray,
                          thresholds: np.ndarray, num_classes: int) -> np.ndarray:
-    """Confusions of the predictions ``where(fg_score > t, fg_class, 0)`` for every t at once.
-
-    fg_class: int (P,) the best foreground class per pixel (1..C); fg_score: float (P,) its
-    score; gt: (P,) ground truth, already free of ignore pixels; thresholds: (T,) ascending,
-    compared in the dtype of fg_score.
-    Returns int64 (T, K, K). A pixel is foreground for exactly the thresholds below its score,
-    so one bincount of (gt, class, number of thresholds below the score) and a cumulative sum
-    give all T matrices, at the cost of one.
-    """
+    """Confusions int64 (T, K, K) of the predictions ``where(fg_score > t, fg_class, 0)`` for
+    every t at once. fg_class: int (P,) the best foreground class per pixel (1..C); fg_score:
+    float (P,) its score; gt: (P,) ground truth without ignore pixels; thresholds: (T,)
+    ascending. A pixel is foreground for exactly the thresholds below its score, so one
+    bincount of (gt, class, thresholds below the score) and a cumulative sum give all T."""
     k, t = num_classes, len(thresholds)
-    # thresholds in the scores' dtype, so ties break as `score > t` does on those arrays
+    # in the scores' dtype, so ties break as `score > t` does on those arrays
     thresholds = np.asarray(thresholds, dtype=fg_score.dtype)
     if np.any(np.diff(thresholds) <= 0):
         raise SfcError(f"thresholds must be strictly ascending, got {thresholds.tolist()}",
@@ -161,10 +153,8 @@ def activation_ratio(conf: np.ndarray) -> np.ndarray:
 
 
 def error_shares(conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(fp_share, fn_share), float64 (K,): FP and FN pixels over the class's union.
-
-    With IoU = TP / union these satisfy IoU + fp_share + fn_share = 1 per class.
-    """
+    """(fp_share, fn_share), float64 (K,): FP and FN pixels over the class's union (so IoU +
+    fp_share + fn_share = 1 per class)."""
     conf = np.asarray(conf, dtype=np.float64)
     tp = np.diag(conf)
     union = conf.sum(0) + conf.sum(1) - tp
@@ -173,10 +163,8 @@ def error_shares(conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def spearman_vs_count(values: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
     """Spearman correlation (rho, p-value) of a per-class figure against log image count.
-
-    values, counts: (C,) over the same classes; classes with a non-finite value or a zero
-    count are left out; fewer than 3 classes left gives (nan, nan).
-    """
+    values, counts: (C,); classes with a non-finite value or a zero count are left out; fewer
+    than 3 left (or a constant) gives (nan, nan)."""
     values, counts = np.asarray(values, dtype=np.float64), np.asarray(counts, dtype=np.float64)
     keep = np.isfinite(values) & (counts > 0)
     if keep.sum() < 3 or np.ptp(values[keep]) == 0 or np.ptp(counts[keep]) == 0:

@@ -2,17 +2,12 @@
 
 The network (docs/reference.md 5.2) is a frozen backbone with a light boundary branch: each
 stage output goes through a 1x1 conv to 32 channels, GroupNorm(4) and ReLU, is resized to the
-finest stage's grid, and a 1x1 conv (with bias) of their concatenation gives one boundary
-logit per pixel. The grid is the backbone's first stage output (layer1): stride 4 for the
-ResNets (IRN's 1/4 resolution), stride 2 for ``tiny``. IRN also feeds the stem to the
-branch; the backbone registry returns layer1..layer4 only, so this branch has four inputs.
-
-IRN's displacement branch and its mean-shift pass are not built: they serve instance masks
-and do not touch the boundary map (disjoint parameters on a frozen backbone), so they are
-useless for semantic pseudo masks (quirk 26).
-
-Small images (the synthetic presets) go through the network and the walk rescaled by
-``refine.irn_image_scale``, so the stride-4 boundary grid is fine enough for their objects.
+grid of the first stage (layer1: stride 4 for the ResNets, 2 for ``tiny``), and a 1x1 conv
+(with bias) of their concatenation gives one boundary logit per pixel. IRN also feeds the
+stem to the branch; the backbone registry returns layer1..layer4 only, so here it has four
+inputs. IRN's displacement branch and mean-shift serve instance masks and do not touch the
+boundary map, so they are not built (quirk 26). Small images (the synthetic presets) go
+through the network and the walk rescaled by ``refine.irn_image_scale``.
 
 Training: random rescale (``refine.irn_scale_range``; the reference's effective [0.5, 1.0]),
 flip, random crop (image padded with 0 after normalisation, labels with 255), labels resized
@@ -28,7 +23,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -96,12 +90,9 @@ def edge_map(net: BoundaryNet, image: torch.Tensor) -> torch.Tensor:
 
 def walk_scores(net: BoundaryNet, image: np.ndarray, scores: torch.Tensor, refine: RefineConfig,
                 amp: bool) -> torch.Tensor:
-    """The hybrid random walk of ``scores`` on the boundary map of ``image``.
-
-    image: uint8 (H, W, 3); scores: (K', H, W) on the walk's device (fused CAM after the
-    background rule). Image and scores are rescaled by ``refine.irn_image_scale`` for the
-    network and the walk, the result back to (H, W). Returns (K', H, W).
-    """
+    """The hybrid random walk of ``scores`` on the boundary map of ``image``: uint8 (H, W, 3),
+    (K', H, W) on the walk's device (fused CAM after the background rule) -> (K', H, W). Both
+    are rescaled by ``refine.irn_image_scale`` for the network and the walk, the result back."""
     size = image.shape[:2]
     scaled = normalize(rescale(image, refine.irn_image_scale))
     with engine.autocast(scores.device, amp):
@@ -117,12 +108,9 @@ def walk_scores(net: BoundaryNet, image: np.ndarray, scores: torch.Tensor, refin
 
 
 def affinity_targets(labels: torch.Tensor, index: PathIndex) -> tuple[torch.Tensor, ...]:
-    """IRN's pair labels from label maps (N, h, w) (0 bg, 1..C, 255 ignored).
-
-    Returns bg_pos, fg_pos, neg, each bool (N, D, h', w') over the sources and directions of
-    ``index`` (layout of ``edge_to_affinity``): both ends background; both the same class;
-    different labels. A pair with an end at 255 is in none of them.
-    """
+    """IRN's pair labels from label maps (N, h, w) (0 bg, 1..C, 255 ignored): bg_pos, fg_pos,
+    neg, each bool (N, D, h', w') in the layout of ``edge_to_affinity``: both ends background;
+    both the same class; different labels. A pair with an end at 255 is in none of them."""
     hs, ws = index.source_shape(*labels.shape[-2:])
     m = index.margin
     source = labels[:, None, :hs, m:m + ws]                     # (N, 1, h', w')
@@ -146,12 +134,9 @@ def affinity_loss(affinity: torch.Tensor, bg_pos: torch.Tensor, fg_pos: torch.Te
 
 class AffinityDataset(Dataset):
     """Images with their relation labels, augmented as the reference's VOC12AffinityDataset
-    (random scale: ``irn_image_scale`` x uniform in ``irn_scale_range``).
-
-    Item: ``image`` float32 (3, S, S) normalised, ``label`` int64 (S, S) (255 in the padding),
-    S = crop_size. Items are keyed by ``(epoch, index)``; their randomness is a function of
-    (seed, epoch, index).
-    """
+    (scale ``irn_image_scale`` x U(``irn_scale_range``)), keyed by ``(epoch, index)``: a
+    function of (seed, epoch, index). Item: ``image`` float32 (3, S, S) normalised, ``label``
+    int64 (S, S) (255 in the padding), S = crop_size."""
 
     def __init__(self, dataset: SegmentationDataset, ids: list[str], run: RunDir, refine: RefineConfig,
                  seed: int):
@@ -167,18 +152,15 @@ class AffinityDataset(Dataset):
         rng = np.random.default_rng([self.seed, epoch, index])
         image_id = self.ids[index]
         scale = rng.uniform(*self.scale_range)
-        label = np.asarray(read_label(self.run.relation_labels / f"{image_id}.png"))
+        path = self.run.relation_labels / f"{image_id}.png"
+        if not path.is_file():
+            raise SfcError("relation label missing", path=path,
+                           fix="run the refine stage again: it makes the missing relation labels first")
+        label = np.asarray(Image.open(path))
         image, label, _ = augment(self.dataset.read_image(image_id), label, rng, self.crop_size, scale,
                                   mask_fill=IGNORE)
         return {"image": torch.from_numpy(image.transpose(2, 0, 1).copy()),
                 "label": torch.from_numpy(label.astype(np.int64))}
-
-
-def read_label(path: Path) -> Image.Image:
-    if not path.is_file():
-        raise SfcError("relation label missing", path=path,
-                       fix="run the refine stage again: it makes the missing relation labels first")
-    return Image.open(path)
 
 
 def initial_backbone(run: RunDir, cfg: Config) -> Backbone:
@@ -210,12 +192,9 @@ def load_boundary_net(run: RunDir, cfg: Config, device: torch.device) -> Boundar
 
 def train_irn(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[str],
               device: torch.device, stop_after: int | None = None) -> None:
-    """Train the boundary network on the relation labels of ``ids`` into ``run.irn_checkpoint``.
-
-    Resumes from the checkpoint (weights, optimiser, schedule, step; the data order and
-    augmentation are functions of seed, epoch and index); returns at once when it is finished.
-    ``stop_after``: stop after this many steps, as if interrupted.
-    """
+    """Train the boundary network on the relation labels of ``ids`` into ``run.irn_checkpoint``,
+    resuming from it (returns at once when it is finished). ``stop_after``: stop after this
+    many steps, as if interrupted."""
     refine, seed = cfg.refine, cfg.runtime.seed
     data = AffinityDataset(dataset, ids, run, refine, seed)
     batch_size = refine.irn_batch_size

@@ -65,34 +65,28 @@ def _lattice_path(dy: int, dx: int) -> np.ndarray:
 
 
 def shifted_crops(x: torch.Tensor, index: PathIndex, offsets: np.ndarray) -> torch.Tensor:
-    """``x`` (N, h, w) -> (N, len(offsets), h', w'): x at source + offset for every source.
-
-    (h', w') = index.source_shape(h, w); a view per offset, stacked.
-    """
+    """``x`` (N, h, w) -> (N, len(offsets), h', w'): x at source + offset for every source,
+    (h', w') = index.source_shape(h, w); a view per offset, stacked."""
     hs, ws = index.source_shape(*x.shape[-2:])
     m = index.margin
     return torch.stack([x[:, dy:dy + hs, m + dx:m + dx + ws] for dy, dx in offsets.tolist()], 1)
 
 
 def edge_to_affinity(edge: torch.Tensor, index: PathIndex) -> torch.Tensor:
-    """Path affinities ``1 - max(edge on the path)`` for every source and direction.
-
-    edge: (N, h, w) boundary probabilities in [0, 1]. Returns (N, D, h', w') with
-    (h', w') = index.source_shape(h, w): entry [n, d, y, x] pairs grid pixel
-    (y, x + margin) with (y + dy_d, x + margin + dx_d). Differentiable.
-    """
+    """Path affinities ``1 - max(edge on the path)`` for every source and direction (differentiable).
+    edge: (N, h, w) boundary probabilities. Returns (N, D, h', w'), (h', w') = source_shape(h, w):
+    [n, d, y, x] pairs grid pixel (y, x + margin) with (y + dy_d, x + margin + dx_d)."""
     return torch.stack([1 - shifted_crops(edge, index, path).amax(1) for path in index.paths], 1)
 
 
 def transition_matrix(edge: torch.Tensor, radius: int, beta: float) -> torch.Tensor:
-    """The random walk's one-step operator for a boundary map, as a sparse (n, n) matrix.
+    """The random walk's one-step operator for a boundary map, as a sparse (n, n) CSR matrix.
 
     edge: (h, w) boundary probabilities, n = h * w. Pairs within ``radius`` get affinity
     ``(1 - max edge on the path)^beta`` (a pair leaving the image gets 0), the matrix is made
     symmetric with ones on the diagonal, and each row is divided by its sum. Since the
     affinities are symmetric, this is the transpose of IRN's column-normalised ``T``, so
-    ``M @ x`` (x: (n, K)) computes IRN's ``x^T . T``. Returns a sparse CSR tensor.
-    """
+    ``M @ x`` (x: (n, K)) computes IRN's ``x^T . T``."""
     index = PathIndex.build(radius)
     height, width = edge.shape
     m = index.margin
@@ -120,9 +114,7 @@ def transition_matrix(edge: torch.Tensor, radius: int, beta: float) -> torch.Ten
 
 def random_walk(cams: torch.Tensor, edge: torch.Tensor, transition: torch.Tensor, steps: int) -> torch.Tensor:
     """Propagate ``cams`` (K, h, w) for ``steps`` steps; boundary pixels start with no mass.
-
-    edge: (h, w); transition: ``transition_matrix(edge, ...)``. Returns (K, h, w).
-    """
+    edge: (h, w); transition: ``transition_matrix(edge, ...)``. Returns (K, h, w)."""
     k, height, width = cams.shape
     x = (cams * (1 - edge)).reshape(k, -1).T.contiguous()      # (n, K)
     for _ in range(steps):
@@ -142,8 +134,7 @@ def hybrid_walk(scores: torch.Tensor, edge: torch.Tensor, stride: int, *, radius
          beside a constant background ``bg_constant``;
       2. SIPE's: all channels ^ power^2 (the reference applies the power twice), walked,
          normalised by the global max.
-    Returns (K', H, W); its arg-max over channels is the pseudo label.
-    """
+    Returns (K', H, W); its arg-max over channels is the pseudo label."""
     k, height, width = scores.shape
     small = F.interpolate(scores[None], size=edge.shape, mode="bilinear", align_corners=False)[0] ** power
     stack = torch.cat([small[1:], small ** power])             # (K'-1 + K', h4, w4)
