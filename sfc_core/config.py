@@ -25,7 +25,6 @@ from typing import Any
 
 from sfc_core.errors import SfcError
 
-
 # -- allowed values ------------------------------------------------------------------------
 # Every count, size, rate and choice below carries its limit beside its default, checked
 # whenever a value is set (preset, --set, config.json), so a bad value stops before a stage

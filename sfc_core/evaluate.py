@@ -49,7 +49,7 @@ from sfc_core.metrics import (
     threshold_confusions,
 )
 from sfc_core.provenance import digest, is_fresh, read_record
-from sfc_core.run_dir import RunDir
+from sfc_core.run_dir import RunDir, check_cams, check_files
 from sfc_core.run_lock import claims_run
 
 # -- per-image work (what a benchmark times) --------------------------------------------------
@@ -86,20 +86,6 @@ def image_confusions(record: CamRecord, gt: np.ndarray, num_classes: int, lambda
 
 
 # -- list-level checks and accumulation -------------------------------------------------------
-
-
-def check_files(paths: dict[str, Path], what: str, list_name: str, fix: str) -> None:
-    """SfcError naming how many and which of a list's files are missing (never a silent subset)."""
-    missing = [image_id for image_id, path in paths.items() if not path.is_file()]
-    if missing:
-        first = next(iter(paths.values())).parent
-        raise SfcError(f"{len(missing)} of {len(paths)} images of list {list_name!r} have no {what}, "
-                       f"first: {', '.join(missing[:5])}", path=first, fix=fix)
-
-
-def check_cams(run: RunDir, ids: list[str], list_name: str) -> None:
-    check_files({i: run.cam_file(i) for i in ids}, "CAM file", list_name,
-                fix=f"run: python -m sfc_core cams --run {run.root} --list {list_name}")
 
 
 def _check_masks(dataset: SegmentationDataset, ids: list[str], list_name: str) -> None:

@@ -149,3 +149,17 @@ class RunDir:
     def segment_predictions(self, masks: str) -> Path:
         """Folder of palette PNGs ``<id>.png``: the step-3 network's held-out predictions."""
         return self.segment_dir(masks) / "predictions"
+
+
+def check_files(paths: dict[str, Path], what: str, list_name: str, fix: str) -> None:
+    """SfcError naming how many and which of a list's files are missing (never a silent subset)."""
+    missing = [image_id for image_id, path in paths.items() if not path.is_file()]
+    if missing:
+        first = next(iter(paths.values())).parent
+        raise SfcError(f"{len(missing)} of {len(paths)} images of list {list_name!r} have no {what}, "
+                       f"first: {', '.join(missing[:5])}", path=first, fix=fix)
+
+
+def check_cams(run: RunDir, ids: list[str], list_name: str) -> None:
+    check_files({i: run.cam_file(i) for i in ids}, "CAM file", list_name,
+                fix=f"run: python -m sfc_core cams --run {run.root} --list {list_name}")

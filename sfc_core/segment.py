@@ -48,7 +48,6 @@ from sfc_core.config import Config, RefineConfig, SegmentConfig
 from sfc_core.data import MultiScaleDataset, SegmentationDataset, item_loader, open_dataset, same_size_batches
 from sfc_core.data.transforms import augment, device_views
 from sfc_core.errors import SfcError
-from sfc_core.evaluate import check_files
 from sfc_core.evaluations import FinalEval, read_cam_eval
 from sfc_core.fusion import predict_mask
 from sfc_core.io import atomic_write_json
@@ -56,7 +55,7 @@ from sfc_core.masks import IGNORE, read_pseudo_mask, save_mask
 from sfc_core.metrics import confusion_counts, confusion_from_counts, percent, scores
 from sfc_core.model.backbone import for_inference, inference_layout
 from sfc_core.provenance import claim_folder, digest, read_record, refuse_other_inputs
-from sfc_core.run_dir import RunDir
+from sfc_core.run_dir import RunDir, check_files
 from sfc_core.run_lock import claims_run
 
 MASK_SOURCES = ("irn", "crf", "cam", "gt")

@@ -42,13 +42,12 @@ from sfc_core.crf import confidence_scores, confident_labels, rule_scores
 from sfc_core.data import SegmentationDataset, open_dataset
 from sfc_core.engine import select_device
 from sfc_core.errors import SfcError
-from sfc_core.evaluate import check_cams
 from sfc_core.fusion import fuse
 from sfc_core.io import atomic_write_text
 from sfc_core.masks import save_mask
 from sfc_core.provenance import claim_folder, digest, png_complete, read_record
 from sfc_core.refine.irn import load_boundary_net, train_irn, walk_scores
-from sfc_core.run_dir import RunDir
+from sfc_core.run_dir import RunDir, check_cams
 from sfc_core.run_lock import claims_run
 
 METHODS = ("irn", "crf")
