@@ -63,20 +63,9 @@ def run_side_by_side(jobs: Sequence[Job], processes: int = 2) -> list[Any]:
         try:
             return _run_chains(pool, chains)
         except (KeyboardInterrupt, SystemExit):     # stopped (a notebook's interrupt): stop the workers
-            _stop_workers(list(pool._processes.values()))   # the executor's own table of workers
+            for process in list(pool._processes.values()):   # the executor's own table of workers
+                process.terminate()
             raise
-
-
-def _stop_workers(processes: list[multiprocessing.Process], seconds: float = 2.0) -> None:
-    """Terminate the workers and reap them (no zombie outlives the call); one that has not
-    ended within ``seconds`` is killed."""
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        process.join(seconds)
-        if process.is_alive():
-            process.kill()
-            process.join()
 
 
 def _run_chains(pool: ProcessPoolExecutor, chains: list[list[Step]]) -> list[Any]:
