@@ -68,8 +68,11 @@ def test_an_error_in_a_chain_stops_it_and_reaches_the_caller(tmp_path):
     assert not (tmp_path / "after").exists()
 
 
+# The signal line: a shell's background job starts with SIGINT ignored, and Python then raises
+# no KeyboardInterrupt (a notebook kernel always handles it).
 PARENT = """
-import sys, time
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from functools import partial
 from sfc_core.orchestration.parallel import run_side_by_side
 from test_parallel import _work_forever
