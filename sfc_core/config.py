@@ -74,8 +74,9 @@ def above(default: Any, low: float) -> Any:
     return limited(default, Limit(low, low_open=True))
 
 
-def one_of(default: str, *choices: str) -> Any:
-    return limited(default, Limit(choices=choices))
+def one_of(*choices: str, default: str | None = None) -> Any:
+    """A string field whose default is ``default`` (else the first choice)."""
+    return limited(choices[0] if default is None else default, Limit(choices=choices))
 
 
 def limited(default: Any, limit: Limit) -> Any:
@@ -101,7 +102,7 @@ class RuntimeConfig:
     channels_last: bool = True            # on GPU
     # SFC training objective under torch.compile: "auto" (inductor on a GPU, eager on a CPU) | "off" |
     # a backend (engine.compile_backend)
-    compile: str = one_of("auto", "auto", "off", "inductor", "aot_eager")
+    compile: str = one_of("auto", "off", "inductor", "aot_eager")
     # DataLoader workers (and refine's CRF processes): a count, or "auto": cores - 2 on a GPU, 2 on a
     # CPU (engine.loader_workers); the CRF's: this process's torch threads (refine.crf_processes)
     num_workers: int | str = at_least("auto", 0)
@@ -123,9 +124,9 @@ IRN_FROM_TRAIN = {"refine.irn_momentum": "train.momentum", "refine.irn_poly_powe
 
 @dataclass
 class DataConfig:
-    dataset: str = one_of("voc", "voc", "coco", "synthetic")
+    dataset: str = one_of("voc", "coco", "synthetic")
     root: str = ""                        # dataset root (synthetic: where it is generated/cached)
-    synthetic_size: str = one_of("default", "smoke", "default", "large")   # synthetic only (SIZES)
+    synthetic_size: str = one_of("smoke", "default", "large", default="default")   # synthetic only (SIZES)
     synthetic_seed: int = at_least(0, 0)  # synthetic only: generator seed
     shared_parts: bool = True             # synthetic only: False = control set, no shared parts
     train_list: str = "train_aug"         # trains classifier, IRN and step 3 (VOC trainaug 10,582)
@@ -137,18 +138,18 @@ class DataConfig:
     labels_file: str = ""                 # image labels: "" = <root>/cls_labels.json (prepare), else from masks
     allow_pickled_labels: bool = False    # read a reference-style .npy label file (pickle can run code)
     # COCO: "split" (SegmentationClass/<split>/) | "flat" (one folder); data/coco.py MASK_LAYOUTS
-    coco_mask_layout: str = one_of("split", "split", "flat")
+    coco_mask_layout: str = one_of("split", "flat")
 
 
 @dataclass
 class ModelConfig:
-    backbone: str = one_of("resnet50", *BACKBONE_NAMES)
+    backbone: str = one_of(*BACKBONE_NAMES)
     backbone_weights: str = "imagenet"    # "imagenet" (torchvision download) | a .pth path | "none"
     side_channels: tuple[int, int, int, int] = at_least((128, 128, 256, 256), 1)  # hierarchical features
     seed_background_scale: float = above(0.3, 0)   # background channel x 0.3 before the seed arg-max
     # seeds: "argmax" of the CAM (SFC) | "sipe": arg-max of the IoU of feature correlation and CAM
     # (SIPE's inference rule)
-    seed_rule: str = one_of("argmax", "argmax", "sipe")
+    seed_rule: str = one_of("argmax", "sipe")
     pcm: bool = True                      # pixel-correlation refinement of the classifier CAM
                                           # (False: the plain CAM; nothing trains f9 without
                                           # the consistency losses, and an untrained f9 smears)
@@ -159,7 +160,7 @@ class LossConfig:
     prototype_weight: float = at_least(1.6, 0)   # prototype consistency; 0 switches it off
     scale_weight: float = at_least(0.8, 0)       # cross-scale consistency; 0 switches it off
     # "distribution" (the paper's coefficients) | "uniform"
-    class_weights: str = one_of("distribution", "distribution", "uniform")
+    class_weights: str = one_of("distribution", "uniform")
 
 
 @dataclass
@@ -168,8 +169,8 @@ class TrainConfig:
     bank_draws: int = at_least(4, 0)      # images re-sampled from the image bank; 0 = no bank
     epochs: int = at_least(6, 1)
     max_steps: int = at_least(0, 0)       # 0: epochs * (len(train list) // batch_size)
-    optimizer: str = one_of("sgd", *OPTIMIZERS)         # "sgd" (paper) | "adamw" (from-scratch presets)
-    schedule: str = one_of("poly", "poly", "onecycle")  # "poly" (paper) | "onecycle"
+    optimizer: str = one_of(*OPTIMIZERS)         # "sgd" (paper) | "adamw" (from-scratch presets)
+    schedule: str = one_of("poly", "onecycle")  # "poly" (paper) | "onecycle"
     lr: float = at_least(0.1, 0)          # backbone learning rate (0: the weights stay as they start)
     new_layer_lr_mult: float = at_least(10.0, 0)   # classifier, PCM and side layers: lr x 10
     weight_decay: float = at_least(1e-4, 0)
@@ -188,7 +189,7 @@ class CamConfig:
     mask_by_label: bool = False           # reference: classifier CAM not label-masked at inference
     batch_size: int = at_least(8, 1)      # same-size images per forward; speed only (1: one at a time)
     fusion_lambda: float = at_least(0.3, 0)   # fused = classifier + lambda * prototype
-    background: str = one_of("reference", "reference", "threshold")   # "reference": bg + 0.4 vs 2 x fg
+    background: str = one_of("reference", "threshold")   # "reference": bg + 0.4 vs 2 x fg
     bg_threshold: float = limited(0.25, UNIT)   # used when background == "threshold"
     lambda_sweep: tuple[float, ...] = at_least((0.0, 0.1, 0.3, 0.5, 0.7, 1.0), 0)
     threshold_sweep: tuple[float, ...] = limited(
@@ -198,10 +199,10 @@ class CamConfig:
 @dataclass
 class RefineConfig:
     # the pseudo masks step 3 trains on: "irn" (VOC) | "crf" (COCO)
-    method: str = one_of("irn", "irn", "crf")
+    method: str = one_of("irn", "crf")
     relation_lambda: float = at_least(0.7, 0)     # fusion used for IRN's relation labels (reference)
     # "reference" (CRF twice, bg x 0.5) | "thresholds" (IRN)
-    relation_rule: str = one_of("reference", "reference", "thresholds")
+    relation_rule: str = one_of("reference", "thresholds")
     relation_bg_scale: float = above(0.5, 0)      # reference rule: background x 0.5 for the second map
     conf_fg_threshold: float = limited(0.30, UNIT)   # IRN's own rule
     conf_bg_threshold: float = limited(0.05, UNIT)
@@ -212,7 +213,7 @@ class RefineConfig:
     crf_bilateral_srgb: float = above(5.0, 0)
     crf_bilateral_compat: float = above(10.0, 0)
     crf_label_confidence: float = limited(0.7, Limit(0.0, 1.0, low_open=True, high_open=True))
-    irn_backbone: str = one_of("resnet50", *BACKBONE_NAMES)
+    irn_backbone: str = one_of(*BACKBONE_NAMES)
     irn_backbone_weights: str = "imagenet"  # "imagenet" | a .pth path | "sfc": the run's trained backbone
     irn_crop_size: int = at_least(512, NETWORK_MIN_CROP)
     irn_batch_size: int = at_least(32, 1)
@@ -239,9 +240,9 @@ class RefineConfig:
 class SegmentConfig:
     # Step 3 (docs/method.md 5): the DeepLabV3 recipe of VainF/DeepLabV3Plus-Pytorch (VOC trainaug)
     # and torchvision's references/segmentation, unless a line says otherwise.
-    network: str = one_of("deeplabv3_resnet101",   # a torchvision.models.segmentation builder
-                          "deeplabv3_mobilenet_v3_large", "deeplabv3_resnet50", "deeplabv3_resnet101",
-                          "fcn_resnet50", "fcn_resnet101", "lraspp_mobilenet_v3_large")
+    network: str = one_of("deeplabv3_mobilenet_v3_large", "deeplabv3_resnet50", "deeplabv3_resnet101",
+                          "fcn_resnet50", "fcn_resnet101", "lraspp_mobilenet_v3_large",
+                          default="deeplabv3_resnet101")   # a torchvision.models.segmentation builder
     backbone_weights: str = "imagenet"    # "imagenet" (torchvision's download) | a .pth path | "none"
     crop_size: int = at_least(512, NETWORK_MIN_CROP)   # VainF: 513; image padded with the mean, mask with 255
     # random rescale (VainF, torchvision refs)
@@ -249,7 +250,7 @@ class SegmentConfig:
     flip: bool = True                     # random horizontal flip, p = 0.5
     batch_size: int = at_least(16, 1)     # VainF / DeepLabV3 paper
     iterations: int = at_least(30000, 1)  # VainF / DeepLabV3 paper: 30K on VOC trainaug
-    optimizer: str = one_of("sgd", *OPTIMIZERS)   # "sgd" (DeepLab) | "adamw" (from-scratch synthetic presets)
+    optimizer: str = one_of(*OPTIMIZERS)   # "sgd" (DeepLab) | "adamw" (from-scratch synthetic presets)
     lr: float = at_least(0.01, 0)         # VainF (DeepLabV3 paper: 0.007)
     backbone_lr_mult: float = at_least(0.1, 0)    # VainF: pretrained backbone at lr x 0.1
     momentum: float = limited(0.9, MOMENTUM)      # VainF, torchvision refs

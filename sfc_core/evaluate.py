@@ -326,7 +326,7 @@ def score_pseudo_masks(run: RunDir, dataset: SegmentationDataset, method: str, l
     folder, k, ids = run.pseudo_masks(method), len(names), dataset.ids(list_name)
     paths = {i: folder / f"{i}.png" for i in ids}
     check_files(paths, f"pseudo mask ({method})", list_name,
-                 fix=f"run: python -m sfc_core refine --run {run.root} --method {method}")
+                fix=f"run: python -m sfc_core refine --run {run.root} --method {method}")
     as_background = np.zeros((k, k), np.int64)
     as_ignored = np.zeros((k, k), np.int64)
     uncertain = 0
