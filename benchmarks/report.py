@@ -167,7 +167,8 @@ def uint8_batches(cfg: Config, count: int, device: torch.device) -> list[dict]:
 
 def run_steps(update: SfcUpdate, batches: list[dict], steps: int) -> None:
     for i in range(steps):
-        update(batches[i % len(batches)])
+        with engine.cudnn_autotune():        # as engine.run_loop runs each update
+            update(batches[i % len(batches)])
         update.state.schedule.step()
 
 

@@ -36,6 +36,7 @@ from sfc_core.config import Config
 from sfc_core.data import MultiScaleDataset, item_loader, open_dataset, same_size_batches
 from sfc_core.data.transforms import device_views
 from sfc_core.engine import (
+    announce_runtime,
     autocast,
     cleanup_distributed,
     gather_objects,
@@ -71,7 +72,7 @@ def cams_record(cfg: Config, checkpoint: dict[str, Any], class_names: list[str],
     float16 rounding step), so CAMs made at another batch size are kept."""
     model = {key: value for key, value in dataclasses.asdict(cfg.model).items() if key != "backbone_weights"}
     return {"checkpoint": checkpoint, "class_names": list(class_names), "scales": list(scales),
-            "flip": cfg.cams.flip, "mask_by_label": cfg.cams.mask_by_label, "amp": cfg.runtime.amp,
+            "flip": cfg.cams.flip, "mask_by_label": cfg.cams.mask_by_label, "amp": cfg.cams.amp,
             "model": model}
 
 
@@ -113,7 +114,8 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
     path = run.inference_checkpoint
     ckpt = load_checkpoint(path)
     dist = setup_distributed()
-    device = select_device(str(device or cfg.runtime.device), dist, option="--device")   # before any write
+    device = select_device(str(device or cfg.runtime.device), dist, "--device", cfg.preset)   # before any write
+    announce_runtime("cams", device, dist, loader_workers(cfg.runtime.num_workers, device), cfg.cams.amp)
     model = load_model(path, ckpt, cfg.model, class_names, device)   # a refused checkpoint touches no CAM
     if dist.is_main:
         claim_folder(run.cams, cams_record(cfg, checkpoint_record(path, ckpt), class_names, scales), "cams")
@@ -154,7 +156,7 @@ def _kept_maps(model: torch.nn.Module, cfg: Config, batch: list[dict], device: t
     images = [device_views(torch.stack(scale), device, cfg.cams.flip).contiguous(memory_format=layout)
               for scale in zip(*(item["images"] for item in batch))]
     labels = torch.stack([item["label"] for item in batch]).to(device, non_blocking=True)
-    with autocast(device, cfg.runtime.amp):
+    with autocast(device, cfg.cams.amp):           # float32 unless asked (the reference's maps)
         classifier, prototype = multiscale_cams_batch(model, images, labels, tuple(batch[0]["size"].tolist()),
                                                       cfg.cams.mask_by_label)
     kept = []
@@ -163,11 +165,18 @@ def _kept_maps(model: torch.nn.Module, cfg: Config, batch: list[dict], device: t
         rows = torch.from_numpy(keys).to(device, non_blocking=True)
         maps = torch.stack([classifier[i, rows], prototype[i, rows]]).half().to("cpu", non_blocking=True)
         kept.append((keys, maps))
+    return kept, copies_done(device)
+
+
+def copies_done(device: torch.device) -> torch.cuda.Event | None:
+    """An event recorded on ``device``'s current stream, where the copies were queued (not the
+    process's current device's: with ``--device cuda:1`` that may be another GPU, whose event
+    would let the writers read buffers still being filled); None on the CPU (copies are done)."""
     if device.type != "cuda":
-        return kept, None
+        return None
     ready = torch.cuda.Event()
-    ready.record()
-    return kept, ready
+    ready.record(torch.cuda.current_stream(device))
+    return ready
 
 
 def _save_cam_file(run: RunDir, image_id: str, keys: np.ndarray, maps: torch.Tensor,

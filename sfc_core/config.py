@@ -98,13 +98,15 @@ class RuntimeConfig:
     and the seed every trainer starts from."""
 
     device: str = "auto"                  # "auto" | "cpu" | "cuda" | "cuda:N" (check_device)
-    amp: bool = True                      # mixed precision on GPU (bf16, else fp16 + scaler)
+    amp: bool = True                      # mixed precision of the trainers on GPU (bf16 on compute
+                                          # capability >= 8.0, else fp16 + scaler; engine.amp_dtype)
     channels_last: bool = True            # on GPU
     # SFC training objective under torch.compile: "auto" (inductor on a GPU, eager on a CPU) | "off" |
-    # a backend (engine.compile_backend)
+    # a backend (engine.compile_backend); eager, with one warning, if compiling fails
     compile: str = one_of("auto", "off", "inductor", "aot_eager")
-    # DataLoader workers (and refine's CRF processes): a count, or "auto": cores - 2 on a GPU, 2 on a
-    # CPU (engine.loader_workers); the CRF's: this process's torch threads (refine.crf_processes)
+    # DataLoader workers (and refine's CRF processes): a count, or "auto": on a GPU min(8, max(1, this
+    # process's cores // processes on the node - 1)), 2 on a CPU (engine.loader_workers); the CRF's:
+    # this process's torch threads (refine.crf_processes)
     num_workers: int | str = at_least("auto", 0)
     seed: int = at_least(10, 0)
     # also write last.pt once this many minutes passed since the last one (SFC, IRN, step 3; checked
@@ -188,6 +190,8 @@ class CamConfig:
     flip: bool = True
     mask_by_label: bool = False           # reference: classifier CAM not label-masked at inference
     batch_size: int = at_least(8, 1)      # same-size images per forward; speed only (1: one at a time)
+    amp: bool = False                     # CAMs (cams stage, training-time validation) under autocast
+                                          # (runtime.amp's dtype); False: float32, as the reference
     fusion_lambda: float = at_least(0.3, 0)   # fused = classifier + lambda * prototype
     background: str = one_of("reference", "threshold")   # "reference": bg + 0.4 vs 2 x fg
     bg_threshold: float = limited(0.25, UNIT)   # used when background == "threshold"

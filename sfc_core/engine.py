@@ -2,8 +2,8 @@
 
 Sections: distributed (torchrun: ``DistInfo``, ``setup_distributed``, ``per_process`` and the
 collectives, each a no-op in one process); devices and precision (``select_device``,
-``loader_workers``, ``compiled``, ``autocast``, ``optimizer_step``); reproducibility (global RNG
-states); optimisation (``make_optimizer``, ``make_schedule``); checkpoints and logs
+``loader_workers``, ``compiled``, ``autocast``, ``optimizer_step``, ``announce_runtime``);
+reproducibility (global RNG states); optimisation (``make_optimizer``, ``make_schedule``); checkpoints and logs
 (``load_checkpoint``, the compatibility checks, ``MetricsLogger``); the one training loop
 (``TrainState``, ``Loop``, ``run_loop``). Checkpoints hold only tensors and plain Python
 values, so they load with ``torch.load(weights_only=True)``.
@@ -15,7 +15,9 @@ import json
 import math
 import os
 import random
+import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,10 +157,61 @@ def compile_backend(setting: str, device: torch.device) -> str | None:
 
 def compiled(module: nn.Module, setting: str, device: torch.device) -> nn.Module:
     """``module`` under torch.compile with ``compile_backend(setting, device)`` (compiled on
-    its first call), or ``module`` itself for eager. The wrapper shares ``module``'s
-    parameters and buffers, so checkpoints and optimisers keep using ``module``."""
+    its first call; eager if compiling fails: ``CompiledOrEager``), or ``module`` itself for
+    eager. The wrapper shares ``module``'s parameters and buffers, so checkpoints and
+    optimisers keep using ``module``."""
     backend = compile_backend(setting, device)
-    return module if backend is None else torch.compile(module, backend=backend)
+    return module if backend is None else CompiledOrEager(module, backend)
+
+
+class CompiledOrEager(nn.Module):
+    """``module`` under torch.compile until compiling fails, then ``module`` itself: an error of
+    torch.compile, or of the first call (where the graph is traced and compiled), gives one
+    warning that names ``--set runtime.compile=off``, no traceback. Out of memory is no
+    compile failure: it propagates (``out_of_memory_hint``)."""
+
+    def __init__(self, module: nn.Module, backend: str):
+        super().__init__()
+        self.module, self.backend, self.checked = module, backend, False
+        try:
+            self.__dict__["compiled"] = torch.compile(module, backend=backend)   # not a second submodule
+        except Exception as e:
+            self._fall_back(e)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.compiled is None:
+            return self.module(*args, **kwargs)
+        if self.checked:
+            return self.compiled(*args, **kwargs)
+        try:
+            out = self.compiled(*args, **kwargs)
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as e:
+            self._fall_back(e)
+            return self.module(*args, **kwargs)
+        self.checked = True
+        return out
+
+    def _fall_back(self, error: Exception) -> None:
+        self.__dict__["compiled"] = None
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        warnings.warn(f"torch.compile (backend {self.backend}) failed ({type(error).__name__}: {reason}); "
+                      "running eagerly instead. To skip compiling: --set runtime.compile=off",
+                      RuntimeWarning, stacklevel=3)
+
+
+@contextlib.contextmanager
+def cudnn_autotune() -> Iterator[None]:
+    """cuDNN's autotuner (``cudnn.benchmark``) on inside, as before outside: for the training
+    updates, whose crops all have one size; validation, CAMs and evaluation see many image
+    shapes, each of which it would time anew."""
+    before = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -170,40 +223,81 @@ def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 CPU_LOADER_WORKERS = 2   # "auto" on a CPU: the workers share the cores with the network's threads
+MAX_LOADER_WORKERS = 8   # "auto" on a GPU: enough to feed it; more only cost memory and start-up
 
 
 def loader_workers(setting: int | str, device: torch.device) -> int:
-    """The worker processes for ``runtime.num_workers``: a count as given; ``"auto"`` = the
-    machine's cores minus 2 (the training process and the pinning thread keep theirs), at
-    least 1, on a GPU, and CPU_LOADER_WORKERS on a CPU."""
+    """The worker processes of each DataLoader for ``runtime.num_workers``: a count as given;
+    ``"auto"`` on a GPU = the cores this process may use (``os.sched_getaffinity``) divided by
+    the processes on this node (torchrun's LOCAL_WORLD_SIZE), minus 1 for the process itself,
+    between 1 and MAX_LOADER_WORKERS; CPU_LOADER_WORKERS on a CPU."""
     if setting != "auto":
         return int(setting)
-    return max(1, (os.cpu_count() or 1) - 2) if device.type == "cuda" else CPU_LOADER_WORKERS
+    if device.type != "cuda":
+        return CPU_LOADER_WORKERS
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    share = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return min(MAX_LOADER_WORKERS, max(1, share - 1))
 
 
-def select_device(name: str = "auto", dist: DistInfo | None = None,
-                  option: str = "runtime.device") -> torch.device:
-    """``"auto"``: this rank's GPU when CUDA is available, else the CPU. A malformed name, or
-    ``"cuda"`` without a GPU, raises SfcError whose fix names ``option``: the configuration key
-    (``--set runtime.device=cpu``) or the verb's flag (``"--device"``: ``--device cpu``)."""
+GPU_PRESETS = ("voc", "coco")   # ResNets on full-size images: "auto" on a CPU stops (select_device)
+
+
+def select_device(name: str = "auto", dist: DistInfo | None = None, option: str = "runtime.device",
+                  preset: str | None = None) -> torch.device:
+    """``"auto"``: this rank's GPU when CUDA is available, else the CPU, except for a
+    ``preset`` of GPU_PRESETS, where an "auto" that finds no GPU raises SfcError (an old driver
+    is enough to hide one): the CPU must be asked for by name. A malformed name, or ``"cuda"``
+    without a GPU, raises SfcError; each fix names ``option``: the configuration key
+    (``--set runtime.device=cpu``) or the verb's flag (``"--device"``: ``--device cpu``). A
+    GPU chosen becomes the process's current device (``torch.cuda.set_device``)."""
     check_device(name, option)
     local_rank = dist.local_rank if dist is not None else 0
-    if name == "auto":
-        return torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
+    use_cpu = f"{option} cpu" if option.startswith("--") else f"--set {option}=cpu"
+    if device.type == "cpu" and name == "auto" and preset in GPU_PRESETS:
+        build = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise SfcError(f"the {preset} preset found no usable CUDA GPU (torch {torch.__version__}, {build}; "
+                       "a driver older than the build needs hides the GPU), and its ResNets on full-size "
+                       "images would take days on the CPU",
+                       fix="run where `python -c 'import torch; print(torch.cuda.is_available())'` prints "
+                           f"True, or ask for the CPU: {use_cpu}")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            use = f"{option} cpu" if option.startswith("--") else f"--set {option}=cpu"
             raise SfcError(f"device {name!r} asked for, but this machine has no usable CUDA GPU",
-                           fix=f"use {use} (or auto)")
+                           fix=f"use {use_cpu} (or auto)")
         if device.index is None:
             device = torch.device("cuda", local_rank)
+        if device.index >= torch.cuda.device_count():
+            raise SfcError(f"device {str(device)!r} asked for, but this machine has "
+                           f"{torch.cuda.device_count()} GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}",
+                           fix=f"name one of them, or use {use_cpu}")
+        torch.cuda.set_device(device)    # cuda:N: kernels, streams and events of this process go there
     return device
 
 
 def amp_dtype(device: torch.device) -> torch.dtype:
-    """bfloat16 where the GPU supports it (no loss scaling needed), else float16."""
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    """bfloat16 where the GPU has it natively (compute capability 8.0 and up: no loss scaling
+    needed), else float16 (with ``make_grad_scaler``'s scaling). Not
+    ``torch.cuda.is_bf16_supported()``: it also counts emulated bfloat16 (T4, RTX 20xx)."""
+    major, _ = torch.cuda.get_device_capability(device)
+    return torch.bfloat16 if major >= 8 else torch.float16
+
+
+def announce_runtime(stage: str, device: torch.device, dist: DistInfo, workers: int, amp: bool,
+                     backend: str | None = None) -> None:
+    """One line (rank 0, stderr) at the start of a verb that runs a network: where (the GPU's
+    name and how many this process sees, or the CPU), the AMP dtype, torch.compile's backend,
+    the loader workers and the world size, so a CPU fallback or a surprising setting shows."""
+    if not dist.is_main:
+        return
+    if device.type == "cuda":
+        where = f"{device} ({torch.cuda.get_device_name(device)}; {torch.cuda.device_count()} GPU(s) visible)"
+        precision = str(amp_dtype(device)).removeprefix("torch.") if amp else "off (float32)"
+    else:
+        where, precision = f"CPU ({torch.get_num_threads()} torch threads; no GPU used)", "off (float32)"
+    print(f"{stage}: device {where}, AMP {precision}, compile {backend or 'off'}, {workers} loader "
+          f"worker(s), world size {dist.world_size}", file=sys.stderr, flush=True)
 
 
 def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
@@ -539,7 +633,7 @@ class TrainState:
         self.meta.update({key: ckpt[key] for key in self.meta if key in ckpt})
 
 
-LOADER_PREFETCH = 4   # batches each DataLoader worker keeps ready (PyTorch's default: 2)
+LOADER_PREFETCH = 2   # batches each DataLoader worker keeps ready (PyTorch's default)
 
 
 @dataclass
@@ -676,7 +770,8 @@ def run_loop(state: TrainState, loop: Loop, files: LoopFiles, dist: DistInfo,
     try:
         stop = stop_after if stop_after is not None and state.step <= stop_after < loop.max_steps else loop.max_steps
         for batch in run_batches(loop, state.step, stop):
-            output = loop.update(batch)
+            with cudnn_autotune():            # fixed-size crops; after_step (validation) runs outside
+                output = loop.update(batch)
             state.schedule.step()
             state.step += 1
             kill_point("step")     # interruption tests only (SFC_KILL_AT, sfc_core.io)

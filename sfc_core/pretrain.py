@@ -11,7 +11,10 @@ from __future__ import annotations
 import argparse
 import json
 
+import torch
+
 from sfc_core.data.pretrain_set import PretrainSpec
+from sfc_core.engine import DistInfo, announce_runtime
 from sfc_core.model.pretrained import Recipe, pretrain
 
 
@@ -24,6 +27,7 @@ def pretrain_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def pretrain_command(args: argparse.Namespace) -> int:
+    announce_runtime("pretrain", torch.device("cpu"), DistInfo(), 0, False)   # model.pretrained: CPU, in-process
     spec = PretrainSpec(seed=args.seed)
     path = pretrain(args.out, spec, Recipe(backbone=args.backbone, epochs=args.epochs), force=args.force)
     record = json.loads(path.with_suffix(".json").read_text())

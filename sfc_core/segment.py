@@ -46,7 +46,7 @@ from sfc_core.cam_file import load_cam
 from sfc_core.cli import add_override_arguments, overrides_from_args
 from sfc_core.config import Config, RefineConfig, SegmentConfig
 from sfc_core.data import MultiScaleDataset, SegmentationDataset, item_loader, open_dataset, same_size_batches
-from sfc_core.data.transforms import augment, device_views
+from sfc_core.data.transforms import augment, device_views, normalize_crops
 from sfc_core.errors import SfcError
 from sfc_core.evaluations import FinalEval, read_cam_eval
 from sfc_core.fusion import predict_mask
@@ -139,7 +139,8 @@ def check_masks(source: MaskSource, dataset: SegmentationDataset, list_name: str
 class MaskedCrops(Dataset):
     """Images of a list with their masks under the joint `augment` (rescale by s ~
     U(segment.scale_range), flip, crop; mask padded with 255), keyed by (epoch, index): a pure
-    function of (seed, epoch, index). Item: image float32 (3, S, S), mask int64 (S, S)."""
+    function of (seed, epoch, index). Item: image uint8 (3, S, S) and its box int64 (4,) for
+    ``normalize_crops`` on the device (the normalised crop padded with 0), mask uint8 (S, S)."""
 
     def __init__(self, dataset: SegmentationDataset, ids: list[str], read_mask: Callable[[str], np.ndarray],
                  seg: SegmentConfig, seed: int):
@@ -148,14 +149,15 @@ class MaskedCrops(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def __getitem__(self, key: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         epoch, index = key
         image_id = self.ids[index]
         rng = np.random.default_rng([self.seed, epoch, index])
-        image, mask, _ = augment(self.dataset.read_image(image_id), self.read_mask(image_id), rng,
-                                 self.seg.crop_size, float(rng.uniform(*self.seg.scale_range)),
-                                 self.seg.flip, IGNORE)
-        return torch.from_numpy(image.transpose(2, 0, 1).copy()), torch.from_numpy(mask.astype(np.int64))
+        image, mask, box = augment(self.dataset.read_image(image_id), self.read_mask(image_id), rng,
+                                   self.seg.crop_size, float(rng.uniform(*self.seg.scale_range)),
+                                   self.seg.flip, IGNORE, normalise=False)
+        return (torch.from_numpy(image.transpose(2, 0, 1).copy()), torch.from_numpy(mask.astype(np.uint8)),
+                torch.from_numpy(box))
 
 
 def epoch_keys(num_images: int, seed: int, epoch: int, dist: engine.DistInfo) -> list[tuple[int, int]]:
@@ -382,7 +384,9 @@ def segment(run: str | Path | RunDir, masks: str, overrides: dict[str, Any] | No
                        fix="set data.heldout_list to a list with masks (VOC: val)")
     made_from = segment_record(run, cfg, masks)
     dist = engine.setup_distributed()
-    device = engine.select_device(cfg.runtime.device, dist)
+    device = engine.select_device(cfg.runtime.device, dist, preset=cfg.preset)
+    engine.announce_runtime("segment", device, dist, engine.loader_workers(cfg.runtime.num_workers, device),
+                            cfg.runtime.amp)
     state = _train_state(cfg, dataset, masks, device)
     _resume_from_same_inputs(state, run, out, masks, made_from, force, dist)
     if dist.is_main:
@@ -440,6 +444,7 @@ def _train(state: engine.TrainState, cfg: Config, crops: MaskedCrops, out: RunDi
     # the same parameters get a gradient every step (a static graph: DDP plans its buckets
     # once), gradients live in the buckets (no copy); the BatchNorm trains, so its running
     # statistics keep DDP's broadcast from rank 0 (broadcast_buffers, the default)
+    state.model = sync_batchnorm(state.model, dist, device)
     ddp_model = engine.wrap_ddp(state.model, dist, device, gradient_as_bucket_view=True, static_graph=True)
     ddp_model.train()
     update = SegmentUpdate(ddp_model, state, device, cfg.runtime.amp, _memory_format(cfg, device), seg.batch_size)
@@ -454,6 +459,19 @@ def _train(state: engine.TrainState, cfg: Config, crops: MaskedCrops, out: RunDi
     return done["images_per_second"]
 
 
+def sync_batchnorm(model: nn.Module, dist: engine.DistInfo, device: torch.device) -> nn.Module:
+    """``model`` with SyncBatchNorm for BatchNorm under torchrun on GPUs when a BatchNorm trains
+    (its weight does): statistics over the global batch (``segment.batch_size`` images, as one GPU
+    sees), not over this rank's 1/N. The same parameters and buffers (the optimiser and the
+    checkpoint keys are unchanged); a frozen network is left as it is. torch's SyncBatchNorm
+    runs on GPUs only: a CPU (gloo) job keeps per-process statistics."""
+    trains = any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None and m.weight.requires_grad
+                 for m in model.modules())
+    if not (dist.distributed and device.type == "cuda" and trains):
+        return model
+    return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+
 @dataclass
 class SegmentUpdate:
     """One step-3 update (``train_step``) and its log: mean loss since the last log, head lr."""
@@ -466,13 +484,13 @@ class SegmentUpdate:
     batch_size: int
     losses: list[torch.Tensor] = field(default_factory=list)   # 0-d losses since the last log
 
-    def __call__(self, batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
-        images, masks = batch
-        images = images.to(self.device, non_blocking=True, memory_format=self.memory_format)
+    def __call__(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, Any]:
+        images, masks, boxes = batch
+        images = normalize_crops(images, boxes, self.device).contiguous(memory_format=self.memory_format)
         lr = self.state.schedule.get_last_lr()[-1]   # the head's learning rate in this update
         with engine.out_of_memory_hint("segment.batch_size", self.batch_size):
-            loss = train_step(self.model, images, masks.to(self.device, non_blocking=True), self.state.optimizer,
-                              self.state.scaler, self.amp)
+            masks = masks.to(self.device, non_blocking=True).long()
+            loss = train_step(self.model, images, masks, self.state.optimizer, self.state.scaler, self.amp)
         self.losses.append(loss)          # kept on the device: no host read between logs
         return {"loss": loss, "lr": lr}
 

@@ -172,7 +172,9 @@ def train(cfg: Config, out: str | Path, resume: bool = False, stop_after: int | 
 
 
 def _train(cfg: Config, run: RunDir, resume: bool, stop_after: int | None, dist: engine.DistInfo) -> dict:
-    device = engine.select_device(cfg.runtime.device, dist)
+    device = engine.select_device(cfg.runtime.device, dist, preset=cfg.preset)
+    engine.announce_runtime("train", device, dist, engine.loader_workers(cfg.runtime.num_workers, device),
+                            cfg.runtime.amp, engine.compile_backend(cfg.runtime.compile, device))
     if dist.is_main:
         _claim_run_dir(run, cfg, resume)
     engine.seed_everything(cfg.runtime.seed)
@@ -250,7 +252,8 @@ def step_objective(objective: SfcObjective, cfg: Config, dist: engine.DistInfo,
                    device: torch.device) -> nn.Module:
     """What a step calls: ``objective`` under DDP when distributed, compiled as
     ``runtime.compile`` says (DDP inside, so its gradient hooks see the compiled graphs; exact
-    resume holds with it off); on CUDA with cuDNN's autotuner (every step has the same shapes).
+    resume holds with it off; eager with a warning if compiling fails). cuDNN's autotuner runs
+    around each update (``engine.run_loop``: every step has the same shapes), not validation.
 
     DDP: the parameters a switched-off part leaves without gradient (the side layers without
     the prototype loss, the PCM projection without PCM) are found each step; with every part
@@ -258,8 +261,6 @@ def step_objective(objective: SfcObjective, cfg: Config, dist: engine.DistInfo,
     Gradients live in the buckets (no copy). Buffers are not broadcast when the backbone's
     BatchNorm is frozen (the ResNets always, ``tiny`` with loaded weights: running statistics
     that never change); a BatchNorm that trains keeps DDP's broadcast from rank 0."""
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
     unused = cfg.loss.prototype_weight == 0 or not cfg.model.pcm
     wrapped = engine.wrap_ddp(objective, dist, device, find_unused_parameters=unused, static_graph=not unused,
                               gradient_as_bucket_view=True,
@@ -387,7 +388,7 @@ def validate(model: SfcNet, dataset: SegmentationDataset, cfg: Config, device: t
         images = device_views(torch.stack([item["images"][0] for item in batch]), device, flip=False)
         labels = engine.to_device(torch.stack([item["label"] for item in batch]), device)
         gt = engine.to_device(torch.stack([item["mask"] for item in batch]), device)
-        with engine.autocast(device, cfg.runtime.amp):
+        with engine.autocast(device, cfg.cams.amp):      # float32 unless asked, as the cams stage
             cams = multiscale_cams_batch(model, [images], labels, tuple(gt.shape[-2:]), mask_by_label=True)
         for row, cam in zip(counts, cams):
             row += confusion_counts(cam.argmax(dim=1), gt, k)

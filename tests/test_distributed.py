@@ -6,6 +6,7 @@ is in the paper's recipe: trainable BatchNorm sees each process's own batch stat
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import socket
@@ -90,15 +91,30 @@ def _segment_worker(rank: int, world_size: int, port: int, run: str, overrides: 
             json.dump([ddp.static_graph, ddp.gradient_as_bucket_view, ddp.broadcast_buffers], f)
         return ddp
 
+    sync = segment.sync_batchnorm
+
+    def sync_recorded(model, dist, device):    # and what it would make on this rank's GPU
+        on_gpu = sync(copy.deepcopy(model), dist, torch.device("cuda", rank))
+        with open(f"{run}/sync{rank}.json", "w") as f:
+            json.dump([dist.world_size, _norms(sync(model, dist, device)), _norms(on_gpu)], f)
+        return model
+
     segment.engine.wrap_ddp = recorded
+    segment.sync_batchnorm = sync_recorded
     segment.evaluate_network = lambda *args, **kwargs: {}      # training only
     segment.segment(run, "gt", overrides)
+
+
+def _norms(model: torch.nn.Module) -> list[str]:
+    return sorted({type(m).__name__ for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)})
 
 
 def test_step3_trains_under_ddp_with_a_static_graph_and_bucket_view_gradients(smoke_config, smoke_dataset,
                                                                               tmp_path):
     """segment wraps its network with static_graph and gradient_as_bucket_view: two gloo ranks
-    train 3 steps of it (DDP raises if the graph is not static) and rank 0 writes step 3."""
+    train 3 steps of it (DDP raises if the graph is not static) and rank 0 writes step 3. Its
+    BatchNorm becomes SyncBatchNorm under torchrun on GPUs (``segment.sync_batchnorm``, asked
+    here for this rank's GPU too: torch's SyncBatchNorm does not run on CPUs)."""
     from sfc_core.io import atomic_write_json
     from sfc_core.run_dir import RunDir
 
@@ -115,6 +131,8 @@ def test_step3_trains_under_ddp_with_a_static_graph_and_bucket_view_gradients(sm
     assert [r["step"] for r in logged] == [1, 2, 3]
     for rank in range(2):      # static graph, gradients in the buckets, BatchNorm buffers broadcast
         assert json.loads((run.root / f"ddp{rank}.json").read_text()) == [True, True, True]
+        # SyncBatchNorm on GPUs (the global batch's statistics); gloo on CPUs keeps BatchNorm
+        assert json.loads((run.root / f"sync{rank}.json").read_text()) == [2, ["BatchNorm2d"], ["SyncBatchNorm"]]
 
 
 def _timer_worker(rank: int, world_size: int, port: int, out: str) -> None:

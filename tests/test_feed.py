@@ -123,19 +123,26 @@ def test_cams_stage_names_the_file_a_writer_could_not_write(tmp_path, monkeypatc
     assert f"python -m sfc_core cams --run {run.root}" in message
 
 
-def test_loader_workers_auto_is_cores_minus_two_on_a_gpu_and_two_on_a_cpu(monkeypatch):
+def test_loader_workers_auto_shares_this_process_cores_over_the_node_and_caps_them(monkeypatch):
+    """"auto" on a GPU: min(8, max(1, cores this process may use // LOCAL_WORLD_SIZE - 1)); 2 on a
+    CPU; a count as given."""
     from sfc_core import engine
     from sfc_core.config import Config
 
     cfg = Config.from_preset("synthetic")
     assert cfg.runtime.num_workers == "auto"
-    monkeypatch.setattr(engine.os, "cpu_count", lambda: 16)
-    assert engine.loader_workers("auto", torch.device("cuda")) == 14
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(engine.os, "cpu_count", lambda: 256)        # the node's: not what counts
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    for allowed, local_world, workers in ((64, None, 8), (32, "4", 7), (16, "4", 3), (8, "4", 1),
+                                          (6, None, 5), (1, None, 1), (16, "32", 1)):
+        monkeypatch.setattr(engine.os, "sched_getaffinity", lambda pid, n=allowed: set(range(n)))
+        if local_world is not None:
+            monkeypatch.setenv("LOCAL_WORLD_SIZE", local_world)
+        assert engine.loader_workers("auto", cuda) == workers, (allowed, local_world)
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     assert engine.loader_workers("auto", torch.device("cpu")) == engine.CPU_LOADER_WORKERS == 2
-    monkeypatch.setattr(engine.os, "cpu_count", lambda: 2)
-    assert engine.loader_workers("auto", torch.device("cuda")) == 1
-    assert engine.loader_workers(cfg.override({"runtime.num_workers": "3"}).runtime.num_workers,
-                                 torch.device("cuda")) == 3
+    assert engine.loader_workers(cfg.override({"runtime.num_workers": "3"}).runtime.num_workers, cuda) == 3
     for bad in ("-1", "many"):
         with pytest.raises(SfcError, match="runtime.num_workers"):
             cfg.override({"runtime.num_workers": bad})

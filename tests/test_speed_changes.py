@@ -52,7 +52,7 @@ def test_the_compiled_objective_gives_the_eager_losses_and_gradients():
     torch._dynamo.reset()
     counters.clear()
     compiled = engine.compiled(twin, "aot_eager", CPU)
-    assert compiled is not twin and compiled._orig_mod is twin            # torch.compile's wrapper
+    assert compiled.module is twin and compiled.compiled._orig_mod is twin   # torch.compile's wrapper
 
     results = []
     for objective in (eager, compiled):

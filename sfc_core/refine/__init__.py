@@ -40,7 +40,7 @@ from sfc_core.cli import add_override_arguments, overrides_from_args
 from sfc_core.config import Config
 from sfc_core.crf import confidence_scores, confident_labels, rule_scores
 from sfc_core.data import SegmentationDataset, open_dataset
-from sfc_core.engine import select_device
+from sfc_core.engine import DistInfo, announce_runtime, loader_workers, select_device
 from sfc_core.errors import SfcError
 from sfc_core.fusion import fuse
 from sfc_core.io import atomic_write_text
@@ -70,13 +70,16 @@ def refine(run: str | Path | RunDir, method: str | None = None, device: str | to
     list_name = cfg.data.train_list
     ids = dataset.ids(list_name)
     check_cams(run, ids, list_name)
-    device = select_device(str(device or cfg.runtime.device), option="--device")
+    device = select_device(str(device or cfg.runtime.device), option="--device",
+                           preset=cfg.preset if method == "irn" else None)      # the CRF runs no network
     made_by = refine_record(run, cfg, method)
     claim_folder(run.pseudo_masks(method).parent, made_by, f"refine {method}")
     if method == "crf":
         write_confident_labels(run, cfg, dataset, ids, run.pseudo_masks("crf"))
     else:
         claim_folder(run.refine_dir("irn"), made_by, "refine irn (relation labels, boundary network)")
+        announce_runtime("refine irn", device, DistInfo(), loader_workers(cfg.runtime.num_workers, device),
+                         cfg.runtime.amp)
         write_confident_labels(run, cfg, dataset, ids, run.relation_labels)
         train_irn(run, cfg, dataset, ids, device)
         write_walk_masks(run, cfg, dataset, ids, device)

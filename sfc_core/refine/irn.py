@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 
 from sfc_core import engine
 from sfc_core.config import Config, RefineConfig
-from sfc_core.data.transforms import augment, normalize, rescale
+from sfc_core.data.transforms import augment, normalize, normalize_crops, rescale
 from sfc_core.data.voc import SegmentationDataset
 from sfc_core.errors import SfcError
 from sfc_core.masks import IGNORE
@@ -135,8 +135,9 @@ def affinity_loss(affinity: torch.Tensor, bg_pos: torch.Tensor, fg_pos: torch.Te
 class AffinityDataset(Dataset):
     """Images with their relation labels, augmented as the reference's VOC12AffinityDataset
     (scale ``irn_image_scale`` x U(``irn_scale_range``)), keyed by ``(epoch, index)``: a
-    function of (seed, epoch, index). Item: ``image`` float32 (3, S, S) normalised, ``label``
-    int64 (S, S) (255 in the padding), S = crop_size."""
+    function of (seed, epoch, index). Item: ``image`` uint8 (3, S, S) and ``box`` int64 (4,)
+    for ``normalize_crops`` on the device (the reference's normalised, zero-padded crop),
+    ``label`` uint8 (S, S) (255 in the padding), S = crop_size."""
 
     def __init__(self, dataset: SegmentationDataset, ids: list[str], run: RunDir, refine: RefineConfig,
                  seed: int):
@@ -157,10 +158,10 @@ class AffinityDataset(Dataset):
             raise SfcError("relation label missing", path=path,
                            fix="run the refine stage again: it makes the missing relation labels first")
         label = np.asarray(Image.open(path))
-        image, label, _ = augment(self.dataset.read_image(image_id), label, rng, self.crop_size, scale,
-                                  mask_fill=IGNORE)
-        return {"image": torch.from_numpy(image.transpose(2, 0, 1).copy()),
-                "label": torch.from_numpy(label.astype(np.int64))}
+        image, label, box = augment(self.dataset.read_image(image_id), label, rng, self.crop_size, scale,
+                                    mask_fill=IGNORE, normalise=False)
+        return {"image": torch.from_numpy(image.transpose(2, 0, 1).copy()), "box": torch.from_numpy(box),
+                "label": torch.from_numpy(label)}
 
 
 def initial_backbone(run: RunDir, cfg: Config) -> Backbone:
@@ -242,7 +243,7 @@ class IrnUpdate:
 
     def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         net = self.state.model
-        images = batch["image"].to(self.device, non_blocking=True)
+        images = normalize_crops(batch["image"], batch["box"], self.device)
         labels = batch["label"].to(self.device, non_blocking=True)
         with engine.autocast(self.device, self.amp):
             logits = net(images)
