@@ -140,6 +140,38 @@ def test_train_and_segment_announce_their_runtime_once(smoke_config, smoke_datas
     assert any(line.startswith("segment: device CPU") and "1 loader worker(s)" in line for line in lines)
 
 
+def test_cams_and_refine_irn_announce_and_stop_for_a_gpu_preset_on_a_cpu(smoke_config, smoke_dataset, tmp_path,
+                                                                         capsys, monkeypatch):
+    """A run of the voc preset: cams and refine irn stop unless --device cpu; refine crf (no
+    network) runs on."""
+    import sfc_core.refine as refine_stage
+    from sfc_core.config import Config
+    from sfc_core.io import atomic_torch_save, atomic_write_json
+    from sfc_core.run_dir import RunDir
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    run = RunDir(tmp_path / "run")
+    Config.from_dict({**smoke_config.to_dict(), "preset": "voc"}).save(run.config_json)
+    atomic_write_json(run.class_names_json, list(smoke_dataset.class_names))
+    atomic_torch_save(run.last_checkpoint, {"step": 1})
+    monkeypatch.setattr(cams, "load_model", _stop)
+    for name, stand_in in (("check_cams", lambda *args: None), ("refine_record", lambda *args: {}),
+                           ("claim_folder", lambda *args: None), ("write_confident_labels", _stop)):
+        monkeypatch.setattr(refine_stage, name, stand_in)
+    with pytest.raises(SfcError, match="the voc preset found no usable CUDA GPU") as error:
+        cams.make_cams(run.root)
+    assert "--device cpu" in error.value.fix
+    with pytest.raises(SfcError, match="the voc preset found no usable CUDA GPU"):
+        refine_stage.refine(run.root, "irn")
+    for stage in (lambda: refine_stage.refine(run.root, "crf"), lambda: cams.make_cams(run.root, device="cpu"),
+                  lambda: refine_stage.refine(run.root, "irn", device="cpu")):
+        with pytest.raises(_Stop):
+            stage()
+    lines = [line for line in capsys.readouterr().err.splitlines() if "loader worker(s)" in line]
+    assert [line.split(":")[0] for line in lines] == ["cams", "refine irn"]
+    assert lines[0].startswith("cams: device CPU") and "AMP off (float32)" in lines[0]
+
+
 def test_pretrain_announces_its_cpu_run(tmp_path, capsys, monkeypatch):
     from sfc_core import pretrain
 
