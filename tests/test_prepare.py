@@ -109,6 +109,62 @@ def test_prepare_voc_from_archives_checks_the_checksum(downloads, tmp_path, caps
     assert (out / "ImageSets/Segmentation/train_aug.txt").read_text().split() == TRAIN_AUG
 
 
+def _archive(path, members):
+    """A tar at ``path`` of (TarInfo fields, bytes) pairs: regular files, links, devices."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for fields, data in members:
+            info = tarfile.TarInfo(fields["name"])
+            for key, value in fields.items():
+                setattr(info, key, value)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+GOOD = [({"name": "VOCdevkit/VOC2012/JPEGImages/a.jpg"}, b"jpeg"),
+        ({"name": "VOCdevkit/VOC2012/JPEGImages/b.jpg", "type": b"2", "linkname": "a.jpg"}, b"")]
+BAD = {"absolute path": {"name": "/JPEGImages/x.jpg"},
+       "dot-dot": {"name": "VOCdevkit/../../JPEGImages/x.jpg"},
+       "link out of the tree": {"name": "VOCdevkit/JPEGImages/x.jpg", "type": b"2", "linkname": "../../../etc/passwd"},
+       "absolute link": {"name": "VOCdevkit/JPEGImages/x.jpg", "type": b"2", "linkname": "/etc/passwd"},
+       "hard link out": {"name": "VOCdevkit/JPEGImages/x.jpg", "type": b"1", "linkname": "../x.jpg"},
+       "device": {"name": "VOCdevkit/JPEGImages/x.jpg", "type": b"3"},
+       "fifo": {"name": "VOCdevkit/JPEGImages/x.jpg", "type": b"6"}}
+
+
+@pytest.mark.parametrize("has_filter", [True, False], ids=["data filter", "own checks"])
+def test_extraction_refuses_unsafe_members_with_or_without_the_data_filter(tmp_path, monkeypatch, has_filter):
+    """Pythons before 3.12 (and before the 3.8.17 / ... / 3.11.4 patch releases) have no "data"
+    filter, and their extract() takes no filter argument: the kit's own checks stand in."""
+    import tarfile
+
+    from sfc_core.data.prepare import extract_archive
+
+    if not has_filter:
+        monkeypatch.delattr(tarfile, "data_filter")
+        extract = tarfile.TarFile.extract
+
+        def old_extract(self, member, path="", **kwargs):
+            assert "filter" not in kwargs, "this Python's extract() takes no filter"
+            return extract(self, member, path, filter="fully_trusted")
+        monkeypatch.setattr(tarfile.TarFile, "extract", old_extract)
+    good = extract_archive(_archive(tmp_path / "good.tar", GOOD), "voc", tmp_path / "out")
+    assert (good / "VOCdevkit/VOC2012/JPEGImages/b.jpg").read_bytes() == b"jpeg"
+    for k, (what, fields) in enumerate(BAD.items()):
+        archive = _archive(tmp_path / f"bad{k}.tar", [*GOOD, (fields, b"")])
+        if has_filter and what == "absolute path":        # the data filter strips the leading /
+            inside = extract_archive(archive, "voc", tmp_path / f"bad{k}")
+            assert (inside / "JPEGImages/x.jpg").is_file()
+            continue
+        with pytest.raises(SfcError) as error:
+            extract_archive(archive, "voc", tmp_path / f"bad{k}")
+        assert error.value.path == archive and "extract it yourself" in error.value.fix, what
+        assert not (tmp_path / f"bad{k}" / "extracted" / "voc").exists(), what
+
+
 def _expect_error(capsys, argv, *needles):
     rc = main(argv)
     err = capsys.readouterr().err

@@ -27,6 +27,7 @@ import argparse
 import hashlib
 import multiprocessing
 import os
+import posixpath
 import shutil
 import tarfile
 from collections import Counter
@@ -80,7 +81,7 @@ def extract_archive(path: Path, kind: str, out: Path) -> Path:
         with tarfile.open(path) as tar:
             for member in tqdm(tar, desc=f"extract {path.name}", unit="file"):
                 if any(part in member.name for part in ARCHIVE_PARTS[kind]):
-                    tar.extract(member, partial, filter="data")
+                    extract_member(tar, member, partial, path)
     except (tarfile.TarError, OSError, EOFError) as e:
         shutil.rmtree(partial, ignore_errors=True)
         raise SfcError(f"cannot extract the archive ({type(e).__name__}: {e})", path=path,
@@ -89,6 +90,37 @@ def extract_archive(path: Path, kind: str, out: Path) -> Path:
     shutil.rmtree(final, ignore_errors=True)
     os.replace(partial, final)
     return final
+
+
+def unsafe_member(member: tarfile.TarInfo) -> str | None:
+    """What is wrong with extracting ``member`` (None: nothing): an absolute path, a ".."
+    component, a device or FIFO, or a link whose target leaves the extraction folder. The kit's
+    own checks, for Pythons whose tarfile lacks the "data" filter."""
+    name = posixpath.normpath(member.name)
+    if posixpath.isabs(member.name) or name == ".." or name.startswith("../"):
+        return "its path leaves the extraction folder"
+    if member.ischr() or member.isblk() or member.isfifo():
+        return "it is a device or FIFO"
+    if member.issym() or member.islnk():
+        base = posixpath.dirname(name) if member.issym() else ""
+        target = posixpath.normpath(posixpath.join(base, member.linkname))
+        if posixpath.isabs(member.linkname) or target == ".." or target.startswith("../"):
+            return f"it links to {member.linkname}, outside the extraction folder"
+    return None
+
+
+def extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, into: Path, archive: Path) -> None:
+    """Extract one member under ``into``: with tarfile's "data" filter where this Python has it
+    (3.12, and the patch releases 3.8.17 / 3.9.17 / 3.10.12 / 3.11.4), else after ``unsafe_member``."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extract(member, into, filter="data")
+        return
+    problem = unsafe_member(member)
+    if problem:
+        raise SfcError(f"the archive member {member.name!r} is not extracted: {problem}", path=archive,
+                       fix="download the official archive again (this one was altered), or extract it "
+                           "yourself and pass the folder")
+    tar.extract(member, into)
 
 
 def open_source(path: str | Path, kind: str, out: Path, expected_md5: str | None,
