@@ -36,7 +36,8 @@ EXPECTED_FIGURES = {
                       "03_iou_vs_frequency.png", "03_activation_ratio.png", "03_cam_kinds.png"],
     "04_visualization": ["04_head_tail_overlays.png"],
     "05_evaluation": ["05_results.json", "05_results_per_seed.csv", "05_fix_targets.json", "05_ablations.json",
-                      "05_pseudo_masks.json", "05_step3.json", "05_published.json"],
+                      "05_pseudo_masks.json", "05_step3.json", "05_published.json",
+                      "05_paper_comparison.json"],
 }
 
 
@@ -142,7 +143,7 @@ def _check_contents(stem: str, shared: dict[str, Path], text: str) -> None:
         table = json.loads((figures / "03_cam_table.json").read_text())
         for row in table:
             cam_eval = json.loads((runs / row["run"] / "cam_eval.json").read_text())
-            assert row["mIoU % (train)"] == pytest.approx(100 * cam_eval["rows"][row["CAM"]]["miou"])
+            assert row["mIoU % (train, tuned on it)"] == pytest.approx(100 * cam_eval["rows"][row["CAM"]]["miou"])
         assert all("ratio slope on log count" in row for row in table)
         assert {(r["run"], r["CAM"]) for r in table} == {(run, kind) for run in ("baseline", "sfc")
                                                          for kind in ("classifier", "prototype", "fused")}
@@ -150,6 +151,11 @@ def _check_contents(stem: str, shared: dict[str, Path], text: str) -> None:
         published = json.loads((figures / "05_published.json").read_text())
         assert {"source": "SFC (AAAI 2024), published", "what": "CAM seeds (fused CAM)",
                 "split": "VOC train", "mIoU %": 64.7} in published
+        comparison = json.loads((figures / "05_paper_comparison.json").read_text())
+        authors = json.loads((runs / "sfc" / "cam_eval.json").read_text())["authors_protocol"]["rows"]
+        assert [row["this kit, mIoU % (train)"] for row in comparison[:2]] == \
+            [pytest.approx(100 * authors[kind]["miou"]) for kind in ("prototype", "fused")]
+        assert [row["compare with"][-4:] for row in comparison] == ["63.1", "64.7", "tic)"]
         results = json.loads((figures / "05_results.json").read_text())
         assert [row["variant"] for row in results] == ["baseline", "sfc"]
         assert ("targets met" in text) or ("targets missed" in text)
@@ -255,6 +261,20 @@ def test_published_numbers_match_docs_published_md():
     for row in plots.PUBLISHED:
         assert f"| {row['source']} | {row['what']} | {row['split']} | {row['mIoU %']:g} |" in rows, row
     assert len(rows) == len(plots.PUBLISHED) + 2                  # header and rule
+
+
+def test_paper_comparison_sets_the_authors_protocol_beside_the_published_cam_figures():
+    from sfc_core.evaluations import CamEval
+
+    cam_eval = CamEval({"list": "train", "rows": {"fused": {"miou": 0.7, "lambda": 1.0, "threshold": 0.3}},
+                        "authors_protocol": {"rows": {"prototype": {"miou": 0.5, "lambda": None},
+                                                      "fused": {"miou": 0.6, "lambda": 0.3}}}})
+    rows = plots.paper_comparison(cam_eval)
+    assert [(r["row"], r["this kit, mIoU % (train)"], r["compare with"]) for r in rows] == [
+        ("authors' protocol: prototype CAM (their eval_cam.py)", 50.0, "SFC released log, VOC train: 63.1"),
+        ("authors' protocol: fused CAM, lambda 0.3 fixed", 60.0, "SFC (AAAI 2024), published, VOC train: 64.7"),
+        ("fused CAM tuned on the list it reports (lambda 1, threshold 0.3)", 70.0,
+         "neither (chosen on the list it reports: optimistic)")]
 
 
 def test_no_tracked_file_outside_tests_points_outside_the_repository():
