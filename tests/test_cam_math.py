@@ -11,8 +11,8 @@ from torch import nn
 
 from sfc_core.config import Config, ModelConfig, parse_overrides
 from sfc_core.errors import SfcError
-from sfc_core.model import build_backbone, build_model
 from sfc_core.model import backbone as backbone_module
+from sfc_core.model import build_backbone, build_model
 from sfc_core.model import cam as cam_math
 
 
