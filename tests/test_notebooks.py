@@ -380,7 +380,7 @@ def test_failure_message_without_an_error_cell_quotes_papermills_log(tmp_path):
     log = tmp_path / "nb.log"
     log.write_text("Input Notebook: x\nNoSuchKernel: No such kernel named python3\n\n")
     assert failure_message(tmp_path / "missing.ipynb", log) == \
-        "error: papermill stopped before a cell raised: NoSuchKernel: No such kernel named python3"
+        "error: no cell raised; papermill's log ends: NoSuchKernel: No such kernel named python3"
     executed = tmp_path / "x.ipynb"
     executed.write_text(json.dumps({"cells": [{"outputs": [{"output_type": "error", "ename": "KeyError",
                                                             "evalue": "'x'"}]}]}))

@@ -48,7 +48,8 @@ def failure_message(executed: str | Path, log: str | Path) -> str:
     """What stopped a notebook under run_all.sh, in one message: the kit's (problem, file, fix)
     as the CLI prints it, from the first cell that raised in the ``executed`` copy, without the
     tracebacks papermill and the notebook hold; another exception as its type and message;
-    where no cell raised (papermill stopped before), the last line of papermill's ``log``."""
+    where no cell raised (papermill stopped before a cell ran, or the kernel died), the last
+    line of papermill's ``log``."""
     try:
         cells = json.loads(Path(executed).read_text()).get("cells", [])
     except (OSError, ValueError):
@@ -62,7 +63,7 @@ def failure_message(executed: str | Path, log: str | Path) -> str:
         lines = [line for line in Path(log).read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
         lines = []
-    return f"error: papermill stopped before a cell raised: {lines[-1] if lines else '(no log)'}"
+    return f"error: no cell raised; papermill's log ends: {lines[-1] if lines else '(empty)'}"
 
 
 def _inline_figures(dpi: str | None) -> None:
