@@ -8,20 +8,25 @@
 #   bash run_all.sh --full                           # + the no-shared-part control, 3 seeds, ablations
 #   bash run_all.sh --smoke                          # tiny preset, a minute or two
 #   bash run_all.sh --preset voc --data-root PATH    # PASCAL VOC 2012 (GPU)
+#   bash run_all.sh --preset voc --data-root PATH --set model.backbone_weights=/path/resnet50-0676ba61.pth
 #
 # Options: --preset NAME  --data-root PATH  --smoke  --full  --force
 #          --name NAME     run folder runs/NAME (default: the preset, with -smoke)
 #          --figures DIR   where figures and tables go (default: figures/, --smoke: runs/NAME/figures)
-# Executed notebooks land in runs/NAME/executed/. Stops at the first failing notebook.
+#          --config FILE   config fields on top of the preset, as the CLI's --config (every notebook)
+#          --set KEY=VALUE any config field, as the CLI's --set (repeatable; wins over --config)
+# Executed notebooks land in runs/NAME/executed/ (papermill's log beside each, NAME.log). Stops
+# at the first failing notebook with the kit's one message and the executed copy's path.
 # A run whose figures go to the repository's figures/ (the default; not --smoke) also refreshes the
 # executed copies in docs/notebooks/ (figures shown at SFC_FIGURE_DPI, default 72, to stay small).
 set -euo pipefail
 cd "$(dirname "$0")"
 repo="$(pwd)"
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 
-preset=synthetic-paper data_root="" smoke=False full=False force=False name="" figures=""
+preset=synthetic-paper data_root="" smoke=False full=False force=False name="" figures="" config=""
+sets=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --preset) preset="${2:?--preset needs a name}"; shift 2 ;;
@@ -31,12 +36,18 @@ while [ $# -gt 0 ]; do
     --force) force=True; shift ;;
     --name) name="${2:?--name needs a name}"; shift 2 ;;
     --figures) figures="${2:?--figures needs a folder}"; shift 2 ;;
+    --config) config="${2:?--config needs a file}"; shift 2 ;;
+    --set) [[ "${2:?--set needs KEY=VALUE}" == *=* ]] \
+             || { echo "run_all.sh: --set $2 is not KEY=VALUE (e.g. --set train.lr=0.01)" >&2; exit 2; }
+           sets+=("$2"); shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run_all.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
 done
 if [ -n "$data_root" ]; then data_root="$(cd "$data_root" 2>/dev/null && pwd)" \
   || { echo "run_all.sh: --data-root $data_root is not a folder" >&2; exit 2; }; fi
+if [ -n "$config" ]; then config="$(cd "$(dirname "$config")" 2>/dev/null && pwd)/$(basename "$config")"
+  [ -f "$config" ] || { echo "run_all.sh: --config $config is not a file" >&2; exit 2; }; fi
 if [ -z "$name" ]; then name="$preset"; [ "$smoke" = True ] && name="$name-smoke"; fi
 run_root="$repo/runs/$name"
 if [ -z "$figures" ]; then
@@ -56,19 +67,28 @@ notebooks=(00_data 01_long_tail_analysis 02_train 03_cam_fusion 04_visualization
 cpu="$( (grep -m1 '^model name' /proc/cpuinfo 2>/dev/null || echo ": unknown CPU") | cut -d: -f2- | sed 's/^ *//'), \
 torch CPU kernels $(python -c 'import torch; print(torch.backends.cpu.get_cpu_capability())')"
 isa="ATEN_CPU_CAPABILITY=${ATEN_CPU_CAPABILITY:-unset} ONEDNN_MAX_CPU_ISA=${ONEDNN_MAX_CPU_ISA:-unset}"
-echo "[run_all] preset=$preset smoke=$smoke full=$full force=$force"
+# --set items as a YAML (JSON) list for papermill: the notebooks' `overrides` parameter
+overrides="overrides: $(python -c 'import json, sys; print(json.dumps(sys.argv[1:]))' ${sets[@]+"${sets[@]}"})"
+echo "[run_all] preset=$preset smoke=$smoke full=$full force=$force${config:+ config=$config}${sets[*]+ set: ${sets[*]}}"
 echo "[run_all] CPU: $cpu ($(nproc) cores; $isa)"
 echo "[run_all] runs: $run_root   figures: $figures"
 start_all=$(date +%s)
 timings=()
 for nb in "${notebooks[@]}"; do
   start=$(date +%s)
-  echo "[run_all] $nb ..."
-  if ! python -m papermill "notebooks/$nb.ipynb" "$run_root/executed/$nb.ipynb" \
+  copy="$run_root/executed/$nb.ipynb" log="$run_root/executed/$nb.log"
+  echo "[run_all] $nb ... (papermill's log: $log)"
+  if ! python -m papermill "notebooks/$nb.ipynb" "$copy" \
       --cwd "$repo" --kernel python3 \
       -r preset "$preset" -r data_root "$data_root" -r run_root "$run_root" \
-      -r figures_dir "$figures" -p smoke "$smoke" -p full "$full" -p force "$force"; then
-    echo "[run_all] FAILED: notebook $nb (see the executed copy: $run_root/executed/$nb.ipynb)" >&2
+      -r figures_dir "$figures" -p smoke "$smoke" -p full "$full" -p force "$force" \
+      -r config_file "$config" -y "$overrides" >"$log" 2>&1; then
+    # the kit's one message, not the tracebacks (papermill's, a worker pool's, the kit's): those
+    # stay in the executed copy and the log
+    echo "[run_all] FAILED: notebook $nb" >&2
+    python -c 'import sys; from sfc_core.analysis.notebook import failure_message; print(failure_message(*sys.argv[1:]))' \
+      "$copy" "$log" >&2
+    echo "[run_all] the executed copy, with the cell that failed and its traceback: $copy" >&2
     exit 1
   fi
   took=$(( $(date +%s) - start ))

@@ -71,7 +71,8 @@ class EvaluationFile:
 
 @dataclass(frozen=True)
 class CamEval(EvaluationFile):
-    """cam_eval.json: the three CAM kinds at the settings chosen on the evaluation list."""
+    """cam_eval.json: the three CAM kinds at the settings chosen on the evaluation list (tuned on
+    it), and the authors' protocol (a fixed rule: the rows to compare with the paper)."""
 
     classes = _field("classes", "Every class the rows score, background first.")
     image_counts = _field("image_counts", "Training images per foreground class (``image_counts_list``).")
@@ -79,8 +80,8 @@ class CamEval(EvaluationFile):
     lambdas = _field("lambdas")
 
     def row(self, kind: str) -> dict[str, Any]:
-        """The row of ``kind``: threshold, lambda, miou, iou / precision / recall per class,
-        reference_rule."""
+        """The row of ``kind`` tuned on the list it reports: threshold, lambda, miou, iou /
+        precision / recall per class, reference_rule."""
         return self.data["rows"][kind]
 
     def miou(self, kind: str) -> float | None:
@@ -92,6 +93,15 @@ class CamEval(EvaluationFile):
     def reference_miou(self, kind: str) -> float | None:
         """mIoU of ``kind`` under the reference's fixed background rule."""
         return self.row(kind)["reference_rule"]["miou"]
+
+    def authors_protocol(self, kind: str) -> dict[str, Any]:
+        """The row of ``kind`` ("prototype" or "fused") under the authors' fixed rule, nothing
+        chosen on the list: lambda, miou, iou / precision / recall per class. The row to compare
+        with the paper; ``row`` is tuned on the list it reports."""
+        return self.data["authors_protocol"]["rows"][kind]
+
+    def authors_miou(self, kind: str) -> float | None:
+        return self.authors_protocol(kind)["miou"]
 
     def setting(self, kind: str) -> dict[str, Any]:
         """What eval-cams chose for ``kind``, as ``fusion.predict_mask``'s keyword arguments:

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tests.fixtures import fixture_image, fixture_mask
+from sfc_core.data.voc import VOC_CLASSES
+from tests.fixtures import fixture_image, fixture_mask, voc_annotation_xml
 
 H, W = 24, 32
 # id -> rectangles (class 1..20, y0, y1, x0, x1) of its mask; later rectangles paint over.
@@ -35,6 +36,10 @@ VOC_LISTS = {"train": ["2008_000001", "2008_000002"], "val": ["2008_000003", "20
 SBD_LISTS = {"train": ["2008_000002", "2008_000005", "2008_000003"],   # 000003 is VOC val
              "val": ["2008_000006", "2008_000007", "2008_000004"]}      # 000004 is VOC val
 TRAIN_AUG = ["2008_000001", "2008_000002", "2008_000005", "2008_000006", "2008_000007"]
+# Annotations/<id>.xml: an object per rectangle of the image's mask (VOC's own where it has
+# one), except where listed here: 2008_000005's XML also names a small, difficult person that
+# its mask does not show (as on a few real images), so its labels (from the XML) differ.
+XML_EXTRA = {"2008_000005": [("person", 1, 3, 1, 3, True, ["head"])]}
 
 
 def mask_of(boxes: list, border: bool) -> np.ndarray:
@@ -61,7 +66,7 @@ def write_sbd_mat(path: Path, mask: np.ndarray) -> None:
 
 
 def make_voc_download(root: Path) -> Path:
-    """root/VOCdevkit/VOC2012 with JPEGImages (every id), SegmentationClass, the lists."""
+    """root/VOCdevkit/VOC2012 with JPEGImages and Annotations (every id), SegmentationClass, the lists."""
     voc = root / "VOCdevkit" / "VOC2012"
     for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
         (voc / sub).mkdir(parents=True)
@@ -73,6 +78,12 @@ def make_voc_download(root: Path) -> Path:
         png.save(voc / "SegmentationClass" / f"{image_id}.png")
     for name, ids in VOC_LISTS.items():
         (voc / "ImageSets" / "Segmentation" / f"{name}.txt").write_text("".join(f"{i}\n" for i in ids))
+    (voc / "Annotations").mkdir()
+    for image_id in sorted(set(VOC_SEG) | set(SBD_SEG)):
+        boxes = VOC_SEG.get(image_id, SBD_SEG.get(image_id))
+        objects = [(VOC_CLASSES[c - 1], y0, y1, x0, x1, False, ["hand"] if c == 15 else [])
+                   for c, y0, y1, x0, x1 in boxes] + XML_EXTRA.get(image_id, [])
+        (voc / "Annotations" / f"{image_id}.xml").write_text(voc_annotation_xml(image_id, H, W, objects))
     return voc
 
 

@@ -66,6 +66,28 @@ def fixture_label(spec: tuple[int, int, list], num_classes: int) -> np.ndarray:
     return label
 
 
+def voc_annotation_xml(image_id: str, height: int, width: int, objects: list[tuple]) -> str:
+    """An Annotations/<id>.xml in VOC 2012's format. objects: (class name, y0, y1, x0, x1,
+    difficult, part names); the box is written as VOC's 1-based inclusive pixel corners, each
+    part (VOC's person layout: head, hand, foot) as a <part> with its own <name> and box."""
+    def box(y0, y1, x0, x1, indent):
+        return (f"{indent}<bndbox>\n{indent}\t<xmin>{x0 + 1}</xmin>\n{indent}\t<ymin>{y0 + 1}</ymin>\n"
+                f"{indent}\t<xmax>{x1}</xmax>\n{indent}\t<ymax>{y1}</ymax>\n{indent}</bndbox>\n")
+    body = ""
+    for name, y0, y1, x0, x1, difficult, parts in objects:
+        body += (f"\t<object>\n\t\t<name>{name}</name>\n\t\t<pose>Unspecified</pose>\n"
+                 f"\t\t<truncated>0</truncated>\n\t\t<difficult>{int(difficult)}</difficult>\n"
+                 + box(y0, y1, x0, x1, "\t\t")
+                 + "".join(f"\t\t<part>\n\t\t\t<name>{part}</name>\n" + box(y0, y1, x0, x1, "\t\t\t")
+                           + "\t\t</part>\n" for part in parts)
+                 + "\t</object>\n")
+    return (f"<annotation>\n\t<folder>VOC2012</folder>\n\t<filename>{image_id}.jpg</filename>\n"
+            f"\t<source>\n\t\t<database>The VOC2008 Database</database>\n\t\t<annotation>PASCAL VOC2008"
+            f"</annotation>\n\t\t<image>flickr</image>\n\t</source>\n\t<size>\n\t\t<width>{width}</width>\n"
+            f"\t\t<height>{height}</height>\n\t\t<depth>3</depth>\n\t</size>\n\t<segmented>1</segmented>\n"
+            f"{body}</annotation>\n")
+
+
 def write_palette_png(mask: np.ndarray, path: Path) -> None:
     image = Image.fromarray(mask, mode="P")
     image.putpalette([v for i in range(256) for v in ((i * 37) % 256, (i * 91) % 256, (i * 53) % 256)])
@@ -93,6 +115,9 @@ def write_voc_tree(root: Path, class_names: bool = True, labels: str = "masks",
         _jpeg(fixture_image(image_id, spec[0], spec[1]), root / "JPEGImages" / f"{image_id}.jpg",
               grayscale=image_id in GRAYSCALE_IDS)
         write_palette_png(fixture_mask(spec), root / mask_dir / f"{image_id}.png")
+        objects = [(FIXTURE_CLASSES[c - 1], y0, y1, x0, x1, False, []) for c, y0, y1, x0, x1 in spec[2]]
+        (root / "Annotations").mkdir(exist_ok=True)
+        (root / "Annotations" / f"{image_id}.xml").write_text(voc_annotation_xml(image_id, spec[0], spec[1], objects))
     lists = root / "ImageSets" / "Segmentation"
     lists.mkdir(parents=True, exist_ok=True)
     for name, ids in VOC_LISTS.items():

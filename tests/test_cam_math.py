@@ -7,9 +7,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from sfc_core.config import ModelConfig
+from sfc_core.config import Config, ModelConfig, parse_overrides
 from sfc_core.errors import SfcError
+from sfc_core.model import backbone as backbone_module
 from sfc_core.model import build_backbone, build_model
 from sfc_core.model import cam as cam_math
 
@@ -160,10 +162,54 @@ def test_backbone_weights_errors_name_the_fix(tmp_path, monkeypatch):
     def offline(**kwargs):
         raise OSError("no network")
     monkeypatch.setattr("torchvision.models.resnet50", offline)
-    with pytest.raises(SfcError, match="model.backbone_weights=/path/resnet50-19c8e357.pth"):
+    with pytest.raises(SfcError, match="model.backbone_weights=/path/resnet50-0676ba61.pth"):
         build_backbone("resnet50", "imagenet")
     with pytest.raises(SfcError, match="unknown backbone"):
         build_backbone("vgg", "none")
+
+
+@pytest.mark.parametrize("name,file", [("resnet50", "resnet50-0676ba61.pth"), ("resnet101", "resnet101-63fe2227.pth")])
+def test_imagenet_weights_message_names_the_file_torchvision_looks_for(tmp_path, monkeypatch, name, file):
+    """torchvision 0.29 loads IMAGENET1K_V1 from $TORCH_HOME/hub/checkpoints/<its url's file
+    name>: the message names that file (not the authors' older name) and the --set route."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+
+    def offline(**kwargs):
+        raise OSError("no network")
+    monkeypatch.setattr(f"torchvision.models.{name}", offline)
+    with pytest.raises(SfcError) as error:
+        build_backbone(name, "imagenet")
+    assert error.value.path == tmp_path / "hub" / "checkpoints" / file
+    assert f"--set model.backbone_weights=/path/{file}" in error.value.fix
+    assert backbone_module.AUTHORS_IMAGENET_FILES[name] in error.value.fix
+
+
+class ToyResNet(nn.Module):
+    """torchvision's ResNet attribute and key layout (conv1, bn1, layer1..4, fc) at toy widths:
+    what the ResNet entries load a weights file into, small enough to save in a test."""
+
+    def __init__(self, weights=None):
+        super().__init__()
+        from torchvision.models.resnet import BasicBlock
+
+        self.conv1, self.bn1 = nn.Conv2d(3, 4, 7, 2, 3, bias=False), nn.BatchNorm2d(4)
+        self.relu, self.maxpool = nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)
+        self.layer1, self.layer2, self.layer3 = (nn.Sequential(BasicBlock(4, 4)) for _ in range(3))
+        down = nn.Sequential(nn.Conv2d(4, 4, 1, 2, bias=False), nn.BatchNorm2d(4))
+        self.layer4 = nn.Sequential(BasicBlock(4, 4, stride=2, downsample=down))
+        self.fc = nn.Linear(4, 10)
+
+
+@pytest.mark.parametrize("file", ["resnet50-0676ba61.pth", "resnet50-19c8e357.pth"])
+def test_torchvisions_and_the_authors_imagenet_files_load_through_set(tmp_path, monkeypatch, file):
+    monkeypatch.setattr("torchvision.models.resnet50", ToyResNet)
+    torch.manual_seed(0)
+    state = ToyResNet().state_dict()
+    torch.save(state, tmp_path / file)
+    cfg = Config.from_preset("voc", parse_overrides([f"model.backbone_weights={tmp_path / file}"]))
+    backbone = build_backbone(cfg.model.backbone, cfg.model.backbone_weights)
+    assert torch.equal(backbone.stages[0][0].weight, state["conv1.weight"])
+    assert torch.equal(backbone.stages[4][0].conv1.weight, state["layer4.0.conv1.weight"])
 
 
 # -- SfcNet ---------------------------------------------------------------------------------

@@ -341,6 +341,31 @@ def test_eval_cams_rows_sweep_and_calibration(hand_run):
     assert json.loads(run.cam_eval_json.read_text())["rows"]["fused"]["miou"] == pytest.approx(fused["miou"])
 
 
+def test_authors_protocol_is_a_fixed_rule_row_never_tuned_on_the_list(hand_run, capsys):
+    """The rows to compare with the paper: the authors' eval_cam.py rule (bg + 0.4 vs 2 x fg) on
+    the prototype CAM and on the fused CAM at cams.fusion_lambda, whatever the sweeps would pick;
+    counted here independently through predict_mask."""
+    from sfc_core.evaluations import read_cam_eval
+
+    run, cfg = hand_run
+    cfg = run.load_config()
+    cfg.cams.fusion_lambda = 0.1                        # not the lambda the sweep picks
+    cfg.save(run.config_json)
+    result = eval_cams(run)
+    printed = capsys.readouterr().out
+    ids = VOC_LISTS["train"]
+    records, gts = [load_cam(run, i) for i in ids], [fixture_mask(VOC_IMAGES[i]) for i in ids]
+    authors = result["authors_protocol"]["rows"]
+    assert set(authors) == {"prototype", "fused"} and "0.4" in result["authors_protocol"]["rule"]
+    for kind, lam in (("prototype", 0.0), ("fused", 0.1)):
+        conf = sum(count_confusion(predict_mask(r, kind, lam, "reference"), g, C + 1) for r, g in zip(records, gts))
+        assert authors[kind]["miou"] == pytest.approx(mean_iou(conf))
+    assert authors["fused"]["lambda"] == 0.1 != result["rows"]["fused"]["lambda"]
+    assert read_cam_eval(run.cam_eval_json).authors_miou("fused") == authors["fused"]["miou"]
+    assert "authors' protocol" in printed and "tuned on the list it reports" in printed
+    assert printed.index("authors' protocol") < printed.index("tuned on the list it reports")
+
+
 def test_eval_cams_reads_back_only_a_cam_eval_json_of_the_same_cams(hand_run, capsys):
     run, _ = hand_run
     first = eval_cams(run)

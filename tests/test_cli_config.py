@@ -88,7 +88,7 @@ def test_cannot_load_weights_errors_name_a_flag_of_the_verb(tmp_path, monkeypatc
     monkeypatch.setattr("torchvision.models.resnet50", offline)
     with pytest.raises(SfcError) as info:
         build_backbone("resnet50", "imagenet", key)
-    assert f"--set {key}=/path/resnet50-19c8e357.pth" in info.value.fix
+    assert f"--set {key}=/path/resnet50-0676ba61.pth" in info.value.fix
     wrong = tmp_path / "wrong.pth"
     torch.save({"x": torch.zeros(1)}, wrong)
     with pytest.raises(SfcError, match="do not match") as info:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -15,12 +17,12 @@ import numpy as np
 import pytest
 
 from sfc_core.analysis import plots
-from sfc_core.analysis.notebook import setup
+from sfc_core.analysis.notebook import failure_message, setup
 from sfc_core.masks import cam_overlay
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-PARAMETERS = ("preset", "data_root", "run_root", "figures_dir", "smoke", "full", "force")
+PARAMETERS = ("preset", "data_root", "run_root", "figures_dir", "smoke", "full", "force", "config_file", "overrides")
 
 # What each notebook must leave in the figures folder.
 EXPECTED_FIGURES = {
@@ -34,7 +36,8 @@ EXPECTED_FIGURES = {
                       "03_iou_vs_frequency.png", "03_activation_ratio.png", "03_cam_kinds.png"],
     "04_visualization": ["04_head_tail_overlays.png"],
     "05_evaluation": ["05_results.json", "05_results_per_seed.csv", "05_fix_targets.json", "05_ablations.json",
-                      "05_pseudo_masks.json", "05_step3.json", "05_published.json"],
+                      "05_pseudo_masks.json", "05_step3.json", "05_published.json",
+                      "05_paper_comparison.json"],
 }
 
 
@@ -140,7 +143,7 @@ def _check_contents(stem: str, shared: dict[str, Path], text: str) -> None:
         table = json.loads((figures / "03_cam_table.json").read_text())
         for row in table:
             cam_eval = json.loads((runs / row["run"] / "cam_eval.json").read_text())
-            assert row["mIoU % (train)"] == pytest.approx(100 * cam_eval["rows"][row["CAM"]]["miou"])
+            assert row["mIoU % (train, tuned on it)"] == pytest.approx(100 * cam_eval["rows"][row["CAM"]]["miou"])
         assert all("ratio slope on log count" in row for row in table)
         assert {(r["run"], r["CAM"]) for r in table} == {(run, kind) for run in ("baseline", "sfc")
                                                          for kind in ("classifier", "prototype", "fused")}
@@ -148,6 +151,11 @@ def _check_contents(stem: str, shared: dict[str, Path], text: str) -> None:
         published = json.loads((figures / "05_published.json").read_text())
         assert {"source": "SFC (AAAI 2024), published", "what": "CAM seeds (fused CAM)",
                 "split": "VOC train", "mIoU %": 64.7} in published
+        comparison = json.loads((figures / "05_paper_comparison.json").read_text())
+        authors = json.loads((runs / "sfc" / "cam_eval.json").read_text())["authors_protocol"]["rows"]
+        assert [row["this kit, mIoU % (train)"] for row in comparison[:2]] == \
+            [pytest.approx(100 * authors[kind]["miou"]) for kind in ("prototype", "fused")]
+        assert [row["compare with"][-4:] for row in comparison] == ["63.1", "64.7", "tic)"]
         results = json.loads((figures / "05_results.json").read_text())
         assert [row["variant"] for row in results] == ["baseline", "sfc"]
         assert ("targets met" in text) or ("targets missed" in text)
@@ -173,8 +181,20 @@ def test_setup_moves_from_notebooks_to_the_repository_root_and_builds_the_config
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebooks_share_the_setup_call(path):
     code = [c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
-    assert "cfg, run_root, figures_dir = setup(preset, data_root, run_root, figures_dir, smoke)" in code[1]
+    assert ("cfg, run_root, figures_dir = setup(preset, data_root, run_root, figures_dir, smoke, config_file, "
+            "overrides)") in code[1]
     assert not any("os.chdir" in source or "Config.from_preset" in source for source in code)
+
+
+def test_setup_applies_the_config_file_then_the_overrides(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    config = tmp_path / "paper.txt"
+    config.write_text("train.lr=0.05\nmodel.backbone_weights=/from/the/file.pth\n")
+    cfg, _, _ = setup("voc", str(tmp_path), "runs", "figures", smoke=False, config_file=str(config),
+                      overrides=["model.backbone_weights=/w/resnet50-0676ba61.pth"])
+    assert (cfg.train.lr, cfg.model.backbone_weights) == (0.05, "/w/resnet50-0676ba61.pth")
+    assert cfg.data.root == str(tmp_path)
+    assert "changed: model.backbone_weights, train.lr" in capsys.readouterr().out
 
 
 def test_mask_to_rgb_colours_background_ignore_and_classes():
@@ -243,6 +263,20 @@ def test_published_numbers_match_docs_published_md():
     assert len(rows) == len(plots.PUBLISHED) + 2                  # header and rule
 
 
+def test_paper_comparison_sets_the_authors_protocol_beside_the_published_cam_figures():
+    from sfc_core.evaluations import CamEval
+
+    cam_eval = CamEval({"list": "train", "rows": {"fused": {"miou": 0.7, "lambda": 1.0, "threshold": 0.3}},
+                        "authors_protocol": {"rows": {"prototype": {"miou": 0.5, "lambda": None},
+                                                      "fused": {"miou": 0.6, "lambda": 0.3}}}})
+    rows = plots.paper_comparison(cam_eval)
+    assert [(r["row"], r["this kit, mIoU % (train)"], r["compare with"]) for r in rows] == [
+        ("authors' protocol: prototype CAM (their eval_cam.py)", 50.0, "SFC released log, VOC train: 63.1"),
+        ("authors' protocol: fused CAM, lambda 0.3 fixed", 60.0, "SFC (AAAI 2024), published, VOC train: 64.7"),
+        ("fused CAM tuned on the list it reports (lambda 1, threshold 0.3)", 70.0,
+         "neither (chosen on the list it reports: optimistic)")]
+
+
 def test_no_tracked_file_outside_tests_points_outside_the_repository():
     listed = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True)
     pattern = re.compile(r"\.\./shared|reference_code\.md|synthetic_benchmark\.md|paper_numbers\.md")
@@ -265,6 +299,92 @@ def test_run_all_rejects_bad_options_before_doing_anything():
     assert bad.returncode == 2 and "unknown option --no-such-option" in bad.stderr
     missing = _run_all("--data-root", "/no/such/folder")
     assert missing.returncode == 2 and "is not a folder" in missing.stderr
+
+
+# A stand-in for papermill (first on PYTHONPATH): records its arguments and, for the notebook
+# named in SFC_FAIL_AT, writes the executed copy with a failed cell and prints tracebacks.
+FAKE_PAPERMILL = """
+import json, os, sys
+args = sys.argv[1:]
+with open(os.environ["SFC_ARGS_LOG"], "a") as f:
+    f.write(json.dumps(args) + "\\n")
+if os.environ.get("SFC_FAIL_AT") in args[0]:
+    error = {"output_type": "error", "ename": "SfcError", "traceback": ["Traceback (cell)"],
+             "evalue": "cannot load ImageNet weights for resnet50\\n  file: /hub/x.pth\\n  fix:  pass --set"}
+    cell = {"cell_type": "code", "source": "", "metadata": {}, "execution_count": 1, "outputs": [error]}
+    with open(args[1], "w") as f:
+        json.dump({"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}, f)
+    print("Traceback (most recent call last):\\n" + "  papermill frame\\n" * 120, file=sys.stderr)
+    sys.exit(1)
+"""
+
+
+def _run_all_with_fake_papermill(tmp_path, fail_at: str, *args: str):
+    """run_all.sh with papermill replaced by FAKE_PAPERMILL: (result, papermill's argument lists)."""
+    fake = tmp_path / "fake" / "papermill"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("")
+    (fake / "__main__.py").write_text(FAKE_PAPERMILL)
+    log = tmp_path / "args.jsonl"
+    name = f"test-run-all-{tmp_path.name}"
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "fake"), "SFC_ARGS_LOG": str(log), "SFC_FAIL_AT": fail_at}
+    try:
+        result = subprocess.run(["bash", str(REPO / "run_all.sh"), "--smoke", "--name", name,
+                                 "--figures", str(tmp_path / "figures"), *args],
+                                capture_output=True, text=True, timeout=120, env=env)
+    finally:
+        shutil.rmtree(REPO / "runs" / name, ignore_errors=True)
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
+    return result, calls
+
+
+def test_run_all_hands_set_and_config_to_every_notebook(tmp_path):
+    """--set (repeatable) and --config reach every notebook as its overrides and config_file
+    parameters; real papermill (--prepare-only) writes them into the notebook as given."""
+    config = tmp_path / "paper.txt"
+    config.write_text("train.lr=0.05\n")
+    sets = ["model.backbone_weights=/w dir/resnet50-0676ba61.pth", 'data.note="quoted" value']
+    result, calls = _run_all_with_fake_papermill(tmp_path, "none", "--config", str(config),
+                                                 "--set", sets[0], "--set", sets[1])
+    assert result.returncode == 0, result.stderr
+    assert [Path(call[0]).stem for call in calls] == [p.stem for p in NOTEBOOKS]
+    for call in calls:
+        assert call[call.index("config_file") + 1] == str(config)
+        assert call[call.index("-y") + 1].startswith("overrides: ")
+    prepared = tmp_path / "prepared.ipynb"
+    replay = [calls[0][0], str(prepared), *calls[0][2:], "--prepare-only"]
+    subprocess.run([sys.executable, "-m", "papermill", *replay], check=True, capture_output=True, cwd=REPO)
+    injected = next(c.source for c in nbformat.read(prepared, as_version=4).cells
+                    if "injected-parameters" in c.metadata.get("tags", []))
+    namespace: dict = {}
+    exec(injected, namespace)
+    assert namespace["overrides"] == sets and namespace["config_file"] == str(config)
+    bad = _run_all("--set", "no-equals-sign")
+    assert bad.returncode == 2 and "--set no-equals-sign is not KEY=VALUE" in bad.stderr
+    missing = _run_all("--config", str(tmp_path / "no-such-file"))
+    assert missing.returncode == 2 and "is not a file" in missing.stderr
+
+
+def test_run_all_prints_the_kits_message_and_the_copy_not_the_tracebacks(tmp_path):
+    result, calls = _run_all_with_fake_papermill(tmp_path, "01_long_tail_analysis")
+    assert result.returncode == 1 and len(calls) == 2            # stopped at the failing notebook
+    copy = f"runs/test-run-all-{tmp_path.name}/executed/01_long_tail_analysis.ipynb"
+    assert "[run_all] FAILED: notebook 01_long_tail_analysis\n" in result.stderr
+    assert ("error: cannot load ImageNet weights for resnet50\n  file: /hub/x.pth\n  fix:  pass --set\n"
+            in result.stderr)
+    assert copy in result.stderr and "Traceback" not in result.stderr + result.stdout
+    assert len(result.stderr.splitlines()) <= 6
+
+
+def test_failure_message_without_an_error_cell_quotes_papermills_log(tmp_path):
+    log = tmp_path / "nb.log"
+    log.write_text("Input Notebook: x\nNoSuchKernel: No such kernel named python3\n\n")
+    assert failure_message(tmp_path / "missing.ipynb", log) == \
+        "error: no cell raised; papermill's log ends: NoSuchKernel: No such kernel named python3"
+    executed = tmp_path / "x.ipynb"
+    executed.write_text(json.dumps({"cells": [{"outputs": [{"output_type": "error", "ename": "KeyError",
+                                                            "evalue": "'x'"}]}]}))
+    assert failure_message(executed, log) == "error: KeyError: 'x'"
 
 
 @pytest.mark.slow

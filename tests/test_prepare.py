@@ -11,7 +11,7 @@ from PIL import Image
 from sfc_core.cli import main
 from sfc_core.data.prepare import check_disjoint, prepare_voc, read_sbd_mask, trainaug_ids
 from sfc_core.data.prepare_coco import annotation_mask, class_mask, prepare_coco
-from sfc_core.data.voc import SegmentationDataset
+from sfc_core.data.voc import VOC_CLASSES, SegmentationDataset
 from sfc_core.errors import SfcError
 from tests.download_fixtures import (
     SBD_SEG,
@@ -67,17 +67,49 @@ def test_prepare_voc_writes_masks_lists_labels_and_manifest(downloads, tmp_path,
                                       mask_of(boxes, border=own))
     labels = json.loads((out / "cls_labels.json").read_text())
     assert labels["2008_000002"] == [7, 11] and labels["2008_000006"] == [8, 14]
+    assert labels["2008_000005"] == [6, 14]      # from the XML: its mask has no person (XML_EXTRA)
     assert sorted(labels) == every_id
     assert manifest["counts"] == {"train_aug": 5, "train": 2, "val": 2}
     assert manifest["mask_sources"] == {"voc": 4, "sbd": 3}
-    assert manifest["class_counts"]["train_aug"]["person"] == 2     # 000001 (VOC), 000006 (SBD)
+    assert manifest["class_counts"]["train_aug"]["person"] == 3     # 000001 (VOC), 000006 (SBD), 000005 (XML)
+    assert manifest["inputs"]["labels"]["differ_from_masks"] == [
+        {"id": "2008_000005", "xml_only": ["person"], "mask_only": []}]
     assert json.loads((out / "prepare_manifest.json").read_text())["counts"] == manifest["counts"]
     printed = capsys.readouterr().out
     assert "train_aug: 5 images, the official downloads give 10,582 (-10,577)" in printed
+    assert "1 image(s) whose XML labels differ from their mask's classes" in printed
     assert "DIFFERS" in printed
     dataset = SegmentationDataset(out)      # the kit reads it: images through the link, labels
     assert dataset.ids("train_aug") == TRAIN_AUG
     np.testing.assert_array_equal(dataset.label("2008_000005")[[6]], [1.0])
+
+
+def test_xml_labels_are_the_references_rule(tmp_path):
+    """Every <name> that is a VOC class, difficult objects included, body parts left out; the
+    class counts, and so the distribution coefficients, come from these labels."""
+    from sfc_core.data.prepare import xml_classes
+    from tests.fixtures import voc_annotation_xml
+
+    path = tmp_path / "a.xml"
+    path.write_text(voc_annotation_xml("a", 24, 32, [("person", 0, 5, 0, 5, False, ["head", "hand"]),
+                                                     ("dog", 0, 5, 0, 5, True, []), ("person", 1, 4, 1, 4, False, [])]))
+    assert xml_classes(path) == [11, 14]
+    path.write_text("<annotation><object><name>dog</name>")
+    with pytest.raises(SfcError, match="cannot read the annotation") as error:
+        xml_classes(path)
+    assert error.value.path == path
+
+
+def test_voc_counts_for_the_coefficients_come_from_the_xml_labels(downloads, tmp_path):
+    from sfc_core.data.stats import coefficient_inputs
+
+    voc, sbd = downloads
+    out = tmp_path / "prepared"
+    prepare_voc(voc, sbd, out)
+    dataset = SegmentationDataset(out, labels_file=out / "cls_labels.json")
+    counts, _, extra = coefficient_inputs(dataset, "train_aug", "voc", 16, 4)
+    person = list(VOC_CLASSES).index("person")
+    assert counts[person] == 3 and extra == 396.0      # the mask-derived count would be 2
 
 
 def test_prepare_voc_resumes_and_keeps_finished_masks(downloads, tmp_path):
@@ -109,6 +141,62 @@ def test_prepare_voc_from_archives_checks_the_checksum(downloads, tmp_path, caps
     assert (out / "ImageSets/Segmentation/train_aug.txt").read_text().split() == TRAIN_AUG
 
 
+def _archive(path, members):
+    """A tar at ``path`` of (TarInfo fields, bytes) pairs: regular files, links, devices."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for fields, data in members:
+            info = tarfile.TarInfo(fields["name"])
+            for key, value in fields.items():
+                setattr(info, key, value)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+GOOD = [({"name": "VOCdevkit/VOC2012/JPEGImages/a.jpg"}, b"jpeg"),
+        ({"name": "VOCdevkit/VOC2012/JPEGImages/b.jpg", "type": b"2", "linkname": "a.jpg"}, b"")]
+BAD = {"absolute path": {"name": "/JPEGImages/x.jpg"},
+       "dot-dot": {"name": "VOCdevkit/../../JPEGImages/x.jpg"},
+       "link out of the tree": {"name": "VOCdevkit/JPEGImages/x.jpg", "type": b"2", "linkname": "../../../etc/passwd"},
+       "absolute link": {"name": "VOCdevkit/JPEGImages/x.jpg", "type": b"2", "linkname": "/etc/passwd"},
+       "hard link out": {"name": "VOCdevkit/JPEGImages/x.jpg", "type": b"1", "linkname": "../x.jpg"},
+       "device": {"name": "VOCdevkit/JPEGImages/x.jpg", "type": b"3"},
+       "fifo": {"name": "VOCdevkit/JPEGImages/x.jpg", "type": b"6"}}
+
+
+@pytest.mark.parametrize("has_filter", [True, False], ids=["data filter", "own checks"])
+def test_extraction_refuses_unsafe_members_with_or_without_the_data_filter(tmp_path, monkeypatch, has_filter):
+    """Pythons before 3.12 (and before the 3.8.17 / ... / 3.11.4 patch releases) have no "data"
+    filter, and their extract() takes no filter argument: the kit's own checks stand in."""
+    import tarfile
+
+    from sfc_core.data.prepare import extract_archive
+
+    if not has_filter:
+        monkeypatch.delattr(tarfile, "data_filter")
+        extract = tarfile.TarFile.extract
+
+        def old_extract(self, member, path="", **kwargs):
+            assert "filter" not in kwargs, "this Python's extract() takes no filter"
+            return extract(self, member, path, filter="fully_trusted")
+        monkeypatch.setattr(tarfile.TarFile, "extract", old_extract)
+    good = extract_archive(_archive(tmp_path / "good.tar", GOOD), "voc", tmp_path / "out")
+    assert (good / "VOCdevkit/VOC2012/JPEGImages/b.jpg").read_bytes() == b"jpeg"
+    for k, (what, fields) in enumerate(BAD.items()):
+        archive = _archive(tmp_path / f"bad{k}.tar", [*GOOD, (fields, b"")])
+        if has_filter and what == "absolute path":        # the data filter strips the leading /
+            inside = extract_archive(archive, "voc", tmp_path / f"bad{k}")
+            assert (inside / "JPEGImages/x.jpg").is_file()
+            continue
+        with pytest.raises(SfcError) as error:
+            extract_archive(archive, "voc", tmp_path / f"bad{k}")
+        assert error.value.path == archive and "extract it yourself" in error.value.fix, what
+        assert not (tmp_path / f"bad{k}" / "extracted" / "voc").exists(), what
+
+
 def _expect_error(capsys, argv, *needles):
     rc = main(argv)
     err = capsys.readouterr().err
@@ -132,6 +220,11 @@ def test_prepare_voc_bad_inputs_name_the_file_and_write_nothing(downloads, tmp_p
     assert not (out / "SegmentationClassAug").exists()      # the masks made so far wait in a hidden folder
     (voc / "SegmentationClass").rename(voc / "moved")
     _expect_error(capsys, base, "has no SegmentationClass/", "VOCtrainval_11-May-2012.tar")
+    (voc / "moved").rename(voc / "SegmentationClass")
+    (voc / "Annotations" / "2008_000006.xml").unlink()
+    _expect_error(capsys, base, "cannot read the annotation", "2008_000006.xml", "Annotations/")
+    (voc / "Annotations").rename(voc / "moved")
+    _expect_error(capsys, base, "has no Annotations/", "VOCtrainval_11-May-2012.tar")
 
 
 def test_missing_train_aug_points_to_prepare_voc(downloads, tmp_path):

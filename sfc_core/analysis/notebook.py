@@ -1,17 +1,19 @@
 """The set-up every notebook runs first, from its papermill parameters, and the executed
 copies of the notebooks that run_all.sh publishes in docs/notebooks/.
 
-    cfg, run_root, figures_dir = setup(preset, data_root, run_root, figures_dir, smoke)
+    cfg, run_root, figures_dir = setup(preset, data_root, run_root, figures_dir, smoke, config_file, overrides)
     python -m sfc_core.analysis.notebook runs/synthetic-paper/executed docs/notebooks   # run_all.sh
+    failure_message(executed, log)       # what run_all.sh prints when a notebook stops
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
-from sfc_core.config import Config
+from sfc_core.config import Config, parse_overrides, read_config_file
 
 # The resolution of the figures a notebook displays (its outputs; the PNGs written to the
 # figures folder keep plots.save_figure's). run_all.sh sets it so the executed copies stay small.
@@ -19,21 +21,49 @@ FIGURE_DPI_ENV = "SFC_FIGURE_DPI"
 MAX_COPY_BYTES = 2 * 1024 * 1024     # the size an executed copy in docs/notebooks/ must stay under
 
 
-def setup(preset: str, data_root: str, run_root: str, figures_dir: str,
-          smoke: bool) -> tuple[Config, Path, Path]:
+def setup(preset: str, data_root: str, run_root: str, figures_dir: str, smoke: bool,
+          config_file: str = "", overrides: Sequence[str] = ()) -> tuple[Config, Path, Path]:
     """(config, run root, figures folder) of a notebook's parameters, printed in one line.
 
     Opened in Jupyter the notebook's working directory is ``notebooks/``: it moves to the
     repository root so the default paths (``runs/``, ``figures/``, ``data/``) mean the same as
-    under run_all.sh. ``smoke`` picks the tiny ``synthetic-smoke`` preset; ``data_root``, when
-    given, replaces the preset's dataset root.
+    under run_all.sh. ``smoke`` picks the tiny ``synthetic-smoke`` preset; ``config_file`` (the
+    CLI's ``--config``: its fields on top of the preset) and ``overrides`` (``--set`` items,
+    "SECTION.FIELD=VALUE") change it as on the command line; ``data_root``, when given,
+    replaces the dataset root.
     """
     if Path.cwd().name == "notebooks":
         os.chdir("..")
     _inline_figures(os.environ.get(FIGURE_DPI_ENV))
-    cfg = Config.from_preset("synthetic-smoke" if smoke else preset, {"data.root": data_root} if data_root else {})
-    print(f"preset {cfg.preset}, dataset {cfg.data.dataset} at {cfg.data.root or '(none given)'}, runs in {run_root}")
+    changes = {**(read_config_file(config_file)[1] if config_file else {}), **parse_overrides(list(overrides))}
+    cfg = Config.from_preset("synthetic-smoke" if smoke else preset,
+                             {**changes, **({"data.root": data_root} if data_root else {})})
+    changed = f"; changed: {', '.join(sorted(changes))}" if changes else ""
+    print(f"preset {cfg.preset}, dataset {cfg.data.dataset} at {cfg.data.root or '(none given)'}, "
+          f"runs in {run_root}{changed}")
     return cfg, Path(run_root), Path(figures_dir)
+
+
+def failure_message(executed: str | Path, log: str | Path) -> str:
+    """What stopped a notebook under run_all.sh, in one message: the kit's (problem, file, fix)
+    as the CLI prints it, from the first cell that raised in the ``executed`` copy, without the
+    tracebacks papermill and the notebook hold; another exception as its type and message;
+    where no cell raised (papermill stopped before a cell ran, or the kernel died), the last
+    line of papermill's ``log``."""
+    try:
+        cells = json.loads(Path(executed).read_text()).get("cells", [])
+    except (OSError, ValueError):
+        cells = []
+    for cell in cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                name, value = output.get("ename", ""), output.get("evalue", "")
+                return f"error: {value}" if name == "SfcError" else f"error: {name}: {value}"
+    try:
+        lines = [line for line in Path(log).read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        lines = []
+    return f"error: no cell raised; papermill's log ends: {lines[-1] if lines else '(empty)'}"
 
 
 def _inline_figures(dpi: str | None) -> None:

@@ -13,9 +13,10 @@ SBD's ``benchmark_RELEASE/dataset`` (or ``benchmark.tgz``) and writes, under ROO
     ImageSets/Segmentation/train_aug.txt   (VOC train + SBD train + SBD val) minus VOC val
     ImageSets/Segmentation/train.txt, val.txt   VOC's own lists
     cls_labels.json                  {"<id>": [0-based classes]} of every listed image, from its
-                                     mask (the reference's label file came from the XML
-                                     annotations, which agree on almost every image)
-    prepare_manifest.json            counts per list and class, archive checksums, kit version
+                                     Annotations/<id>.xml as the reference's label file was made
+                                     (``xml_classes``), so the class counts are the reference's
+    prepare_manifest.json            counts per list and class, archive checksums, kit version,
+                                     every image whose XML classes differ from its mask's
 
 Every file is written atomically; a rerun keeps the masks already written (resume) and the
 manifest is written last. Archives are checked against their published MD5 (the one a user
@@ -27,11 +28,13 @@ import argparse
 import hashlib
 import multiprocessing
 import os
+import posixpath
 import shutil
 import tarfile
 from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 from PIL import Image
@@ -52,7 +55,7 @@ PUBLISHED_MD5 = {"voc": ("VOCtrainval_11-May-2012.tar", "6cd6e144f989b92b3379bac
 VOC_EXPECTED = {"train_aug": 10582, "train": 1464, "val": 1449}
 COCO_EXPECTED = {"train": 82081, "val": 40137}
 # What an archive must hold for the kit (members outside these are not extracted).
-ARCHIVE_PARTS = {"voc": ("JPEGImages/", "SegmentationClass/", "ImageSets/Segmentation/"),
+ARCHIVE_PARTS = {"voc": ("JPEGImages/", "SegmentationClass/", "ImageSets/Segmentation/", "Annotations/"),
                  "sbd": ("dataset/cls/", "dataset/train.txt", "dataset/val.txt")}
 
 
@@ -80,7 +83,7 @@ def extract_archive(path: Path, kind: str, out: Path) -> Path:
         with tarfile.open(path) as tar:
             for member in tqdm(tar, desc=f"extract {path.name}", unit="file"):
                 if any(part in member.name for part in ARCHIVE_PARTS[kind]):
-                    tar.extract(member, partial, filter="data")
+                    extract_member(tar, member, partial, path)
     except (tarfile.TarError, OSError, EOFError) as e:
         shutil.rmtree(partial, ignore_errors=True)
         raise SfcError(f"cannot extract the archive ({type(e).__name__}: {e})", path=path,
@@ -89,6 +92,37 @@ def extract_archive(path: Path, kind: str, out: Path) -> Path:
     shutil.rmtree(final, ignore_errors=True)
     os.replace(partial, final)
     return final
+
+
+def unsafe_member(member: tarfile.TarInfo) -> str | None:
+    """What is wrong with extracting ``member`` (None: nothing): an absolute path, a ".."
+    component, a device or FIFO, or a link whose target leaves the extraction folder. The kit's
+    own checks, for Pythons whose tarfile lacks the "data" filter."""
+    name = posixpath.normpath(member.name)
+    if posixpath.isabs(member.name) or name == ".." or name.startswith("../"):
+        return "its path leaves the extraction folder"
+    if member.ischr() or member.isblk() or member.isfifo():
+        return "it is a device or FIFO"
+    if member.issym() or member.islnk():
+        base = posixpath.dirname(name) if member.issym() else ""
+        target = posixpath.normpath(posixpath.join(base, member.linkname))
+        if posixpath.isabs(member.linkname) or target == ".." or target.startswith("../"):
+            return f"it links to {member.linkname}, outside the extraction folder"
+    return None
+
+
+def extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, into: Path, archive: Path) -> None:
+    """Extract one member under ``into``: with tarfile's "data" filter where this Python has it
+    (3.12, and the patch releases 3.8.17 / 3.9.17 / 3.10.12 / 3.11.4), else after ``unsafe_member``."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extract(member, into, filter="data")
+        return
+    problem = unsafe_member(member)
+    if problem:
+        raise SfcError(f"the archive member {member.name!r} is not extracted: {problem}", path=archive,
+                       fix="download the official archive again (this one was altered), or extract it "
+                           "yourself and pass the folder")
+    tar.extract(member, into)
 
 
 def open_source(path: str | Path, kind: str, out: Path, expected_md5: str | None,
@@ -128,7 +162,7 @@ def locate_tree(path: Path, candidates: Iterable[str], marker: str, required: It
 def voc_tree(path: Path) -> Path:
     """VOCdevkit/VOC2012 inside ``path`` (path itself, VOC2012/ or VOCdevkit/VOC2012/)."""
     return locate_tree(path, (".", "VOC2012", "VOCdevkit/VOC2012"), "ImageSets/Segmentation",
-                       ("JPEGImages/", "SegmentationClass/", "ImageSets/Segmentation/train.txt",
+                       ("JPEGImages/", "SegmentationClass/", "Annotations/", "ImageSets/Segmentation/train.txt",
                         "ImageSets/Segmentation/val.txt"), "VOC 2012 tree",
                        "point --voc at VOCdevkit/VOC2012 of the VOC 2012 trainval download "
                        "(VOCtrainval_11-May-2012.tar; the test download has no masks)")
@@ -183,6 +217,26 @@ def read_index_png(path: str | Path) -> np.ndarray:
     except (OSError, ValueError, SyntaxError) as e:
         raise SfcError(f"cannot read the mask ({e})", path=path,
                        fix="re-extract the download (the file is corrupt)") from None
+
+
+def xml_classes(path: Path) -> list[int]:
+    """Sorted 0-based VOC classes of an ``Annotations/<id>.xml``, as the reference's label file was
+    made (IRN/PSA ``load_image_label_from_xml``): the text of every ``<name>`` element that is a
+    VOC class name (objects' names, difficult ones too; the body parts' names are not classes)."""
+    try:
+        names = [element.text for element in ElementTree.parse(path).iter("name")]
+    except (OSError, ElementTree.ParseError) as e:
+        raise SfcError(f"cannot read the annotation ({type(e).__name__}: {e})", path=path,
+                       fix="use the complete VOC 2012 trainval download (Annotations/ holds 17,125 XML files)") from None
+    return sorted({VOC_CLASSES.index(name) for name in names if name in VOC_CLASSES})
+
+
+def label_differences(xml: dict[str, list[int]], masks: dict[str, list[int]]) -> list[dict]:
+    """Every image whose XML classes differ from its mask's: id, the classes only the XML names
+    and those only the mask shows."""
+    return [{"id": i, "xml_only": [VOC_CLASSES[k] for k in sorted(set(xml[i]) - set(masks[i]))],
+             "mask_only": [VOC_CLASSES[k] for k in sorted(set(masks[i]) - set(xml[i]))]}
+            for i in sorted(xml) if set(xml[i]) != set(masks[i])]
 
 
 def present_classes(mask: np.ndarray) -> list[int]:
@@ -272,6 +326,7 @@ def prepare_voc(voc: str | Path, sbd: str | Path, out: str | Path, processes: in
     check_disjoint(lists["train_aug"], lists["val"], out)
     ids = sorted(set().union(*lists.values()))
     sources = _mask_sources(voc_root, sbd_root, ids)
+    xml = {i: xml_classes(voc_root / "Annotations" / f"{i}.xml") for i in tqdm(ids, desc="Annotations", unit="img")}
 
     if out.resolve() != voc_root:
         link_images(out, voc_root / "JPEGImages")
@@ -280,10 +335,16 @@ def prepare_voc(voc: str | Path, sbd: str | Path, out: str | Path, processes: in
     jobs = [(i, src, str(voc_root / "JPEGImages" / f"{i}.jpg"), str(masks / f"{i}.png")) for i, src in sources]
     results = run_jobs(_voc_mask_task, jobs, processes, "SegmentationClassAug")
     commit_folder(masks, out / "SegmentationClassAug")
+    differences = label_differences(xml, {image_id: classes for image_id, classes, _ in results})
     inputs = {"voc": str(voc_root), "sbd": str(sbd_root),
               "sbd_lists": {name: len(v) for name, v in sbd_lists.items()},
-              "archives": [r for r in (voc_record, sbd_record) if r]}
-    return write_layout(out, "ImageSets/Segmentation", lists, results, VOC_CLASSES, VOC_EXPECTED, inputs)
+              "archives": [r for r in (voc_record, sbd_record) if r],
+              "labels": {"from": "Annotations/<id>.xml (the reference's cls_labels_voc.npy)",
+                         "differ_from_masks": differences}}
+    note = (f"{len(differences):,} image(s) whose XML labels differ from their mask's classes "
+            f"(labels from the XML): manifest inputs.labels.differ_from_masks")
+    return write_layout(out, "ImageSets/Segmentation", lists, [(i, xml[i], source) for i, _, source in results],
+                        VOC_CLASSES, VOC_EXPECTED, inputs, [note] if differences else None)
 
 
 # -- lists, labels, manifest (both datasets) -----------------------------------------------------

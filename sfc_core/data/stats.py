@@ -79,8 +79,10 @@ def coefficient_inputs(dataset: SegmentationDataset, list_name: str, dataset_kin
     """(n int64 (C,), b float64 (C,), E) for `distribution_coefficients` on a training list.
 
     VOC (dataset_kind "voc" with VOC's 20 classes): the reference's b_k and E = 396, with n
-    counted from the list (on trainaug these are the reference's counts, so its weights come
-    out). Any other dataset: E from `bank_extra` and b from `default_second_counts`.
+    counted from the list's image labels: ``prepare voc`` writes them from the XML annotations,
+    as the reference's label file was made, so on trainaug n is the reference's ``Images_num``
+    and its weights come out (labels from masks would differ on a few images). Any other
+    dataset: E from `bank_extra` and b from `default_second_counts`.
     """
     counts = class_counts(dataset, list_name)
     if dataset_kind == "voc" and tuple(dataset.class_names) == VOC_CLASSES:

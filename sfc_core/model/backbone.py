@@ -13,7 +13,8 @@ Registered entries (``BACKBONES``):
   conv1/bn1, layer1 and layer2 get no gradient (``requires_grad_(False)``, the output of
   layer2 detached, left out of the optimiser); layer3 and layer4 train, BN affine included.
   Weights: ``"imagenet"`` (torchvision IMAGENET1K_V1, the reference's 76.1% weights, from
-  torch's hub cache or a download), a path to a torchvision state dict, or ``"none"``.
+  torch's hub cache or a download: ``imagenet_file``), a path to a torchvision state dict
+  (torchvision's file or the authors' older copy, ``AUTHORS_IMAGENET_FILES``), or ``"none"``.
 - ``tiny``: a width-reduced ResNet-18 layout (widths 16-32-64-128, blocks 1/1/2/2) for the
   synthetic CPU presets: a 3x3 stride-2 stem with max-pool (stride 4), layer2 at stride 2,
   layer3 at stride 1, layer4 dilated (2), so output stride 8 (a 128 px image gives 16x16).
@@ -170,16 +171,36 @@ def load_state_dict_file(module: nn.Module, path: str | Path, weights_key: str) 
 
 # -- torchvision ResNets at output stride 16 -----------------------------------------------
 
+# The authors' ImageNet files (torchvision's older release of the same IMAGENET1K_V1 weights,
+# the same keys): torchvision no longer looks for them, but they load through --set.
+AUTHORS_IMAGENET_FILES = {"resnet50": "resnet50-19c8e357.pth", "resnet101": "resnet101-5d3b4d8f.pth"}
+
+
+def imagenet_file(name: str) -> tuple[str, Path]:
+    """(url, cache path) of the IMAGENET1K_V1 file torchvision loads for the ResNet ``name``:
+    the name comes from torchvision's weight enum (``ResNet50_Weights.IMAGENET1K_V1.url``), the
+    folder is ``torch.hub.get_dir()/checkpoints`` ($TORCH_HOME/hub/checkpoints)."""
+    url = torchvision.models.get_model_weights(name).IMAGENET1K_V1.url
+    return url, Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
+def imagenet_weights_error(name: str, weights_key: str, error: Exception) -> SfcError:
+    """The one message when torchvision cannot load a ResNet's ImageNet weights (offline): the
+    file it looks for and where, and the --set route for a copy kept anywhere."""
+    url, cached = imagenet_file(name)
+    return SfcError(f"cannot load ImageNet weights for {name} ({type(error).__name__}: {error})", path=cached,
+                    fix=f"put torchvision's file ({url}) at that path, or pass a local copy with "
+                        f"--set {weights_key}=/path/{cached.name} (the authors' older "
+                        f"{AUTHORS_IMAGENET_FILES[name]} loads the same way)")
+
+
 def _torchvision_resnet(name: str, weights: str, weights_key: str) -> Backbone:
     builder = getattr(torchvision.models, name)
     if weights == "imagenet":
         try:
             resnet = builder(weights="IMAGENET1K_V1")
         except Exception as e:  # offline: no hub cache and no network
-            file = {"resnet50": "resnet50-19c8e357.pth", "resnet101": "resnet101-5d3b4d8f.pth"}[name]
-            raise SfcError(f"cannot load ImageNet weights for {name} ({type(e).__name__}: {e})",
-                           path=Path(torch.hub.get_dir()) / "checkpoints" / file,
-                           fix=f"download {file} elsewhere and pass --set {weights_key}=/path/{file}") from None
+            raise imagenet_weights_error(name, weights_key, e) from None
     else:
         resnet = builder(weights=None)
         if weights != "none":
