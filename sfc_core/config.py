@@ -472,6 +472,8 @@ DEEPLAB_V2_VOC: dict[str, Any] = {
     "segment.momentum": 0.9,              # SOLVER.MOMENTUM
     "segment.weight_decay": 5e-4,         # SOLVER.WEIGHT_DECAY (trunk and ASPP weights)
     "segment.poly_power": 0.9,            # SOLVER.POLY_POWER (stepped every LR_DECAY = 10 iterations there)
+    "segment.eval_scales": (1.0,),        # main.py test: the MSC max at the image's size (single_scale row;
+                                          # multi_scale_flip adds only the flip)
 }
 
 PRESETS: dict[str, dict[str, Any]] = {
