@@ -519,7 +519,8 @@ def bench_eval(num_classes: int, masks: int = VOC_EVAL_MASKS, size: tuple[int, i
 
 def bench_segment(cfg: Config, device: torch.device, steps: int, warmup: int) -> dict:
     """Step-3 training images/s: ``segment.train_step`` on random crops at segment.batch_size
-    and segment.crop_size (AMP and channels-last on a GPU, per the config)."""
+    and segment.crop_size, in segment.accumulation_steps passes (AMP and channels-last on a GPU,
+    per the config)."""
     from sfc_core.masks import IGNORE
     from sfc_core.segment import build_network, parameter_groups, train_step
 
@@ -540,7 +541,7 @@ def bench_segment(cfg: Config, device: torch.device, steps: int, warmup: int) ->
         synchronize(device)
         start = time.perf_counter()
         train_step(model, images.to(device, memory_format=memory_format), masks.to(device), optimizer,
-                   scaler, amp)
+                   scaler, amp, seg.accumulation_steps)
         synchronize(device)
         if i >= warmup:
             seconds += time.perf_counter() - start

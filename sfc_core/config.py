@@ -2,8 +2,9 @@
 
 `Config` is a tree of dataclasses, one section per stage. Every default is the paper's VOC
 value (``docs/method.md``); a preset is a short list of dotted overrides on top of
-those defaults, so ``voc`` is the defaults themselves and each other preset says only what
-it changes and why.
+those defaults, so ``voc`` is the defaults themselves (but for step 3, deeplab-pytorch's
+DeepLab-v2 recipe, ``DEEPLAB_V2_VOC``: the defaults keep DeepLabV3's, ``coco``'s) and each other
+preset says only what it changes and why.
 
     cfg = Config.from_preset("synthetic", {"train.epochs": 3, "data.root": "data/x"})
     cfg.runtime.device      # where every stage runs (runtime: device, amp, workers, seed)
@@ -245,8 +246,9 @@ class SegmentConfig:
     # Step 3 (docs/method.md 5): the DeepLabV3 recipe of VainF/DeepLabV3Plus-Pytorch (VOC trainaug)
     # and torchvision's references/segmentation, unless a line says otherwise.
     network: str = one_of("deeplabv3_mobilenet_v3_large", "deeplabv3_resnet50", "deeplabv3_resnet101",
-                          "fcn_resnet50", "fcn_resnet101", "lraspp_mobilenet_v3_large",
-                          default="deeplabv3_resnet101")   # a torchvision.models.segmentation builder
+                          "fcn_resnet50", "fcn_resnet101", "lraspp_mobilenet_v3_large", "deeplabv2_resnet101",
+                          default="deeplabv3_resnet101")   # a torchvision.models.segmentation builder,
+                                                           # or DeepLab-v2 (model/deeplab_v2.py; the voc preset's)
     backbone_weights: str = "imagenet"    # "imagenet" (torchvision's download) | a .pth path | "none"
     crop_size: int = at_least(512, NETWORK_MIN_CROP)   # VainF: 513; image padded with the mean, mask with 255
     # random rescale (VainF, torchvision refs)
@@ -265,6 +267,13 @@ class SegmentConfig:
     eval_crf: bool = False                # dense CRF (refine.crf_* constants) after multi-scale
     log_every: int = at_least(20, 1)
     checkpoint_every: int = at_least(1000, 1)
+    # 0: the crop's rescale factor is U(scale_range); > 0: drawn from scale_range's grid at this step
+    scale_step: float = at_least(0.0, 0)
+    # batch_size images per update go through the network in this many chunks (gradient accumulation)
+    accumulation_steps: int = at_least(1, 1)
+    # deeplabv2_resnet101 only (deeplab-pytorch main.py: ASPP biases at 20 x LR, no decay; DEEPLAB_V2_VOC)
+    head_bias_lr_mult: float = at_least(2.0, 0)
+    head_bias_weight_decay: float = at_least(0.0, 0)
 # Checked where they are used: paths (or "imagenet" / "none" / "sfc") and list names.
 FREE_FORM = {"data.root", "data.labels_file", "data.train_list", "data.eval_list", "data.heldout_list",
              "model.backbone_weights", "refine.irn_backbone_weights", "segment.backbone_weights"}
@@ -447,8 +456,32 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
 # Presets: dotted overrides on the VOC defaults above, one short reason per line; the
 # measurements behind the synthetic values are in docs/synthetic.md ("The synthetic presets'
 # values"). A preset named in PRESET_BASES starts from that preset's overrides.
+# Step 3 of the `voc` preset: DeepLab-v2 ResNet-101 as kazuto1011/deeplab-pytorch trains it on VOC
+# (configs/voc12.yaml, main.py), the network the SFC authors' step 3 points to. Its init, a
+# COCO-pretrained DeepLab-v1 converted from Caffe, cannot be had offline: torchvision's ImageNet
+# ResNet-101 instead (with torchvision's normalisation, not the Caffe BGR means), so expect lower
+# figures than a COCO-initialised run. The kit's lr is the head's: backbone = lr x backbone_lr_mult.
+DEEPLAB_V2_VOC: dict[str, Any] = {
+    "segment.network": "deeplabv2_resnet101",   # MODEL.NAME DeepLabV2_ResNet101_MSC, ATROUS_RATES 6/12/18/24
+    "segment.crop_size": 321,             # IMAGE.SIZE.TRAIN (SIZE.TEST 513 is unused by its test: whole images)
+    "segment.scale_range": (0.5, 1.5),    # DATASET.SCALES [0.5, 0.75, 1.0, 1.25, 1.5] ...
+    "segment.scale_step": 0.25,           # ... one of them per crop (base.py: random.choice)
+    "segment.batch_size": 10,             # SOLVER.BATCH_SIZE.TRAIN 5 x ITER_SIZE 2 images per update
+    "segment.accumulation_steps": 2,      # SOLVER.ITER_SIZE: the 10 go through the network 5 at a time
+    "segment.iterations": 20000,          # SOLVER.ITER_MAX
+    "segment.lr": 2.5e-3,                 # 10 x SOLVER.LR 2.5e-4: the ASPP weights (main.py get_params "10x")
+    "segment.backbone_lr_mult": 0.1,      # SOLVER.LR 2.5e-4: the trunk's convolutions ("1x")
+    "segment.head_bias_lr_mult": 2.0,     # 20 x SOLVER.LR: the ASPP biases ("20x") ...
+    "segment.head_bias_weight_decay": 0.0,   # ... without weight decay (main.py: "weight_decay": 0.0)
+    "segment.momentum": 0.9,              # SOLVER.MOMENTUM
+    "segment.weight_decay": 5e-4,         # SOLVER.WEIGHT_DECAY (trunk and ASPP weights)
+    "segment.poly_power": 0.9,            # SOLVER.POLY_POWER (stepped every LR_DECAY = 10 iterations there)
+    "segment.eval_scales": (1.0,),        # main.py test: the MSC max at the image's size (single_scale row;
+                                          # multi_scale_flip adds only the flip)
+}
+
 PRESETS: dict[str, dict[str, Any]] = {
-    "voc": {},
+    "voc": DEEPLAB_V2_VOC,                # the defaults, with deeplab-pytorch's step 3
     "coco": {
         "data.dataset": "coco",
         "data.train_list": "train",       # COCO 2014 train (82,081) trains and is evaluated

@@ -4,9 +4,10 @@
     torchrun --nproc_per_node 4 -m sfc_core -- segment --run RUN_DIR --masks irn   (DDP; the --
                                                   keeps torchrun from reading --run)
 
-Trains ``cfg.segment.network`` (DeepLabV3-ResNet-101 with ImageNet weights for VOC and COCO;
-a small network from scratch on the synthetic presets) on one kind of mask of the training
-list, then scores it on the held-out list, single-scale and multi-scale + flip (optionally
+Trains ``cfg.segment.network`` (VOC: DeepLab-v2 ResNet-101 with multi-scale inputs under
+deeplab-pytorch's VOC recipe, ``model/deeplab_v2.py``, as the SFC authors trained step 3; COCO:
+DeepLabV3-ResNet-101; both with ImageNet weights; a small network from scratch on the synthetic
+presets) on one kind of mask of the training list, then scores it on the held-out list, single-scale and multi-scale + flip (optionally
 followed by the refinement stage's dense CRF). The masks:
 
 - ``irn`` / ``crf``: the refinement stage's pseudo masks (palette PNGs, 255 = ignored);
@@ -54,6 +55,8 @@ from sfc_core.io import atomic_write_json
 from sfc_core.masks import IGNORE, read_pseudo_mask, save_mask
 from sfc_core.metrics import confusion_counts, confusion_from_counts, percent, scores
 from sfc_core.model.backbone import for_inference, inference_layout
+from sfc_core.model.deeplab_v2 import NAME as DEEPLAB_V2
+from sfc_core.model.deeplab_v2 import DeepLabV2
 from sfc_core.provenance import claim_folder, digest, read_record, refuse_other_inputs
 from sfc_core.run_dir import RunDir, check_files
 from sfc_core.run_lock import claims_run
@@ -154,10 +157,21 @@ class MaskedCrops(Dataset):
         image_id = self.ids[index]
         rng = np.random.default_rng([self.seed, epoch, index])
         image, mask, box = augment(self.dataset.read_image(image_id), self.read_mask(image_id), rng,
-                                   self.seg.crop_size, float(rng.uniform(*self.seg.scale_range)),
+                                   self.seg.crop_size, crop_scale(rng, self.seg),
                                    self.seg.flip, IGNORE, normalise=False)
         return (torch.from_numpy(image.transpose(2, 0, 1).copy()), torch.from_numpy(mask.astype(np.uint8)),
                 torch.from_numpy(box))
+
+
+def crop_scale(rng: np.random.Generator, seg: SegmentConfig) -> float:
+    """A training crop's rescale factor: U(segment.scale_range), or, with segment.scale_step > 0,
+    one of the range's grid at that step, uniformly (deeplab-pytorch: random.choice of 0.5, 0.75,
+    1.0, 1.25, 1.5)."""
+    if seg.scale_step == 0:
+        return float(rng.uniform(*seg.scale_range))
+    low, high = seg.scale_range
+    grid = low + seg.scale_step * np.arange(int((high - low) / seg.scale_step + 1e-6) + 1)
+    return float(rng.choice(grid))
 
 
 def epoch_keys(num_images: int, seed: int, epoch: int, dist: engine.DistInfo) -> list[tuple[int, int]]:
@@ -175,8 +189,10 @@ def build_network(name: str, num_classes: int, backbone_weights: str) -> nn.Modu
     """A torchvision segmentation network with `num_classes` outputs and no auxiliary head.
     backbone_weights: "imagenet" (torchvision's, downloaded into torch's cache on first use),
     "none" (from scratch), or the path of a torchvision ImageNet classifier checkpoint of the
-    backbone (e.g. resnet101-63fe2227.pth)."""
-    names = torchvision.models.list_models(module=torchvision.models.segmentation)
+    backbone (e.g. resnet101-63fe2227.pth). ``deeplabv2_resnet101``: ``model/deeplab_v2.py``."""
+    if name == DEEPLAB_V2:
+        return _deeplab_v2(num_classes, backbone_weights)
+    names = [*torchvision.models.list_models(module=torchvision.models.segmentation), DEEPLAB_V2]
     if name not in names:
         raise SfcError(f"unknown segmentation network {name!r}",
                        fix=f"set segment.network to one of torchvision's: {', '.join(names)}")
@@ -185,11 +201,27 @@ def build_network(name: str, num_classes: int, backbone_weights: str) -> nn.Modu
         try:
             return builder(weights=None, num_classes=num_classes, aux_loss=False)
         except (urllib.error.URLError, OSError) as e:
-            raise SfcError(f"cannot download the ImageNet weights of {name}'s backbone ({e})",
-                           fix="copy torchvision's ImageNet checkpoint of the backbone to this machine "
-                               "and pass --set segment.backbone_weights=PATH") from None
+            raise _offline(name, e) from None
     model = builder(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
     if backbone_weights != "none":
+        load_backbone(model, Path(backbone_weights))
+    return model
+
+
+def _offline(name: str, error: Exception) -> SfcError:
+    return SfcError(f"cannot download the ImageNet weights of {name}'s backbone ({error})",
+                    fix="copy torchvision's ImageNet checkpoint of the backbone to this machine "
+                        "and pass --set segment.backbone_weights=PATH")
+
+
+def _deeplab_v2(num_classes: int, backbone_weights: str) -> DeepLabV2:
+    """DeepLab-v2 ResNet-101 with its trunk's weights: "imagenet", "none" or a torchvision
+    ResNet-101 checkpoint (its ``fc`` ignored)."""
+    try:
+        model = DeepLabV2(num_classes, "imagenet" if backbone_weights == "imagenet" else "none")
+    except (urllib.error.URLError, OSError) as e:
+        raise _offline(DEEPLAB_V2, e) from None
+    if backbone_weights not in ("imagenet", "none"):
         load_backbone(model, Path(backbone_weights))
     return model
 
@@ -216,11 +248,26 @@ def load_backbone(model: nn.Module, path: Path) -> None:
 
 
 def parameter_groups(model: nn.Module, seg: SegmentConfig) -> list[dict[str, Any]]:
-    """Backbone at lr x backbone_lr_mult, the head (everything else) at lr."""
+    """Backbone at lr x backbone_lr_mult, the head (everything else) at lr (DeepLab-v2:
+    ``deeplab_v2_groups``)."""
+    if isinstance(model, DeepLabV2):
+        return deeplab_v2_groups(model, seg)
     backbone = list(model.backbone.parameters())
     ids = {id(p) for p in backbone}
     head = [p for p in model.parameters() if id(p) not in ids]
     return [{"params": backbone, "lr": seg.lr * seg.backbone_lr_mult}, {"params": head, "lr": seg.lr}]
+
+
+def deeplab_v2_groups(model: DeepLabV2, seg: SegmentConfig) -> list[dict[str, Any]]:
+    """deeplab-pytorch's three groups: the trunk's convolutions at lr x backbone_lr_mult, the
+    ASPP biases at lr x head_bias_lr_mult with weight decay head_bias_weight_decay, the ASPP
+    weights at lr (last, so the logged lr is the head's as for the other networks); the frozen
+    BatchNorms in none."""
+    kinds = model.parameter_kinds()
+    return [{"params": kinds["backbone"], "lr": seg.lr * seg.backbone_lr_mult},
+            {"params": kinds["head_biases"], "lr": seg.lr * seg.head_bias_lr_mult,
+             "weight_decay": seg.head_bias_weight_decay},
+            {"params": kinds["head_weights"], "lr": seg.lr}]
 
 
 def pixel_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -230,14 +277,36 @@ def pixel_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     return total / (masks != IGNORE).sum().clamp(min=1)
 
 
+def msc_loss(output: dict[str, Any], masks: torch.Tensor) -> torch.Tensor:
+    """DeepLab-v2's training loss (deeplab-pytorch main.py): ``pixel_loss`` on each of its four
+    outputs (scales 1.0, 0.5, 0.75 and their max), the masks resized to each (nearest, as PIL's),
+    summed."""
+    total = torch.zeros((), device=masks.device)
+    for logits in (*output["scales"], output["out"]):
+        resized = F.interpolate(masks[:, None].float(), size=logits.shape[-2:], mode="nearest-exact")
+        total = total + pixel_loss(logits, resized[:, 0].long())
+    return total
+
+
+def network_loss(output: dict[str, Any], masks: torch.Tensor) -> torch.Tensor:
+    """Step 3's training loss of one network output: ``msc_loss`` for DeepLab-v2, else ``pixel_loss``."""
+    return msc_loss(output, masks) if "scales" in output else pixel_loss(output["out"], masks)
+
+
 def train_step(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, optimizer: torch.optim.Optimizer,
-               scaler: torch.amp.GradScaler, amp: bool) -> torch.Tensor:
-    """One update on a batch (images (N, 3, S, S), masks (N, S, S)); returns the loss (0-d)."""
-    with engine.autocast(images.device, amp):
-        logits = model(images)["out"]
-    loss = pixel_loss(logits, masks)
-    engine.optimizer_step(loss, optimizer, scaler, model.parameters(), grad_clip=0.0)  # DeepLab: no clipping
-    return loss.detach()
+               scaler: torch.amp.GradScaler, amp: bool, accumulation: int = 1) -> torch.Tensor:
+    """One update on a batch (images (N, 3, S, S), masks (N, S, S)); returns the loss (0-d).
+    ``accumulation``: the batch goes through the network in that many equal chunks, each
+    chunk's loss / accumulation backpropagated, then one step (deeplab-pytorch's ITER_SIZE)."""
+    loss = torch.zeros((), device=images.device)
+    for chunk, chunk_masks in zip(images.chunk(accumulation), masks.chunk(accumulation)):
+        with engine.autocast(images.device, amp):
+            output = model(chunk)
+        chunk_loss = network_loss(output, chunk_masks) / accumulation
+        scaler.scale(chunk_loss).backward()
+        loss = loss + chunk_loss.detach()
+    engine.optimizer_update(optimizer, scaler, model.parameters(), grad_clip=0.0)  # DeepLab: no clipping
+    return loss
 
 
 # -- evaluation -------------------------------------------------------------------------------
@@ -384,6 +453,7 @@ def segment(run: str | Path | RunDir, masks: str, overrides: dict[str, Any] | No
                        fix="set data.heldout_list to a list with masks (VOC: val)")
     made_from = segment_record(run, cfg, masks)
     dist = engine.setup_distributed()
+    check_accumulation(seg, dist)
     device = engine.select_device(cfg.runtime.device, dist, preset=cfg.preset)
     engine.announce_runtime("segment", device, dist, engine.loader_workers(cfg.runtime.num_workers, device),
                             cfg.runtime.amp)
@@ -401,6 +471,7 @@ def segment(run: str | Path | RunDir, masks: str, overrides: dict[str, Any] | No
     conf = evaluate_network(state.model, dataset, cfg.data.heldout_list, cfg, device, dist, predictions)
     names = ["background", *dataset.class_names]
     result = {"masks": masks, "mask_settings": source.settings, "network": seg.network,
+              "network_title": network_title(seg),
               "train_list": cfg.data.train_list, "steps": state.step,
               "train_images_per_s": throughput, "list": cfg.data.heldout_list,
               "num_images": len(dataset.ids(cfg.data.heldout_list)), "classes": names,
@@ -410,6 +481,24 @@ def segment(run: str | Path | RunDir, masks: str, overrides: dict[str, Any] | No
         atomic_write_json(run.final_eval_json(masks), result)
     engine.cleanup_distributed(dist)
     return result
+
+
+def check_accumulation(seg: SegmentConfig, dist: engine.DistInfo) -> None:
+    """Each process's share of segment.batch_size splits into segment.accumulation_steps equal chunks."""
+    local = seg.batch_size // dist.world_size
+    if local % seg.accumulation_steps:
+        raise SfcError(f"segment.batch_size={seg.batch_size} gives {local} images per process, which "
+                       f"segment.accumulation_steps={seg.accumulation_steps} does not divide",
+                       fix="set segment.accumulation_steps to a divisor of that number (1: no accumulation)")
+
+
+def network_title(seg: SegmentConfig) -> str:
+    """What step 3's figure came from, in words: the network, its recipe and its initial weights."""
+    what = {DEEPLAB_V2: "DeepLab-v2 ResNet-101 + MSC, deeplab-pytorch's VOC recipe"}.get(seg.network, seg.network)
+    weights = {"imagenet": "ImageNet init (not the authors' COCO init)" if seg.network == DEEPLAB_V2
+               else "ImageNet init", "none": "from scratch"}.get(seg.backbone_weights,
+                                                              f"init {Path(seg.backbone_weights).name}")
+    return f"{what}; {weights}"
 
 
 def _memory_format(cfg: Config, device: torch.device) -> torch.memory_format:
@@ -447,7 +536,8 @@ def _train(state: engine.TrainState, cfg: Config, crops: MaskedCrops, out: RunDi
     state.model = sync_batchnorm(state.model, dist, device)
     ddp_model = engine.wrap_ddp(state.model, dist, device, gradient_as_bucket_view=True, static_graph=True)
     ddp_model.train()
-    update = SegmentUpdate(ddp_model, state, device, cfg.runtime.amp, _memory_format(cfg, device), seg.batch_size)
+    update = SegmentUpdate(ddp_model, state, device, cfg.runtime.amp, _memory_format(cfg, device), seg.batch_size,
+                           seg.accumulation_steps)
     loop = engine.Loop(crops, partial(epoch_keys, len(crops), seed, dist=dist), local_batch, steps_per_epoch,
                        seg.iterations, update, update.log, seg.log_every, seg.checkpoint_every,
                        images_per_step=seg.batch_size,     # global: every process takes 1/N
@@ -482,6 +572,7 @@ class SegmentUpdate:
     amp: bool
     memory_format: torch.memory_format
     batch_size: int
+    accumulation: int = 1                 # chunks per update (segment.accumulation_steps)
     losses: list[torch.Tensor] = field(default_factory=list)   # 0-d losses since the last log
 
     def __call__(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, Any]:
@@ -490,7 +581,8 @@ class SegmentUpdate:
         lr = self.state.schedule.get_last_lr()[-1]   # the head's learning rate in this update
         with engine.out_of_memory_hint("segment.batch_size", self.batch_size):
             masks = masks.to(self.device, non_blocking=True).long()
-            loss = train_step(self.model, images, masks, self.state.optimizer, self.state.scaler, self.amp)
+            loss = train_step(self.model, images, masks, self.state.optimizer, self.state.scaler, self.amp,
+                              self.accumulation)
         self.losses.append(loss)          # kept on the device: no host read between logs
         return {"loss": loss, "lr": lr}
 
@@ -527,6 +619,7 @@ def segment_command(args: argparse.Namespace) -> int:
         return 0
     print(f"step 3 on {args.masks} masks, {result.network}, held-out list {result.list_name!r} "
           f"({result.num_images} images):")
+    print(f"  network: {result.data.get('network_title', result.network)}")
     for kind in result.kinds:
         print(f"  {kind:<22} mIoU {percent(result.miou(kind))}")
     print(f"  written: {RunDir(args.run).final_eval_json(args.masks)}")

@@ -115,12 +115,13 @@ def test_choice_sets_are_the_registries():
     from sfc_core.data import DATASETS
     from sfc_core.data.synthetic import SIZES
     from sfc_core.model.backbone import BACKBONES
+    from sfc_core.model.deeplab_v2 import NAME as DEEPLAB_V2
 
     assert set(LIMITS["data.dataset"].choices) == set(DATASETS)
     assert set(LIMITS["data.synthetic_size"].choices) == set(SIZES)
     assert set(LIMITS["model.backbone"].choices) == set(BACKBONES) == set(LIMITS["refine.irn_backbone"].choices)
     segmentation = torchvision.models.list_models(module=torchvision.models.segmentation)
-    assert set(LIMITS["segment.network"].choices) == set(segmentation)
+    assert set(LIMITS["segment.network"].choices) == {*segmentation, DEEPLAB_V2}
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

@@ -10,7 +10,7 @@ from sfc_core.config import Config
 from sfc_core.errors import SfcError
 from sfc_core.model.backbone import build_backbone
 from sfc_core.provenance import read_record
-from sfc_core.refine.irn import BoundaryNet, affinity_loss, affinity_targets
+from sfc_core.refine.irn import BoundaryNet, affinity_loss, affinity_targets, edge_layer_table, edge_map
 from sfc_core.refine.random_walk import PathIndex
 
 
@@ -63,6 +63,41 @@ def test_boundary_net_trains_only_its_branch_on_a_frozen_backbone():
     after = [m.running_mean for m in net.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert all(torch.equal(a, b) for a, b in zip(bn_means, after))   # BN statistics frozen
     assert all(torch.equal(v, net.backbone.state_dict()[k]) for k, v in backbone_before.items())
+
+
+def test_boundary_net_has_irns_five_edge_branches():
+    """IRN's resnet50_irn.py: fc_edge1 on the stem (64 channels, stride 4), fc_edge2..5 on
+    layer1..layer4, each Conv 1x1 -> 32 (no bias), GroupNorm(4, 32); fc_edge6 Conv(160, 1, 1)."""
+    net = BoundaryNet(build_backbone("resnet50", "none"))
+    assert edge_layer_table(net) == [("fc_edge1", 64, 4, 1), ("fc_edge2", 256, 4, 1), ("fc_edge3", 512, 8, 2),
+                                     ("fc_edge4", 1024, 16, 4), ("fc_edge5", 2048, 16, 4)]
+    for conv, norm in net.branches:
+        assert (conv.out_channels, conv.kernel_size, conv.bias) == (32, (1, 1), None)
+        assert (norm.num_groups, norm.num_channels) == (4, 32)
+    assert (net.boundary.in_channels, net.boundary.out_channels, net.boundary.kernel_size) == (160, 1, (1, 1))
+    assert net.boundary.bias is not None
+    tiny = BoundaryNet(build_backbone("tiny", "none"))      # its own widths: a 16-channel stem
+    assert [row[1] for row in edge_layer_table(tiny)] == [16, 16, 32, 64, 128]
+    assert tiny.boundary.in_channels == 160
+
+
+def test_edge_map_pads_image_and_flip_to_the_crop_as_irn():
+    """IRN's EdgeDisplacement: [image, flip] padded right/bottom to the crop, one batch, cut to
+    ((H-1)//4+1, (W-1)//4+1), sigmoid(logit/2 + flipped logit of the flip/2)."""
+    torch.manual_seed(0)
+    net = BoundaryNet(build_backbone("tiny", "none")).eval()
+    torch.nn.init.normal_(net.boundary.weight)
+    image = torch.randn(3, 37, 45)
+    with torch.no_grad():
+        padded = torch.nn.functional.pad(torch.stack([image, image.flip(-1)]), (0, 64 - 45, 0, 64 - 37))
+        logits = net(padded)[:, :10, :12]
+        expected = torch.sigmoid(logits[0] / 2 + logits[1].flip(-1) / 2)
+        got = edge_map(net, image, 64)
+        unpadded = net(torch.stack([image, image.flip(-1)]))
+    assert got.shape == (10, 12)
+    torch.testing.assert_close(got, expected)
+    assert not torch.allclose(torch.sigmoid(unpadded[0] / 2 + unpadded[1].flip(-1) / 2), got)  # padding matters
+    assert edge_map(net, image, 32).shape == (10, 12)       # an image larger than the crop: no padding there
 
 
 def test_unknown_method_no_run_and_missing_cams_are_sfc_errors(tmp_path, smoke_config, smoke_dataset):

@@ -371,3 +371,133 @@ def test_batched_evaluation_equals_the_per_image_scores(smoke_config, smoke_data
     written = sum(confusion_matrix(np.asarray(Image.open(tmp_path / f"{i}.png")), smoke_dataset.read_mask(i),
                                    smoke_dataset.num_classes + 1) for i in ids)
     np.testing.assert_array_equal(written, expected[list(expected)[-1]])
+
+
+# -- DeepLab-v2 (the voc preset's step 3) ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def deeplab_v2():
+    torch.manual_seed(0)
+    return seg.build_network("deeplabv2_resnet101", 4, "none")
+
+
+def test_deeplab_v2_is_a_dilated_resnet101_with_aspp_and_msc(deeplab_v2):
+    from sfc_core.model.deeplab_v2 import ASPP
+
+    model = deeplab_v2
+    blocks = [len(getattr(model.backbone, f"layer{i}")) for i in range(1, 5)]
+    assert blocks == [3, 4, 23, 3]
+    for name, dilation in (("layer3", 2), ("layer4", 4)):     # output stride 8, every block dilated
+        assert {(b.conv2.dilation, b.conv2.padding, b.conv2.stride) for b in getattr(model.backbone, name)} \
+            == {((dilation, dilation), (dilation, dilation), (1, 1))}
+    assert isinstance(model.aspp, ASPP)
+    assert [(c.in_channels, c.out_channels, c.dilation, c.padding) for c in model.aspp.convs] == \
+        [(2048, 4, (r, r), (r, r)) for r in (6, 12, 18, 24)]
+    weights = torch.cat([c.weight.flatten() for c in model.aspp.convs])
+    assert abs(weights.std().item() - 0.01) < 0.001 and all(c.bias.abs().sum() == 0 for c in model.aspp.convs)
+    model.train()
+    batchnorms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(not m.training and not m.weight.requires_grad for m in batchnorms)   # frozen
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 33, 41))
+        assert [tuple(x.shape) for x in out["scales"]] == [(1, 4, 5, 6), (1, 4, 2, 3), (1, 4, 3, 4)]
+        best = torch.stack([out["scales"][0]] + [F.interpolate(x, size=(5, 6), mode="bilinear",
+                                                              align_corners=False) for x in out["scales"][1:]])
+        torch.testing.assert_close(out["out"], best.amax(0))    # the pixel-wise max of the three
+        model.eval()
+        assert set(model(torch.randn(1, 3, 33, 41))) == {"out"}  # the test takes the max only
+    model.train()
+
+
+def test_deeplab_v2_parameter_groups_are_deeplab_pytorchs(deeplab_v2):
+    from sfc_core.config import Config
+    from sfc_core.engine import make_optimizer
+
+    cfg = Config.from_preset("voc").segment
+    optimizer = make_optimizer(cfg.optimizer, seg.parameter_groups(deeplab_v2, cfg), cfg.momentum, cfg.weight_decay)
+    rows = [v for g in optimizer.param_groups for v in (g["lr"], g["weight_decay"], g["momentum"])]
+    assert rows == pytest.approx([2.5e-4, 5e-4, 0.9, 20 * 2.5e-4, 0.0, 0.9, 10 * 2.5e-4, 5e-4, 0.9])
+    grouped = [p for g in optimizer.param_groups for p in g["params"]]
+    convs = [m for m in deeplab_v2.backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(grouped) == len({id(p) for p in grouped}) == len(convs) + 8    # 104 convs + 4 ASPP weights, 4 biases
+    trainable = {id(p) for p in deeplab_v2.parameters() if p.requires_grad}
+    assert {id(p) for p in grouped} == trainable                           # BatchNorm in no group
+
+
+def test_msc_loss_sums_four_terms_on_masks_resized_as_pil():
+    torch.manual_seed(0)
+    masks = torch.randint(0, 3, (2, 41, 41))
+    masks[:, :5] = 255
+    output = {"scales": (torch.randn(2, 3, 6, 6), torch.randn(2, 3, 3, 3), torch.randn(2, 3, 5, 5)),
+              "out": torch.randn(2, 3, 6, 6)}
+    terms = []
+    for logits in (*output["scales"], output["out"]):
+        size = logits.shape[-1]
+        resized = np.stack([np.asarray(Image.fromarray(m.numpy().astype(np.uint8)).resize((size, size),
+                                                                                          Image.NEAREST))
+                            for m in masks])
+        terms.append(F.cross_entropy(logits, torch.from_numpy(resized).long(), ignore_index=255))
+    assert len(terms) == 4
+    assert seg.msc_loss(output, masks).item() == pytest.approx(sum(terms).item(), rel=1e-6)
+    assert seg.network_loss(output, masks).item() == pytest.approx(sum(terms).item(), rel=1e-6)
+
+
+class _Conv(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        return {"out": self.conv(x)}
+
+
+def test_accumulated_chunks_update_as_the_whole_batch():
+    """Two chunks of 2, each loss / 2 backpropagated, then one step: the update of the batch of 4
+    (every pixel labelled, so the chunks' means average to the batch's)."""
+    torch.manual_seed(0)
+    images, masks = torch.randn(4, 3, 8, 8), torch.randint(0, 3, (4, 8, 8))
+    weights, losses = [], []
+    for accumulation in (1, 2):
+        torch.manual_seed(1)
+        model = _Conv()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
+        losses.append(seg.train_step(model, images, masks, optimizer, torch.amp.GradScaler("cpu", enabled=False),
+                                     False, accumulation).item())
+        weights.append(model.conv.weight.detach().clone())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    torch.testing.assert_close(weights[0], weights[1])
+    assert not torch.equal(weights[0], _seeded_conv_weight())      # an update happened
+
+
+def _seeded_conv_weight() -> torch.Tensor:
+    torch.manual_seed(1)
+    return _Conv().conv.weight.detach()
+
+
+def test_accumulation_must_divide_the_batch_per_process():
+    from sfc_core.config import SegmentConfig
+
+    seg.check_accumulation(SegmentConfig(batch_size=10, accumulation_steps=2), DistInfo())
+    with pytest.raises(SfcError, match="segment.accumulation_steps=2 does not divide"):
+        seg.check_accumulation(SegmentConfig(batch_size=10, accumulation_steps=2), DistInfo(rank=0, world_size=2))
+
+
+def test_crop_scales_on_deeplab_pytorchs_grid():
+    from sfc_core.config import Config
+
+    cfg = Config.from_preset("voc").segment
+    rng = np.random.default_rng(0)
+    drawn = {seg.crop_scale(rng, cfg) for _ in range(200)}
+    assert drawn == {0.5, 0.75, 1.0, 1.25, 1.5}
+    smooth = Config.from_preset("coco").segment       # DeepLabV3's recipe: U(0.5, 2.0)
+    assert len({seg.crop_scale(rng, smooth) for _ in range(20)}) == 20
+
+
+def test_network_title_says_which_network_and_init():
+    from sfc_core.config import Config
+
+    voc, coco = Config.from_preset("voc").segment, Config.from_preset("coco").segment
+    assert seg.network_title(voc) == ("DeepLab-v2 ResNet-101 + MSC, deeplab-pytorch's VOC recipe; "
+                                      "ImageNet init (not the authors' COCO init)")
+    assert seg.network_title(coco) == "deeplabv3_resnet101; ImageNet init"

@@ -84,15 +84,19 @@ class Backbone(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """images (N, 3, H, W) -> (x1, x2, x3, x4), each (N, channels[i], ...)."""
+        return tuple(self.stage_outputs(images)[1:])
+
+    def stage_outputs(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The outputs of all five stages (stem, layer1..layer4; IRN's boundary branch takes
+        the stem's too), a frozen stage's detached."""
         outputs = []
         x = images
         for index, stage in enumerate(self.stages):
             x = stage(x)
             if index == self.frozen_stages:
                 x = x.detach()
-            if index > 0:
-                outputs.append(x)
-        return tuple(outputs)
+            outputs.append(x)
+        return outputs
 
     def train(self, mode: bool = True) -> Backbone:
         super().train(mode)

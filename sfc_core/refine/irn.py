@@ -1,13 +1,18 @@
 """IRN's class-boundary network (Ahn et al., CVPR 2019) and its training on relation labels.
 
-The network (docs/reference.md 5.2) is a frozen backbone with a light boundary branch: each
-stage output goes through a 1x1 conv to 32 channels, GroupNorm(4) and ReLU, is resized to the
-grid of the first stage (layer1: stride 4 for the ResNets, 2 for ``tiny``), and a 1x1 conv
-(with bias) of their concatenation gives one boundary logit per pixel. IRN also feeds the
-stem to the branch; the backbone registry returns layer1..layer4 only, so here it has four
-inputs. IRN's displacement branch and mean-shift serve instance masks and do not touch the
-boundary map, so they are not built (quirk 26). Small images (the synthetic presets) go
-through the network and the walk rescaled by ``refine.irn_image_scale``.
+The network (docs/reference.md 5.2) is IRN's ``resnet50_irn.py`` boundary branch on a frozen
+backbone: five edge branches, on the stem (conv1, bn1, relu, maxpool: 64 channels for the
+ResNets) and on layer1..layer4, each a 1x1 conv to 32 channels and GroupNorm(4), brought to the
+stem's grid (stride 4) by a bilinear upsampling by its stride ratio (x2 layer2, x4 layer3/4 for
+the ResNets) cropped to that grid, then ReLU; a 1x1 conv (with bias) of their concatenation
+(160 channels) gives one boundary logit per pixel (``edge_layer_table``). The branch widths come
+from the backbone, so ``tiny`` (16-channel stem) gets its own. At inference (IRN's
+``EdgeDisplacement``) the image and its flip are padded on the right and bottom to the training
+crop, run as one batch, cut back to the image's grid ``((H-1)//4+1, (W-1)//4+1)`` and combined
+as ``sigmoid(logit / 2 + flipped logit of the flip / 2)`` (``edge_map``). IRN's displacement
+branch and mean-shift serve instance masks and do not touch the boundary map, so they are not
+built (quirk 26). Small images (the synthetic presets) go through the network and the walk
+rescaled by ``refine.irn_image_scale``.
 
 Training: random rescale (``refine.irn_scale_range``; the reference's effective [0.5, 1.0]),
 flip, random crop (image padded with 0 after normalisation, labels with 255), labels resized
@@ -50,19 +55,21 @@ EPS = 1e-5
 
 class BoundaryNet(nn.Module):
     """Frozen backbone + IRN's boundary branch. ``forward``: (N, 3, H, W) -> logits (N, h, w),
-    (h, w) = the grid of the backbone's first stage, ``self.stride`` times smaller."""
+    (h, w) = the grid of the backbone's stem, ``self.stride`` times smaller."""
 
     def __init__(self, backbone: Backbone):
         super().__init__()
         self.backbone = backbone.requires_grad_(False).eval()
-        self.branches = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(channels, BRANCH_CHANNELS, 1, bias=False),
-                          nn.GroupNorm(BRANCH_GROUPS, BRANCH_CHANNELS), nn.ReLU(inplace=True))
-            for channels in backbone.channels)
-        self.boundary = nn.Conv2d(BRANCH_CHANNELS * len(backbone.channels), 1, 1)
         with torch.no_grad():
             probe = torch.zeros(1, 3, 64, 64, device=next(backbone.parameters()).device)
-            self.stride = 64 // backbone(probe)[0].shape[-1]
+            grids = [x.shape for x in backbone.stage_outputs(probe)]
+        self.stride = 64 // grids[0][-1]
+        self.upsampling = tuple(grids[0][-1] // shape[-1] for shape in grids)   # (1, 1, 2, 4, 4): IRN's
+        self.branches = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(shape[1], BRANCH_CHANNELS, 1, bias=False),
+                          nn.GroupNorm(BRANCH_GROUPS, BRANCH_CHANNELS))
+            for shape in grids)
+        self.boundary = nn.Conv2d(BRANCH_CHANNELS * len(grids), 1, 1)
 
     def train(self, mode: bool = True) -> BoundaryNet:
         super().train(mode)
@@ -74,17 +81,32 @@ class BoundaryNet(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            features = self.backbone(images)
-        size = features[0].shape[-2:]
-        maps = [F.interpolate(branch(x), size=size, mode="bilinear", align_corners=False)
-                for branch, x in zip(self.branches, features)]
+            features = self.backbone.stage_outputs(images)
+        h, w = features[0].shape[-2:]
+        maps = []
+        for branch, factor, x in zip(self.branches, self.upsampling, features):
+            x = branch(x)
+            if factor > 1:               # IRN: Upsample(scale_factor) then a crop to edge2's grid
+                x = F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)[..., :h, :w]
+            maps.append(F.relu(x))
         return self.boundary(torch.cat(maps, 1))[:, 0]
 
 
-def edge_map(net: BoundaryNet, image: torch.Tensor) -> torch.Tensor:
-    """Boundary probabilities of one normalised image (3, H, W), averaged with its flip as the
-    reference does: ``sigmoid(logit / 2 + flip(logit of the flip) / 2)`` -> (h, w)."""
-    logits = net(torch.stack([image, image.flip(-1)])).float()
+def edge_layer_table(net: BoundaryNet) -> list[tuple[str, int, int, int]]:
+    """(branch, input channels, input stride, upsampling) per edge branch, IRN's ``fc_edge1..5``."""
+    return [(f"fc_edge{i + 1}", branch[0].in_channels, net.stride * factor, factor)
+            for i, (branch, factor) in enumerate(zip(net.branches, net.upsampling))]
+
+
+def edge_map(net: BoundaryNet, image: torch.Tensor, crop_size: int) -> torch.Tensor:
+    """Boundary probabilities of one normalised image (3, H, W) as IRN's ``EdgeDisplacement``:
+    the image and its flip padded (0) on the right and bottom to ``crop_size`` (the training
+    crop: the network sees the sizes it trained on), one batch, cut back to the image's grid,
+    ``sigmoid(logit / 2 + flip(logit of the flip) / 2)`` -> (h, w)."""
+    height, width = image.shape[-2:]
+    grid = ((height - 1) // net.stride + 1, (width - 1) // net.stride + 1)
+    pad = (0, max(crop_size - width, 0), 0, max(crop_size - height, 0))
+    logits = net(F.pad(torch.stack([image, image.flip(-1)]), pad)).float()[:, :grid[0], :grid[1]]
     return torch.sigmoid(logits[0] / 2 + logits[1].flip(-1) / 2)
 
 
@@ -96,7 +118,8 @@ def walk_scores(net: BoundaryNet, image: np.ndarray, scores: torch.Tensor, refin
     size = image.shape[:2]
     scaled = normalize(rescale(image, refine.irn_image_scale))
     with engine.autocast(scores.device, amp):
-        edge = edge_map(net, torch.from_numpy(scaled.transpose(2, 0, 1).copy()).to(scores.device))
+        edge = edge_map(net, torch.from_numpy(scaled.transpose(2, 0, 1).copy()).to(scores.device),
+                        refine.irn_crop_size)
     if scaled.shape[:2] != size:
         scores = F.interpolate(scores[None], size=scaled.shape[:2], mode="bilinear", align_corners=False)[0]
     walked = hybrid_walk(scores, edge, net.stride, radius=refine.walk_radius, beta=refine.walk_beta,

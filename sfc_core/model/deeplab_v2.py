@@ -1,0 +1,108 @@
+"""DeepLab-v2 ResNet-101 with multi-scale inputs: step 3's network as the SFC authors trained it
+(kazuto1011/deeplab-pytorch, ``libs/models/deeplabv2.py`` and ``msc.py``; docs/method.md 5).
+
+    model = DeepLabV2(num_classes=21, backbone_weights="imagenet")
+    model.train(); out = model(images)   # {"out": max (N, K, h, w), "scales": (x1, x0.5, x0.75)}
+    model.eval(); model(images)["out"]   # the pixel-wise max only, (N, K, h, w), h = ceil(H / 8)
+
+- Trunk: torchvision's ResNet-101 (blocks 3, 4, 23, 3) at output stride 8: layer3 and layer4
+  keep stride 1 and dilate their 3x3 convolutions by 2 and 4, every block of the layer
+  (deeplab-pytorch's ``_ResBlock``; torchvision would leave each layer's first block at the
+  previous dilation). Every BatchNorm frozen (eval mode, no gradient), as deeplab-pytorch's
+  ``freeze_bn``. ``self.backbone`` holds torchvision's names, so its ImageNet weights load as
+  they are (``segment.load_backbone``).
+- Head (ASPP): four 3x3 convolutions on the 2048 channels, dilation = padding = 6, 12, 18, 24,
+  with bias, each straight to the class logits, summed; weights N(0, 0.01), biases 0.
+- MSC: the logits of the image at 1.0, 0.5 and 0.75 (``int(size * scale)``, bilinear), the
+  smaller ones upsampled (bilinear) to the 1.0 logits' grid, and their pixel-wise max. Training
+  takes the loss on each of the four outputs (``segment.msc_loss``), the test the max only.
+
+The init deeplab-pytorch starts VOC from (a COCO-pretrained DeepLab-v1 converted from Caffe,
+``deeplabv1_resnet101-coco.pth``) cannot be had offline: here the trunk starts from torchvision's
+ImageNet weights, with torchvision's normalisation (not the Caffe BGR means).
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+NAME = "deeplabv2_resnet101"
+ASPP_RATES = (6, 12, 18, 24)          # MODEL.ATROUS_RATES
+MSC_SCALES = (0.5, 0.75)              # MSC(pyramids=[0.5, 0.75]) beside the image itself
+LAYER_DILATIONS = {"layer3": 2, "layer4": 4}
+TRUNK = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+
+
+class ASPP(nn.Module):
+    """Four dilated 3x3 convolutions to the class logits, their outputs summed."""
+
+    def __init__(self, in_channels: int, num_classes: int, rates: tuple[int, ...] = ASPP_RATES):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(in_channels, num_classes, 3, padding=r, dilation=r, bias=True)
+                                   for r in rates)
+        for conv in self.convs:
+            nn.init.normal_(conv.weight, mean=0.0, std=0.01)
+            nn.init.constant_(conv.bias, 0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sum(conv(x) for conv in self.convs)
+
+
+def dilated_resnet101(resnet: nn.Module) -> nn.Sequential:
+    """torchvision's ResNet-101 (classifier dropped) at output stride 8, every block of layer3
+    and layer4 dilated by 2 and 4 (deeplab-pytorch's layer4 and layer5)."""
+    for name, dilation in LAYER_DILATIONS.items():
+        for index, block in enumerate(getattr(resnet, name)):
+            block.conv2.dilation, block.conv2.padding = (dilation, dilation), (dilation, dilation)
+            if index == 0:
+                block.conv2.stride = (1, 1)
+                block.downsample[0].stride = (1, 1)
+    return nn.Sequential(OrderedDict((name, getattr(resnet, name)) for name in TRUNK))
+
+
+class DeepLabV2(nn.Module):
+    """DeepLab-v2 ResNet-101 with MSC (module docstring). ``backbone_weights``: "imagenet"
+    (torchvision's download or hub cache) or "none"; a path is loaded by the caller."""
+
+    def __init__(self, num_classes: int, backbone_weights: str = "none"):
+        super().__init__()
+        weights = "IMAGENET1K_V1" if backbone_weights == "imagenet" else None
+        self.backbone = dilated_resnet101(torchvision.models.resnet101(weights=weights))
+        self.aspp = ASPP(2048, num_classes)
+        for module in self.backbone.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.requires_grad_(False)
+        self.train()
+
+    def train(self, mode: bool = True) -> DeepLabV2:
+        super().train(mode)
+        for module in self.backbone.modules():     # frozen: running statistics used, never updated
+            if isinstance(module, nn.BatchNorm2d):
+                module.eval()
+        return self
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """One scale: (N, 3, H, W) -> (N, K, ceil(H / 8), ceil(W / 8))."""
+        return self.aspp(self.backbone(images))
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor | tuple[torch.Tensor, ...]]:
+        full = self.logits(images)
+        pyramid = [self.logits(F.interpolate(images, size=[int(s * p) for s in images.shape[-2:]],
+                                             mode="bilinear", align_corners=False)) for p in MSC_SCALES]
+        upsampled = [F.interpolate(x, size=full.shape[-2:], mode="bilinear", align_corners=False)
+                     for x in pyramid]
+        best = torch.stack([full, *upsampled]).amax(0)
+        if self.training:
+            return {"out": best, "scales": (full, *pyramid)}
+        return {"out": best}
+
+    def parameter_kinds(self) -> dict[str, list[nn.Parameter]]:
+        """deeplab-pytorch's optimiser groups: the trunk's convolution weights ("backbone"),
+        the ASPP weights ("head_weights") and biases ("head_biases"); BatchNorm in none."""
+        convs = [m.weight for m in self.backbone.modules() if isinstance(m, nn.Conv2d)]
+        return {"backbone": convs, "head_weights": [c.weight for c in self.aspp.convs],
+                "head_biases": [c.bias for c in self.aspp.convs]}
