@@ -114,7 +114,7 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
     path = run.inference_checkpoint
     ckpt = load_checkpoint(path)
     dist = setup_distributed()
-    device = select_device(str(device or cfg.runtime.device), dist, "--device", cfg.preset)   # before any write
+    device = select_device(str(device or cfg.runtime.device), dist, "--device", cfg.preset)   # before writes
     announce_runtime("cams", device, dist, loader_workers(cfg.runtime.num_workers, device), cfg.cams.amp)
     model = load_model(path, ckpt, cfg.model, class_names, device)   # a refused checkpoint touches no CAM
     if dist.is_main:

@@ -3,10 +3,10 @@
 Sections: distributed (torchrun: ``DistInfo``, ``setup_distributed``, ``per_process`` and the
 collectives, each a no-op in one process); devices and precision (``select_device``,
 ``loader_workers``, ``compiled``, ``autocast``, ``optimizer_step``, ``announce_runtime``);
-reproducibility (global RNG states); optimisation (``make_optimizer``, ``make_schedule``); checkpoints and logs
-(``load_checkpoint``, the compatibility checks, ``MetricsLogger``); the one training loop
-(``TrainState``, ``Loop``, ``run_loop``). Checkpoints hold only tensors and plain Python
-values, so they load with ``torch.load(weights_only=True)``.
+reproducibility (global RNG states); optimisation (``make_optimizer``, ``make_schedule``);
+checkpoints and logs (``load_checkpoint``, the compatibility checks, ``MetricsLogger``); the
+one training loop (``TrainState``, ``Loop``, ``run_loop``). Checkpoints hold only tensors and
+plain Python values, so they load with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
@@ -268,10 +268,10 @@ def select_device(name: str = "auto", dist: DistInfo | None = None, option: str 
                            fix=f"use {use_cpu} (or auto)")
         if device.index is None:
             device = torch.device("cuda", local_rank)
-        if device.index >= torch.cuda.device_count():
-            raise SfcError(f"device {str(device)!r} asked for, but this machine has "
-                           f"{torch.cuda.device_count()} GPU(s), cuda:0 to cuda:{torch.cuda.device_count() - 1}",
-                           fix=f"name one of them, or use {use_cpu}")
+        count = torch.cuda.device_count()
+        if device.index >= count:
+            raise SfcError(f"device {str(device)!r} asked for, but this machine has {count} GPU(s)",
+                           fix=f"name one of cuda:0 to cuda:{count - 1}, or use {use_cpu}")
         torch.cuda.set_device(device)    # cuda:N: kernels, streams and events of this process go there
     return device
 

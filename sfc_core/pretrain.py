@@ -27,7 +27,7 @@ def pretrain_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def pretrain_command(args: argparse.Namespace) -> int:
-    announce_runtime("pretrain", torch.device("cpu"), DistInfo(), 0, False)   # model.pretrained: CPU, in-process
+    announce_runtime("pretrain", torch.device("cpu"), DistInfo(), 0, False)   # model.pretrained: in-process
     spec = PretrainSpec(seed=args.seed)
     path = pretrain(args.out, spec, Recipe(backbone=args.backbone, epochs=args.epochs), force=args.force)
     record = json.loads(path.with_suffix(".json").read_text())

@@ -555,8 +555,8 @@ def sync_batchnorm(model: nn.Module, dist: engine.DistInfo, device: torch.device
     sees), not over this rank's 1/N. The same parameters and buffers (the optimiser and the
     checkpoint keys are unchanged); a frozen network is left as it is. torch's SyncBatchNorm
     runs on GPUs only: a CPU (gloo) job keeps per-process statistics."""
-    trains = any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None and m.weight.requires_grad
-                 for m in model.modules())
+    trains = any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None
+                 and m.weight.requires_grad for m in model.modules())
     if not (dist.distributed and device.type == "cuda" and trains):
         return model
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
