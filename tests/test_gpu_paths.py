@@ -71,6 +71,7 @@ def test_amp_is_bfloat16_only_where_the_gpu_has_it_natively(fake_gpus, capabilit
     """A T4 / RTX 20xx (7.5) emulates bfloat16 (is_bf16_supported says True): float16 there."""
     fake_gpus["capability"] = capability
     assert engine.amp_dtype(torch.device("cuda", 0)) == dtype
+    assert engine.make_grad_scaler(torch.device("cuda", 0), True).is_enabled() == (dtype == torch.float16)
 
 
 def test_a_gpu_preset_on_a_cpu_stops_unless_the_cpu_is_asked_for(monkeypatch):
