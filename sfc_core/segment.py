@@ -7,8 +7,9 @@
 Trains ``cfg.segment.network`` (VOC: DeepLab-v2 ResNet-101 with multi-scale inputs under
 deeplab-pytorch's VOC recipe, ``model/deeplab_v2.py``, as the SFC authors trained step 3; COCO:
 DeepLabV3-ResNet-101; both with ImageNet weights; a small network from scratch on the synthetic
-presets) on one kind of mask of the training list, then scores it on the held-out list, single-scale and multi-scale + flip (optionally
-followed by the refinement stage's dense CRF). The masks:
+presets) on one kind of mask of the training list, then scores it on the held-out list,
+single-scale and multi-scale + flip (optionally followed by the refinement stage's dense CRF).
+The masks:
 
 - ``irn`` / ``crf``: the refinement stage's pseudo masks (palette PNGs, 255 = ignored);
 - ``cam``: the fused CAM's arg-max, at the lambda and background threshold eval-cams chose
@@ -494,11 +495,11 @@ def check_accumulation(seg: SegmentConfig, dist: engine.DistInfo) -> None:
 
 def network_title(seg: SegmentConfig) -> str:
     """What step 3's figure came from, in words: the network, its recipe and its initial weights."""
-    what = {DEEPLAB_V2: "DeepLab-v2 ResNet-101 + MSC, deeplab-pytorch's VOC recipe"}.get(seg.network, seg.network)
-    weights = {"imagenet": "ImageNet init (not the authors' COCO init)" if seg.network == DEEPLAB_V2
-               else "ImageNet init", "none": "from scratch"}.get(seg.backbone_weights,
-                                                              f"init {Path(seg.backbone_weights).name}")
-    return f"{what}; {weights}"
+    weights = {"imagenet": "ImageNet init", "none": "from scratch"}.get(seg.backbone_weights,
+                                                                       f"init {Path(seg.backbone_weights).name}")
+    if seg.network == DEEPLAB_V2:
+        return f"DeepLab-v2 ResNet-101 + MSC, deeplab-pytorch's VOC recipe; {weights} (its own: a COCO init)"
+    return f"{seg.network}; {weights}"
 
 
 def _memory_format(cfg: Config, device: torch.device) -> torch.memory_format:

@@ -410,6 +410,14 @@ def test_deeplab_v2_is_a_dilated_resnet101_with_aspp_and_msc(deeplab_v2):
     model.train()
 
 
+def test_deeplab_v2_batchnorm_stays_frozen_as_syncbatchnorm(deeplab_v2):
+    import copy
+
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(copy.deepcopy(deeplab_v2)).train()
+    norms = [m for m in synced.modules() if isinstance(m, torch.nn.SyncBatchNorm)]
+    assert norms and all(not m.training and not m.weight.requires_grad for m in norms)
+
+
 def test_deeplab_v2_parameter_groups_are_deeplab_pytorchs(deeplab_v2):
     from sfc_core.config import Config
     from sfc_core.engine import make_optimizer
@@ -499,5 +507,5 @@ def test_network_title_says_which_network_and_init():
 
     voc, coco = Config.from_preset("voc").segment, Config.from_preset("coco").segment
     assert seg.network_title(voc) == ("DeepLab-v2 ResNet-101 + MSC, deeplab-pytorch's VOC recipe; "
-                                      "ImageNet init (not the authors' COCO init)")
+                                      "ImageNet init (its own: a COCO init)")
     assert seg.network_title(coco) == "deeplabv3_resnet101; ImageNet init"

@@ -35,6 +35,7 @@ ASPP_RATES = (6, 12, 18, 24)          # MODEL.ATROUS_RATES
 MSC_SCALES = (0.5, 0.75)              # MSC(pyramids=[0.5, 0.75]) beside the image itself
 LAYER_DILATIONS = {"layer3": 2, "layer4": 4}
 TRUNK = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
+BATCHNORMS = nn.modules.batchnorm._BatchNorm   # BatchNorm2d, and SyncBatchNorm should one convert them
 
 
 class ASPP(nn.Module):
@@ -74,14 +75,14 @@ class DeepLabV2(nn.Module):
         self.backbone = dilated_resnet101(torchvision.models.resnet101(weights=weights))
         self.aspp = ASPP(2048, num_classes)
         for module in self.backbone.modules():
-            if isinstance(module, nn.BatchNorm2d):
+            if isinstance(module, BATCHNORMS):
                 module.requires_grad_(False)
         self.train()
 
     def train(self, mode: bool = True) -> DeepLabV2:
         super().train(mode)
         for module in self.backbone.modules():     # frozen: running statistics used, never updated
-            if isinstance(module, nn.BatchNorm2d):
+            if isinstance(module, BATCHNORMS):
                 module.eval()
         return self
 
