@@ -46,8 +46,8 @@ while [ $# -gt 0 ]; do
 done
 if [ -n "$data_root" ]; then data_root="$(cd "$data_root" 2>/dev/null && pwd)" \
   || { echo "run_all.sh: --data-root $data_root is not a folder" >&2; exit 2; }; fi
-if [ -n "$config" ]; then config="$(cd "$(dirname "$config")" 2>/dev/null && pwd)/$(basename "$config")"
-  [ -f "$config" ] || { echo "run_all.sh: --config $config is not a file" >&2; exit 2; }; fi
+if [ -n "$config" ]; then [ -f "$config" ] || { echo "run_all.sh: --config $config is not a file" >&2; exit 2; }
+  config="$(cd "$(dirname "$config")" && pwd)/$(basename "$config")"; fi
 if [ -z "$name" ]; then name="$preset"; [ "$smoke" = True ] && name="$name-smoke"; fi
 run_root="$repo/runs/$name"
 if [ -z "$figures" ]; then
