@@ -1,11 +1,12 @@
-"""One image through a trained SFC network step by step: the walk-through of notebook 02.
+"""One image through a trained SFC network step by step: the walk-through of notebook 03.
 
 Nothing here computes method math of its own: ``network_steps`` calls, in the order
 ``SfcNet.forward`` does, the network's own layers and PCM (``_refine``, ``_hierarchical_features``)
 and the pure functions of ``model/cam.py`` that ``SfcNet._prototype_cam`` calls, keeping the
 tensors the forward hides (classifier CAM before PCM, seeds, prototypes); ``loss_terms`` splits
 the two consistency losses of ``losses.py`` by class by calling them with one-hot class
-weights (both are linear in the weights). tests/test_walkthrough.py checks that the outputs
+weights (both are linear in the weights; ``split_by_class``, which notebook 02's training step
+shares). tests/test_walkthrough.py checks that the outputs
 equal ``SfcNet.forward``'s and that the terms add up to ``train.SfcObjective``'s losses.
 
     picked = pick_head_and_tail(dataset.labels("train"), counts)   # {"head": (i, k), "tail": (i, k)}
@@ -16,7 +17,7 @@ equal ``SfcNet.forward``'s and that the terms add up to ``train.SfcObjective``'s
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -107,27 +108,36 @@ def loss_terms(model: SfcNet, images: torch.Tensor, label: torch.Tensor, class_w
     full = network_steps(model, images, label)
     half = network_steps(model, F.interpolate(images, scale_factor=HALF_SCALE, mode="bilinear",
                                               align_corners=True), label)
-    weights = class_weights.to(full["cam"].dtype)
-    labels = label[None].to(weights.dtype)
+    labels = label[None].to(full["cam"].dtype)
 
-    def prototype(w: torch.Tensor) -> float:
-        return float(prototype_consistency(full["cam"], full["prototype_cam"], w))
+    def losses_at(w: torch.Tensor) -> tuple[float, float]:
+        return (float(prototype_consistency(full["cam"], full["prototype_cam"], w)),
+                float(scale_consistency(full["cam"], half["cam"], labels, w)))
 
-    def scale(w: torch.Tensor) -> float:
-        return float(scale_consistency(full["cam"], half["cam"], labels, w))
+    classes = np.flatnonzero(label.cpu().numpy() > 0.5)
+    return split_by_class(losses_at, class_weights.to(full["cam"].dtype), classes, class_names)
 
-    background = prototype(torch.zeros_like(weights))
+
+def split_by_class(losses_at: Callable[[torch.Tensor], tuple[float, float]], weights: torch.Tensor,
+                   classes: Sequence[int], class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """Table rows of the (prototype, cross-scale) consistency losses split by class, from
+    ``losses_at(class weights (C,))``: both losses are linear in the weights. Rows: the background
+    (weight 1; no cross-scale term), each class of ``classes`` (its share of the loss's mean at
+    weight 1, the loss at its one-hot weight less the background's, and that times w_k), and
+    ``total``: the losses at ``weights``, which the weighted column sums to."""
+    background, _ = losses_at(torch.zeros_like(weights))
     rows = [{"class": "background", "w_k": 1.0, "prototype term": background,
              "w_k x prototype term": background, "scale term": 0.0, "w_k x scale term": 0.0}]
-    for k in np.flatnonzero(label.cpu().numpy() > 0.5):
+    for k in classes:
         one_hot = torch.zeros_like(weights)
         one_hot[k] = 1
-        w_k, p_k, s_k = float(weights[k]), prototype(one_hot) - background, scale(one_hot)
+        prototype, scale = losses_at(one_hot)
+        w_k, p_k = float(weights[k]), prototype - background
         rows.append({"class": class_names[k], "w_k": w_k, "prototype term": p_k,
-                     "w_k x prototype term": w_k * p_k, "scale term": s_k, "w_k x scale term": w_k * s_k})
+                     "w_k x prototype term": w_k * p_k, "scale term": scale, "w_k x scale term": w_k * scale})
+    prototype, scale = losses_at(weights)
     rows.append({"class": "total (the loss)", "w_k": float("nan"), "prototype term": float("nan"),
-                 "w_k x prototype term": prototype(weights), "scale term": float("nan"),
-                 "w_k x scale term": scale(weights)})
+                 "w_k x prototype term": prototype, "scale term": float("nan"), "w_k x scale term": scale})
     return rows
 
 
