@@ -8,20 +8,22 @@
 #   bash run_all.sh --full                           # + the no-shared-part control, 3 seeds, ablations
 #   bash run_all.sh --smoke                          # tiny preset, a minute or two
 #   bash run_all.sh --preset voc --data-root PATH    # PASCAL VOC 2012 (GPU)
+#   bash run_all.sh --publish                        # maintainers: refresh figures/ and docs/notebooks/
 #
-# Options: --preset NAME  --data-root PATH  --smoke  --full  --force
+# Options: --preset NAME  --data-root PATH  --smoke  --full  --force  --publish
 #          --name NAME     run folder runs/NAME (default: the preset, with -smoke)
-#          --figures DIR   where figures and tables go (default: figures/, --smoke: runs/NAME/figures)
-# Executed notebooks land in runs/NAME/executed/. Stops at the first failing notebook.
-# A run whose figures go to the repository's figures/ (the default; not --smoke) also refreshes the
-# executed copies in docs/notebooks/ (figures shown at SFC_FIGURE_DPI, default 72, to stay small).
+#          --figures DIR   where figures and tables go (default: runs/NAME/figures)
+# Executed notebooks land in runs/NAME/executed/, so the checkout stays as it was (runs/ is ignored).
+# Stops at the first failing notebook. --publish (not with --smoke or --figures) writes the figures
+# into the repository's committed figures/ and the executed copies into docs/notebooks/ (figures
+# shown at SFC_FIGURE_DPI, default 72, to stay small).
 set -euo pipefail
 cd "$(dirname "$0")"
 repo="$(pwd)"
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 
-preset=synthetic-paper data_root="" smoke=False full=False force=False name="" figures=""
+preset=synthetic-paper data_root="" smoke=False full=False force=False name="" figures="" publish=False
 while [ $# -gt 0 ]; do
   case "$1" in
     --preset) preset="${2:?--preset needs a name}"; shift 2 ;;
@@ -31,6 +33,7 @@ while [ $# -gt 0 ]; do
     --force) force=True; shift ;;
     --name) name="${2:?--name needs a name}"; shift 2 ;;
     --figures) figures="${2:?--figures needs a folder}"; shift 2 ;;
+    --publish) publish=True; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run_all.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -39,8 +42,10 @@ if [ -n "$data_root" ]; then data_root="$(cd "$data_root" 2>/dev/null && pwd)" \
   || { echo "run_all.sh: --data-root $data_root is not a folder" >&2; exit 2; }; fi
 if [ -z "$name" ]; then name="$preset"; [ "$smoke" = True ] && name="$name-smoke"; fi
 run_root="$repo/runs/$name"
+if [ "$publish" = True ] && { [ "$smoke" = True ] || [ -n "$figures" ]; }; then
+  echo "run_all.sh: --publish refreshes the committed figures/: not with --smoke or --figures" >&2; exit 2; fi
 if [ -z "$figures" ]; then
-  if [ "$smoke" = True ]; then figures="$run_root/figures"; else figures="$repo/figures"; fi
+  if [ "$publish" = True ]; then figures="$repo/figures"; else figures="$run_root/figures"; fi
 fi
 mkdir -p "$run_root/executed" "$figures"
 figures="$(cd "$figures" && pwd)"
@@ -80,7 +85,7 @@ echo "[run_all] elapsed per notebook:"
 printf '  %s\n' "${timings[@]}"
 printf '[run_all] total: %d s (%d min %02d s) on %s CPU cores\n' "$total" $((total / 60)) $((total % 60)) "$(nproc)"
 echo "[run_all] CPU: $cpu; $isa"
-if [ "$smoke" = False ] && [ "$figures" = "$repo/figures" ]; then
+if [ "$publish" = True ]; then
   echo "[run_all] executed copies with outputs -> docs/notebooks/"
   python -m sfc_core.analysis.notebook "$run_root/executed" "$repo/docs/notebooks" "${notebooks[@]}" \
     || echo "[run_all] WARNING: a copy is over 2 MiB (tests/test_walkthrough.py fails): rerun with a lower SFC_FIGURE_DPI" >&2

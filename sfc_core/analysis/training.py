@@ -18,7 +18,7 @@ import copy
 import io
 import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,6 @@ from torch.utils.data import default_collate
 
 from sfc_core import engine
 from sfc_core.analysis import plots
-from sfc_core.analysis.walkthrough import HALF_SCALE, split_by_class
 from sfc_core.config import Config
 from sfc_core.data import SegmentationDataset, TrainDataset
 from sfc_core.data.stats import class_weights
@@ -40,6 +39,7 @@ from sfc_core.model.pretrained import resolve_backbone_weights
 from sfc_core.train import SfcObjective, append_bank_draws, sfc_update
 
 WARM_BATCHES = 3      # loader batches written into the image bank before the step shown
+HALF_SCALE = 0.5      # the second scale of the cross-scale term, as train.SfcObjective
 
 
 def take_step(cfg: Config, dataset: SegmentationDataset, device: torch.device,
@@ -97,7 +97,7 @@ def take_step(cfg: Config, dataset: SegmentationDataset, device: torch.device,
 def class_terms(objective: SfcObjective, images: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
                 class_names: Sequence[str]) -> list[dict[str, Any]]:
     """The objective's prototype and cross-scale consistency losses on a batch, split by class
-    (``walkthrough.split_by_class``: the losses at one-hot class weights), for the classes
+    (``split_by_class``: the losses at one-hot class weights), for the classes
     present in the batch. ``objective.class_weights`` is restored afterwards."""
     weights = objective.class_weights.clone()
 
@@ -112,6 +112,29 @@ def class_terms(objective: SfcObjective, images: torch.Tensor, boxes: torch.Tens
         return split_by_class(losses_at, weights, present, class_names)
     finally:
         objective.class_weights.copy_(weights)
+
+
+def split_by_class(losses_at: Callable[[torch.Tensor], tuple[float, float]], weights: torch.Tensor,
+                   classes: Sequence[int], class_names: Sequence[str]) -> list[dict[str, Any]]:
+    """Table rows of the (prototype, cross-scale) consistency losses split by class, from
+    ``losses_at(class weights (C,))``: both losses are linear in the weights. Rows: the background
+    (weight 1; no cross-scale term), each class of ``classes`` (its share of the loss's mean at
+    weight 1, the loss at its one-hot weight less the background's, and that times w_k), and
+    ``total``: the losses at ``weights``, which the weighted column sums to."""
+    background, _ = losses_at(torch.zeros_like(weights))
+    rows = [{"class": "background", "w_k": 1.0, "prototype term": background,
+             "w_k x prototype term": background, "scale term": 0.0, "w_k x scale term": 0.0}]
+    for k in classes:
+        one_hot = torch.zeros_like(weights)
+        one_hot[k] = 1
+        prototype, scale = losses_at(one_hot)
+        w_k, p_k = float(weights[k]), prototype - background
+        rows.append({"class": class_names[k], "w_k": w_k, "prototype term": p_k,
+                     "w_k x prototype term": w_k * p_k, "scale term": scale, "w_k x scale term": w_k * scale})
+    prototype, scale = losses_at(weights)
+    rows.append({"class": "total (the loss)", "w_k": float("nan"), "prototype term": float("nan"),
+                 "w_k x prototype term": prototype, "scale term": float("nan"), "w_k x scale term": scale})
+    return rows
 
 
 def crops_to_rgb(images: torch.Tensor) -> np.ndarray:
