@@ -119,6 +119,21 @@ def test_publish_executed_copies_and_points_the_copy_back_at_its_source(tmp_path
     assert json.loads(path.read_text())["cells"][1]["outputs"][0]["text"] == ["runs: runs/x\n"]
 
 
+def test_publish_executed_keeps_a_progress_bar_as_its_last_state(tmp_path):
+    source = json.loads(NOTEBOOKS[2].read_text())
+    bar = [{"output_type": "stream", "name": "stderr", "text": [text]}
+           for text in ("\rtrain:   0%| 0/2", "\rtrain:  50%| 1/2", "\rtrain: 100%| 2/2", "\n")]
+    printed = {"output_type": "stream", "name": "stdout", "text": ["a\n", "b\n"]}
+    image = {"output_type": "display_data", "data": {"text/plain": ["x"]}, "metadata": {}}
+    source["cells"][1]["outputs"] = [printed, *bar, image, dict(printed)]
+    (tmp_path / "executed").mkdir()
+    (tmp_path / "executed" / NOTEBOOKS[2].name).write_text(json.dumps(source))
+    [(path, _)] = publish_executed(tmp_path / "executed", tmp_path / "docs", [NOTEBOOKS[2].stem])
+    outputs = json.loads(path.read_text())["cells"][1]["outputs"]
+    assert [o.get("name") for o in outputs] == ["stdout", "stderr", None, "stdout"]
+    assert outputs[1]["text"] == ["train: 100%| 2/2\n"] and outputs[0]["text"] == ["a\n", "b\n"]
+
+
 def test_executed_copies_when_present_are_under_2_mb_and_have_outputs():
     copies = sorted(EXECUTED.glob("*.ipynb"))
     assert {p.name for p in copies} <= {p.name for p in NOTEBOOKS}

@@ -51,9 +51,8 @@ def take_step(cfg: Config, dataset: SegmentationDataset, device: torch.device,
     as each step writes its batch, so the next batch's draws come from earlier images; then that
     batch takes the step: crops normalised, bank draws appended, both scales through the
     network, the weighted losses, the clipped gradient step and the schedule's step. Returns
-    ``batch_images`` (B + draws, H, W, 3) uint8 (the draws last), ``names``, ``labels`` (B +
-    draws, C), ``draws``, ``images`` (normalised), ``boxes``, ``losses`` {name: float},
-    ``terms`` (``class_terms`` rows), ``grad_norm``, ``lr`` and ``loss_after`` (the same batch
+    ``batch_images`` (B + draws, H, W, 3) uint8 (the draws last), ``labels`` (B + draws, C),
+    ``draws``, ``losses`` {name: float}, ``terms`` (``class_terms`` rows), ``grad_norm``, ``lr`` and ``loss_after`` (the same batch
     after the step), ``half_images`` (the second scale, as the objective makes it) and ``grids``
     (the CAM grid (h, w) at each scale).
     """
@@ -75,8 +74,8 @@ def take_step(cfg: Config, dataset: SegmentationDataset, device: torch.device,
     images = normalize_crops(batch["image"], batch["box"], device)
     images, boxes, labels = append_bank_draws(bank, images, batch["box"], batch["label"], update.draws, generator)
     on_device = engine.to_device(boxes, device), engine.to_device(labels, device)
-    terms = class_terms(update.objective, images, *on_device, list(dataset.class_names))
     with engine.autocast(device, cfg.runtime.amp):
+        terms = class_terms(update.objective, images, *on_device, list(dataset.class_names))
         losses, _ = update.objective(images, *on_device)
     half = F.interpolate(images, scale_factor=HALF_SCALE, mode="bilinear", align_corners=True)
     grad_norm = engine.optimizer_step(losses["total"], update.state.optimizer, update.state.scaler,
@@ -84,8 +83,7 @@ def take_step(cfg: Config, dataset: SegmentationDataset, device: torch.device,
     update.state.schedule.step()
     with torch.no_grad(), engine.autocast(device, cfg.runtime.amp):
         after, _ = update.objective(images, *on_device)
-    return {"batch_images": crops_to_rgb(images), "names": list(batch["name"]), "labels": labels,
-            "draws": len(labels) - len(batch["label"]), "images": images, "boxes": boxes,
+    return {"batch_images": crops_to_rgb(images), "labels": labels, "draws": len(labels) - len(batch["label"]),
             "losses": {name: float(value.detach()) for name, value in losses.items()}, "terms": terms,
             "grad_norm": None if grad_norm is None else float(grad_norm),
             "lr": [group["lr"] for group in update.state.optimizer.param_groups],
