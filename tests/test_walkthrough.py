@@ -1,5 +1,5 @@
-"""The walk-through of notebook 03 (sfc_core/analysis/walkthrough.py) shows what the network and
-the losses compute, and the executed notebook copies in docs/notebooks/ stay small and linked."""
+"""The walk-through of notebook 03 (sfc_core/analysis/walkthrough.py) shows what the network
+computes, and the executed notebook copies in docs/notebooks/ stay small and linked."""
 from __future__ import annotations
 
 import json
