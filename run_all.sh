@@ -9,23 +9,25 @@
 #   bash run_all.sh --smoke                          # tiny preset, a minute or two
 #   bash run_all.sh --preset voc --data-root PATH    # PASCAL VOC 2012 (GPU)
 #   bash run_all.sh --preset voc --data-root PATH --set model.backbone_weights=/path/resnet50-0676ba61.pth
+#   bash run_all.sh --publish                        # maintainers: refresh figures/ and docs/notebooks/
 #
-# Options: --preset NAME  --data-root PATH  --smoke  --full  --force
+# Options: --preset NAME  --data-root PATH  --smoke  --full  --force  --publish
 #          --name NAME     run folder runs/NAME (default: the preset, with -smoke)
-#          --figures DIR   where figures and tables go (default: figures/, --smoke: runs/NAME/figures)
+#          --figures DIR   where figures and tables go (default: runs/NAME/figures)
 #          --config FILE   config fields on top of the preset, as the CLI's --config (every notebook)
 #          --set KEY=VALUE any config field, as the CLI's --set (repeatable; wins over --config)
-# Executed notebooks land in runs/NAME/executed/ (papermill's log beside each, NAME.log). Stops
-# at the first failing notebook with the kit's one message and the executed copy's path.
-# A run whose figures go to the repository's figures/ (the default; not --smoke) also refreshes the
-# executed copies in docs/notebooks/ (figures shown at SFC_FIGURE_DPI, default 72, to stay small).
+# Executed notebooks land in runs/NAME/executed/ (papermill's log beside each, NAME.log), so the
+# checkout stays as it was (runs/ is ignored). Stops at the first failing notebook with the kit's
+# one message and the executed copy's path. --publish (not with --smoke or --figures) writes the
+# figures into the repository's committed figures/ and the executed copies into docs/notebooks/
+# (figures shown at SFC_FIGURE_DPI, default 72, to stay small).
 set -euo pipefail
 cd "$(dirname "$0")"
 repo="$(pwd)"
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; }
 
-preset=synthetic-paper data_root="" smoke=False full=False force=False name="" figures="" config=""
+preset=synthetic-paper data_root="" smoke=False full=False force=False name="" figures="" config="" publish=False
 sets=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -40,6 +42,7 @@ while [ $# -gt 0 ]; do
     --set) [[ "${2:?--set needs KEY=VALUE}" == *=* ]] \
              || { echo "run_all.sh: --set $2 is not KEY=VALUE (e.g. --set train.lr=0.01)" >&2; exit 2; }
            sets+=("$2"); shift 2 ;;
+    --publish) publish=True; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run_all.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
   esac
@@ -50,8 +53,10 @@ if [ -n "$config" ]; then [ -f "$config" ] || { echo "run_all.sh: --config $conf
   config="$(cd "$(dirname "$config")" && pwd)/$(basename "$config")"; fi
 if [ -z "$name" ]; then name="$preset"; [ "$smoke" = True ] && name="$name-smoke"; fi
 run_root="$repo/runs/$name"
+if [ "$publish" = True ] && { [ "$smoke" = True ] || [ -n "$figures" ]; }; then
+  echo "run_all.sh: --publish refreshes the committed figures/: not with --smoke or --figures" >&2; exit 2; fi
 if [ -z "$figures" ]; then
-  if [ "$smoke" = True ]; then figures="$run_root/figures"; else figures="$repo/figures"; fi
+  if [ "$publish" = True ]; then figures="$repo/figures"; else figures="$run_root/figures"; fi
 fi
 mkdir -p "$run_root/executed" "$figures"
 figures="$(cd "$figures" && pwd)"
@@ -100,7 +105,7 @@ echo "[run_all] elapsed per notebook:"
 printf '  %s\n' "${timings[@]}"
 printf '[run_all] total: %d s (%d min %02d s) on %s CPU cores\n' "$total" $((total / 60)) $((total % 60)) "$(nproc)"
 echo "[run_all] CPU: $cpu; $isa"
-if [ "$smoke" = False ] && [ "$figures" = "$repo/figures" ]; then
+if [ "$publish" = True ]; then
   echo "[run_all] executed copies with outputs -> docs/notebooks/"
   python -m sfc_core.analysis.notebook "$run_root/executed" "$repo/docs/notebooks" "${notebooks[@]}" \
     || echo "[run_all] WARNING: a copy is over 2 MiB (tests/test_walkthrough.py fails): rerun with a lower SFC_FIGURE_DPI" >&2

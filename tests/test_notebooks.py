@@ -31,8 +31,8 @@ EXPECTED_FIGURES = {
                               "01_activation_ratio.png", "01_class_stats.csv", "01_symptom.json",
                               "01_shared_part_recall.png", "01_lost_to_other_class.png", "01_mechanism.json",
                               "01_mechanism_targets.json"],
-    "02_train": ["02_loss_curves.png", "02_walkthrough.png"],
-    "03_cam_fusion": ["03_cam_table.csv", "03_cam_table.json", "03_threshold_sweep.png", "03_lambda_sweep.png",
+    "02_train": ["02_training_batch.png", "02_step_terms.json", "02_loss_curves.png"],
+    "03_cam_fusion": ["03_walkthrough.png", "03_cam_table.csv", "03_cam_table.json", "03_threshold_sweep.png", "03_lambda_sweep.png",
                       "03_iou_vs_frequency.png", "03_activation_ratio.png", "03_cam_kinds.png"],
     "04_visualization": ["04_head_tail_overlays.png"],
     "05_evaluation": ["05_results.json", "05_results_per_seed.csv", "05_fix_targets.json", "05_ablations.json",
@@ -120,6 +120,7 @@ def _check_contents(stem: str, shared: dict[str, Path], text: str) -> None:
         assert {row["class"]: row["images"] for row in table} == expected
         assert [row["images"] for row in table] == sorted(expected.values(), reverse=True)
         assert (runs / "baseline-control" / "cam_eval.json").is_file()
+        assert not (runs / "sfc").exists(), "01 trains the baselines only: SFC trains in 02"
         assert "targets" in text
         rows = json.loads((figures / "01_mechanism_targets.json").read_text())
         assert sum(row["scope"] == "baseline vs control" for row in rows) == 2
@@ -136,10 +137,24 @@ def _check_contents(stem: str, shared: dict[str, Path], text: str) -> None:
             assert row["measured"] == (None if slope is None else pytest.approx(slope))
             assert any(r["scope"] == scope and r["figure"].startswith("Spearman") for r in symptom)
     if stem == "02_train":
-        # the walk-through's two images, its loss table, and its figures shown inline (not lost to Agg)
-        assert "head: class" in text and "tail: class" in text and "total (the loss)" in text
-        assert text.count("iVBOR") >= 7, "02's figures are missing from its outputs"
+        # the step taken apart: its terms add up to the losses, the step lowers the batch's loss
+        terms = json.loads((figures / "02_step_terms.json").read_text())
+        assert terms[0]["class"] == "background" and terms[-1]["class"] == "total (the loss)"
+        for column in ("w_k x prototype term", "w_k x scale term"):
+            assert sum(r[column] for r in terms[:-1]) == pytest.approx(terms[-1][column], rel=1e-4)
+        before, after = map(float, re.search(r"total loss of this batch: (\S+) before the step, (\S+) after", text).groups())
+        assert after < before
+        # SFC trained in this kernel (its progress bar is in the outputs) to the end, by the train stage
+        assert "train sfc" in text
+        metrics = [json.loads(line) for line in (runs / "sfc" / "metrics.jsonl").read_text().splitlines()]
+        assert f"sfc: {metrics[-1]['step']} steps" in text
+        assert any(json.loads(line)["stage"] == "train" for line in (runs / "sfc" / "stage_times.jsonl").read_text().splitlines())
+        # figures shown inline (not lost to Agg): batch, scales, the live loss plot, the curves
+        assert text.count("iVBOR") >= 4, "02's figures are missing from its outputs"
     if stem == "03_cam_fusion":
+        # the walk-through's two images and its figures shown inline
+        assert "head: class" in text and "tail: class" in text
+        assert text.count("iVBOR") >= 10, "03's figures are missing from its outputs"
         table = json.loads((figures / "03_cam_table.json").read_text())
         for row in table:
             cam_eval = json.loads((runs / row["run"] / "cam_eval.json").read_text())
@@ -299,6 +314,14 @@ def test_run_all_rejects_bad_options_before_doing_anything():
     assert bad.returncode == 2 and "unknown option --no-such-option" in bad.stderr
     missing = _run_all("--data-root", "/no/such/folder")
     assert missing.returncode == 2 and "is not a folder" in missing.stderr
+    for other in (["--smoke"], ["--figures", "elsewhere"]):     # publishing is of the default run only
+        refused = _run_all("--publish", *other)
+        assert refused.returncode == 2 and "--publish refreshes the committed figures/" in refused.stderr
+
+
+def _git_status() -> str:
+    return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=REPO,
+                          capture_output=True, text=True, check=True).stdout
 
 
 # A stand-in for papermill (first on PYTHONPATH): records its arguments and, for the notebook
@@ -389,11 +412,16 @@ def test_failure_message_without_an_error_cell_quotes_papermills_log(tmp_path):
 
 @pytest.mark.slow
 def test_run_all_stops_at_the_first_failing_notebook_and_names_it(tmp_path):
+    """... and, without --publish, writes only under runs/ (ignored): the checkout stays as it was."""
     name = f"test-run-all-{tmp_path.name}"
+    before = _git_status()
     try:
-        result = _run_all("--preset", "no-such-preset", "--name", name, "--figures", str(tmp_path))
+        result = _run_all("--preset", "no-such-preset", "--name", name)
+        assert (REPO / "runs" / name / "executed" / "00_data.ipynb").is_file()
     finally:
         shutil.rmtree(REPO / "runs" / name, ignore_errors=True)
     assert result.returncode == 1
     assert "FAILED: notebook 00_data" in result.stderr
     assert "01_long_tail_analysis" not in result.stdout
+    assert f"figures: {REPO / 'runs' / name / 'figures'}" in result.stdout
+    assert _git_status() == before

@@ -122,19 +122,26 @@ def test_workers_end_when_their_parent_is_killed_or_interrupted(tmp_path, stop):
 
 
 def test_prepare_runs_of_evaluated_runs_stays_in_this_process(trained_run, smoke_config, tmp_path, monkeypatch):
-    """A later notebook's call for finished runs starts no worker processes; a run without its
-    cam_eval.json goes side by side again."""
+    """A later notebook's call for finished runs starts no worker processes, nor does a call
+    where one run has work left (03 after 02 trained SFC in its kernel); two runs with work left
+    go side by side again."""
     import shutil
 
     from sfc_core.orchestration import pipeline
 
     shutil.copytree(trained_run.root, tmp_path / "sfc")
     first = pipeline.evaluated(tmp_path / "sfc")
+    shutil.copytree(tmp_path / "sfc", tmp_path / "other")
     asked: list[int] = []
     monkeypatch.setattr(pipeline, "run_side_by_side",
                         lambda jobs, processes: asked.append(processes) or run_side_by_side(jobs, 1))
-    again = pipeline.prepare_runs({"sfc": smoke_config}, tmp_path)
+    runs = {"sfc": smoke_config, "other": smoke_config}
+    again = pipeline.prepare_runs(runs, tmp_path)
     assert asked == [1] and again["sfc"].miou("fused") == first.miou("fused")
     (tmp_path / "sfc" / "cam_eval.json").unlink()
-    pipeline.prepare_runs({"sfc": smoke_config}, tmp_path)
-    assert asked == [1, 2] and (tmp_path / "sfc" / "cam_eval.json").is_file()
+    pipeline.prepare_runs(runs, tmp_path)
+    assert asked == [1, 1] and (tmp_path / "sfc" / "cam_eval.json").is_file()
+    for name in runs:
+        (tmp_path / name / "cam_eval.json").unlink()
+    pipeline.prepare_runs(runs, tmp_path)
+    assert asked == [1, 1, 2]

@@ -1,5 +1,5 @@
-"""The walk-through of notebook 02 (sfc_core/analysis/walkthrough.py) shows what the network and
-the losses compute, and the executed notebook copies in docs/notebooks/ stay small and linked."""
+"""The walk-through of notebook 03 (sfc_core/analysis/walkthrough.py) shows what the network
+computes, and the executed notebook copies in docs/notebooks/ stay small and linked."""
 from __future__ import annotations
 
 import json
@@ -12,10 +12,8 @@ import torch
 from sfc_core.analysis import walkthrough
 from sfc_core.analysis.notebook import MAX_COPY_BYTES, copy_link, publish_executed, source_link
 from sfc_core.data import MultiScaleDataset
-from sfc_core.losses import prototype_consistency
 from sfc_core.model.backbone import build_backbone
 from sfc_core.model.sfc_net import SfcNet
-from sfc_core.train import SfcObjective
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -73,31 +71,6 @@ def test_walk_image_runs_a_dataset_image_as_the_network_sees_it(smoke_dataset):
     torch.testing.assert_close(walk["steps"]["prototype_cam"], out["prototype_cam"], rtol=0, atol=0)
 
 
-def test_loss_terms_add_up_to_the_training_objective():
-    model = tiny_net(pcm=True)
-    size = 48
-    images = torch.randn(1, 3, size, size)
-    label = torch.tensor([0.0, 1.0, 1.0])
-    weights = torch.tensor([0.5, 1.5, 0.8])
-    rows = walkthrough.loss_terms(model, images, label, weights, ["a", "b", "c"])
-    assert [r["class"] for r in rows] == ["background", "b", "c", "total (the loss)"]
-    assert [r["w_k"] for r in rows[1:3]] == pytest.approx([1.5, 0.8])
-    objective = SfcObjective(model, weights, crop_size=size, prototype_weight=1.6, scale_weight=0.8)
-    with torch.no_grad():
-        losses, _ = objective(images, torch.tensor([[0, size, 0, size]]), label[None])
-    total = rows[-1]
-    assert total["w_k x prototype term"] == pytest.approx(float(losses["prototype"]), rel=1e-6)
-    assert total["w_k x scale term"] == pytest.approx(float(losses["scale"]), rel=1e-6)
-    for column in ("w_k x prototype term", "w_k x scale term"):
-        assert sum(r[column] for r in rows[:-1]) == pytest.approx(total[column], rel=1e-5)
-    assert rows[1]["prototype term"] > 0 and rows[1]["scale term"] > 0     # (class c's CAM is all 0 here)
-    # the unweighted terms are the loss at weight 1 for that class, 0 for the others
-    with torch.no_grad():
-        out = model(images, torch.cat([torch.ones(1), label])[None, :, None, None])
-    at_b = float(prototype_consistency(out["cam"], out["prototype_cam"], torch.tensor([0.0, 1.0, 0.0])))
-    assert rows[0]["prototype term"] + rows[1]["prototype term"] == pytest.approx(at_b, rel=1e-6)
-
-
 def test_cam_panels_draw_each_map_over_the_image_with_a_colour_bar():
     image = np.zeros((32, 48, 3), dtype=np.uint8)
     fig = walkthrough.cam_panels([(image, [np.ones((4, 6)), 2 * torch.rand(4, 6)], ["a", "b"]),
@@ -144,6 +117,21 @@ def test_publish_executed_copies_and_points_the_copy_back_at_its_source(tmp_path
     (tmp_path / "executed" / NOTEBOOKS[2].name).write_text(json.dumps(source))
     [(path, _)] = publish_executed(tmp_path / "executed", tmp_path / "docs", [NOTEBOOKS[2].stem], root=tmp_path)
     assert json.loads(path.read_text())["cells"][1]["outputs"][0]["text"] == ["runs: runs/x\n"]
+
+
+def test_publish_executed_keeps_a_progress_bar_as_its_last_state(tmp_path):
+    source = json.loads(NOTEBOOKS[2].read_text())
+    bar = [{"output_type": "stream", "name": "stderr", "text": [text]}
+           for text in ("\rtrain:   0%| 0/2", "\rtrain:  50%| 1/2", "\rtrain: 100%| 2/2", "\n")]
+    printed = {"output_type": "stream", "name": "stdout", "text": ["a\n", "b\n"]}
+    image = {"output_type": "display_data", "data": {"text/plain": ["x"]}, "metadata": {}}
+    source["cells"][1]["outputs"] = [printed, *bar, image, dict(printed)]
+    (tmp_path / "executed").mkdir()
+    (tmp_path / "executed" / NOTEBOOKS[2].name).write_text(json.dumps(source))
+    [(path, _)] = publish_executed(tmp_path / "executed", tmp_path / "docs", [NOTEBOOKS[2].stem])
+    outputs = json.loads(path.read_text())["cells"][1]["outputs"]
+    assert [o.get("name") for o in outputs] == ["stdout", "stderr", None, "stdout"]
+    assert outputs[1]["text"] == ["train: 100%| 2/2\n"] and outputs[0]["text"] == ["a\n", "b\n"]
 
 
 def test_executed_copies_when_present_are_under_2_mb_and_have_outputs():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from sfc_core.config import Config, parse_overrides, read_config_file
 # figures folder keep plots.save_figure's). run_all.sh sets it so the executed copies stay small.
 FIGURE_DPI_ENV = "SFC_FIGURE_DPI"
 MAX_COPY_BYTES = 2 * 1024 * 1024     # the size an executed copy in docs/notebooks/ must stay under
+REWRITTEN = re.compile(r"[^\n]*\r(?=[^\n])")   # a line's text up to a carriage return that rewrites it
 
 
 def setup(preset: str, data_root: str, run_root: str, figures_dir: str, smoke: bool,
@@ -99,8 +101,8 @@ def source_link(name: str) -> str:
 def publish_executed(executed: str | Path, out: str | Path, names: list[str],
                      root: str | Path = ".") -> list[tuple[Path, int]]:
     """Copy the executed notebooks ``executed/NAME.ipynb`` (NAME in ``names``) to ``out``, the
-    first cell's ``copy_link`` replaced by ``source_link`` and every path under the repository
-    ``root`` written relative to it (run_all.sh passes absolute paths: a copy must not name the
+    first cell's ``copy_link`` replaced by ``source_link``, stream outputs coalesced
+    (``coalesce_streams``) and every path under the repository ``root`` written relative to it (run_all.sh passes absolute paths: a copy must not name the
     machine it ran on); returns (copy, bytes) of each.
     Every notebook must be there (run_all.sh calls this after all of them ran)."""
     prefix = f"{Path(root).resolve()}/"
@@ -112,10 +114,30 @@ def publish_executed(executed: str | Path, out: str | Path, names: list[str],
         first = nb["cells"][0]
         text = "".join(first["source"]).replace(copy_link(f"{name}.ipynb"), source_link(f"{name}.ipynb"))
         first["source"] = text.splitlines(keepends=True)
+        for cell in nb["cells"]:
+            if cell.get("outputs"):
+                cell["outputs"] = coalesce_streams(cell["outputs"])
         path = out / f"{name}.ipynb"
         path.write_text(json.dumps(nb, indent=1, ensure_ascii=False).replace(prefix, "") + "\n")
         written.append((path, path.stat().st_size))
     return written
+
+
+def coalesce_streams(outputs: list[dict]) -> list[dict]:
+    """A cell's outputs with each run of stream outputs of one name (stdout, stderr) joined into one,
+    every line as its last carriage return left it: a progress bar's hundreds of updates become its
+    final line, as a live notebook shows it (nbconvert's coalescing rule)."""
+    merged: list[dict] = []
+    for out in outputs:
+        if (out.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream"
+                and merged[-1]["name"] == out["name"]):
+            merged[-1] = {**merged[-1], "text": "".join(merged[-1]["text"]) + "".join(out["text"])}
+        else:
+            merged.append(out)
+    for out in merged:
+        if out.get("output_type") == "stream":
+            out["text"] = REWRITTEN.sub("", "".join(out["text"])).splitlines(keepends=True)
+    return merged
 
 
 def main(argv: list[str] | None = None) -> int:

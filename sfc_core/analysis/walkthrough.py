@@ -1,17 +1,15 @@
-"""One image through a trained SFC network step by step: the walk-through of notebook 02.
+"""One image through a trained SFC network step by step: the walk-through of notebook 03.
 
 Nothing here computes method math of its own: ``network_steps`` calls, in the order
 ``SfcNet.forward`` does, the network's own layers and PCM (``_refine``, ``_hierarchical_features``)
 and the pure functions of ``model/cam.py`` that ``SfcNet._prototype_cam`` calls, keeping the
-tensors the forward hides (classifier CAM before PCM, seeds, prototypes); ``loss_terms`` splits
-the two consistency losses of ``losses.py`` by class by calling them with one-hot class
-weights (both are linear in the weights). tests/test_walkthrough.py checks that the outputs
-equal ``SfcNet.forward``'s and that the terms add up to ``train.SfcObjective``'s losses.
+tensors the forward hides (classifier CAM before PCM, seeds, prototypes).
+tests/test_walkthrough.py checks that the outputs equal ``SfcNet.forward``'s. (The losses split
+by class are notebook 02's, on a training batch: ``analysis/training.py``.)
 
     picked = pick_head_and_tail(dataset.labels("train"), counts)   # {"head": (i, k), "tail": (i, k)}
     steps = network_steps(model, images, label)                     # each tensor (1, ...)
     walk = walk_image(model, MultiScaleDataset(dataset, "train", (1.0,)), i)   # one image's steps
-    rows = loss_terms(model, images, label, class_weights, class_names)
     fig = cam_panels([(image, [steps["classifier_cam"][0, 1]], ["classifier CAM"])])
 """
 from __future__ import annotations
@@ -26,11 +24,8 @@ import torch.nn.functional as F
 
 from sfc_core.data import MultiScaleDataset
 from sfc_core.data.transforms import device_views
-from sfc_core.losses import prototype_consistency, scale_consistency
 from sfc_core.model import cam as cam_math
 from sfc_core.model.sfc_net import SfcNet
-
-HALF_SCALE = 0.5    # the second scale of the cross-scale term, as train.SfcObjective
 
 
 def pick_head_and_tail(labels: np.ndarray, counts: Sequence[int]) -> dict[str, tuple[int, int]]:
@@ -90,45 +85,6 @@ def walk_image(model: SfcNet, views: MultiScaleDataset, index: int) -> dict[str,
     return {"id": item["name"], "image": item["images"][0].permute(1, 2, 0).numpy(), "images": images,
             "label": label, "classes": [int(k) for k in np.flatnonzero(item["label"].numpy() > 0.5)],
             "steps": network_steps(model, images, label)}
-
-
-@torch.no_grad()
-def loss_terms(model: SfcNet, images: torch.Tensor, label: torch.Tensor, class_weights: torch.Tensor,
-               class_names: Sequence[str]) -> list[dict[str, Any]]:
-    """The two consistency losses of one image, split by class: a list of table rows.
-
-    images (1, 3, H, W) normalised, label (C,), class_weights (C,) (``data.stats.class_weights``).
-    One row for the background channel (weight 1; it has no cross-scale term), one per class of
-    the image, then ``total``: the losses themselves (``prototype_consistency`` and
-    ``scale_consistency`` at ``class_weights``). A class's term is its share of the loss's mean
-    at weight 1 (the loss at a one-hot weight, less the background share); weighted = w_k x term,
-    so the weighted column sums to the total.
-    """
-    full = network_steps(model, images, label)
-    half = network_steps(model, F.interpolate(images, scale_factor=HALF_SCALE, mode="bilinear",
-                                              align_corners=True), label)
-    weights = class_weights.to(full["cam"].dtype)
-    labels = label[None].to(weights.dtype)
-
-    def prototype(w: torch.Tensor) -> float:
-        return float(prototype_consistency(full["cam"], full["prototype_cam"], w))
-
-    def scale(w: torch.Tensor) -> float:
-        return float(scale_consistency(full["cam"], half["cam"], labels, w))
-
-    background = prototype(torch.zeros_like(weights))
-    rows = [{"class": "background", "w_k": 1.0, "prototype term": background,
-             "w_k x prototype term": background, "scale term": 0.0, "w_k x scale term": 0.0}]
-    for k in np.flatnonzero(label.cpu().numpy() > 0.5):
-        one_hot = torch.zeros_like(weights)
-        one_hot[k] = 1
-        w_k, p_k, s_k = float(weights[k]), prototype(one_hot) - background, scale(one_hot)
-        rows.append({"class": class_names[k], "w_k": w_k, "prototype term": p_k,
-                     "w_k x prototype term": w_k * p_k, "scale term": s_k, "w_k x scale term": w_k * s_k})
-    rows.append({"class": "total (the loss)", "w_k": float("nan"), "prototype term": float("nan"),
-                 "w_k x prototype term": prototype(weights), "scale term": float("nan"),
-                 "w_k x scale term": scale(weights)})
-    return rows
 
 
 def class_rows(walks: dict[str, dict[str, Any]], key: str,

@@ -12,10 +12,9 @@ runs side by side with one thread each finish sooner than one after the other wi
 
 Why chains: a job's steps are queued one at a time, the next when the previous ends, behind
 what is already waiting. So a process that finishes early takes the next waiting step of any
-job instead of idling while another process works through a long job alone (01_long_tail's
-three trainings + CAMs with ``full=True``: the SFC training is the longest, and the two
-baselines' trainings and CAMs spread over both processes instead of queueing behind each
-other in one).
+job instead of idling while another process works through a long job alone (05_evaluation's
+seeds and ablations with ``full=True``: each run's training, then its CAMs, spread over both
+processes instead of queueing behind each other in one).
 
 On a GPU, or with one CPU core, or for a single job, the jobs run one after the other in
 this process. Otherwise each step runs in a fresh (spawned) worker process with

@@ -60,11 +60,14 @@ def prepare_runs(configs: dict[str, Config], run_root: str | Path, force: bool =
     another run's CAMs or training rather than idling (``parallel``). When every run already
     has its cam_eval.json (a later notebook calling for 01's runs), the stages run here, one
     after the other: each finds its work done (or does it, if something changed), without
-    the seconds that starting worker processes costs."""
+    the seconds that starting worker processes costs; likewise when one run has work left
+    (03 after 02 trained SFC in its kernel): it runs here, with every core's threads, rather than
+    in a one-thread worker beside a worker that only reads back."""
     jobs = [(partial(trained, cfg, Path(run_root) / name, force), partial(evaluated, Path(run_root) / name))
             for name, cfg in configs.items()]
-    if not force and all(RunDir(Path(run_root) / name).cam_eval_json.is_file() for name in configs):
-        processes = 1
+    if not force:
+        left = sum(not RunDir(Path(run_root) / name).cam_eval_json.is_file() for name in configs)
+        processes = min(processes, max(1, left))
     return dict(zip(configs, run_side_by_side(jobs, processes)))
 
 
