@@ -17,6 +17,8 @@ from test_interruption import _assert_same_outputs, _env, _verb_args
 
 import sfc_core.io
 from sfc_core.cli import TERMINATED_EXIT, main
+from sfc_core.errors import SfcError
+from sfc_core.io import Terminated
 from sfc_core.run_dir import RunDir
 
 SHORT = ["--set", "train.max_steps=6"]      # checkpoints at steps 5 and 6 (smoke: every 5)
@@ -198,3 +200,20 @@ def test_cams_on_a_full_disk_keep_the_files_made_and_the_command_continues(train
     monkeypatch.undo()
     assert main(_resume_args(err)) == 0
     assert f"already there -> {run.cams}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("raised,start", [(SfcError("it broke"), "error: it broke"),
+                                          (KeyboardInterrupt(), "interrupted: "),
+                                          (Terminated(), "terminated (SIGTERM): ")])
+def test_a_message_under_a_progress_bar_starts_on_its_own_line(monkeypatch, capsys, raised, start):
+    from tqdm import tqdm
+
+    def command(args):
+        bar = tqdm(total=3, desc="working")
+        bar.update(1)
+        raise raised
+
+    monkeypatch.setattr("sfc_core.data.commands.stats_command", command)
+    main(["stats"])
+    err = capsys.readouterr().err
+    assert "working" in err and f"\n{start}" in err and err.count(start) == 1
