@@ -38,6 +38,7 @@ import os
 import secrets
 import shutil
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -125,7 +126,13 @@ def quiet_worker(worker_id: int) -> None:
     resource_sharer thread) print no traceback."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    quiet_thread_errors(lambda args: issubclass(args.exc_type, (ConnectionError, EOFError)))
+    report = sys.excepthook          # what resource_sharer's thread calls with its error
+
+    def quiet(kind: type, error: BaseException, traceback: Any) -> None:
+        if not issubclass(kind, (ConnectionError, EOFError)):
+            report(kind, error, traceback)
+
+    sys.excepthook = quiet
 
 
 def quiet_thread_errors(quiet: Callable[[threading.ExceptHookArgs], bool]) -> None:

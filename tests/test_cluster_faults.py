@@ -217,3 +217,15 @@ def test_a_message_under_a_progress_bar_starts_on_its_own_line(monkeypatch, caps
     main(["stats"])
     err = capsys.readouterr().err
     assert "working" in err and f"\n{start}" in err and err.count(start) == 1
+
+
+def test_a_loader_worker_ignores_interrupts_and_its_teardown_connection_errors(monkeypatch, capsys):
+    monkeypatch.setattr(signal, "signal", lambda sent, handler: handled.append((sent, handler)))
+    monkeypatch.setattr(sys, "excepthook", sys.excepthook)
+    handled = []
+    sfc_core.io.quiet_worker(0)
+    assert handled == [(signal.SIGINT, signal.SIG_IGN), (signal.SIGTERM, signal.SIG_IGN)]
+    sys.excepthook(ConnectionResetError, ConnectionResetError(104, "Connection reset by peer"), None)
+    assert capsys.readouterr().err == ""                     # multiprocessing.resource_sharer's report
+    sys.excepthook(ValueError, ValueError("a real error"), None)
+    assert "ValueError: a real error" in capsys.readouterr().err
