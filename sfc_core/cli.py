@@ -14,8 +14,13 @@ import sys
 import traceback
 
 from sfc_core.errors import SfcError
+from sfc_core.io import NO_SPACE_FIX, DiskFull, Terminated, sigterm_raises
 
 DEBUG_ENV = "SFC_DEBUG"     # set (to anything): an error also prints its traceback (and a worker's)
+# Exit statuses: 0 done, 2 an error (one message), 130 interrupted (SIGINT), TERMINATED_EXIT on
+# SIGTERM (preemption, a time limit): stopped in order (`train` after writing a checkpoint of the
+# step under way), finished work kept; the printed command continues (sysexits' EX_TEMPFAIL).
+TERMINATED_EXIT = 75
 
 #  verb           module                      function prefix   one-line help
 VERBS: list[tuple[str, str, str, str]] = [
@@ -86,18 +91,39 @@ def config_from_args(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = getattr(importlib.import_module(args._module), f"{args._prefix}_command")
+    again = resume_command(sys.argv[1:] if argv is None else argv, args.verb)
     try:
-        return int(command(args) or 0)
+        with sigterm_raises():
+            return int(command(args) or 0)
     except SfcError as e:
+        _end_progress_bars()
         if os.environ.get(DEBUG_ENV):
             traceback.print_exc()
             print(e.worker_traceback or "", file=sys.stderr)
+        if isinstance(e, DiskFull):
+            e = SfcError(e.problem, path=e.path, fix=f"{NO_SPACE_FIX}, then run: {again} (finished work is kept)")
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Terminated as e:
+        _end_progress_bars()
+        print(f"terminated (SIGTERM): {e.done or 'finished work is kept'}; to resume, run: {again}", file=sys.stderr)
+        return TERMINATED_EXIT
     except KeyboardInterrupt:
-        print(f"interrupted: finished work is kept; to resume, run: "
-              f"{resume_command(sys.argv[1:] if argv is None else argv, args.verb)}", file=sys.stderr)
+        _end_progress_bars()
+        print(f"interrupted: finished work is kept; to resume, run: {again}", file=sys.stderr)
         return 130
+
+
+def _end_progress_bars() -> None:
+    """Close the progress bars an error left on screen, each kept on its line, so that the
+    message starts on a line of its own."""
+    from tqdm import tqdm
+
+    with tqdm.get_lock():
+        bars = sorted(getattr(tqdm, "_instances", ()), key=lambda bar: -abs(getattr(bar, "pos", 0)))
+    for bar in bars:
+        bar.leave = True
+        bar.close()
 
 
 # Verbs whose rerun continues only with a flag; every other verb resumes when run again as it was.

@@ -291,11 +291,19 @@ def check_value(key: str, value: Any) -> Any:
             return value
         value = _coerce(value, int, key)
     limit = LIMITS.get(key)
+    if limit is not None and not all(math.isfinite(v) for v in _numbers(value)):   # inf passes ">= 0"
+        raise SfcError(f"{key}={_show(value)} is not a finite number",
+                       fix=f"set {key} to {limit.describe(many=isinstance(value, tuple))} (finite)")
     if limit is None or limit.allows(value):
         return value
     allowed = limit.describe(many=isinstance(value, tuple))
     raise SfcError(f"{key}={_show(value)} is not allowed: {key} must be {allowed}",
                    fix=f"set {key} to {allowed}")
+
+
+def _numbers(value: Any) -> list[float]:
+    """The floats in a value or a tuple of values."""
+    return [v for v in (value if isinstance(value, tuple) else (value,)) if isinstance(v, float)]
 
 
 def check_device(name: str, source: str = "the device") -> str:

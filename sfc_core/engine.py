@@ -16,6 +16,7 @@ import math
 import os
 import random
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -31,7 +32,19 @@ from tqdm import tqdm
 
 from sfc_core.config import check_device, flat_dict
 from sfc_core.errors import SfcError
-from sfc_core.io import append_jsonl, atomic_torch_save, atomic_write_text, kill_point
+from sfc_core.io import (
+    Terminated,
+    append_jsonl,
+    atomic_torch_save,
+    atomic_write_text,
+    deferred_stop,
+    disk_full,
+    kill_point,
+    out_of_space,
+    quiet_thread_errors,
+    quiet_worker,
+    stop_requested,
+)
 
 # -- distributed ---------------------------------------------------------------------------
 
@@ -426,8 +439,38 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated or foreign file: say which one
-        raise SfcError(f"checkpoint cannot be read ({type(e).__name__}: {str(e)[:200]})", path=path,
-                       fix="delete it and train again (or resume from the other checkpoint)") from None
+        readable = [other.name for other in sorted(path.parent.glob("*.pt")) if other != path and _readable(other)]
+        left = (f"{', '.join(readable)} beside it can still be read" if readable
+                else f"no other checkpoint in {path.parent} can be read either: train again")
+        raise SfcError(f"checkpoint cannot be read: {_damage(e)}", path=path,
+                       fix=f"delete it and run the stage that wrote it again; {left}") from None
+
+
+def _damage(error: Exception) -> str:
+    """What torch.load's error says about a file, in one whole sentence, without torch's
+    advice to load it with ``weights_only=False`` (unsafe for a file of unknown origin)."""
+    text = str(error)
+    if "WeightsUnpickler error:" in text:       # the safe loader refused its contents
+        detail = _first_sentence(text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0])
+        return ("it holds something other than tensors and plain values, so it is damaged or "
+                "was not written by this kit" + ("" if "weights_only" in detail else f" ({detail})"))
+    detail = _first_sentence(text)
+    return f"it is truncated or damaged ({type(error).__name__}: {detail})" \
+        if detail and "weights_only" not in detail else f"it is truncated or damaged ({type(error).__name__})"
+
+
+def _first_sentence(text: str) -> str:
+    text = " ".join(text.split())
+    end = text.find(". ")
+    return (text if end < 0 else text[:end]).rstrip(".")
+
+
+def _readable(path: Path) -> bool:
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:
+        return False
+    return True
 
 
 FRESH_RUN_FIX = "use a fresh --out, or the preset and dataset the checkpoint was made with"
@@ -514,6 +557,7 @@ class MetricsLogger:
         if self._writer is None and self.tensorboard_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
+            _quiet_tensorboard_threads()
             self._writer = SummaryWriter(str(self.tensorboard_dir), purge_step=self.purge_step)
         return self._writer
 
@@ -522,19 +566,45 @@ class MetricsLogger:
             return
         values = {key: float(value) for key, value in values.items()}
         append_jsonl(self.metrics_path, {"step": step, **values})
-        if self.writer is not None:
-            for key, value in values.items():
-                self.writer.add_scalar(key, value, step)
+        if self.tensorboard_dir is not None:
+            with self._disk_full_said():        # opening the writer writes too
+                for key, value in values.items():
+                    self.writer.add_scalar(key, value, step)
 
     def image(self, tag: str, step: int, array: np.ndarray) -> None:
         """``array``: (H, W, 3) uint8 or float in [0, 1]."""
-        if self.enabled and self.writer is not None:
-            self.writer.add_image(tag, array, step, dataformats="HWC")
+        if self.enabled and self.tensorboard_dir is not None:
+            with self._disk_full_said():
+                self.writer.add_image(tag, array, step, dataformats="HWC")
 
     def close(self) -> None:
         if self._writer is not None:
-            self._writer.close()
-            self._writer = None
+            writer, self._writer = self._writer, None
+            with self._disk_full_said():
+                try:
+                    writer.flush()          # raises the writer thread's error, if it had one
+                finally:
+                    writer.close()
+
+    @contextlib.contextmanager
+    def _disk_full_said(self) -> Iterator[None]:
+        """The TensorBoard writer's error (its thread's, raised again here) as ``io.DiskFull``
+        when the disk is full."""
+        try:
+            yield
+        except OSError as e:
+            if out_of_space(e):
+                raise disk_full(self.tensorboard_dir, "TensorBoard events", None) from None
+            raise
+
+
+def _quiet_tensorboard_threads() -> None:
+    """TensorBoard's writer thread prints no traceback of its own: its error comes back in
+    the next ``MetricsLogger`` call, which says it in one message. (Installed again where
+    something replaced the hook since, as pytest does for each test.)"""
+    if not getattr(threading.excepthook, "quiets_tensorboard", False):
+        quiet_thread_errors(lambda args: type(args.thread).__module__.startswith("tensorboard."))
+        threading.excepthook.quiets_tensorboard = True
 
 
 # -- the train state and the loop ----------------------------------------------------------
@@ -751,7 +821,8 @@ def run_batches(loop: Loop, step: int, end: int) -> DataLoader:
     workers = loop.num_workers
     return DataLoader(loop.data, batch_sampler=StepBatches(loop, step, end), num_workers=workers,
                       pin_memory=loop.pin_memory, prefetch_factor=LOADER_PREFETCH if workers else None,
-                      generator=torch.Generator().manual_seed(step))   # leaves the global RNG alone
+                      generator=torch.Generator().manual_seed(step),   # leaves the global RNG alone
+                      worker_init_fn=quiet_worker if workers else None)
 
 
 def run_loop(state: TrainState, loop: Loop, files: LoopFiles, dist: DistInfo,
@@ -760,6 +831,8 @@ def run_loop(state: TrainState, loop: Loop, files: LoopFiles, dist: DistInfo,
     interrupted): update, step the schedule, log, checkpoint (``files.checkpoint``) every
     ``checkpoint_every`` steps, when ``checkpoint_minutes`` have passed (``CheckpointTimer``)
     and at the end. Metrics logged after the resumed step (by a killed run) are dropped first.
+    SIGTERM (under the CLI, ``io.sigterm_raises``) ends the step under way, writes its
+    checkpoint and raises ``io.Terminated``: a resume continues exactly from there.
     Returns steps, seconds and images_per_second (None when no step was timed)."""
     progress = Progress(MetricsLogger(files.metrics, files.tensorboard, enabled=dist.is_main,
                                       resume_step=state.step),
@@ -768,27 +841,42 @@ def run_loop(state: TrainState, loop: Loop, files: LoopFiles, dist: DistInfo,
                         CheckpointTimer(loop.checkpoint_minutes, loop.log_every))
     clock, started = Throughput(loop.images_per_step), time.perf_counter()
     try:
-        stop = stop_after if stop_after is not None and state.step <= stop_after < loop.max_steps else loop.max_steps
-        for batch in run_batches(loop, state.step, stop):
-            with cudnn_autotune():            # fixed-size crops; after_step (validation) runs outside
-                output = loop.update(batch)
-            state.schedule.step()
-            state.step += 1
-            kill_point("step")     # interruption tests only (SFC_KILL_AT, sfc_core.io)
-            clock.tick()
-            progress.bar.update(1)
-            _at_cadence(state, loop, files, dist, progress, output, clock.rate or 0.0)
+        with deferred_stop():     # SIGTERM ends the step under way, then writes its checkpoint
+            stop = stop_after if stop_after is not None and state.step <= stop_after < loop.max_steps else loop.max_steps
+            for batch in run_batches(loop, state.step, stop):
+                with cudnn_autotune():            # fixed-size crops; after_step (validation) runs outside
+                    output = loop.update(batch)
+                state.schedule.step()
+                state.step += 1
+                kill_point("step")     # interruption tests only (SFC_KILL_AT, sfc_core.io)
+                clock.tick()
+                progress.bar.update(1)
+                saved = _at_cadence(state, loop, files, dist, progress, output, clock.rate or 0.0)
+                if state.step < loop.max_steps and _stop_due(state.step, loop, dist):
+                    if not saved:
+                        check_finite(output["loss"], state.step, files.checkpoint if files.checkpoint.is_file() else None)
+                        state.save(files.checkpoint, dist)
+                    raise Terminated(f"stopped after step {state.step}, its checkpoint written "
+                                     f"({files.checkpoint})")
     finally:
         progress.bar.close()
         progress.logger.close()
     return {"steps": state.step, "seconds": time.perf_counter() - started, "images_per_second": clock.rate}
 
 
+def _stop_due(step: int, loop: Loop, dist: DistInfo) -> bool:
+    """Whether SIGTERM asks the loop to stop after ``step``: at once in one process; under
+    torchrun rank 0's answer, asked on log steps only (no other step pays a collective)."""
+    if dist.distributed and step % loop.log_every:
+        return False
+    return bool(broadcast_from_main(stop_requested(), dist))
+
+
 def _at_cadence(state: TrainState, loop: Loop, files: LoopFiles, dist: DistInfo, progress: Progress,
-                output: dict[str, Any], rate: float) -> None:
+                output: dict[str, Any], rate: float) -> bool:
     """After an update: the log, ``after_step`` and the checkpoint, each when its cadence says
     (the checkpoint's: every ``checkpoint_every`` steps, the last, or the timer's; the same
-    answer on every rank)."""
+    answer on every rank). Returns whether it wrote the checkpoint."""
     step, last = state.step, state.step == loop.max_steps
     good = files.checkpoint if files.checkpoint.is_file() else None
     if step % loop.log_every == 0 or last:
@@ -802,3 +890,5 @@ def _at_cadence(state: TrainState, loop: Loop, files: LoopFiles, dist: DistInfo,
         check_finite(output["loss"], step, good)
         state.save(files.checkpoint, dist)
         progress.timer.restart()
+        return True
+    return False

@@ -14,16 +14,31 @@ name>`` once a file's data is in its temporary file, before the rename (``write/
 during the second write of a last.pt; ``write/:5``: the fifth atomic write of any file), and
 ``step`` after each training step (``kill_point("step")`` in ``engine.run_loop``). Each process
 counts its own events; in a worker process (refine's pool) the process that started it is
-killed first, so the command dies as a whole. Unset, nothing is counted.
+killed first, so the command dies as a whole. Unset, nothing is counted. With
+``SFC_KILL_SIGNAL=SIGTERM`` (or SIGINT) that signal is sent to this process instead.
+
+Stopping: under the CLI (``sigterm_raises``), SIGTERM (a scheduler's preemption or time
+limit, ``kill``'s default) raises ``Terminated`` where it arrives, as SIGINT raises
+KeyboardInterrupt; inside a ``deferred_stop()`` block (the training loop) it is only recorded
+(``stop_requested``): the loop finishes its step and writes its checkpoint first. DataLoader
+workers (``quiet_worker``) ignore both signals, so the process that started them shuts them
+down in order, and their teardown prints nothing.
+
+A full disk (ENOSPC, or a full quota: EDQUOT) while writing ends in one ``DiskFull`` error
+naming the folder, the file and the bytes it needed.
 """
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import json
 import multiprocessing
 import os
 import secrets
 import shutil
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,7 +47,10 @@ from typing import Any
 
 import numpy as np
 
+from sfc_core.errors import SfcError
+
 KILL_AT_ENV = "SFC_KILL_AT"
+KILL_SIGNAL_ENV = "SFC_KILL_SIGNAL"      # SIGKILL unless it names another (tests: SIGTERM, SIGINT)
 _TMP_SUFFIX = ".tmp"
 _events_seen: dict[str, int] = {}
 
@@ -47,9 +65,139 @@ def kill_point(event: str) -> None:
     if event.startswith(prefix):
         _events_seen[prefix] = _events_seen.get(prefix, 0) + 1
         if _events_seen[prefix] == int(count):
+            sent = getattr(signal, os.environ.get(KILL_SIGNAL_ENV, "SIGKILL"))
             if multiprocessing.parent_process() is not None:    # a stage's worker: the command dies
-                os.kill(os.getppid(), signal.SIGKILL)
-            os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getppid(), sent)
+            os.kill(os.getpid(), sent)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (``sigterm_raises``); ``done``: what was saved before stopping."""
+
+    def __init__(self, done: str = ""):
+        super().__init__(done)
+        self.done = done
+
+
+_stop = {"deferred": 0, "requested": False}
+
+
+@contextlib.contextmanager
+def sigterm_raises():
+    """In the block, SIGTERM raises ``Terminated`` in the main thread (or, inside
+    ``deferred_stop()``, is recorded); the previous handler comes back after it."""
+    if threading.current_thread() is not threading.main_thread():   # only the main thread may
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _stop["requested"] = False
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    if _stop["deferred"]:
+        _stop["requested"] = True
+    else:
+        raise Terminated()
+
+
+@contextlib.contextmanager
+def deferred_stop():
+    """SIGTERM within the block only sets ``stop_requested()``: the caller stops when it is safe."""
+    _stop["deferred"] += 1
+    try:
+        yield
+    finally:
+        _stop["deferred"] -= 1
+
+
+def stop_requested() -> bool:
+    return _stop["requested"]
+
+
+def quiet_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: the worker ignores SIGINT and SIGTERM (a terminal's Ctrl-C
+    and a scheduler's SIGTERM reach the whole process group; its parent shuts it down in
+    order, or it ends when the parent is gone), and the broken connections of a teardown
+    (fds shared with a parent that died: ``ConnectionResetError`` in multiprocessing's
+    resource_sharer thread) print no traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    report = sys.excepthook          # what resource_sharer's thread calls with its error
+
+    def quiet(kind: type, error: BaseException, traceback: Any) -> None:
+        if not issubclass(kind, (ConnectionError, EOFError)):
+            report(kind, error, traceback)
+
+    sys.excepthook = quiet
+
+
+def quiet_thread_errors(quiet: Callable[[threading.ExceptHookArgs], bool]) -> None:
+    """From now on, the uncaught errors of threads that ``quiet(args)`` selects print nothing
+    (every other one prints as before)."""
+    report = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not quiet(args):
+            report(args)
+
+    threading.excepthook = hook
+
+
+class DiskFull(SfcError):
+    """A write found its disk full (or the quota used up): the same command continues once
+    there is space."""
+
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+NO_SPACE_FIX = "free space on that disk (or quota), or move the folder to a larger disk"
+
+
+def out_of_space(error: BaseException) -> bool:
+    """Whether ``error``, or an error it was raised from or while handling, is ENOSPC or
+    EDQUOT (torch.save raises its own RuntimeError while handling the OSError of a write)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError) and error.errno in NO_SPACE:
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def disk_full(folder: str | Path, what: str, needed: int | None) -> DiskFull:
+    """The error of writing ``what`` (``needed`` bytes, None: unknown) into ``folder`` on a full disk."""
+    try:
+        free = f", {_bytes(shutil.disk_usage(folder).free)} free"
+    except OSError:
+        free = ""
+    size = f"{_bytes(needed)} needed" if needed is not None else "size unknown"
+    return DiskFull(f"no space left on the disk of {folder} to write {what} ({size}{free})", path=folder,
+                    fix=f"{NO_SPACE_FIX}, then run the same command again (finished work is kept)")
+
+
+def _bytes(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+class _Counter(io.RawIOBase):
+    """A file that only counts what is written to it: the size a failed write needed."""
+
+    size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        size = len(data.encode()) if isinstance(data, str) else memoryview(data).nbytes
+        self.size += size
+        return size
 
 
 def temporary_sibling(path: str | Path) -> Path:
@@ -101,8 +249,12 @@ def _atomic(path: str | Path, write: Callable[[Any], None], mode: str = "wb") ->
             write(f)
         kill_point(f"write/{path.name}")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         tmp.unlink(missing_ok=True)
+        if out_of_space(e):
+            counter = _Counter()
+            write(counter)
+            raise disk_full(path.parent, path.name, counter.size) from None
         raise
     return path
 
@@ -181,11 +333,24 @@ def atomic_save_png(path: str | Path, image: Any) -> Path:
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
-    """Append one JSON line (a line is written whole by one ``write`` call)."""
+    """Append one JSON line (a line is written whole by one ``write`` call; on a full disk none
+    of it is left, and the error is ``DiskFull``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        f.write(json.dumps(record, default=_json_default) + "\n")
+    line = (json.dumps(record, default=_json_default) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)   # the umask applies, as open()'s
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            if os.write(fd, line) != len(line):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as e:
+            os.ftruncate(fd, size)
+            if e.errno in NO_SPACE:
+                raise disk_full(path.parent, path.name, len(line)) from None
+            raise
+    finally:
+        os.close(fd)
 
 
 def _json_default(o: Any) -> Any:

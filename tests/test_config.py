@@ -162,3 +162,29 @@ def test_a_config_json_with_a_bad_value_names_the_file(tmp_path):
     with pytest.raises(SfcError, match="train.batch_size=0") as info:
         Config.load(path)
     assert info.value.path == path
+
+
+def _float_fields() -> dict[str, int]:
+    """Every configuration key whose value is a float or a tuple of floats: how many values it
+    takes (1: one, or a tuple of any length)."""
+    import typing
+
+    fields = {}
+    for section, section_type in _fields(Config):
+        for name, hint in _fields(section_type):
+            items = typing.get_args(hint) if typing.get_origin(hint) is tuple else (hint,)
+            if float in items:
+                fields[f"{section}.{name}"] = 1 if Ellipsis in items else len(items)
+    return fields
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+def test_every_float_field_refuses_a_value_that_is_not_finite(value):
+    """`train.lr=inf` passes ">= 0" and then diverges: refused where it is parsed, naming the key."""
+    fields = _float_fields()
+    assert {"train.lr", "cams.scales", "refine.irn_scale_range"} <= fields.keys() and len(fields) > 30
+    for key, count in fields.items():
+        text = ",".join([value] * count)
+        with pytest.raises(SfcError) as info:
+            Config.from_preset("voc", {key: text})
+        assert info.value.problem == f"{key}={text} is not a finite number" and key in info.value.fix

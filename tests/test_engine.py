@@ -39,6 +39,71 @@ def test_load_checkpoint_names_the_file(tmp_path):
     assert str(broken) in str(error.value)
 
 
+def _damaged(path, how: str):
+    """A checkpoint at ``path`` damaged ``how``: random bytes, or cut in half."""
+    atomic_torch_save(path, {"model": {"w": torch.zeros(1000)}, "step": 3})
+    data = path.read_bytes()
+    path.write_bytes(os.urandom(len(data)) if how == "random" else data[: len(data) // 2])
+
+
+@pytest.mark.parametrize("how", ["random", "truncated"])
+def test_a_damaged_checkpoint_says_so_in_whole_sentences_and_what_is_left(tmp_path, how):
+    """Never torch's advice to load with weights_only=False (unsafe for a file of unknown
+    origin), never a sentence cut short, and the fix names what can still be read."""
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    _damaged(last, how)
+    atomic_torch_save(best, {"model": {}, "step": 3})
+    with pytest.raises(SfcError) as error:
+        engine.load_checkpoint(last)
+    problem = error.value.problem
+    assert problem.startswith("checkpoint cannot be read: it ") and "weights_only" not in str(error.value)
+    assert problem.endswith(")") or problem.endswith("kit")
+    assert "best.pt beside it can still be read" in error.value.fix
+    _damaged(best, "random")
+    with pytest.raises(SfcError) as error:
+        engine.load_checkpoint(last)
+    assert f"no other checkpoint in {tmp_path} can be read either: train again" in error.value.fix
+    assert "other checkpoint)" not in error.value.fix
+
+
+def test_tensorboard_after_a_resume_holds_no_step_twice(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    first = engine.MetricsLogger(tmp_path / "metrics.jsonl", tmp_path / "tb", resume_step=0)
+    for step in (2, 4, 6):                           # 6: logged after step 4's checkpoint
+        first.log(step, {"loss": step})
+    first.close()
+    resumed = engine.MetricsLogger(tmp_path / "metrics.jsonl", tmp_path / "tb", resume_step=4)
+    for step in (6, 8):
+        resumed.log(step, {"loss": 10 * step})
+    resumed.close()
+    events = EventAccumulator(str(tmp_path / "tb"))
+    events.Reload()
+    assert [(event.step, event.value) for event in events.Scalars("loss")] == [(2, 2), (4, 4), (6, 60), (8, 80)]
+
+
+def test_a_tensorboard_writer_on_a_full_disk_prints_no_traceback_of_its_own(tmp_path, monkeypatch, capfd):
+    import errno
+    import warnings
+
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    from sfc_core.io import DiskFull
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(RecordWriter, "write", write)
+    logger = engine.MetricsLogger(tmp_path / "metrics.jsonl", tmp_path / "tb")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")              # pytest's warning of an unhandled thread error
+        with pytest.raises(DiskFull, match=f"no space left on the disk of {tmp_path / 'tb'} to write "
+                                           "TensorBoard events"):
+            logger.log(2, {"loss": 1.0})
+            logger.close()
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_check_compatible_says_what_differs():
     ckpt = {"num_classes": 21, "backbone": "resnet50", "class_names": ["a"]}
     engine.check_compatible(ckpt, {"num_classes": 21, "backbone": "resnet50"}, "x.pt")

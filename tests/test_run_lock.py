@@ -88,3 +88,54 @@ def test_a_lock_kept_by_the_forked_workers_of_a_dead_holder_is_taken_once_they_e
     with claim(tmp_path / "run"):
         assert json.loads(RunDir(tmp_path / "run").lock_file.read_text())["pid"] == os.getpid()
     assert f"taking over from pid {holder}" in capsys.readouterr().err
+
+
+@pytest.fixture
+def no_flock(monkeypatch):
+    """A filesystem without flock (some NFS and Lustre mounts): flock fails with ENOLCK."""
+    import errno
+    import fcntl
+
+    def flock(fd, operation):
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+
+
+def test_without_flock_the_lock_is_a_file_created_exclusively(tmp_path, no_flock, capsys):
+    lock = RunDir(tmp_path / "run").lock_file
+    with claim(tmp_path / "run"):
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert not lock.exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    lock.parent.mkdir()
+    lock.write_text(json.dumps({"pid": int(dead.stdout), "host": os.uname().nodename, "command": "x"}))
+    with claim(tmp_path / "run"):                            # its holder is gone: taken over
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    assert f"taking over from pid {int(dead.stdout)}" in capsys.readouterr().err and not lock.exists()
+
+
+@pytest.mark.parametrize("host", ["this", "elsewhere"])
+def test_without_flock_a_live_or_unknown_holder_is_refused_naming_the_file(tmp_path, no_flock, host):
+    lock = RunDir(tmp_path / "run").lock_file
+    lock.parent.mkdir()
+    holder = {"pid": os.getppid(), "host": os.uname().nodename if host == "this" else "node-17", "command": "x"}
+    lock.write_text(json.dumps(holder))
+    with pytest.raises(SfcError, match=f"being written by another process: pid {os.getppid()}") as info:
+        with claim(tmp_path / "run"):
+            pass
+    assert f"delete {lock}" in info.value.fix and json.loads(lock.read_text()) == holder
+
+
+def test_a_lock_that_cannot_be_made_is_one_message(tmp_path, monkeypatch, capsys):
+    import errno
+    import fcntl
+
+    def flock(fd, operation):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    assert main(["cams", "--run", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: cannot lock {tmp_path / 'run'} (Input/output error)") and "Traceback" not in err
+    assert not (tmp_path / "run").exists()

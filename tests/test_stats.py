@@ -140,3 +140,14 @@ def test_stats_verb_on_the_smoke_dataset(smoke_config, smoke_dataset, capsys):
     assert stats["image_counts"] == labels.sum(0).tolist()
     assert stats["num_images"] == len(smoke_dataset.ids(smoke_config.data.train_list))
     assert np.mean(stats["distribution_coefficients"]) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_stats_on_an_empty_list_is_an_error_and_its_help_names_check(tmp_path, capsys):
+    root = write_voc_tree(tmp_path)
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("\n")
+    assert main(["stats", "--preset", "voc", "--data-root", str(root), "--list", "train"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: image list 'train' is empty") and "train.txt" in err
+    with pytest.raises(SystemExit):
+        main(["stats", "--help"])
+    assert "`check` is the verb that decodes every image and mask" in " ".join(capsys.readouterr().out.split())

@@ -41,6 +41,10 @@ def synth_command(args: argparse.Namespace) -> int:
 
 
 def stats_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.description = ("per-class image counts, co-occurrence and class weights of one image list "
+                          "(an empty or missing list is an error), from its image-level labels (the labels "
+                          "file, else the masks); it checks no image: `check` is the verb that decodes "
+                          "every image and mask of the lists")
     add_config_arguments(parser)
     parser.add_argument("--list", dest="list_name", default=None,
                         help="image list (default: the preset's training list)")

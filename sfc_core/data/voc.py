@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from sfc_core.data.transforms import augment, long_side_scale, rescale
 from sfc_core.errors import SfcError
+from sfc_core.io import quiet_worker
 from sfc_core.masks import IGNORE
 
 VOC_CLASSES = (
@@ -362,7 +363,7 @@ def item_loader(views: Dataset, num_workers: int, pin_memory: bool,
     decoded in ``num_workers`` processes (none for an empty view). ``generator`` seeds the workers
     (default: one draw from torch's global one; training-time validation passes its own)."""
     return DataLoader(views, batch_size=1, collate_fn=_only_item, num_workers=num_workers if len(views) else 0,
-                      pin_memory=pin_memory, generator=generator)
+                      pin_memory=pin_memory, generator=generator, worker_init_fn=quiet_worker)
 
 
 def same_size_batches(items: Iterable[dict], batch_size: int) -> Iterator[list[dict]]:
