@@ -113,10 +113,14 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
         targets.append({"target": target, "scope": scope, "seeds measured": len(measured),
                         "seeds meeting it": sum(bool(results[seed]) for seed in measured),
                         "missed on seeds": [seed for seed in measured if not results[seed]]})
+    fused_not_above = {variant: [seed for seed, trio in seeds.items() if trio[index]["fused CAM mIoU % (eval)"]
+                                 <= trio[index]["prototype CAM mIoU % (eval)"]]
+                       for variant, index in (("baseline", 0), ("SFC", 1))}
     return {"seeds": list(seeds), "figures": {name: {"per seed": values, **spread(list(values.values()))}
                                               for name, values in figures.items()},
-            "targets": targets, "sweep edges": {f"{row['variant']} seed {row['seed']}": row["sweep edges"]
-                                                for row in rows if row.get("sweep edges")}}
+            "targets": targets, "fused CAM not above the prototype CAM": fused_not_above,
+            "sweep edges": {f"{row['variant']} seed {row['seed']}": row["sweep edges"]
+                            for row in rows if row.get("sweep edges")}}
 
 
 def _cell(value: float, digits: int = 1) -> str:
@@ -140,6 +144,9 @@ def markdown(result: dict[str, Any], planned: list[int]) -> str:
     for t in result["targets"]:
         met = f"{t['seeds meeting it']} of {t['seeds measured']}" if t["seeds measured"] else "not measured"
         lines.append(f"| {t['target']} | {t['scope']} | {met} | {' '.join(map(str, t['missed on seeds'])) or '-'} |")
+    lines += ["", "Fused CAM not above the prototype CAM alone (the lambda sweep's limit): " + "; ".join(
+        f"{variant} on {len(found)} of {len(seeds)} seeds" + (f" ({' '.join(map(str, found))})" if found else "")
+        for variant, found in result["fused CAM not above the prototype CAM"].items()) + "."]
     edges = result["sweep edges"]
     lines += ["", "Chosen settings at an end of their sweep: "
               + ("; ".join(f"{run}: {', '.join(notes)}" for run, notes in edges.items()) if edges else "none") + "."]

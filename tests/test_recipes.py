@@ -86,6 +86,8 @@ def test_the_summary_gives_spread_and_the_seeds_meeting_each_target():
     assert "| CAM mIoU gain >= 3 points | fix (SFC fused vs baseline classifier) | 1 of 2 | 101 |" in table
     assert "sfc seed 101: fused: the chosen lambda 30 is the largest swept" in table
     assert "| lost to head >= 10 points above the control | mechanism (baseline) | not measured | - |" in table
+    assert result["fused CAM not above the prototype CAM"] == {"baseline": [100, 101], "SFC": [100, 101]}
+    assert "baseline on 2 of 2 seeds (100 101); SFC on 2 of 2 seeds (100 101)." in table
 
 
 def test_a_seed_without_its_sfc_row_is_left_out():
