@@ -170,7 +170,7 @@ def report_rows(jobs: dict[str, tuple], by_name: dict[str, dict], datasets: dict
             name = run_name(variant, seed)
             rows.append({"seed": seed, **figures(variant, jobs[name][1], by_name[name], dataset,
                                                  baselines[seed] if variant == "sfc" else None)})
-    for name in (n for n in jobs if n.startswith("sfc-")):
+    for name in (f"sfc-{n}" for n in ablation_names() if f"sfc-{n}" in jobs):
         rows.append({"seed": 0, **figures(name, jobs[name][1], by_name[name], datasets[0], baselines[0])})
     for seed in datasets:
         name = run_name("baseline-control", seed)

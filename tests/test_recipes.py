@@ -108,3 +108,16 @@ def test_finished_only_with_nothing_finished_reports_no_seed(tmp_path, capsys):
     assert (tmp_path / "t.md").read_text().startswith("Seeds: 0 of the 10 planned (none); not finished: 100 ")
     assert (tmp_path / "t.json").is_file()
     assert not (tmp_path / "data").exists()            # nothing generated, nothing trained
+
+
+def test_report_rows_name_each_run_once(tmp_path, monkeypatch):
+    """An SFC run of seed s is named "sfc-seed<s>": it is no ablation ("sfc-<name>", seed 0)."""
+    monkeypatch.setattr(recipes, "CamEval", lambda data: data)
+    monkeypatch.setattr(recipes, "figures", lambda variant, run_dir, by_stage, dataset, base: {"variant": variant})
+    cfg = Config.from_preset("synthetic-smoke")
+    jobs = recipes.plan(cfg, _args([0, 100], control=True, ablations=True), tmp_path, [])
+    rows = recipes.report_rows(jobs, {name: {"cams + eval": {}} for name in jobs}, {0: None, 100: None})
+    assert [(r["seed"], r["variant"]) for r in rows] == [
+        (0, "baseline"), (0, "sfc"), (100, "baseline"), (100, "sfc"),
+        *[(0, f"sfc-{name}") for name in recipes.ablation_names()],
+        (0, "baseline-control"), (100, "baseline-control")]
