@@ -22,7 +22,8 @@ seeds meeting each target, chosen settings at a sweep's end; ``--table`` writes 
 table of the stage costs (``BENCHMARKS.md``). Runs go to ``<out>/<preset>/<variant>[-seed<s>]``;
 finished stages are reused, as in the notebooks, so a second call only re-reads (its costs are
 then those of re-reading), and an interrupted call, run again, goes on from the finished runs.
-``--finished-only`` reports the seeds whose runs are finished and trains nothing.
+``--finished-only`` reports the seeds whose runs are finished, read from their evaluation files
+(nothing runs, so it may be called while a run is going on).
 """
 from __future__ import annotations
 
@@ -45,7 +46,15 @@ from sfc_core.analysis import plots
 from sfc_core.config import ABLATIONS, Config, parse_overrides
 from sfc_core.data import open_dataset
 from sfc_core.errors import SfcError
-from sfc_core.evaluations import CAM_KINDS, CamEval, FinalEval, SegEval
+from sfc_core.evaluations import (
+    CAM_KINDS,
+    CamEval,
+    FinalEval,
+    SegEval,
+    read_cam_eval,
+    read_final_eval,
+    read_seg_eval,
+)
 from sfc_core.io import atomic_write_json, atomic_write_text
 from sfc_core.model.pretrained import resolve_backbone_weights
 from sfc_core.orchestration import pipeline
@@ -69,6 +78,18 @@ def run_chain(cfg: Config, run_dir: Path, methods: list[str], step3: list[str]) 
     out = {"cams + eval": pipeline.evaluated(run_dir).data}
     out |= {f"pseudo masks {m}": pipeline.pseudo_masks(run_dir, m).data for m in methods}
     out |= {f"step 3 on {m}": pipeline.segmented(run_dir, m).data for m in step3}
+    return out
+
+
+def stored_results(run_dir: Path, methods: list[str], step3: list[str]) -> dict[str, dict]:
+    """What ``run_chain`` returns, read from a run's evaluation files without running (or
+    locking) anything: the pseudo masks and step 3 only where they were evaluated."""
+    run = RunDir(run_dir)
+    out = {"cams + eval": read_cam_eval(run.cam_eval_json).data}
+    seg = read_seg_eval(run.seg_eval_json) if run.seg_eval_json.is_file() else None
+    out |= {f"pseudo masks {m}": seg.data for m in methods if seg is not None and m in seg.methods}
+    out |= {f"step 3 on {m}": read_final_eval(run.final_eval_json(m)).data for m in step3
+            if run.final_eval_json(m).is_file()}
     return out
 
 
@@ -199,7 +220,8 @@ def arguments() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                    help="override the preset for every run (repeatable), e.g. train.epochs=4")
     p.add_argument("--finished-only", action="store_true",
-                   help="report only the seeds whose runs are finished (their CAMs evaluated); train nothing new")
+                   help="report only the seeds whose runs are finished (their CAMs evaluated), read from their "
+                        "evaluation files: nothing runs (pseudo masks and step 3 where evaluated)")
     p.add_argument("--table", default=None, metavar="FILE.md",
                    help="also write the seeds' summary (benchmarks.seed_table) to FILE.md and FILE.json")
     p.add_argument("--processes", type=int, default=2)
@@ -226,7 +248,10 @@ def main(argv: list[str] | None = None) -> int:
                   "cpu_s": cpu_seconds() - cpu})
     jobs = plan(cfg, args, root, methods) if args.seeds else {}
     started = time.perf_counter()
-    results = run_side_by_side([partial(run_chain, *job) for job in jobs.values()], args.processes)
+    if args.finished_only:
+        results = [stored_results(*job[1:]) for job in jobs.values()]
+    else:
+        results = run_side_by_side([partial(run_chain, *job) for job in jobs.values()], args.processes)
     elapsed = time.perf_counter() - started
     rows = report_rows(jobs, dict(zip(jobs, results)), datasets)
     costs += [{"stage": r["stage"], "run": r["run"], "wall_s": r["wall_s"], "cpu_s": r["cpu_s"]}

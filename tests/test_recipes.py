@@ -121,3 +121,15 @@ def test_report_rows_name_each_run_once(tmp_path, monkeypatch):
         (0, "baseline"), (0, "sfc"), (100, "baseline"), (100, "sfc"),
         *[(0, f"sfc-{name}") for name in recipes.ablation_names()],
         (0, "baseline-control"), (100, "baseline-control")]
+
+
+def test_finished_only_reads_what_each_run_evaluated_and_runs_nothing(tmp_path):
+    run = tmp_path / "sfc-seed100"
+    (run / "segment" / "crf").mkdir(parents=True)
+    (run / "cam_eval.json").write_text('{"list": "train"}')
+    (run / "seg_eval.json").write_text('{"methods": {"crf": {"miou": 0.4}}}')
+    (run / "segment" / "crf" / "final_eval.json").write_text('{"miou": 0.25}')
+    out = recipes.stored_results(run, ["crf", "irn"], ["crf", "irn"])
+    assert out == {"cams + eval": {"list": "train"}, "pseudo masks crf": {"methods": {"crf": {"miou": 0.4}}},
+                   "step 3 on crf": {"miou": 0.25}}
+    assert list(recipes.stored_results(run, [], [])) == ["cams + eval"]
