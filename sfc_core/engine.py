@@ -858,6 +858,11 @@ def run_loop(state: TrainState, loop: Loop, files: LoopFiles, dist: DistInfo,
                         state.save(files.checkpoint, dist)
                     raise Terminated(f"stopped after step {state.step}, its checkpoint written "
                                      f"({files.checkpoint})")
+    except RuntimeError:
+        if stop_requested():        # SIGTERM to the whole group: the loader workers died of it
+            raise Terminated(f"the loader's workers were stopped too; the last checkpoint is kept "
+                             f"({files.checkpoint})") from None
+        raise
     finally:
         progress.bar.close()
         progress.logger.close()

@@ -21,8 +21,8 @@ Stopping: under the CLI (``sigterm_raises``), SIGTERM (a scheduler's preemption 
 limit, ``kill``'s default) raises ``Terminated`` where it arrives, as SIGINT raises
 KeyboardInterrupt; inside a ``deferred_stop()`` block (the training loop) it is only recorded
 (``stop_requested``): the loop finishes its step and writes its checkpoint first. DataLoader
-workers (``quiet_worker``) ignore both signals, so the process that started them shuts them
-down in order, and their teardown prints nothing.
+workers (``quiet_worker``) ignore SIGINT, so the process that started them shuts them down in
+order, and their teardown prints nothing.
 
 A full disk (ENOSPC, or a full quota: EDQUOT) while writing ends in one ``DiskFull`` error
 naming the folder, the file and the bytes it needed.
@@ -119,13 +119,13 @@ def stop_requested() -> bool:
 
 
 def quiet_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: the worker ignores SIGINT and SIGTERM (a terminal's Ctrl-C
-    and a scheduler's SIGTERM reach the whole process group; its parent shuts it down in
-    order, or it ends when the parent is gone), and the broken connections of a teardown
+    """DataLoader ``worker_init_fn``: the worker ignores SIGINT (a terminal's Ctrl-C reaches the
+    whole process group; its parent shuts it down in order, or it ends when the parent is
+    gone; SIGTERM stays fatal: that is how its parent and multiprocessing's exit stop a
+    worker that does not end by itself), and the broken connections of a teardown
     (fds shared with a parent that died: ``ConnectionResetError`` in multiprocessing's
     resource_sharer thread) print no traceback."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     report = sys.excepthook          # what resource_sharer's thread calls with its error
 
     def quiet(kind: type, error: BaseException, traceback: Any) -> None:

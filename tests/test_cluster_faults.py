@@ -119,8 +119,9 @@ def test_sigterm_checkpoints_the_step_and_resume_continues_bit_for_bit(smoke_con
                                                  (signal.SIGTERM, TERMINATED_EXIT, "terminated (SIGTERM): ")])
 def test_a_signal_to_the_whole_group_with_loader_workers_prints_one_message(smoke_config, smoke_dataset, tmp_path,
                                                                            sent, status, message):
-    """Ctrl-C and a scheduler's SIGTERM reach the DataLoader workers too: they ignore it and are
-    shut down in order, so stderr holds the one message and no worker's traceback."""
+    """Ctrl-C and a scheduler's SIGTERM reach the DataLoader workers too (they ignore SIGINT and
+    are shut down in order; SIGTERM ends them), and stderr holds the one message and no
+    traceback."""
     args = [*_train_args(smoke_config.data.root, tmp_path / "run"), "--set", "runtime.num_workers=2"]
     process = subprocess.Popen([sys.executable, "-m", "sfc_core", *args], env=_env(None), stderr=subprocess.PIPE,
                                text=True, start_new_session=True)
@@ -224,7 +225,7 @@ def test_a_loader_worker_ignores_interrupts_and_its_teardown_connection_errors(m
     monkeypatch.setattr(sys, "excepthook", sys.excepthook)
     handled = []
     sfc_core.io.quiet_worker(0)
-    assert handled == [(signal.SIGINT, signal.SIG_IGN), (signal.SIGTERM, signal.SIG_IGN)]
+    assert handled == [(signal.SIGINT, signal.SIG_IGN)]      # SIGTERM stays fatal: how a worker is stopped
     sys.excepthook(ConnectionResetError, ConnectionResetError(104, "Connection reset by peer"), None)
     assert capsys.readouterr().err == ""                     # multiprocessing.resource_sharer's report
     sys.excepthook(ValueError, ValueError("a real error"), None)
