@@ -121,10 +121,13 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
         claim_folder(run.cams, cams_record(cfg, checkpoint_record(path, ckpt), class_names, scales), "cams")
     gather_objects(None, dist)                      # the other ranks wait for the claim
     todo = _todo(run, views.ids)
-    shard = todo[dist.rank::dist.world_size]
+    # every rank's share of the whole list, so a resumed run forms the batches an uninterrupted one
+    # did (CPU kernels can give other last bits at another batch size); files present are kept
+    shard = list(range(len(views)))[dist.rank::dist.world_size]
+    missing = {views.ids[i] for i in todo}
     write_cams(run, cfg, model, Subset(views, shard), device,
-               f"cams {run.root.name}: {list_name} ({len(scales)} scales)" if dist.is_main else None)
-    made = sum(gather_objects(len(shard), dist))     # also waits for every rank's files
+               f"cams {run.root.name}: {list_name} ({len(scales)} scales)" if dist.is_main else None, missing)
+    made = sum(gather_objects(len(set(shard) & set(todo)), dist))     # also waits for every rank's files
     cleanup_distributed(dist)
     if dist.is_main:
         print(f"cams: {made} image(s) made, {len(views) - len(todo)} already there -> {run.cams}")
@@ -132,19 +135,24 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
 
 
 def write_cams(run: RunDir, cfg: Config, model: torch.nn.Module, views: Dataset, device: torch.device,
-               desc: str | None = None) -> None:
+               desc: str | None = None, missing: set[str] | None = None) -> None:
     """The CAM file of every image of ``views`` (MultiScaleDataset items), in batches of up to
     ``cams.batch_size`` same-size images, the files written by a `BackgroundWriter` beside the
     device; the network runs with its BatchNorms folded (``backbone.fold_batchnorms``).
-    ``desc``: the progress bar's title (None: no bar)."""
+    ``desc``: the progress bar's title (None: no bar). ``missing``: the only names to write (None:
+    all); a batch without one is not computed."""
     loader = item_loader(views, loader_workers(cfg.runtime.num_workers, device), device.type == "cuda")
     items = tqdm(loader, desc=desc, total=len(views), disable=desc is None, unit="img")
     model = for_inference(model, cfg.runtime.channels_last)
     with torch.inference_mode(), BackgroundWriter() as writer:
         for batch in same_size_batches(items, cfg.cams.batch_size):
+            wanted = [missing is None or item["name"] in missing for item in batch]
+            if not any(wanted):
+                continue
             kept, ready = _kept_maps(model, cfg, batch, device)
-            for item, (keys, maps) in zip(batch, kept):
-                writer.submit(_save_cam_file, run, item["name"], keys, maps, ready, model.num_classes)
+            for item, (keys, maps), want in zip(batch, kept, wanted):
+                if want:
+                    writer.submit(_save_cam_file, run, item["name"], keys, maps, ready, model.num_classes)
 
 
 def _kept_maps(model: torch.nn.Module, cfg: Config, batch: list[dict], device: torch.device
