@@ -86,6 +86,7 @@ from sfc_core.run_lock import claims_run
 TRAINING_SECTIONS = ("runtime.", "data.", "model.", "loss.", "train.")
 RESUMABLE_CHANGES = {"data.root", "runtime.num_workers", "runtime.device", "runtime.compile",
                      "runtime.checkpoint_minutes", "train.log_every"}
+HALF_SCALE = 0.5      # the second scale of the cross-scale consistency term
 
 
 class SfcObjective(nn.Module):
@@ -106,7 +107,7 @@ class SfcObjective(nn.Module):
 
     def forward(self, images: torch.Tensor, boxes: torch.Tensor,
                 labels: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        half = F.interpolate(images, scale_factor=0.5, mode="bilinear", align_corners=True)
+        half = F.interpolate(images, scale_factor=HALF_SCALE, mode="bilinear", align_corners=True)
         full_out = self.model(images, self._valid_mask(images, boxes, labels),
                               with_prototype_cam=self.prototype_weight > 0)
         half_out = self.model(half, self._valid_mask(half, boxes, labels), with_prototype_cam=False)
