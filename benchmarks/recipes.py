@@ -4,6 +4,7 @@
     python -m benchmarks.recipes --set train.epochs=4 --out runs/recipes-4-epochs   # a variant
     python -m benchmarks.recipes --seeds reporting --mask-seeds --step3 none \
         --out runs/reporting --table docs/synthetic_reporting_seeds.md   # the headline table
+    python -m benchmarks.recipes --seeds 0 1 2 --variants sfc-no-bank   # a registered variant
 
 ``--seeds`` names seeds or a seed set (``SEED_SETS``: the development seeds every choice was
 made on, the reporting seeds the headline figures come from). For each seed: the dataset
@@ -11,10 +12,11 @@ made on, the reporting seeds the headline figures come from). For each seed: the
 them) side by side: training, CAMs of the evaluation and held-out lists and their scores,
 pseudo masks of the training list by each ``--methods`` and their scores, and step 3 on the
 masks of the preset's ``refine.method`` (for ``--mask-seeds``; the other seeds stop after their
-CAMs); ``--control`` adds the no-shared-part baseline of each seed (``01_long_tail_analysis``'s),
-``--ablations`` SFC of seed 0 with each component off (``config.ABLATIONS``, as
-``05_evaluation``'s full run), CAMs only. Each stage's wall and CPU seconds are read from the
-runs' ``stage_times.jsonl`` (``orchestration.stage_times``).
+CAMs). Every run is a variant of ``VARIANTS`` (name -> config overrides): ``--variants NAME ...``
+adds those beside SFC and the baseline on every seed, with the same stages; ``--control`` adds
+the no-shared-part baseline of each seed (``01_long_tail_analysis``'s), ``--ablations`` SFC of
+seed 0 with each component off (``config.ABLATIONS``, as ``05_evaluation``'s full run), both
+CAMs only. Each stage's wall and CPU seconds are read from the runs' ``stage_times.jsonl``.
 
 Writes ``<out>/recipes-<preset>.json`` and prints one markdown table of the figures
 (``docs/synthetic.md``), the seeds' summary (``benchmarks.seed_table``: mean ± sd, min..max,
@@ -22,6 +24,9 @@ seeds meeting each target, chosen settings at a sweep's end; ``--table`` writes 
 table of the stage costs (``BENCHMARKS.md``). Runs go to ``<out>/<preset>/<variant>[-seed<s>]``;
 finished stages are reused, as in the notebooks, so a second call only re-reads (its costs are
 then those of re-reading), and an interrupted call, run again, goes on from the finished runs.
+A changed evaluation setting (``cams.*``: a wider sweep) re-scores the finished runs' CAMs
+without training them again: the training stage finds each run finished and its CAM files are
+kept; only ``eval-cams``, whose record names its sweeps, runs again.
 ``--finished-only`` reports the seeds whose runs are finished, read from their evaluation files
 (nothing runs, so it may be called while a run is going on).
 """
@@ -35,7 +40,7 @@ import sys
 import time
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -69,6 +74,27 @@ from sfc_core.run_dir import RunDir
 DEVELOPMENT_SEEDS = (0, 1, 2)
 REPORTING_SEEDS = tuple(range(100, 110))
 SEED_SETS = {"development": DEVELOPMENT_SEEDS, "reporting": REPORTING_SEEDS}
+
+# The methods the harness compares, by name: config overrides on top of the preset. A method of
+# your own is one more entry (docs/extending_variants.md), run by --variants NAME beside SFC and
+# the baseline; a run "baseline..." is read through its classifier CAM, any other its fused CAM.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "sfc": {},
+    "baseline": ABLATIONS["baseline"],
+    "baseline-control": {**ABLATIONS["baseline"], "data.shared_parts": False},   # --control
+    **{f"sfc-{name}": overrides for name, overrides in ABLATIONS.items() if name != "baseline"},  # --ablations
+}
+
+
+class Job(NamedTuple):
+    """One run of the plan: which variant on which seed, its config and folder, the pseudo-mask
+    methods and step-3 masks it goes on to."""
+    variant: str
+    seed: int
+    cfg: Config
+    run_dir: Path
+    methods: list[str]
+    step3: list[str]
 
 
 def run_chain(cfg: Config, run_dir: Path, methods: list[str], step3: list[str]) -> dict[str, dict]:
@@ -147,57 +173,68 @@ def run_name(variant: str, seed: int) -> str:
     return variant if seed == 0 else f"{variant}-seed{seed}"
 
 
-def plan(cfg: Config, args: argparse.Namespace, root: Path, methods: list[str]) -> dict[str, tuple]:
-    """The runs to make, by name: (config, run directory, pseudo-mask methods, step-3 masks)."""
+def check_variants(names: list[str]) -> None:
+    """One SfcError for a name ``VARIANTS`` does not hold, or one a run's folder cannot take."""
+    for name in names:
+        if name not in VARIANTS:
+            raise SfcError(f"--variants: no variant named {name!r}; registered: {', '.join(VARIANTS)}",
+                           fix="add it to VARIANTS in benchmarks/recipes.py (docs/extending_variants.md)")
+        if not name.replace("-", "").replace("_", "").isalnum() or "-seed" in name:
+            raise SfcError(f"variant name {name!r} cannot name a run's folder",
+                           fix="name it with letters, digits, - and _ only, without '-seed'")
+
+
+def plan(cfg: Config, args: argparse.Namespace, root: Path, methods: list[str]) -> dict[str, Job]:
+    """The runs to make, by name: SFC, the baseline and ``--variants`` of each seed (pseudo masks
+    and step 3 on ``--mask-seeds``), then the ablations of seed 0 and the controls, CAMs only."""
+    check_variants(args.variants)
     if (args.ablations or args.gt) and 0 not in args.seeds:
         raise SfcError(f"--ablations and --gt run on seed 0 only, which --seeds ({' '.join(map(str, args.seeds))}) "
                        "does not name", fix="add 0 to --seeds, or drop --ablations / --gt")
-    jobs: dict[str, tuple[Config, Path, list[str], list[str]]] = {}
     mask_seeds = args.seeds if args.mask_seeds is None else args.mask_seeds
     step3 = [cfg.refine.method] if args.step3 is None else [m for m in args.step3 if m != "none"]
+    jobs: dict[str, Job] = {}
+
+    def add(variant: str, seed: int, masks: bool) -> None:   # the first asked of a name is kept
+        jobs.setdefault(run_name(variant, seed), Job(variant, seed, seeded(cfg, VARIANTS[variant], seed),
+                                                     root / run_name(variant, seed),
+                                                     methods if masks else [], step3 if masks else []))
     for seed in args.seeds:
-        masks = seed in mask_seeds
-        for variant, overrides in (("sfc", {}), ("baseline", ABLATIONS["baseline"])):
-            jobs[run_name(variant, seed)] = (seeded(cfg, overrides, seed), root / run_name(variant, seed),
-                                             methods if masks else [], step3 if masks else [])
-        if args.control:
-            name = run_name("baseline-control", seed)
-            jobs[name] = (seeded(cfg, {**ABLATIONS["baseline"], "data.shared_parts": False}, seed), root / name, [], [])
-    for name in (ablation_names() if args.ablations else []):
-        jobs[f"sfc-{name}"] = (seeded(cfg, ABLATIONS[name], 0), root / f"sfc-{name}", [], [])
+        for variant in ("sfc", "baseline", *args.variants):
+            add(variant, seed, seed in mask_seeds)
+    for name in (ablation_variants() if args.ablations else []):
+        add(name, 0, False)
+    for seed in (args.seeds if args.control else []):
+        add("baseline-control", seed, False)
     if args.gt:
-        jobs["sfc"] = (*jobs["sfc"][:3], [*jobs["sfc"][3], "gt"])
+        jobs["sfc"] = jobs["sfc"]._replace(step3=[*jobs["sfc"].step3, "gt"])
     return jobs
 
 
-def ablation_names() -> list[str]:
-    return [name for name in ABLATIONS if name != "baseline"]
+def ablation_variants() -> list[str]:
+    """The variants ``--ablations`` runs: SFC with one component off (``config.ABLATIONS``)."""
+    return [f"sfc-{name}" for name in ABLATIONS if name != "baseline"]
 
 
-def finished_seeds(root: Path, seeds: list[int], control: bool) -> list[int]:
-    """The seeds whose runs (baseline, SFC, and the control if asked) all have their CAM evaluation."""
-    variants = ("baseline", "sfc", "baseline-control") if control else ("baseline", "sfc")
+def finished_seeds(root: Path, seeds: list[int], variants: list[str]) -> list[int]:
+    """The seeds whose runs of every one of ``variants`` have their CAM evaluation."""
     return [seed for seed in seeds
             if all(RunDir(root / run_name(v, seed)).cam_eval_json.is_file() for v in variants)]
 
 
-def report_rows(jobs: dict[str, tuple], by_name: dict[str, dict], datasets: dict) -> list[dict[str, Any]]:
+def report_rows(jobs: dict[str, Job], by_name: dict[str, dict], datasets: dict) -> list[dict[str, Any]]:
     """``figures`` of every run: baseline and SFC per seed (``datasets``: by seed), then the
-    ablations, then the controls."""
-    rows, baselines = [], {}
-    for seed, dataset in datasets.items():
-        baselines[seed] = CamEval(by_name[run_name("baseline", seed)]["cams + eval"])
-        for variant in ("baseline", "sfc"):
-            name = run_name(variant, seed)
-            rows.append({"seed": seed, **figures(variant, jobs[name][1], by_name[name], dataset,
-                                                 baselines[seed] if variant == "sfc" else None)})
-    for name in (f"sfc-{n}" for n in ablation_names() if f"sfc-{n}" in jobs):
-        rows.append({"seed": 0, **figures(name, jobs[name][1], by_name[name], datasets[0], baselines[0])})
-    for seed in datasets:
-        name = run_name("baseline-control", seed)
-        if name in by_name:
-            rows.append({"seed": seed, **figures("baseline-control", jobs[name][1], by_name[name],
-                                                 open_dataset(jobs[name][0].data), None)})
+    others in the plan's order; each compared with its seed's baseline where it has its data."""
+    baselines = {seed: jobs[run_name("baseline", seed)] for seed in datasets}
+    first = [run_name(v, seed) for seed in datasets for v in ("baseline", "sfc")]
+    rows = []
+    for name in [*first, *(name for name in jobs if name not in first)]:
+        job, base = jobs[name], baselines[jobs[name].seed]
+        same_data = job.cfg.data == base.cfg.data
+        base_cam = CamEval(by_name[run_name("baseline", job.seed)]["cams + eval"]) \
+            if same_data and job.variant != "baseline" else None
+        dataset = datasets[job.seed] if same_data else open_dataset(job.cfg.data)
+        rows.append({"seed": job.seed, **figures(job.variant, job.run_dir, by_name[name], dataset, base_cam)})
     return rows
 
 
@@ -213,6 +250,9 @@ def arguments() -> argparse.ArgumentParser:
                    help="seeds that also get pseudo masks and step 3 (default: all; the others: CAMs only)")
     p.add_argument("--step3", nargs="*", default=None,
                    help="masks step 3 trains on for --mask-seeds (default: the preset's refine.method; none: no step 3)")
+    p.add_argument("--variants", nargs="+", default=[], metavar="NAME",
+                   help=f"also these registered variants on every seed, as SFC and the baseline (VARIANTS: "
+                        f"{', '.join(VARIANTS)})")
     p.add_argument("--control", action="store_true", help="also the no-shared-part baseline of each seed")
     p.add_argument("--ablations", action="store_true",
                    help="also SFC with each component off (config.ABLATIONS), seed 0, CAMs only")
@@ -236,7 +276,9 @@ def main(argv: list[str] | None = None) -> int:
     methods = args.methods or [cfg.refine.method, *({"irn", "crf"} - {cfg.refine.method})]
     root = Path(args.out) / args.preset
     if args.finished_only:
-        args.seeds = finished_seeds(root, planned, args.control)
+        check_variants(args.variants)
+        args.seeds = finished_seeds(root, planned, ["sfc", "baseline", *args.variants,
+                                                    *(["baseline-control"] if args.control else [])])
     costs: list[dict] = []
     wall, cpu = time.perf_counter(), cpu_seconds()
     datasets = {seed: open_dataset(seeded(cfg, {}, seed).data) for seed in args.seeds}   # before the runs
@@ -249,9 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     jobs = plan(cfg, args, root, methods) if args.seeds else {}
     started = time.perf_counter()
     if args.finished_only:
-        results = [stored_results(*job[1:]) for job in jobs.values()]
+        results = [stored_results(job.run_dir, job.methods, job.step3) for job in jobs.values()]
     else:
-        results = run_side_by_side([partial(run_chain, *job) for job in jobs.values()], args.processes)
+        results = run_side_by_side([partial(run_chain, job.cfg, job.run_dir, job.methods, job.step3)
+                                    for job in jobs.values()], args.processes)
     elapsed = time.perf_counter() - started
     rows = report_rows(jobs, dict(zip(jobs, results)), datasets)
     costs += [{"stage": r["stage"], "run": r["run"], "wall_s": r["wall_s"], "cpu_s": r["cpu_s"]}

@@ -2,7 +2,8 @@
 min..max, and how many seeds meet each target of docs/synthetic.md ("Targets").
 
 Every number comes from the rows ``recipes.figures`` made (one "baseline" and one "sfc" row per
-seed, a "baseline-control" row where ``--control`` ran); nothing is read twice or kept here.
+seed, a "baseline-control" row where ``--control`` ran, one row per other variant and seed it
+ran on: ``--variants``, the ablations); nothing is read twice or kept here.
 """
 from __future__ import annotations
 
@@ -71,6 +72,9 @@ TARGETS: list[tuple[str, str, Callable[[dict, dict, dict | None], bool | None]]]
 ]
 
 
+OWN_ROWS = ("baseline", "sfc", "baseline-control")   # what FIGURES reads; any other variant: variant_figures
+
+
 def by_seed(rows: list[dict[str, Any]]) -> dict[int, tuple[dict, dict, dict | None]]:
     """(baseline, SFC, control or None) rows of each seed that has both a baseline and an SFC row."""
     out: dict[int, dict[str, dict]] = {}
@@ -99,6 +103,26 @@ def extra_figures(rows: list[dict[str, Any]]) -> list[str]:
             if key.endswith("pseudo-mask mIoU %") or key.startswith("step 3 (")]
 
 
+def variant_figures(rows: list[dict[str, Any]], seeds: dict[int, tuple]) -> dict[str, dict[int, float]]:
+    """Each other variant's figures on the seeds it ran (``--variants``, the ablations): its three
+    CAMs, its CAM (``"CAM"``: classifier for "baseline...", else fused) against the seed's
+    baseline classifier CAM and SFC's fused CAM, its Spearman, its pseudo masks and step 3."""
+    out: dict[str, dict[int, float]] = {}
+    for row in rows:
+        variant, seed, kind = row["variant"], row["seed"], row.get("CAM", "fused")
+        if variant in OWN_ROWS or seed not in seeds:
+            continue
+        mine = row[f"{kind} CAM mIoU % (eval)"]
+        values = {**{f"{variant} {k} CAM mIoU % (eval)": row[f"{k} CAM mIoU % (eval)"] for k in KINDS},
+                  f"gain: {variant} {kind} - baseline classifier": mine - seeds[seed][0]["classifier CAM mIoU % (eval)"],
+                  f"{variant} {kind} - SFC fused": mine - seeds[seed][1]["fused CAM mIoU % (eval)"],
+                  f"{variant} {kind} Spearman": row["Spearman"],
+                  **{f"{variant} {key}": row[key] for key in extra_figures(rows) if key in row}}
+        for name, value in values.items():
+            out.setdefault(name, {})[seed] = _number(value)
+    return out
+
+
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Per figure: its value on each seed and their spread; per target: the seeds meeting it."""
     seeds = by_seed(rows)
@@ -106,6 +130,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for key in extra_figures(rows):
         for variant, index in (("baseline", 0), ("SFC", 1)):
             figures[f"{variant} {key}"] = {seed: _number(trio[index].get(key)) for seed, trio in seeds.items()}
+    figures |= variant_figures(rows, seeds)
     targets = []
     for target, scope, test in TARGETS:
         results = {seed: test(*trio) for seed, trio in seeds.items()}
