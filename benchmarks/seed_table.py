@@ -39,6 +39,8 @@ FIGURES: list[tuple[str, Reading]] = [
     *[(f"SFC {k} Spearman", lambda b, s, c, k=k: s[f"Spearman {k}"]) for k in KINDS],
     ("chosen lambda: baseline fused", lambda b, s, c: b["lambda (fused)"]),
     ("chosen lambda: SFC fused", lambda b, s, c: s["lambda (fused)"]),
+    *[(f"chosen threshold: baseline {k}", lambda b, s, c, k=k: b.get(f"threshold ({k})")) for k in KINDS],
+    *[(f"chosen threshold: SFC {k}", lambda b, s, c, k=k: s.get(f"threshold ({k})")) for k in KINDS],
     ("baseline head-3 / tail-3 ratio: head", lambda b, s, c: b["head ratio"]),
     ("baseline head-3 / tail-3 ratio: tail", lambda b, s, c: b["tail ratio"]),
     ("SFC head-3 ratio (fused)", lambda b, s, c: s["head ratio"]),
@@ -161,7 +163,8 @@ def markdown(result: dict[str, Any], planned: list[int]) -> str:
              "| figure | mean ± sd | min..max | seeds | " + " | ".join(map(str, seeds)) + " |",
              "| --- | --- | --- | --- |" + " --- |" * len(seeds)]
     for name, fig in result["figures"].items():
-        digits = 2 if "Spearman" in name or "recall" in name or "ratio" in name or "lambda" in name else 1
+        digits = 3 if "threshold" in name else 2 if any(
+            word in name for word in ("Spearman", "recall", "ratio", "lambda")) else 1
         values = " | ".join(_cell(fig["per seed"].get(seed, math.nan), digits) for seed in seeds)
         lines.append(f"| {name} | {_cell(fig['mean'], digits)} ± {_cell(fig['sd'], digits)} | "
                      f"{_cell(fig['min'], digits)}..{_cell(fig['max'], digits)} | {fig['n']} | {values} |")

@@ -66,7 +66,8 @@ def _row(seed, variant, cls, proto, fused, spearman, lost, edges=()):
             "classifier CAM mIoU % (eval)": cls,
             "prototype CAM mIoU % (eval)": proto, "fused CAM mIoU % (eval)": fused, "mIoU % (held-out)": fused,
             "Spearman": spearman, **{f"Spearman {k}": spearman for k in seed_table.KINDS},
-            "lambda (fused)": 1.0, "head ratio": 1.3, "tail ratio": 0.2, "heads' shared-part recall": 0.85,
+            "lambda (fused)": 1.0, **{f"threshold ({k})": 0.975 if k == "prototype" else 0.9 for k in seed_table.KINDS},
+            "head ratio": 1.3, "tail ratio": 0.2, "heads' shared-part recall": 0.85,
             "non-head lost to head %": lost, "head-third IoU gain": 0.0, "tail-third IoU gain": 10.0,
             "sweep edges": list(edges)}
 
@@ -90,6 +91,7 @@ def test_the_summary_gives_spread_and_the_seeds_meeting_each_target():
     assert "Seeds: 2 of the 3 planned (100 101); not finished: 102." in table
     assert "| CAM mIoU gain >= 3 points | fix (SFC fused vs baseline classifier) | 1 of 2 | 101 |" in table
     assert "sfc seed 101: fused: the chosen lambda 30 is the largest swept" in table
+    assert "| chosen threshold: baseline prototype | 0.975 ± 0.000 | 0.975..0.975 | 2 | 0.975 | 0.975 |" in table
     assert "| lost to head >= 10 points above the control | mechanism (baseline) | not measured | - |" in table
     assert result["fused CAM not above the prototype CAM"] == {"baseline": [100, 101], "SFC": [100, 101]}
     assert "baseline on 2 of 2 seeds (100 101); SFC on 2 of 2 seeds (100 101)." in table
