@@ -103,9 +103,10 @@ def test_a_seed_without_its_sfc_row_is_left_out():
 
 
 def test_the_presets_sweeps_reach_past_the_settings_chosen_on_the_development_seeds():
-    """SFC's fused CAM chose lambda 1.0, the largest of voc's sweep, on development seeds."""
+    """SFC's fused CAM chose lambda 1.0, the largest of voc's sweep, on development seeds; the
+    baseline's prototype CAM the threshold 0.95, then the largest, on reporting seeds 104, 109."""
     cams = Config.from_preset("synthetic-paper").cams
-    assert max(cams.lambda_sweep) > 1.0 and max(cams.threshold_sweep) > 0.9
+    assert max(cams.lambda_sweep) > 1.0 and max(cams.threshold_sweep) > 0.95
 
 
 def test_finished_only_with_nothing_finished_reports_no_seed(tmp_path, capsys):
