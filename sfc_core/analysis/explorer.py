@@ -1,18 +1,12 @@
-"""The interactive CAM explorer (ipywidgets): saved CAMs under any fusion and background rule.
+"""The interactive CAM explorer (ipywidgets): saved CAMs under any kind, lambda and background rule.
 
-Pick an image, one of its classes, a CAM kind (classifier / prototype / fused), the fusion
-lambda and the background rule and threshold; the overlay, the predicted mask, the ground
-truth and the image's IoU update at once. Nothing runs the network: every view is computed
-from the run's saved CAM files (``sfc_core.cam_file.load_cam``) with ``sfc_core.fusion``.
-It opens at the setting eval-cams chose (cam_eval.json) and says so; two buttons switch
-between that setting and the reference's background rule.
+Pick an image, one of its classes, a CAM kind (a button per registered kind,
+``cam_files.CAM_KINDS``), lambda and the background rule; the overlay, the predicted mask, the
+ground truth and the image's IoU update at once, computed from the saved CAM files (no network).
+It opens at the setting eval-cams chose (``chosen_setting``); two buttons switch between that
+and the reference's rule (``reference_setting``). ``explorer_view`` is the pure function behind it.
 
-    from sfc_core.analysis.explorer import CamExplorer
-    CamExplorer("runs/synthetic-paper/sfc")          # last line of a notebook cell: shows the widget
-
-``explorer_view`` is the pure function behind the widget (one image, one setting);
-``chosen_setting`` and ``reference_setting`` are the two settings the buttons select.
-A screenshot of the widget in JupyterLab: ``python -m sfc_core.analysis.explorer_browser``.
+    CamExplorer("runs/synthetic-paper/sfc")     # last line of a cell; screenshot: explorer_browser
 """
 from __future__ import annotations
 
@@ -25,12 +19,12 @@ import numpy as np
 from PIL import Image
 
 from sfc_core.analysis.plots import cam_overlays, mask_to_rgb
-from sfc_core.cam_file import CamRecord, load_cam
+from sfc_core.cam_files import CAM_KINDS, CamRecord, load_cam, predict_mask
 from sfc_core.config import Config
 from sfc_core.data import open_dataset
 from sfc_core.errors import SfcError
-from sfc_core.evaluations import read_cam_eval
-from sfc_core.fusion import BACKGROUND_RULES, KINDS, predict_mask
+from sfc_core.eval_files import read_cam_eval
+from sfc_core.method.fusion import BACKGROUND_RULES
 from sfc_core.metrics import confusion_matrix, iou_from_confusion, mean_iou, percent
 from sfc_core.run_dir import RunDir
 
@@ -66,7 +60,7 @@ def chosen_setting(run: RunDir, cfg: Config, kind: str = "fused") -> Setting:
                        f"(python -m sfc_core eval-cams --run {run.root})")
     cam_eval = read_cam_eval(run.cam_eval_json)
     s = cam_eval.setting(kind)
-    lam = f", lambda {s['lam']:g}" if kind == "fused" else ""
+    lam = f", lambda {s['lam']:g}" if CAM_KINDS[kind].swept else ""
     return Setting(kind, s["lam"], s["background"], s["threshold"],
                    f"chosen by eval-cams on list {cam_eval.list_name}: {kind} CAM{lam}, background "
                    f"threshold {s['threshold']:g} (mIoU {percent(cam_eval.miou(kind))} on {cam_eval.list_name})")
@@ -81,7 +75,7 @@ def reference_setting(run: RunDir, cfg: Config, kind: str = "fused") -> Setting:
     if run.cam_eval_json.is_file():
         cam_eval = read_cam_eval(run.cam_eval_json)
         score = f" (mIoU {percent(cam_eval.reference_miou(kind))} on {cam_eval.list_name})"
-    lam = f", lambda {cfg.cams.fusion_lambda:g}" if kind == "fused" else ""
+    lam = f", lambda {cfg.cams.fusion_lambda:g}" if CAM_KINDS[kind].swept else ""
     return Setting(kind, cfg.cams.fusion_lambda, "reference", chosen.threshold,
                    f"the reference rule: {kind} CAM{lam}, background + 0.4 against 2 x foreground{score}")
 
@@ -152,7 +146,7 @@ class CamExplorer:
         start = self.settings["chosen"]
         self.image = w.Dropdown(options=self.ids, description="image").add_class("sfc-explorer-image-id")
         self.cls = w.Dropdown(description="class").add_class("sfc-explorer-class")
-        self.kind = w.ToggleButtons(options=KINDS, value=start.kind, description="CAM").add_class("sfc-explorer-kind")
+        self.kind = w.ToggleButtons(options=list(CAM_KINDS), value=start.kind, description="CAM").add_class("sfc-explorer-kind")
         self.lam = w.FloatSlider(value=start.lam, min=0.0, max=1.0, step=SLIDER_STEP,
                                  description="lambda").add_class("sfc-explorer-lambda")
         self.background = w.ToggleButtons(options=BACKGROUND_RULES, value=start.background,
@@ -220,7 +214,7 @@ class CamExplorer:
     def _redraw(self, change: dict | None = None) -> None:
         self.setting_line.value = f"setting: {self._setting.caption}" if self._at(self._setting) else (
             "setting: your own (the buttons above go back to the chosen setting or the reference rule)")
-        self.lam.disabled = self.kind.value != "fused"
+        self.lam.disabled = not CAM_KINDS[self.kind.value].swept
         self.threshold.disabled = self.background.value != "threshold"
         if self.cls.value is None:
             self.score.value = "this image has no labelled class"

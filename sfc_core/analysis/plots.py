@@ -22,11 +22,10 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from sfc_core.cam_file import CamRecord, load_cam
+from sfc_core.cam_files import CAM_KINDS, CamRecord, kind_cam, load_cam, predict_mask
 from sfc_core.data import SegmentationDataset
 from sfc_core.errors import SfcError
-from sfc_core.evaluations import CAM_KINDS, CamEval, read_cam_eval
-from sfc_core.fusion import kind_cam, predict_mask
+from sfc_core.eval_files import CamEval, read_cam_eval
 from sfc_core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from sfc_core.masks import IGNORE, cam_overlay
 from sfc_core.run_dir import RunDir
@@ -83,10 +82,11 @@ def cam_overlays(image: np.ndarray, record: CamRecord, class_index: int,
     return [cam_overlay(image, kind_cam(record, kind, lam)[row]) for kind, lam in variants]
 
 
-def kind_spread(record: CamRecord, lam: float, kinds: Sequence[str] = CAM_KINDS) -> dict[int, float]:
-    """How much the CAM kinds disagree, per foreground class of a record: ``{class index
-    1..C: mean over pixels of (largest - smallest) of the class's maps over kinds}``, each map
-    clipped to [0, 1] as ``cam_overlay`` shows it (0 = the kinds look the same)."""
+def kind_spread(record: CamRecord, lam: float, kinds: Sequence[str] | None = None) -> dict[int, float]:
+    """How much the CAM kinds (default: every registered one) disagree, per foreground class
+    of a record: ``{class index 1..C: mean over pixels of (largest - smallest) of the class's
+    maps over kinds}``, each clipped to [0, 1] as ``cam_overlay`` shows it."""
+    kinds = list(CAM_KINDS) if kinds is None else kinds
     maps = np.stack([np.clip(kind_cam(record, kind, lam)[1:], 0, 1) for kind in kinds])   # (kinds, K'-1, H, W)
     spread = (maps.max(axis=0) - maps.min(axis=0)).mean(axis=(1, 2))
     return {int(k): float(v) for k, v in zip(record.keys[1:], spread)}
@@ -374,11 +374,11 @@ def curves(records: list[dict[str, float]], keys: Sequence[str], x: str = "step"
 
 def sweep_edges(cam_eval: CamEval) -> list[str]:
     """One sentence per chosen setting of cam_eval.json that lies at an end of its sweep
-    (threshold or, for fused, lambda): the best value may lie beyond the swept range."""
+    (threshold or, for a swept kind, lambda): the best value may lie beyond the swept range."""
     notes = []
-    for kind in CAM_KINDS:
+    for kind in cam_eval.kinds:
         swept = [("threshold", cam_eval.chosen_threshold(kind), cam_eval.thresholds)]
-        if kind == "fused":
+        if cam_eval.chosen_lambda(kind) is not None:
             swept.append(("lambda", cam_eval.chosen_lambda(kind), cam_eval.lambdas))
         for what, value, sweep in swept:
             if value is not None and len(sweep) > 1 and value in (min(sweep), max(sweep)):
@@ -396,13 +396,12 @@ def threshold_sweep(cam_eval: CamEval, title: str = "", ax: plt.Axes | None = No
     for name, values in cam_eval.sweep("threshold_rule").items():
         ys = [np.nan if v is None else 100 * v for v in values]
         line, = ax.plot(cam_eval.thresholds, ys, marker=".", label=name,
-                        ls="--" if name.startswith("fused@") else "-", lw=2 if "@" not in name else 1)
+                        ls="--" if "@" in name else "-", lw=2 if "@" not in name else 1)
         colours[name] = line.get_color()
     edges = (min(cam_eval.thresholds), max(cam_eval.thresholds))
-    for kind in CAM_KINDS:
-        threshold, name = cam_eval.chosen_threshold(kind), kind
-        if kind == "fused":
-            name = f"fused@{cam_eval.chosen_lambda(kind):g}"
+    for kind in cam_eval.kinds:
+        threshold, lam = cam_eval.chosen_threshold(kind), cam_eval.chosen_lambda(kind)
+        name = kind if lam is None else f"{kind}@{lam:g}"
         edge = " (edge)" if threshold in edges else ""
         ax.scatter([threshold], [100 * as_float(cam_eval.miou(kind))], marker="*", s=160, zorder=4,
                    color=colours.get(name, "black"), edgecolor="black",
@@ -450,7 +449,7 @@ def cam_table(cam_evals: dict[str, CamEval]) -> list[dict[str, Any]]:
     for run_name, cam_eval in cam_evals.items():
         held = cam_eval.heldout
         names = cam_eval.classes[1:]
-        for kind in CAM_KINDS:
+        for kind in cam_eval.kinds:
             calib = cam_eval.calibration(kind)
             magnitude = symptom_magnitude(class_values(cam_eval.image_counts, names),
                                           class_values(calib.activation_ratio, names))
