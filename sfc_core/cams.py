@@ -54,11 +54,9 @@ def multiscale_cams(model, images: list[torch.Tensor], label: torch.Tensor, size
 
 def cams_record(cfg: Config, checkpoint: dict[str, Any], class_names: list[str],
                 scales: tuple[float, ...]) -> dict[str, Any]:
-    """What the CAM files of a run are made from (``cams/provenance.json``): the checkpoint
-    (``provenance.checkpoint_record``), the class list, scales, flip, label masking, AMP and
-    the network's settings but its weights file (the checkpoint has them). Not
-    ``cams.batch_size``: like ``runtime.num_workers`` it changes speed, not the maps (within a
-    float16 rounding step), so CAMs made at another batch size are kept."""
+    """What the CAM files are made from (``cams/provenance.json``): checkpoint, class list,
+    scales, flip, label masking, AMP and the network's settings but its weights file. Not
+    ``cams.batch_size``: like ``runtime.num_workers`` it changes speed, not the maps."""
     model = {key: value for key, value in dataclasses.asdict(cfg.model).items() if key != "backbone_weights"}
     return {"checkpoint": checkpoint, "class_names": list(class_names), "scales": list(scales),
             "flip": cfg.cams.flip, "mask_by_label": cfg.cams.mask_by_label, "amp": cfg.cams.amp,
@@ -84,9 +82,8 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
               scales: tuple[float, ...] | None = None, device: str | torch.device | None = None,
               overrides: dict | None = None) -> Path:
     """CAMs of every image of `list_name` (default: the training list) into RUN_DIR/cams/,
-    returned. `overrides`: dotted config keys on top of the run's config.json (e.g. data.root).
-    Complete files are kept while cams/provenance.json records the same checkpoint and
-    settings; else the folder is made again (one line says what changed)."""
+    returned; complete files kept while cams/provenance.json records the same checkpoint and
+    settings. `overrides`: dotted config keys on top of the run's config.json."""
     run = RunDir(run)
     cfg = run.load_config(overrides)
     list_name = list_name or cfg.data.train_list
@@ -125,11 +122,9 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
 
 def write_cams(run: RunDir, cfg: Config, model: torch.nn.Module, views: Dataset, device: torch.device,
                desc: str | None = None, missing: set[str] | None = None) -> None:
-    """The CAM file of every image of ``views`` (MultiScaleDataset items), in batches of up to
-    ``cams.batch_size`` same-size images, the files written by a `BackgroundWriter` beside the
-    device; the network runs with its BatchNorms folded (``backbone.fold_batchnorms``).
-    ``desc``: the progress bar's title (None: no bar). ``missing``: the only names to write (None:
-    all); a batch without one is not computed."""
+    """The CAM file of every image of ``views`` (MultiScaleDataset items) named in ``missing``
+    (None: all), in same-size batches of up to ``cams.batch_size``, written by a
+    `BackgroundWriter` beside the device. ``desc``: the progress bar's title (None: no bar)."""
     loader = item_loader(views, loader_workers(cfg.runtime.num_workers, device), device.type == "cuda")
     items = tqdm(loader, desc=desc, total=len(views), disable=desc is None, unit="img")
     model = for_inference(model, cfg.runtime.channels_last)
@@ -164,9 +159,8 @@ def _kept_maps(model: torch.nn.Module, cfg: Config, batch: list[dict], device: t
 
 
 def copies_done(device: torch.device) -> torch.cuda.Event | None:
-    """An event recorded on ``device``'s current stream, where the copies were queued (not the
-    process's current device's: with ``--device cuda:1`` that may be another GPU, whose event
-    would let the writers read buffers still being filled); None on the CPU (copies are done)."""
+    """An event on ``device``'s current stream, where the copies were queued (not the current
+    device's: with ``--device cuda:1`` that may be another GPU); None on the CPU."""
     if device.type != "cuda":
         return None
     ready = torch.cuda.Event()

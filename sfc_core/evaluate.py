@@ -119,8 +119,7 @@ def accumulate_cam_confusions(run: RunDir, dataset: SegmentationDataset, list_na
 
 
 def calibration(conf: np.ndarray, class_names: Sequence[str], counts: np.ndarray) -> dict[str, Any]:
-    """Over-/under-activation per foreground class against its training image count.
-    conf: (C+1, C+1) with background first; counts: (C,) training images per class."""
+    """Over-/under-activation per foreground class of conf (C+1, C+1) against counts (C,)."""
     ratio = activation_ratio(conf)[1:]
     fp, fn = error_shares(conf)
     rho, p = spearman_vs_count(ratio, counts)
@@ -163,8 +162,6 @@ def choose_settings(sweep_miou: np.ndarray, lambdas: Sequence[float],
     return best
 
 
-# What the authors' evaluation script (eval_cam.py) computes: a fixed rule, nothing chosen on the
-# list it reports. The kit's CAMs are made as theirs (4 scales + flip, per-channel max-normalised).
 AUTHORS_PROTOCOL = ("the authors' eval_cam.py rule: background + 0.4 against 2 x foreground, lambda fixed "
                     "in advance (cams.fusion_lambda); nothing chosen on the list it reports")
 
@@ -230,9 +227,8 @@ def files_fingerprint(paths: Sequence[Path]) -> str | None:
 
 def cam_eval_record(run: RunDir, cfg: Config, list_name: str, held: str | None,
                     ids: Sequence[str]) -> dict[str, Any]:
-    """What cam_eval.json is made from: the CAMs' record and files (of ``ids``: the evaluation
-    list, plus the held-out list ``held`` when it is scored), the sweep settings, and the file's
-    layout (``CAM_EVAL_LAYOUT``: a file of an older layout is remade)."""
+    """What cam_eval.json is made from: the CAMs' record and files ``ids`` (evaluation list, and
+    ``held`` when scored), the sweep settings and the file's layout (``CAM_EVAL_LAYOUT``)."""
     return {"layout": CAM_EVAL_LAYOUT, "cams": digest(read_record(run.cams)), "cam_files": files_fingerprint([run.cam_file(i) for i in ids]),
             "list": list_name, "heldout": held, "threshold_sweep": sorted(set(cfg.cams.threshold_sweep)),
             "lambda_sweep": sorted(set(cfg.cams.lambda_sweep)), "fusion_lambda": cfg.cams.fusion_lambda}
@@ -365,10 +361,8 @@ def score_pseudo_masks(run: RunDir, dataset: SegmentationDataset, method: str, l
 @claims_run()
 def eval_seg(run: str | Path | RunDir, methods: Sequence[str] | None = None,
              overrides: dict | None = None) -> dict[str, Any]:
-    """Score the pseudo masks of ``methods`` (default: every method the run has) on the
-    evaluation list into RUN_DIR/seg_eval.json; uncertain pixels (255) both as background (the
-    reference) and as ignored. Scores there of masks unchanged since (their ``made_from``) are
-    kept, of the named methods too. `overrides`: dotted keys on top of the run's config.json."""
+    """Score the pseudo masks of ``methods`` (default: all the run has) on the evaluation list
+    into RUN_DIR/seg_eval.json; scores there of masks unchanged since (``made_from``) are kept."""
     run = RunDir(run)
     cfg, class_names, dataset = _open(run, overrides)
     names = ["background", *class_names]

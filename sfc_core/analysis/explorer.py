@@ -67,9 +67,8 @@ def chosen_setting(run: RunDir, cfg: Config, kind: str = "fused") -> Setting:
 
 
 def reference_setting(run: RunDir, cfg: Config, kind: str = "fused") -> Setting:
-    """The reference's fixed background rule (bg + 0.4 against 2 x fg) at the configuration's
-    fusion lambda, with its mIoU from cam_eval.json when the run has one; the threshold slider
-    keeps the chosen threshold (unused by this rule)."""
+    """The reference's rule (bg + 0.4 against 2 x fg) at the configuration's lambda, its mIoU
+    from cam_eval.json when there is one; the (unused) threshold stays the chosen one."""
     chosen = chosen_setting(run, cfg, kind)
     score = ""
     if run.cam_eval_json.is_file():
@@ -82,8 +81,7 @@ def reference_setting(run: RunDir, cfg: Config, kind: str = "fused") -> Setting:
 
 def explorer_view(image: np.ndarray, truth: np.ndarray, record: CamRecord, class_index: int,
                   kind: str, lam: float, background: str, threshold: float) -> ExplorerView:
-    """One explorer frame. image (H, W, 3) uint8, truth (H, W) uint8; class_index 1..C must be
-    one of ``record.keys``; scored over the record's C + 1 classes."""
+    """One explorer frame: image (H, W, 3) uint8, truth (H, W) uint8, class_index one of ``record.keys``."""
     keys = [int(k) for k in record.keys]
     if class_index not in keys[1:]:
         raise SfcError(f"class {class_index} has no CAM in this record (classes {keys[1:]})",
@@ -96,8 +94,7 @@ def explorer_view(image: np.ndarray, truth: np.ndarray, record: CamRecord, class
 
 
 def colour_scale(width: int, height: int = 10) -> np.ndarray:
-    """The overlays' colour scale: (height, width, 3) uint8, CAM value 0 (left) to 1 (right)
-    through the jet colour map of ``cam_overlay`` (unblended)."""
+    """The overlays' colour scale: (height, width, 3) uint8, CAM value 0 (left) to 1 (right), jet."""
     from matplotlib import colormaps
 
     ramp = colormaps["jet"](np.linspace(0.0, 1.0, width))[:, :3]
@@ -114,15 +111,10 @@ def png_bytes(array: np.ndarray, width: int) -> bytes:
 
 
 class CamExplorer:
-    """The widget: controls on top, overlay / prediction / ground truth below, IoU under them.
-
-    run: a run directory with ``cams/``; list_name: an image list with ground-truth masks
-    (default: the run's evaluation list), restricted to its images with CAMs; kind: the CAM
-    kind whose chosen setting it opens at. ``self.widget`` is the ipywidgets box; the controls
-    are attributes (``image``, ``cls``, ``kind``, ``lam``, ``background``, ``threshold``, the
-    buttons ``chosen_button`` and ``reference_button``) so code can move them as a user would;
-    ``setting_line`` says which setting the controls were last set to.
-    """
+    """The widget (``self.widget``) on the images of ``list_name`` (default: the evaluation
+    list) with CAMs, opened at ``kind``'s chosen setting. The controls are attributes (``image``,
+    ``cls``, ``kind``, ``lam``, ``background``, ``threshold``, ``chosen_button``,
+    ``reference_button``) so code can move them as a user would; ``setting_line`` says where."""
 
     def __init__(self, run: str | Path | RunDir, list_name: str | None = None, width: int = 256,
                  kind: str = "fused"):
