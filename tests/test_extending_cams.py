@@ -10,8 +10,7 @@ from sfc_core.evaluate import eval_cams
 from sfc_core.method.fusion import label_rows
 from sfc_core.metrics import mean_iou
 from tests.fixtures import VOC_IMAGES, VOC_LISTS, fixture_mask
-from tests.test_cams_eval import C, count_confusion, write_cams
-from tests.test_cams_eval import hand_run as hand_run_fixture  # noqa: F401 (the fixture hand_run)
+from tests.test_cams_eval import C, count_confusion, hand_run, write_cams  # noqa: F401 (hand_run: a fixture)
 
 
 def elementwise_max(maps: dict[str, np.ndarray]) -> np.ndarray:
@@ -35,7 +34,7 @@ def _standard(result: dict) -> dict:
             "authors_protocol": result["authors_protocol"], "sweep": sweep, "lambdas": result["lambdas"]}
 
 
-def test_a_registered_kind_gets_its_row_and_leaves_the_standard_rows_as_they_were(hand_run, capsys):
+def test_a_registered_kind_gets_its_row_and_leaves_the_standard_rows_as_they_were(hand_run, capsys):  # noqa: F811 (the fixture)
     run, cfg = hand_run
     write_cams(run, VOC_LISTS["train"], seed=2, perfect_classifier=False)
     before = eval_cams(run)
@@ -65,7 +64,7 @@ def test_a_registered_kind_gets_its_row_and_leaves_the_standard_rows_as_they_wer
     assert "IoU max" in printed and "ratio max" in printed
 
 
-def test_the_explorer_has_a_button_for_a_registered_kind(hand_run, max_kind):
+def test_the_explorer_has_a_button_for_a_registered_kind(hand_run, max_kind):  # noqa: F811 (the fixture)
     from sfc_core.analysis.explorer import CamExplorer
 
     run, _ = hand_run
@@ -77,3 +76,21 @@ def test_the_explorer_has_a_button_for_a_registered_kind(hand_run, max_kind):
     explorer.kind.value = max_kind
     assert explorer.lam.disabled and explorer.prediction_image.value
     assert "your own" in explorer.setting_line.value and explorer.prediction_image.value != before
+
+
+def test_a_registered_kind_with_a_parameter_is_swept_over_lambda_like_fused(hand_run):  # noqa: F811 (the fixture)
+    run, cfg = hand_run
+    write_cams(run, VOC_LISTS["train"], seed=3, perfect_classifier=False)
+    before = eval_cams(run)
+    register_kind("sharpened", lambda maps, lam: maps["prototype"] ** (1.0 + lam), swept=True)
+    try:
+        after = eval_cams(run)
+    finally:
+        del CAM_KINDS["sharpened"]
+    assert _standard(after) == _standard(before)
+    row, sweep = after["rows"]["sharpened"], after["sweep"]["threshold_rule"]
+    assert row["lambda"] in after["lambdas"] and row["reference_rule"]["lambda"] == cfg.cams.fusion_lambda
+    assert {f"sharpened@{lam:g}" for lam in after["lambdas"]} <= set(sweep)
+    best = max(v for lam in after["lambdas"] for v in sweep[f"sharpened@{lam:g}"] if v is not None)
+    assert row["miou"] == pytest.approx(best)
+    assert sweep[f"sharpened@{row['lambda']:g}"][after["thresholds"].index(row["threshold"])] == pytest.approx(best)
