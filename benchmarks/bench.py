@@ -21,7 +21,7 @@ Prints one JSON object (and writes it to ``--out`` if given):
   preset's classes (``metrics.confusion_matrix``): masks/s and seconds for the list.
 - ``segment``: step-3 training images/s (``segment.train_step`` on ``segment.network``).
 - ``camwrite``: milliseconds per CAM file of a 375x500 image with 3 rows (``--steps`` files
-  per repeat), today's ``np.savez_compressed`` against ``cam_file.save_cam``, alternating
+  per repeat), today's ``np.savez_compressed`` against ``cam_files.save_cam``, alternating
   (``benchmarks/feed.py``); file sizes and read times beside.
 - ``camstage``: images/s of the CAM stage's loop (``cams.write_cams``: uint8 items, device
   normalisation and flips, writer threads) against today's float32 loop, on ``--steps``

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sfc_core.cam_file import present_keys, save_cam
+from sfc_core.cam_files import present_keys, save_cam
 from sfc_core.config import Config
 from sfc_core.data import MultiScaleDataset
 from sfc_core.data.transforms import hflip, normalize, rescale
@@ -87,13 +87,14 @@ def cam_like_maps(rows: int, size: tuple[int, int], seed: int = 0) -> np.ndarray
 
 def bench_camwrite(files: int, repeats: int, size: tuple[int, int], rows: int = CAM_ROWS) -> dict:
     """Milliseconds per CAM file of (rows, H, W) maps: today's ``np.savez_compressed`` against
-    the kit's ``cam_file.save_cam``, ``files`` files per repeat, and each file's size and
+    the kit's ``cam_files.save_cam``, ``files`` files per repeat, and each file's size and
     read time (``np.load`` of both maps)."""
     keys = np.arange(rows, dtype=np.int64)
     classifier, prototype = cam_like_maps(rows, size, 0), cam_like_maps(rows, size, 1)
     with tempfile.TemporaryDirectory() as folder:
         paths = {name: [Path(folder, f"{name}{i}.npz") for i in range(files)] for name in ("today", "kit")}
-        writers = {"today": today_save_cam, "kit": save_cam}
+        writers = {"today": today_save_cam, "kit": lambda path, keys, classifier, prototype, n: save_cam(
+            path, keys, {"classifier": classifier, "prototype": prototype}, n)}
         seconds = alternate({name: lambda name=name: [writers[name](path, keys, classifier, prototype, 20)
                                                        for path in paths[name]] for name in writers}, repeats)
         result = {"image_size": list(size), "rows": rows, "files": files, "repeats": repeats}

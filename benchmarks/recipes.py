@@ -48,11 +48,11 @@ from benchmarks import seed_table
 from benchmarks.bench import machine_info
 from benchmarks.stage_costs import summed
 from sfc_core.analysis import plots
+from sfc_core.cam_files import CAM_KINDS
 from sfc_core.config import ABLATIONS, Config, parse_overrides
 from sfc_core.data import open_dataset
 from sfc_core.errors import SfcError
-from sfc_core.evaluations import (
-    CAM_KINDS,
+from sfc_core.eval_files import (
     CamEval,
     FinalEval,
     SegEval,

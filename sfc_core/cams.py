@@ -1,22 +1,13 @@
 """The `cams` stage: multi-scale + flip classifier and prototype CAMs (docs/method.md, inference).
 
-For each image of a list, and each scale (default 1.0, 0.5, 1.5, 2.0) with its horizontal
-flip, the network (`SfcNet.infer_batch`) gives the PCM-refined classifier CAM and the
-prototype CAM on the stride-16 grid; each is upsampled (bilinear) to the image size, summed
-over scales and max-normalised per channel. Only the background row and the image's classes
-are kept, in the format of ``sfc_core.cam_file`` (``cams/<id>.npz``).
+Per image and scale (default 1.0, 0.5, 1.5, 2.0) with its flip, the network gives its named
+maps on the stride-16 grid, upsampled to the image, summed over scales and max-normalised per
+channel; the background row and the image's classes are kept (``sfc_core.cam_files``). Complete
+files are kept while ``cams/provenance.json`` records the same checkpoint and settings. Same-size
+images go through the network together (up to `cams.batch_size`); writer threads save files
+while the device goes on. Under torchrun each rank takes an interleaved shard:
 
-The stage resumes: complete files are kept while ``cams/provenance.json`` records the same
-checkpoint (step and weights digest) and settings; anything else makes the folder again.
-Consecutive images of one size (uint8 from `runtime.num_workers` loader processes) go through
-the network together, up to `cams.batch_size` (`sfc_net.multiscale_cams_batch`, shared with
-training-time validation: every step is per image, so the maps do not depend on the batch
-beyond float32 rounding); normalisation, flips and the sum over scales run on the device, one
-non-blocking copy of the kept rows comes back per image, and writer threads write the files
-while the device goes on. Under torchrun every rank takes an interleaved shard of the rest:
-
-    torchrun --nproc_per_node 4 -m sfc_core -- cams --run RUN_DIR     (the -- keeps torchrun
-                                                                      from reading --run)
+    torchrun --nproc_per_node 4 -m sfc_core -- cams --run RUN_DIR     (-- keeps --run from torchrun)
 """
 from __future__ import annotations
 
@@ -30,7 +21,7 @@ import torch
 from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
-from sfc_core.cam_file import CAM_FIELDS, present_keys, save_cam
+from sfc_core.cam_files import CAM_FIELDS, STORED_MAPS, present_keys, save_cam
 from sfc_core.cli import add_override_arguments, overrides_from_args
 from sfc_core.config import Config
 from sfc_core.data import MultiScaleDataset, item_loader, open_dataset, same_size_batches
@@ -55,21 +46,17 @@ from sfc_core.run_lock import claims_run
 
 
 def multiscale_cams(model, images: list[torch.Tensor], label: torch.Tensor, size: tuple[int, int],
-                    mask_by_label: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Classifier and prototype CAMs of one image over all scales, both (C+1, H, W) float32:
-    ``multiscale_cams_batch`` of one image (images: one (2, 3, h_s, w_s) image-and-flip
-    tensor per scale; label: (C,) multi-hot)."""
-    classifier, prototype = multiscale_cams_batch(model, images, label[None], size, mask_by_label)
-    return classifier[0], prototype[0]
+                    mask_by_label: bool = False) -> tuple[torch.Tensor, ...]:
+    """``multiscale_cams_batch`` of one image: its maps (STORED_MAPS' order), each (C+1, H, W)
+    (images: one (2, 3, h_s, w_s) image-and-flip tensor per scale; label: (C,) multi-hot)."""
+    return tuple(m[0] for m in multiscale_cams_batch(model, images, label[None], size, mask_by_label))
 
 
 def cams_record(cfg: Config, checkpoint: dict[str, Any], class_names: list[str],
                 scales: tuple[float, ...]) -> dict[str, Any]:
-    """What the CAM files of a run are made from (``cams/provenance.json``): the checkpoint
-    (``provenance.checkpoint_record``), the class list, scales, flip, label masking, AMP and
-    the network's settings but its weights file (the checkpoint has them). Not
-    ``cams.batch_size``: like ``runtime.num_workers`` it changes speed, not the maps (within a
-    float16 rounding step), so CAMs made at another batch size are kept."""
+    """What the CAM files are made from (``cams/provenance.json``): checkpoint, class list,
+    scales, flip, label masking, AMP and the network's settings but its weights file. Not
+    ``cams.batch_size``: like ``runtime.num_workers`` it changes speed, not the maps."""
     model = {key: value for key, value in dataclasses.asdict(cfg.model).items() if key != "backbone_weights"}
     return {"checkpoint": checkpoint, "class_names": list(class_names), "scales": list(scales),
             "flip": cfg.cams.flip, "mask_by_label": cfg.cams.mask_by_label, "amp": cfg.cams.amp,
@@ -95,9 +82,8 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
               scales: tuple[float, ...] | None = None, device: str | torch.device | None = None,
               overrides: dict | None = None) -> Path:
     """CAMs of every image of `list_name` (default: the training list) into RUN_DIR/cams/,
-    returned. `overrides`: dotted config keys on top of the run's config.json (e.g. data.root).
-    Complete files are kept while cams/provenance.json records the same checkpoint and
-    settings; else the folder is made again (one line says what changed)."""
+    returned; complete files kept while cams/provenance.json records the same checkpoint and
+    settings. `overrides`: dotted config keys on top of the run's config.json."""
     run = RunDir(run)
     cfg = run.load_config(overrides)
     list_name = list_name or cfg.data.train_list
@@ -136,11 +122,9 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
 
 def write_cams(run: RunDir, cfg: Config, model: torch.nn.Module, views: Dataset, device: torch.device,
                desc: str | None = None, missing: set[str] | None = None) -> None:
-    """The CAM file of every image of ``views`` (MultiScaleDataset items), in batches of up to
-    ``cams.batch_size`` same-size images, the files written by a `BackgroundWriter` beside the
-    device; the network runs with its BatchNorms folded (``backbone.fold_batchnorms``).
-    ``desc``: the progress bar's title (None: no bar). ``missing``: the only names to write (None:
-    all); a batch without one is not computed."""
+    """The CAM file of every image of ``views`` (MultiScaleDataset items) named in ``missing``
+    (None: all), in same-size batches of up to ``cams.batch_size``, written by a
+    `BackgroundWriter` beside the device. ``desc``: the progress bar's title (None: no bar)."""
     loader = item_loader(views, loader_workers(cfg.runtime.num_workers, device), device.type == "cuda")
     items = tqdm(loader, desc=desc, total=len(views), disable=desc is None, unit="img")
     model = for_inference(model, cfg.runtime.channels_last)
@@ -158,28 +142,25 @@ def write_cams(run: RunDir, cfg: Config, model: torch.nn.Module, views: Dataset,
 def _kept_maps(model: torch.nn.Module, cfg: Config, batch: list[dict], device: torch.device
                ) -> tuple[list[tuple[np.ndarray, torch.Tensor]], torch.cuda.Event | None]:
     """Per image of ``batch`` (same-size items), its kept rows ``keys`` (background and its
-    classes) and their classifier and prototype maps, float16 (2, K', H, W) on the host, copied
+    classes) and their STORED_MAPS stacked, float16 (maps, K', H, W) on the host, copied
     without blocking; and the event after which every copy is complete (None on the CPU)."""
     layout = inference_layout(cfg.runtime.channels_last)   # like the batch size, a speed setting: CAMs kept
     images = [device_views(torch.stack(scale), device, cfg.cams.flip).contiguous(memory_format=layout)
               for scale in zip(*(item["images"] for item in batch))]
     labels = torch.stack([item["label"] for item in batch]).to(device, non_blocking=True)
     with autocast(device, cfg.cams.amp):           # float32 unless asked (the reference's maps)
-        classifier, prototype = multiscale_cams_batch(model, images, labels, tuple(batch[0]["size"].tolist()),
-                                                      cfg.cams.mask_by_label)
+        maps = multiscale_cams_batch(model, images, labels, tuple(batch[0]["size"].tolist()), cfg.cams.mask_by_label)
     kept = []
     for i, item in enumerate(batch):
         keys = present_keys(item["label"].numpy())
         rows = torch.from_numpy(keys).to(device, non_blocking=True)
-        maps = torch.stack([classifier[i, rows], prototype[i, rows]]).half().to("cpu", non_blocking=True)
-        kept.append((keys, maps))
+        kept.append((keys, torch.stack([m[i, rows] for m in maps]).half().to("cpu", non_blocking=True)))
     return kept, copies_done(device)
 
 
 def copies_done(device: torch.device) -> torch.cuda.Event | None:
-    """An event recorded on ``device``'s current stream, where the copies were queued (not the
-    process's current device's: with ``--device cuda:1`` that may be another GPU, whose event
-    would let the writers read buffers still being filled); None on the CPU (copies are done)."""
+    """An event on ``device``'s current stream, where the copies were queued (not the current
+    device's: with ``--device cuda:1`` that may be another GPU); None on the CPU."""
     if device.type != "cuda":
         return None
     ready = torch.cuda.Event()
@@ -194,7 +175,7 @@ def _save_cam_file(run: RunDir, image_id: str, keys: np.ndarray, maps: torch.Ten
         ready.synchronize()
     path = run.cam_file(image_id)
     try:
-        save_cam(path, keys, maps[0].numpy(), maps[1].numpy(), num_classes)
+        save_cam(path, keys, dict(zip(STORED_MAPS, maps.numpy())), num_classes)
     except OSError as e:
         raise SfcError(f"cannot write a CAM file ({e.strerror or e})", path=path,
                        fix=f"free space on its disk or make {run.cams} writable, then run "

@@ -1,17 +1,11 @@
 """Dense CRF (pydensecrf2) and the confident labels built on it.
 
-The confident labels (confident foreground, confident background, 255 between) serve both
-routes of step 2 (docs/method.md 5, docs/reference.md 5.1): IRN's relation labels (VOC), and
-the final pseudo masks of the COCO route, where IRN costs too much (DeepLab ignores 255).
-``cfg.refine.relation_rule`` makes the two score maps they are cut from:
-
-- ``"reference"`` (SFC's cam2ir): fused CAM (classifier + 0.7 x prototype, each after the
-  background rule); and again with the background channel halved;
-- ``"thresholds"`` (IRN's own): the fused foreground CAMs, max-normalised, padded with a
-  constant background of 0.30 (confident foreground) and of 0.05 (confident background).
-
-Each map is arg-maxed and smoothed by the CRF: foreground where the first says foreground,
-background where both say background, 255 where they disagree.
+Confident labels (confident foreground, confident background, 255 between) serve IRN's
+relation labels (VOC) and the COCO route's final pseudo masks (docs/method.md 5). Two score
+maps are cut from the fused CAM by ``cfg.refine.relation_rule``: "reference" (SFC's cam2ir: the
+0.4 background rule, then again with the background channel halved) or "thresholds" (IRN's:
+constant backgrounds of 0.30 and 0.05). Each is arg-maxed and CRF-smoothed: foreground where
+the first says so, background where both do, 255 where they disagree.
 """
 from __future__ import annotations
 
@@ -23,8 +17,8 @@ from pydensecrf.utils import unary_from_labels
 
 from sfc_core.config import RefineConfig
 from sfc_core.errors import SfcError
-from sfc_core.fusion import background_score, fuse
 from sfc_core.masks import IGNORE
+from sfc_core.method.fusion import background_score
 
 RELATION_RULES = ("reference", "thresholds")
 
@@ -33,13 +27,10 @@ def crf_labels(image: np.ndarray, label_maps: Sequence[np.ndarray], n_labels: in
                cfg: RefineConfig) -> list[np.ndarray]:
     """Smooth hard label maps of one image with a fully connected CRF (Krähenbühl and Koltun).
 
-    image: uint8 (H, W, 3) RGB (read-only is fine); label_maps: int (H, W) maps in
-    [0, n_labels). Returns one int64 (H, W) per map. Unary from the hard labels (-log p, p =
-    label confidence 0.7 for the given label, the rest shared by the others); Gaussian and
-    bilateral pairwise terms; mean-field iterations; arg-max. Constants from ``cfg``
-    (reference: 10 it., 3/3, 50/5/10, 0.7). The pairwise terms, built once, serve every map:
-    the same result as one CRF per map, for 0.73x the CPU with two maps at 96 px
-    (``python -m benchmarks.speed_changes``)."""
+    image: uint8 (H, W, 3) RGB; label_maps: int (H, W) maps in [0, n_labels). Returns one
+    int64 (H, W) per map. Unary from the hard labels (``cfg.crf_label_confidence`` for the
+    given label), Gaussian and bilateral pairwise terms (built once for every map), mean-field
+    iterations, arg-max; constants from ``cfg`` (reference: 10 it., 3/3, 50/5/10, 0.7)."""
     height, width = image.shape[:2]
     if n_labels < 2:  # nothing to choose between
         return [np.zeros((height, width), np.int64) for _ in label_maps]
@@ -74,20 +65,15 @@ def confident_labels(image: np.ndarray, fg_scores: np.ndarray, bg_scores: np.nda
 
 
 def rule_scores(cam: np.ndarray, background: str, threshold: float | None = None) -> np.ndarray:
-    """(K', ...) -> (K', ...): channel 0 replaced by sfc_core.fusion's background score under a
-    background rule, so the arg-max over channels is ``fusion.label_rows`` (ties to background)."""
+    """(K', ...) -> (K', ...): channel 0 replaced by the background score of a rule, so the
+    arg-max over channels is ``method.fusion.label_rows`` (ties to background)."""
     return np.concatenate([background_score(cam, background, threshold)[None], cam[1:]])
 
 
-def confidence_scores(classifier: np.ndarray, prototype: np.ndarray,
-                      cfg: RefineConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The foreground- and background-favouring (K', H, W) score maps of ``cfg.relation_rule``.
-
-    classifier, prototype: (K', H, W) raw max-normalised CAMs (channel 0 = background), fused
-    with ``cfg.relation_lambda`` (a weighted mean, so the reference's sum of pad-tricked maps
-    is a positive multiple of these scores: the same arg-max, also after halving the
-    background channel)."""
-    fused = fuse(classifier, prototype, cfg.relation_lambda)
+def confidence_scores(fused: np.ndarray, cfg: RefineConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The foreground- and background-favouring (K', H, W) score maps of ``cfg.relation_rule``
+    from the fused CAM (K', H, W) at ``cfg.relation_lambda`` (a weighted mean: the reference's
+    sum of pad-tricked maps is a positive multiple of these scores, the same arg-max)."""
     if cfg.relation_rule == "reference":
         fg_scores = rule_scores(fused, "reference")
         bg_scores = fg_scores.copy()           # explicit copy (quirk 27: no aliasing)

@@ -1,21 +1,12 @@
 """The evaluation stages: CAMs (`eval-cams`) and pseudo masks (`eval-seg`).
 
-`eval_cams` scores the classifier, prototype and fused CAMs (sfc_core.fusion) against the
-ground truth of the evaluation list, reading each image once for every sweep point
-(background thresholds x {classifier, prototype, fused at each lambda}, plus the reference's
-"0.4 pad" rule; `image_confusions`). Two kinds of rows: the authors' protocol (their
-eval_cam.py's fixed rule, nothing chosen on the list: the rows to compare with the paper) and
-the rows tuned on the list they report (the threshold, and lambda, with the best mIoU there,
-per kind: optimistic). Held-out CAMs (`cams --list val`), if any, are scored at those settings.
-Calibration per class: activation ratio (predicted / GT area), false-positive and
-false-negative shares, and the Spearman correlation of the ratio with log training-image
-count (the paper's over-/under-activation).
-
-`eval_seg` scores the refinement stage's pseudo masks, counting their uncertain (255) pixels
-twice, labelled: as background (the reference's eval_sem_seg) and as ignored.
-
-All scores in the JSON files are fractions in [0, 1] (null where a class is absent from both
-GT and prediction); tables print percentages.
+`eval_cams` scores every registered CAM kind (``cam_files.CAM_KINDS``; a swept kind at every
+lambda) at every background threshold and under the reference's "0.4 pad" rule, from one read
+of each image. Two kinds of rows: the authors' protocol (their eval_cam.py's fixed rule: the
+rows to compare with the paper) and rows tuned on the list they report (optimistic); held-out
+CAMs are scored at those settings. Calibration per class: activation ratio, FP / FN shares,
+Spearman of the ratio with log training-image count. `eval_seg` scores the pseudo masks, their
+uncertain (255) pixels as background (the reference) and as ignored. Scores are fractions.
 """
 from __future__ import annotations
 
@@ -28,16 +19,16 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from sfc_core.cam_file import CamRecord, load_cam
+from sfc_core.cam_files import CAM_KINDS, CamRecord, kind_cam, load_cam
 from sfc_core.cli import add_override_arguments, overrides_from_args
 from sfc_core.config import Config
 from sfc_core.data import SegmentationDataset, open_dataset
 from sfc_core.data.stats import class_counts
 from sfc_core.errors import SfcError
-from sfc_core.evaluations import read_cam_eval, read_seg_eval
-from sfc_core.fusion import KINDS, background_score, best_foreground, kind_cam
+from sfc_core.eval_files import read_cam_eval, read_seg_eval
 from sfc_core.io import atomic_write_json
 from sfc_core.masks import IGNORE, read_pseudo_mask
+from sfc_core.method.fusion import background_score, best_foreground
 from sfc_core.metrics import (
     activation_ratio,
     confusion_matrix,
@@ -58,22 +49,21 @@ from sfc_core.run_lock import claims_run
 
 
 def cam_variants(lambdas: Sequence[float]) -> list[tuple[str, float]]:
-    """The maps a CAM evaluation scores: (kind, lambda) for classifier, prototype, then fused."""
-    return [("classifier", 0.0), ("prototype", 0.0)] + [("fused", float(lam)) for lam in lambdas]
+    """The maps a CAM evaluation scores: (kind, lambda) per registered kind, a swept kind at
+    every lambda."""
+    return [(kind, float(lam)) for kind, spec in CAM_KINDS.items() for lam in (lambdas if spec.swept else [0.0])]
 
 
 def image_confusions(record: CamRecord, gt: np.ndarray, num_classes: int, lambdas: Sequence[float],
                      thresholds: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """All confusions one image adds to a CAM evaluation, from a single read of its CAMs.
-    record: the image's CAMs (K', H, W); gt: uint8 (H, W) with 255 = ignore; num_classes: K
-    (background included); thresholds ascending. Returns int64 (M, T, K, K) for the threshold
-    rule at every threshold and (M, K, K) for the reference rule, M = len(cam_variants(lambdas)).
-    Ignore pixels are dropped once, before any map is fused."""
+    """All confusions one image adds to a CAM evaluation: int64 (M, T, K, K) for the threshold
+    rule at every (ascending) threshold and (M, K, K) for the reference rule, M =
+    len(cam_variants(lambdas)), K = num_classes (background included). gt: uint8 (H, W), 255 =
+    ignore; its pixels are dropped once, before any kind is made."""
     valid = gt.ravel() != IGNORE
     gt_valid = gt.ravel()[valid]
     rows = len(record.keys)
-    flat = dataclasses.replace(record, classifier=record.classifier.reshape(rows, -1)[:, valid],
-                               prototype=record.prototype.reshape(rows, -1)[:, valid])
+    flat = dataclasses.replace(record, maps={n: m.reshape(rows, -1)[:, valid] for n, m in record.maps.items()})
     variants = cam_variants(lambdas)
     by_threshold = np.empty((len(variants), len(thresholds), num_classes, num_classes), np.int64)
     by_reference = np.empty((len(variants), num_classes, num_classes), np.int64)
@@ -113,9 +103,9 @@ def accumulate_cam_confusions(run: RunDir, dataset: SegmentationDataset, list_na
     ids = dataset.ids(list_name)
     check_cams(run, ids, list_name)
     _check_masks(dataset, ids, list_name)
-    k = num_foreground + 1
-    by_threshold = np.zeros((2 + len(lambdas), len(thresholds), k, k), np.int64)
-    by_reference = np.zeros((2 + len(lambdas), k, k), np.int64)
+    k, m = num_foreground + 1, len(cam_variants(lambdas))
+    by_threshold = np.zeros((m, len(thresholds), k, k), np.int64)
+    by_reference = np.zeros((m, k, k), np.int64)
     for image_id in tqdm(ids, desc=f"eval-cams {run.root.name}: {list_name}", unit="img"):
         record = load_cam(run, image_id, num_classes=num_foreground)
         gt = _read_gt(dataset, image_id, record.size, run.cam_file(image_id))
@@ -129,8 +119,7 @@ def accumulate_cam_confusions(run: RunDir, dataset: SegmentationDataset, list_na
 
 
 def calibration(conf: np.ndarray, class_names: Sequence[str], counts: np.ndarray) -> dict[str, Any]:
-    """Over-/under-activation per foreground class against its training image count.
-    conf: (C+1, C+1) with background first; counts: (C,) training images per class."""
+    """Over-/under-activation per foreground class of conf (C+1, C+1) against counts (C,)."""
     ratio = activation_ratio(conf)[1:]
     fp, fn = error_shares(conf)
     rho, p = spearman_vs_count(ratio, counts)
@@ -152,27 +141,27 @@ def calibration(conf: np.ndarray, class_names: Sequence[str], counts: np.ndarray
 
 
 def variant_name(kind: str, lam: float) -> str:
-    return f"fused@{lam:g}" if kind == "fused" else kind
+    return f"{kind}@{lam:g}" if CAM_KINDS[kind].swept else kind
 
 
 def _variant_index(kind: str, lam: float | None, lambdas: Sequence[float]) -> int:
-    return 2 + list(lambdas).index(lam) if kind == "fused" else KINDS.index(kind)
+    return cam_variants(lambdas).index((kind, 0.0 if lam is None else float(lam)))
 
 
 def choose_settings(sweep_miou: np.ndarray, lambdas: Sequence[float],
                     thresholds: Sequence[float]) -> dict[str, tuple[float | None, float]]:
-    """Per kind, the (lambda, threshold) with the best mIoU (lambda None except for fused; the
-    first best on ties: the lowest threshold and lambda). sweep_miou: (M, T) mIoU of every map
-    of `cam_variants(lambdas)` at every threshold."""
+    """Per kind, the (lambda, threshold) with the best mIoU (lambda None for a kind not swept;
+    the first best on ties: the lowest threshold and lambda). sweep_miou: (M, T) mIoU of every
+    map of `cam_variants(lambdas)` at every threshold."""
     miou = np.where(np.isfinite(sweep_miou), sweep_miou, -1.0)
-    best = {kind: (None, thresholds[int(np.argmax(miou[m]))]) for m, kind in enumerate(KINDS[:2])}
-    fused = int(np.argmax(miou[2:]))
-    best["fused"] = (lambdas[fused // len(thresholds)], thresholds[fused % len(thresholds)])
+    variants, best = cam_variants(lambdas), {}
+    for kind, spec in CAM_KINDS.items():
+        first = variants.index((kind, float(lambdas[0]) if spec.swept else 0.0))
+        at = int(np.argmax(miou[first:first + (len(lambdas) if spec.swept else 1)]))
+        best[kind] = (lambdas[at // len(thresholds)] if spec.swept else None, thresholds[at % len(thresholds)])
     return best
 
 
-# What the authors' evaluation script (eval_cam.py) computes: a fixed rule, nothing chosen on the
-# list it reports. The kit's CAMs are made as theirs (4 scales + flip, per-channel max-normalised).
 AUTHORS_PROTOCOL = ("the authors' eval_cam.py rule: background + 0.4 against 2 x foreground, lambda fixed "
                     "in advance (cams.fusion_lambda); nothing chosen on the list it reports")
 
@@ -184,23 +173,22 @@ def authors_protocol(by_reference: np.ndarray, lambdas: Sequence[float], referen
     ``reference_lambda`` under the same rule (the paper's fused seeds: 64.7)."""
     fused = by_reference[_variant_index("fused", reference_lambda, lambdas)]
     return {"rule": AUTHORS_PROTOCOL,
-            "rows": {"prototype": {"lambda": None, **scores(by_reference[KINDS.index("prototype")], names)},
+            "rows": {"prototype": {"lambda": None, **scores(by_reference[_variant_index("prototype", None, lambdas)], names)},
                      "fused": {"lambda": reference_lambda, **scores(fused, names)}}}
 
 
 def cam_rows(by_threshold: np.ndarray, by_reference: np.ndarray, lambdas: Sequence[float],
              thresholds: Sequence[float], settings: dict[str, tuple[float | None, float]],
              reference_lambda: float, names: Sequence[str], counts: np.ndarray) -> dict[str, Any]:
-    """The three rows (classifier, prototype, fused) at the given settings, tuned on the list,
-    the reference rule beside each (fused at `reference_lambda`), the calibration block, and the
-    authors' protocol (`authors_protocol`). by_threshold (M, T, K, K) and by_reference (M, K, K)
-    as `accumulate_cam_confusions` gives them for `lambdas` and `thresholds`; names: K class
-    names, background first."""
+    """A row per kind at the given settings (tuned on the list), the reference rule beside each
+    (a swept kind at `reference_lambda`), the calibration block and the authors' protocol.
+    by_threshold (M, T, K, K), by_reference (M, K, K): `accumulate_cam_confusions`'s for
+    `lambdas` and `thresholds`; names: K class names, background first."""
     rows, calib = {}, {}
-    for kind in KINDS:
+    for kind, spec in CAM_KINDS.items():
         lam, threshold = settings[kind]
         conf = by_threshold[_variant_index(kind, lam, lambdas), list(thresholds).index(threshold)]
-        ref_lam = reference_lambda if kind == "fused" else None
+        ref_lam = reference_lambda if spec.swept else None
         rows[kind] = {"background": "threshold", "threshold": threshold, "lambda": lam,
                       **scores(conf, names),
                       "reference_rule": {"lambda": ref_lam, **scores(
@@ -239,9 +227,8 @@ def files_fingerprint(paths: Sequence[Path]) -> str | None:
 
 def cam_eval_record(run: RunDir, cfg: Config, list_name: str, held: str | None,
                     ids: Sequence[str]) -> dict[str, Any]:
-    """What cam_eval.json is made from: the CAMs' record and files (of ``ids``: the evaluation
-    list, plus the held-out list ``held`` when it is scored), the sweep settings, and the file's
-    layout (``CAM_EVAL_LAYOUT``: a file of an older layout is remade)."""
+    """What cam_eval.json is made from: the CAMs' record and files ``ids`` (evaluation list, and
+    ``held`` when scored), the sweep settings and the file's layout (``CAM_EVAL_LAYOUT``)."""
     return {"layout": CAM_EVAL_LAYOUT, "cams": digest(read_record(run.cams)), "cam_files": files_fingerprint([run.cam_file(i) for i in ids]),
             "list": list_name, "heldout": held, "threshold_sweep": sorted(set(cfg.cams.threshold_sweep)),
             "lambda_sweep": sorted(set(cfg.cams.lambda_sweep)), "fusion_lambda": cfg.cams.fusion_lambda}
@@ -250,9 +237,9 @@ def cam_eval_record(run: RunDir, cfg: Config, list_name: str, held: str | None,
 @claims_run()
 def eval_cams(run: str | Path | RunDir, list_name: str | None = None,
               overrides: dict | None = None) -> dict[str, Any]:
-    """Score the three CAM kinds on the evaluation list (and the held-out list if its CAMs
-    exist); write RUN_DIR/cam_eval.json, print the tables, return the dict. A cam_eval.json
-    made from the same CAM files and settings (its ``made_from``) is read back instead.
+    """Score every CAM kind on the evaluation list (and the held-out list if its CAMs exist);
+    write RUN_DIR/cam_eval.json, print the tables, return the dict. A cam_eval.json made from
+    the same CAM files and settings, with a row per registered kind, is read back instead.
     `overrides`: dotted config keys on top of the run's config.json."""
     run = RunDir(run)
     cfg, class_names, dataset = _open(run, overrides)
@@ -266,7 +253,7 @@ def eval_cams(run: str | Path | RunDir, list_name: str | None = None,
                                 [*dataset.ids(list_name), *(held_ids if score_held else [])])
     if run.cam_eval_json.is_file():
         previous = read_cam_eval(run.cam_eval_json)
-        if is_fresh(previous.made_from, made_from):
+        if is_fresh(previous.made_from, made_from) and previous.kinds == list(CAM_KINDS):
             print(f"eval-cams: {run.cam_eval_json} is up to date (same CAM files and settings)")
             print(format_cam_eval(previous.data))
             return previous.data
@@ -315,7 +302,7 @@ def _score_heldout(run: RunDir, cfg: Config, dataset: SegmentationDataset, resul
     names, thresholds = result["classes"], result["thresholds"]
     class_names = names[1:]
     counts = np.array([result["image_counts"][name] for name in class_names])
-    held_lambdas = sorted({settings["fused"][0], cfg.cams.fusion_lambda})
+    held_lambdas = sorted({lam for lam, _ in settings.values() if lam is not None} | {cfg.cams.fusion_lambda})
     held_confusions = accumulate_cam_confusions(run, dataset, held, len(class_names), held_lambdas, thresholds)
     return {"list": held, "num_images": len(dataset.ids(held)),
             **cam_rows(*held_confusions, held_lambdas, thresholds, settings, cfg.cams.fusion_lambda,
@@ -374,10 +361,8 @@ def score_pseudo_masks(run: RunDir, dataset: SegmentationDataset, method: str, l
 @claims_run()
 def eval_seg(run: str | Path | RunDir, methods: Sequence[str] | None = None,
              overrides: dict | None = None) -> dict[str, Any]:
-    """Score the pseudo masks of ``methods`` (default: every method the run has) on the
-    evaluation list into RUN_DIR/seg_eval.json; uncertain pixels (255) both as background (the
-    reference) and as ignored. Scores there of masks unchanged since (their ``made_from``) are
-    kept, of the named methods too. `overrides`: dotted keys on top of the run's config.json."""
+    """Score the pseudo masks of ``methods`` (default: all the run has) on the evaluation list
+    into RUN_DIR/seg_eval.json; scores there of masks unchanged since (``made_from``) are kept."""
     run = RunDir(run)
     cfg, class_names, dataset = _open(run, overrides)
     names = ["background", *class_names]
@@ -436,8 +421,10 @@ def _rows_table(block: dict[str, Any]) -> str:
 
 
 def format_cam_eval(result: dict[str, Any]) -> str:
-    """The eval-cams report: the three rows, the sweep, per-class IoU and calibration."""
+    """The eval-cams report: a row per kind, the sweep, per-class IoU and calibration."""
     rows, calib = result["rows"], result["calibration"]
+    kinds = list(rows)
+    short = [{"classifier": "cls", "prototype": "proto"}.get(kind, kind) for kind in kinds]
     out = [f"CAM evaluation on list {result['list']!r} ({result['num_images']} images)",
            f"authors' protocol ({result['authors_protocol']['rule']}): the rows to compare with the "
            f"paper (VOC train: fused 64.7; the authors' released log, prototype: 63.1)",
@@ -452,18 +439,16 @@ def format_cam_eval(result: dict[str, Any]) -> str:
     per_class = []
     for name in result["classes"]:
         line = [name, counts.get(name, "-")]
-        line += [percent(rows[kind]["iou"][name]) for kind in KINDS]
-        if name in calib["classifier"]["activation_ratio"]:
-            line += [_number(calib[kind]["activation_ratio"][name], ".2f") for kind in KINDS]
-        else:
-            line += ["", "", ""]
+        line += [percent(rows[kind]["iou"][name]) for kind in kinds]
+        line += [_number(calib[kind]["activation_ratio"][name], ".2f") if name in counts else ""
+                 for kind in kinds]
         per_class.append(line)
     out += ["per class: IoU % and activation ratio (predicted / GT area) at the chosen settings",
-            format_table(["class", "train images", "IoU cls", "IoU proto", "IoU fused",
-                          "ratio cls", "ratio proto", "ratio fused"], per_class), ""]
+            format_table(["class", "train images", *[f"IoU {a}" for a in short], *[f"ratio {a}" for a in short]],
+                         per_class), ""]
     spear = [[kind, _number(calib[kind]["spearman_ratio_vs_log_count"], "+.2f"),
               _number(calib[kind]["head_mean_ratio"], ".2f"), _number(calib[kind]["tail_mean_ratio"], ".2f")]
-             for kind in KINDS]
+             for kind in kinds]
     out += ["calibration: Spearman(activation ratio, log train image count); mean ratio of the "
             "most / least frequent classes",
             format_table(["CAM", "Spearman", "head ratio", "tail ratio"], spear)]

@@ -10,7 +10,7 @@ imports another stage.
       class_names.json            foreground class names, in label order
       checkpoints/last.pt, best.pt
       metrics.jsonl, tb/          training logs
-      cams/<image_id>.npz         classifier and prototype CAMs (see sfc_core.cam_file)
+      cams/<image_id>.npz         classifier and prototype CAMs (see sfc_core.cam_files)
       cams/provenance.json        what made them (sfc_core.provenance; every output folder
                                   has one: pseudo/<method>/, refine/irn/)
       cam_eval.json               classifier / prototype / fused rows, sweeps, calibration

@@ -44,14 +44,13 @@ from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
 from sfc_core import engine
-from sfc_core.cam_file import load_cam
+from sfc_core.cam_files import load_cam, predict_mask
 from sfc_core.cli import add_override_arguments, overrides_from_args
 from sfc_core.config import Config, RefineConfig, SegmentConfig
 from sfc_core.data import MultiScaleDataset, SegmentationDataset, item_loader, open_dataset, same_size_batches
 from sfc_core.data.transforms import augment, device_views, normalize_crops
 from sfc_core.errors import SfcError
-from sfc_core.evaluations import FinalEval, read_cam_eval
-from sfc_core.fusion import predict_mask
+from sfc_core.eval_files import FinalEval, read_cam_eval
 from sfc_core.io import atomic_write_json
 from sfc_core.masks import IGNORE, read_pseudo_mask, save_mask
 from sfc_core.metrics import confusion_counts, confusion_from_counts, percent, scores

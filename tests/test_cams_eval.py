@@ -11,16 +11,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from sfc_core.cam_file import load_cam, present_keys, save_cam
+from sfc_core.cam_files import load_cam, predict_mask, present_keys, save_cam
 from sfc_core.cams import make_cams
 from sfc_core.cli import main
 from sfc_core.config import Config
 from sfc_core.data import SegmentationDataset
 from sfc_core.data.transforms import normalize, rescale
 from sfc_core.errors import SfcError
+from sfc_core.eval_files import read_seg_eval
 from sfc_core.evaluate import eval_cams, eval_seg, image_confusions
-from sfc_core.evaluations import read_seg_eval
-from sfc_core.fusion import predict_mask
 from sfc_core.io import atomic_write_json
 from sfc_core.masks import voc_palette
 from sfc_core.metrics import mean_iou
@@ -50,7 +49,7 @@ def write_cams(run, ids, seed=0, perfect_classifier=True):
         if perfect_classifier:
             classifier = np.stack([(mask == k).astype(np.float32) for k in keys])
         prototype = rng.random(shape).astype(np.float32)
-        save_cam(run.cam_file(image_id), keys, classifier, prototype, C)
+        save_cam(run.cam_file(image_id), keys, {"classifier": classifier, "prototype": prototype}, C)
 
 
 @pytest.fixture()
@@ -71,10 +70,10 @@ def test_cam_file_round_trip_and_class_list_check(hand_run):
     run, _ = hand_run
     record = load_cam(run, "2007_000005")
     np.testing.assert_array_equal(record.keys, [0, 1, 2, 3])
-    assert record.classifier.dtype == np.float32 and record.size == (20, 30)
+    assert record.maps["classifier"].dtype == np.float32 and record.size == (20, 30)
     assert record.num_classes == C
     keys = np.array([0, 2])
-    save_cam(run.cam_file("2007_000001"), keys, np.zeros((2, 20, 30)), np.zeros((2, 20, 30)), 20)
+    save_cam(run.cam_file("2007_000001"), keys, {"classifier": np.zeros((2, 20, 30)), "prototype": np.zeros((2, 20, 30))}, 20)
     with pytest.raises(SfcError, match="made for 20 classes, the run has 3") as e:
         load_cam(run, "2007_000001", num_classes=C)
     assert "2007_000001.npz" in str(e.value)
@@ -108,7 +107,7 @@ def test_make_cams_sums_scales_max_normalises_and_resumes(hand_run):
                 total += F.interpolate(cam[None], (20, 30), mode="bilinear", align_corners=False)[0]
     record = load_cam(run, image_id, num_classes=C)
     np.testing.assert_array_equal(record.keys, [0, 1, 2])
-    for saved, total in zip((record.classifier, record.prototype), totals):
+    for saved, total in zip((record.maps["classifier"], record.maps["prototype"]), totals):
         expected = (total / (total.amax(dim=(1, 2), keepdim=True) + 1e-5))[[0, 1, 2]].numpy()
         # the float32 CPU pipeline of old (normalise and flip in the loader) rounded to float16,
         # within one float16 step: the stage runs channels-last (backbone.inference_layout)
@@ -238,7 +237,7 @@ def _cam_arrays(run, ids):
     out = {}
     for image_id in ids:
         record = load_cam(run, image_id)
-        out[image_id] = (record.keys, record.classifier, record.prototype)
+        out[image_id] = (record.keys, record.maps["classifier"], record.maps["prototype"])
     return out
 
 
@@ -345,7 +344,7 @@ def test_authors_protocol_is_a_fixed_rule_row_never_tuned_on_the_list(hand_run, 
     """The rows to compare with the paper: the authors' eval_cam.py rule (bg + 0.4 vs 2 x fg) on
     the prototype CAM and on the fused CAM at cams.fusion_lambda, whatever the sweeps would pick;
     counted here independently through predict_mask."""
-    from sfc_core.evaluations import read_cam_eval
+    from sfc_core.eval_files import read_cam_eval
 
     run, cfg = hand_run
     cfg = run.load_config()
@@ -384,7 +383,7 @@ def test_eval_cams_reads_back_only_a_cam_eval_json_of_the_same_cams(hand_run, ca
 
 
 def test_the_typed_readers_name_what_the_evaluation_files_hold(hand_run):
-    from sfc_core.evaluations import read_cam_eval
+    from sfc_core.eval_files import read_cam_eval
 
     run, _ = hand_run
     write_cams(run, VOC_LISTS["val"], seed=3)
@@ -446,7 +445,7 @@ def test_eval_cams_refuses_missing_cams_missing_gt_and_another_class_list(hand_r
     with pytest.raises(SfcError, match="1 of 5 images of list 'train' have no ground-truth mask"):
         eval_cams(run)
     write_voc_tree(cfg.data.root, labels="json")
-    save_cam(run.cam_file("2007_000004"), np.array([0, 2, 3]), np.zeros((3, 20, 30)), np.zeros((3, 20, 30)), 20)
+    save_cam(run.cam_file("2007_000004"), np.array([0, 2, 3]), {"classifier": np.zeros((3, 20, 30)), "prototype": np.zeros((3, 20, 30))}, 20)
     with pytest.raises(SfcError, match="made for 20 classes"):
         eval_cams(run)
 
@@ -500,7 +499,7 @@ def test_cams_then_eval_cams_on_the_smoke_preset(cam_run, smoke_dataset, capsys)
     gt = smoke_dataset.read_mask(ids[0])
     assert record.size == gt.shape
     np.testing.assert_array_equal(record.keys, present_keys(smoke_dataset.label(ids[0])))
-    assert record.classifier.max() <= 1.0 and record.classifier.max() > 0.5
+    assert record.maps["classifier"].max() <= 1.0 and record.maps["classifier"].max() > 0.5
     # resumable: a second call finds every image done and rewrites nothing
     mtime = cam_run.cam_file(ids[0]).stat().st_mtime_ns
     assert main(["cams", "--run", str(cam_run.root)]) == 0

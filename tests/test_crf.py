@@ -5,6 +5,7 @@ import pytest
 from sfc_core.config import Config, RefineConfig
 from sfc_core.crf import confidence_scores, confident_labels, crf_labels
 from sfc_core.errors import SfcError
+from sfc_core.method.fusion import fuse
 
 
 def three_regions():
@@ -66,7 +67,7 @@ def test_reference_rule_labels_like_the_reference_sum_of_pad_tricked_maps():
     rng = np.random.default_rng(0)
     classifier, prototype = rng.random((2, 4, 9, 9)).astype(np.float32)
     cfg = RefineConfig()
-    fg_scores, bg_scores = confidence_scores(classifier, prototype, cfg)
+    fg_scores, bg_scores = confidence_scores(fuse(classifier, prototype, cfg.relation_lambda), cfg)
 
     def pad_trick(x):                       # reference make_cam: bg + 0.4, 2 x fg
         return np.concatenate([x[:1] + 0.4, 2 * x[1:]])
@@ -82,7 +83,7 @@ def test_threshold_rule_is_irns_constant_background():
     classifier = np.array([[[0.9]], [[0.2]], [[0.1]]], np.float32)      # (3, 1, 1)
     prototype = np.array([[[0.1]], [[0.4]], [[0.0]]], np.float32)
     cfg = Config.from_preset("voc", {"refine.relation_rule": "thresholds"}).refine
-    fg_scores, bg_scores = confidence_scores(classifier, prototype, cfg)
+    fg_scores, bg_scores = confidence_scores(fuse(classifier, prototype, cfg.relation_lambda), cfg)
     fused_fg = (np.array([0.2, 0.1]) + 0.7 * np.array([0.4, 0.0])) / 1.7  # 0.282, 0.059
     np.testing.assert_allclose(fg_scores[:, 0, 0], [0.30, *fused_fg], rtol=1e-6)
     np.testing.assert_allclose(bg_scores[:, 0, 0], [0.05, *fused_fg], rtol=1e-6)
@@ -92,7 +93,7 @@ def test_threshold_rule_is_irns_constant_background():
 def test_unknown_relation_rule_names_the_key():
     cfg = RefineConfig(relation_rule="otsu")
     with pytest.raises(SfcError, match="refine.relation_rule"):
-        confidence_scores(np.zeros((2, 3, 3)), np.zeros((2, 3, 3)), cfg)
+        confidence_scores(np.zeros((2, 3, 3)), cfg)
 
 
 def test_crf_processes_follow_the_threads_this_process_was_given():

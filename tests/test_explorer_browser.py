@@ -30,10 +30,10 @@ CHROMIUM = chromium()
 
 
 def _record(classifier: np.ndarray, prototype: np.ndarray, keys: list[int], num_classes: int):
-    from sfc_core.cam_file import CamRecord
+    from sfc_core.cam_files import CamRecord
 
-    return CamRecord("x", np.asarray(keys, dtype=np.int64), classifier.astype(np.float32),
-                     prototype.astype(np.float32), num_classes)
+    return CamRecord("x", np.asarray(keys, dtype=np.int64), {"classifier": classifier.astype(np.float32),
+                     "prototype": prototype.astype(np.float32)}, num_classes)
 
 
 def test_explorer_view_matches_a_hand_computed_frame():
@@ -171,7 +171,7 @@ def test_explorer_in_jupyterlab_opens_at_the_chosen_setting_and_redraws_when_the
     pytest.importorskip("playwright.sync_api", reason="the playwright package is missing")
     from sfc_core.analysis.explorer import SLIDER_STEP
     from sfc_core.analysis.explorer_browser import explorer_page
-    from sfc_core.evaluations import read_cam_eval
+    from sfc_core.eval_files import read_cam_eval
     from sfc_core.run_dir import RunDir
 
     given = os.environ.get("SFC_EXPLORER_RUN_ROOT")

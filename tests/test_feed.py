@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sfc_core.cam_file import load_cam, save_cam
+from sfc_core.cam_files import load_cam, save_cam
 from sfc_core.data.transforms import device_views, hflip, normalize, normalize_on_device, rescale
 from sfc_core.errors import SfcError
 from sfc_core.io import BackgroundWriter
@@ -62,7 +62,7 @@ def test_cam_files_are_stored_and_old_compressed_files_still_read(tmp_path):
     keys = np.array([0, 2, 5])
     rng = np.random.default_rng(3)
     classifier, prototype = rng.random((2, 3, 20, 30), dtype=np.float32)
-    save_cam(run.cam_file("new"), keys, classifier, prototype, 20)
+    save_cam(run.cam_file("new"), keys, {"classifier": classifier, "prototype": prototype}, 20)
     with zipfile.ZipFile(run.cam_file("new")) as archive:
         assert {info.compress_type for info in archive.infolist()} == {zipfile.ZIP_STORED}
     np.savez_compressed(run.cam_file("old"), keys=keys, classifier=classifier.astype(np.float16),
@@ -71,9 +71,10 @@ def test_cam_files_are_stored_and_old_compressed_files_still_read(tmp_path):
     with zipfile.ZipFile(run.cam_file("old")) as archive:
         assert {info.compress_type for info in archive.infolist()} == {zipfile.ZIP_DEFLATED}
     new, old = load_cam(run, "new", num_classes=20), load_cam(run, "old", num_classes=20)
-    for a, b in ((new.classifier, old.classifier), (new.prototype, old.prototype), (new.keys, old.keys)):
+    for a, b in ((new.maps["classifier"], old.maps["classifier"]), (new.maps["prototype"], old.maps["prototype"]),
+                 (new.keys, old.keys)):
         np.testing.assert_array_equal(a, b)
-    np.testing.assert_array_equal(new.classifier, classifier.astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(new.maps["classifier"], classifier.astype(np.float16).astype(np.float32))
 
 
 def test_background_writer_waits_for_every_call_and_bounds_the_queue():

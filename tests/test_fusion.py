@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sfc_core.cam_file import CamRecord
+from sfc_core.cam_files import CamRecord, predict_mask
 from sfc_core.errors import SfcError
-from sfc_core.fusion import background_score, best_foreground, fuse, label_rows, predict_mask
+from sfc_core.method.fusion import background_score, best_foreground, fuse, label_rows
 
 
 def random_cam(rng, rows=4, shape=(9, 11)):
@@ -82,7 +82,7 @@ def test_predict_mask_maps_rows_to_class_indices_for_each_kind():
     keys = np.array([0, 3, 7])
     classifier = np.array([[[0.0, 0.0]], [[0.9, 0.1]], [[0.2, 0.8]]], dtype=np.float32)
     prototype = np.array([[[0.0, 0.0]], [[0.1, 0.9]], [[0.8, 0.2]]], dtype=np.float32)
-    record = CamRecord("x", keys, classifier, prototype, num_classes=8)
+    record = CamRecord("x", keys, {"classifier": classifier, "prototype": prototype}, num_classes=8)
     for kind, expected in [("classifier", [[3, 7]]), ("prototype", [[7, 3]])]:
         mask = predict_mask(record, kind, 0.3, "threshold", 0.05)
         assert mask.dtype == np.uint8

@@ -279,7 +279,7 @@ def test_published_numbers_match_docs_published_md():
 
 
 def test_paper_comparison_sets_the_authors_protocol_beside_the_published_cam_figures():
-    from sfc_core.evaluations import CamEval
+    from sfc_core.eval_files import CamEval
 
     cam_eval = CamEval({"list": "train", "rows": {"fused": {"miou": 0.7, "lambda": 1.0, "threshold": 0.3}},
                         "authors_protocol": {"rows": {"prototype": {"miou": 0.5, "lambda": None},

@@ -12,8 +12,8 @@ import pytest
 matplotlib.use("Agg")
 
 from sfc_core.analysis import plots  # noqa: E402
-from sfc_core.cam_file import CamRecord  # noqa: E402
-from sfc_core.evaluations import CamEval  # noqa: E402
+from sfc_core.cam_files import CamRecord  # noqa: E402
+from sfc_core.eval_files import CamEval  # noqa: E402
 
 
 def test_frequency_thirds_split_by_count_with_the_rest_in_the_middle():
@@ -80,8 +80,8 @@ def test_sweep_edges_name_the_settings_at_an_end_of_their_sweep():
 
 
 def _record(classifier, prototype, keys):
-    return CamRecord("x", np.asarray(keys, dtype=np.int64), np.asarray(classifier, np.float32),
-                     np.asarray(prototype, np.float32), 3)
+    return CamRecord("x", np.asarray(keys, dtype=np.int64), {"classifier": np.asarray(classifier, np.float32),
+                     "prototype": np.asarray(prototype, np.float32)}, 3)
 
 
 def test_kind_spread_is_the_mean_range_over_kinds_of_the_clipped_maps():

@@ -173,14 +173,14 @@ def test_segment_irn_reads_pseudo_masks(run, smoke_config, smoke_dataset, no_eva
 
 @pytest.mark.slow
 def test_segment_cam_uses_the_threshold_eval_cams_chose(run, smoke_config, smoke_dataset, no_evaluation):
-    from sfc_core.cam_file import save_cam
+    from sfc_core.cam_files import save_cam
 
     ids = smoke_dataset.ids(smoke_config.data.train_list)
     for image_id in ids:   # CAMs that are one-hot ground truth: the mask must come back
         gt = smoke_dataset.read_mask(image_id)
         keys = np.concatenate([[0], np.flatnonzero(smoke_dataset.label(image_id)) + 1])
         maps = (gt[None] == keys[:, None, None]).astype(np.float32) * 0.8
-        save_cam(run.cam_file(image_id), keys, maps, maps, smoke_dataset.num_classes)
+        save_cam(run.cam_file(image_id), keys, {"classifier": maps, "prototype": maps}, smoke_dataset.num_classes)
     source = seg.mask_source(run, smoke_dataset, "cam", smoke_config)
     assert source.settings["background"] == "reference"
     atomic_write_json(run.cam_eval_json, {"rows": {"fused": {"background": "threshold", "lambda": 0.5, "threshold": 0.3}}})

@@ -1,18 +1,12 @@
-"""The interactive CAM explorer (ipywidgets): saved CAMs under any fusion and background rule.
+"""The interactive CAM explorer (ipywidgets): saved CAMs under any kind, lambda and background rule.
 
-Pick an image, one of its classes, a CAM kind (classifier / prototype / fused), the fusion
-lambda and the background rule and threshold; the overlay, the predicted mask, the ground
-truth and the image's IoU update at once. Nothing runs the network: every view is computed
-from the run's saved CAM files (``sfc_core.cam_file.load_cam``) with ``sfc_core.fusion``.
-It opens at the setting eval-cams chose (cam_eval.json) and says so; two buttons switch
-between that setting and the reference's background rule.
+Pick an image, one of its classes, a CAM kind (a button per registered kind,
+``cam_files.CAM_KINDS``), lambda and the background rule; the overlay, the predicted mask, the
+ground truth and the image's IoU update at once, computed from the saved CAM files (no network).
+It opens at the setting eval-cams chose (``chosen_setting``); two buttons switch between that
+and the reference's rule (``reference_setting``). ``explorer_view`` is the pure function behind it.
 
-    from sfc_core.analysis.explorer import CamExplorer
-    CamExplorer("runs/synthetic-paper/sfc")          # last line of a notebook cell: shows the widget
-
-``explorer_view`` is the pure function behind the widget (one image, one setting);
-``chosen_setting`` and ``reference_setting`` are the two settings the buttons select.
-A screenshot of the widget in JupyterLab: ``python -m sfc_core.analysis.explorer_browser``.
+    CamExplorer("runs/synthetic-paper/sfc")     # last line of a cell; screenshot: explorer_browser
 """
 from __future__ import annotations
 
@@ -25,12 +19,12 @@ import numpy as np
 from PIL import Image
 
 from sfc_core.analysis.plots import cam_overlays, mask_to_rgb
-from sfc_core.cam_file import CamRecord, load_cam
+from sfc_core.cam_files import CAM_KINDS, CamRecord, load_cam, predict_mask
 from sfc_core.config import Config
 from sfc_core.data import open_dataset
 from sfc_core.errors import SfcError
-from sfc_core.evaluations import read_cam_eval
-from sfc_core.fusion import BACKGROUND_RULES, KINDS, predict_mask
+from sfc_core.eval_files import read_cam_eval
+from sfc_core.method.fusion import BACKGROUND_RULES
 from sfc_core.metrics import confusion_matrix, iou_from_confusion, mean_iou, percent
 from sfc_core.run_dir import RunDir
 
@@ -66,30 +60,28 @@ def chosen_setting(run: RunDir, cfg: Config, kind: str = "fused") -> Setting:
                        f"(python -m sfc_core eval-cams --run {run.root})")
     cam_eval = read_cam_eval(run.cam_eval_json)
     s = cam_eval.setting(kind)
-    lam = f", lambda {s['lam']:g}" if kind == "fused" else ""
+    lam = f", lambda {s['lam']:g}" if CAM_KINDS[kind].swept else ""
     return Setting(kind, s["lam"], s["background"], s["threshold"],
                    f"chosen by eval-cams on list {cam_eval.list_name}: {kind} CAM{lam}, background "
                    f"threshold {s['threshold']:g} (mIoU {percent(cam_eval.miou(kind))} on {cam_eval.list_name})")
 
 
 def reference_setting(run: RunDir, cfg: Config, kind: str = "fused") -> Setting:
-    """The reference's fixed background rule (bg + 0.4 against 2 x fg) at the configuration's
-    fusion lambda, with its mIoU from cam_eval.json when the run has one; the threshold slider
-    keeps the chosen threshold (unused by this rule)."""
+    """The reference's rule (bg + 0.4 against 2 x fg) at the configuration's lambda, its mIoU
+    from cam_eval.json when there is one; the (unused) threshold stays the chosen one."""
     chosen = chosen_setting(run, cfg, kind)
     score = ""
     if run.cam_eval_json.is_file():
         cam_eval = read_cam_eval(run.cam_eval_json)
         score = f" (mIoU {percent(cam_eval.reference_miou(kind))} on {cam_eval.list_name})"
-    lam = f", lambda {cfg.cams.fusion_lambda:g}" if kind == "fused" else ""
+    lam = f", lambda {cfg.cams.fusion_lambda:g}" if CAM_KINDS[kind].swept else ""
     return Setting(kind, cfg.cams.fusion_lambda, "reference", chosen.threshold,
                    f"the reference rule: {kind} CAM{lam}, background + 0.4 against 2 x foreground{score}")
 
 
 def explorer_view(image: np.ndarray, truth: np.ndarray, record: CamRecord, class_index: int,
                   kind: str, lam: float, background: str, threshold: float) -> ExplorerView:
-    """One explorer frame. image (H, W, 3) uint8, truth (H, W) uint8; class_index 1..C must be
-    one of ``record.keys``; scored over the record's C + 1 classes."""
+    """One explorer frame: image (H, W, 3) uint8, truth (H, W) uint8, class_index one of ``record.keys``."""
     keys = [int(k) for k in record.keys]
     if class_index not in keys[1:]:
         raise SfcError(f"class {class_index} has no CAM in this record (classes {keys[1:]})",
@@ -102,8 +94,7 @@ def explorer_view(image: np.ndarray, truth: np.ndarray, record: CamRecord, class
 
 
 def colour_scale(width: int, height: int = 10) -> np.ndarray:
-    """The overlays' colour scale: (height, width, 3) uint8, CAM value 0 (left) to 1 (right)
-    through the jet colour map of ``cam_overlay`` (unblended)."""
+    """The overlays' colour scale: (height, width, 3) uint8, CAM value 0 (left) to 1 (right), jet."""
     from matplotlib import colormaps
 
     ramp = colormaps["jet"](np.linspace(0.0, 1.0, width))[:, :3]
@@ -120,15 +111,10 @@ def png_bytes(array: np.ndarray, width: int) -> bytes:
 
 
 class CamExplorer:
-    """The widget: controls on top, overlay / prediction / ground truth below, IoU under them.
-
-    run: a run directory with ``cams/``; list_name: an image list with ground-truth masks
-    (default: the run's evaluation list), restricted to its images with CAMs; kind: the CAM
-    kind whose chosen setting it opens at. ``self.widget`` is the ipywidgets box; the controls
-    are attributes (``image``, ``cls``, ``kind``, ``lam``, ``background``, ``threshold``, the
-    buttons ``chosen_button`` and ``reference_button``) so code can move them as a user would;
-    ``setting_line`` says which setting the controls were last set to.
-    """
+    """The widget (``self.widget``) on the images of ``list_name`` (default: the evaluation
+    list) with CAMs, opened at ``kind``'s chosen setting. The controls are attributes (``image``,
+    ``cls``, ``kind``, ``lam``, ``background``, ``threshold``, ``chosen_button``,
+    ``reference_button``) so code can move them as a user would; ``setting_line`` says where."""
 
     def __init__(self, run: str | Path | RunDir, list_name: str | None = None, width: int = 256,
                  kind: str = "fused"):
@@ -152,7 +138,7 @@ class CamExplorer:
         start = self.settings["chosen"]
         self.image = w.Dropdown(options=self.ids, description="image").add_class("sfc-explorer-image-id")
         self.cls = w.Dropdown(description="class").add_class("sfc-explorer-class")
-        self.kind = w.ToggleButtons(options=KINDS, value=start.kind, description="CAM").add_class("sfc-explorer-kind")
+        self.kind = w.ToggleButtons(options=list(CAM_KINDS), value=start.kind, description="CAM").add_class("sfc-explorer-kind")
         self.lam = w.FloatSlider(value=start.lam, min=0.0, max=1.0, step=SLIDER_STEP,
                                  description="lambda").add_class("sfc-explorer-lambda")
         self.background = w.ToggleButtons(options=BACKGROUND_RULES, value=start.background,
@@ -220,7 +206,7 @@ class CamExplorer:
     def _redraw(self, change: dict | None = None) -> None:
         self.setting_line.value = f"setting: {self._setting.caption}" if self._at(self._setting) else (
             "setting: your own (the buttons above go back to the chosen setting or the reference rule)")
-        self.lam.disabled = self.kind.value != "fused"
+        self.lam.disabled = not CAM_KINDS[self.kind.value].swept
         self.threshold.disabled = self.background.value != "threshold"
         if self.cls.value is None:
             self.score.value = "this image has no labelled class"

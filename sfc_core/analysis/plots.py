@@ -22,11 +22,10 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from sfc_core.cam_file import CamRecord, load_cam
+from sfc_core.cam_files import CAM_KINDS, CamRecord, kind_cam, load_cam, predict_mask
 from sfc_core.data import SegmentationDataset
 from sfc_core.errors import SfcError
-from sfc_core.evaluations import CAM_KINDS, CamEval, read_cam_eval
-from sfc_core.fusion import kind_cam, predict_mask
+from sfc_core.eval_files import CamEval, read_cam_eval
 from sfc_core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from sfc_core.masks import IGNORE, cam_overlay
 from sfc_core.run_dir import RunDir
@@ -51,11 +50,8 @@ PUBLISHED: list[dict[str, Any]] = [
 
 
 def mask_to_rgb(mask: np.ndarray) -> np.ndarray:
-    """Colour a label map: (H, W) uint8 (0 background, 1..C classes, 255 ignore) -> (H, W, 3) uint8.
-
-    Background is black, ignore is white, class k takes colour k-1 of matplotlib's tab20
-    (cycling past 20 classes).
-    """
+    """Colour a label map (H, W) uint8 -> (H, W, 3) uint8: background black, ignore (255)
+    white, class k colour k-1 of matplotlib's tab20 (cycling past 20 classes)."""
     mask = np.asarray(mask)
     table = np.zeros((256, 3), dtype=np.uint8)
     colours = np.asarray(colormaps["tab20"].colors)
@@ -75,18 +71,17 @@ def part_mask_to_rgb(part: np.ndarray) -> np.ndarray:
 
 def cam_overlays(image: np.ndarray, record: CamRecord, class_index: int,
                  variants: Sequence[tuple[str, float]]) -> list[np.ndarray]:
-    """One class's CAM over the image for each (kind, lambda): a list of (H, W, 3) uint8.
-
-    image: (H, W, 3) uint8; record: the image's saved CAMs; class_index: 1..C, one of record.keys.
-    """
+    """One class's CAM (class_index 1..C, one of record.keys) over the image (H, W, 3) uint8
+    for each (kind, lambda): a list of (H, W, 3) uint8."""
     row = [int(k) for k in record.keys].index(class_index)
     return [cam_overlay(image, kind_cam(record, kind, lam)[row]) for kind, lam in variants]
 
 
-def kind_spread(record: CamRecord, lam: float, kinds: Sequence[str] = CAM_KINDS) -> dict[int, float]:
-    """How much the CAM kinds disagree, per foreground class of a record: ``{class index
-    1..C: mean over pixels of (largest - smallest) of the class's maps over kinds}``, each map
-    clipped to [0, 1] as ``cam_overlay`` shows it (0 = the kinds look the same)."""
+def kind_spread(record: CamRecord, lam: float, kinds: Sequence[str] | None = None) -> dict[int, float]:
+    """How much the CAM kinds (default: every registered one) disagree, per foreground class
+    of a record: ``{class index 1..C: mean over pixels of (largest - smallest) of the class's
+    maps over kinds}``, each clipped to [0, 1] as ``cam_overlay`` shows it."""
+    kinds = list(CAM_KINDS) if kinds is None else kinds
     maps = np.stack([np.clip(kind_cam(record, kind, lam)[1:], 0, 1) for kind in kinds])   # (kinds, K'-1, H, W)
     spread = (maps.max(axis=0) - maps.min(axis=0)).mean(axis=(1, 2))
     return {int(k): float(v) for k, v in zip(record.keys[1:], spread)}
@@ -94,13 +89,9 @@ def kind_spread(record: CamRecord, lam: float, kinds: Sequence[str] = CAM_KINDS)
 
 def pick_differing(candidates: Sequence[tuple[str, int, float]], tail_classes: Collection[int],
                    n: int = 4, n_tail: int = 2) -> list[tuple[str, int, float]]:
-    """The (image id, class, spread) to show: up to ``n_tail`` of the largest spreads among
-    ``tail_classes`` first, then the largest spreads of any class, one per image, a class
-    shown once while other classes remain; highest spread first. A spread of 0 (the kinds'
-    maps the same) is never shown.
-
-    candidates: (image id, class index, spread) as ``kind_spread`` scores them.
-    """
+    """The (image id, class, spread) candidates (``kind_spread``'s) to show: up to ``n_tail``
+    of the largest spreads among ``tail_classes``, then the largest of any class; one per
+    image, a class once while others remain, never a spread of 0; highest spread first."""
     ranked = sorted((c for c in candidates if c[2] > 0), key=lambda c: -c[2])
     picked: list[tuple[str, int, float]] = []
 
@@ -155,11 +146,8 @@ def run_mechanism(run: str | Path | RunDir, dataset: SegmentationDataset, kind: 
 
 
 def coefficients_caption(second_counts: Sequence[float], extra: float) -> str:
-    """What the distribution coefficients of a training list are, as the kit computes them
-    (``sfc_core.data.stats.coefficient_inputs``): the formula, and where the second count b_k
-    comes from (the reference's VOC constants, or the kit's own rule on any other dataset).
-
-    second_counts: b (C,) and extra: E, as ``coefficient_inputs`` returns them."""
+    """The distribution coefficients' formula and where b_k (C,) and E come from (the
+    reference's VOC constants or the kit's rule), as ``data.stats.coefficient_inputs`` gives them."""
     from sfc_core.data.stats import VOC_REFERENCE_SECOND_COUNTS
 
     formula = "w_k = b_k / (n_k + E), normalised to mean 1; n_k = training images of class k"
@@ -212,10 +200,8 @@ def class_count_bar(counts: Sequence[int], class_names: Sequence[str], title: st
 
 def cooccurrence_heatmap(matrix: np.ndarray, class_names: Sequence[str], title: str = "Co-occurrence",
                          normalize: bool = True, ax: plt.Axes | None = None) -> plt.Figure:
-    """Heat map of a (C, C) co-occurrence count matrix (diagonal = images of the class).
-
-    normalize: show row k as the share of class k's images that also hold class j.
-    """
+    """Heat map of a (C, C) co-occurrence count matrix; normalize: row k as the share of class
+    k's images that also hold class j."""
     import seaborn as sns
 
     matrix = np.asarray(matrix, dtype=float)
@@ -240,15 +226,10 @@ def frequency_thirds(counts: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.
 
 
 def symptom_magnitude(counts: Sequence[int], ratios: Sequence[float]) -> dict[str, float]:
-    """How strongly the activation ratio follows class frequency, in magnitude.
-
-    counts, ratios: (C,) training images and activation ratio (predicted / GT area) per class.
-    ``slope``: least-squares slope of log(ratio) against log(count) over the classes with a
-    finite ratio > 0 and a count > 0 (nan with fewer than 2 of them or a single count): a
-    class with 10x the images has 10**slope times the ratio. ``most_frequent_third`` /
-    ``middle_third`` / ``least_frequent_third``: mean ratio of each ``frequency_thirds`` third
-    (nan ratios left out). A calibrated CAM has slope 0 and every third near 1.
-    """
+    """How strongly the activation ratio (C,) follows the image count (C,). ``slope``: of
+    log(ratio) on log(count) over classes with both > 0 (nan with fewer than 2 or one count): 10x
+    the images, 10**slope times the ratio. ``most_frequent_third`` / ``middle_third`` /
+    ``least_frequent_third``: mean finite ratio of each third. Calibrated: slope 0, thirds near 1."""
     counts, ratios = np.asarray(counts, dtype=np.float64), np.asarray(ratios, dtype=np.float64)
     keep = np.isfinite(ratios) & (ratios > 0) & (counts > 0)
     slope = math.nan
@@ -284,11 +265,9 @@ def activation_ratio_scatter(counts: Sequence[int] | dict[str, Sequence[int]],
                              ratios: dict[str, Sequence[float]], class_names: Sequence[str],
                              title: str = "Over- and under-activation vs class frequency",
                              ax: plt.Axes | None = None) -> plt.Figure:
-    """Activation ratio (predicted / GT area) per class against its image count, both axes
-    log, one series per ``{label: (C,)}`` with its least-squares line; each label carries
-    ``symptom_magnitude``: the slope and the mean ratio of the most / middle / least frequent
-    third. counts: (C,) shared by all series, or ``{label: (C,)}``. Ratios below RATIO_FLOOR
-    are drawn on it as downward triangles."""
+    """Activation ratio per class against its image count (log-log), one series per ``{label:
+    (C,)}`` with its fitted line and ``symptom_magnitude`` in the label; counts (C,) or per
+    label. Ratios below RATIO_FLOOR are drawn on it as downward triangles."""
     fig, ax = _axes(ax, (7.5, 4.8))
     floored = False
     for label, ys in ratios.items():
@@ -332,10 +311,8 @@ def activation_ratio_scatter(counts: Sequence[int] | dict[str, Sequence[int]],
 
 def iou_gain_bars(counts: Sequence[int], iou_before: Sequence[float], iou_after: Sequence[float],
                   class_names: Sequence[str], title: str = "", ax: plt.Axes | None = None) -> plt.Figure:
-    """Mean IoU gain in points (after - before) of the most frequent, middle and least
-    frequent third of the classes (``iou_gain_by_frequency``), a bar each, with every class's
-    own gain as a dot on its bar and the thirds' classes under it. counts, iou_*: (C,), IoU in
-    [0, 1] (nan where undefined)."""
+    """A bar per frequency third: its mean IoU gain in points (``iou_gain_by_frequency``), each
+    class's gain a dot on it, its classes under it. counts, iou_*: (C,), IoU in [0, 1] or nan."""
     fig, ax = _axes(ax, (7.0, 4.2))
     gains = iou_gain_by_frequency(counts, iou_before, iou_after)
     per_class = 100 * (np.asarray(iou_after, dtype=float) - np.asarray(iou_before, dtype=float))
@@ -374,11 +351,11 @@ def curves(records: list[dict[str, float]], keys: Sequence[str], x: str = "step"
 
 def sweep_edges(cam_eval: CamEval) -> list[str]:
     """One sentence per chosen setting of cam_eval.json that lies at an end of its sweep
-    (threshold or, for fused, lambda): the best value may lie beyond the swept range."""
+    (threshold or, for a swept kind, lambda): the best value may lie beyond the swept range."""
     notes = []
-    for kind in CAM_KINDS:
+    for kind in cam_eval.kinds:
         swept = [("threshold", cam_eval.chosen_threshold(kind), cam_eval.thresholds)]
-        if kind == "fused":
+        if cam_eval.chosen_lambda(kind) is not None:
             swept.append(("lambda", cam_eval.chosen_lambda(kind), cam_eval.lambdas))
         for what, value, sweep in swept:
             if value is not None and len(sweep) > 1 and value in (min(sweep), max(sweep)):
@@ -396,13 +373,12 @@ def threshold_sweep(cam_eval: CamEval, title: str = "", ax: plt.Axes | None = No
     for name, values in cam_eval.sweep("threshold_rule").items():
         ys = [np.nan if v is None else 100 * v for v in values]
         line, = ax.plot(cam_eval.thresholds, ys, marker=".", label=name,
-                        ls="--" if name.startswith("fused@") else "-", lw=2 if "@" not in name else 1)
+                        ls="--" if "@" in name else "-", lw=2 if "@" not in name else 1)
         colours[name] = line.get_color()
     edges = (min(cam_eval.thresholds), max(cam_eval.thresholds))
-    for kind in CAM_KINDS:
-        threshold, name = cam_eval.chosen_threshold(kind), kind
-        if kind == "fused":
-            name = f"fused@{cam_eval.chosen_lambda(kind):g}"
+    for kind in cam_eval.kinds:
+        threshold, lam = cam_eval.chosen_threshold(kind), cam_eval.chosen_lambda(kind)
+        name = kind if lam is None else f"{kind}@{lam:g}"
         edge = " (edge)" if threshold in edges else ""
         ax.scatter([threshold], [100 * as_float(cam_eval.miou(kind))], marker="*", s=160, zorder=4,
                    color=colours.get(name, "black"), edgecolor="black",
@@ -441,16 +417,14 @@ def lambda_sweep(cam_evals: dict[str, CamEval], ax: plt.Axes | None = None) -> p
 
 
 def cam_table(cam_evals: dict[str, CamEval]) -> list[dict[str, Any]]:
-    """One row per (run, CAM kind) from cam_eval.json: mIoU in % at the settings chosen on
-    the evaluation list (tuned on it), under the authors' fixed rule (bg + 0.4 against 2 x fg;
-    for prototype and fused: the authors' protocol), on the held-out list, and the calibration figures:
-    ``symptom_magnitude`` (slope, mean ratio of the most / least frequent third), Spearman,
-    and the mean ratio of the (up to) three most / least frequent classes."""
+    """One row per (run, CAM kind) of cam_eval.json: mIoU % tuned on the evaluation list, under
+    the authors' fixed rule, on the held-out list, and the calibration figures
+    (``symptom_magnitude``, Spearman, head / tail mean ratio)."""
     rows = []
     for run_name, cam_eval in cam_evals.items():
         held = cam_eval.heldout
         names = cam_eval.classes[1:]
-        for kind in CAM_KINDS:
+        for kind in cam_eval.kinds:
             calib = cam_eval.calibration(kind)
             magnitude = symptom_magnitude(class_values(cam_eval.image_counts, names),
                                           class_values(calib.activation_ratio, names))
@@ -477,10 +451,8 @@ def published(source: str, what: str) -> dict[str, Any]:
 
 
 def paper_comparison(cam_eval: CamEval) -> list[dict[str, Any]]:
-    """The kit's CAM rows beside the published CAM figures they compare with: the authors'
-    protocol (fixed rule, nothing chosen on the list) against the paper's fused seeds and the
-    authors' released log, and the fused row tuned on the list it reports, which compares with
-    neither (optimistic)."""
+    """The authors'-protocol rows beside the published figures they compare with, and the fused
+    row tuned on the list it reports, which compares with neither (optimistic)."""
     paper = published("SFC (AAAI 2024), published", "CAM seeds (fused CAM)")
     log = published("SFC released log", "CAM evaluation (prototype CAM, 4 scales + flip)")
     fused = cam_eval.authors_protocol("fused")
@@ -511,11 +483,8 @@ CAM_COLOURBAR = "CAM value (jet, blended over the image; clipped to 0-1)"
 def image_grid(panels: list[list[np.ndarray]], titles: list[list[str]] | None = None,
                col_titles: Sequence[str] | None = None, size: float = 2.2,
                colorbar: str | None = None) -> plt.Figure:
-    """Rows of images: ``panels[r][c]`` is (H, W, 3) uint8 or (H, W) float (shown in gray).
-
-    colorbar: a label for one jet colour bar on 0..1 at the right, the scale of the CAM
-    overlays among the panels (``cam_overlay``'s colour map; e.g. CAM_COLOURBAR).
-    """
+    """Rows of images: ``panels[r][c]`` is (H, W, 3) uint8 or (H, W) float (gray). colorbar: the
+    label of a jet colour bar on 0..1 at the right (the CAM overlays' scale, e.g. CAM_COLOURBAR)."""
     rows, cols = len(panels), max(len(row) for row in panels)
     fig, axes = plt.subplots(rows, cols, figsize=(size * cols + (0.9 if colorbar else 0), size * rows),
                              squeeze=False)
@@ -601,12 +570,8 @@ GAIN_KEYS = ("head_third_gain", "middle_third_gain", "tail_third_gain")
 
 def iou_gain_by_frequency(counts: Sequence[int], iou_before: Sequence[float],
                           iou_after: Sequence[float]) -> dict[str, float]:
-    """Mean IoU gain (after - before) of the most frequent (head), middle and least frequent
-    (tail) third of the classes (``frequency_thirds``), keyed by GAIN_KEYS.
-
-    counts, iou_before, iou_after: (C,) over the same classes (IoU nan where undefined; a
-    third without a finite gain gives nan).
-    """
+    """Mean IoU gain (after - before) per ``frequency_thirds`` third, keyed by GAIN_KEYS (nan
+    where a third has no finite gain). counts, iou_before, iou_after: (C,)."""
     gain = np.asarray(iou_after, dtype=float) - np.asarray(iou_before, dtype=float)
     out = {}
     for key, classes in zip(GAIN_KEYS, frequency_thirds(counts)):
@@ -616,9 +581,8 @@ def iou_gain_by_frequency(counts: Sequence[int], iou_before: Sequence[float],
 
 
 def mean_std_rows(rows: list[dict[str, Any]], key: str, drop: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Rows grouped by ``row[key]`` (first-seen order), columns in ``drop`` left out. Numeric
-    columns become their mean over the group plus a ``"<column> std"`` column (ddof=1, nan for
-    one row); other columns keep their first value. ``n`` is the group's size."""
+    """Rows grouped by ``row[key]`` (first-seen order, ``n`` = size), ``drop`` left out: numeric
+    columns as their mean and a ``"<column> std"`` (ddof=1), others their first value."""
     groups: dict[Any, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(row[key], []).append(row)
@@ -641,8 +605,7 @@ def mean_std_rows(rows: list[dict[str, Any]], key: str, drop: Sequence[str] = ()
 
 
 def table_markdown(rows: list[dict[str, Any]], digits: int = 3) -> str:
-    """A Markdown table of ``rows``: floats rounded to ``digits``, nan shown as n/a, and a
-    column ``X`` with a ``"X std"`` beside it shown as one column ``mean ± std``."""
+    """A Markdown table of ``rows``: floats to ``digits``, nan as n/a, ``X`` and ``"X std"`` as ``mean ± std``."""
     if not rows:
         return "(no rows)"
     columns = list(dict.fromkeys(key for row in rows for key in row))

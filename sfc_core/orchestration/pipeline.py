@@ -17,8 +17,8 @@ from pathlib import Path
 
 from sfc_core.cams import make_cams
 from sfc_core.config import Config
+from sfc_core.eval_files import CamEval, FinalEval, SegEval, read_final_eval
 from sfc_core.evaluate import eval_cams, eval_seg
-from sfc_core.evaluations import CamEval, FinalEval, SegEval, read_final_eval
 from sfc_core.orchestration.parallel import run_side_by_side
 from sfc_core.orchestration.stage_times import recorded
 from sfc_core.provenance import is_fresh

@@ -35,14 +35,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from sfc_core.cam_file import load_cam
+from sfc_core.cam_files import kind_cam, load_cam
 from sfc_core.cli import add_override_arguments, overrides_from_args
 from sfc_core.config import Config
 from sfc_core.crf import confidence_scores, confident_labels, rule_scores
 from sfc_core.data import SegmentationDataset, open_dataset
 from sfc_core.engine import DistInfo, announce_runtime, loader_workers, select_device
 from sfc_core.errors import SfcError
-from sfc_core.fusion import fuse
 from sfc_core.io import atomic_write_text
 from sfc_core.masks import save_mask
 from sfc_core.provenance import claim_folder, digest, png_complete, read_record
@@ -119,7 +118,7 @@ def _confident_label_task(run: RunDir, cfg: Config, dataset: SegmentationDataset
     if image.shape[:2] != record.size:
         raise SfcError(f"CAM of {image_id} is {record.size} but the image is {image.shape[:2]}",
                        path=run.cam_file(image_id), fix=f"delete it and run: python -m sfc_core cams --run {run.root}")
-    fg_scores, bg_scores = confidence_scores(record.classifier, record.prototype, cfg.refine)
+    fg_scores, bg_scores = confidence_scores(kind_cam(record, "fused", cfg.refine.relation_lambda), cfg.refine)
     save_mask(out_dir / f"{image_id}.png", confident_labels(image, fg_scores, bg_scores, record.keys, cfg.refine))
 
 
@@ -172,7 +171,7 @@ def write_walk_masks(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids
                 record = load_cam(run, image_id, dataset.num_classes)
                 mask = np.zeros(record.size, np.uint8)          # no foreground class: all background
                 if len(record.keys) > 1:
-                    fused = fuse(record.classifier, record.prototype, cfg.refine.walk_lambda)
+                    fused = kind_cam(record, "fused", cfg.refine.walk_lambda)
                     scores = torch.from_numpy(rule_scores(fused, cfg.cams.background, cfg.cams.bg_threshold))
                     walked = walk_scores(net, dataset.read_image(image_id), scores.to(device), cfg.refine,
                                          cfg.runtime.amp)

@@ -1,9 +1,7 @@
 """Typed readers of the evaluation files: ``cam_eval.json`` (eval-cams), ``seg_eval.json``
-(eval-seg) and ``final_eval.json`` (segment). Stages write plain JSON; everything that reads
-it (the stages, the orchestration, the figures, the notebooks) goes through these accessors,
-so a field's name is spelt once. Scores are fractions in [0, 1], None where a class is absent
-from both ground truth and prediction. Each file carries ``made_from``, the record of what it
-was computed from (``sfc_core.provenance``).
+(eval-seg) and ``final_eval.json`` (segment), so a field's name is spelt once. Scores are
+fractions in [0, 1], None where a class is absent from both ground truth and prediction. Each
+file carries ``made_from``, the record of what it was computed from (``sfc_core.provenance``).
 """
 from __future__ import annotations
 
@@ -13,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 from sfc_core.errors import SfcError
-
-CAM_KINDS = ("classifier", "prototype", "fused")
 
 
 def read_json(path: Path, what: str, fix: str) -> dict[str, Any]:
@@ -71,13 +67,18 @@ class EvaluationFile:
 
 @dataclass(frozen=True)
 class CamEval(EvaluationFile):
-    """cam_eval.json: the three CAM kinds at the settings chosen on the evaluation list (tuned on
+    """cam_eval.json: a row per CAM kind at the settings chosen on the evaluation list (tuned on
     it), and the authors' protocol (a fixed rule: the rows to compare with the paper)."""
 
     classes = _field("classes", "Every class the rows score, background first.")
     image_counts = _field("image_counts", "Training images per foreground class (``image_counts_list``).")
     thresholds = _field("thresholds")
     lambdas = _field("lambdas")
+
+    @property
+    def kinds(self) -> list[str]:
+        """The CAM kinds scored, in the order eval-cams wrote them."""
+        return list(self.data["rows"])
 
     def row(self, kind: str) -> dict[str, Any]:
         """The row of ``kind`` tuned on the list it reports: threshold, lambda, miou, iou /
@@ -104,14 +105,14 @@ class CamEval(EvaluationFile):
         return self.authors_protocol(kind)["miou"]
 
     def setting(self, kind: str) -> dict[str, Any]:
-        """What eval-cams chose for ``kind``, as ``fusion.predict_mask``'s keyword arguments:
+        """What eval-cams chose for ``kind``, as ``cam_files.predict_mask``'s keyword arguments:
         ``{"kind", "lam", "background": "threshold", "threshold"}``."""
         row = self.row(kind)
         return {"kind": kind, "lam": row["lambda"] or 0.0, "background": row["background"],
                 "threshold": row["threshold"]}
 
     def chosen_lambda(self, kind: str) -> float | None:
-        """The fusion weight chosen for ``kind`` (None for classifier and prototype)."""
+        """The lambda chosen for ``kind`` (None for a kind without one)."""
         return self.row(kind)["lambda"]
 
     def chosen_threshold(self, kind: str) -> float:
@@ -121,7 +122,7 @@ class CamEval(EvaluationFile):
         return Calibration.from_dict(self.data["calibration"][kind])
 
     def sweep(self, rule: str = "threshold_rule") -> dict[str, Any]:
-        """mIoU per variant ("classifier", "prototype", "fused@<lambda>"): a list over
+        """mIoU per variant ("classifier", "prototype", "fused@<lambda>", ...): a list over
         ``thresholds`` for the threshold rule, one number for the reference rule."""
         return self.data["sweep"][rule]
 
