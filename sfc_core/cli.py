@@ -13,7 +13,7 @@ import shlex
 import sys
 import traceback
 
-from sfc_core.config import Config, parse_overrides, read_config_file
+from sfc_core.config import Config, read_changes
 from sfc_core.errors import SfcError
 from sfc_core.io import NO_SPACE_FIX, DiskFull, Terminated, sigterm_raises
 
@@ -73,20 +73,14 @@ def add_override_arguments(p: argparse.ArgumentParser) -> None:
 
 def overrides_from_args(args: argparse.Namespace) -> dict:
     """The --config file's fields, then every --set, as dotted overrides."""
-    return _config_file_and_sets(args)[1]
+    return read_changes(getattr(args, "config", None), args.overrides)[1]
 
 
 def config_from_args(args: argparse.Namespace) -> Config:
-    preset, overrides = _config_file_and_sets(args)
+    preset, overrides = read_changes(args.config, args.overrides)
     if getattr(args, "data_root", None):
         overrides["data.root"] = args.data_root
     return Config.from_preset(args.preset or preset or args._preset_default, overrides)
-
-
-def _config_file_and_sets(args: argparse.Namespace) -> tuple[str | None, dict]:
-    """(the --config file's preset, its fields updated by every --set)."""
-    preset, overrides = read_config_file(args.config) if getattr(args, "config", None) else (None, {})
-    return preset, {**overrides, **parse_overrides(args.overrides)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -587,6 +587,13 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+def read_changes(config_file: str | Path | None, overrides: list[str] | None) -> tuple[str | None, dict[str, Any]]:
+    """(the file's preset or None, its dotted overrides updated by the ``--set`` items): a
+    ``--config FILE`` (``read_config_file``) and ``--set`` pair as the CLI and notebooks take them."""
+    preset, changes = read_config_file(config_file) if config_file else (None, {})
+    return preset, {**changes, **parse_overrides(overrides)}
+
+
 def read_config_file(path: str | Path) -> tuple[str | None, dict[str, Any]]:
     """(preset or None, dotted overrides) of a ``--config`` file.
 

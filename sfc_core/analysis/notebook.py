@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from sfc_core.config import Config, parse_overrides, read_config_file
+from sfc_core.config import Config, read_changes
 
 # The resolution of the figures a notebook displays (its outputs; the PNGs written to the
 # figures folder keep plots.save_figure's). run_all.sh sets it so the executed copies stay small.
@@ -37,7 +37,7 @@ def setup(preset: str, data_root: str, run_root: str, figures_dir: str, smoke: b
     if Path.cwd().name == "notebooks":
         os.chdir("..")
     _inline_figures(os.environ.get(FIGURE_DPI_ENV))
-    changes = {**(read_config_file(config_file)[1] if config_file else {}), **parse_overrides(list(overrides))}
+    changes = read_changes(config_file, list(overrides))[1]
     cfg = Config.from_preset("synthetic-smoke" if smoke else preset,
                              {**changes, **({"data.root": data_root} if data_root else {})})
     changed = f"; changed: {', '.join(sorted(changes))}" if changes else ""
@@ -100,11 +100,10 @@ def source_link(name: str) -> str:
 
 def publish_executed(executed: str | Path, out: str | Path, names: list[str],
                      root: str | Path = ".") -> list[tuple[Path, int]]:
-    """Copy the executed notebooks ``executed/NAME.ipynb`` (NAME in ``names``) to ``out``, the
-    first cell's ``copy_link`` replaced by ``source_link``, stream outputs coalesced
-    (``coalesce_streams``) and every path under the repository ``root`` written relative to it (run_all.sh passes absolute paths: a copy must not name the
-    machine it ran on); returns (copy, bytes) of each.
-    Every notebook must be there (run_all.sh calls this after all of them ran)."""
+    """Copy the executed notebooks ``executed/NAME.ipynb`` (NAME in ``names``, all there) to
+    ``out``, the first cell's ``copy_link`` replaced by ``source_link``, stream outputs coalesced
+    (``coalesce_streams``) and every path under the repository ``root`` written relative to it (a
+    copy must not name the machine it ran on); returns (copy, bytes) of each."""
     prefix = f"{Path(root).resolve()}/"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
