@@ -25,15 +25,10 @@ REWRITTEN = re.compile(r"[^\n]*\r(?=[^\n])")   # a line's text up to a carriage 
 
 def setup(preset: str, data_root: str, run_root: str, figures_dir: str, smoke: bool,
           config_file: str = "", overrides: Sequence[str] = ()) -> tuple[Config, Path, Path]:
-    """(config, run root, figures folder) of a notebook's parameters, printed in one line.
-
-    Opened in Jupyter the notebook's working directory is ``notebooks/``: it moves to the
-    repository root so the default paths (``runs/``, ``figures/``, ``data/``) mean the same as
-    under run_all.sh. ``smoke`` picks the tiny ``synthetic-smoke`` preset; ``config_file`` (the
-    CLI's ``--config``: its fields on top of the preset) and ``overrides`` (``--set`` items,
-    "SECTION.FIELD=VALUE") change it as on the command line; ``data_root``, when given,
-    replaces the dataset root.
-    """
+    """(config, run root, figures folder) of a notebook's parameters, printed in one line. From
+    ``notebooks/`` (Jupyter) it moves to the repository root, where run_all.sh runs. ``smoke``:
+    the ``synthetic-smoke`` preset; ``config_file`` and ``overrides`` are the CLI's ``--config``
+    and ``--set``; ``data_root``, when given, replaces the dataset root."""
     if Path.cwd().name == "notebooks":
         os.chdir("..")
     _inline_figures(os.environ.get(FIGURE_DPI_ENV))
@@ -47,11 +42,9 @@ def setup(preset: str, data_root: str, run_root: str, figures_dir: str, smoke: b
 
 
 def failure_message(executed: str | Path, log: str | Path) -> str:
-    """What stopped a notebook under run_all.sh, in one message: the kit's (problem, file, fix)
-    as the CLI prints it, from the first cell that raised in the ``executed`` copy, without the
-    tracebacks papermill and the notebook hold; another exception as its type and message;
-    where no cell raised (papermill stopped before a cell ran, or the kernel died), the last
-    line of papermill's ``log``."""
+    """What stopped a notebook under run_all.sh, in one message without tracebacks: the first
+    error of the ``executed`` copy (an SfcError as the CLI prints it), else the last line of
+    papermill's ``log`` (no cell raised: papermill stopped before one ran, or the kernel died)."""
     try:
         cells = json.loads(Path(executed).read_text()).get("cells", [])
     except (OSError, ValueError):
