@@ -1,47 +1,12 @@
-"""Benchmarks of every stage, and the reference-style training step (verb: bench).
+"""Benchmarks of every stage (verb: bench); figures, machines and commands: BENCHMARKS.md.
 
     python -m sfc_core bench --preset synthetic --threads 2 --steps 1 --repeats 20 --naive  # CPU A/B
     python -m sfc_core bench --preset voc --device cuda --steps 10 --repeats 6 --naive    # paper's
-    python -m sfc_core bench --report --preset voc       # the one-shot GPU report (benchmarks/report.py)
+    python -m sfc_core bench --report --preset voc       # the one-shot GPU report (report.py)
 
-Measured figures, machines and commands: BENCHMARKS.md.
-
-Prints one JSON object (and writes it to ``--out`` if given):
-
-- ``train``: one SFC training step at the preset's configuration (``train.batch_size`` loader
-  images + ``train.bank_draws`` bank images, two scales, all losses, clipping, optimiser):
-  images/s over all images of the step, seconds per step split into data (loader batch to
-  the device-side batch: bank update and draws, valid mask), forward (both scales and the
-  losses), backward and optimiser (clip, step, schedule), and peak memory. With ``--naive``
-  the reference-style step runs beside it, repeat for repeat in alternating order
-  (kit, naive, naive, kit, ...) so load drift on a shared machine cancels in the ratio
-  ``speedup`` = naive seconds per image / kit seconds per image.
-- ``cams``: CAM inference images/s at ``cams.scales`` with flips (``cams.multiscale_cams``).
-- ``eval``: the confusion matrix of 1,464 masks of 500x375 (VOC train's evaluation) with the
-  preset's classes (``metrics.confusion_matrix``): masks/s and seconds for the list.
-- ``segment``: step-3 training images/s (``segment.train_step`` on ``segment.network``).
-- ``camwrite``: milliseconds per CAM file of a 375x500 image with 3 rows (``--steps`` files
-  per repeat), today's ``np.savez_compressed`` against ``cam_files.save_cam``, alternating
-  (``benchmarks/feed.py``); file sizes and read times beside.
-- ``camstage``: images/s of the CAM stage's loop (``cams.write_cams``: uint8 items, device
-  normalisation and flips, writer threads) against today's float32 loop, on ``--steps``
-  random images of the inference size, loader in-process, alternating ``--repeats`` times;
-  ``today_max_abs_diff`` is the largest difference of their arrays (float rounding).
-- ``loader``: CPU milliseconds per SFC training item (``data.TrainDataset`` at the preset's
-  ``data.crop_size`` and ``data.resize_long``) from 375x500 JPEGs, today's float32 item
-  against the kit's uint8 one, alternating; ``identical`` says the kit's items normalised on
-  the device (``transforms.normalize_crops``) equal today's.
-
-Inputs are random tensors of the preset's sizes, so no dataset is needed; the class count
-comes from the preset's dataset kind (its class list) without reading the dataset. Weights
-are random (``*.backbone_weights`` is set to none): speed does not depend on them. Warm-up
-steps are excluded from every figure. ``peak_memory_mb`` is what a step allocates on top of
-what is held before it (activations, gradients, temporaries): on CUDA from the caching
-allocator's peak, on the CPU from glibc's ``mallinfo2`` sampled every 0.2 ms during one
-extra step (null where glibc is missing).
-
-The reference-style step (``--naive``, ``benchmarks/reference_step.py``) computes the same
-losses as the kit's step the way the authors' trainer does (tests/test_bench.py checks it).
+Prints one JSON object (``--out``: also a file), a part per stage in ``STAGES`` (``bench``), on
+inputs made up at the preset's sizes with random weights (``measure``: no dataset needed); warm-up
+steps are never timed. ``--naive`` times the reference-style step beside the kit's, alternating.
 """
 from __future__ import annotations
 
@@ -49,8 +14,6 @@ import argparse
 import contextlib
 import ctypes
 import json
-import os
-import platform
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -59,32 +22,34 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from benchmarks import feed
+from benchmarks import feed, report
+from benchmarks.measure import (
+    VOC_IMAGE_SIZE,
+    bench_cams,
+    bench_config,
+    bench_segment,
+    class_statistics,
+    inference_size,
+    loader_batches,
+    machine_info,
+    num_foreground_classes,
+    synchronize,
+)
 from benchmarks.reference_step import ReferenceBank, reference_losses, reference_network, reference_valid_mask
 from sfc_core import engine
 from sfc_core.config import Config
-from sfc_core.data.stats import bank_extra, default_second_counts, distribution_coefficients
-from sfc_core.data.transforms import random_crop_box
-from sfc_core.data.voc import VOC_CLASSES
+from sfc_core.data.stats import distribution_coefficients
 from sfc_core.errors import SfcError
 from sfc_core.model.sfc_net import SfcNet, build_model
 
 STAGES = ("train", "cams", "eval", "segment", "camwrite", "camstage", "loader")
 PHASES = ("data", "forward", "backward", "optimiser")
-VOC_IMAGE_SIZE = (375, 500)     # (H, W) of most VOC images: the eval masks, VOC/COCO inference
 VOC_EVAL_MASKS = 1464           # VOC train, the CAM and pseudo-mask evaluation list
-IMBALANCE = 15.0                # most / least frequent class of the bench's statistics (VOC: 15.6)
 
 
 # -- measuring -----------------------------------------------------------------------------
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class PhaseClock:
@@ -135,7 +100,8 @@ def _malloc_in_use() -> Callable[[], int] | None:
 @contextlib.contextmanager
 def peak_memory(device: torch.device, result: dict) -> Iterator[None]:
     """Set ``result["peak_memory_mb"]`` to the most memory allocated inside the block beyond
-    what was allocated when it began (None where it cannot be measured)."""
+    what was allocated when it began: CUDA's allocator peak, on the CPU glibc's ``mallinfo2``
+    sampled by a thread (None without glibc)."""
     result["peak_memory_mb"] = None
     if device.type == "cuda":
         synchronize(device)
@@ -166,21 +132,6 @@ def peak_memory(device: torch.device, result: dict) -> Iterator[None]:
     result["peak_memory_mb"] = max(0, peak[0] - before) / 2**20
 
 
-def machine_info(device: torch.device) -> dict:
-    """What the figures were measured on."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    return {"device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu,
-            "cpu": cpu, "cpu_cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "cuda": torch.version.cuda if device.type == "cuda" else None,
-            "python": platform.python_version()}
-
-
 def profile_summary(run_one: Callable[[], object], device: torch.device, rows: int = 15) -> list[dict]:
     """The ``rows`` operators with the most self time (device time on CUDA) in one call of
     ``run_one``, as {"op", "self_ms", "calls"}, after the scopes (the phases and the naive
@@ -198,80 +149,6 @@ def profile_summary(run_one: Callable[[], object], device: torch.device, rows: i
     ops = sorted((e for e, scope in zip(events, is_scope) if not scope), key=lambda e: getattr(e, key),
                  reverse=True)
     return scopes + [{"op": e.key, "self_ms": getattr(e, key) / 1e3, "calls": e.count} for e in ops[:rows]]
-
-
-# -- synthetic inputs ------------------------------------------------------------------------
-
-
-def num_foreground_classes(cfg: Config) -> int:
-    """C of the preset's dataset kind, from its class list (the dataset is not read)."""
-    if cfg.data.dataset == "voc":
-        return len(VOC_CLASSES)
-    if cfg.data.dataset == "coco":
-        from sfc_core.data.coco import COCO_CLASSES
-
-        return len(COCO_CLASSES)
-    if cfg.data.dataset == "synthetic":
-        from sfc_core.data.synthetic import class_table
-
-        return len(class_table(cfg.data.shared_parts))
-    raise SfcError(f"unknown dataset kind {cfg.data.dataset!r}",
-                   fix="set data.dataset to voc, coco or synthetic")
-
-
-def inference_size(cfg: Config) -> tuple[int, int]:
-    """(H, W) of an inference image: the synthetic generator's size, else VOC's usual size."""
-    if cfg.data.dataset == "synthetic":
-        from sfc_core.data.synthetic import SIZES
-
-        size = SIZES[cfg.data.synthetic_size].image_size
-        return size, size
-    return VOC_IMAGE_SIZE
-
-
-def class_statistics(num_classes: int, batch_size: int,
-                     bank_draws: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """Long-tailed (n, b, E) for ``distribution_coefficients``: image counts falling
-    geometrically from 1000 by a factor IMBALANCE, E and b as the kit makes them."""
-    counts = np.round(1000 * IMBALANCE ** -np.linspace(0, 1, num_classes)).astype(np.int64)
-    extra = bank_extra(int(counts.sum()), batch_size, bank_draws, num_classes)
-    return counts, default_second_counts(counts, extra), extra
-
-
-def loader_batches(count: int, batch_size: int, crop_size: int, resize_long: tuple[int, int],
-                   counts: np.ndarray, seed: int = 0) -> list[dict]:
-    """``count`` batches as the training DataLoader collates them: ``image`` float32
-    (B, 3, S, S) zero outside the pasted image, ``box`` int64 (B, 4), ``label`` float32 (B, C)
-    with 1-3 classes per image drawn in proportion to ``counts``."""
-    rng = np.random.default_rng(seed)
-    num_classes = len(counts)
-    batches = []
-    for _ in range(count):
-        images = torch.zeros(batch_size, 3, crop_size, crop_size)
-        boxes = torch.zeros(batch_size, 4, dtype=torch.int64)
-        labels = torch.zeros(batch_size, num_classes)
-        for i in range(batch_size):
-            long_side = int(rng.integers(resize_long[0], resize_long[1] + 1))
-            size = (round(long_side * rng.uniform(0.6, 1.0)), long_side)
-            _, box = random_crop_box(size, crop_size, rng)
-            y0, y1, x0, x1 = box.tolist()
-            pixels = rng.standard_normal((3, y1 - y0, x1 - x0), np.float32)
-            images[i, :, y0:y1, x0:x1] = torch.from_numpy(pixels)
-            boxes[i] = torch.from_numpy(box)
-            present = rng.choice(num_classes, size=min(num_classes, int(rng.integers(1, 4))), replace=False,
-                                 p=counts / counts.sum())
-            labels[i, present] = 1
-        batches.append({"image": images, "box": boxes, "label": labels})
-    return batches
-
-
-def bench_config(cfg: Config) -> Config:
-    """A copy of ``cfg`` with random weights everywhere (nothing is downloaded or read), and
-    the paper's network (PCM on, seeds at background x 0.3), which the reference-style step
-    copies, whatever the preset trains (the synthetic presets switch PCM off)."""
-    return Config.from_dict(cfg.to_dict()).override({"model.backbone_weights": "none",
-                                                      "segment.backbone_weights": "none",
-                                                      "model.pcm": True, "model.seed_background_scale": 0.3})
 
 
 # -- the reference-style step (--naive) ------------------------------------------------------
@@ -397,11 +274,11 @@ class ReferenceStep(TrainStep):
 
 def bench_train(cfg: Config, device: torch.device, steps: int, warmup: int, repeats: int,
                 naive: bool, profile: bool = False) -> dict:
-    """Images/s, time split and peak memory of the kit's training step; with ``naive`` also of
-    the reference-style step, the two alternating repeat by repeat (kit first in even repeats,
-    naive first in odd ones), and the speed-up: naive seconds per image / kit seconds per image
-    over all repeats (``speedup``), per repeat, and the median of those; ``speedup_cpu`` is the
-    same ratio of the process's CPU seconds, which other processes' load disturbs less."""
+    """Images/s, time split (``PHASES``) and peak memory of the kit's training step (loader images
+    + bank draws, two scales, every loss, clipping, the optimiser); with ``naive`` also of the
+    reference-style step, the two alternating repeat by repeat, and the speed-up: naive / kit
+    seconds per image over all repeats (``speedup``), per repeat, and their median;
+    ``speedup_cpu``: the same ratio of the process's CPU seconds (less disturbed by load)."""
     t = cfg.train
     num_classes = num_foreground_classes(cfg)
     statistics = class_statistics(num_classes, t.batch_size, t.bank_draws)
@@ -460,40 +337,6 @@ def bench_train(cfg: Config, device: torch.device, steps: int, warmup: int, repe
 # -- the other stages ------------------------------------------------------------------------
 
 
-def bench_cams(cfg: Config, device: torch.device, steps: int, warmup: int) -> dict:
-    """CAM inference images/s: an image at every scale of cams.scales (with its flip) through
-    ``cams.multiscale_cams``, upsampled and summed, the label's rows copied back."""
-    from sfc_core.cams import multiscale_cams
-
-    num_classes = num_foreground_classes(cfg)
-    model = build_model(cfg.model, num_classes).to(device).eval()
-    size = inference_size(cfg)
-    image = torch.randn(1, 3, *size)
-    views = []
-    for scale in cfg.cams.scales:
-        scaled_size = (round(size[0] * scale), round(size[1] * scale))
-        scaled = image if scale == 1 else F.interpolate(image, size=scaled_size, mode="bicubic",
-                                                        align_corners=False)
-        views.append(torch.cat([scaled, scaled.flip(-1)]) if cfg.cams.flip else scaled)
-    label = torch.zeros(num_classes)
-    label[: min(2, num_classes)] = 1
-    rows = torch.arange(min(2, num_classes) + 1, device=device)
-    amp = cfg.cams.amp and device.type == "cuda"     # as the cams stage: float32 unless asked
-    seconds = 0.0
-    with torch.inference_mode():
-        for i in range(warmup + steps):
-            synchronize(device)
-            start = time.perf_counter()
-            pairs = [view.to(device, non_blocking=True) for view in views]
-            with engine.autocast(device, amp):
-                maps = multiscale_cams(model, pairs, label.to(device), size, cfg.cams.mask_by_label)
-            _ = [m[rows].cpu() for m in maps]
-            if i >= warmup:
-                seconds += time.perf_counter() - start
-    return {"images_per_s": steps / seconds, "seconds_per_image": seconds / steps, "image_size": list(size),
-            "scales": list(cfg.cams.scales), "flip": cfg.cams.flip, "amp": amp, "images": steps}
-
-
 def bench_eval(num_classes: int, masks: int = VOC_EVAL_MASKS, size: tuple[int, int] = VOC_IMAGE_SIZE,
                pool: int = 32, seed: int = 0) -> dict:
     """Masks/s of ``metrics.confusion_matrix`` accumulated over ``masks`` random (H, W) masks
@@ -515,39 +358,6 @@ def bench_eval(num_classes: int, masks: int = VOC_EVAL_MASKS, size: tuple[int, i
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
     return {"masks": masks, "mask_size": list(size), "num_classes": num_classes, "seconds": seconds,
             "cpu_seconds": cpu_seconds, "masks_per_s": masks / seconds}
-
-
-def bench_segment(cfg: Config, device: torch.device, steps: int, warmup: int) -> dict:
-    """Step-3 training images/s: ``segment.train_step`` on random crops at segment.batch_size
-    and segment.crop_size, in segment.accumulation_steps passes (AMP and channels-last on a GPU,
-    per the config)."""
-    from sfc_core.masks import IGNORE
-    from sfc_core.segment import build_network, parameter_groups, train_step
-
-    seg, num_classes = cfg.segment, num_foreground_classes(cfg)
-    amp = cfg.runtime.amp and device.type == "cuda"
-    memory_format = torch.channels_last if cfg.runtime.channels_last and device.type == "cuda" \
-        else torch.contiguous_format
-    engine.seed_everything(cfg.runtime.seed)
-    model = build_network(seg.network, num_classes + 1, "none").to(device, memory_format=memory_format)
-    model.train()
-    optimizer = engine.make_optimizer("sgd", parameter_groups(model, seg), seg.momentum, seg.weight_decay)
-    scaler = engine.make_grad_scaler(device, amp)
-    images = torch.randn(seg.batch_size, 3, seg.crop_size, seg.crop_size)
-    masks = torch.randint(0, num_classes + 1, (seg.batch_size, seg.crop_size, seg.crop_size))
-    masks[:, : seg.crop_size // 8] = IGNORE                      # padding: ignored pixels
-    seconds = 0.0
-    for i in range(warmup + steps):
-        synchronize(device)
-        start = time.perf_counter()
-        train_step(model, images.to(device, memory_format=memory_format), masks.to(device), optimizer,
-                   scaler, amp, seg.accumulation_steps)
-        synchronize(device)
-        if i >= warmup:
-            seconds += time.perf_counter() - start
-    return {"images_per_s": seg.batch_size * steps / seconds, "seconds_per_step": seconds / steps,
-            "network": seg.network, "batch_size": seg.batch_size, "crop_size": seg.crop_size, "amp": amp,
-            "steps": steps}
 
 
 def bench(cfg: Config, device: str = "auto", steps: int = 10, warmup: int = 2, repeats: int = 3,
@@ -627,7 +437,6 @@ def bench_command(args: argparse.Namespace) -> int:
 def report_command(cfg: Config, args: argparse.Namespace) -> int:
     """``bench --report [--dry-run]``: the GPU report's table and JSON (``--out``: the JSON, and
     the table beside it as .md)."""
-    from benchmarks import report
     from sfc_core.io import atomic_write_json, atomic_write_text
 
     if not args.report:

@@ -1,16 +1,11 @@
-"""The reference-style SFC training step, kept to be compared with (``bench --naive``).
-
-This is the kit's network and losses computed the way the
-authors' trainer does it (docs/reference.md 3.2-3.4, quirks 8-12 and 16): the image bank on
-the CPU, written per image and per class by Python loops and copied whole to the device
-every step, plus its thrown-away shuffled copy; the valid mask as a full (N, C+1, S, S)
-float tensor made per sample by the loader, resized on the device; the per-class weights
-recomputed from the count arrays every step and applied by a Python loop of slice
-assignments, in frequency order; the prototype step materialising (N, C+1, D, h, w); the
-half-scale prototype CAM computed and not used; float32, contiguous memory, cuDNN
-deterministic, DataParallel on a GPU. It computes the same losses as the kit's step
-(tests/test_bench.py checks it). On the CPU the bank's copies are forced (``copy=True``),
-so they cost what the same bytes cost to move; a host-device transfer costs more.
+"""The reference-style SFC training step, kept to be compared with (``bench --naive``): the kit's
+network and losses computed the way the authors' trainer does (docs/reference.md 3.2-3.4, quirks
+8-12 and 16): the image bank on the CPU, filled by Python loops and copied whole to the device each
+step (plus a thrown-away shuffled copy); full (N, C+1, S, S) valid masks made per sample; class
+weights recomputed every step and applied by a loop, in frequency order; the prototype step
+materialising (N, C+1, D, h, w); the unused half-scale prototype CAM; float32, contiguous, cuDNN
+deterministic, DataParallel on a GPU. Same losses as the kit's (tests/test_bench.py checks). On
+the CPU the bank's copies are forced (``copy=True``).
 """
 from __future__ import annotations
 

@@ -1,37 +1,12 @@
-"""The one-shot GPU report (``bench --report``): what feeds the device and what it makes of it,
-each speed change on and off, in one command of a few minutes, with no dataset or weights.
+"""The one-shot GPU report (``bench --report``): each speed change on and off, MFU, syncs, busy
+fraction, the real loop's loader, CAM and step-3 images/s; made-up inputs, random weights.
 
     python -m sfc_core bench --report --preset voc --out gpu_report.json   # on a CUDA device
     python -m sfc_core bench --report --dry-run --preset synthetic-smoke   # the same code, CPU, tiny
 
-Prints a markdown table and the JSON object (also written to ``--out``, with the table beside
-it as ``.md``). The configuration is the preset's (``--preset voc``: the paper's ResNet-50, 512 px
-crops, 16 + 4 images a step, two scales, every loss) with PCM on and random weights
-(``bench.bench_config``). Figures:
-
-- ``flops_per_step``: the FLOPs of one step's forward and backward, counted by
-  ``torch.utils.flop_counter`` on the ``meta`` device (no device needed); ``mfu`` = FLOPs per
-  step x steps per second / the device's dense bf16 peak (``PEAK_BF16_TFLOPS``, by name).
-- ``step``: the training step alone (``train.sfc_update``: bank, both scales, the losses,
-  clipping, the optimiser) on loader batches made beforehand, in pinned memory: every
-  ``STEP_VARIANTS`` entry, ``warmup`` untimed steps (the first one's time is ``first_step_s``;
-  with compile on, ``compile_s`` = it minus a timed step) and ``steps`` timed ones with one
-  synchronisation at their end. ``changes`` pairs the variants: each change's images/s on and
-  off and their ratio.
-- ``loop``: the real loop (``engine.run_loop`` with its DataLoader, ``runtime.num_workers``
-  "auto") on JPEG files of VOC's size decoded per item (``feed.JpegImages``), the kit's uint8
-  items against today's float32 ones (``feed.today_train_item``, fed through the same step:
-  normalising them again changes their values, not the work); the step of "all on".
-- ``syncs_per_step``: the synchronising CUDA calls of a timed step
-  (``torch.cuda.set_sync_debug_mode("warn")``, warnings counted); ``busy``: the device's
-  kernel time over the wall time of a few steps under ``torch.profiler``. CUDA only: on the
-  CPU they say ``"n/a on CPU"``.
-- ``cams``: CAM inference images/s (``bench.bench_cams``: every scale with its flip) and the
-  CAM stage loop (``feed.bench_camstage``: load, network, rows back, files written);
-  ``segment``: step-3 training images/s (``bench.bench_segment``).
-
-``--dry-run`` runs every part on the CPU at tiny sizes (``DRY_RUN``), compiling with
-``aot_eager`` (no compiler: inductor takes minutes on a small CPU), so CI proves the code path.
+Prints a markdown table and the JSON object (``--out``: written too, the table beside it as .md).
+``--dry-run`` runs every part on the CPU at tiny sizes (``DRY_RUN``), compiling with ``aot_eager``,
+so CI proves the code path; CUDA-only figures there say ``"n/a on CPU"``.
 """
 from __future__ import annotations
 
@@ -45,11 +20,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from benchmarks import bench, feed
+from benchmarks import feed, measure
 from sfc_core import engine
 from sfc_core.config import Config
 from sfc_core.data import TrainDataset
 from sfc_core.data.stats import distribution_coefficients
+from sfc_core.model.sfc_net import build_model
 from sfc_core.train import SfcObjective, SfcUpdate, sfc_update
 
 NOT_ON_CPU = "n/a on CPU"
@@ -89,7 +65,7 @@ class Sizes:
     segment_steps: int = 10
     overrides: tuple = ()
     compile_backend: str = "inductor"
-    image_size: tuple[int, int] = bench.VOC_IMAGE_SIZE
+    image_size: tuple[int, int] = measure.VOC_IMAGE_SIZE
 
 
 DRY_RUN = Sizes(warmup=1, steps=1, profile_steps=1, loop_steps=2, loop_images=8, cam_images=1, cam_repeats=1,
@@ -118,8 +94,6 @@ def step_flops(cfg: Config, num_classes: int) -> int:
     counted on the meta device (``torch.utils.flop_counter``: convolutions and matmuls)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from sfc_core.model.sfc_net import build_model
-
     t, size, meta = cfg.train, cfg.data.crop_size, torch.device("meta")
     images = t.batch_size + t.bank_draws
     with meta:
@@ -144,8 +118,8 @@ def variant_config(cfg: Config, variant: Variant, backend: str) -> Config:
 def make_update(cfg: Config, device: torch.device, max_steps: int) -> SfcUpdate:
     """The training step of ``train`` at ``cfg`` (one process), with the bench's long-tailed
     class weights."""
-    num_classes = bench.num_foreground_classes(cfg)
-    statistics = bench.class_statistics(num_classes, cfg.train.batch_size, cfg.train.bank_draws)
+    num_classes = measure.num_foreground_classes(cfg)
+    statistics = measure.class_statistics(num_classes, cfg.train.batch_size, cfg.train.bank_draws)
     weights = torch.as_tensor(distribution_coefficients(*statistics), dtype=torch.float32)
     engine.seed_everything(cfg.runtime.seed)
     return sfc_update(cfg, [str(c) for c in range(num_classes)], weights, device, engine.DistInfo(), max_steps)
@@ -153,10 +127,10 @@ def make_update(cfg: Config, device: torch.device, max_steps: int) -> SfcUpdate:
 
 def uint8_batches(cfg: Config, count: int, device: torch.device) -> list[dict]:
     """``count`` loader batches as the kit's DataLoader hands them over: uint8 crops, in pinned
-    memory on CUDA (``bench.loader_batches``' crops quantised)."""
-    t, num_classes = cfg.train, bench.num_foreground_classes(cfg)
-    counts = bench.class_statistics(num_classes, t.batch_size, t.bank_draws)[0]
-    batches = bench.loader_batches(count, t.batch_size, cfg.data.crop_size, cfg.data.resize_long, counts,
+    memory on CUDA (``measure.loader_batches``' crops quantised)."""
+    t, num_classes = cfg.train, measure.num_foreground_classes(cfg)
+    counts = measure.class_statistics(num_classes, t.batch_size, t.bank_draws)[0]
+    batches = measure.loader_batches(count, t.batch_size, cfg.data.crop_size, cfg.data.resize_long, counts,
                                    cfg.runtime.seed)
     for batch in batches:
         batch["image"] = (batch["image"] * 40 + 128).clamp(0, 255).to(torch.uint8)
@@ -177,13 +151,13 @@ def time_step(update: SfcUpdate, batches: list[dict], sizes: Sizes, images_per_s
     device = update.device
     start = time.perf_counter()
     run_steps(update, batches, 1)
-    bench.synchronize(device)
+    measure.synchronize(device)
     first = time.perf_counter() - start
     run_steps(update, batches, sizes.warmup - 1)
-    bench.synchronize(device)
+    measure.synchronize(device)
     start = time.perf_counter()
     run_steps(update, batches, sizes.steps)
-    bench.synchronize(device)
+    measure.synchronize(device)
     per_step = (time.perf_counter() - start) / sizes.steps
     return {"images_per_s": images_per_step / per_step, "seconds_per_step": per_step, "first_step_s": first}
 
@@ -208,11 +182,11 @@ def busy_fraction(update: SfcUpdate, batches: list[dict], steps: int) -> float |
         return NOT_ON_CPU
     from torch.profiler import ProfilerActivity, profile
 
-    bench.synchronize(update.device)
+    measure.synchronize(update.device)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         start = time.perf_counter()
         run_steps(update, batches, steps)
-        bench.synchronize(update.device)
+        measure.synchronize(update.device)
         wall_us = (time.perf_counter() - start) * 1e6
     return sum(e.self_device_time_total for e in prof.key_averages()) / wall_us
 
@@ -260,8 +234,9 @@ def measured(result: dict, name: str, part) -> None:
 
 def step_report(cfg: Config, device: torch.device, sizes: Sizes, flops: int, peak: float | None,
                 compiled_update: SfcUpdate) -> dict:
-    """Every STEP_VARIANTS entry timed ("all on": ``compiled_update``, not called yet), the
-    first one's syncs and busy fraction, the changes."""
+    """Every STEP_VARIANTS entry timed ("all on": ``compiled_update``, not called yet) with its
+    MFU (FLOPs per step x steps/s / the device's dense bf16 peak), the first one's syncs and busy
+    fraction, and each change's images/s on and off (``CHANGES``)."""
     batches = uint8_batches(cfg, 4, device)
     images_per_step = cfg.train.batch_size + cfg.train.bank_draws
     variants = {}
@@ -287,12 +262,12 @@ def step_report(cfg: Config, device: torch.device, sizes: Sizes, flops: int, pea
 
 
 def loop_report(cfg: Config, update: SfcUpdate, sizes: Sizes) -> dict:
-    """The real loop with its loader, ``update`` its step: uint8 items against today's float32
-    ones."""
+    """The real loop with its loader (``engine.run_loop``) on JPEG files decoded per item,
+    ``update`` its step: the kit's uint8 items against today's float32 ones."""
     figures, device = {}, update.device
     with tempfile.TemporaryDirectory() as folder:
         source = feed.JpegImages(Path(folder), sizes.loop_images, sizes.image_size,
-                                 bench.num_foreground_classes(cfg))
+                                 measure.num_foreground_classes(cfg))
         kit = TrainDataset(source, "bench", cfg.data.crop_size, tuple(cfg.data.resize_long), seed=cfg.runtime.seed)
         run_steps(update, uint8_batches(cfg, 1, device), sizes.warmup)       # compiled before the loops
         for name, data in (("uint8", kit), ("float32", Float32Items(kit))):
@@ -314,22 +289,22 @@ def training_report(result: dict, cfg: Config, device: torch.device, sizes: Size
 
 def gpu_report(cfg: Config, device: torch.device, sizes: Sizes) -> dict:
     """The report's JSON object (module docstring)."""
-    cfg = bench.bench_config(cfg).override(dict(sizes.overrides))
-    num_classes = bench.num_foreground_classes(cfg)
+    cfg = measure.bench_config(cfg).override(dict(sizes.overrides))
+    num_classes = measure.num_foreground_classes(cfg)
     peak, name = peak_flops(device)
     flops = step_flops(cfg, num_classes)
-    result = {"preset": cfg.preset, "machine": bench.machine_info(device), "dry_run": sizes is DRY_RUN,
+    result = {"preset": cfg.preset, "machine": measure.machine_info(device), "dry_run": sizes is DRY_RUN,
               "flops_per_step": flops, "peak_bf16_flops": peak if peak is not None else
               (NOT_ON_CPU if device.type != "cuda" else f"unknown for {name}"),
               "batch_size": cfg.train.batch_size, "bank_draws": cfg.train.bank_draws,
               "crop_size": cfg.data.crop_size, "backbone": cfg.model.backbone}
     started = time.perf_counter()
     training_report(result, cfg, device, sizes, flops, peak)
-    measured(result, "cams", lambda: bench.bench_cams(cfg, device, sizes.cam_images, sizes.warmup))
-    model = lambda: bench.build_model(cfg.model, num_classes).to(device).eval()  # noqa: E731
-    measured(result, "camstage", lambda: feed.bench_camstage(cfg, model(), bench.inference_size(cfg), device,
+    measured(result, "cams", lambda: measure.bench_cams(cfg, device, sizes.cam_images, sizes.warmup))
+    model = lambda: build_model(cfg.model, num_classes).to(device).eval()  # noqa: E731
+    measured(result, "camstage", lambda: feed.bench_camstage(cfg, model(), measure.inference_size(cfg), device,
                                                              sizes.cam_images, sizes.cam_repeats))
-    measured(result, "segment", lambda: bench.bench_segment(cfg, device, sizes.segment_steps, sizes.warmup))
+    measured(result, "segment", lambda: measure.bench_segment(cfg, device, sizes.segment_steps, sizes.warmup))
     result["seconds"] = time.perf_counter() - started
     return result
 

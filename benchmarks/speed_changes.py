@@ -3,20 +3,10 @@
     python -m benchmarks.speed_changes                 # one torch thread, 5 interleaved repeats
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python -m benchmarks.speed_changes
 
-At the synthetic-paper sizes (96 px images, the tiny backbone, 10 classes), on random weights and
-inputs (speed does not depend on them; no dataset needed), CPU milliseconds (process time) of:
-
-- the dense CRF of one image's two confident-label maps: a CRF each, or one CRF whose pairwise
-  terms serve both (``crf.crf_labels`` with two maps; the same labels);
-- CAMs of 8 images at 4 scales + flip (``sfc_net.multiscale_cams_batch``), channels-last: the
-  network as trained, or with its BatchNorms folded (``backbone.fold_batchnorms``);
-- step 3's evaluation of one image at 3 scales + flip (LR-ASPP): as trained, or folded and
-  channels-last (``segment.evaluate_network``);
-- one step-3 training step (LR-ASPP, 64 px crops) at batch 16 and at batch 8 (synthetic-paper's
-  ``segment.batch_size``).
-
-Variants alternate repeat by repeat so that load falls on both alike; each figure is the median
-over the repeats. Prints one markdown table.
+CPU milliseconds at the synthetic-paper sizes, random weights and inputs (no dataset), of: the CRF
+of two maps (a CRF each, or one sharing its pairwise terms), CAMs with BatchNorms folded or not,
+step 3's evaluation folded and channels-last or not, a step-3 step at batch 16 and 8. Variants
+alternate repeat by repeat; each figure is the median. Prints one markdown table.
 """
 from __future__ import annotations
 

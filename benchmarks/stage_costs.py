@@ -3,17 +3,16 @@
     bash run_all.sh                                     # the default run
     python -m benchmarks.stage_costs runs/synthetic-paper
 
-Prints one markdown table: each stage of each run, its wall and CPU seconds summed over its
-records (the call that did the work, and every later call that found it done and reused it:
-the cost of one ``run_all.sh`` when the root was made by one), then the CPU seconds per kind of
-stage summed over the runs, and the total (``sfc_core.orchestration.stage_times``). Runs side
-by side overlap, so wall seconds do not add up to the run's time; CPU seconds add up to its work.
+Prints two markdown tables: each stage of each run, its wall and CPU seconds summed over its
+records (the call that did the work and later calls that reused it), then the CPU seconds per kind
+of stage and the total. Runs side by side overlap: wall seconds do not add up, CPU seconds do.
 """
 from __future__ import annotations
 
 import argparse
 import re
-from collections import defaultdict
+
+import pandas as pd
 
 from sfc_core.analysis.plots import table_markdown
 from sfc_core.orchestration.stage_times import read_stage_times
@@ -27,29 +26,19 @@ def stage_kind(stage: str) -> str:
 def summed(rows: list[dict]) -> list[dict]:
     """One record per (run, stage), in the order they first ran, with the wall and CPU seconds
     of all its records added up."""
-    out: dict[tuple[str, str], dict] = {}
-    for row in rows:
-        key = (row["run"], row["stage"])
-        if key in out:
-            out[key] = {**out[key], "wall_s": out[key]["wall_s"] + row["wall_s"],
-                        "cpu_s": out[key]["cpu_s"] + row["cpu_s"]}
-        else:
-            out[key] = dict(row)
-    return list(out.values())
+    frame = pd.DataFrame(rows)
+    how = {c: "sum" if c in ("wall_s", "cpu_s") else "first" for c in frame.columns if c not in ("run", "stage")}
+    return frame.groupby(["run", "stage"], sort=False, as_index=False).agg(how).to_dict("records")
 
 
 def cost_tables(rows: list[dict]) -> tuple[list[dict], list[dict]]:
     """(per run and stage, per kind of stage with the total) rows for ``table_markdown``."""
-    rows = summed(rows)
-    per_stage = [{"run": r["run"], "stage": r["stage"], "wall s": r["wall_s"], "CPU s": r["cpu_s"],
-                  "threads": r["torch_threads"]} for r in rows]
-    kinds: dict[str, float] = defaultdict(float)
-    for r in rows:
-        kinds[stage_kind(r["stage"])] += r["cpu_s"]
-    total = sum(kinds.values())
-    per_kind = [{"stage": k, "CPU s": v, "share %": 100 * v / total} for k, v in kinds.items()]
-    per_kind.append({"stage": "total", "CPU s": total, "share %": 100.0})
-    return per_stage, per_kind
+    frame = pd.DataFrame(summed(rows))
+    per_stage = frame.rename(columns={"wall_s": "wall s", "cpu_s": "CPU s", "torch_threads": "threads"})
+    kinds = frame.groupby(frame["stage"].map(stage_kind), sort=False)["cpu_s"].sum()
+    kinds["total"] = kinds.sum()
+    per_kind = pd.DataFrame({"stage": kinds.index, "CPU s": kinds.values, "share %": 100 * kinds.values / kinds["total"]})
+    return per_stage[["run", "stage", "wall s", "CPU s", "threads"]].to_dict("records"), per_kind.to_dict("records")
 
 
 def main(argv: list[str] | None = None) -> int:

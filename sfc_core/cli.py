@@ -13,6 +13,7 @@ import shlex
 import sys
 import traceback
 
+from sfc_core.config import Config, read_changes
 from sfc_core.errors import SfcError
 from sfc_core.io import NO_SPACE_FIX, DiskFull, Terminated, sigterm_raises
 
@@ -72,20 +73,14 @@ def add_override_arguments(p: argparse.ArgumentParser) -> None:
 
 def overrides_from_args(args: argparse.Namespace) -> dict:
     """The --config file's fields, then every --set, as dotted overrides."""
-    from sfc_core.config import parse_overrides, read_config_file
-
-    overrides = read_config_file(args.config)[1] if getattr(args, "config", None) else {}
-    return {**overrides, **parse_overrides(args.overrides)}
+    return read_changes(getattr(args, "config", None), args.overrides)[1]
 
 
-def config_from_args(args: argparse.Namespace):
-    from sfc_core.config import Config, read_config_file
-
-    preset = args.preset or (read_config_file(args.config)[0] if args.config else None) or args._preset_default
-    overrides = overrides_from_args(args)
+def config_from_args(args: argparse.Namespace) -> Config:
+    preset, overrides = read_changes(args.config, args.overrides)
     if getattr(args, "data_root", None):
         overrides["data.root"] = args.data_root
-    return Config.from_preset(preset, overrides)
+    return Config.from_preset(args.preset or preset or args._preset_default, overrides)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,18 +1,12 @@
 """One configuration object for every stage, with named presets.
 
-`Config` is a tree of dataclasses, one section per stage. Every default is the paper's VOC
-value (``docs/method.md``); a preset is a short list of dotted overrides on top of
-those defaults, so ``voc`` is the defaults themselves (but for step 3, deeplab-pytorch's
-DeepLab-v2 recipe, ``DEEPLAB_V2_VOC``: the defaults keep DeepLabV3's, ``coco``'s) and each other
-preset says only what it changes and why.
+`Config` is a tree of dataclasses, one section per stage; every default is the paper's VOC value
+(``docs/method.md``). A preset is a short list of dotted overrides on those defaults, each line
+saying what it changes and why. Notebooks, the CLI (``--preset``, ``--config``, ``--set``) and the
+tests all build it the same way:
 
     cfg = Config.from_preset("synthetic", {"train.epochs": 3, "data.root": "data/x"})
-    cfg.runtime.device      # where every stage runs (runtime: device, amp, workers, seed)
-    cfg.train.lr            # 0.1 etc.
-    cfg.to_dict(); Config.from_dict(d)
-
-Notebooks (papermill parameters), the CLI (``--preset``, ``--set key=value``) and the tests
-all build their configuration this way.
+    cfg.to_dict(); Config.from_dict(d); cfg.save(path); Config.load(path)
 """
 from __future__ import annotations
 
@@ -113,16 +107,6 @@ class RuntimeConfig:
     # also write last.pt once this many minutes passed since the last one (SFC, IRN, step 3; checked
     # every log_every steps); 0: the step cadence only
     checkpoint_minutes: float = at_least(0.0, 0)
-
-
-# A config.json written before the runtime section still loads: these fields moved there,
-# and IRN's own optimiser and cadence fields take the values IRN then read from train.
-MOVED_KEYS = {"train.device": "runtime.device", "train.amp": "runtime.amp",
-              "train.channels_last": "runtime.channels_last", "train.seed": "runtime.seed",
-              "data.num_workers": "runtime.num_workers"}
-IRN_FROM_TRAIN = {"refine.irn_momentum": "train.momentum", "refine.irn_poly_power": "train.poly_power",
-                  "refine.irn_log_every": "train.log_every",
-                  "refine.irn_checkpoint_every": "train.checkpoint_every"}
 
 
 @dataclass
@@ -291,14 +275,14 @@ def check_value(key: str, value: Any) -> Any:
             return value
         value = _coerce(value, int, key)
     limit = LIMITS.get(key)
-    if limit is not None and not all(math.isfinite(v) for v in _numbers(value)):   # inf passes ">= 0"
-        raise SfcError(f"{key}={_show(value)} is not a finite number",
-                       fix=f"set {key} to {limit.describe(many=isinstance(value, tuple))} (finite)")
-    if limit is None or limit.allows(value):
+    if limit is None:
         return value
     allowed = limit.describe(many=isinstance(value, tuple))
-    raise SfcError(f"{key}={_show(value)} is not allowed: {key} must be {allowed}",
-                   fix=f"set {key} to {allowed}")
+    if not all(math.isfinite(v) for v in _numbers(value)):     # inf passes ">= 0"
+        raise SfcError(f"{key}={_show(value)} is not a finite number", fix=f"set {key} to {allowed} (finite)")
+    if not limit.allows(value):
+        raise SfcError(f"{key}={_show(value)} is not allowed: {key} must be {allowed}", fix=f"set {key} to {allowed}")
+    return value
 
 
 def _numbers(value: Any) -> list[float]:
@@ -345,7 +329,7 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Config:
         cfg = cls(preset=d.get("preset", "voc"))
-        cfg.override(section_fields(d))
+        cfg.override(flat_dict({key: value for key, value in d.items() if key != "preset"}))
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
@@ -354,9 +338,6 @@ class Config:
     def override(self, overrides: dict[str, Any]) -> Config:
         """Set dotted keys (``"train.lr": 0.01``), converting strings to the field's type."""
         for key, value in overrides.items():
-            if key in MOVED_KEYS:
-                raise SfcError(f"configuration key {key!r} is now {MOVED_KEYS[key]!r}",
-                               fix=f"write --set {MOVED_KEYS[key]}={value}")
             section_name, _, field_name = key.partition(".")
             section = getattr(self, section_name, None)
             if not dataclasses.is_dataclass(section) or not field_name:
@@ -387,17 +368,6 @@ class Config:
                            fix="delete the run directory and train again") from None
         except SfcError as e:       # a key or value this version of the kit does not accept
             raise SfcError(e.problem, path=path, fix=f"{e.fix}, in {path}") from None
-
-
-def section_fields(d: dict[str, Any]) -> dict[str, Any]:
-    """The fields of a saved configuration's sections (``{"train": {"lr": 0.1}, ...}``) as
-    dotted overrides; a file written before the runtime section gets its moved keys."""
-    flat = {f"{section}.{key}": value for section, values in d.items() if isinstance(values, dict)
-            for key, value in values.items()}
-    if "runtime" not in d:      # written before the runtime section
-        flat |= {new: flat[old] for new, old in IRN_FROM_TRAIN.items() if old in flat}
-        flat = {MOVED_KEYS.get(key, key): value for key, value in flat.items()}
-    return flat
 
 
 def flat_dict(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -619,6 +589,13 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
     return out
 
 
+def read_changes(config_file: str | Path | None, overrides: list[str] | None) -> tuple[str | None, dict[str, Any]]:
+    """(the file's preset or None, its dotted overrides updated by the ``--set`` items): a
+    ``--config FILE`` (``read_config_file``) and ``--set`` pair as the CLI and notebooks take them."""
+    preset, changes = read_config_file(config_file) if config_file else (None, {})
+    return preset, {**changes, **parse_overrides(overrides)}
+
+
 def read_config_file(path: str | Path) -> tuple[str | None, dict[str, Any]]:
     """(preset or None, dotted overrides) of a ``--config`` file.
 
@@ -637,9 +614,7 @@ def read_config_file(path: str | Path) -> tuple[str | None, dict[str, Any]]:
         except ValueError as e:
             raise SfcError(f"configuration file is not valid JSON ({e})", path=path, fix=fix) from None
         preset = data.pop("preset", None)
-        flat = section_fields(data)
-        flat.update({key: value for key, value in data.items() if not isinstance(value, dict)})
-        return preset, flat
+        return preset, flat_dict(data)
     lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
     try:
         return None, parse_overrides([line for line in lines if line])

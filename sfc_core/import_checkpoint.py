@@ -1,25 +1,12 @@
 """Checkpoints trained elsewhere as kit run directories (verb: ``import-checkpoint``).
 
     python -m sfc_core import-checkpoint --format sfc-reference res50_SFC.pth --out runs/sfc-authors
-    python -m sfc_core cams --run runs/sfc-authors --set data.root=data/voc
 
-``sfc-reference``: the SFC authors' trainer saves ``{'net': state_dict}`` in which every backbone
-tensor appears under three names (``resnet50.layer3.0.conv1.weight``, ``stage3.0.0.conv1.weight``,
-``backbone.3.0.0.conv1.weight``; the stem as ``resnet50.conv1`` / ``stage0.0`` / ``backbone.0.0``)
-and every new layer under two (``side1`` ... ``side4``, ``classifier``, ``f9`` and
-``newly_added.0`` ... ``newly_added.5`` = classifier, f9, side1..side4). Each alias is mapped to
-the kit's one name; aliases must hold equal tensors, and the result must fill the kit's network
-exactly (every tensor, every shape), else nothing is written.
-
-``sipe``: SIPE's released checkpoints, the same layout without ``f9`` (``newly_added`` =
-classifier, side1..side4). The run gets ``model.pcm=false`` (SIPE has no PCM projection; the
-kit's is left at its initialisation, unused) and SIPE's seeds: ``model.seed_rule=sipe`` (the
-IoU of feature correlation and CAM, ``cam.correlation_iou``) with background x 0.5, as SIPE's
-inference computes them from the hierarchical features.
-
-The run directory (config.json, class_names.json, checkpoints/best.pt) is what ``train`` writes,
-so ``cams``, ``eval-cams`` and ``refine`` use it as a trained run. It is assembled in a sibling
-folder and renamed into place: a refused import leaves nothing.
+``sfc-reference``: the SFC authors' ``{'net': state_dict}``, each backbone tensor under three
+aliases and each new layer under two (``kit_key``); aliases must hold equal tensors and the result
+must fill the kit's network exactly. ``sipe``: SIPE's, without ``f9``; the run gets SIPE's
+settings (``FORMAT_OVERRIDES``: no PCM, its seed rule). The run directory is what ``train``
+writes, assembled beside ``--out`` and renamed into place: a refused import leaves nothing.
 """
 from __future__ import annotations
 

@@ -1,31 +1,12 @@
-"""Atomic file writes: write to a temporary name in the same folder, then rename.
+"""Atomic file writes: a temporary ``.<name>.<pid>.<token>.tmp`` beside the file, then a rename,
+so a run killed at any moment leaves the old file or the new one, never half of one (a claim
+deletes the temporaries of dead writers: ``remove_stale_temporaries``). Permissions are the
+umask's. A full disk (ENOSPC, EDQUOT) is one ``DiskFull`` naming folder, file and bytes needed.
+``BackgroundWriter`` runs writes in threads beside the caller.
 
-A run killed at any moment leaves either the old file or the new one, never half of one.
-Every stage writes through these helpers; `BackgroundWriter` runs them in a few threads beside
-the caller (the `cams` stage), at most a bounded number waiting. Files and folders get the
-permissions the umask gives (as ``open()`` and ``mkdir`` would). A temporary name is
-``.<name>.<pid>.<token>.tmp``: ``remove_stale_temporaries(folder)``, which a stage calls on
-its output folder at start, deletes those whose writing process is gone (a kill -9 during a
-write leaves one behind).
-
-Interruption tests: with ``SFC_KILL_AT=EVENT:N`` set, the process kills itself (SIGKILL, as
-``kill -9`` would) at the N-th event whose name starts with EVENT. Events: ``write/<file
-name>`` once a file's data is in its temporary file, before the rename (``write/last.pt:2``:
-during the second write of a last.pt; ``write/:5``: the fifth atomic write of any file), and
-``step`` after each training step (``kill_point("step")`` in ``engine.run_loop``). Each process
-counts its own events; in a worker process (refine's pool) the process that started it is
-killed first, so the command dies as a whole. Unset, nothing is counted. With
-``SFC_KILL_SIGNAL=SIGTERM`` (or SIGINT) that signal is sent to this process instead.
-
-Stopping: under the CLI (``sigterm_raises``), SIGTERM (a scheduler's preemption or time
-limit, ``kill``'s default) raises ``Terminated`` where it arrives, as SIGINT raises
-KeyboardInterrupt; inside a ``deferred_stop()`` block (the training loop) it is only recorded
-(``stop_requested``): the loop finishes its step and writes its checkpoint first. DataLoader
-workers (``quiet_worker``) ignore SIGINT, so the process that started them shuts them down in
-order, and their teardown prints nothing.
-
-A full disk (ENOSPC, or a full quota: EDQUOT) while writing ends in one ``DiskFull`` error
-naming the folder, the file and the bytes it needed.
+Stopping: under the CLI (``sigterm_raises``) SIGTERM raises ``Terminated``; inside
+``deferred_stop()`` (the training loop) it only sets ``stop_requested()``. DataLoader workers
+(``quiet_worker``) ignore SIGINT. Interruption tests kill at set points (``kill_point``).
 """
 from __future__ import annotations
 
@@ -56,8 +37,10 @@ _events_seen: dict[str, int] = {}
 
 
 def kill_point(event: str) -> None:
-    """SIGKILL this process at the N-th ``event`` matching ``$SFC_KILL_AT`` (see the module
-    docstring); a no-op when the variable is unset."""
+    """With ``SFC_KILL_AT=EVENT:N``, SIGKILL this process (``SFC_KILL_SIGNAL``: another signal) at
+    the N-th event whose name starts with EVENT, counted per process; a worker of a stage kills
+    its parent first. Events: ``write/<file name>`` before an atomic write's rename, ``step``
+    after a training step. A no-op when the variable is unset."""
     spec = os.environ.get(KILL_AT_ENV)
     if not spec:
         return
@@ -119,12 +102,8 @@ def stop_requested() -> bool:
 
 
 def quiet_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: the worker ignores SIGINT (a terminal's Ctrl-C reaches the
-    whole process group; its parent shuts it down in order, or it ends when the parent is
-    gone; SIGTERM stays fatal: that is how its parent and multiprocessing's exit stop a
-    worker that does not end by itself), and the broken connections of a teardown
-    (fds shared with a parent that died: ``ConnectionResetError`` in multiprocessing's
-    resource_sharer thread) print no traceback."""
+    """DataLoader ``worker_init_fn``: the worker ignores SIGINT (its parent shuts it down in
+    order; SIGTERM stays fatal), and the broken connections of a teardown print no traceback."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     report = sys.excepthook          # what resource_sharer's thread calls with its error
 
@@ -272,10 +251,7 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 
 
 def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> Path:
-    """``np.savez`` (stored, not deflated) written atomically. ``np.load`` reads it and the
-    ``np.savez_compressed`` files older versions wrote alike. Deflate is not worth it for
-    CAM maps: on a 375x500 CAM file it costs 12x the CPU time of the write for a file 27%
-    smaller (BENCHMARKS.md, "Feeding the device")."""
+    """``np.savez`` (stored, not deflated: BENCHMARKS.md, "Feeding the device") written atomically."""
     return _atomic(path, lambda f: np.savez(f, **arrays))
 
 

@@ -1,20 +1,11 @@
-"""Segmentation metrics from one confusion matrix, and the calibration diagnostics.
+"""Segmentation metrics from one integer confusion matrix ``conf[gt, pred]`` (K, K) summed over an
+image list, as the VOC protocol does: IoU = TP / (GT + Pred - TP) per class, mIoU their mean over
+the classes in ground truth or prediction; ground truth 255 counts for nothing. On the device:
+``confusion_counts`` summed over the list (and ranks), then ``confusion_from_counts`` once.
 
-Every score here is a function of an integer confusion matrix ``conf`` (K, K) indexed
-``[gt, pred]`` and accumulated over a whole image list, as the VOC protocol does: per class
-``IoU = TP / (GT + Pred - TP)`` and mIoU = the mean over the classes that occur in the ground
-truth or the prediction (``nanmean``). Pixels whose ground truth is 255 count for nothing.
-
-    conf = sum(confusion_matrix(pred, gt, K) for pred, gt in pairs)
-    mean_iou(conf), iou_from_confusion(conf), precision_recall(conf)
-
-On the device (no host read per image): ``confusion_counts(pred, gt, K)`` tensors summed over
-the list (and over ranks), then ``confusion_from_counts(counts, K)`` once: the same matrix.
-
-Calibration (the paper's over-/under-activation): ``activation_ratio`` = predicted area / GT
-area per class, ``error_shares`` = false-positive and false-negative pixels as shares of the
-class's union (so IoU + fp + fn = 1, as the reference's eval script prints them), and
-``spearman_vs_count`` relates a per-class figure to the class's training image count.
+Calibration (the paper's over-/under-activation): ``activation_ratio`` (predicted / GT area),
+``error_shares`` (FP and FN pixels over the union: IoU + fp + fn = 1) and ``spearman_vs_count``
+(a per-class figure against the log of the class's training image count).
 """
 from __future__ import annotations
 

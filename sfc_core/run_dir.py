@@ -1,25 +1,9 @@
-"""The run directory: the contract through which the pipeline's stages hand work on.
-
-This module is the only place that spells the file names inside a run. A stage reads what
-earlier stages wrote through these paths and writes its own results through them; no stage
-imports another stage.
-
-    RUN_DIR/
-      .lock                       while a stage writes here: its pid, host, command, start time
-      config.json                 resolved Config (preset, overrides, dataset root, seed)
-      class_names.json            foreground class names, in label order
-      checkpoints/last.pt, best.pt
-      metrics.jsonl, tb/          training logs
-      cams/<image_id>.npz         classifier and prototype CAMs (see sfc_core.cam_files)
-      cams/provenance.json        what made them (sfc_core.provenance; every output folder
-                                  has one: pseudo/<method>/, refine/irn/)
-      cam_eval.json               classifier / prototype / fused rows, sweeps, calibration
-      refine/irn/                 relation_labels/<id>.png, checkpoint.pt, metrics.jsonl (IRN)
-      pseudo/<method>/SegmentationClassPseudo/<id>.png + pseudo/<method>/<list>.txt
-      seg_eval.json               pseudo-mask mIoU per method
-      segment/<masks>/            step 3, laid out like a run (RunDir(segment_dir(masks))):
-                                  config.json, checkpoints/, metrics.jsonl, tb/,
-                                  final_eval.json, predictions/<id>.png
+"""The run directory: the one module that spells the file names inside a run. Stages hand work
+on through these paths (no stage imports another). A run holds ``.lock`` (``run_lock``),
+config.json, class_names.json, checkpoints/{last,best}.pt, metrics.jsonl, tb/, cams/<id>.npz
+(``cam_files``), cam_eval.json, refine/irn/, pseudo/<method>/SegmentationClassPseudo/<id>.png and
+pseudo/<method>/<list>.txt, seg_eval.json, and segment/<masks>/ laid out like a run (plus
+final_eval.json, predictions/). Every output folder holds its provenance.json (``provenance``).
 """
 from __future__ import annotations
 
@@ -40,7 +24,7 @@ class RunDir:
 
     @property
     def lock_file(self) -> Path:
-        """Held (flock) by the stage writing into this folder; names it (``sfc_core.run_lock``)."""
+        """Held by the stage writing into this folder; names it (``sfc_core.run_lock``)."""
         return self.root / ".lock"
 
     # -- configuration ----------------------------------------------------------------------

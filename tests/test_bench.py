@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks import bench, reference_step
+from benchmarks import bench, measure, reference_step
 from sfc_core.config import Config
 from sfc_core.data.stats import distribution_coefficients
 from sfc_core.errors import SfcError
@@ -71,12 +71,12 @@ def test_reference_bank_keeps_the_last_image_of_each_class_and_draws_from_all_sl
 def test_naive_step_computes_the_kit_losses_and_gradients(tiny_config):
     from sfc_core.train import SfcObjective
 
-    cfg = bench.bench_config(tiny_config)
+    cfg = measure.bench_config(tiny_config)
     torch.manual_seed(0)
     model = build_model(cfg.model, NUM_CLASSES)
-    statistics = bench.class_statistics(NUM_CLASSES, batch_size=6, bank_draws=2)
+    statistics = measure.class_statistics(NUM_CLASSES, batch_size=6, bank_draws=2)
     weights = torch.as_tensor(distribution_coefficients(*statistics), dtype=torch.float32)
-    batch = bench.loader_batches(1, 6, cfg.data.crop_size, cfg.data.resize_long, statistics[0], seed=3)[0]
+    batch = measure.loader_batches(1, 6, cfg.data.crop_size, cfg.data.resize_long, statistics[0], seed=3)[0]
     images, boxes, labels = batch["image"], batch["box"], batch["label"]
     crop = cfg.data.crop_size
     assert (boxes[:, 1] - boxes[:, 0] < crop).any()             # some crops are padded
@@ -151,7 +151,7 @@ def test_bench_verb_reports_well_formed_numbers(tmp_path, capsys):
     assert _finite_positive(cams["images_per_s"]) and cams["scales"] == [1.0, 0.5] and cams["flip"] is True
     evaluation = printed["eval"]
     assert (evaluation["masks"], evaluation["mask_size"]) == (1464, [375, 500])
-    smoke_classes = bench.num_foreground_classes(Config.from_preset("synthetic-smoke"))
+    smoke_classes = measure.num_foreground_classes(Config.from_preset("synthetic-smoke"))
     assert evaluation["num_classes"] == smoke_classes + 1
     assert all(_finite_positive(evaluation[key]) for key in ("masks_per_s", "seconds", "cpu_seconds"))
     segment = printed["segment"]
@@ -174,7 +174,7 @@ def test_bench_verb_reports_well_formed_numbers(tmp_path, capsys):
 def test_the_step_flops_are_counted_per_image_on_the_meta_device(tiny_config):
     from benchmarks import report
 
-    cfg = bench.bench_config(tiny_config)
+    cfg = measure.bench_config(tiny_config)
     small = report.step_flops(cfg.override({"train.batch_size": 4, "train.bank_draws": 2}), NUM_CLASSES)
     large = report.step_flops(cfg.override({"train.batch_size": 8, "train.bank_draws": 4}), NUM_CLASSES)
     assert small > 1e6 and large == 2 * small          # convolutions and matmuls: linear in the images

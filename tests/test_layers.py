@@ -114,3 +114,37 @@ def test_docs_architecture_lists_every_module_in_its_layer(name):
     listed = set(re.findall(r"`([\w.]+)`", line.group(2)))
     kind = {"Stages": "stage", "Foundation": "foundation", "Tooling": "tooling"}[name]
     assert listed == {m for m in MODULES if layer(m) == kind}
+
+
+def direct_imports(module: str, path: Path) -> set[str]:
+    """The project modules ``module`` names in its imports (lazy ones too): ``from a import b``
+    names ``a.b`` where that is a module, else ``a``; the packages above are not counted."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            submodules = {f"{base}.{alias.name}" for alias in node.names} & MODULES.keys()
+            found.update(submodules or {base})
+    return found & MODULES.keys() - {module}
+
+
+def mutual_imports() -> list[str]:
+    imports = {module: direct_imports(module, path) for module, path in MODULES.items()}
+    return sorted(f"{a} <-> {b}" for a in imports for b in imports[a] if a < b and a in imports[b])
+
+
+def test_no_two_modules_import_each_other(tmp_path, monkeypatch):
+    """Across sfc_core and benchmarks; the checker finds a pair made on purpose (a lazy import too)."""
+    assert mutual_imports() == []
+    first, second = tmp_path / "first.py", tmp_path / "second.py"
+    first.write_text("from benchmarks import _second\n")
+    second.write_text("def f():\n    import benchmarks._first\n")
+    monkeypatch.setitem(MODULES, "benchmarks._first", first)
+    monkeypatch.setitem(MODULES, "benchmarks._second", second)
+    assert mutual_imports() == ["benchmarks._first <-> benchmarks._second"]

@@ -7,16 +7,17 @@ import numpy as np
 import pytest
 
 from sfc_core.analysis.mechanism import (
+    OWN_PART,
+    SHARED_PART,
     Groups,
     accumulate_part_confusion,
     lost_to_head,
     lost_to_other_class,
     mechanism_summary,
-    own_part_recall,
     part_confusion,
+    part_recall,
     read_groups,
     read_part_mask,
-    shared_part_recall,
 )
 from sfc_core.errors import SfcError
 
@@ -50,8 +51,8 @@ def test_hand_made_image():
     assert counts.sum() == GT.size - 1                      # the ignore pixel is left out
     # A: shared pixels (0,0) (1,0) (1,1) all predicted A; own pixel (0,1) predicted bg.
     # B: shared (0,2) (1,2) -> A, (1,3) -> B; own (0,3) -> B.   C: shared 2 of 3, own 1 of 1.
-    np.testing.assert_allclose(shared_part_recall(counts), [1.0, 1 / 3, 2 / 3])
-    np.testing.assert_allclose(own_part_recall(counts), [0.0, 1.0, 1.0])
+    np.testing.assert_allclose(part_recall(counts, SHARED_PART), [1.0, 1 / 3, 2 / 3])
+    np.testing.assert_allclose(part_recall(counts, OWN_PART), [0.0, 1.0, 1.0])
     share, taker = lost_to_other_class(counts)
     np.testing.assert_allclose(share, [0.0, 0.5, 0.0])
     assert taker.tolist() == [-1, 0, -1]

@@ -1,6 +1,8 @@
 """Two processes never write one run directory at once; a dead holder's lock is taken over."""
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import signal
@@ -12,6 +14,7 @@ import pytest
 
 from sfc_core.cli import main
 from sfc_core.errors import SfcError
+from sfc_core.io import pid_alive
 from sfc_core.run_dir import RunDir
 from sfc_core.run_lock import claim
 
@@ -79,58 +82,98 @@ def test_a_claim_that_wrote_nothing_leaves_no_folder(tmp_path):
     assert (tmp_path / "run" / "segment" / "crf" / "x").exists()
 
 
-def test_a_lock_kept_by_the_forked_workers_of_a_dead_holder_is_taken_once_they_end(tmp_path, capsys):
+def test_the_forked_workers_of_a_killed_holder_do_not_keep_its_lock(tmp_path, capsys):
     forking = HOLD.replace("print('held', flush=True); time.sleep(60)",
-                           "import os\n    if os.fork() == 0:\n        os.close(1); os.close(2); time.sleep(1.5); os._exit(0)\n"
-                           "    print(os.getpid(), flush=True); os._exit(0)")
+                           "import os\n    child = os.fork()\n    if child == 0:\n"
+                           "        os.close(1); os.close(2); time.sleep(60); os._exit(0)\n"
+                           "    print(os.getpid(), child, flush=True); os._exit(0)")
     process = subprocess.run([sys.executable, "-c", forking, str(tmp_path / "run")], capture_output=True, text=True)
-    holder = int(process.stdout)               # gone; the child it forked still holds the lock
-    with claim(tmp_path / "run"):
-        assert json.loads(RunDir(tmp_path / "run").lock_file.read_text())["pid"] == os.getpid()
-    assert f"taking over from pid {holder}" in capsys.readouterr().err
+    holder, child = map(int, process.stdout.split())      # the holder is gone; the child it forked lives
+    try:
+        with claim(tmp_path / "run"):
+            assert json.loads(RunDir(tmp_path / "run").lock_file.read_text())["pid"] == os.getpid()
+        assert pid_alive(child)                   # still running when the lock was taken
+        assert f"taking over from pid {holder}" in capsys.readouterr().err
+    finally:
+        os.kill(child, signal.SIGKILL)
 
 
 @pytest.fixture
 def no_flock(monkeypatch):
     """A filesystem without flock (some NFS and Lustre mounts): flock fails with ENOLCK."""
-    import errno
-    import fcntl
-
-    def flock(fd, operation):
-        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
-
-    monkeypatch.setattr(fcntl, "flock", flock)
+    monkeypatch.setattr(fcntl, "flock", _no_flock)
 
 
-def test_without_flock_the_lock_is_a_file_created_exclusively(tmp_path, no_flock, capsys):
+def _no_flock(fd, operation):
+    raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+
+# The holder of a folder on a filesystem without flock (HOST: the host name its lock records).
+HOLD_NO_FLOCK = ("import errno, fcntl, os, socket, sys\n"
+                 "fcntl.flock = lambda fd, op: (_ for _ in ()).throw(OSError(errno.ENOLCK, 'no locks'))\n"
+                 "if len(sys.argv) > 2: socket.gethostname = lambda: sys.argv[2]\n" + HOLD)
+
+
+def _hold_without_flock(folder, *host):
+    process = subprocess.Popen([sys.executable, "-c", HOLD_NO_FLOCK, str(folder), *host], stdout=subprocess.PIPE,
+                               text=True)
+    assert process.stdout.readline() == "held\n"
+    return process
+
+
+def test_without_flock_the_lock_is_filelocks_marker_and_a_killed_holders_is_taken_over(tmp_path, no_flock,
+                                                                                        capsys):
     lock = RunDir(tmp_path / "run").lock_file
     with claim(tmp_path / "run"):
-        assert json.loads(lock.read_text())["pid"] == os.getpid()
-    assert not lock.exists()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    lock.parent.mkdir()
-    lock.write_text(json.dumps({"pid": int(dead.stdout), "host": os.uname().nodename, "command": "x"}))
+        assert lock.read_text().split("\n")[0] == str(os.getpid())       # SoftFileLock's marker
+    assert not lock.exists() and not (tmp_path / "run").exists()
+    holder = _hold_without_flock(tmp_path / "run")
+    holder.kill()
+    holder.wait()
     with claim(tmp_path / "run"):                            # its holder is gone: taken over
-        assert json.loads(lock.read_text())["pid"] == os.getpid()
-    assert f"taking over from pid {int(dead.stdout)}" in capsys.readouterr().err and not lock.exists()
+        assert lock.read_text().split("\n")[0] == str(os.getpid())
+    assert f"taking over from pid {holder.pid}" in capsys.readouterr().err and not lock.exists()
 
 
 @pytest.mark.parametrize("host", ["this", "elsewhere"])
 def test_without_flock_a_live_or_unknown_holder_is_refused_naming_the_file(tmp_path, no_flock, host):
     lock = RunDir(tmp_path / "run").lock_file
-    lock.parent.mkdir()
-    holder = {"pid": os.getppid(), "host": os.uname().nodename if host == "this" else "node-17", "command": "x"}
-    lock.write_text(json.dumps(holder))
-    with pytest.raises(SfcError, match=f"being written by another process: pid {os.getppid()}") as info:
-        with claim(tmp_path / "run"):
+    holder = _hold_without_flock(tmp_path / "run", *(["node-17"] if host == "elsewhere" else []))
+    try:
+        if host == "elsewhere":         # a process on another host: it cannot be checked from here
+            holder.kill()
+            holder.wait()
+        marker = lock.read_text()
+        with pytest.raises(SfcError, match=f"being written by another process: pid {holder.pid} on") as info:
+            with claim(tmp_path / "run"):
+                pass
+        assert f"delete {lock}" in info.value.fix and lock.read_text() == marker
+        assert ("node-17" in info.value.problem) == (host == "elsewhere")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize("flock", ["flock", "no flock"])
+def test_a_full_disk_at_the_lock_leaves_no_lock_and_no_folder(tmp_path, monkeypatch, flock):
+    real = os.write
+
+    def full(fd, data, *offset):        # os.pwrite writes our details, os.write filelock's marker
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".lock"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd, data)
+
+    if flock == "no flock":
+        monkeypatch.setattr(fcntl, "flock", _no_flock)
+    monkeypatch.setattr(os, "pwrite", full)
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(SfcError, match=f"no space left on the disk of {tmp_path / 'new' / 'run'} to write the run lock"):
+        with claim(tmp_path / "new" / "run"):
             pass
-    assert f"delete {lock}" in info.value.fix and json.loads(lock.read_text()) == holder
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_lock_that_cannot_be_made_is_one_message(tmp_path, monkeypatch, capsys):
-    import errno
-    import fcntl
-
     def flock(fd, operation):
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 

@@ -20,7 +20,7 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from benchmarks import bench
+from benchmarks import measure
 from sfc_core import engine
 from sfc_core.config import Config, ModelConfig
 from sfc_core.data.stats import distribution_coefficients
@@ -35,17 +35,17 @@ NUM_CLASSES = 10
 
 def _objective_and_batch(cfg: Config) -> tuple[SfcObjective, dict]:
     torch.manual_seed(0)
-    statistics = bench.class_statistics(NUM_CLASSES, batch_size=4, bank_draws=0)
+    statistics = measure.class_statistics(NUM_CLASSES, batch_size=4, bank_draws=0)
     weights = torch.as_tensor(distribution_coefficients(*statistics), dtype=torch.float32)
     objective = SfcObjective(build_model(cfg.model, NUM_CLASSES), weights, cfg.data.crop_size,
                              cfg.loss.prototype_weight, cfg.loss.scale_weight)
-    batch = bench.loader_batches(1, 4, cfg.data.crop_size, cfg.data.resize_long, statistics[0], seed=3)[0]
+    batch = measure.loader_batches(1, 4, cfg.data.crop_size, cfg.data.resize_long, statistics[0], seed=3)[0]
     return objective, batch
 
 
 @pytest.mark.slow                        # 26-33 s on a loaded 2-core CPU: tracing forward and backward
 def test_the_compiled_objective_gives_the_eager_losses_and_gradients():
-    cfg = bench.bench_config(Config.from_preset("synthetic-smoke"))       # PCM on: the paper's network
+    cfg = measure.bench_config(Config.from_preset("synthetic-smoke"))       # PCM on: the paper's network
     eager, batch = _objective_and_batch(cfg)
     inputs = (batch["image"], batch["box"], batch["label"])
     twin = copy.deepcopy(eager)

@@ -1,20 +1,12 @@
 """Mechanism diagnostics on the synthetic dataset, which knows which pixels are a shared part.
 
-The paper's claim is that a head class's CAM learns the part it shares with rarer classes
-and so takes their pixels. Two figures test it directly:
+The paper's claim: a head class's CAM learns the part it shares with rarer classes and so takes
+their pixels. ``part_recall(counts, SHARED_PART)`` (does a class's prediction cover its shared
+part?) and ``lost_to_other_class`` / ``lost_to_head`` (which class took a class's pixels?) test it
+from one table over an image list, ``counts[g, part, p]``: pixels of ground-truth class g on part
+``part`` (0 none, 1 shared, 2 own; ``SegmentationPart/``) predicted as class p:
 
-- ``shared_part_recall``: per class, the share of its shared-part pixels that the prediction
-  gives to that class (for a head class: does its CAM cover the shared part?);
-- ``lost_to_other_class``: per class, the share of its ground-truth pixels predicted as
-  another foreground class, and which class took most (for a non-head: its head?).
-
-Both come from one integer table accumulated over an image list, ``counts[g, part, p]`` =
-pixels of ground-truth class g (0 background, 1..C) lying on part value ``part`` (0 none,
-1 shared part, 2 own part; ``SegmentationPart/``) predicted as class p:
-
-    groups = read_groups(dataset_root)
-    counts = accumulate_part_confusion(((pred, gt, read_part_mask(root, i)) for ...), C + 1)
-    shared_part_recall(counts); lost_to_other_class(counts); mechanism_summary(counts, groups)
+    mechanism_summary(accumulate_part_confusion(((pred, gt, read_part_mask(root, i)) ...), C + 1), groups)
 """
 from __future__ import annotations
 
@@ -126,16 +118,6 @@ def part_recall(counts: np.ndarray, part_value: int) -> np.ndarray:
     return ratio(np.diagonal(on_part[:, 1:]), on_part.sum(1))
 
 
-def shared_part_recall(counts: np.ndarray) -> np.ndarray:
-    """float64 (C,): recall of each class on its shared-part pixels."""
-    return part_recall(counts, SHARED_PART)
-
-
-def own_part_recall(counts: np.ndarray) -> np.ndarray:
-    """float64 (C,): recall of each class on its own-part pixels."""
-    return part_recall(counts, OWN_PART)
-
-
 def lost_to_other_class(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per class, (share of GT pixels predicted as another foreground class, the top taker).
 
@@ -173,7 +155,7 @@ def mechanism_summary(counts: np.ndarray, groups: Groups) -> dict:
     if counts.shape != (c + 1, NUM_PART_VALUES, c + 1):
         raise SfcError(f"counts have shape {counts.shape}, expected {(c + 1, NUM_PART_VALUES, c + 1)} "
                        f"for {c} classes", fix="accumulate with num_classes = len(class_names) + 1")
-    shared, own = shared_part_recall(counts), own_part_recall(counts)
+    shared, own = part_recall(counts, SHARED_PART), part_recall(counts, OWN_PART)
     lost, taker = lost_to_other_class(counts)
     to_head = lost_to_head(counts, groups)
     shared_to_head = lost_to_head(counts, groups, SHARED_PART)

@@ -14,7 +14,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from sfc_core.config import Config, parse_overrides, read_config_file
+from sfc_core.config import Config, read_changes
 
 # The resolution of the figures a notebook displays (its outputs; the PNGs written to the
 # figures folder keep plots.save_figure's). run_all.sh sets it so the executed copies stay small.
@@ -25,19 +25,14 @@ REWRITTEN = re.compile(r"[^\n]*\r(?=[^\n])")   # a line's text up to a carriage 
 
 def setup(preset: str, data_root: str, run_root: str, figures_dir: str, smoke: bool,
           config_file: str = "", overrides: Sequence[str] = ()) -> tuple[Config, Path, Path]:
-    """(config, run root, figures folder) of a notebook's parameters, printed in one line.
-
-    Opened in Jupyter the notebook's working directory is ``notebooks/``: it moves to the
-    repository root so the default paths (``runs/``, ``figures/``, ``data/``) mean the same as
-    under run_all.sh. ``smoke`` picks the tiny ``synthetic-smoke`` preset; ``config_file`` (the
-    CLI's ``--config``: its fields on top of the preset) and ``overrides`` (``--set`` items,
-    "SECTION.FIELD=VALUE") change it as on the command line; ``data_root``, when given,
-    replaces the dataset root.
-    """
+    """(config, run root, figures folder) of a notebook's parameters, printed in one line. From
+    ``notebooks/`` (Jupyter) it moves to the repository root, where run_all.sh runs. ``smoke``:
+    the ``synthetic-smoke`` preset; ``config_file`` and ``overrides`` are the CLI's ``--config``
+    and ``--set``; ``data_root``, when given, replaces the dataset root."""
     if Path.cwd().name == "notebooks":
         os.chdir("..")
     _inline_figures(os.environ.get(FIGURE_DPI_ENV))
-    changes = {**(read_config_file(config_file)[1] if config_file else {}), **parse_overrides(list(overrides))}
+    changes = read_changes(config_file, list(overrides))[1]
     cfg = Config.from_preset("synthetic-smoke" if smoke else preset,
                              {**changes, **({"data.root": data_root} if data_root else {})})
     changed = f"; changed: {', '.join(sorted(changes))}" if changes else ""
@@ -47,11 +42,9 @@ def setup(preset: str, data_root: str, run_root: str, figures_dir: str, smoke: b
 
 
 def failure_message(executed: str | Path, log: str | Path) -> str:
-    """What stopped a notebook under run_all.sh, in one message: the kit's (problem, file, fix)
-    as the CLI prints it, from the first cell that raised in the ``executed`` copy, without the
-    tracebacks papermill and the notebook hold; another exception as its type and message;
-    where no cell raised (papermill stopped before a cell ran, or the kernel died), the last
-    line of papermill's ``log``."""
+    """What stopped a notebook under run_all.sh, in one message without tracebacks: the first
+    error of the ``executed`` copy (an SfcError as the CLI prints it), else the last line of
+    papermill's ``log`` (no cell raised: papermill stopped before one ran, or the kernel died)."""
     try:
         cells = json.loads(Path(executed).read_text()).get("cells", [])
     except (OSError, ValueError):
@@ -100,11 +93,10 @@ def source_link(name: str) -> str:
 
 def publish_executed(executed: str | Path, out: str | Path, names: list[str],
                      root: str | Path = ".") -> list[tuple[Path, int]]:
-    """Copy the executed notebooks ``executed/NAME.ipynb`` (NAME in ``names``) to ``out``, the
-    first cell's ``copy_link`` replaced by ``source_link``, stream outputs coalesced
-    (``coalesce_streams``) and every path under the repository ``root`` written relative to it (run_all.sh passes absolute paths: a copy must not name the
-    machine it ran on); returns (copy, bytes) of each.
-    Every notebook must be there (run_all.sh calls this after all of them ran)."""
+    """Copy the executed notebooks ``executed/NAME.ipynb`` (NAME in ``names``, all there) to
+    ``out``, the first cell's ``copy_link`` replaced by ``source_link``, stream outputs coalesced
+    (``coalesce_streams``) and every path under the repository ``root`` written relative to it (a
+    copy must not name the machine it ran on); returns (copy, bytes) of each."""
     prefix = f"{Path(root).resolve()}/"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
