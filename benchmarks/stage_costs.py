@@ -26,6 +26,8 @@ def stage_kind(stage: str) -> str:
 def summed(rows: list[dict]) -> list[dict]:
     """One record per (run, stage), in the order they first ran, with the wall and CPU seconds
     of all its records added up."""
+    if not rows:
+        return []
     frame = pd.DataFrame(rows)
     how = {c: "sum" if c in ("wall_s", "cpu_s") else "first" for c in frame.columns if c not in ("run", "stage")}
     return frame.groupby(["run", "stage"], sort=False, as_index=False).agg(how).to_dict("records")
