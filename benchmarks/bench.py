@@ -66,9 +66,9 @@ from benchmarks import feed
 from benchmarks.reference_step import ReferenceBank, reference_losses, reference_network, reference_valid_mask
 from sfc_core import engine
 from sfc_core.config import Config
+from sfc_core.data.dataset import VOC_CLASSES
 from sfc_core.data.stats import bank_extra, default_second_counts, distribution_coefficients
 from sfc_core.data.transforms import random_crop_box
-from sfc_core.data.voc import VOC_CLASSES
 from sfc_core.errors import SfcError
 from sfc_core.model.sfc_net import SfcNet, build_model
 

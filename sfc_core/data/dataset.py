@@ -1,12 +1,9 @@
-"""Datasets in the PASCAL VOC layout (docs/reference.md 1.1-1.4).
+"""Datasets in the PASCAL VOC layout (docs/reference.md 1.1-1.4), the kit's generic dataset.
 
-    root/
-      JPEGImages/<id>.jpg
-      SegmentationClassAug/<id>.png  (else SegmentationClass/): palette PNG, 0 background,
-                                     1..C classes, 255 ignore
-      ImageSets/Segmentation/<list>.txt   one id per line, or "/JPEGImages/<id>.jpg /Seg.../<id>.png"
-      class_names.txt                optional: foreground names in label order (else VOC's 20)
-      cls_labels.json                optional: {"<id>": [0-based class indices]} (else from masks)
+    root/JPEGImages/<id>.jpg
+         SegmentationClassAug/<id>.png (else SegmentationClass/): palette, 0 bg, 1..C, 255 ignore
+         ImageSets/Segmentation/<list>.txt   one id per line, or "/JPEGImages/<id>.jpg /Seg.../<id>.png"
+         class_names.txt (optional, else VOC's 20), cls_labels.json (optional, else from masks)
 
 `SegmentationDataset` reads one tree; `TrainDataset` and `MultiScaleDataset` are the
 training and inference views over one of its lists.
@@ -57,9 +54,11 @@ class SegmentationDataset:
         expected = [image_dir, list_dir] + ([mask_dir] if mask_dir else [])
         missing = [name for name in expected if not (self.root / name).is_dir()]
         if missing:
+            below = sorted(p.parent for p in self.root.glob(f"*/{image_dir}"))
             raise SfcError(f"dataset root lacks the folder(s) {', '.join(missing)}", path=self.root,
-                           fix="point data.root at the folder that holds JPEGImages/ and ImageSets/ "
-                               "(for VOC: VOCdevkit/VOC2012)")
+                           fix=f"point data.root (--data-root) at {below[0]}, the dataset one level below" if below
+                           else "point data.root at the folder that holds JPEGImages/ and ImageSets/ "
+                                "(for VOC: VOCdevkit/VOC2012)")
         self.image_dir = self.root / image_dir
         self.list_dir = self.root / list_dir
         self.image_ext = image_ext
