@@ -348,3 +348,12 @@ def test_a_mask_worker_killed_is_one_error_naming_the_rerun(downloads, tmp_path,
         else:
             prepare_coco(make_coco_download(tmp_path / "coco"), tmp_path / "out", processes=2)
     assert caught.value.fix.startswith("run the same command again (finished masks are kept)")
+
+
+def test_prepare_and_prepare_coco_do_not_import_each_other():
+    """What both write lives in data/layout.py, which both import (issue 30: no import cycles)."""
+    from test_layers import MODULES, imported_modules
+
+    voc, coco = "sfc_core.data.prepare", "sfc_core.data.prepare_coco"
+    assert coco in imported_modules(voc, MODULES[voc])          # the verb dispatches to it
+    assert voc not in imported_modules(coco, MODULES[coco])
