@@ -17,7 +17,7 @@ from sfc_core import engine
 from sfc_core.config import Config
 from sfc_core.data.stats import bank_extra, default_second_counts
 from sfc_core.data.transforms import random_crop_box
-from sfc_core.data.voc import VOC_CLASSES
+from sfc_core.data.dataset import VOC_CLASSES
 from sfc_core.errors import SfcError
 from sfc_core.model.sfc_net import build_model
 

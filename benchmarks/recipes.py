@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
                                                     *(["baseline-control"] if args.control else [])])
     costs: list[dict] = []
     wall, cpu = time.perf_counter(), cpu_seconds()
-    datasets = {seed: open_dataset(seeded(cfg, {}, seed).data) for seed in args.seeds}   # before the runs
+    datasets = {seed: open_dataset(seeded(cfg, {}, seed).data, generate=True) for seed in args.seeds}   # before the runs
     costs.append({"stage": "datasets", "runs": len(args.seeds), "wall_s": time.perf_counter() - wall,
                   "cpu_s": cpu_seconds() - cpu})
     wall, cpu = time.perf_counter(), cpu_seconds()

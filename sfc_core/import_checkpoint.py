@@ -189,6 +189,6 @@ def preset_class_names(cfg: Config) -> list[str]:
         from sfc_core.data.coco import COCO_CLASSES
 
         return list(COCO_CLASSES)
-    from sfc_core.data.voc import VOC_CLASSES
+    from sfc_core.data.dataset import VOC_CLASSES
 
     return list(VOC_CLASSES)

@@ -164,7 +164,7 @@ def train(cfg: Config, out: str | Path, resume: bool = False, stop_after: int | 
     interruption (the last periodic checkpoint is what a resume starts from).
     Returns a summary: steps, seconds, images_per_second, best validation, checkpoint paths.
     """
-    cfg = resolve_backbone_weights(cfg)       # "pretrain" -> the pretrained file (made once)
+    cfg = resolve_backbone_weights(cfg)       # "pretrain" -> the pretrained file (never trained here)
     dist = engine.setup_distributed()
     try:
         return _train(cfg, RunDir(out), resume, stop_after, dist)

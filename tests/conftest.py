@@ -20,14 +20,16 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 def smoke_config(tmp_path_factory):
     """The `synthetic-smoke` preset with its dataset generated under a session temp dir."""
     from sfc_core.config import Config
+    from sfc_core.data import open_dataset
 
-    root = tmp_path_factory.mktemp("synthetic")
-    return Config.from_preset("synthetic-smoke", {"data.root": str(root)})
+    cfg = Config.from_preset("synthetic-smoke", {"data.root": str(tmp_path_factory.mktemp("synthetic"))})
+    open_dataset(cfg.data, generate=True)        # outside the preset's own root, stages only read it
+    return cfg
 
 
 @pytest.fixture(scope="session")
 def smoke_dataset(smoke_config):
-    """The smoke dataset, opened through the VOC loader (generated on first use)."""
+    """The smoke dataset, opened through the VOC loader."""
     from sfc_core.data import open_dataset
 
     return open_dataset(smoke_config.data)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sfc_core.data.voc import VOC_CLASSES
+from sfc_core.data.dataset import VOC_CLASSES
 from tests.fixtures import fixture_image, fixture_mask, voc_annotation_xml
 
 H, W = 24, 32

@@ -1,6 +1,9 @@
 """The data layer on tiny VOC- and COCO-layout trees written by tests/fixtures.py."""
 from __future__ import annotations
 
+import copy
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -20,10 +23,11 @@ from fixtures import (
 )
 from PIL import Image
 
-from sfc_core.config import DataConfig
+from sfc_core.config import Config, DataConfig
 from sfc_core.data import MultiScaleDataset, SegmentationDataset, TrainDataset, open_dataset
+from sfc_core.data.dataset import VOC_CLASSES
 from sfc_core.data.transforms import augment, device_views, normalize_crops, valid_mask_from_boxes
-from sfc_core.data.voc import VOC_CLASSES
+from sfc_core.errors import SfcError
 
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])
@@ -93,6 +97,59 @@ def test_open_dataset_voc_and_coco(tmp_path):
     assert voc.class_names == FIXTURE_CLASSES
     coco = open_dataset(DataConfig(dataset="coco", root=str(write_coco_tree(tmp_path / "coco"))))
     assert coco.num_classes == 80
+
+
+def test_a_voc_root_one_level_above_the_dataset_names_the_folder_below(tmp_path):
+    write_voc_tree(tmp_path / "VOCdevkit" / "VOC2012")
+    with pytest.raises(SfcError, match="lacks the folder") as caught:
+        open_dataset(DataConfig(dataset="voc", root=str(tmp_path / "VOCdevkit")))
+    assert caught.value.fix == f"point data.root (--data-root) at {tmp_path / 'VOCdevkit' / 'VOC2012'}, the dataset one level below"
+
+
+# -- synthetic: a dataset folder is read as it is; generated only at the preset's root or when asked --
+def _changed(cfg: Config, overrides: dict) -> Config:
+    return copy.deepcopy(cfg).override(overrides)
+
+
+def _files(root: Path) -> list[Path]:
+    return sorted(root.rglob("*"))
+
+
+def test_a_synthetic_dataset_folder_is_read_as_it_is(smoke_config, tmp_path):
+    folder = Path(smoke_config.data.root) / "smoke-seed0"
+    before = _files(folder)
+    for generate in (False, True):
+        data = _changed(smoke_config, {"data.root": str(folder)}).data
+        assert open_dataset(data, generate).root == folder
+    assert _files(folder) == before                        # no dataset generated inside it
+    control = _changed(smoke_config, {"data.root": str(folder), "data.shared_parts": False}).data
+    with pytest.raises(SfcError, match="generated with shared_parts=True") as caught:
+        open_dataset(control)
+    assert str(folder.parent) in caught.value.fix
+
+
+def test_a_root_without_the_dataset_is_one_error_naming_the_synth_command(smoke_config, tmp_path):
+    mistyped = _changed(smoke_config, {"data.root": str(tmp_path / "typo")}).data
+    with pytest.raises(SfcError, match="no synthetic dataset smoke-seed0") as caught:
+        open_dataset(mistyped)
+    assert caught.value.fix == f"make it with: python -m sfc_core synth --size smoke --seed 0 --out {tmp_path / 'typo'}"
+    assert not (tmp_path / "typo").exists()
+    other_seed = _changed(smoke_config, {"data.synthetic_seed": 1, "data.shared_parts": False}).data
+    with pytest.raises(SfcError, match="smoke-seed1-control") as caught:
+        open_dataset(other_seed)
+    assert "--seed 1 --control" in caught.value.fix and str(Path(smoke_config.data.root) / "smoke-seed0") in caught.value.fix
+    assert not (Path(smoke_config.data.root) / "smoke-seed1-control").exists()
+
+
+def test_synthetic_data_is_generated_at_the_presets_root_or_when_asked(smoke_config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    at_preset_root = Config.from_preset("synthetic-smoke").data
+    assert at_preset_root.root == "data/synthetic"
+    assert open_dataset(at_preset_root).root == Path("data/synthetic/smoke-seed0")
+    asked = _changed(smoke_config, {"data.root": str(tmp_path / "asked")}).data
+    assert open_dataset(asked, generate=True).root == tmp_path / "asked" / "smoke-seed0"
+    assert _files(tmp_path / "asked" / "smoke-seed0") == [tmp_path / "asked" / p.relative_to("data/synthetic")
+                                                          for p in _files(Path("data/synthetic/smoke-seed0"))]
 
 
 # -- COCO -----------------------------------------------------------------------------------

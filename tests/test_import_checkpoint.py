@@ -8,7 +8,7 @@ import torch
 
 from sfc_core.cli import main
 from sfc_core.config import Config, ModelConfig
-from sfc_core.data.voc import VOC_CLASSES
+from sfc_core.data.dataset import VOC_CLASSES
 from sfc_core.import_checkpoint import FORMATS, import_checkpoint, kit_key
 from sfc_core.model.sfc_net import build_model
 from tests.fixtures import trained_model

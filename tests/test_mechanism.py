@@ -98,8 +98,8 @@ def test_bad_inputs_raise_sfc_errors(pred, gt, part):
 
 
 def test_on_a_generated_dataset(tmp_path):
+    from sfc_core.data.dataset import SegmentationDataset
     from sfc_core.data.synthetic import class_table, generate
-    from sfc_core.data.voc import SegmentationDataset
 
     root = generate(tmp_path, size="smoke", seed=0)
     groups = read_groups(root)

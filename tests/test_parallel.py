@@ -1,5 +1,6 @@
-"""run_side_by_side: results in job order, chained steps in order, errors raised in the caller,
-one thread per process."""
+"""sfc_core.pool (a killed worker ends the call in one SfcError, never a hang) and
+run_side_by_side on it: results in job order, chained steps in order, errors raised in the
+caller, one thread per process."""
 from __future__ import annotations
 
 import os
@@ -16,6 +17,10 @@ import torch
 from sfc_core.errors import SfcError
 from sfc_core.io import pid_alive
 from sfc_core.orchestration.parallel import run_side_by_side
+from sfc_core.pool import pool_map, process_pool
+
+TWO_CORES = pytest.mark.skipif((os.cpu_count() or 1) < 2 or torch.cuda.is_available(),
+                               reason="side by side only on a CPU machine with 2+ cores")
 
 
 def _threads_and_pid(tag: str) -> tuple[str, int, int]:
@@ -34,8 +39,7 @@ def _fail(message: str) -> None:
     raise SfcError(message, fix="none")
 
 
-@pytest.mark.skipif((os.cpu_count() or 1) < 2 or torch.cuda.is_available(),
-                    reason="side by side only on a CPU machine with 2+ cores")
+@TWO_CORES
 def test_calls_run_in_other_processes_in_order_with_their_share_of_threads():
     results = run_side_by_side([partial(_threads_and_pid, tag) for tag in "abc"], processes=2)
     assert [tag for tag, _, _ in results] == ["a", "b", "c"]
@@ -104,8 +108,7 @@ def _gone_within(pids: list[int], seconds: float) -> bool:
     return False
 
 
-@pytest.mark.skipif((os.cpu_count() or 1) < 2 or torch.cuda.is_available(),
-                    reason="side by side only on a CPU machine with 2+ cores")
+@TWO_CORES
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGINT])
 def test_workers_end_when_their_parent_is_killed_or_interrupted(tmp_path, stop):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent),
@@ -119,6 +122,48 @@ def test_workers_end_when_their_parent_is_killed_or_interrupted(tmp_path, stop):
     finally:
         parent.kill()
         parent.wait()
+
+
+def _die_on(doomed: str, item: str) -> str:
+    """A task whose worker is SIGKILLed (as the OOM killer or kill -9 would) at ``doomed``."""
+    if item == doomed:
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.05)
+    return item
+
+
+def _wait_here(folder: str) -> None:
+    (Path(folder) / f"{os.getpid()}.pid").write_text("")
+    time.sleep(600)
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_killed_mid_map_ends_the_call_in_one_error(tmp_path):
+    assert pool_map(partial(_die_on, "none"), list("abcd"), 2, "test", fix="x") == list("abcd")
+    with pytest.raises(SfcError, match="a worker process died") as caught:
+        pool_map(partial(_die_on, "c"), list("abcdefgh"), 2, "test", fix="run it again", path=tmp_path)
+    assert (caught.value.fix, caught.value.path) == ("run it again", tmp_path)
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_killed_from_outside_mid_job_ends_the_pool_promptly(tmp_path):
+    started = time.monotonic()
+    with pytest.raises(SfcError, match="a worker process died"):
+        with process_pool(2, fix="again") as pool:
+            futures = [pool.submit(_wait_here, str(tmp_path)) for _ in range(2)]
+            while not list(tmp_path.glob("*.pid")):
+                time.sleep(0.05)
+            os.kill(int(next(tmp_path.glob("*.pid")).stem), signal.SIGKILL)
+            [future.result() for future in futures]
+    assert time.monotonic() - started < 30
+
+
+@TWO_CORES
+@pytest.mark.timeout(60)
+def test_a_side_by_side_step_killed_is_one_error_naming_the_rerun():
+    with pytest.raises(SfcError, match="a worker process died") as caught:
+        run_side_by_side([partial(_die_on, "a", "a"), partial(_die_on, "a", "b")], processes=2)
+    assert "run the same call again" in caught.value.fix
 
 
 def test_prepare_runs_of_evaluated_runs_stays_in_this_process(trained_run, smoke_config, tmp_path, monkeypatch):

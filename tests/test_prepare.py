@@ -3,15 +3,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from sfc_core.cli import main
+from sfc_core.data.dataset import VOC_CLASSES, SegmentationDataset
 from sfc_core.data.prepare import check_disjoint, prepare_voc, read_sbd_mask, trainaug_ids
 from sfc_core.data.prepare_coco import annotation_mask, class_mask, prepare_coco
-from sfc_core.data.voc import VOC_CLASSES, SegmentationDataset
 from sfc_core.errors import SfcError
 from tests.download_fixtures import (
     SBD_SEG,
@@ -324,3 +326,34 @@ def test_prepare_checks_what_it_wrote_and_names_a_bad_image(downloads, tmp_path,
     captured = capsys.readouterr()
     assert rc == 2 and captured.err.count("error:") == 1 and "1 problem(s)" in captured.err
     assert image.name in captured.out and "Traceback" not in captured.err
+
+
+def _killed_worker(job: tuple) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("dataset", ["voc", "coco"])
+def test_a_mask_worker_killed_is_one_error_naming_the_rerun(downloads, tmp_path, monkeypatch, dataset):
+    """prepare's masks go through sfc_core.pool: a killed worker ends prepare promptly."""
+    from sfc_core import pool
+    from sfc_core.data import prepare
+    from sfc_core.data import prepare_coco as coco
+
+    for module in (prepare, coco):
+        monkeypatch.setattr(module, "pool_map", lambda task, *args, **kwargs: pool.pool_map(_killed_worker, *args, **kwargs))
+    with pytest.raises(SfcError, match="a worker process died") as caught:
+        if dataset == "voc":
+            prepare_voc(*downloads, tmp_path / "out", processes=2)
+        else:
+            prepare_coco(make_coco_download(tmp_path / "coco"), tmp_path / "out", processes=2)
+    assert caught.value.fix.startswith("run the same command again (finished masks are kept)")
+
+
+def test_prepare_and_prepare_coco_do_not_import_each_other():
+    """What both write lives in data/layout.py, which both import (issue 30: no import cycles)."""
+    from test_layers import MODULES, imported_modules
+
+    voc, coco = "sfc_core.data.prepare", "sfc_core.data.prepare_coco"
+    assert coco in imported_modules(voc, MODULES[voc])          # the verb dispatches to it
+    assert voc not in imported_modules(coco, MODULES[coco])

@@ -123,6 +123,11 @@ def test_the_shipped_file_is_the_default_recipes_and_loads():
 
 def test_named_weights_resolve_to_the_pretrained_file(tmp_path):
     cfg = Config.from_preset("synthetic-paper", {"data.root": str(tmp_path)})
+    with pytest.raises(SfcError, match="holds no pretrained tiny backbone") as caught:
+        resolve_backbone_weights(cfg, TINY, QUICK)        # train never pretrains on the side
+    assert caught.value.fix.endswith(f"python -m sfc_core pretrain --out {tmp_path / 'pretrain'} --backbone tiny")
+    assert not (tmp_path / "pretrain").exists()
+    pretrain(tmp_path / "pretrain", TINY, QUICK, progress=False)
     resolved = resolve_backbone_weights(cfg, TINY, QUICK)
     assert resolved.model.backbone_weights == resolved.refine.irn_backbone_weights
     assert resolved.model.backbone_weights.startswith(str(tmp_path / "pretrain"))

@@ -1,5 +1,7 @@
 """IRN's affinity targets, loss and boundary network; the refine stage end to end on the smoke run."""
 import itertools
+import os
+import signal
 
 import numpy as np
 import pytest
@@ -215,3 +217,19 @@ def test_irn_training_resumes_to_the_weights_of_an_uninterrupted_run(cam_run, sm
         assert torch.equal(value, resumed["model"][key]), key
     steps = [json.loads(line)["step"] for line in killed.irn_metrics_jsonl.read_text().splitlines()]
     assert steps == list(range(2, 21, 2))                     # irn_log_every=2, step 12's lines once
+
+
+def _killed_worker(image_id: str) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.timeout(60)
+def test_a_crf_worker_killed_is_one_error_naming_the_rerun(tmp_path, monkeypatch):
+    """refine's CRF goes through sfc_core.pool: a killed worker ends the stage promptly."""
+    from sfc_core import pool, refine
+
+    monkeypatch.setattr(refine, "pool_map", lambda task, *args, **kwargs: pool.pool_map(_killed_worker, *args, **kwargs))
+    cfg = Config.from_preset("synthetic-smoke", {"runtime.num_workers": 2})
+    with pytest.raises(SfcError, match="a worker process died") as caught:
+        refine.write_confident_labels(None, cfg, None, ["a", "b", "c"], tmp_path)
+    assert caught.value.path == tmp_path and "lower runtime.num_workers (now 2)" in caught.value.fix

@@ -10,6 +10,7 @@ from fixtures import FIXTURE_CLASSES, write_voc_tree
 from sfc_core.cli import main
 from sfc_core.config import Config
 from sfc_core.data import SegmentationDataset
+from sfc_core.data.dataset import VOC_CLASSES
 from sfc_core.data.stats import (
     VOC_REFERENCE_EXTRA,
     VOC_REFERENCE_SECOND_COUNTS,
@@ -20,7 +21,6 @@ from sfc_core.data.stats import (
     default_second_counts,
     distribution_coefficients,
 )
-from sfc_core.data.voc import VOC_CLASSES
 
 # VOC trainaug's images per class and the reference's weights, in descending image count (docs/reference.md 3.4).
 VOC_BY_FREQUENCY = ["person", "chair", "dog", "car", "cat", "bottle", "bird", "sofa", "diningtable",

@@ -109,7 +109,7 @@ def test_layout_lists_labels_and_masks_agree(smoke):
 
 
 def test_the_kits_voc_loader_reads_it(smoke):
-    from sfc_core.data.voc import SegmentationDataset
+    from sfc_core.data.dataset import SegmentationDataset
 
     dataset = SegmentationDataset(smoke)
     assert dataset.class_names == CLASS_NAMES

@@ -1,16 +1,12 @@
 """Decode every image and mask of a dataset's lists and report every problem.
 
-    python -m sfc_core check --preset voc --data-root VOC2012          # the preset's three lists
+    problems = check_dataset(dataset, ["train_aug", "val"])   # [] when the dataset is sound
     python -m sfc_core check --preset voc --data-root VOC2012 --lists train_aug,val
 
-    problems = check_dataset(dataset, ["train_aug", "val"])   # [] when the dataset is sound
-
-Training and evaluation stop at the first bad file, minutes in; this decodes every file up
-front, in threads (Pillow decodes outside the GIL), and lists every problem (lists naming missing
-or repeated images; images that do not decode; masks missing, not palette/grayscale PNGs, of
-another size than their image or with unknown class indices; ids without a label entry), each
-the error the stage reading that file would have stopped with. The ``check`` verb
-(data/commands.py) prints them; ``prepare`` runs it on what it wrote.
+Each problem (a list naming missing or repeated images; an image that does not decode; a mask
+missing, not a palette/grayscale PNG, of another size or with unknown classes; an id without
+a label) is the error the stage reading that file would stop with, minutes in. Files are
+decoded in threads (Pillow decodes outside the GIL); ``prepare`` runs it on what it wrote.
 """
 from __future__ import annotations
 
@@ -20,7 +16,7 @@ from dataclasses import dataclass
 
 from tqdm import tqdm
 
-from sfc_core.data.voc import SegmentationDataset
+from sfc_core.data.dataset import SegmentationDataset
 from sfc_core.errors import SfcError
 
 

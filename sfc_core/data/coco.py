@@ -1,25 +1,19 @@
 """MS COCO 2014 in the layout WSSS code commonly shares (docs/reference.md 1.5).
 
-    root/
-      JPEGImages/train2014/<id>.jpg, JPEGImages/val2014/<id>.jpg
-      SegmentationClass/train2014/<id>.png, .../val2014/<id>.png   0 background, 1..80 in
-                          COCO category order with the unused ids removed, 255 ignore
-      ImageSets/train.txt, ImageSets/val.txt      one id per line (COCO_train2014_000000000009)
-      cls_labels.json     optional, as for VOC; else labels come from the masks
+    root/JPEGImages/{train2014,val2014}/<id>.jpg, SegmentationClass/{train2014,val2014}/<id>.png
+      (0 background, 1..80 in COCO category order with unused ids removed, 255 ignore),
+      ImageSets/{train,val}.txt (or the reference's train_coco.txt / val_coco.txt),
+      cls_labels.json (optional, as for VOC)
 
-The lists may also use the reference's names, `train_coco.txt` / `val_coco.txt`: the list
-`train` is read from `ImageSets/train.txt` if it exists, else `ImageSets/train_coco.txt`.
-The image and mask sub-folder is the split named inside the id, so val ids read from
-`val2014/` (the reference reads every id from `train2014/`, which breaks on val). With
-``mask_layout="flat"`` (``--set data.coco_mask_layout=flat``) the masks are read from one
-folder, `SegmentationClass/<id>.png`, the layout of the COCO mask release WSSS code commonly
-shares. `python -m sfc_core prepare coco` writes this layout from COCO's own downloads.
+An id's image and mask sub-folder is the split named in it (the reference reads every id from
+``train2014/``, which breaks on val); ``mask_layout="flat"`` reads ``SegmentationClass/<id>.png``,
+the layout of the mask release WSSS code shares. ``prepare coco`` writes this layout.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-from sfc_core.data.voc import SegmentationDataset
+from sfc_core.data.dataset import SegmentationDataset
 from sfc_core.errors import SfcError
 
 COCO_CLASSES = (

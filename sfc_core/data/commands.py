@@ -12,7 +12,7 @@ import argparse
 import json
 
 from sfc_core.cli import add_config_arguments, config_from_args
-from sfc_core.data import open_dataset
+from sfc_core.data import SYNTHETIC_ROOT, open_dataset
 from sfc_core.data.check import check_dataset, raise_on_problems
 from sfc_core.data.stats import dataset_stats
 from sfc_core.data.synthetic import SIZES, class_counts, generate
@@ -20,7 +20,7 @@ from sfc_core.data.synthetic import SIZES, class_counts, generate
 
 def synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="default", help="dataset size")
-    parser.add_argument("--out", default="data/synthetic", help="folder that holds the datasets")
+    parser.add_argument("--out", default=SYNTHETIC_ROOT, help="folder that holds the datasets")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--control", action="store_true",
                         help="the control set: no shared parts (every class its own large part)")

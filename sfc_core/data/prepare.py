@@ -1,38 +1,23 @@
 """From the official downloads to the kit's dataset layout (verb: ``prepare``; COCO: prepare_coco.py).
 
     python -m sfc_core prepare voc --voc VOCtrainval_11-May-2012.tar --sbd benchmark.tgz --out data/voc
-    python -m sfc_core prepare coco --coco COCO_ROOT --out data/coco
 
-VOC (``prepare_voc``) takes the VOC 2012 trainval tree (``VOCdevkit/VOC2012``, or the tar) and
-SBD's ``benchmark_RELEASE/dataset`` (or ``benchmark.tgz``) and writes, under ROOT:
-
-    JPEGImages/                      a link to VOC's images (ROOT may also be the VOC tree itself)
-    SegmentationClassAug/<id>.png    palette PNG: VOC 2012's own mask where it has one, else
-                                     SBD's cls/<id>.mat GTcls.Segmentation (0 bg, 1..20; VOC's
-                                     own masks keep their 255 borders)
-    ImageSets/Segmentation/train_aug.txt   (VOC train + SBD train + SBD val) minus VOC val
-    ImageSets/Segmentation/train.txt, val.txt   VOC's own lists
-    cls_labels.json                  {"<id>": [0-based classes]} of every listed image, from its
-                                     Annotations/<id>.xml as the reference's label file was made
-                                     (``xml_classes``), so the class counts are the reference's
-    prepare_manifest.json            counts per list and class, archive checksums, kit version,
-                                     every image whose XML classes differ from its mask's
-
-Every file is written atomically; a rerun keeps the masks already written (resume) and the
-manifest is written last. Archives are checked against their published MD5 (the one a user
-passes with ``--voc-md5`` / ``--sbd-md5`` replaces it) and extracted under ROOT/extracted/.
+VOC 2012 trainval (``VOCdevkit/VOC2012`` or the tar) and SBD (``benchmark_RELEASE/dataset`` or
+``benchmark.tgz``, checked against their published MD5) -> under ROOT: a JPEGImages/ link,
+SegmentationClassAug/ (VOC's own masks, else SBD's cls/*.mat), the lists train_aug (VOC train +
+SBD train + SBD val, minus VOC val), train and val, cls_labels.json from Annotations/<id>.xml (as
+the reference's label file was made) and prepare_manifest.json (counts, checksums, and the images
+whose XML classes differ from their mask's). Atomic writes; a rerun keeps the masks written.
 """
 from __future__ import annotations
 
 import argparse
 import hashlib
-import multiprocessing
 import os
 import posixpath
 import shutil
 import tarfile
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -40,20 +25,29 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from sfc_core.data.voc import VOC_CLASSES, read_list
+from sfc_core.config import Config
+from sfc_core.data import open_dataset
+from sfc_core.data.check import check_dataset, raise_on_problems
+from sfc_core.data.dataset import VOC_CLASSES, read_list
+from sfc_core.data.layout import (
+    commit_folder,
+    keep_or_write,
+    link_images,
+    read_index_png,
+    staging_path,
+    write_layout,
+)
+from sfc_core.data.prepare_coco import prepare_coco
 from sfc_core.errors import SfcError
-from sfc_core.io import atomic_write_json, atomic_write_text
-from sfc_core.masks import IGNORE, save_mask
+from sfc_core.pool import pool_map
 
-MANIFEST = "prepare_manifest.json"
-LABELS_JSON = "cls_labels.json"
 # The published MD5 of each official archive (the same values torchvision's VOC and SBD
 # datasets check), keyed by what the archive is.
 PUBLISHED_MD5 = {"voc": ("VOCtrainval_11-May-2012.tar", "6cd6e144f989b92b3379bac3b3de84fd"),
                  "sbd": ("benchmark.tgz", "82b4d87ceb2ed10f6038a1cba92111cb")}
 # What the official downloads give (docs/reference.md 1.1).
 VOC_EXPECTED = {"train_aug": 10582, "train": 1464, "val": 1449}
-COCO_EXPECTED = {"train": 82081, "val": 40137}
+RERUN = "run the same command again (finished masks are kept), or pass --processes 1"
 # What an archive must hold for the kit (members outside these are not extracted).
 ARCHIVE_PARTS = {"voc": ("JPEGImages/", "SegmentationClass/", "ImageSets/Segmentation/", "Annotations/"),
                  "sbd": ("dataset/cls/", "dataset/train.txt", "dataset/val.txt")}
@@ -207,18 +201,6 @@ def read_sbd_mask(path: str | Path) -> np.ndarray:
     return mask.astype(np.uint8)
 
 
-def read_index_png(path: str | Path) -> np.ndarray:
-    """uint8 (H, W) indices of a palette or grayscale PNG."""
-    try:
-        with Image.open(path) as image:
-            if image.mode not in ("P", "L"):
-                raise ValueError(f"PIL mode {image.mode}, not a palette or grayscale PNG")
-            return np.asarray(image)
-    except (OSError, ValueError, SyntaxError) as e:
-        raise SfcError(f"cannot read the mask ({e})", path=path,
-                       fix="re-extract the download (the file is corrupt)") from None
-
-
 def xml_classes(path: Path) -> list[int]:
     """Sorted 0-based VOC classes of an ``Annotations/<id>.xml``, as the reference's label file was
     made (IRN/PSA ``load_image_label_from_xml``): the text of every ``<name>`` element that is a
@@ -239,36 +221,23 @@ def label_differences(xml: dict[str, list[int]], masks: dict[str, list[int]]) ->
             for i in sorted(xml) if set(xml[i]) != set(masks[i])]
 
 
-def present_classes(mask: np.ndarray) -> list[int]:
-    """0-based foreground classes of a (H, W) mask (0 background and 255 ignore left out)."""
-    values = np.unique(mask)
-    return [int(v) - 1 for v in values if 0 < v < IGNORE]
-
-
 def _voc_mask_task(job: tuple[str, str, str, str]) -> tuple[str, list[int], str]:
     """Write one SegmentationClassAug mask (unless there) -> (id, classes, source)."""
     image_id, source, image_path, out_path = job
-    if os.path.exists(out_path):
-        return image_id, present_classes(read_index_png(out_path)), "kept"
-    sbd = source.endswith(".mat")
-    mask = read_sbd_mask(source) if sbd else read_index_png(source)
-    if sbd:
-        with Image.open(image_path) as image:
-            if mask.shape != (image.height, image.width):
-                raise SfcError(f"SBD mask is {mask.shape[1]}x{mask.shape[0]}, its image "
-                               f"{image.width}x{image.height}", path=source,
-                               fix="use SBD's cls/ masks with VOC 2012's JPEGImages")
-    save_mask(Path(out_path), mask)
-    return image_id, present_classes(mask), "sbd" if sbd else "voc"
+    return keep_or_write(image_id, out_path, lambda: _voc_mask(source, image_path))
 
 
-def run_jobs(task: Callable, jobs: list, processes: int, desc: str) -> list:
-    """``task`` over ``jobs`` with a progress bar, in ``processes`` spawned processes (1: here)."""
-    if processes <= 1 or len(jobs) < 2:
-        return [task(job) for job in tqdm(jobs, desc=desc, unit="img")]
-    with multiprocessing.get_context("spawn").Pool(min(processes, len(jobs))) as pool:
-        chunk = max(1, len(jobs) // (16 * processes))
-        return list(tqdm(pool.imap(task, jobs, chunksize=chunk), total=len(jobs), desc=desc, unit="img"))
+def _voc_mask(source: str, image_path: str) -> tuple[np.ndarray, str]:
+    """The mask of VOC's own PNG ("voc") or of SBD's .mat ("sbd", checked against its image)."""
+    if not source.endswith(".mat"):
+        return read_index_png(source), "voc"
+    mask = read_sbd_mask(source)
+    with Image.open(image_path) as image:
+        if mask.shape != (image.height, image.width):
+            raise SfcError(f"SBD mask is {mask.shape[1]}x{mask.shape[0]}, its image "
+                           f"{image.width}x{image.height}", path=source,
+                           fix="use SBD's cls/ masks with VOC 2012's JPEGImages")
+    return mask, "sbd"
 
 
 def _mask_sources(voc: Path, sbd: Path, ids: list[str]) -> list[tuple[str, str]]:
@@ -286,29 +255,6 @@ def _mask_sources(voc: Path, sbd: Path, ids: list[str]) -> list[tuple[str, str]]
                        f"{', '.join(no_image[:5])}", path=voc / "JPEGImages",
                        fix="use the complete VOC 2012 trainval download (17,125 images)")
     return sources
-
-
-def staging_path(final: Path) -> Path:
-    """Where a mask folder is written: ``final`` once a run completed it, else a hidden sibling (a
-    rerun resumes in it) that ``commit_folder`` renames to ``final`` when every mask is written."""
-    return final if final.is_dir() else final.with_name(f".{final.name}.partial")
-
-
-def commit_folder(work: Path, final: Path) -> None:
-    if work != final:
-        os.replace(work, final)
-
-
-def link_images(out: Path, images: Path, name: str = "JPEGImages") -> None:
-    """``out``/name -> ``images`` (nothing when ``out`` already has that folder)."""
-    target = out / name
-    if target.exists() or target.is_symlink():
-        if target.resolve() != images.resolve():
-            raise SfcError(f"{target} exists and is not the downloaded images folder", path=target,
-                           fix="choose a fresh --out, or remove that folder")
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.symlink_to(images.resolve(), target_is_directory=True)
 
 
 def prepare_voc(voc: str | Path, sbd: str | Path, out: str | Path, processes: int = 1,
@@ -333,7 +279,7 @@ def prepare_voc(voc: str | Path, sbd: str | Path, out: str | Path, processes: in
     masks = staging_path(out / "SegmentationClassAug")
     masks.mkdir(exist_ok=True)
     jobs = [(i, src, str(voc_root / "JPEGImages" / f"{i}.jpg"), str(masks / f"{i}.png")) for i, src in sources]
-    results = run_jobs(_voc_mask_task, jobs, processes, "SegmentationClassAug")
+    results = pool_map(_voc_mask_task, jobs, processes, "SegmentationClassAug", fix=RERUN, path=out)
     commit_folder(masks, out / "SegmentationClassAug")
     differences = label_differences(xml, {image_id: classes for image_id, classes, _ in results})
     inputs = {"voc": str(voc_root), "sbd": str(sbd_root),
@@ -345,50 +291,6 @@ def prepare_voc(voc: str | Path, sbd: str | Path, out: str | Path, processes: in
             f"(labels from the XML): manifest inputs.labels.differ_from_masks")
     return write_layout(out, "ImageSets/Segmentation", lists, [(i, xml[i], source) for i, _, source in results],
                         VOC_CLASSES, VOC_EXPECTED, inputs, [note] if differences else None)
-
-
-# -- lists, labels, manifest (both datasets) -----------------------------------------------------
-def write_layout(out: Path, list_dir: str, lists: dict[str, list[str]], results: list[tuple[str, list[int], str]],
-                 class_names: tuple[str, ...], expected: dict[str, int], inputs: dict,
-                 notes: list[str] | None = None) -> dict:
-    """Lists, the label file and the manifest (last); prints the summary. Returns the manifest."""
-    from sfc_core import __version__
-
-    labels = {image_id: classes for image_id, classes, _ in results}
-    for name, ids in lists.items():
-        atomic_write_text(out / list_dir / f"{name}.txt", "".join(f"{i}\n" for i in ids))
-    atomic_write_json(out / LABELS_JSON, {i: labels[i] for i in sorted(labels)})
-    counts = {name: len(ids) for name, ids in lists.items()}
-    tallies = {name: Counter(k for i in ids for k in labels[i]) for name, ids in lists.items()}
-    manifest = {
-        "kit_version": __version__, "inputs": inputs,
-        "mask_sources": dict(Counter(source for _, _, source in results)),
-        "counts": counts, "expected": expected,
-        "class_counts": {name: {c: tally[k] for k, c in enumerate(class_names)}
-                         for name, tally in tallies.items()},
-        "differences": [f"{name}: {counts.get(name, 0):,} images, the official downloads give {n:,} "
-                        f"({counts.get(name, 0) - n:+,})"
-                        for name, n in expected.items() if counts.get(name, 0) != n],
-        "notes": notes or [],
-    }
-    atomic_write_json(out / MANIFEST, manifest)
-    print(summary(manifest, out))
-    return manifest
-
-
-def summary(manifest: dict, out: Path) -> str:
-    lines = [f"prepared {out}"]
-    for name, count in manifest["counts"].items():
-        want = manifest["expected"].get(name)
-        note = "" if want is None else " (as the official downloads)" if count == want else f" (official: {want:,})"
-        lines.append(f"  {name:<10} {count:>7,} images{note}")
-    lines.append("  masks: " + ", ".join(f"{n:,} {source}" for source, n in sorted(manifest["mask_sources"].items())))
-    lines += [f"  note: {extra}" for extra in manifest["notes"]]
-    lines.append("  DIFFERS from the official downloads: " + "; ".join(manifest["differences"])
-                 if manifest["differences"] else
-                 "  every count matches the official downloads; train_aug and val do not overlap")
-    lines.append(f"  manifest: {out / MANIFEST}")
-    return "\n".join(lines)
 
 
 # -- the verb --------------------------------------------------------------------------------
@@ -410,10 +312,6 @@ def prepare_arguments(p: argparse.ArgumentParser) -> None:
 def check_prepared(kind: str, out: str | Path, manifest: dict) -> None:
     """Decode every image and mask of the lists just written (``data.check``), the way the
     stages will read them, so a bad download is named now rather than minutes into training."""
-    from sfc_core.config import Config
-    from sfc_core.data import open_dataset
-    from sfc_core.data.check import check_dataset, raise_on_problems
-
     dataset = open_dataset(Config.from_preset(kind, {"data.root": str(out)}).data)
     lists = list(manifest["counts"])
     raise_on_problems(check_dataset(dataset, lists), lists, out)
@@ -424,8 +322,6 @@ def prepare_command(args: argparse.Namespace) -> int:
     if args.dataset == "voc":
         manifest = prepare_voc(args.voc, args.sbd, args.out, args.processes, args.voc_md5, args.sbd_md5)
     else:
-        from sfc_core.data.prepare_coco import prepare_coco
-
         manifest = prepare_coco(args.coco, args.out, args.processes)
     check_prepared(args.dataset, args.out, manifest)
     return 0

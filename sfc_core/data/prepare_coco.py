@@ -1,23 +1,12 @@
 """COCO 2014 from its downloads to the kit's layout (``python -m sfc_core prepare coco``).
 
-Reads ``COCO/train2014/``, ``COCO/val2014/`` and ``COCO/annotations/instances_{train,val}2014.json``
-and writes, under ROOT, the layout ``data/coco.py`` reads:
-
-    JPEGImages/train2014, JPEGImages/val2014     links to the downloaded image folders
-    SegmentationClass/<split>/<id>.png           palette PNG: 0 background, 1..80 in the kit's
-                                                 class order (COCO category order, unused ids
-                                                 removed; categories matched by name), 255 crowd
-    ImageSets/train.txt, ImageSets/val.txt       the images with at least one non-crowd object
-    cls_labels.json, prepare_manifest.json       as for VOC
-
-Masks are decoded with pycocotools (``frPyObjects`` / ``merge`` / ``decode``, what
-``COCO.annToMask`` does) for polygons, uncompressed and compressed RLE alike.
-
-Overlap rule: an image's non-crowd instances are painted from the largest area to the
-smallest (ties in annotation order), so where two instances overlap the smaller one keeps the
-pixels: a cup on a dining table stays a cup. Crowd regions (``iscrowd=1``) become 255 only
-where no non-crowd instance lies. Images without a non-crowd instance have no image-level
-label: they are left out of the lists, counted in the summary and named in the manifest.
+Reads ``train2014/``, ``val2014/`` and ``annotations/instances_{train,val}2014.json``; writes the
+layout ``data/coco.py`` reads (image links, palette masks in the kit's class order matched by
+name, 255 crowd; lists, cls_labels.json, prepare_manifest.json). Masks are decoded with
+pycocotools (polygons and RLE, as ``COCO.annToMask``). Overlaps: non-crowd instances are painted
+largest first, so the smaller keeps the pixels (a cup on a dining table stays a cup); crowd
+regions are 255 where no instance lies. Images without a non-crowd instance have no label:
+they are left out of the lists and named in the manifest.
 """
 from __future__ import annotations
 
@@ -27,19 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from sfc_core.data.coco import COCO_CLASSES
-from sfc_core.data.prepare import (
-    COCO_EXPECTED,
-    commit_folder,
-    link_images,
-    present_classes,
-    read_index_png,
-    run_jobs,
-    staging_path,
-    write_layout,
-)
+from sfc_core.data.layout import commit_folder, keep_or_write, link_images, staging_path, write_layout
 from sfc_core.errors import SfcError
-from sfc_core.masks import IGNORE, save_mask
+from sfc_core.masks import IGNORE
+from sfc_core.pool import pool_map
 
+COCO_EXPECTED = {"train": 82081, "val": 40137}     # what the official downloads give
 SPLITS = ("train2014", "val2014")
 LIST_NAMES = {"train2014": "train", "val2014": "val"}
 
@@ -75,11 +57,7 @@ def class_mask(objects: list[tuple[int, int, float, list | dict]], height: int, 
 
 def _coco_mask_task(job: tuple) -> tuple[str, list[int], str]:
     image_id, height, width, objects, out_path = job
-    if Path(out_path).is_file():
-        return image_id, present_classes(read_index_png(out_path)), "kept"
-    mask = class_mask(objects, height, width)
-    save_mask(Path(out_path), mask)
-    return image_id, present_classes(mask), "annotations"
+    return keep_or_write(image_id, out_path, lambda: (class_mask(objects, height, width), "annotations"))
 
 
 def read_annotations(path: Path) -> dict:
@@ -150,8 +128,9 @@ def prepare_coco(coco: str | Path, out: str | Path, processes: int = 1) -> dict:
     for split in SPLITS:
         link_images(out, coco / split, f"JPEGImages/{split}")
         (masks / split).mkdir(parents=True, exist_ok=True)
-    results = run_jobs(_coco_mask_task, [job for jobs, _ in work.values() for job in jobs], processes,
-                       "COCO class masks")
+    results = pool_map(_coco_mask_task, [job for jobs, _ in work.values() for job in jobs], processes,
+                       "COCO class masks", path=out,
+                       fix="run the same command again (finished masks are kept), or pass --processes 1")
     commit_folder(masks, final)
     with_label = {image_id for image_id, classes, _ in results if classes}
     lists = {LIST_NAMES[split]: [job[0] for job in jobs if job[0] in with_label] for split, (jobs, _) in work.items()}

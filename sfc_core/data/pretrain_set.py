@@ -1,25 +1,13 @@
 """A single-label pretraining set for the synthetic world: the benchmark's "ImageNet".
 
-VOC's backbone starts from ImageNet weights; the synthetic benchmark's ``tiny`` backbone can
-start from this set instead. Each image shows one object on the benchmark's kind of
-background (muted gradient, low-contrast clutter, noise), drawn with the benchmark's own
-primitives (``synthetic.draw_part``, ``render_background``, ``add_noise``). A class is a
-(shape, texture, colour) triple; every (shape, texture) pair comes in ``colours_per_pair``
-colours, so a class is told apart by its form and by its colour.
+    images, labels = make_images(PretrainSpec(), "train")  # uint8 (N, 64, 64, 3), int64 (N,)
 
-Disjoint from the benchmark (``check_disjoint`` states it, the tests check it):
-- no class has the (shape, texture) pair of any benchmark part: shared parts, control-set
-  large parts and own parts (in any colour);
-- no class colour lies within ``MIN_COLOUR_DISTANCE`` (RGB, Euclidean) of a benchmark part's
-  colour;
-- different random streams: every key starts with ``STREAM`` and the default seed is 1000
-  (the benchmark's generator seeds are 0, 1, 2).
-
-    spec = PretrainSpec()                       # 40 pairs x 2 colours = 80 classes, 64 px
-    images, labels = make_images(spec, "train")  # uint8 (N, 64, 64, 3), int64 (N,)
-
-Images are generated in memory (about 10 s for the default 9,600); what is cached on disk is
-the backbone trained on them (``sfc_core/pretrain.py``).
+One object per image on the benchmark's kind of background, drawn with ``synthetic``'s
+primitives. A class is a (shape, texture, colour) triple, each (shape, texture) pair in
+``colours_per_pair`` colours. Disjoint from the benchmark (``check_disjoint``): no class has a
+benchmark part's (shape, texture) pair or a colour within ``MIN_COLOUR_DISTANCE`` of one, and
+the random streams differ (keys start with ``STREAM``; default seed 1000). Made in memory;
+the backbone trained on it is what is cached (``model/pretrained.py``).
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from sfc_core.config import Config
-from sfc_core.data.voc import VOC_CLASSES, SegmentationDataset
+from sfc_core.data.dataset import VOC_CLASSES, SegmentationDataset
 from sfc_core.errors import SfcError
 
 # The reference's b_k ("ben", docs/reference.md 3.4), reordered from its frequency order into

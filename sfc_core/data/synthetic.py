@@ -1,21 +1,13 @@
 """A synthetic long-tailed weakly-supervised segmentation dataset, written in the VOC layout.
 
-Objects are built of two parts: a large, high-contrast part whose appearance is *shared* by
-every class of a group (a head class and two or three rarer classes), and a smaller part of
-the class's own, missing in about 30% of objects. Rare classes mostly appear touching their
-group's head class. A classifier trained on image labels then learns the shared part as the
-head's cue, and its CAMs take the rare classes' pixels: the problem SFC addresses. The
-control set (``shared_parts=False``) is the same data with every class's large part given an
-appearance of its own. ``docs/synthetic.md`` explains the design and what it measured.
+Objects have a large part whose appearance every class of a group shares (a head class and two
+or three rarer ones, which mostly touch their head) and a small part of their own, often
+missing. A classifier on image labels learns the shared part as the head's cue and its CAMs
+take the rare classes' pixels: the problem SFC addresses. The control (``shared_parts=False``)
+gives every class's large part its own look. docs/synthetic.md explains the design.
 
-    path = generate("data/synthetic", size="default", seed=0)   # cached after the first call
-
-The tree (read back by ``sfc_core.data.voc``)::
-
-    JPEGImages/<id>.jpg            SegmentationClass/<id>.png  (palette; 0 bg, 1..C)
-    SegmentationPart/<id>.png      0 none, 1 large (shared) part, 2 own part
-    ImageSets/Segmentation/{train_aug,train,val}.txt
-    class_names.txt  cls_labels.json  groups.json  COMPLETE.json (parameters; written last)
+    path = generate("data/synthetic", size="default", seed=0)   # JPEGImages/, SegmentationClass/,
+    # SegmentationPart/ (1 large, 2 own part), lists, class_names.txt, cls_labels.json, COMPLETE.json
 """
 from __future__ import annotations
 
@@ -448,6 +440,33 @@ def _is_complete(path: Path, parameters: dict) -> bool:
         return False
 
 
+def _parameters(size: str, seed: int, shared_parts: bool, num_images: int | None) -> dict:
+    """What a generated dataset is made from (its ``COMPLETE.json``)."""
+    return {"version": GENERATOR_VERSION, "size": size, "seed": seed, "shared_parts": shared_parts,
+            **asdict(_spec(size, num_images)), "design": asdict(DESIGN)}
+
+
+def generated(root: str | Path, size: str = "default", seed: int = 0, shared_parts: bool = True,
+              num_images: int | None = None) -> Path | None:
+    """The complete dataset ``generate`` with these arguments made under ``root``, else None."""
+    path = Path(root) / dataset_name(size, seed, shared_parts, num_images)
+    return path if _is_complete(path, _parameters(size, seed, shared_parts, num_images)) else None
+
+
+def check_settings(path: Path, settings: dict) -> None:
+    """Refuse a generated dataset folder made with other ``settings`` (size, seed, shared_parts)."""
+    try:
+        made = json.loads((path / MARKER).read_text())
+    except (OSError, ValueError):
+        return                                   # not made by the generator: read as it is
+    differ = [key for key, value in settings.items() if made.get(key) != value]
+    if differ:
+        raise SfcError(f"the synthetic dataset was generated with {', '.join(f'{k}={made.get(k)}' for k in differ)}; "
+                       f"the configuration asks for {', '.join(f'{k}={settings[k]}' for k in differ)}", path=path / MARKER,
+                       fix=f"pass the folder that holds the datasets (--data-root {path.parent}), or set "
+                           "data.synthetic_size / synthetic_seed / shared_parts to the dataset's")
+
+
 def generate(root: str | Path, size: str = "default", seed: int = 0, shared_parts: bool = True,
              force: bool = False, num_images: int | None = None) -> Path:
     """Write (or reuse) a synthetic dataset; returns ``Path(root) / dataset_name(...)``.
@@ -456,9 +475,7 @@ def generate(root: str | Path, size: str = "default", seed: int = 0, shared_part
     Generation happens in a temporary sibling folder renamed at the end, so a killed run
     leaves nothing half-done; the same arguments always give byte-identical files.
     """
-    spec = _spec(size, num_images)
-    parameters = {"version": GENERATOR_VERSION, "size": size, "seed": seed, "shared_parts": shared_parts,
-                  **asdict(spec), "design": asdict(DESIGN)}
+    parameters = _parameters(size, seed, shared_parts, num_images)
     path = Path(root) / dataset_name(size, seed, shared_parts, num_images)
     if not force and _is_complete(path, parameters):
         return path
@@ -467,7 +484,7 @@ def generate(root: str | Path, size: str = "default", seed: int = 0, shared_part
     work = temporary_sibling(path)
     work.mkdir()                                 # mode from the umask, as the dataset's files
     try:
-        _write_dataset(work, spec, seed, shared_parts, parameters, progress=size != "smoke")
+        _write_dataset(work, _spec(size, num_images), seed, shared_parts, parameters, progress=size != "smoke")
         if path.exists():
             if not force and _is_complete(path, parameters):   # another process finished first
                 shutil.rmtree(work)

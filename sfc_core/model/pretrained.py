@@ -1,24 +1,13 @@
 """A small backbone pretrained on the synthetic pretraining set, once, cached by its parameters.
 
-    path = pretrain("data/synthetic/pretrain")           # verb: python -m sfc_core pretrain
-    cfg = resolve_backbone_weights(cfg)                  # "pretrain" -> that path (train calls it)
+    path = pretrain("data/synthetic/pretrain")   # the verb: python -m sfc_core pretrain
+    cfg = resolve_backbone_weights(cfg)          # model.backbone_weights="pretrain" -> that file
 
-The backbone (``tiny``) with global average pooling and a linear layer learns the
-single-label classes of ``data/pretrain_set.py`` by cross-entropy (AdamW, one-cycle, random
-horizontal flips), from scratch. The weights file, ``<out>/<backbone>-<key>.pth``, holds
-the backbone's state dict only (the keys ``Backbone`` loads); ``key`` is a hash of the set's
-parameters and the recipe, so a second call with the same ones returns at once, and a
-changed parameter trains a new file. ``<backbone>-<key>.json`` (written after the weights,
-so it marks a complete file) records the parameters, the held-out top-1 accuracy and the time.
-
-The kit ships the default file (``SHIPPED``, made by ``python -m sfc_core pretrain --out
-sfc_core/model/weights --force``): a cache miss whose file is shipped copies it instead of
-training (~100 s of CPU saved, and the same weights on every machine: CPU kernels and thread
-counts change a training's last bits). ``--force`` trains anyway.
-
-``model.backbone_weights = "pretrain"`` names this file: the train stage calls
-``resolve_backbone_weights`` first, which pretrains (or reuses) under
-``<data.root>/pretrain`` and writes the file's path into the run's config.json.
+``tiny`` + pooling + linear learns ``data/pretrain_set.py``'s classes (AdamW, one-cycle, flips).
+``<root>/<backbone>-<key>.pth`` holds the backbone's state dict, ``key`` a hash of the set and
+the recipe; its ``.json`` (written after it) marks it complete. The kit ships the default file
+(``SHIPPED``): a cache miss it matches copies it (the same weights on every machine).
+``resolve_backbone_weights`` (what ``train`` calls) never trains: a file to make is an SfcError.
 """
 from __future__ import annotations
 
@@ -143,17 +132,10 @@ def train_classifier(model: Classifier, images: np.ndarray, labels: np.ndarray, 
 def pretrain(root: str | Path, spec: PretrainSpec = DEFAULT_SPEC, recipe: Recipe = DEFAULT_RECIPE,
              force: bool = False, progress: bool = True) -> Path:
     """Train (or reuse) the pretrained backbone; returns the path of its state dict."""
-    params = parameters(spec, recipe)
-    path = weights_path(root, spec, recipe)
-    if not force and _is_complete(path, params):
-        return path
-    shipped = SHIPPED / path.name
-    if not force and path.parent.resolve() != SHIPPED and _is_complete(shipped, params):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(path, shipped.read_bytes())
-        atomic_write_json(path.with_suffix(".json"), {**json.loads(shipped.with_suffix(".json").read_text()),
-                                                      "copied_from": "the kit's shipped file"})
-        return path
+    found = None if force else cached(root, spec, recipe)
+    if found is not None:
+        return found
+    params, path = parameters(spec, recipe), weights_path(root, spec, recipe)
     engine.seed_everything(recipe.seed)
     started = time.perf_counter()
     images, labels = make_images(spec, "train")
@@ -168,6 +150,22 @@ def pretrain(root: str | Path, spec: PretrainSpec = DEFAULT_SPEC, recipe: Recipe
     return path
 
 
+def cached(root: str | Path, spec: PretrainSpec = DEFAULT_SPEC, recipe: Recipe = DEFAULT_RECIPE) -> Path | None:
+    """The complete weights file of these parameters under ``root`` (the kit's shipped one
+    copied there on a miss whose parameters it matches), else None."""
+    params, path = parameters(spec, recipe), weights_path(root, spec, recipe)
+    if _is_complete(path, params):
+        return path
+    shipped = SHIPPED / path.name
+    if path.parent.resolve() == SHIPPED or not _is_complete(shipped, params):
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, shipped.read_bytes())
+    atomic_write_json(path.with_suffix(".json"), {**json.loads(shipped.with_suffix(".json").read_text()),
+                                                  "copied_from": "the kit's shipped file"})
+    return path
+
+
 # weights field -> the backbone field it belongs to
 WEIGHT_FIELDS = {"model.backbone_weights": "model.backbone",
                  "refine.irn_backbone_weights": "refine.irn_backbone"}
@@ -176,10 +174,19 @@ WEIGHT_FIELDS = {"model.backbone_weights": "model.backbone",
 def resolve_backbone_weights(cfg: Config, spec: PretrainSpec = DEFAULT_SPEC,
                              recipe: Recipe = DEFAULT_RECIPE) -> Config:
     """A copy of ``cfg`` where every weights field (``WEIGHT_FIELDS``) set to ``"pretrain"``
-    names the pretrained file of its backbone, made under ``<data.root>/pretrain`` if missing."""
-    flat = {key: getattr(getattr(cfg, key.split(".")[0]), key.split(".")[1])
-            for pair in WEIGHT_FIELDS.items() for key in pair}
+    names the pretrained file of its backbone under ``<data.root>/pretrain`` (``cached``). It
+    trains nothing: a file still to make is one SfcError naming the ``pretrain`` command."""
     root = Path(cfg.data.root) / "pretrain"
-    changes = {key: str(pretrain(root, spec, dataclasses.replace(recipe, backbone=flat[backbone])))
-               for key, backbone in WEIGHT_FIELDS.items() if flat[key] == NAMED_WEIGHTS}
+    changes = {}
+    for key, backbone_key in WEIGHT_FIELDS.items():
+        section, name = key.split(".")
+        if getattr(getattr(cfg, section), name) != NAMED_WEIGHTS:
+            continue
+        backbone = getattr(getattr(cfg, backbone_key.split(".")[0]), backbone_key.split(".")[1])
+        path = cached(root, spec, dataclasses.replace(recipe, backbone=backbone))
+        if path is None:
+            raise SfcError(f"{key}=pretrain, and {root} holds no pretrained {backbone} backbone of these "
+                           "parameters", path=root,
+                           fix=f"make it first (minutes): python -m sfc_core pretrain --out {root} --backbone {backbone}")
+        changes[key] = str(path)
     return Config.from_dict(cfg.to_dict()).override(changes) if changes else cfg

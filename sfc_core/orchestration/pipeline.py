@@ -52,17 +52,10 @@ def evaluated(run_dir: str | Path) -> CamEval:
 def prepare_runs(configs: dict[str, Config], run_root: str | Path, force: bool = False,
                  processes: int = 2) -> dict[str, CamEval]:
     """Train each ``{name: config}`` into ``run_root/name``, then make its evaluation and
-    held-out CAMs and score them; runs side by side, started in the given order (put the
-    longest first); returns ``{name: CamEval}``.
-    Two processes on two cores: three at once ran each training at ~half its speed alone
-    (their data-loader workers compete too), so the three finished later than two-then-one.
-    Training and CAMs are separate steps, so a process that is done with its run takes
-    another run's CAMs or training rather than idling (``parallel``). When every run already
-    has its cam_eval.json (a later notebook calling for 01's runs), the stages run here, one
-    after the other: each finds its work done (or does it, if something changed), without
-    the seconds that starting worker processes costs; likewise when one run has work left
-    (03 after 02 trained SFC in its kernel): it runs here, with every core's threads, rather than
-    in a one-thread worker beside a worker that only reads back."""
+    held-out CAMs and score them, side by side in the given order (put the longest first);
+    returns ``{name: CamEval}``. Training and CAMs are separate steps (``parallel``'s chains).
+    Where at most one run has work left (a later notebook reading 01's runs), everything runs
+    here with every core's threads, starting no worker processes."""
     jobs = [(partial(trained, cfg, Path(run_root) / name, force), partial(evaluated, Path(run_root) / name))
             for name, cfg in configs.items()]
     if not force:

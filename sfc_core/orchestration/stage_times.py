@@ -4,11 +4,9 @@
         train(cfg, run_dir)
     rows = read_stage_times("runs/synthetic-paper")   # every run's records, oldest first
 
-Each record is one line of ``<run>/stage_times.jsonl``: the stage, its wall seconds, its CPU
-seconds (``cpu_seconds``: user + system of the process and of its children that ended
-meanwhile: data-loader workers, CRF processes) and the torch threads it had. A stage that
-reused finished work records what the reuse cost. ``python -m benchmarks.stage_costs RUN_ROOT``
-prints them as the table of BENCHMARKS.md.
+One line of ``<run>/stage_times.jsonl`` per finished stage: its wall seconds, CPU seconds (this
+process and its ended children: loader workers, CRF processes) and torch threads.
+``python -m benchmarks.stage_costs RUN_ROOT`` prints them as BENCHMARKS.md's table.
 """
 from __future__ import annotations
 

@@ -2,32 +2,17 @@
 
     python -m sfc_core refine --run RUN_DIR --method irn|crf
 
-- ``crf`` (the COCO route, where IRN costs too much): the CRF-smoothed confident labels of
-  the fused CAM (``sfc_core.crf``, ``refine.relation_rule``) are the pseudo masks; 255 marks the
-  pixels the two confidence maps disagree on, which DeepLab trainers ignore.
-- ``irn`` (the VOC route): the same confident labels are IRN's relation labels
-  (``refine/irn/relation_labels/``); the boundary network trains on them (``irn.py``,
-  ``refine/irn/checkpoint.pt``); the reference's hybrid random walk of the fused CAM
-  (lambda ``refine.walk_lambda``, background rule ``cams.background``) on the predicted
-  boundaries gives the pseudo masks (``random_walk.py``), with no 255.
-
-Output, for every image of ``data.train_list`` (``eval-seg`` scores the evaluation list, a
-subset): palette PNGs ``<id>.png`` in ``RunDir.pseudo_masks(method)``, and the list
-``RunDir.pseudo_list(method, train_list)`` in the VOC ``train_aug.txt`` format
-(``/<image path> /SegmentationClassPseudo/<id>.png`` per line, relative to the dataset root).
-
-Resumable: complete PNGs are kept and IRN training resumes from its checkpoint while the
-folders' provenance.json records the same CAMs and settings (else they are made again). The
-CRF runs in ``runtime.num_workers`` processes, the boundary network and the walk on
-``runtime.device``.
+``crf`` (COCO): the CRF-smoothed confident labels of the fused CAM (``sfc_core.crf``); 255 where
+the two confidence maps disagree. ``irn`` (VOC): those labels train IRN's boundary network
+(``irn.py``), whose boundaries carry the hybrid random walk of the fused CAM (``random_walk.py``).
+Output for every image of ``data.train_list``: palette PNGs in ``RunDir.pseudo_masks(method)`` and
+the VOC ``train_aug.txt``-style list ``RunDir.pseudo_list``. Resumable (complete PNGs kept, IRN
+resumes) while provenance.json records the same CAMs and settings; the CRF runs in a pool.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from functools import partial
 from pathlib import Path
 
@@ -44,6 +29,7 @@ from sfc_core.engine import DistInfo, announce_runtime, loader_workers, select_d
 from sfc_core.errors import SfcError
 from sfc_core.io import atomic_write_text
 from sfc_core.masks import save_mask
+from sfc_core.pool import pool_map
 from sfc_core.provenance import claim_folder, digest, png_complete, read_record
 from sfc_core.refine.irn import load_boundary_net, train_irn, walk_scores
 from sfc_core.run_dir import RunDir, check_cams
@@ -133,25 +119,10 @@ def write_confident_labels(run: RunDir, cfg: Config, dataset: SegmentationDatase
                            out_dir: Path) -> None:
     """CRF-smoothed confident labels of ``ids`` into ``out_dir`` (skips finished images)."""
     todo = unfinished(out_dir, ids, "refine: confident labels")
-    task = partial(_confident_label_task, run, cfg, dataset, out_dir)
-    bar = tqdm(total=len(todo), desc=f"refine: confident labels -> {out_dir.name}", unit="img")
-    processes = min(crf_processes(cfg.runtime.num_workers), len(todo))
-    if processes > 1:
-        # (not multiprocessing.Pool: it waits forever for a worker that was killed)
-        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
-            # big chunks: the task (with the dataset object) is pickled once per chunk
-            try:
-                for _ in pool.map(task, todo, chunksize=max(1, len(todo) // (8 * processes))):
-                    bar.update()
-            except BrokenProcessPool:
-                raise SfcError("a refine worker process died (killed, or out of memory)", path=out_dir,
-                               fix=f"run the same command again (finished masks are kept), or lower "
-                                   f"runtime.num_workers (now {cfg.runtime.num_workers})") from None
-    else:
-        for image_id in todo:
-            task(image_id)
-            bar.update()
-    bar.close()
+    pool_map(partial(_confident_label_task, run, cfg, dataset, out_dir), todo, crf_processes(cfg.runtime.num_workers),
+             f"refine: confident labels -> {out_dir.name}", path=out_dir,
+             fix=f"run the same command again (finished masks are kept), or lower runtime.num_workers "
+                 f"(now {cfg.runtime.num_workers})")
 
 
 def write_walk_masks(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[str],

@@ -38,8 +38,8 @@ from torch.utils.data import Dataset
 
 from sfc_core import engine
 from sfc_core.config import Config, RefineConfig
+from sfc_core.data.dataset import SegmentationDataset
 from sfc_core.data.transforms import augment, normalize, normalize_crops, rescale
-from sfc_core.data.voc import SegmentationDataset
 from sfc_core.errors import SfcError
 from sfc_core.masks import IGNORE
 from sfc_core.model.backbone import Backbone, build_backbone

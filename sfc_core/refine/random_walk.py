@@ -1,15 +1,11 @@
 """IRN's paths, path affinities from a boundary map, and the random walk on them.
 
-Ahn et al. (CVPR 2019) score a pair of pixels by the strongest boundary on the straight path
-between them: ``affinity = 1 - max(boundary on the path)``. Pairs are all pixels within a
-radius, one per direction of a half disk (the other half is the same pairs reversed).
-
-The random walk (docs/reference.md 5.3) propagates CAM scores on these affinities: with
-``A`` the symmetric affinity matrix (ones on the diagonal), ``T = A^beta`` normalised per
-column, the result is ``cam . T^(2^k)``. Here ``T`` is kept sparse (about 2 x directions
-non-zeros per column) and applied ``2^k`` times to the CAM stack instead of being squared
-``k`` times as a dense ``(hw, hw)`` matrix: the same product, built once per image (quirk 25)
-and applied to both walks of the hybrid at once, in O(hw) memory rather than O((hw)^2).
+Ahn et al. (CVPR 2019): ``affinity = 1 - max(boundary on the straight path)`` for every pair of
+pixels within a radius, one per direction of a half disk. The random walk (docs/reference.md
+5.3) propagates CAM scores: with ``A`` the symmetric affinities (ones on the diagonal) and
+``T = A^beta`` normalised per column, the result is ``cam . T^(2^k)``. ``T`` is kept sparse,
+built once per image (quirk 25) and applied ``2^k`` times to both walks of the hybrid at once:
+the same product as squaring a dense ``(hw, hw)`` matrix, in O(hw) memory.
 """
 from __future__ import annotations
 

@@ -1,12 +1,9 @@
-"""Datasets in the PASCAL VOC layout (docs/reference.md 1.1-1.4).
+"""Datasets in the PASCAL VOC layout (docs/reference.md 1.1-1.4), the kit's generic dataset.
 
-    root/
-      JPEGImages/<id>.jpg
-      SegmentationClassAug/<id>.png  (else SegmentationClass/): palette PNG, 0 background,
-                                     1..C classes, 255 ignore
-      ImageSets/Segmentation/<list>.txt   one id per line, or "/JPEGImages/<id>.jpg /Seg.../<id>.png"
-      class_names.txt                optional: foreground names in label order (else VOC's 20)
-      cls_labels.json                optional: {"<id>": [0-based class indices]} (else from masks)
+    root/JPEGImages/<id>.jpg
+         SegmentationClassAug/<id>.png (else SegmentationClass/): palette, 0 bg, 1..C, 255 ignore
+         ImageSets/Segmentation/<list>.txt   one id per line, or "/JPEGImages/<id>.jpg /Seg.../<id>.png"
+         class_names.txt (optional, else VOC's 20), cls_labels.json (optional, else from masks)
 
 `SegmentationDataset` reads one tree; `TrainDataset` and `MultiScaleDataset` are the
 training and inference views over one of its lists.
@@ -57,9 +54,11 @@ class SegmentationDataset:
         expected = [image_dir, list_dir] + ([mask_dir] if mask_dir else [])
         missing = [name for name in expected if not (self.root / name).is_dir()]
         if missing:
+            below = sorted(p.parent for p in self.root.glob(f"*/{image_dir}"))
             raise SfcError(f"dataset root lacks the folder(s) {', '.join(missing)}", path=self.root,
-                           fix="point data.root at the folder that holds JPEGImages/ and ImageSets/ "
-                               "(for VOC: VOCdevkit/VOC2012)")
+                           fix=f"point data.root (--data-root) at {below[0]}, the dataset one level below" if below
+                           else "point data.root at the folder that holds JPEGImages/ and ImageSets/ "
+                                "(for VOC: VOCdevkit/VOC2012)")
         self.image_dir = self.root / image_dir
         self.list_dir = self.root / list_dir
         self.image_ext = image_ext
@@ -281,19 +280,11 @@ def _open_image(path: Path, what: str, decode: bool = True) -> Image.Image:
 
 
 class TrainDataset(Dataset):
-    """Training view of a list: the reference's augmentation (docs/reference.md 1.3).
-
-    Random long-side resize (integer L uniform in resize_long, both ends, bicubic), ImageNet
-    normalisation, horizontal flip with p=0.5, random crop to crop_size x crop_size with zero
-    padding. Items are keyed by `(epoch, index)` and their randomness is a pure function of
-    (seed, epoch, index), so a resumed run and any number of DataLoader workers, started once
-    for the whole run, see the same samples.
-
-    Item: `name` str, `image` uint8 (3, S, S) (0 outside the box), `box` int64 (4,) =
-    [y0, y1, x0, x1] of the real image inside the crop (half-open), `label` float32 (C,). The
-    trainer normalises a batch on its device: `transforms.normalize_crops(images, boxes, device)`
-    (the float32 crops of the CPU normalisation, bit for bit, at a quarter of the bytes).
-    """
+    """Training view of a list: the reference's augmentation (docs/reference.md 1.3): long-side
+    resize (integer L uniform in resize_long, bicubic), flip (p=0.5), crop_size crop, zero padding.
+    Keyed by `(epoch, index)`, an item a pure function of (seed, epoch, index). Item: `name`,
+    `image` uint8 (3, S, S) (0 outside the box), `box` int64 [y0, y1, x0, x1] of the real image in
+    the crop, `label` float32 (C,); the trainer normalises on its device (`normalize_crops`)."""
 
     def __init__(self, dataset: SegmentationDataset, list_name: str, crop_size: int = 512,
                  resize_long: tuple[int, int] = (320, 640), flip: bool = True, seed: int = 0):
@@ -321,14 +312,10 @@ class TrainDataset(Dataset):
 
 
 class MultiScaleDataset(Dataset):
-    """Inference view of a list: the image at every scale, in uint8 (1.4).
-
-    Item: `name` str, `size` int64 (2,) = (H, W), `label` float32 (C,), `images` a list with one
-    uint8 (3, h_s, w_s) tensor per scale, h_s = round(H * s), bicubic, and with `masks` the
-    ground truth `mask` uint8 (H, W) (`read_mask`, decoded in the loader's worker). The
-    consumer normalises and flips them on its device (`transforms.device_views`): a quarter
-    of float32's bytes cross the worker pipe, the pinning and the host-to-device copy.
-    """
+    """Inference view of a list (1.4). Item: `name`, `size` int64 (H, W), `label` float32 (C,),
+    `images` one uint8 (3, round(H*s), round(W*s)) tensor per scale (bicubic), and with `masks`
+    the ground truth `mask` uint8 (H, W); the consumer normalises and flips them on its device
+    (`transforms.device_views`)."""
 
     def __init__(self, dataset: SegmentationDataset, list_name: str,
                  scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0), masks: bool = False):
