@@ -8,8 +8,8 @@ inputs (speed does not depend on them; no dataset needed), CPU milliseconds (pro
 
 - the dense CRF of one image's two confident-label maps: a CRF each, or one CRF whose pairwise
   terms serve both (``crf.crf_labels`` with two maps; the same labels);
-- CAMs of 8 images at 4 scales + flip (``sfc_net.multiscale_cams_batch``), channels-last: the
-  network as trained, or with its BatchNorms folded (``backbone.fold_batchnorms``);
+- CAMs of 8 images at 4 scales + flip (``model.build.multiscale_cams_batch``), channels-last: the
+  network as trained, or with its BatchNorms folded (``model.build.fold_batchnorms``);
 - step 3's evaluation of one image at 3 scales + flip (LR-ASPP): as trained, or folded and
   channels-last (``segment.evaluate_network``);
 - one step-3 training step (LR-ASPP, 64 px crops) at batch 16 and at batch 8 (synthetic-paper's
@@ -34,8 +34,7 @@ import torch.nn.functional as F
 from sfc_core.analysis.plots import table_markdown
 from sfc_core.config import Config
 from sfc_core.crf import crf_labels
-from sfc_core.model.backbone import fold_batchnorms, for_inference
-from sfc_core.model.sfc_net import build_model, multiscale_cams_batch
+from sfc_core.model.build import build_model, fold_batchnorms, for_inference, multiscale_cams_batch
 from sfc_core.segment import build_network, scale_probabilities
 
 

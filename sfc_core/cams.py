@@ -9,7 +9,7 @@ are kept, in the format of ``sfc_core.cam_file`` (``cams/<id>.npz``).
 The stage resumes: complete files are kept while ``cams/provenance.json`` records the same
 checkpoint (step and weights digest) and settings; anything else makes the folder again.
 Consecutive images of one size (uint8 from `runtime.num_workers` loader processes) go through
-the network together, up to `cams.batch_size` (`sfc_net.multiscale_cams_batch`, shared with
+the network together, up to `cams.batch_size` (`model.build.multiscale_cams_batch`, shared with
 training-time validation: every step is per image, so the maps do not depend on the batch
 beyond float32 rounding); normalisation, flips and the sum over scales run on the device, one
 non-blocking copy of the kept rows comes back per image, and writer threads write the files
@@ -47,8 +47,7 @@ from sfc_core.engine import (
 )
 from sfc_core.errors import SfcError
 from sfc_core.io import BackgroundWriter
-from sfc_core.model.backbone import for_inference, inference_layout
-from sfc_core.model.sfc_net import load_model, multiscale_cams_batch
+from sfc_core.model.build import for_inference, inference_layout, load_model, multiscale_cams_batch
 from sfc_core.provenance import checkpoint_record, claim_folder, npz_complete
 from sfc_core.run_dir import RunDir
 from sfc_core.run_lock import claims_run
@@ -138,7 +137,7 @@ def write_cams(run: RunDir, cfg: Config, model: torch.nn.Module, views: Dataset,
                desc: str | None = None, missing: set[str] | None = None) -> None:
     """The CAM file of every image of ``views`` (MultiScaleDataset items), in batches of up to
     ``cams.batch_size`` same-size images, the files written by a `BackgroundWriter` beside the
-    device; the network runs with its BatchNorms folded (``backbone.fold_batchnorms``).
+    device; the network runs with its BatchNorms folded (``model.build.fold_batchnorms``).
     ``desc``: the progress bar's title (None: no bar). ``missing``: the only names to write (None:
     all); a batch without one is not computed."""
     loader = item_loader(views, loader_workers(cfg.runtime.num_workers, device), device.type == "cuda")
