@@ -65,11 +65,11 @@ from sfc_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, device_views, 
 from sfc_core.errors import SfcError
 from sfc_core.io import atomic_write_json
 from sfc_core.masks import IGNORE
-from sfc_core.metrics import confusion_counts, confusion_from_counts, mean_iou, percent
 from sfc_core.method.bank import ImageBank, append_bank_draws
 from sfc_core.method.cam import max_normalise
 from sfc_core.method.losses import SfcObjective
 from sfc_core.method.network import SfcNet
+from sfc_core.metrics import confusion_counts, confusion_from_counts, mean_iou, percent
 from sfc_core.model.build import build_model, build_objective, checkpoint_identity, multiscale_cams_batch
 from sfc_core.model.pretrained import resolve_backbone_weights
 from sfc_core.run_dir import RunDir

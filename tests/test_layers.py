@@ -99,9 +99,9 @@ def method_violations() -> list[str]:
         if not _within(module, METHOD):
             continue
         project = {t for t in imported_modules(module, path) if t != "sfc_core" and not _within(t, METHOD)}
-        roots = {alias.name.split(".")[0] for node in ast.walk(ast.parse(path.read_text()))
-                 if isinstance(node, ast.Import) for alias in node.names}
-        roots |= {node.module.split(".")[0] for node in ast.walk(ast.parse(path.read_text()))
+        nodes = list(ast.walk(ast.parse(path.read_text())))
+        roots = {alias.name.split(".")[0] for node in nodes if isinstance(node, ast.Import) for alias in node.names}
+        roots |= {node.module.split(".")[0] for node in nodes
                   if isinstance(node, ast.ImportFrom) and node.module and not node.level}
         libraries = roots - METHOD_LIBRARIES - {"sfc_core"}
         bad += [f"{module} imports {name}" for name in sorted(project | libraries)]

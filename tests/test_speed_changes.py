@@ -23,8 +23,8 @@ from torch._dynamo.utils import counters
 from benchmarks import bench
 from sfc_core import engine
 from sfc_core.config import Config, ModelConfig
-from sfc_core.method.coefficients import distribution_coefficients
 from sfc_core.errors import SfcError
+from sfc_core.method.coefficients import distribution_coefficients
 from sfc_core.method.losses import SfcObjective
 from sfc_core.model.build import build_model, build_objective, fold_batchnorms
 

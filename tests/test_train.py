@@ -134,8 +134,8 @@ def test_validation_on_the_device_equals_the_per_image_numpy_scores(smoke_config
     from sfc_core import train as train_module
     from sfc_core.data import MultiScaleDataset
     from sfc_core.data.transforms import device_views
-    from sfc_core.metrics import confusion_matrix, mean_iou
     from sfc_core.method.cam import max_normalise
+    from sfc_core.metrics import confusion_matrix, mean_iou
     from sfc_core.model.build import build_model
 
     torch.manual_seed(0)
