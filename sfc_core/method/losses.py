@@ -97,7 +97,7 @@ class SfcObjective(nn.Module):
         half = self.model(half_images, self._mask(half_images, boxes, labels), with_prototype_cam=False)
         losses = {"cls": (classification_loss(full["score"], labels) + classification_loss(half["score"], labels)) / 2}
         total = losses["cls"]
-        for name, weight in self.weights.items():
+        for name, weight in self.weights.items():   # prototype x 1.6, scale x 0.8, any term added
             losses[name] = LOSS_TERMS[name].fn(full, half, labels, self.class_weights)
             total = total + weight * losses[name]
         losses["total"] = total
