@@ -40,9 +40,10 @@ from benchmarks.measure import (
 from benchmarks.reference_step import ReferenceBank, reference_losses, reference_network, reference_valid_mask
 from sfc_core import engine
 from sfc_core.config import Config
-from sfc_core.data.stats import distribution_coefficients
 from sfc_core.errors import SfcError
-from sfc_core.model.sfc_net import SfcNet, build_model
+from sfc_core.method.coefficients import distribution_coefficients
+from sfc_core.method.network import SfcNet
+from sfc_core.model.build import build_model
 
 STAGES = ("train", "cams", "eval", "segment", "camwrite", "camstage", "loader")
 PHASES = ("data", "forward", "backward", "optimiser")
@@ -198,8 +199,8 @@ class KitStep(TrainStep):
 
     def __init__(self, model: SfcNet, class_weights: torch.Tensor, cfg: Config, device: torch.device,
                  max_steps: int):
-        from sfc_core.bank import ImageBank
-        from sfc_core.train import SfcObjective
+        from sfc_core.method.bank import ImageBank
+        from sfc_core.model.build import build_objective
 
         t = cfg.train
         self.amp = cfg.runtime.amp and device.type == "cuda"
@@ -208,15 +209,14 @@ class KitStep(TrainStep):
         model = model.to(device, memory_format=memory_format)
         super().__init__(model, cfg, device, max_steps)
         self.compile = engine.compile_backend(cfg.runtime.compile, device)
-        self.objective = engine.compiled(SfcObjective(model, class_weights, cfg.data.crop_size,
-                                                      cfg.loss.prototype_weight, cfg.loss.scale_weight).to(device),
+        self.objective = engine.compiled(build_objective(model, class_weights, cfg).to(device),
                                          cfg.runtime.compile, device)
         crop = cfg.data.crop_size
         self.bank = ImageBank(model.num_classes, (3, crop, crop), device) if t.bank_draws > 0 else None
         self.generator = torch.Generator().manual_seed(cfg.runtime.seed)
 
     def data(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        from sfc_core.train import append_bank_draws
+        from sfc_core.method.bank import append_bank_draws
 
         images = batch["image"].to(self.device, non_blocking=True)
         images, boxes, labels = append_bank_draws(self.bank, images, batch["box"], batch["label"],

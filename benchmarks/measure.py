@@ -15,11 +15,11 @@ import torch.nn.functional as F
 
 from sfc_core import engine
 from sfc_core.config import Config
-from sfc_core.data.stats import bank_extra, default_second_counts
-from sfc_core.data.transforms import random_crop_box
 from sfc_core.data.dataset import VOC_CLASSES
+from sfc_core.data.transforms import random_crop_box
 from sfc_core.errors import SfcError
-from sfc_core.model.sfc_net import build_model
+from sfc_core.method.coefficients import bank_extra, default_second_counts
+from sfc_core.model.build import build_model
 
 VOC_IMAGE_SIZE = (375, 500)     # (H, W) of most VOC images: the eval masks, VOC/COCO inference
 IMBALANCE = 15.0                # most / least frequent class of the bench's statistics (VOC: 15.6)

@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sfc_core.data.stats import distribution_coefficients
-from sfc_core.model.cam import max_normalise
-from sfc_core.model.sfc_net import SfcNet
+from sfc_core.method.cam import max_normalise
+from sfc_core.method.coefficients import distribution_coefficients
+from sfc_core.method.network import SfcNet
 
 
 def reference_valid_mask(box: torch.Tensor, num_channels: int, crop_size: int) -> torch.Tensor:
@@ -81,11 +81,11 @@ def reference_prototype_cam(cam: torch.Tensor, features: torch.Tensor, valid_mas
 class ReferenceSfcNet(SfcNet):
     """SfcNet with the reference's prototype step (on clones of its inputs, as the reference)."""
 
-    def _prototype_cam(self, cam: torch.Tensor, features: torch.Tensor,
-                       seed_mask: torch.Tensor) -> torch.Tensor:
+    def _prototype_maps(self, cam: torch.Tensor, features: torch.Tensor,
+                        seed_mask: torch.Tensor) -> dict[str, torch.Tensor]:
         with torch.profiler.record_function("naive/prototype"):
-            return reference_prototype_cam(cam.clone(), features.clone(), seed_mask.clone(),
-                                           self.seed_background_scale)
+            return {"prototype_cam": reference_prototype_cam(cam.clone(), features.clone(), seed_mask.clone(),
+                                                             self.seed_background_scale)}
 
 
 def reference_network(model: SfcNet) -> ReferenceSfcNet:

@@ -24,9 +24,9 @@ from benchmarks import feed, measure
 from sfc_core import engine
 from sfc_core.config import Config
 from sfc_core.data import TrainDataset
-from sfc_core.data.stats import distribution_coefficients
-from sfc_core.model.sfc_net import build_model
-from sfc_core.train import SfcObjective, SfcUpdate, sfc_update
+from sfc_core.method.coefficients import distribution_coefficients
+from sfc_core.model.build import build_model, build_objective
+from sfc_core.train import SfcUpdate, sfc_update
 
 NOT_ON_CPU = "n/a on CPU"
 MAX_STEPS = 10_000              # the schedules' length: more than the report steps (one-cycle refuses more)
@@ -98,8 +98,7 @@ def step_flops(cfg: Config, num_classes: int) -> int:
     images = t.batch_size + t.bank_draws
     with meta:
         model = build_model(cfg.model, num_classes)
-        objective = SfcObjective(model, torch.ones(num_classes), size, cfg.loss.prototype_weight,
-                                 cfg.loss.scale_weight)
+        objective = build_objective(model, torch.ones(num_classes), cfg)
         boxes = torch.tensor([[0, size, 0, size]] * images)
         labels = torch.ones(images, num_classes)
         batch = torch.zeros(images, 3, size, size)

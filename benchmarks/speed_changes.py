@@ -4,7 +4,7 @@
     ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 python -m benchmarks.speed_changes
 
 CPU milliseconds at the synthetic-paper sizes, random weights and inputs (no dataset), of: the CRF
-of two maps (a CRF each, or one sharing its pairwise terms), CAMs with BatchNorms folded or not,
+of two maps (a CRF each, or one sharing its pairwise terms), CAMs with BatchNorms folded (``model.build.fold_batchnorms``) or not,
 step 3's evaluation folded and channels-last or not, a step-3 step at batch 16 and 8. Variants
 alternate repeat by repeat; each figure is the median. Prints one markdown table.
 """
@@ -24,8 +24,7 @@ import torch.nn.functional as F
 from sfc_core.analysis.plots import table_markdown
 from sfc_core.config import Config
 from sfc_core.crf import crf_labels
-from sfc_core.model.backbone import fold_batchnorms, for_inference
-from sfc_core.model.sfc_net import build_model, multiscale_cams_batch
+from sfc_core.model.build import build_model, fold_batchnorms, for_inference, multiscale_cams_batch
 from sfc_core.segment import build_network, scale_probabilities
 
 

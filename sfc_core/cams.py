@@ -38,8 +38,7 @@ from sfc_core.engine import (
 )
 from sfc_core.errors import SfcError
 from sfc_core.io import BackgroundWriter
-from sfc_core.model.backbone import for_inference, inference_layout
-from sfc_core.model.sfc_net import load_model, multiscale_cams_batch
+from sfc_core.model.build import for_inference, inference_layout, load_model, multiscale_cams_batch
 from sfc_core.provenance import checkpoint_record, claim_folder, npz_complete
 from sfc_core.run_dir import RunDir
 from sfc_core.run_lock import claims_run
@@ -124,7 +123,7 @@ def write_cams(run: RunDir, cfg: Config, model: torch.nn.Module, views: Dataset,
                desc: str | None = None, missing: set[str] | None = None) -> None:
     """The CAM file of every image of ``views`` (MultiScaleDataset items) named in ``missing``
     (None: all), in same-size batches of up to ``cams.batch_size``, written by a
-    `BackgroundWriter` beside the device. ``desc``: the progress bar's title (None: no bar)."""
+    `BackgroundWriter` beside the device (BatchNorms folded: ``model.build.fold_batchnorms``). ``desc``: the progress bar's title (None: no bar)."""
     loader = item_loader(views, loader_workers(cfg.runtime.num_workers, device), device.type == "cuda")
     items = tqdm(loader, desc=desc, total=len(views), disable=desc is None, unit="img")
     model = for_inference(model, cfg.runtime.channels_last)

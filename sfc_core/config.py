@@ -83,7 +83,7 @@ UNIT = Limit(0.0, 1.0)                 # a fraction or a threshold on max-normal
 MOMENTUM = Limit(0.0, 1.0, high_open=True)
 NETWORK_MIN_CROP = 32                  # the half-scale copy still has a 2x2 grid at stride 16
 OPTIMIZERS = ("sgd", "adamw")
-BACKBONE_NAMES = ("resnet50", "resnet101", "tiny")          # model/backbone.py BACKBONES
+BACKBONE_NAMES = ("resnet50", "resnet101", "tiny")          # method/backbones.py BACKBONES
 DEVICE_FORM = "auto, cpu, cuda or cuda:N"
 
 
@@ -144,10 +144,16 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    prototype_weight: float = at_least(1.6, 0)   # prototype consistency; 0 switches it off
-    scale_weight: float = at_least(0.8, 0)       # cross-scale consistency; 0 switches it off
+    # one <term>_weight field per loss term of method/losses.py (LOSS_TERMS); 0 switches it off
+    prototype_weight: float = at_least(1.6, 0)   # prototype consistency
+    scale_weight: float = at_least(0.8, 0)       # cross-scale consistency
     # "distribution" (the paper's coefficients) | "uniform"
     class_weights: str = one_of("distribution", "uniform")
+
+    def term_weights(self) -> dict[str, float]:
+        """{term: weight} of the ``<term>_weight`` fields."""
+        return {f.name.removesuffix("_weight"): getattr(self, f.name)
+                for f in dataclasses.fields(self) if f.name.endswith("_weight")}
 
 
 @dataclass

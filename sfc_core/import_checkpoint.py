@@ -21,7 +21,7 @@ import torch
 from sfc_core.config import Config
 from sfc_core.errors import SfcError
 from sfc_core.io import atomic_torch_save, atomic_write_json
-from sfc_core.model.sfc_net import build_model, checkpoint_identity
+from sfc_core.model.build import build_model, checkpoint_identity
 from sfc_core.run_dir import RunDir
 
 # The kit's name of each new layer, and each format's ``newly_added`` order.

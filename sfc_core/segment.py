@@ -54,7 +54,7 @@ from sfc_core.eval_files import FinalEval, read_cam_eval
 from sfc_core.io import atomic_write_json
 from sfc_core.masks import IGNORE, read_pseudo_mask, save_mask
 from sfc_core.metrics import confusion_counts, confusion_from_counts, percent, scores
-from sfc_core.model.backbone import for_inference, inference_layout
+from sfc_core.model.build import for_inference, inference_layout
 from sfc_core.model.deeplab_v2 import NAME as DEEPLAB_V2
 from sfc_core.model.deeplab_v2 import DeepLabV2
 from sfc_core.provenance import claim_folder, digest, read_record, refuse_other_inputs

@@ -51,7 +51,6 @@ from torch.utils.data import DistributedSampler, Subset
 from tqdm import tqdm
 
 from sfc_core import engine
-from sfc_core.bank import ImageBank
 from sfc_core.config import ABLATIONS, Config, RuntimeConfig, TrainConfig, flat_dict, parse_overrides
 from sfc_core.data import (
     MultiScaleDataset,
@@ -62,21 +61,17 @@ from sfc_core.data import (
     same_size_batches,
 )
 from sfc_core.data.stats import class_weights
-from sfc_core.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    device_views,
-    normalize_crops,
-    valid_mask_from_boxes,
-)
+from sfc_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, device_views, normalize_crops
 from sfc_core.errors import SfcError
 from sfc_core.io import atomic_write_json
-from sfc_core.losses import classification_loss, prototype_consistency, scale_consistency
 from sfc_core.masks import IGNORE
+from sfc_core.method.bank import ImageBank, append_bank_draws
+from sfc_core.method.cam import max_normalise
+from sfc_core.method.losses import SfcObjective
+from sfc_core.method.network import SfcNet
 from sfc_core.metrics import confusion_counts, confusion_from_counts, mean_iou, percent
-from sfc_core.model.cam import max_normalise
+from sfc_core.model.build import build_model, build_objective, checkpoint_identity, multiscale_cams_batch
 from sfc_core.model.pretrained import resolve_backbone_weights
-from sfc_core.model.sfc_net import SfcNet, build_model, checkpoint_identity, multiscale_cams_batch
 from sfc_core.run_dir import RunDir
 from sfc_core.run_lock import claims_run
 
@@ -86,48 +81,6 @@ from sfc_core.run_lock import claims_run
 TRAINING_SECTIONS = ("runtime.", "data.", "model.", "loss.", "train.")
 RESUMABLE_CHANGES = {"data.root", "runtime.num_workers", "runtime.device", "runtime.compile",
                      "runtime.checkpoint_minutes", "train.log_every"}
-HALF_SCALE = 0.5      # the second scale of the cross-scale consistency term
-
-
-class SfcObjective(nn.Module):
-    """The losses of one batch as one module call, so DDP sees a single forward.
-
-    images (N, 3, S, S), boxes (N, 4) of the real image inside each crop, labels (N, C).
-    Returns the loss terms (``total`` included) and the scale-1 network outputs.
-    """
-
-    def __init__(self, model: SfcNet, class_weights: torch.Tensor, crop_size: int,
-                 prototype_weight: float, scale_weight: float):
-        super().__init__()
-        self.model = model
-        self.register_buffer("class_weights", class_weights)
-        self.crop_size = crop_size
-        self.prototype_weight = prototype_weight
-        self.scale_weight = scale_weight
-
-    def forward(self, images: torch.Tensor, boxes: torch.Tensor,
-                labels: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-        half = F.interpolate(images, scale_factor=HALF_SCALE, mode="bilinear", align_corners=True)
-        full_out = self.model(images, self._valid_mask(images, boxes, labels),
-                              with_prototype_cam=self.prototype_weight > 0)
-        half_out = self.model(half, self._valid_mask(half, boxes, labels), with_prototype_cam=False)
-        losses = {"cls": (classification_loss(full_out["score"], labels)
-                          + classification_loss(half_out["score"], labels)) / 2}
-        total = losses["cls"]
-        if self.prototype_weight > 0:
-            losses["prototype"] = prototype_consistency(full_out["cam"], full_out["prototype_cam"],
-                                                        self.class_weights)
-            total = total + self.prototype_weight * losses["prototype"]
-        if self.scale_weight > 0:
-            losses["scale"] = scale_consistency(full_out["cam"], half_out["cam"], labels, self.class_weights)
-            total = total + self.scale_weight * losses["scale"]
-        losses["total"] = total
-        return losses, full_out
-
-    def _valid_mask(self, images: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """(N, C+1, h, w) label-masked valid mask on the CAM grid of ``images``."""
-        grid = self.model.feature_size(*images.shape[-2:])
-        return valid_mask_from_boxes(boxes, labels, self.crop_size, grid)
 
 
 def build_optimizer(model: SfcNet, t: TrainConfig, max_steps: int) -> tuple[torch.optim.Optimizer,
@@ -139,20 +92,6 @@ def build_optimizer(model: SfcNet, t: TrainConfig, max_steps: int) -> tuple[torc
                                                     {"params": groups["new"], "lr": t.lr * t.new_layer_lr_mult}],
                                       t.momentum, t.weight_decay)
     return optimizer, engine.make_schedule(optimizer, t.schedule, max_steps, t.poly_power)
-
-
-def append_bank_draws(bank: ImageBank | None, images: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
-                      draws: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Write a loader batch into the image bank, then append ``draws`` slots drawn from it.
-
-    images (B, 3, S, S) on the bank's device, boxes (B, 4) and labels (B, C) on the CPU ->
-    the same with B + draws rows. Without a bank (None) the batch comes back unchanged.
-    """
-    if bank is None:
-        return images, boxes, labels
-    bank.update(images, boxes, labels, generator)
-    drawn_images, drawn_boxes, drawn_labels = bank.draw(draws, generator)
-    return torch.cat([images, drawn_images]), torch.cat([boxes, drawn_boxes]), torch.cat([labels, drawn_labels])
 
 
 @claims_run(lambda cfg, out, *args, **kwargs: out)
@@ -235,8 +174,7 @@ def sfc_update(cfg: Config, class_names: list[str], weights: torch.Tensor, devic
     model = build_model(cfg.model, len(class_names)).to(device)
     if device.type == "cuda" and cfg.runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    objective = SfcObjective(model, weights, cfg.data.crop_size, cfg.loss.prototype_weight,
-                             cfg.loss.scale_weight).to(device)
+    objective = build_objective(model, weights, cfg).to(device)
     optimizer, schedule = build_optimizer(model, t, max_steps)
     bank = ImageBank(len(class_names), (3, cfg.data.crop_size, cfg.data.crop_size), device) \
         if t.bank_draws > 0 else None

@@ -153,7 +153,7 @@ def trained_model(run_root):
     """The SfcNet of a run directory's inference checkpoint (best.pt, else last.pt), on the CPU:
     what the cams stage loads."""
     from sfc_core import engine
-    from sfc_core.model.sfc_net import load_model
+    from sfc_core.model.build import load_model
     from sfc_core.run_dir import RunDir
 
     run = RunDir(run_root)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sfc_core.bank import ImageBank
-from sfc_core.errors import SfcError
+from sfc_core.method.bank import ImageBank
 
 C = 4
 
@@ -51,7 +50,7 @@ def test_later_batches_overwrite_only_their_classes():
 
 def test_draws_come_from_filled_slots_only():
     bank = ImageBank(C, (3, 2, 2), torch.device("cpu"))
-    with pytest.raises(SfcError, match="empty"):
+    with pytest.raises(ValueError, match="empty"):
         bank.draw(2, torch.Generator())
     bank.update(*batch([[1], [3]], offset=5.0), torch.Generator().manual_seed(0))
     images, boxes, labels = bank.draw(200, torch.Generator().manual_seed(1))
@@ -70,5 +69,5 @@ def test_state_round_trip_gives_identical_draws():
     first = bank.draw(7, torch.Generator().manual_seed(9))
     second = restored.draw(7, torch.Generator().manual_seed(9))
     assert all(torch.equal(a, b) for a, b in zip(first, second))
-    with pytest.raises(SfcError, match="shape"):
+    with pytest.raises(ValueError, match="shape"):
         ImageBank(C, (3, 4, 4), torch.device("cpu")).load_state_dict(bank.state_dict())

@@ -16,10 +16,10 @@ import torch
 
 from benchmarks import bench, measure, reference_step
 from sfc_core.config import Config
-from sfc_core.data.stats import distribution_coefficients
 from sfc_core.errors import SfcError
-from sfc_core.model import cam as cam_math
-from sfc_core.model.sfc_net import build_model
+from sfc_core.method import cam as cam_math
+from sfc_core.method.coefficients import distribution_coefficients
+from sfc_core.model.build import build_model, build_objective
 
 NUM_CLASSES = 4
 
@@ -69,7 +69,6 @@ def test_reference_bank_keeps_the_last_image_of_each_class_and_draws_from_all_sl
 
 
 def test_naive_step_computes_the_kit_losses_and_gradients(tiny_config):
-    from sfc_core.train import SfcObjective
 
     cfg = measure.bench_config(tiny_config)
     torch.manual_seed(0)
@@ -82,7 +81,7 @@ def test_naive_step_computes_the_kit_losses_and_gradients(tiny_config):
     assert (boxes[:, 1] - boxes[:, 0] < crop).any()             # some crops are padded
 
     kit_model = copy.deepcopy(model)
-    kit = SfcObjective(kit_model, weights, crop, cfg.loss.prototype_weight, cfg.loss.scale_weight)
+    kit = build_objective(kit_model, weights, cfg)
     kit_losses, _ = kit(images, boxes, labels)
 
     reference = reference_step.reference_network(model)

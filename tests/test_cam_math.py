@@ -1,4 +1,4 @@
-"""CAM math (sfc_core.model.cam), the backbones' freeze policy and SfcNet, against values
+"""CAM math (sfc_core.method.cam), the backbones' freeze policy and SfcNet, against values
 computed independently here (by hand or with explicit loops)."""
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from torch import nn
 
 from sfc_core.config import Config, ModelConfig, parse_overrides
 from sfc_core.errors import SfcError
-from sfc_core.model import backbone as backbone_module
-from sfc_core.model import build_backbone, build_model
-from sfc_core.model import cam as cam_math
+from sfc_core.method import cam as cam_math
+from sfc_core.method.network import SfcNet
+from sfc_core.model.build import AUTHORS_IMAGENET_FILES, build_backbone, build_model
 
 
 def test_classifier_cam_by_hand():
@@ -181,7 +181,7 @@ def test_imagenet_weights_message_names_the_file_torchvision_looks_for(tmp_path,
         build_backbone(name, "imagenet")
     assert error.value.path == tmp_path / "hub" / "checkpoints" / file
     assert f"--set model.backbone_weights=/path/{file}" in error.value.fix
-    assert backbone_module.AUTHORS_IMAGENET_FILES[name] in error.value.fix
+    assert AUTHORS_IMAGENET_FILES[name] in error.value.fix
 
 
 class ToyResNet(nn.Module):
@@ -253,3 +253,29 @@ def test_without_pcm_the_cam_is_the_plain_classifier_cam(tiny_model):
         expected = cam_math.classifier_cam(plain.classifier(plain.backbone(image)[3]), mask)
         assert torch.equal(plain(image, mask)["cam"], expected)
         assert not torch.allclose(tiny_model(image, mask)["cam"], expected)
+
+
+@pytest.mark.parametrize("pcm, seed_rule, background_scale",
+                         [(True, "argmax", 0.3), (False, "argmax", 3.0), (True, "sipe", 0.5)])
+def test_the_forwards_intermediate_maps_are_the_steps_to_its_outputs(pcm, seed_rule, background_scale):
+    torch.manual_seed(0)
+    model = SfcNet(build_backbone("tiny", "none"), 3, side_channels=(8, 8, 16, 16),
+                   seed_background_scale=background_scale, pcm=pcm, seed_rule=seed_rule).eval()
+    images, label = torch.randn(1, 3, 40, 56), torch.tensor([1.0, 0.0, 1.0])
+    valid = torch.cat([torch.ones(1), label])[None, :, None, None]
+    with torch.no_grad():
+        out, maps = model(images, valid), model(images, valid, intermediates=True)
+        assert out.keys() == {"score", "cam", "prototype_cam"}
+        for key in out:
+            torch.testing.assert_close(maps[key], out[key], rtol=0, atol=0)
+        assert [x.shape[1] for x in maps["stages"]] == list(model.backbone.channels)
+        assert torch.equal(maps["classifier_cam"], cam_math.classifier_cam(model.classifier(maps["stages"][3]), valid))
+        assert (maps["classifier_cam"] is maps["cam"]) == (not pcm)
+        scores = maps["cam"] if seed_rule == "argmax" else cam_math.correlation_iou(maps["cam"], maps["features"])
+        assert torch.equal(maps["seed_scores"], scores)
+        assert torch.equal(maps["seeds"], cam_math.seeds(scores, valid, background_scale))
+        assert torch.equal(maps["prototypes"], cam_math.prototypes(maps["seeds"], maps["features"]))
+    h, w = model.feature_size(40, 56)
+    assert maps["seeds"].shape == (1, 4, h, w) and maps["features"].shape == (1, 48, h, w)
+    assert maps["seeds"].sum(dim=1).max() <= 1 and maps["seeds"][0, 2].sum() == 0   # absent class: no seed
+    assert maps["prototypes"].shape == (1, 4, 48)

@@ -85,7 +85,7 @@ def test_cam_file_round_trip_and_class_list_check(hand_run):
 def test_make_cams_sums_scales_max_normalises_and_resumes(hand_run):
     """An untrained tiny network: the saved maps equal the per-scale inference done by hand."""
     from sfc_core.io import atomic_torch_save as save_checkpoint
-    from sfc_core.model.sfc_net import build_model, checkpoint_identity
+    from sfc_core.model.build import build_model, checkpoint_identity
 
     run, cfg = hand_run
     torch.manual_seed(0)
@@ -110,7 +110,7 @@ def test_make_cams_sums_scales_max_normalises_and_resumes(hand_run):
     for saved, total in zip((record.maps["classifier"], record.maps["prototype"]), totals):
         expected = (total / (total.amax(dim=(1, 2), keepdim=True) + 1e-5))[[0, 1, 2]].numpy()
         # the float32 CPU pipeline of old (normalise and flip in the loader) rounded to float16,
-        # within one float16 step: the stage runs channels-last (backbone.inference_layout)
+        # within one float16 step: the stage runs channels-last (model.build.inference_layout)
         np.testing.assert_allclose(saved, expected.astype(np.float16).astype(np.float32), rtol=0,
                                    atol=FLOAT16_STEP + 1e-6)
     # resumable: only the missing file is made again
@@ -123,7 +123,7 @@ def test_make_cams_sums_scales_max_normalises_and_resumes(hand_run):
 
 def _tiny_checkpoint(run, cfg, seed):
     from sfc_core.io import atomic_torch_save as save_checkpoint
-    from sfc_core.model.sfc_net import build_model, checkpoint_identity
+    from sfc_core.model.build import build_model, checkpoint_identity
 
     torch.manual_seed(seed)
     model = build_model(cfg.model, C).eval()
@@ -178,7 +178,7 @@ def test_infer_batch_equals_one_image_at_a_time():
     """B images (and their flips) in one forward give each image's CAMs alone, PCM on and off."""
     from sfc_core.cams import multiscale_cams, multiscale_cams_batch
     from sfc_core.data.transforms import device_views
-    from sfc_core.model.sfc_net import build_model
+    from sfc_core.model.build import build_model
 
     gen = torch.Generator().manual_seed(0)
     images = [torch.randint(0, 256, (5, 3, round(48 * s), round(48 * s)), generator=gen, dtype=torch.uint8)
@@ -203,7 +203,7 @@ def test_infer_batch_equals_one_image_at_a_time():
 def test_channels_last_inference_equals_the_contiguous_one():
     from sfc_core.cams import multiscale_cams_batch
     from sfc_core.data.transforms import device_views
-    from sfc_core.model.sfc_net import build_model
+    from sfc_core.model.build import build_model
 
     gen = torch.Generator().manual_seed(1)
     images = [torch.randint(0, 256, (3, 3, round(48 * s), round(48 * s)), generator=gen, dtype=torch.uint8)

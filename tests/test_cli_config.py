@@ -9,7 +9,7 @@ import torch
 from sfc_core.cli import VERBS, build_parser, main
 from sfc_core.config import Config, read_config_file
 from sfc_core.errors import SfcError
-from sfc_core.model.backbone import build_backbone
+from sfc_core.model.build import build_backbone
 
 # Verbs that build or read a configuration (synth, prepare and pretrain take none).
 CONFIGURED = {verb for verb, *_ in VERBS} - {"synth", "prepare", "pretrain"}

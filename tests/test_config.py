@@ -93,7 +93,7 @@ def test_choice_sets_are_the_registries():
     from sfc_core.config import LIMITS
     from sfc_core.data import DATASETS
     from sfc_core.data.synthetic import SIZES
-    from sfc_core.model.backbone import BACKBONES
+    from sfc_core.method.backbones import BACKBONES
     from sfc_core.model.deeplab_v2 import NAME as DEEPLAB_V2
 
     assert set(LIMITS["data.dataset"].choices) == set(DATASETS)

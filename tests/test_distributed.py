@@ -21,15 +21,15 @@ from sfc_core.errors import SfcError
 
 
 def _freeze_tiny_batchnorm() -> None:
-    from sfc_core.model import backbone
+    from sfc_core.method import backbones
 
-    build = backbone.BACKBONES["tiny"]
+    build = backbones.BACKBONES["tiny"]
 
-    def frozen(weights: str, weights_key: str) -> backbone.Backbone:
-        net = build(weights, weights_key)
+    def frozen(state: dict | None = None) -> backbones.Backbone:
+        net = build(state)
         net.frozen_bn = True
         return net.train()
-    backbone.BACKBONES["tiny"] = frozen
+    backbones.BACKBONES["tiny"] = frozen
 
 
 def _train_worker(rank: int, world_size: int, port: int, cfg: dict, out: str) -> None:

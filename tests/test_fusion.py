@@ -21,7 +21,7 @@ def test_fuse_is_the_weighted_mean_and_keeps_the_unit_range():
     np.testing.assert_allclose(fused, (classifier + 0.3 * prototype) / 1.3, rtol=1e-6)
     np.testing.assert_array_equal(fuse(classifier, prototype, 0.0), classifier)
     assert fused.max() <= 1.0 and fused.min() >= 0.0
-    with pytest.raises(SfcError, match="lambda"):
+    with pytest.raises(ValueError, match="lambda"):
         fuse(classifier, prototype, -0.1)
 
 
@@ -72,9 +72,9 @@ def test_threshold_rule_hand_made_pixels_and_ties_go_to_background():
     np.testing.assert_allclose(score, [[0.3, 0.7, 0.25]])
     # the reference rule: bg + 0.4 vs 2 fg -> 1.3 vs (0.6, 0.2): bg; 0.4 vs 1.4: b; 0.5 vs 0.5: tie -> bg
     np.testing.assert_array_equal(label_rows(cam, "reference"), [[0, 2, 0]])
-    with pytest.raises(SfcError, match="unknown background rule"):
+    with pytest.raises(ValueError, match="unknown background rule"):
         label_rows(cam, "otsu")
-    with pytest.raises(SfcError, match="needs a threshold"):
+    with pytest.raises(ValueError, match="needs a threshold"):
         label_rows(cam, "threshold")
 
 

@@ -233,12 +233,12 @@ def test_cudnn_autotunes_the_training_updates_only(tmp_path, monkeypatch):
     """On around each update (fixed-size crops), off again for after_step (validation) and
     after the loop; building SFC's step on a GPU no longer switches it on for the process."""
     from sfc_core.config import Config
-    from sfc_core.model.sfc_net import build_model
-    from sfc_core.train import SfcObjective, step_objective
+    from sfc_core.model.build import build_model, build_objective
+    from sfc_core.train import step_objective
 
     monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     cfg = Config.from_preset("synthetic-smoke", {"runtime.compile": "off"})
-    objective = SfcObjective(build_model(cfg.model, 3), torch.ones(3), 32, 1.0, 1.0)
+    objective = build_objective(build_model(cfg.model, 3), torch.ones(3), cfg)
     step_objective(objective, cfg, engine.DistInfo(), torch.device("cuda", 0))
     assert torch.backends.cudnn.benchmark is False
 
@@ -295,7 +295,7 @@ def test_cams_and_validation_maps_run_without_autocast_unless_asked(smoke_config
                                                                     recorded_autocast, asked):
     from sfc_core.config import Config
     from sfc_core.data import MultiScaleDataset
-    from sfc_core.model.sfc_net import build_model
+    from sfc_core.model.build import build_model
     from sfc_core.train import validate
 
     cfg = Config.from_dict(smoke_config.to_dict()).override({"runtime.num_workers": 0})

@@ -10,7 +10,7 @@ from sfc_core.cli import main
 from sfc_core.config import Config, ModelConfig
 from sfc_core.data.dataset import VOC_CLASSES
 from sfc_core.import_checkpoint import FORMATS, import_checkpoint, kit_key
-from sfc_core.model.sfc_net import build_model
+from sfc_core.model.build import build_model
 from tests.fixtures import trained_model
 from tests.reference_layout import REFERENCE_KEYS, reference_aliases, reference_state
 
@@ -98,7 +98,7 @@ def test_mismatches_are_refused_with_one_message_and_nothing_written(tmp_path, c
 
 def test_sipe_seed_scores_are_its_iou_of_feature_correlation_and_cam():
     """cam.correlation_iou against SIPE's get_seed written out with its (N, 1, P, P) broadcast."""
-    from sfc_core.model.cam import correlation_iou
+    from sfc_core.method.cam import correlation_iou
 
     gen = torch.Generator().manual_seed(0)
     cam, features = torch.rand(2, 4, 3, 5, generator=gen), torch.randn(2, 6, 3, 5, generator=gen)
@@ -110,7 +110,7 @@ def test_sipe_seed_scores_are_its_iou_of_feature_correlation_and_cam():
     inter = (correlation * flat).sum(-1)
     union = correlation.sum(-1) + flat.sum(-1) - inter
     torch.testing.assert_close(correlation_iou(cam, features), (inter / union).view(n, c, h, w))
-    from sfc_core.model.cam import seeds
+    from sfc_core.method.cam import seeds
 
     mask = torch.ones(1, c, 1, 1)
     assert not torch.equal(seeds(correlation_iou(cam, features), mask, 0.5), seeds(cam, mask, 0.5))

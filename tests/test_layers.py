@@ -2,14 +2,16 @@
 
 Stages (the modules the CLI's verb table names inside sfc_core, with their submodules) import
 only the foundation; the foundation imports no stage and no tooling; tooling (analysis,
-orchestration, benchmarks, ``__main__``) may import anything. Every import counts, lazy ones
-inside functions too, and importing ``a.b.c`` counts as importing ``a`` and ``a.b`` (their
-``__init__`` runs).
+orchestration, benchmarks, ``__main__``) may import anything. The method folder
+(``sfc_core.method``) imports torch, torchvision, numpy, the standard library and itself only.
+Every import counts, lazy ones inside functions too, and importing ``a.b.c`` counts as importing
+``a`` and ``a.b`` (their ``__init__`` runs).
 """
 from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,8 @@ from sfc_core.cli import VERBS
 REPO = Path(__file__).resolve().parents[1]
 TOOLING_PACKAGES = ("sfc_core.analysis", "sfc_core.orchestration", "benchmarks")
 TOOLING_MODULES = ("sfc_core.__main__",)
+METHOD = "sfc_core.method"
+METHOD_LIBRARIES = {"torch", "torchvision", "numpy", *sys.stdlib_module_names}
 STAGE_PARTS = {"sfc_core.data.prepare_coco": "sfc_core.data.prepare"}   # a stage split over two files
 
 
@@ -85,6 +89,36 @@ def violations() -> list[str]:
             elif other == "stage" and stage_of(target) != stage_of(module):
                 bad.append(f"{module} ({own}) imports stage {target}")
     return bad
+
+
+def method_violations() -> list[str]:
+    """Imports of the method folder's modules beyond torch, torchvision, numpy, the standard
+    library and the folder itself (``sfc_core`` alone is its package: its ``__init__`` runs)."""
+    bad = []
+    for module, path in sorted(MODULES.items()):
+        if not _within(module, METHOD):
+            continue
+        project = {t for t in imported_modules(module, path) if t != "sfc_core" and not _within(t, METHOD)}
+        nodes = list(ast.walk(ast.parse(path.read_text())))
+        roots = {alias.name.split(".")[0] for node in nodes if isinstance(node, ast.Import) for alias in node.names}
+        roots |= {node.module.split(".")[0] for node in nodes
+                  if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+        libraries = roots - METHOD_LIBRARIES - {"sfc_core"}
+        bad += [f"{module} imports {name}" for name in sorted(project | libraries)]
+    return bad
+
+
+def test_the_method_folder_imports_only_torch_numpy_and_itself():
+    assert method_violations() == []
+
+
+def test_the_method_checker_sees_a_violation(tmp_path, monkeypatch):
+    probe = tmp_path / "probe.py"
+    monkeypatch.setitem(MODULES, "sfc_core.method._probe", probe)
+    probe.write_text("import torch\nfrom sfc_core.method import cam\n\n\ndef f():\n"
+                     "    from sfc_core.errors import SfcError\n    import pandas\n")
+    assert method_violations() == ["sfc_core.method._probe imports pandas",
+                                   "sfc_core.method._probe imports sfc_core.errors"]
 
 
 def test_no_stage_imports_a_stage_and_the_foundation_imports_neither():

@@ -1,11 +1,27 @@
-"""The three losses against explicit loops over every element (docs/reference.md 3.3)."""
+"""The three losses against explicit loops over every element (docs/reference.md 3.3), and the
+objective that weighs them."""
 from __future__ import annotations
 
 import math
 
+import pytest
 import torch
+import torch.nn.functional as F
 
-from sfc_core.losses import classification_loss, prototype_consistency, scale_consistency
+from sfc_core.config import Config
+from sfc_core.data.transforms import valid_mask_from_boxes
+from sfc_core.method.losses import HALF_SCALE, SfcObjective, classification_loss
+from sfc_core.method.losses import prototype_consistency as prototype_term
+from sfc_core.method.losses import scale_consistency as scale_term
+from sfc_core.model.build import build_model, build_objective
+
+
+def prototype_consistency(cam, prototype_cam, class_weights):
+    return prototype_term({"cam": cam, "prototype_cam": prototype_cam}, {}, None, class_weights)
+
+
+def scale_consistency(cam_full, cam_half, labels, class_weights):
+    return scale_term({"cam": cam_full}, {"cam": cam_half}, labels, class_weights)
 
 
 def test_classification_loss_is_the_multilabel_soft_margin():
@@ -73,3 +89,26 @@ def test_scale_consistency_by_hand():
     changed_half[0, 2] -= 7                # image 0 lacks class index 1 (channel 2)
     changed_half[1, 1] += 3                # image 1 lacks class index 0 (channel 1)
     assert torch.allclose(scale_consistency(changed_full, changed_half, labels, weights), loss)
+
+
+def test_the_objective_is_classification_at_two_scales_plus_the_weighted_terms():
+    cfg = Config.from_preset("synthetic-smoke")
+    torch.manual_seed(0)
+    model, class_weights = build_model(cfg.model, 3), torch.tensor([0.5, 1.0, 2.0])
+    images, labels = torch.randn(2, 3, 64, 64), torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    boxes = torch.tensor([[0, 64, 0, 64], [0, 48, 8, 64]])
+    losses, out = build_objective(model, class_weights, cfg)(images, boxes, labels)
+    assert list(losses) == ["cls", "prototype", "scale", "total"]
+    assert torch.equal(losses["total"], losses["cls"] + 1.6 * losses["prototype"] + 0.8 * losses["scale"])
+    half_images = F.interpolate(images, scale_factor=HALF_SCALE, mode="bilinear", align_corners=True)
+    full = model(images, valid_mask_from_boxes(boxes, labels, 64, (8, 8)))
+    half = model(half_images, valid_mask_from_boxes(boxes, labels, 64, (4, 4)))
+    cls = (classification_loss(full["score"], labels) + classification_loss(half["score"], labels)) / 2
+    assert torch.equal(losses["cls"], cls) and torch.equal(out["prototype_cam"], full["prototype_cam"])
+    assert torch.equal(losses["scale"], scale_consistency(full["cam"], half["cam"], labels, class_weights))
+
+    cfg.override({"loss.prototype_weight": 0.0})       # a zero weight: the term is not computed
+    losses, out = build_objective(model, class_weights, cfg)(images, boxes, labels)
+    assert list(losses) == ["cls", "scale", "total"] and "prototype_cam" not in out
+    with pytest.raises(ValueError, match="_weight in LossConfig"):
+        SfcObjective(model, class_weights, {"prototype": 1.0}, valid_mask_from_boxes)

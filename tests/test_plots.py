@@ -132,7 +132,8 @@ def test_image_grid_adds_one_colour_bar_for_the_overlays():
 
 
 def test_coefficients_caption_says_where_the_second_count_comes_from():
-    from sfc_core.data.stats import VOC_REFERENCE_EXTRA, VOC_REFERENCE_SECOND_COUNTS, default_second_counts
+    from sfc_core.data.stats import VOC_REFERENCE_EXTRA, VOC_REFERENCE_SECOND_COUNTS
+    from sfc_core.method.coefficients import default_second_counts
 
     voc = plots.coefficients_caption(VOC_REFERENCE_SECOND_COUNTS, VOC_REFERENCE_EXTRA)
     assert voc.endswith("b_k and E = 396 are the reference's VOC constants")

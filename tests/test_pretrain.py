@@ -18,7 +18,7 @@ from sfc_core.data.pretrain_set import (
     make_images,
 )
 from sfc_core.errors import SfcError
-from sfc_core.model.backbone import build_backbone
+from sfc_core.model.build import build_backbone
 from sfc_core.model.pretrained import (
     Classifier,
     Recipe,

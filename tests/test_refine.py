@@ -10,7 +10,7 @@ from PIL import Image
 
 from sfc_core.config import Config
 from sfc_core.errors import SfcError
-from sfc_core.model.backbone import build_backbone
+from sfc_core.model.build import build_backbone
 from sfc_core.provenance import read_record
 from sfc_core.refine.irn import BoundaryNet, affinity_loss, affinity_targets, edge_layer_table, edge_map
 from sfc_core.refine.random_walk import PathIndex

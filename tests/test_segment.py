@@ -312,7 +312,7 @@ def _per_image_confusions(model, dataset, cfg) -> dict[str, np.ndarray]:
 
     from sfc_core.data import MultiScaleDataset
     from sfc_core.data.transforms import device_views
-    from sfc_core.model.backbone import fold_batchnorms
+    from sfc_core.model.build import fold_batchnorms
 
     s, k = cfg.segment, dataset.num_classes + 1
     model = fold_batchnorms(copy.deepcopy(model).eval()).to(memory_format=torch.channels_last)

@@ -6,7 +6,7 @@
 - The PCM projection as two convolutions on the slices of its one weight equals the
   2051-channel convolution of the concatenation (within 1e-6); the weight keeps its key and
   shape, so checkpoints (the kit's and the reference's layout) load as before.
-- ``backbone.fold_batchnorms`` (the CAM stage's network): the tiny and ResNet-50 backbones with
+- ``model.build.fold_batchnorms`` (the CAM stage's network): the tiny and ResNet-50 backbones with
   every BatchNorm folded into its convolution give the unfolded CAMs within float rounding,
   with no BatchNorm left.
 - DDP broadcasts no buffers when the backbone's BatchNorm is frozen: the ResNets' BatchNorm
@@ -23,11 +23,10 @@ from torch._dynamo.utils import counters
 from benchmarks import measure
 from sfc_core import engine
 from sfc_core.config import Config, ModelConfig
-from sfc_core.data.stats import distribution_coefficients
 from sfc_core.errors import SfcError
-from sfc_core.model.backbone import fold_batchnorms
-from sfc_core.model.sfc_net import build_model
-from sfc_core.train import SfcObjective
+from sfc_core.method.coefficients import distribution_coefficients
+from sfc_core.method.losses import SfcObjective
+from sfc_core.model.build import build_model, build_objective, fold_batchnorms
 
 CPU = torch.device("cpu")
 NUM_CLASSES = 10
@@ -37,8 +36,7 @@ def _objective_and_batch(cfg: Config) -> tuple[SfcObjective, dict]:
     torch.manual_seed(0)
     statistics = measure.class_statistics(NUM_CLASSES, batch_size=4, bank_draws=0)
     weights = torch.as_tensor(distribution_coefficients(*statistics), dtype=torch.float32)
-    objective = SfcObjective(build_model(cfg.model, NUM_CLASSES), weights, cfg.data.crop_size,
-                             cfg.loss.prototype_weight, cfg.loss.scale_weight)
+    objective = build_objective(build_model(cfg.model, NUM_CLASSES), weights, cfg)
     batch = measure.loader_batches(1, 4, cfg.data.crop_size, cfg.data.resize_long, statistics[0], seed=3)[0]
     return objective, batch
 

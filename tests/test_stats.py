@@ -18,9 +18,8 @@ from sfc_core.data.stats import (
     class_weights,
     cooccurrence,
     dataset_stats,
-    default_second_counts,
-    distribution_coefficients,
 )
+from sfc_core.method.coefficients import default_second_counts, distribution_coefficients
 
 # VOC trainaug's images per class and the reference's weights, in descending image count (docs/reference.md 3.4).
 VOC_BY_FREQUENCY = ["person", "chair", "dog", "car", "cat", "bottle", "bird", "sofa", "diningtable",

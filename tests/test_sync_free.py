@@ -15,10 +15,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from sfc_core import engine
-from sfc_core.bank import ImageBank
 from sfc_core.config import Config
-from sfc_core.model.sfc_net import build_model
-from sfc_core.train import SfcObjective, SfcUpdate, build_optimizer
+from sfc_core.method.bank import ImageBank
+from sfc_core.model.build import build_model, build_objective
+from sfc_core.train import SfcUpdate, build_optimizer
 
 META = torch.device("meta")
 HOST_DATA_FACTORIES = {torch.tensor, torch.as_tensor}
@@ -68,8 +68,7 @@ class FactoryRecorder(TorchFunctionMode):
 def meta_update(cfg: Config, num_classes: int = 10, draws: int = 2) -> SfcUpdate:
     """SFC's update as train._setup builds it (bank on), every tensor on the meta device."""
     model = build_model(cfg.model, num_classes).to(META)
-    objective = SfcObjective(model, torch.ones(num_classes), cfg.data.crop_size, cfg.loss.prototype_weight,
-                             cfg.loss.scale_weight).to(META)
+    objective = build_objective(model, torch.ones(num_classes), cfg).to(META)
     optimizer, schedule = build_optimizer(model, cfg.train, 10)
     bank = ImageBank(num_classes, (3, cfg.data.crop_size, cfg.data.crop_size), META)
     state = engine.TrainState(model, optimizer, schedule, engine.make_grad_scaler(torch.device("cpu"), False),

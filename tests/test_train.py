@@ -134,9 +134,9 @@ def test_validation_on_the_device_equals_the_per_image_numpy_scores(smoke_config
     from sfc_core import train as train_module
     from sfc_core.data import MultiScaleDataset
     from sfc_core.data.transforms import device_views
+    from sfc_core.method.cam import max_normalise
     from sfc_core.metrics import confusion_matrix, mean_iou
-    from sfc_core.model.cam import max_normalise
-    from sfc_core.model.sfc_net import build_model
+    from sfc_core.model.build import build_model
 
     torch.manual_seed(0)
     model = build_model(smoke_config.model, smoke_dataset.num_classes)          # random weights

@@ -12,21 +12,17 @@ import torch
 from sfc_core.analysis import walkthrough
 from sfc_core.analysis.notebook import MAX_COPY_BYTES, copy_link, publish_executed, source_link
 from sfc_core.data import MultiScaleDataset
-from sfc_core.model.backbone import build_backbone
-from sfc_core.model.sfc_net import SfcNet
+from sfc_core.method.network import SfcNet
+from sfc_core.model.build import build_backbone
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 EXECUTED = REPO / "docs" / "notebooks"
-NUM_CLASSES = 3
 
 
-def tiny_net(pcm: bool, seed_rule: str = "argmax", background_scale: float = 0.3,
-             num_classes: int = NUM_CLASSES) -> SfcNet:
+def tiny_net(num_classes: int) -> SfcNet:
     torch.manual_seed(0)
-    model = SfcNet(build_backbone("tiny", "none"), num_classes, side_channels=(8, 8, 16, 16),
-                   seed_background_scale=background_scale, pcm=pcm, seed_rule=seed_rule)
-    return model.eval()
+    return SfcNet(build_backbone("tiny", "none"), num_classes, side_channels=(8, 8, 16, 16), pcm=False).eval()
 
 
 def test_pick_head_and_tail_takes_the_extreme_classes_and_their_simplest_image():
@@ -40,34 +36,20 @@ def test_pick_head_and_tail_takes_the_extreme_classes_and_their_simplest_image()
         walkthrough.pick_head_and_tail(np.zeros((2, 4)), counts)
 
 
-@pytest.mark.parametrize("pcm, seed_rule, background_scale",
-                         [(True, "argmax", 0.3), (False, "argmax", 3.0), (True, "sipe", 0.5)])
-def test_network_steps_end_where_the_forward_ends(pcm, seed_rule, background_scale):
-    model = tiny_net(pcm, seed_rule, background_scale)
-    images = torch.randn(1, 3, 40, 56)
-    label = torch.tensor([1.0, 0.0, 1.0])
-    steps = walkthrough.network_steps(model, images, label)
-    with torch.no_grad():
-        out = model(images, torch.cat([torch.ones(1), label])[None, :, None, None])
-    torch.testing.assert_close(steps["score"], out["score"], rtol=0, atol=0)
-    torch.testing.assert_close(steps["cam"], out["cam"], rtol=0, atol=0)
-    torch.testing.assert_close(steps["prototype_cam"], out["prototype_cam"], rtol=0, atol=0)
-    assert (steps["classifier_cam"] is steps["cam"]) == (not pcm)
-    h, w = model.feature_size(40, 56)
-    assert steps["seeds"].shape == (1, NUM_CLASSES + 1, h, w)
-    assert steps["seeds"].sum(dim=1).max() <= 1 and steps["seeds"][0, 2].sum() == 0   # absent class: no seed
-    assert steps["prototypes"].shape == (1, NUM_CLASSES + 1, steps["features"].shape[1])
-
-
 def test_walk_image_runs_a_dataset_image_as_the_network_sees_it(smoke_dataset):
-    model = tiny_net(pcm=False, num_classes=smoke_dataset.num_classes)
+    model = tiny_net(smoke_dataset.num_classes)
     views = MultiScaleDataset(smoke_dataset, "train", scales=(1.0,))
     walk = walkthrough.walk_image(model, views, 3)
     assert walk["id"] == views.ids[3]
     np.testing.assert_array_equal(walk["image"], smoke_dataset.read_image(walk["id"]))
     assert walk["classes"] == [int(k) for k in np.flatnonzero(smoke_dataset.label(walk["id"]))]
-    with torch.no_grad():
+    with torch.no_grad():     # the walk-through's maps are the network's own forward's, all of them
+        maps = model(walk["images"], torch.cat([torch.ones(1), walk["label"]])[None, :, None, None],
+                     intermediates=True)
         out = model(walk["images"], torch.cat([torch.ones(1), walk["label"]])[None, :, None, None])
+    assert walk["steps"].keys() == maps.keys() >= {"classifier_cam", "features", "seeds", "prototypes"}
+    for key in maps.keys() - {"stages"}:
+        torch.testing.assert_close(walk["steps"][key], maps[key], rtol=0, atol=0)
     torch.testing.assert_close(walk["steps"]["prototype_cam"], out["prototype_cam"], rtol=0, atol=0)
 
 

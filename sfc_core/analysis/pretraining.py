@@ -15,7 +15,7 @@ import torch
 
 from sfc_core.analysis.walkthrough import feature_rgb
 from sfc_core.data.pretrain_set import PretrainSpec, class_definitions, image_at
-from sfc_core.model.backbone import Backbone
+from sfc_core.method.backbones import Backbone
 from sfc_core.model.pretrained import DEFAULT_SPEC, to_tensor
 
 

@@ -35,8 +35,10 @@ from sfc_core.config import Config
 from sfc_core.data import SegmentationDataset, TrainDataset
 from sfc_core.data.stats import class_weights
 from sfc_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_crops
+from sfc_core.method.bank import append_bank_draws
+from sfc_core.method.losses import HALF_SCALE, SfcObjective
 from sfc_core.model.pretrained import resolve_backbone_weights
-from sfc_core.train import HALF_SCALE, SfcObjective, append_bank_draws, sfc_update
+from sfc_core.train import sfc_update
 
 WARM_BATCHES = 3      # loader batches written into the image bank before the step shown
 

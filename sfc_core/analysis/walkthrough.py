@@ -1,16 +1,12 @@
 """One image through a trained SFC network step by step: the walk-through of notebook 03.
 
-Nothing here computes method math of its own: ``network_steps`` calls, in the order
-``SfcNet.forward`` does, the network's own layers and PCM (``_refine``, ``_hierarchical_features``)
-and the pure functions of ``model/cam.py`` that ``SfcNet._prototype_cam`` calls, keeping the
-tensors the forward hides (classifier CAM before PCM, seeds, prototypes).
-tests/test_walkthrough.py checks that the outputs equal ``SfcNet.forward``'s. (The losses split
-by class are notebook 02's, on a training batch: ``analysis/training.py``.)
+The maps are the network's own forward's (``SfcNet.forward(..., intermediates=True)``: classifier
+CAM before PCM, hierarchical features, seeds, prototypes, prototype CAM); this module only picks
+the images and draws. (The losses split by class are notebook 02's: ``analysis/training.py``.)
 
     picked = pick_head_and_tail(dataset.labels("train"), counts)   # {"head": (i, k), "tail": (i, k)}
-    steps = network_steps(model, images, label)                     # each tensor (1, ...)
-    walk = walk_image(model, MultiScaleDataset(dataset, "train", (1.0,)), i)   # one image's steps
-    fig = cam_panels([(image, [steps["classifier_cam"][0, 1]], ["classifier CAM"])])
+    walk = walk_image(model, MultiScaleDataset(dataset, "train", (1.0,)), i)   # walk["steps"]: the maps
+    fig = cam_panels([(walk["image"], [walk["steps"]["classifier_cam"][0, 1]], ["classifier CAM"])])
 """
 from __future__ import annotations
 
@@ -24,8 +20,8 @@ import torch.nn.functional as F
 
 from sfc_core.data import MultiScaleDataset
 from sfc_core.data.transforms import device_views
-from sfc_core.model import cam as cam_math
-from sfc_core.model.sfc_net import SfcNet
+from sfc_core.method.cam import COSINE_EPS
+from sfc_core.method.network import SfcNet
 
 
 def pick_head_and_tail(labels: np.ndarray, counts: Sequence[int]) -> dict[str, tuple[int, int]]:
@@ -50,41 +46,19 @@ def pick_head_and_tail(labels: np.ndarray, counts: Sequence[int]) -> dict[str, t
 
 
 @torch.no_grad()
-def network_steps(model: SfcNet, images: torch.Tensor, label: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The intermediate tensors of ``model(images, [1, label])`` for one image, batch dim kept.
-
-    images (1, 3, H, W) normalised; label (C,) multi-hot. Returns ``score`` (1, C),
-    ``classifier_cam`` (1, K, h, w) before PCM, ``cam`` (1, K, h, w) after PCM (the same tensor
-    when ``model.pcm`` is off), ``features`` (1, D, h, w) the hierarchical features,
-    ``seed_scores`` (1, K, h, w) what the seeds take the arg-max of (the CAM, or SIPE's
-    correlation IoU under ``seed_rule="sipe"``), ``seeds`` (1, K, h, w) one-hot,
-    ``prototypes`` (1, K, D) and ``prototype_cam`` (1, K, h, w).
-    """
-    valid = torch.cat([label.new_ones(1), label]).to(images.dtype)[None, :, None, None]
-    stages = model.backbone(images)
-    logit_map = model.classifier(stages[3])
-    classifier_cam = cam_math.classifier_cam(logit_map, valid)
-    cam = model._refine(classifier_cam, images, stages[3])
-    features = model._hierarchical_features(stages)
-    seed_scores = cam if model.seed_rule == "argmax" else cam_math.correlation_iou(cam, features)
-    seeds = cam_math.seeds(seed_scores, valid, model.seed_background_scale)
-    prototypes = cam_math.prototypes(seeds, features)
-    return {"score": logit_map.mean(dim=(2, 3)), "classifier_cam": classifier_cam, "cam": cam,
-            "features": features, "seed_scores": seed_scores, "seeds": seeds, "prototypes": prototypes,
-            "prototype_cam": cam_math.prototype_cam(features, prototypes)}
-
-
 def walk_image(model: SfcNet, views: MultiScaleDataset, index: int) -> dict[str, Any]:
     """Image ``index`` of ``views`` (at its first scale, no flip: build them with scales=(1.0,))
-    through ``network_steps``, on the model's device: ``id``, ``image`` (H, W, 3) uint8, ``images`` (1, 3, H, W) normalised,
-    ``label`` (C,), ``classes`` (the image's class indices, 0-based) and ``steps``."""
+    through the network on its device, with the valid mask [1, label]: ``id``, ``image`` (H, W, 3)
+    uint8, ``images`` (1, 3, H, W) normalised, ``label`` (C,), ``classes`` (the image's class
+    indices, 0-based) and ``steps``: the forward's maps (``SfcNet.forward``, intermediates), batch dim kept."""
     item = views[index]
     device = next(model.parameters()).device
     images = device_views(item["images"][0], device, flip=False)
     label = item["label"].to(device)
+    valid = torch.cat([label.new_ones(1), label]).to(images.dtype)[None, :, None, None]
     return {"id": item["name"], "image": item["images"][0].permute(1, 2, 0).numpy(), "images": images,
             "label": label, "classes": [int(k) for k in np.flatnonzero(item["label"].numpy() > 0.5)],
-            "steps": network_steps(model, images, label)}
+            "steps": model(images, valid, intermediates=True)}
 
 
 def class_rows(walks: dict[str, dict[str, Any]], key: str,
@@ -132,7 +106,7 @@ def cam_panels(rows: Sequence[tuple[np.ndarray, Sequence[Any], Sequence[str]]], 
 
 def prototype_similarity(prototypes: torch.Tensor) -> np.ndarray:
     """(K', K') cosine similarity between an image's prototypes (K', D), 0 where one is zero."""
-    unit = prototypes / prototypes.norm(dim=1, keepdim=True).clamp_min(cam_math.COSINE_EPS)
+    unit = prototypes / prototypes.norm(dim=1, keepdim=True).clamp_min(COSINE_EPS)
     return (unit @ unit.T).cpu().numpy()
 
 

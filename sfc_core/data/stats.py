@@ -1,10 +1,7 @@
-"""Class statistics of a dataset list and the paper's distribution coefficients (verb: stats, in data/commands.py).
+"""Class statistics of a dataset list and its distribution coefficients (verb: stats, in data/commands.py).
 
-The reference weights the consistency losses per class by w_k = b_k / (n_k + E), normalised
-to mean 1 (docs/method.md 3, docs/reference.md 3.4): n_k = images of class k in the training
-list, E = the expected extra samples per class from the image bank, b_k a second per-class
-count the reference hard-codes for VOC without saying what it is. `class_weights` gives the
-kit's w for any dataset: the reference's b_k and E on VOC, `default_second_counts` elsewhere.
+The coefficients' math is the method's (``method/coefficients.py``); `class_weights` gives the
+kit's w for a training list: the reference's b_k and E on VOC (kept here), the kit's elsewhere.
 
     python -m sfc_core stats --preset synthetic --data-root data/synthetic --list train_aug
 """
@@ -15,6 +12,7 @@ import numpy as np
 from sfc_core.config import Config
 from sfc_core.data.dataset import VOC_CLASSES, SegmentationDataset
 from sfc_core.errors import SfcError
+from sfc_core.method.coefficients import bank_extra, default_second_counts, distribution_coefficients
 
 # The reference's b_k ("ben", docs/reference.md 3.4), reordered from its frequency order into
 # VOC class order (aeroplane ... tvmonitor).
@@ -23,9 +21,6 @@ VOC_REFERENCE_SECOND_COUNTS = np.array(
      7582, 13316, 8308, 7792, 66642, 7626, 10524, 7726, 7704, 7536], dtype=np.float64)
 # The reference's E, written there as 660 * 4 * 3 / 20 (VOC trainaug has 661 steps of 16).
 VOC_REFERENCE_EXTRA = 396.0
-# The factor 3 in the reference's E = steps_per_epoch * bank_draws * 3 / C (unexplained there;
-# kept so that E means the same on every dataset).
-REFERENCE_BANK_EPOCHS = 3
 
 
 def class_counts(dataset: SegmentationDataset, list_name: str) -> np.ndarray:
@@ -37,41 +32,6 @@ def cooccurrence(dataset: SegmentationDataset, list_name: str) -> np.ndarray:
     """int64 (C, C): [i, j] = images containing both class i and class j; diagonal = counts."""
     present = (dataset.labels(list_name) > 0).astype(np.int64)    # (N, C)
     return present.T @ present
-
-
-def distribution_coefficients(image_counts: np.ndarray, second_counts: np.ndarray,
-                              extra: float) -> np.ndarray:
-    """float64 (C,): b_k / (n_k + E), normalised to mean 1.
-
-    image_counts n (C,), second_counts b (C,), extra E (expected bank samples per class).
-    """
-    coefficients = np.asarray(second_counts, dtype=np.float64) / (np.asarray(image_counts) + extra)
-    return coefficients / coefficients.mean()
-
-
-def bank_extra(num_images: int, batch_size: int, bank_draws: int, num_classes: int) -> float:
-    """E = steps_per_epoch * bank_draws * 3 / C: the expected number of times the image bank
-    draws each class's slot in 3 epochs (the reference's formula; 0 without a bank)."""
-    return (num_images // batch_size) * bank_draws * REFERENCE_BANK_EPOCHS / num_classes
-
-
-def default_second_counts(image_counts: np.ndarray, extra: float) -> np.ndarray:
-    """The kit's b_k for datasets other than VOC: float64 (C,) b_k = t_k^2 / m + m, with t_k = n_k + E
-    a class's expected training samples (its images plus its bank draws) and m = mean_k t_k, so
-    that w_k is proportional to s_k + 1/s_k, s_k = t_k / m.
-
-    The reference's b_k is an undocumented constant, but its weights have a documented shape: the
-    most frequent and the rarest classes weigh most, the middling ones least (VOC: person 1.55,
-    cow 1.77, bird 0.77), the paper's argument that heads are over- and tails under-activated.
-    s_k + 1/s_k is the simplest weight of that shape: smallest (2) at the average share, growing
-    alike for a factor r either way; E enters as in the reference (the bank flattens the class
-    distribution, so the weights). On VOC's counts it gives person 1.82, cow 1.08, minimum 0.91
-    (bottle): the same ends up, milder on the tail. The VOC preset keeps the reference's b_k and E
-    (`coefficient_inputs`), so the reference's weights are reproduced exactly.
-    """
-    samples = np.asarray(image_counts, dtype=np.float64) + extra
-    mean = samples.mean()
-    return samples ** 2 / mean + mean
 
 
 def coefficient_inputs(dataset: SegmentationDataset, list_name: str, dataset_kind: str,

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from sfc_core.errors import SfcError
-
 BACKGROUND_RULES = ("reference", "threshold")
 REFERENCE_BG_OFFSET = 0.4      # reference: background + 0.4 ...
 REFERENCE_FG_GAIN = 2.0        # ... against 2 x foreground
@@ -22,7 +20,7 @@ REFERENCE_FG_GAIN = 2.0        # ... against 2 x foreground
 def fuse(classifier: np.ndarray, prototype: np.ndarray, lam: float) -> np.ndarray:
     """Fused CAM (classifier + lam * prototype) / (1 + lam), same shape as the inputs (K', ...)."""
     if lam < 0:
-        raise SfcError(f"fusion lambda must be >= 0, got {lam}", fix="set cams.fusion_lambda >= 0")
+        raise ValueError(f"fusion lambda must be >= 0, got {lam} (set cams.fusion_lambda >= 0)")
     return (classifier + lam * prototype) / (1.0 + lam)
 
 
@@ -35,11 +33,10 @@ def background_score(cam: np.ndarray, background: str, threshold: float | None =
             REFERENCE_FG_GAIN, dtype=cam.dtype)
     if background == "threshold":
         if threshold is None:
-            raise SfcError("the threshold background rule needs a threshold",
-                           fix="pass threshold= (config cams.bg_threshold)")
+            raise ValueError("the threshold background rule needs a threshold (config cams.bg_threshold)")
         return np.full(cam.shape[1:], threshold, dtype=cam.dtype)
-    raise SfcError(f"unknown background rule {background!r}",
-                   fix=f"set cams.background to one of: {', '.join(BACKGROUND_RULES)}")
+    raise ValueError(f"unknown background rule {background!r} (cams.background: one of "
+                     f"{', '.join(BACKGROUND_RULES)})")
 
 
 def best_foreground(cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -1,5 +1,2 @@
-"""The SFC network: backbone registry, CAM math, and the model that ties them together."""
-from sfc_core.model.backbone import BACKBONES, Backbone, build_backbone
-from sfc_core.model.sfc_net import SfcNet, build_model, load_model
-
-__all__ = ["BACKBONES", "Backbone", "SfcNet", "build_backbone", "build_model", "load_model"]
+"""The pipeline's side of the networks: build.py (SFC's network and objective from a configuration,
+weight files and checkpoints), pretrained.py (the small pretrained backbone), deeplab_v2.py (step 3)."""

@@ -30,7 +30,8 @@ from sfc_core.data.pretrain_set import PretrainSpec, make_images
 from sfc_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from sfc_core.errors import SfcError
 from sfc_core.io import atomic_torch_save, atomic_write_bytes, atomic_write_json
-from sfc_core.model.backbone import Backbone, build_backbone
+from sfc_core.method.backbones import Backbone
+from sfc_core.model.build import build_backbone
 
 PRETRAIN_VERSION = 1
 SHIPPED = Path(__file__).resolve().parent / "weights"   # the default backbone's file, in the kit

@@ -42,8 +42,8 @@ from sfc_core.data.dataset import SegmentationDataset
 from sfc_core.data.transforms import augment, normalize, normalize_crops, rescale
 from sfc_core.errors import SfcError
 from sfc_core.masks import IGNORE
-from sfc_core.model.backbone import Backbone, build_backbone
-from sfc_core.model.sfc_net import load_model
+from sfc_core.method.backbones import Backbone
+from sfc_core.model.build import build_backbone, load_model
 from sfc_core.refine.random_walk import PathIndex, edge_to_affinity, hybrid_walk, shifted_crops
 from sfc_core.run_dir import RunDir
 

@@ -1,31 +1,23 @@
 """The SFC network: a backbone plus the new 1x1 layers; all CAM math is in ``cam.py``.
 
-    model = build_model(cfg.model, num_classes)
-    out = model(images, valid_mask)      # training: score, cam (PCM-refined), prototype_cam
-    cam, proto = model.infer(pair, label)   # inference on an image + its flip
-    cam, proto = multiscale_cams_batch(model, views_per_scale, labels, size)   # B images, upsampled
-    model = load_model(path, engine.load_checkpoint(path), cfg.model, class_names)
+    out = model(images, valid_mask)          # training: score, cam (PCM-refined), prototype_cam
+    maps = model(images, valid_mask, intermediates=True)   # + stages, classifier_cam, seeds, ...
+    cam, proto = model.infer(pair, label)    # inference on an image + its flip
 
-New layers (docs/reference.md 2.2), all 1x1 convolutions without bias:
-side1..side4 on the detached x1..x4 -> ``model.side_channels`` (hierarchical features),
-``classifier`` x4 -> C, ``pcm_projection`` (the reference's f9) (3 + C4) -> C4 on the image
-resized to the grid and x4.
+New layers (docs/reference.md 2.2), all 1x1 convolutions without bias: side1..side4 on the
+detached x1..x4 -> ``side_channels`` (hierarchical features), ``classifier`` x4 -> C,
+``pcm_projection`` (the reference's f9) (3 + C4) -> C4 on the image resized to the grid and x4.
 """
 from __future__ import annotations
-
-import dataclasses
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sfc_core import engine
-from sfc_core.config import ModelConfig
-from sfc_core.model import cam as cam_math
-from sfc_core.model.backbone import Backbone, build_backbone
+from sfc_core.method import cam as cam_math
+from sfc_core.method.backbones import Backbone
 
-ARCHITECTURE = "sfc"   # recorded in checkpoints and checked when loading
+OUTPUTS = ("score", "cam", "prototype_cam")     # what the forward returns without intermediates
 
 
 class SfcNet(nn.Module):
@@ -77,30 +69,38 @@ class SfcNet(nn.Module):
         sides = [side(x.detach()) for side, x in zip(self.sides, stages)]
         return cam_math.hierarchical_features(sides, stages[2].shape[-2:])
 
-    def _prototype_cam(self, cam: torch.Tensor, features: torch.Tensor, seed_mask: torch.Tensor) -> torch.Tensor:
+    def _prototype_maps(self, cam: torch.Tensor, features: torch.Tensor,
+                        seed_mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``seed_scores`` (what the seeds take the arg-max of: the CAM, or SIPE's correlation
+        IoU under ``seed_rule="sipe"``), ``seeds``, ``prototypes`` (N, K, D), ``prototype_cam``."""
         scores = cam if self.seed_rule == "argmax" else cam_math.correlation_iou(cam, features)
         seeds = cam_math.seeds(scores, seed_mask, self.seed_background_scale)
-        return cam_math.prototype_cam(features, cam_math.prototypes(seeds, features))
+        prototypes = cam_math.prototypes(seeds, features)
+        return {"seed_scores": scores, "seeds": seeds, "prototypes": prototypes,
+                "prototype_cam": cam_math.prototype_cam(features, prototypes)}
 
     # -- training ----------------------------------------------------------------------------
-    def forward(self, images: torch.Tensor, valid_mask: torch.Tensor,
-                with_prototype_cam: bool = True) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, valid_mask: torch.Tensor, with_prototype_cam: bool = True,
+                intermediates: bool = False) -> dict[str, torch.Tensor]:
         """images (N, 3, H, W); valid_mask (N, C+1, h, w), label-masked (or broadcastable,
         e.g. (N, C+1, 1, 1) = [1, label] for uncropped validation images).
 
-        Returns ``score`` (N, C) class logits (GAP of the classifier map), ``cam``
-        (N, C+1, h, w) the PCM-refined classifier CAM (unrefined when ``pcm`` is off), and, unless ``with_prototype_cam`` is
-        False, ``prototype_cam`` (N, C+1, h, w).
+        Returns ``score`` (N, C) class logits (GAP of the classifier map), ``cam`` (N, C+1, h, w)
+        the PCM-refined classifier CAM (unrefined when ``pcm`` is off) and, unless
+        ``with_prototype_cam`` is False, ``prototype_cam`` (N, C+1, h, w). ``intermediates``:
+        also ``stages`` (x1..x4), ``classifier_cam`` (before PCM; ``cam`` itself without PCM),
+        ``features`` (N, D, h, w) hierarchical, ``seed_scores``, ``seeds``, ``prototypes``.
         """
         stages = self.backbone(images)
         x4 = stages[3]
         logit_map = self.classifier(x4)
-        cam = cam_math.classifier_cam(logit_map, valid_mask)
-        out = {"score": logit_map.mean(dim=(2, 3)), "cam": self._refine(cam, images, x4)}
+        classifier_cam = cam_math.classifier_cam(logit_map, valid_mask)
+        maps = {"stages": stages, "score": logit_map.mean(dim=(2, 3)), "classifier_cam": classifier_cam,
+                "cam": self._refine(classifier_cam, images, x4)}
         if with_prototype_cam:
-            out["prototype_cam"] = self._prototype_cam(out["cam"], self._hierarchical_features(stages),
-                                                       valid_mask)
-        return out
+            maps["features"] = self._hierarchical_features(stages)
+            maps.update(self._prototype_maps(maps["cam"], maps["features"], valid_mask))
+        return maps if intermediates else {key: maps[key] for key in OUTPUTS if key in maps}
 
     # -- inference ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -137,53 +137,4 @@ class SfcNet(nn.Module):
         label_mask = torch.cat([labels.new_ones(count, 1), labels], dim=1).to(logit_map.dtype)[:, :, None, None]
         cam = cam_math.classifier_cam(logit_map, label_mask if mask_by_label else None)
         cam = self._refine(cam, images, x4)
-        return cam, self._prototype_cam(cam, features, label_mask)
-
-
-def multiscale_cams_batch(model: SfcNet, images: list[torch.Tensor], labels: torch.Tensor, size: tuple[int, int],
-                          mask_by_label: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Classifier and prototype CAMs of B images of one size over all scales, both
-    (B, C+1, H, W) float32 (the CAM stage; training-time validation: one scale, no flip).
-
-    images: one (2B, 3, h_s, w_s) tensor per scale (the B images, then their B flips, as
-    ``transforms.device_views`` makes them), or (B, 3, h_s, w_s) without flips, on the
-    model's device; labels: (B, C) multi-hot. Each scale's (B, C+1, h, w) maps
-    (``SfcNet.infer_batch``) are upsampled bilinearly to `size`, summed over scales, then
-    max-normalised per image and channel (reference make_cam).
-    """
-    classifier = prototype = 0
-    for views in images:
-        scale_cams = model.infer_batch(views, labels, mask_by_label=mask_by_label)
-        up = [F.interpolate(cam.float(), size, mode="bilinear", align_corners=False) for cam in scale_cams]
-        classifier, prototype = classifier + up[0], prototype + up[1]
-    return cam_math.max_normalise(classifier), cam_math.max_normalise(prototype)
-
-
-def build_model(model_cfg: ModelConfig, num_classes: int) -> SfcNet:
-    """An SfcNet for ``num_classes`` foreground classes (from the dataset) and ``model_cfg``."""
-    backbone = build_backbone(model_cfg.backbone, model_cfg.backbone_weights)
-    return SfcNet(backbone, num_classes, model_cfg.side_channels, model_cfg.seed_background_scale,
-                  model_cfg.pcm, model_cfg.seed_rule)
-
-
-def checkpoint_identity(model_cfg: ModelConfig, class_names: list[str]) -> dict:
-    """What a checkpoint records about the network, and what loading it checks."""
-    return {"architecture": ARCHITECTURE, "backbone": model_cfg.backbone,
-            "num_classes": len(class_names), "class_names": list(class_names)}
-
-
-def load_model(path: Path, ckpt: dict, model_cfg: ModelConfig, class_names: list[str],
-               device: torch.device | str | None = None) -> SfcNet:
-    """The SfcNet of a loaded checkpoint ``ckpt`` (read from ``path``, named in errors), in eval
-    mode on ``device`` (default: auto); the checkpoint must match ``model_cfg`` and
-    ``class_names`` (SfcError otherwise). The stage that loads picks the file
-    (``RunDir.inference_checkpoint``: best.pt, else last.pt) and reads it
-    (``engine.load_checkpoint``), so it can also record what made its outputs."""
-    engine.check_compatible(ckpt, checkpoint_identity(model_cfg, class_names), path)
-    model = build_model(dataclasses.replace(model_cfg, backbone_weights="none"), len(class_names))
-    engine.check_shapes(ckpt, model, path, {"model": dataclasses.asdict(model_cfg)}, ("model.",),
-                        fix="use the model settings the checkpoint was trained with (its config is inside "
-                            "it), or train again into a fresh --out")
-    model.load_state_dict(ckpt["model"])      # the checkpoint holds every weight
-    device = engine.select_device("auto") if device is None else torch.device(device)
-    return model.to(device).eval()
+        return cam, self._prototype_maps(cam, features, label_mask)["prototype_cam"]

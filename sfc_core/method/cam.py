@@ -3,10 +3,9 @@
 Shapes: N images, C foreground classes, K = C+1 channels with background at channel 0,
 (h, w) the feature grid, P = h*w pixels, D feature channels.
 
-    cam = classifier_cam(logit_map, valid_mask)                 # (N, K, h, w)
-    cam = pixel_correlation(cam, pcm_features)                  # PCM-refined classifier CAM
-    features = hierarchical_features([s1, s2, s3, s4], (h, w))  # (N, 768, h, w)
-    seed = seeds(cam, valid_mask, background_scale=0.3)         # one-hot, no gradient
+    cam = pixel_correlation(classifier_cam(logit_map, valid_mask), pcm_features)   # (N, K, h, w)
+    features = hierarchical_features([s1, s2, s3, s4], (h, w))                     # (N, D, h, w)
+    seed = seeds(cam, valid_mask, background_scale=0.3)                            # one-hot, no gradient
     proto_cam = prototype_cam(features, prototypes(seed, features))
 """
 from __future__ import annotations

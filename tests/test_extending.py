@@ -1,0 +1,50 @@
+"""Extension point: a loss term, added as a researcher adds one (docs/extending.md): a function
+registered with ``loss_term`` in sfc_core/method/losses.py and a ``<name>_weight`` field in
+config.py's LossConfig. Training logs it as ``loss/<name>``; its weight 0 (the ablation) leaves
+the run exactly as without the term."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from sfc_core.config import Config, LossConfig, at_least
+from sfc_core.method import losses
+from sfc_core.train import train
+
+
+@dataclasses.dataclass
+class ToyLossConfig(LossConfig):       # the line a researcher adds to LossConfig in config.py
+    toy_weight: float = at_least(0.0, 0)
+
+
+def trained(cfg: Config, out) -> tuple[list[dict], dict]:
+    """The run's metrics (but the speed) and its final weights."""
+    train(cfg, out)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    for record in records:
+        record.pop("images_per_second")
+    return records, torch.load(out / "checkpoints" / "last.pt", weights_only=False)["model"]
+
+
+@pytest.mark.slow
+def test_a_new_loss_term_is_trained_logged_and_switched_off_by_its_weight(smoke_config, tmp_path, monkeypatch):
+    cfg = Config.from_dict(smoke_config.to_dict()).override({"train.max_steps": 4})
+    plain = trained(cfg, tmp_path / "plain")
+    monkeypatch.setattr(losses, "LOSS_TERMS", dict(losses.LOSS_TERMS))   # the registry, restored after
+
+    @losses.loss_term("toy", uses_prototype_cam=True)       # as it would stand in method/losses.py
+    def toy(full, half, labels, class_weights):             # the toy term: mean of the prototype CAM
+        return full["prototype_cam"].float().mean()
+
+    cfg.loss = ToyLossConfig(**dataclasses.asdict(cfg.loss), toy_weight=0.5)
+    records, _ = trained(cfg, tmp_path / "toy")
+    first = records[0]
+    assert first["loss/toy"] > 0 and first["loss/total"] == pytest.approx(
+        first["loss/cls"] + 1.6 * first["loss/prototype"] + 0.8 * first["loss/scale"] + 0.5 * first["loss/toy"])
+    cfg.loss.toy_weight = 0.0                               # the ablation
+    records, weights = trained(cfg, tmp_path / "ablated")
+    assert not any("loss/toy" in record for record in records) and records == plain[0]
+    assert weights.keys() == plain[1].keys() and all(torch.equal(weights[k], plain[1][k]) for k in weights)
