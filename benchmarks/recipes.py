@@ -76,7 +76,7 @@ REPORTING_SEEDS = tuple(range(100, 110))
 SEED_SETS = {"development": DEVELOPMENT_SEEDS, "reporting": REPORTING_SEEDS}
 
 # The methods the harness compares, by name: config overrides on top of the preset. A method of
-# your own is one more entry (docs/extending_variants.md), run by --variants NAME beside SFC and
+# your own is one more entry (docs/extending.md), run by --variants NAME beside SFC and
 # the baseline; a run "baseline..." is read through its classifier CAM, any other its fused CAM.
 VARIANTS: dict[str, dict[str, Any]] = {
     "sfc": {},
@@ -179,7 +179,7 @@ def check_variants(names: list[str]) -> None:
     for name in names:
         if name not in VARIANTS:
             raise SfcError(f"--variants: no variant named {name!r}; registered: {', '.join(VARIANTS)}",
-                           fix="add it to VARIANTS in benchmarks/recipes.py (docs/extending_variants.md)")
+                           fix="add it to VARIANTS in benchmarks/recipes.py (docs/extending.md)")
         if not name.replace("-", "").replace("_", "").isalnum() or "-seed" in name:
             raise SfcError(f"variant name {name!r} cannot name a run's folder",
                            fix="name it with letters, digits, - and _ only, without '-seed'")

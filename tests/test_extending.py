@@ -48,3 +48,14 @@ def test_a_new_loss_term_is_trained_logged_and_switched_off_by_its_weight(smoke_
     records, weights = trained(cfg, tmp_path / "ablated")
     assert not any("loss/toy" in record for record in records) and records == plain[0]
     assert weights.keys() == plain[1].keys() and all(torch.equal(weights[k], plain[1][k]) for k in weights)
+
+
+def test_a_term_without_its_weight_field_is_one_error_naming_the_field(smoke_config, monkeypatch):
+    from sfc_core.errors import SfcError
+    from sfc_core.model.build import build_model, build_objective
+
+    monkeypatch.setattr(losses, "LOSS_TERMS", dict(losses.LOSS_TERMS))
+    losses.loss_term("toy")(lambda full, half, labels, class_weights: full["cam"].mean())
+    with pytest.raises(SfcError, match="toy") as caught:
+        build_objective(build_model(smoke_config.model, 3), torch.ones(3), smoke_config)
+    assert "LossConfig" in caught.value.fix

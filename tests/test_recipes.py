@@ -191,7 +191,7 @@ def test_finished_only_reads_what_each_run_evaluated_and_runs_nothing(tmp_path):
 def test_a_registered_variant_runs_beside_sfc_and_the_baseline_and_gets_its_rows(tmp_path, monkeypatch, capsys,
                                                                                  smoke_config):
     """issue 30: a method in the comparison harness is one entry of ``recipes.VARIANTS``; this is
-    docs/extending_variants.md's example, at the cheapest settings (2 steps, one CAM scale)."""
+    docs/extending.md's example, at the cheapest settings (2 steps, one CAM scale)."""
     monkeypatch.setitem(recipes.VARIANTS, "sfc-half-prototype-loss", {"loss.prototype_weight": 0.8})
     out = tmp_path / "runs"
     assert recipes.main(["--preset", "synthetic-smoke", "--seeds", "0", "--variants", "sfc-half-prototype-loss",

@@ -106,8 +106,12 @@ def build_model(model_cfg: ModelConfig, num_classes: int) -> SfcNet:
 def build_objective(model: SfcNet, class_weights: torch.Tensor, cfg: Config) -> SfcObjective:
     """SFC's objective for ``model``: the loss terms weighted by ``cfg.loss`` (its ``<term>_weight``
     fields), class_weights (C,) (``data.stats.class_weights``), crops of ``data.crop_size``."""
-    return SfcObjective(model, class_weights, cfg.loss.term_weights(),
-                        partial(valid_mask_from_boxes, crop_size=cfg.data.crop_size))
+    try:
+        return SfcObjective(model, class_weights, cfg.loss.term_weights(),
+                            partial(valid_mask_from_boxes, crop_size=cfg.data.crop_size))
+    except ValueError as e:          # a loss term registered without its weight field, or the reverse
+        raise SfcError(str(e), fix="add the field <term>_weight to LossConfig in sfc_core/config.py "
+                                   "(docs/extending.md)") from None
 
 
 def checkpoint_identity(model_cfg: ModelConfig, class_names: list[str]) -> dict:
