@@ -54,21 +54,33 @@ def layer(module: str) -> str:
     return "stage" if stage_of(module) else "foundation"
 
 
-def imported_modules(module: str, path: Path) -> set[str]:
-    """Every project module that ``module`` (the source at ``path``) imports, with the packages
-    above each."""
+def import_statements(module: str, path: Path) -> list[tuple[str | None, list[str]]]:
+    """Each import of ``module``'s source (lazy ones too): (None, names) for ``import a, b``,
+    (absolute base, names) for ``from base import names`` (relative bases resolved)."""
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    names = set()
+    found = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
+            found.append((None, [alias.name for alias in node.names]))
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
+            found.append((base, [alias.name for alias in node.names]))
+    return found
+
+
+def imported_modules(module: str, path: Path) -> set[str]:
+    """Every project module that ``module`` (the source at ``path``) imports, with the packages
+    above each."""
+    names = set()
+    for base, aliases in import_statements(module, path):
+        if base is None:
+            names.update(aliases)
+        else:
             names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in MODULES)
+            names.update(f"{base}.{alias}" for alias in aliases if f"{base}.{alias}" in MODULES)
     found = set()
     for name in names:
         parts = name.split(".")
@@ -153,18 +165,12 @@ def test_docs_architecture_lists_every_module_in_its_layer(name):
 def direct_imports(module: str, path: Path) -> set[str]:
     """The project modules ``module`` names in its imports (lazy ones too): ``from a import b``
     names ``a.b`` where that is a module, else ``a``; the packages above are not counted."""
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(anchor + ([base] if base else []))
-            submodules = {f"{base}.{alias.name}" for alias in node.names} & MODULES.keys()
-            found.update(submodules or {base})
+    for base, aliases in import_statements(module, path):
+        if base is None:
+            found.update(aliases)
+        else:
+            found.update({f"{base}.{alias}" for alias in aliases} & MODULES.keys() or {base})
     return found & MODULES.keys() - {module}
 
 
