@@ -12,7 +12,7 @@ Interruption tests: with ``SFC_KILL_AT=EVENT:N`` set, the process kills itself (
 ``kill -9`` would) at the N-th event whose name starts with EVENT. Events: ``write/<file
 name>`` once a file's data is in its temporary file, before the rename (``write/last.pt:2``:
 during the second write of a last.pt; ``write/:5``: the fifth atomic write of any file), and
-``step`` after each training step (``kill_point("step")`` in ``engine.run_loop``). Each process
+``step`` after each training step (``kill_point("step")`` in ``loop.fit``). Each process
 counts its own events; in a worker process (refine's pool) the process that started it is
 killed first, so the command dies as a whole. Unset, nothing is counted. With
 ``SFC_KILL_SIGNAL=SIGTERM`` (or SIGINT) that signal is sent to this process instead.
