@@ -316,3 +316,19 @@ def test_train_state_save_gathers_the_extras_on_the_cpu(tmp_path, monkeypatch):
     state.save(tmp_path / "last.pt", engine.DistInfo())
     assert sent[0]["bank"] == {"images": "moved"} and sent[0]["none"] is None
     assert isinstance(sent[0]["rng"]["torch"], torch.Tensor)
+
+
+def test_loader_workers_killed_by_a_sigterm_to_the_group_end_in_terminated(tmp_path, monkeypatch):
+    """In the loop and in a trainer's validation alike (``loop.workers_stopped``); without a
+    SIGTERM the RuntimeError stays what it is."""
+    import sfc_core.io as io
+
+    died = RuntimeError("DataLoader worker (pid 123) is killed by signal: Terminated.")
+    with pytest.raises(RuntimeError, match="pid 123"):
+        with loop.workers_stopped(tmp_path / "last.pt"):
+            raise died
+    monkeypatch.setitem(io._stop, "requested", True)
+    with pytest.raises(io.Terminated, match=f"the loader's workers were stopped too; the last checkpoint is kept "
+                                            f"\\({tmp_path / 'last.pt'}\\)"):
+        with loop.workers_stopped(tmp_path / "last.pt"):
+            raise died
