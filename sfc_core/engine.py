@@ -482,11 +482,12 @@ def check_shapes(ckpt: dict[str, Any], model: nn.Module, path: str | Path, confi
                    path=path, fix=fix)
 
 
-def check_finite(loss: torch.Tensor | float, step: int, last_checkpoint: str | Path | None) -> None:
-    """Stop a diverged run with the step and the last good checkpoint (NaN/inf loss)."""
+def check_finite(loss: torch.Tensor | float, step: int, last_checkpoint: str | Path | None) -> float:
+    """The loss as a float; a diverged run (NaN/inf loss) stops with the step and the last good
+    checkpoint."""
     value = torch.as_tensor(loss).detach().item()
     if math.isfinite(value):
-        return
+        return value
     where = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint yet"
     raise SfcError(f"training diverged: loss is {value} at step {step}; {where}",
                    path=last_checkpoint,

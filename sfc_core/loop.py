@@ -90,8 +90,7 @@ def fit(state: TrainState, batches: Iterable, step: Callable[[Any], dict[str, An
             bar.update(1)
             good = checkpoint if checkpoint.is_file() else None
             if plan.logs(state.step):
-                check_finite(output["loss"], state.step, good)
-                bar.set_postfix(loss=f"{float(output['loss']):.3f}")
+                bar.set_postfix(loss=f"{check_finite(output['loss'], state.step, good):.3f}")
             yield output
             last = state.step == plan.max_steps
             due = state.step % plan.checkpoint_every == 0 or last or \

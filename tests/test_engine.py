@@ -256,7 +256,7 @@ def test_fit_checkpoints_by_steps_and_by_wall_time_at_log_steps(tmp_path, minute
     before its checkpoint."""
     state, plan = _counting_state(), loop.Plan(7, log_every=2, checkpoint_every=4, checkpoint_minutes=minutes)
     seen = []
-    for output in loop.fit(state, range(7), lambda batch: {"loss": torch.tensor(float(batch))}, plan,
+    for output in loop.fit(state, range(7), lambda batch: state.optimizer.step() or {"loss": torch.tensor(float(batch))}, plan,
                            tmp_path / "last.pt", engine.DistInfo()):
         seen.append((state.step, state.schedule.last_epoch, list(state.meta.get("saved", [])), float(output["loss"])))
         assert (output["seconds_per_step"] is None) == (state.step == 1)
@@ -267,7 +267,7 @@ def test_fit_checkpoints_by_steps_and_by_wall_time_at_log_steps(tmp_path, minute
 def test_fit_stops_a_diverged_run_at_a_log_step(tmp_path):
     state = _counting_state()
     with pytest.raises(SfcError, match="diverged: loss is nan at step 2"):
-        for _ in loop.fit(state, range(7), lambda batch: {"loss": torch.tensor(float("nan"))},
+        for _ in loop.fit(state, range(7), lambda batch: state.optimizer.step() or {"loss": torch.tensor(float("nan"))},
                           loop.Plan(7, log_every=2, checkpoint_every=4), tmp_path / "last.pt", engine.DistInfo()):
             pass
     assert "saved" not in state.meta
@@ -278,7 +278,7 @@ def test_sigterm_during_fit_checkpoints_the_step_and_raises_terminated(tmp_path,
 
     state, plan = _counting_state(), loop.Plan(7, log_every=2, checkpoint_every=4)
     with pytest.raises(io.Terminated, match="stopped after step 3, its checkpoint written"):
-        for _ in loop.fit(state, range(7), lambda batch: {"loss": torch.tensor(0.0)}, plan, tmp_path / "last.pt",
+        for _ in loop.fit(state, range(7), lambda batch: state.optimizer.step() or {"loss": torch.tensor(0.0)}, plan, tmp_path / "last.pt",
                           engine.DistInfo()):
             if state.step == 3:
                 monkeypatch.setitem(io._stop, "requested", True)
