@@ -177,7 +177,12 @@ class TrainStep:
         self.scaler.scale(loss).backward()
 
     def update(self) -> None:
-        engine.optimizer_update(self.optimizer, self.scaler, self.parameters, self.cfg.train.grad_clip)
+        self.scaler.unscale_(self.optimizer)
+        if self.cfg.train.grad_clip > 0:
+            nn.utils.clip_grad_norm_([p for p in self.parameters if p.grad is not None], self.cfg.train.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
         self.schedule.step()
 
     def run(self, batch: dict, clock: PhaseClock) -> dict[str, torch.Tensor]:

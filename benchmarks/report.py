@@ -14,6 +14,7 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +22,12 @@ import torch
 from torch.utils.data import Dataset
 
 from benchmarks import feed, measure
-from sfc_core import engine
+from sfc_core import engine, loop
 from sfc_core.config import Config
 from sfc_core.data import TrainDataset
 from sfc_core.method.coefficients import distribution_coefficients
 from sfc_core.model.build import build_model, build_objective
-from sfc_core.train import SfcUpdate, sfc_update
+from sfc_core.train import SfcTrainer, build_trainer, sfc_step
 
 NOT_ON_CPU = "n/a on CPU"
 MAX_STEPS = 10_000              # the schedules' length: more than the report steps (one-cycle refuses more)
@@ -114,14 +115,14 @@ def variant_config(cfg: Config, variant: Variant, backend: str) -> Config:
                                                       "runtime.amp": variant.amp})
 
 
-def make_update(cfg: Config, device: torch.device, max_steps: int) -> SfcUpdate:
+def make_update(cfg: Config, device: torch.device, max_steps: int) -> SfcTrainer:
     """The training step of ``train`` at ``cfg`` (one process), with the bench's long-tailed
     class weights."""
     num_classes = measure.num_foreground_classes(cfg)
     statistics = measure.class_statistics(num_classes, cfg.train.batch_size, cfg.train.bank_draws)
     weights = torch.as_tensor(distribution_coefficients(*statistics), dtype=torch.float32)
     engine.seed_everything(cfg.runtime.seed)
-    return sfc_update(cfg, [str(c) for c in range(num_classes)], weights, device, engine.DistInfo(), max_steps)
+    return build_trainer(cfg, [str(c) for c in range(num_classes)], weights, device, engine.DistInfo(), max_steps)
 
 
 def uint8_batches(cfg: Config, count: int, device: torch.device) -> list[dict]:
@@ -138,14 +139,14 @@ def uint8_batches(cfg: Config, count: int, device: torch.device) -> list[dict]:
     return batches
 
 
-def run_steps(update: SfcUpdate, batches: list[dict], steps: int) -> None:
+def run_steps(update: SfcTrainer, batches: list[dict], steps: int) -> None:
     for i in range(steps):
-        with engine.cudnn_autotune():        # as engine.run_loop runs each update
-            update(batches[i % len(batches)])
+        with engine.cudnn_autotune():        # as loop.fit runs each update
+            sfc_step(update, batches[i % len(batches)])
         update.state.schedule.step()
 
 
-def time_step(update: SfcUpdate, batches: list[dict], sizes: Sizes, images_per_step: int) -> dict:
+def time_step(update: SfcTrainer, batches: list[dict], sizes: Sizes, images_per_step: int) -> dict:
     """First-step seconds, then ``sizes.steps`` steps after the warm-up, one sync at the end."""
     device = update.device
     start = time.perf_counter()
@@ -161,7 +162,7 @@ def time_step(update: SfcUpdate, batches: list[dict], sizes: Sizes, images_per_s
     return {"images_per_s": images_per_step / per_step, "seconds_per_step": per_step, "first_step_s": first}
 
 
-def syncs_per_step(update: SfcUpdate, batches: list[dict], steps: int) -> float | str:
+def syncs_per_step(update: SfcTrainer, batches: list[dict], steps: int) -> float | str:
     """Synchronising CUDA calls per step, as ``set_sync_debug_mode("warn")`` reports them."""
     if update.device.type != "cuda":
         return NOT_ON_CPU
@@ -175,7 +176,7 @@ def syncs_per_step(update: SfcUpdate, batches: list[dict], steps: int) -> float 
     return sum("synchroniz" in str(w.message) for w in caught) / steps
 
 
-def busy_fraction(update: SfcUpdate, batches: list[dict], steps: int) -> float | str:
+def busy_fraction(update: SfcTrainer, batches: list[dict], steps: int) -> float | str:
     """The device's summed kernel time over the wall time of ``steps`` profiled steps."""
     if update.device.type != "cuda":
         return NOT_ON_CPU
@@ -203,21 +204,20 @@ class Float32Items(Dataset):
         return feed.today_train_item(self.dataset, key)
 
 
-def time_loop(update: SfcUpdate, data: Dataset, steps: int, folder: Path) -> dict:
-    """images/s of ``engine.run_loop`` over ``data`` (its DataLoader, workers "auto"), the first
-    step (workers starting) not timed, as the loop itself counts."""
-    cfg, device = update.t, update.device
-    batch, count = cfg.batch_size, len(data)
+def time_loop(update: SfcTrainer, data: Dataset, steps: int, folder: Path) -> dict:
+    """images/s of ``loop.fit`` over ``data`` (its DataLoader, workers "auto"), the first step
+    (workers starting) not timed, as the loop itself counts."""
+    cfg, device = update.cfg.train, update.device
+    batch, count, workers = cfg.batch_size, len(data), engine.loader_workers("auto", device)
     order = np.random.default_rng(0).permutation(count)
-    loop = engine.Loop(data, lambda epoch: [(epoch, int(i)) for i in order], batch, count // batch, steps,
-                       update, lambda step, output, rate: {}, log_every=steps, checkpoint_every=steps,
-                       images_per_step=batch + cfg.bank_draws, num_workers=engine.loader_workers("auto", device),
-                       pin_memory=device.type == "cuda", desc="report loop")
-    update.state.step = 0
-    done = engine.run_loop(update.state, loop, engine.LoopFiles(folder / "last.pt", folder / "metrics.jsonl"),
-                           engine.DistInfo())
-    return {"images_per_s": done["images_per_second"], "steps": steps,
-            "num_workers": loop.num_workers}
+    update.state.step, seconds = 0, None
+    batches = loop.batches(data, lambda epoch: [(epoch, int(i)) for i in order], batch, count // batch,
+                           range(steps), workers, device)
+    for output in loop.fit(update.state, batches, partial(sfc_step, update), loop.Plan(steps, steps, steps),
+                           folder / "last.pt", engine.DistInfo(), desc="report loop"):
+        seconds = output["seconds_per_step"]
+    return {"images_per_s": (batch + cfg.bank_draws) / seconds if seconds else None, "steps": steps,
+            "num_workers": workers}
 
 
 def measured(result: dict, name: str, part) -> None:
@@ -232,7 +232,7 @@ def measured(result: dict, name: str, part) -> None:
 
 
 def step_report(cfg: Config, device: torch.device, sizes: Sizes, flops: int, peak: float | None,
-                compiled_update: SfcUpdate) -> dict:
+                compiled_update: SfcTrainer) -> dict:
     """Every STEP_VARIANTS entry timed ("all on": ``compiled_update``, not called yet) with its
     MFU (FLOPs per step x steps/s / the device's dense bf16 peak), the first one's syncs and busy
     fraction, and each change's images/s on and off (``CHANGES``)."""
@@ -260,8 +260,8 @@ def step_report(cfg: Config, device: torch.device, sizes: Sizes, flops: int, pea
     return {"variants": variants, "changes": changes}
 
 
-def loop_report(cfg: Config, update: SfcUpdate, sizes: Sizes) -> dict:
-    """The real loop with its loader (``engine.run_loop``) on JPEG files decoded per item,
+def loop_report(cfg: Config, update: SfcTrainer, sizes: Sizes) -> dict:
+    """The real loop with its loader (``loop.fit``) on JPEG files decoded per item,
     ``update`` its step: the kit's uint8 items against today's float32 ones."""
     figures, device = {}, update.device
     with tempfile.TemporaryDirectory() as folder:

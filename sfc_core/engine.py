@@ -1,12 +1,11 @@
-"""Shared trainer plumbing: every trainer (SFC, IRN, step-3 segmentation) uses these, none copies.
+"""Shared trainer plumbing of SFC, IRN and step 3 (the loop itself: ``sfc_core.loop``).
 
 Sections: distributed (torchrun: ``DistInfo``, ``setup_distributed``, ``per_process`` and the
 collectives, each a no-op in one process); devices and precision (``select_device``,
-``loader_workers``, ``compiled``, ``autocast``, ``optimizer_step``, ``announce_runtime``);
-reproducibility (global RNG states); optimisation (``make_optimizer``, ``make_schedule``);
-checkpoints and logs (``load_checkpoint``, the compatibility checks, ``MetricsLogger``); the
-one training loop (``TrainState``, ``Loop``, ``run_loop``). Checkpoints hold only tensors and
-plain Python values, so they load with ``torch.load(weights_only=True)``.
+``loader_workers``, ``compiled``, ``autocast``, ``announce_runtime``); reproducibility (global
+RNG states); optimisation (``make_optimizer``, ``make_schedule``); checkpoints and logs
+(``load_checkpoint``, the compatibility checks, ``MetricsLogger``, ``TrainState``). Checkpoints
+hold only tensors and plain Python values, so they load with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
@@ -17,9 +16,8 @@ import os
 import random
 import sys
 import threading
-import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,23 +25,16 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
-from tqdm import tqdm
 
 from sfc_core.config import check_device, flat_dict
 from sfc_core.errors import SfcError
 from sfc_core.io import (
-    Terminated,
     append_jsonl,
     atomic_torch_save,
     atomic_write_text,
-    deferred_stop,
     disk_full,
-    kill_point,
     out_of_space,
     quiet_thread_errors,
-    quiet_worker,
-    stop_requested,
 )
 
 # -- distributed ---------------------------------------------------------------------------
@@ -326,28 +317,6 @@ def make_grad_scaler(device: torch.device, enabled: bool = True) -> torch.amp.Gr
     return torch.amp.GradScaler("cuda", enabled=active)
 
 
-def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                   parameters: Iterable[torch.Tensor], grad_clip: float) -> torch.Tensor | None:
-    """Backward, then ``optimizer_update`` (returns its gradient norm)."""
-    scaler.scale(loss).backward()
-    return optimizer_update(optimizer, scaler, parameters, grad_clip)
-
-
-def optimizer_update(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                     parameters: Iterable[torch.Tensor], grad_clip: float) -> torch.Tensor | None:
-    """After backward: unscale, clip the global gradient norm, step, zero the gradients.
-    Returns the gradient norm before clipping (a 0-d tensor). With ``grad_clip <= 0`` (IRN, step
-    3) no norm is computed, a pass over every gradient saved, and None is returned."""
-    scaler.unscale_(optimizer)
-    grad_norm = None
-    if grad_clip > 0:
-        grad_norm = nn.utils.clip_grad_norm_([p for p in parameters if p.grad is not None], grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    return grad_norm
-
-
 @contextlib.contextmanager
 def out_of_memory_hint(batch_size_key: str, batch_size: int) -> Iterator[None]:
     """Turn a CUDA out-of-memory error into an SfcError that says which batch size to try."""
@@ -409,18 +378,13 @@ def make_optimizer(name: str, groups: list[dict[str, Any]], momentum: float,
     raise SfcError(f"unknown optimizer {name!r}", fix="set train.optimizer to sgd or adamw")
 
 
-def poly_lambda(max_steps: int, power: float) -> Callable[[int], float]:
-    """The poly factor ``(1 - t / max_steps) ** power`` for ``LambdaLR`` (t = updates done)."""
-    return lambda step: max(0.0, 1.0 - step / max_steps) ** power
-
-
 def make_schedule(optimizer: torch.optim.Optimizer, name: str, max_steps: int,
                   power: float = 0.9) -> torch.optim.lr_scheduler.LRScheduler:
     """``"poly"``: lr0 * (1 - t/T)^power per group (the paper). ``"onecycle"``: torch's one-cycle
     policy peaking at each group's lr (the from-scratch synthetic recipe); it also cycles
     Adam's beta1 when the optimizer has betas. Call ``.step()`` after every update."""
     if name == "poly":
-        return torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(max_steps, power))
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: max(0.0, 1.0 - t / max_steps) ** power)
     if name == "onecycle":
         return torch.optim.lr_scheduler.OneCycleLR(
             optimizer, max_lr=[group["lr"] for group in optimizer.param_groups],
@@ -518,11 +482,12 @@ def check_shapes(ckpt: dict[str, Any], model: nn.Module, path: str | Path, confi
                    path=path, fix=fix)
 
 
-def check_finite(loss: torch.Tensor | float, step: int, last_checkpoint: str | Path | None) -> None:
-    """Stop a diverged run with the step and the last good checkpoint (NaN/inf loss)."""
+def check_finite(loss: torch.Tensor | float, step: int, last_checkpoint: str | Path | None) -> float:
+    """The loss as a float; a diverged run (NaN/inf loss) stops with the step and the last good
+    checkpoint."""
     value = torch.as_tensor(loss).detach().item()
     if math.isfinite(value):
-        return
+        return value
     where = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint yet"
     raise SfcError(f"training diverged: loss is {value} at step {step}; {where}",
                    path=last_checkpoint,
@@ -577,6 +542,12 @@ class MetricsLogger:
             with self._disk_full_said():
                 self.writer.add_image(tag, array, step, dataformats="HWC")
 
+    def __enter__(self) -> MetricsLogger:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
     def close(self) -> None:
         if self._writer is not None:
             writer, self._writer = self._writer, None
@@ -607,7 +578,7 @@ def _quiet_tensorboard_threads() -> None:
         threading.excepthook.quiets_tensorboard = True
 
 
-# -- the train state and the loop ----------------------------------------------------------
+# -- the train state ----------------------------------------------------------------------
 
 
 def _state_of(obj: Any) -> Any:
@@ -683,8 +654,7 @@ class TrainState:
         ckpt = load_checkpoint(path)
         check_compatible(ckpt, self.identity, path, fix)
         check_shapes(ckpt, unwrap(self.model), path, self.config, self.builds, fix)
-        # IRN and step-3 checkpoints written before the train state: no ranks, step 3's RNG on top
-        ranks = ckpt.get("ranks", [{"rng": ckpt.get("rng")}])
+        ranks = ckpt["ranks"]
         if len(ranks) != dist.world_size:
             raise SfcError(f"checkpoint was written by {len(ranks)} process(es), this run has "
                            f"{dist.world_size}", path=path,
@@ -692,208 +662,10 @@ class TrainState:
         unwrap(self.model).load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.schedule.load_state_dict(ckpt["schedule"])
-        if "scaler" in ckpt:
-            self.scaler.load_state_dict(ckpt["scaler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
         own = ranks[dist.rank]
         for name, obj in self.extras.items():
-            _restore(obj, own.get(name))
-        if own["rng"] is not None:
-            set_rng_state(own["rng"])
+            _restore(obj, own[name])
+        set_rng_state(own["rng"])
         self.step = ckpt["step"]
         self.meta.update({key: ckpt[key] for key in self.meta if key in ckpt})
-
-
-LOADER_PREFETCH = 2   # batches each DataLoader worker keeps ready (PyTorch's default)
-
-
-@dataclass
-class Loop:
-    """What the loop runs for one trainer: its samples, its update and its cadence.
-
-    ``order(epoch)`` gives this process's sample keys of an epoch (a pure function of the
-    seed and the epoch); each key carries its epoch (``(epoch, index)``), so the items are
-    functions of their keys and one set of loader workers serves every epoch;
-    ``update(batch) -> {"loss": 0-d tensor, ...}`` is one optimiser update (the loop steps
-    the schedule after it); ``log(step, output, images_per_second) -> {name: value}`` is
-    what is logged every ``log_every`` steps and at the last; ``after_step(step, output,
-    logger)``, when given, runs after the log and before the checkpoint (SFC: validation).
-    """
-
-    data: Dataset
-    order: Callable[[int], Sequence]
-    batch_size: int
-    steps_per_epoch: int
-    max_steps: int
-    update: Callable[[Any], dict[str, Any]]
-    log: Callable[[int, dict[str, Any], float], dict[str, float]]
-    log_every: int
-    checkpoint_every: int
-    images_per_step: int = 0              # over every process: the logged throughput
-    after_step: Callable[[int, dict[str, Any], MetricsLogger], None] | None = None
-    num_workers: int = 0
-    pin_memory: bool = False
-    desc: str = "train"
-    checkpoint_minutes: float = 0.0       # runtime.checkpoint_minutes: also by wall time (0: off)
-
-
-@dataclass(frozen=True)
-class LoopFiles:
-    """Where the loop writes: the checkpoint (also what it resumes from), the metrics."""
-
-    checkpoint: Path
-    metrics: Path
-    tensorboard: Path | None = None
-
-
-class CheckpointTimer:
-    """Checkpoints by wall time (``Loop.checkpoint_minutes``, 0: never): due on a step that is a
-    multiple of ``log_every`` once ``minutes`` have passed since the last checkpoint (or the
-    loop's start). Rank 0's clock decides and broadcasts its answer, only on those steps, so
-    every rank writes at the same step and no other step pays a collective."""
-
-    def __init__(self, minutes: float, log_every: int, clock: Callable[[], float] = time.monotonic):
-        self.seconds, self.log_every, self.clock = 60 * minutes, log_every, clock
-        self.last = clock()
-
-    def due(self, step: int, dist: DistInfo) -> bool:
-        if self.seconds <= 0 or step % self.log_every:
-            return False
-        return bool(broadcast_from_main(self.clock() - self.last >= self.seconds, dist))
-
-    def restart(self) -> None:
-        """A checkpoint was written: count from now."""
-        self.last = self.clock()
-
-
-@dataclass
-class Progress:
-    """Where a running loop reports (the metrics logger, the progress bar) and its wall-time
-    checkpoint clock."""
-
-    logger: MetricsLogger
-    bar: tqdm
-    timer: CheckpointTimer
-
-
-class Throughput:
-    """Images per second over the steps of one call, the first (start-up) not timed."""
-
-    def __init__(self, images_per_step: int):
-        self.images_per_step, self.steps, self.seconds, self.last = images_per_step, 0, 0.0, None
-
-    def tick(self) -> None:
-        now = time.perf_counter()
-        if self.last is not None:
-            self.steps, self.seconds = self.steps + 1, self.seconds + now - self.last
-        self.last = now
-
-    @property
-    def rate(self) -> float | None:
-        return self.images_per_step * self.steps / self.seconds if self.steps else None
-
-
-class StepBatches:
-    """The batch sampler of a whole run from ``step`` to ``end``: each epoch's keys
-    (``loop.order(epoch)``, each carrying its epoch) cut into ``loop.batch_size`` batches, the
-    batches an epoch has done before ``step`` left out (exact resume: an epoch's order and each
-    sample depend only on the seed, the epoch and the index), epoch after epoch."""
-
-    def __init__(self, loop: Loop, step: int, end: int):
-        self.loop, self.step, self.end = loop, step, end
-
-    def __iter__(self) -> Iterator[list]:
-        loop, step = self.loop, self.step
-        while step < self.end:
-            epoch, done = divmod(step, loop.steps_per_epoch)
-            keys = list(loop.order(epoch))
-            for batch in range(done, min(loop.steps_per_epoch, done + self.end - step)):
-                yield keys[batch * loop.batch_size:(batch + 1) * loop.batch_size]
-            step += loop.steps_per_epoch - done
-
-    def __len__(self) -> int:
-        return max(0, self.end - self.step)
-
-
-def run_batches(loop: Loop, step: int, end: int) -> DataLoader:
-    """One DataLoader for the rest of the run: its workers start once and live across epochs
-    (items are functions of their keys, so no worker needs to learn the epoch), each keeping
-    ``LOADER_PREFETCH`` batches ready."""
-    workers = loop.num_workers
-    return DataLoader(loop.data, batch_sampler=StepBatches(loop, step, end), num_workers=workers,
-                      pin_memory=loop.pin_memory, prefetch_factor=LOADER_PREFETCH if workers else None,
-                      generator=torch.Generator().manual_seed(step),   # leaves the global RNG alone
-                      worker_init_fn=quiet_worker if workers else None)
-
-
-def run_loop(state: TrainState, loop: Loop, files: LoopFiles, dist: DistInfo,
-             stop_after: int | None = None) -> dict[str, Any]:
-    """Train from ``state.step`` to ``loop.max_steps`` (or ``stop_after`` steps, as if
-    interrupted): update, step the schedule, log, checkpoint (``files.checkpoint``) every
-    ``checkpoint_every`` steps, when ``checkpoint_minutes`` have passed (``CheckpointTimer``)
-    and at the end. Metrics logged after the resumed step (by a killed run) are dropped first.
-    SIGTERM (under the CLI, ``io.sigterm_raises``) ends the step under way, writes its
-    checkpoint and raises ``io.Terminated``: a resume continues exactly from there.
-    Returns steps, seconds and images_per_second (None when no step was timed)."""
-    progress = Progress(MetricsLogger(files.metrics, files.tensorboard, enabled=dist.is_main,
-                                      resume_step=state.step),
-                        tqdm(total=loop.max_steps, initial=state.step, desc=loop.desc, unit="step",
-                             disable=not dist.is_main),
-                        CheckpointTimer(loop.checkpoint_minutes, loop.log_every))
-    clock, started = Throughput(loop.images_per_step), time.perf_counter()
-    try:
-        with deferred_stop():     # SIGTERM ends the step under way, then writes its checkpoint
-            stop = stop_after if stop_after is not None and state.step <= stop_after < loop.max_steps else loop.max_steps
-            for batch in run_batches(loop, state.step, stop):
-                with cudnn_autotune():            # fixed-size crops; after_step (validation) runs outside
-                    output = loop.update(batch)
-                state.schedule.step()
-                state.step += 1
-                kill_point("step")     # interruption tests only (SFC_KILL_AT, sfc_core.io)
-                clock.tick()
-                progress.bar.update(1)
-                saved = _at_cadence(state, loop, files, dist, progress, output, clock.rate or 0.0)
-                if state.step < loop.max_steps and _stop_due(state.step, loop, dist):
-                    if not saved:
-                        check_finite(output["loss"], state.step, files.checkpoint if files.checkpoint.is_file() else None)
-                        state.save(files.checkpoint, dist)
-                    raise Terminated(f"stopped after step {state.step}, its checkpoint written "
-                                     f"({files.checkpoint})")
-    except RuntimeError:
-        if stop_requested():        # SIGTERM to the whole group: the loader workers died of it
-            raise Terminated(f"the loader's workers were stopped too; the last checkpoint is kept "
-                             f"({files.checkpoint})") from None
-        raise
-    finally:
-        progress.bar.close()
-        progress.logger.close()
-    return {"steps": state.step, "seconds": time.perf_counter() - started, "images_per_second": clock.rate}
-
-
-def _stop_due(step: int, loop: Loop, dist: DistInfo) -> bool:
-    """Whether SIGTERM asks the loop to stop after ``step``: at once in one process; under
-    torchrun rank 0's answer, asked on log steps only (no other step pays a collective)."""
-    if dist.distributed and step % loop.log_every:
-        return False
-    return bool(broadcast_from_main(stop_requested(), dist))
-
-
-def _at_cadence(state: TrainState, loop: Loop, files: LoopFiles, dist: DistInfo, progress: Progress,
-                output: dict[str, Any], rate: float) -> bool:
-    """After an update: the log, ``after_step`` and the checkpoint, each when its cadence says
-    (the checkpoint's: every ``checkpoint_every`` steps, the last, or the timer's; the same
-    answer on every rank). Returns whether it wrote the checkpoint."""
-    step, last = state.step, state.step == loop.max_steps
-    good = files.checkpoint if files.checkpoint.is_file() else None
-    if step % loop.log_every == 0 or last:
-        check_finite(output["loss"], step, good)
-        values = loop.log(step, output, rate)
-        progress.logger.log(step, values)
-        progress.bar.set_postfix({name: f"{value:.3f}" for name, value in values.items() if "loss" in name})
-    if loop.after_step is not None:
-        loop.after_step(step, output, progress.logger)
-    if step % loop.checkpoint_every == 0 or last or progress.timer.due(step, dist):
-        check_finite(output["loss"], step, good)
-        state.save(files.checkpoint, dist)
-        progress.timer.restart()
-        return True
-    return False

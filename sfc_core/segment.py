@@ -29,7 +29,7 @@ import dataclasses
 import os
 import urllib.error
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
-from sfc_core import engine
+from sfc_core import engine, loop
 from sfc_core.cam_files import load_cam, predict_mask
 from sfc_core.cli import add_override_arguments, overrides_from_args
 from sfc_core.config import Config, RefineConfig, SegmentConfig
@@ -305,7 +305,9 @@ def train_step(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, opti
         chunk_loss = network_loss(output, chunk_masks) / accumulation
         scaler.scale(chunk_loss).backward()
         loss = loss + chunk_loss.detach()
-    engine.optimizer_update(optimizer, scaler, model.parameters(), grad_clip=0.0)  # DeepLab: no clipping
+    scaler.step(optimizer)                  # DeepLab: no gradient clipping
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
     return loss
 
 
@@ -536,17 +538,36 @@ def _train(state: engine.TrainState, cfg: Config, crops: MaskedCrops, out: RunDi
     state.model = sync_batchnorm(state.model, dist, device)
     ddp_model = engine.wrap_ddp(state.model, dist, device, gradient_as_bucket_view=True, static_graph=True)
     ddp_model.train()
-    update = SegmentUpdate(ddp_model, state, device, cfg.runtime.amp, _memory_format(cfg, device), seg.batch_size,
-                           seg.accumulation_steps)
-    loop = engine.Loop(crops, partial(epoch_keys, len(crops), seed, dist=dist), local_batch, steps_per_epoch,
-                       seg.iterations, update, update.log, seg.log_every, seg.checkpoint_every,
-                       images_per_step=seg.batch_size,     # global: every process takes 1/N
-                       num_workers=engine.loader_workers(cfg.runtime.num_workers, device),
-                       pin_memory=device.type == "cuda", desc=f"segment {name}",
-                       checkpoint_minutes=cfg.runtime.checkpoint_minutes)
-    done = engine.run_loop(state, loop, engine.LoopFiles(out.last_checkpoint, out.metrics_jsonl, out.tensorboard),
-                           dist)
-    return done["images_per_second"]
+    plan = loop.Plan(seg.iterations, seg.log_every, seg.checkpoint_every, cfg.runtime.checkpoint_minutes)
+    batches = loop.batches(crops, partial(epoch_keys, len(crops), seed, dist=dist), local_batch, steps_per_epoch,
+                           plan.steps(state.step), engine.loader_workers(cfg.runtime.num_workers, device), device)
+    losses, rate = [], None
+    with engine.MetricsLogger(out.metrics_jsonl, out.tensorboard, enabled=dist.is_main,
+                              resume_step=state.step) as logger:
+        for output in loop.fit(state, batches, partial(segment_step, ddp_model, state, cfg, device), plan,
+                               out.last_checkpoint, dist, desc=f"segment {name}"):
+            losses.append(output["loss"])          # kept on the device: no host read between logs
+            seconds = output["seconds_per_step"]
+            rate = seg.batch_size / seconds if seconds else None     # global: every process takes 1/N
+            if plan.logs(state.step):             # the mean loss since the last log, the head's lr
+                mean = float(np.mean(torch.stack(losses).cpu().double().numpy()))   # one copy
+                logger.log(state.step, {"loss": mean, "lr": output["lr"], "images_per_s": rate or 0.0})
+                losses.clear()
+    return rate
+
+
+def segment_step(model: nn.Module, state: engine.TrainState, cfg: Config, device: torch.device,
+                 batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, Any]:
+    """One step-3 update (``train_step``; ``model``: the network, under DDP when distributed)
+    on a batch of crops, masks and boxes; returns its loss and the head's lr in it."""
+    images, masks, boxes = batch
+    images = normalize_crops(images, boxes, device).contiguous(memory_format=_memory_format(cfg, device))
+    lr = state.schedule.get_last_lr()[-1]
+    with engine.out_of_memory_hint("segment.batch_size", cfg.segment.batch_size):
+        masks = masks.to(device, non_blocking=True).long()
+        loss = train_step(model, images, masks, state.optimizer, state.scaler, cfg.runtime.amp,
+                          cfg.segment.accumulation_steps)
+    return {"loss": loss, "lr": lr}
 
 
 def sync_batchnorm(model: nn.Module, dist: engine.DistInfo, device: torch.device) -> nn.Module:
@@ -560,37 +581,6 @@ def sync_batchnorm(model: nn.Module, dist: engine.DistInfo, device: torch.device
     if not (dist.distributed and device.type == "cuda" and trains):
         return model
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
-
-
-@dataclass
-class SegmentUpdate:
-    """One step-3 update (``train_step``) and its log: mean loss since the last log, head lr."""
-
-    model: nn.Module                      # the network, wrapped by DDP when distributed
-    state: engine.TrainState
-    device: torch.device
-    amp: bool
-    memory_format: torch.memory_format
-    batch_size: int
-    accumulation: int = 1                 # chunks per update (segment.accumulation_steps)
-    losses: list[torch.Tensor] = field(default_factory=list)   # 0-d losses since the last log
-
-    def __call__(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, Any]:
-        images, masks, boxes = batch
-        images = normalize_crops(images, boxes, self.device).contiguous(memory_format=self.memory_format)
-        lr = self.state.schedule.get_last_lr()[-1]   # the head's learning rate in this update
-        with engine.out_of_memory_hint("segment.batch_size", self.batch_size):
-            masks = masks.to(self.device, non_blocking=True).long()
-            loss = train_step(self.model, images, masks, self.state.optimizer, self.state.scaler, self.amp,
-                              self.accumulation)
-        self.losses.append(loss)          # kept on the device: no host read between logs
-        return {"loss": loss, "lr": lr}
-
-    def log(self, step: int, output: dict[str, Any], images_per_second: float) -> dict[str, float]:
-        losses = torch.stack(self.losses).cpu().double().numpy()   # one copy; float64 as before
-        values = {"loss": float(np.mean(losses)), "lr": output["lr"], "images_per_s": images_per_second}
-        self.losses.clear()
-        return values
 
 
 # -- CLI --------------------------------------------------------------------------------------

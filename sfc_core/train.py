@@ -1,43 +1,19 @@
-"""The SFC training stage (docs/method.md 3): ``train(cfg, out)`` and the ``train`` verb.
+"""The SFC training stage (docs/method.md 3): ``train(cfg, out)``, the ``train`` verb and
+``sfc_step``, one step on one screen; ``loop.fit`` runs it (exact resume, SIGTERM, DDP).
 
-    python -m sfc_core train --preset synthetic --out runs/sfc            # full SFC
-    python -m sfc_core train --preset synthetic --out runs/base --baseline
-    python -m sfc_core train --preset synthetic --out runs/sfc --resume   # continue exactly
+    python -m sfc_core train --preset synthetic --out runs/sfc [--baseline] [--resume]
     torchrun --nproc_per_node 4 -m sfc_core train --preset voc --data-root VOC2012 --out runs/voc
 
-One step: a loader batch (images, crop boxes, labels) is written into the image bank and
-``train.bank_draws`` slots are drawn and appended; the batch and a 0.5x bilinear
-(align_corners=True) copy go through the network; the loss is classification (mean of both
-scales) + ``loss.prototype_weight`` x prototype consistency + ``loss.scale_weight`` x
-cross-scale consistency, weighted per class by the distribution coefficients; the global
-gradient norm is clipped and the schedule steps ("poly" over two lr groups, or "onecycle").
-
-Writes (through ``RunDir``): config.json, class_names.json, metrics.jsonl and tb/ every
-``log_every`` steps, checkpoints/last.pt every ``checkpoint_every`` steps, every
-``runtime.checkpoint_minutes`` (checked at log steps; 0, the default: off) and at the end,
-checkpoints/best.pt (best sum of the two validation mIoUs when ``val_every`` > 0, else the
-final model).
-
-Resume: last.pt holds the model, optimiser, schedule, loss scaler, step, image bank and RNG
-states (the global generators and the trainer's own, which shuffles bank writes and draws
-bank slots). Data order is a function of (seed, epoch) (DistributedSampler) and each
-sample's augmentation of (seed, epoch, index) (TrainDataset), so a resumed run skips the
-epoch's first batches unread and ends with exactly the weights of a run that never stopped
-(engine's loop and train state, shared with IRN and step 3). A run directory holding a
-checkpoint is refused without ``--resume``; one whose start failed before its first
-checkpoint holds none, and the same command starts it over.
-
-DDP (torchrun): one process per GPU, a DistributedSampler shard each. ``train.batch_size``
-and ``train.bank_draws`` are global: each of N processes takes 1/N of both
-(``engine.per_process``; an error when N does not divide them), so N processes train the
-one-process recipe, logging the mean losses over ranks. Each rank keeps its own image bank
-(per class, the latest image of its shard) and draws its share from it. Checkpoints gather
-every rank's bank and RNG states on rank 0, so resume needs the same world size.
+Writes config.json, class_names.json, metrics.jsonl, tb/, checkpoints/last.pt and best.pt.
+Under DDP ``train.batch_size`` and ``train.bank_draws`` are global (each of N processes takes
+1/N: ``engine.per_process``); each rank keeps its own image bank and logs the ranks' mean.
 """
 from __future__ import annotations
 
 import argparse
 import math
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -50,8 +26,8 @@ from torch import nn
 from torch.utils.data import DistributedSampler, Subset
 from tqdm import tqdm
 
-from sfc_core import engine
-from sfc_core.config import ABLATIONS, Config, RuntimeConfig, TrainConfig, flat_dict, parse_overrides
+from sfc_core import engine, loop
+from sfc_core.config import ABLATIONS, Config, TrainConfig, flat_dict, parse_overrides
 from sfc_core.data import (
     MultiScaleDataset,
     SegmentationDataset,
@@ -112,9 +88,10 @@ def train(cfg: Config, out: str | Path, resume: bool = False, stop_after: int | 
 
 
 def _train(cfg: Config, run: RunDir, resume: bool, stop_after: int | None, dist: engine.DistInfo) -> dict:
-    device = engine.select_device(cfg.runtime.device, dist, preset=cfg.preset)
-    engine.announce_runtime("train", device, dist, engine.loader_workers(cfg.runtime.num_workers, device),
-                            cfg.runtime.amp, engine.compile_backend(cfg.runtime.compile, device))
+    t, device = cfg.train, engine.select_device(cfg.runtime.device, dist, preset=cfg.preset)
+    workers = engine.loader_workers(cfg.runtime.num_workers, device)
+    engine.announce_runtime("train", device, dist, workers, cfg.runtime.amp,
+                            engine.compile_backend(cfg.runtime.compile, device))
     if dist.is_main:
         _claim_run_dir(run, cfg, resume)
     engine.seed_everything(cfg.runtime.seed)
@@ -123,25 +100,6 @@ def _train(cfg: Config, run: RunDir, resume: bool, stop_after: int | None, dist:
         cfg.save(run.config_json)
         atomic_write_json(run.class_names_json, list(dataset.class_names))
     engine.barrier(dist)
-    state, loop = _setup(cfg, run, dataset, device, dist)
-    if resume:
-        state.resume(run.last_checkpoint, dist)
-    start_step = state.step
-    done = engine.run_loop(state, loop, engine.LoopFiles(run.last_checkpoint, run.metrics_jsonl, run.tensorboard),
-                           dist, stop_after)
-    if state.step == loop.max_steps > start_step and cfg.train.val_every == 0:   # a finished run reused: nothing
-        state.meta["best"] = {"score": None, "step": state.step}                  # no validation: best = final
-        state.save(run.best_checkpoint, dist, full=False)
-    return {"steps": state.step, "max_steps": loop.max_steps, "finished": state.step == loop.max_steps,
-            "seconds": done["seconds"], "images_per_second": done["images_per_second"] or 0.0,
-            "best": state.meta["best"], "last_checkpoint": str(run.last_checkpoint),
-            "best_checkpoint": str(run.best_checkpoint) if run.best_checkpoint.is_file() else None}
-
-
-def _setup(cfg: Config, run: RunDir, dataset: SegmentationDataset, device: torch.device,
-           dist: engine.DistInfo) -> tuple[engine.TrainState, engine.Loop]:
-    """SFC's train state and the loop that trains it on the training list."""
-    t = cfg.train
     train_set = TrainDataset(dataset, cfg.data.train_list, cfg.data.crop_size, cfg.data.resize_long,
                              seed=cfg.runtime.seed)
     sampler = DistributedSampler(train_set, num_replicas=dist.world_size, rank=dist.rank, shuffle=True,
@@ -152,23 +110,108 @@ def _setup(cfg: Config, run: RunDir, dataset: SegmentationDataset, device: torch
         raise SfcError(f"train list {cfg.data.train_list!r} has {len(train_set)} images, fewer than one "
                        f"batch of {t.batch_size}", path=dataset.list_path(cfg.data.train_list),
                        fix="lower train.batch_size or use a longer list")
-    max_steps = t.max_steps or t.epochs * steps_per_epoch
+    plan = loop.Plan(t.max_steps or t.epochs * steps_per_epoch, t.log_every, t.checkpoint_every,
+                     cfg.runtime.checkpoint_minutes)
     weights = torch.as_tensor(class_weights(dataset, cfg), dtype=torch.float32)
-    update = sfc_update(cfg, list(dataset.class_names), weights, device, dist, max_steps)
-    validation = SfcValidation(cfg, dataset, run, update.state, device, dist, max_steps)
-    loop = engine.Loop(train_set, partial(_epoch_order, sampler), local_batch, steps_per_epoch,
-                       max_steps, update, update.log, t.log_every, t.checkpoint_every,
-                       images_per_step=t.batch_size + t.bank_draws,   # global: every process takes 1/N of each
-                       after_step=validation, num_workers=engine.loader_workers(cfg.runtime.num_workers, device),
-                       pin_memory=device.type == "cuda", desc=f"train {run.root.name}",
-                       checkpoint_minutes=cfg.runtime.checkpoint_minutes)
-    return update.state, loop
+    sfc = build_trainer(cfg, list(dataset.class_names), weights, device, dist, plan.max_steps)
+    if resume:
+        sfc.state.resume(run.last_checkpoint, dist)
+    start_step, started = sfc.state.step, time.perf_counter()
+    batches = loop.batches(train_set, partial(_epoch_order, sampler), local_batch, steps_per_epoch,
+                           plan.steps(start_step, stop_after), workers, device)
+    rate = _fit(sfc, batches, plan, dataset, run)
+    state = sfc.state
+    if state.step == plan.max_steps > start_step and t.val_every == 0:   # a finished run reused: nothing
+        state.meta["best"] = {"score": None, "step": state.step}         # no validation: best = final
+        state.save(run.best_checkpoint, dist, full=False)
+    return {"steps": state.step, "max_steps": plan.max_steps, "finished": state.step == plan.max_steps,
+            "seconds": time.perf_counter() - started, "images_per_second": rate,
+            "best": state.meta["best"], "last_checkpoint": str(run.last_checkpoint),
+            "best_checkpoint": str(run.best_checkpoint) if run.best_checkpoint.is_file() else None}
 
 
-def sfc_update(cfg: Config, class_names: list[str], weights: torch.Tensor, device: torch.device,
-               dist: engine.DistInfo, max_steps: int) -> SfcUpdate:
-    """SFC's update for ``max_steps`` updates and the train state it steps (``.state``: network,
-    optimiser, schedule, scaler, image bank, generator), at ``cfg``'s settings on ``device``.
+def _fit(sfc: SfcTrainer, batches: Iterable, plan: loop.Plan, dataset: SegmentationDataset, run: RunDir) -> float:
+    """The loop (``loop.fit``) around ``sfc_step``: the log every ``train.log_every`` steps, the
+    TensorBoard CAM image every 10 logs, and every ``train.val_every`` steps (and at the end)
+    the validation mIoUs, best.pt when their sum is the best yet. Returns images/s (0: untimed)."""
+    state, t, dist, rate = sfc.state, sfc.cfg.train, sfc.dist, 0.0
+    with engine.MetricsLogger(run.metrics_jsonl, run.tensorboard, enabled=dist.is_main,
+                              resume_step=state.step) as logger:
+        for output in loop.fit(state, batches, partial(sfc_step, sfc), plan, run.last_checkpoint, dist,
+                               desc=f"train {run.root.name}"):
+            step, seconds = state.step, output["seconds_per_step"]
+            rate = (t.batch_size + t.bank_draws) / seconds if seconds else 0.0  # global: all processes
+            if plan.logs(step):
+                losses = engine.mean_over_ranks(output["losses"], dist)        # the global batch's
+                groups = state.optimizer.param_groups
+                logger.log(step, {**{f"loss/{name}": value for name, value in losses.items()},
+                                  "lr/backbone": groups[0]["lr"], "lr/new": groups[1]["lr"],
+                                  **({} if output["grad_norm"] is None else {"grad_norm": output["grad_norm"].item()}),
+                                  "images_per_second": rate})
+            if step % (10 * t.log_every) == 0:
+                _log_cam_image(logger, step, output["images"][0], output["outputs"])
+            if t.val_every == 0 or (step % t.val_every != 0 and step != plan.max_steps):
+                continue
+            with loop.workers_stopped(run.last_checkpoint):
+                scores = validate(state.model, dataset, sfc.cfg, sfc.device, dist)
+            logger.log(step, {f"val/{name}": value for name, value in scores.items()})
+            score = scores["miou_cam"] + scores["miou_prototype"]
+            if score > state.meta["best"]["score"]:
+                state.meta["best"] = {"score": score, "step": step, **scores}
+                state.save(run.best_checkpoint, dist, full=False)
+    return rate
+
+
+@dataclass
+class SfcTrainer:
+    """What an SFC step works with: the train state (network, optimiser, schedule, scaler, and
+    as extras the image bank and the trainer's generator), the objective as the step calls it
+    (``step_objective``: DDP, compile), this process's share of ``train.bank_draws``."""
+
+    state: engine.TrainState
+    objective: nn.Module
+    cfg: Config
+    draws: int
+    device: torch.device
+    dist: engine.DistInfo
+
+
+def sfc_step(sfc: SfcTrainer, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """One SFC update on a loader batch: uint8 crops ``image`` (B, 3, S, S), ``box`` (B, 4) of the
+    real image in each crop, ``label`` (B, C). Returns the loss terms (0-d, ``total`` too), the
+    gradient norm before clipping (None with ``train.grad_clip`` 0), the objective's inputs
+    (``images``, ``boxes``, ``labels``: the batch and its bank draws) and the scale-1 outputs."""
+    state, t, runtime, device = sfc.state, sfc.cfg.train, sfc.cfg.runtime, sfc.device
+    # the crops normalised on the device (padding 0); the batch written into the image bank and
+    # this process's share of train.bank_draws earlier images drawn from it, appended
+    images = normalize_crops(batch["image"], batch["box"], device)
+    images, boxes, labels = append_bank_draws(state.extras["bank"], images, batch["box"], batch["label"],
+                                              sfc.draws, state.extras["generator"])
+    if device.type == "cuda" and runtime.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with engine.out_of_memory_hint("train.batch_size", t.batch_size):
+        # the batch at scale 1 and HALF_SCALE through the network; classification (both scales) +
+        # loss.prototype_weight x prototype consistency + loss.scale_weight x cross-scale consistency
+        with engine.autocast(device, runtime.amp):
+            losses, outputs = sfc.objective(images, engine.to_device(boxes, device),
+                                            engine.to_device(labels, device))
+        state.scaler.scale(losses["total"]).backward()
+        state.scaler.unscale_(state.optimizer)
+        # the global gradient norm clipped at train.grad_clip, then the optimiser's step
+        grad_norm = None
+        if t.grad_clip > 0:
+            grad_norm = nn.utils.clip_grad_norm_([p for group in state.optimizer.param_groups
+                                                  for p in group["params"] if p.grad is not None], t.grad_clip)
+        state.scaler.step(state.optimizer)
+        state.scaler.update()
+        state.optimizer.zero_grad(set_to_none=True)
+    return {"loss": losses["total"], "losses": losses, "grad_norm": grad_norm, "images": images, "boxes": boxes,
+            "labels": labels, "outputs": outputs}
+
+
+def build_trainer(cfg: Config, class_names: list[str], weights: torch.Tensor, device: torch.device,
+                  dist: engine.DistInfo, max_steps: int) -> SfcTrainer:
+    """SFC's trainer at step 0 for ``max_steps`` updates, at ``cfg``'s settings on ``device``.
     weights (C,): the per-class loss weights (``data.stats.class_weights``)."""
     t = cfg.train
     model = build_model(cfg.model, len(class_names)).to(device)
@@ -182,95 +225,26 @@ def sfc_update(cfg: Config, class_names: list[str], weights: torch.Tensor, devic
     state = engine.TrainState(model, optimizer, schedule, engine.make_grad_scaler(device, cfg.runtime.amp),
                               checkpoint_identity(cfg.model, class_names), cfg.to_dict(), builds=("model.",),
                               extras={"bank": bank, "generator": generator}, meta={"best": {"score": -math.inf}})
-    trainable = [p for group in model.parameter_groups().values() for p in group]
-    return SfcUpdate(step_objective(objective, cfg, dist, device), state, trainable, t,
-                     engine.per_process(t.bank_draws, "train.bank_draws", dist), cfg.runtime, device, dist)
+    return SfcTrainer(state, step_objective(objective, cfg, dist, device), cfg,
+                      engine.per_process(t.bank_draws, "train.bank_draws", dist), device, dist)
 
 
 def step_objective(objective: SfcObjective, cfg: Config, dist: engine.DistInfo,
                    device: torch.device) -> nn.Module:
     """What a step calls: ``objective`` under DDP when distributed, compiled as
     ``runtime.compile`` says (DDP inside, so its gradient hooks see the compiled graphs; exact
-    resume holds with it off; eager with a warning if compiling fails). cuDNN's autotuner runs
-    around each update (``engine.run_loop``: every step has the same shapes), not validation.
+    resume holds with it off; eager with a warning if compiling fails).
 
     DDP: the parameters a switched-off part leaves without gradient (the side layers without
     the prototype loss, the PCM projection without PCM) are found each step; with every part
-    on, the graph is static (its set of gradients never changes, so DDP plans buckets once).
-    Gradients live in the buckets (no copy). Buffers are not broadcast when the backbone's
-    BatchNorm is frozen (the ResNets always, ``tiny`` with loaded weights: running statistics
-    that never change); a BatchNorm that trains keeps DDP's broadcast from rank 0."""
+    on, the graph is static (DDP plans buckets once). Gradients live in the buckets (no copy).
+    Buffers are not broadcast when the backbone's BatchNorm is frozen (the ResNets always,
+    ``tiny`` with loaded weights); a BatchNorm that trains keeps DDP's broadcast from rank 0."""
     unused = cfg.loss.prototype_weight == 0 or not cfg.model.pcm
     wrapped = engine.wrap_ddp(objective, dist, device, find_unused_parameters=unused, static_graph=not unused,
                               gradient_as_bucket_view=True,
                               broadcast_buffers=not objective.model.backbone.frozen_bn)
     return engine.compiled(wrapped, cfg.runtime.compile, device)
-
-
-@dataclass
-class SfcUpdate:
-    """One SFC update on a loader batch (bank write and draws, both scales, the weighted
-    losses, clipped step) and what is logged of it."""
-
-    objective: nn.Module                  # SfcObjective as step_objective wraps it (DDP, compile)
-    state: engine.TrainState
-    trainable: list[nn.Parameter]
-    t: TrainConfig
-    draws: int                            # this process's share of train.bank_draws
-    runtime: RuntimeConfig
-    device: torch.device
-    dist: engine.DistInfo
-
-    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-        t, extras = self.t, self.state.extras
-        images = normalize_crops(batch["image"], batch["box"], self.device)
-        images, boxes, labels = append_bank_draws(extras["bank"], images, batch["box"], batch["label"],
-                                                  self.draws, extras["generator"])
-        if self.device.type == "cuda" and self.runtime.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with engine.out_of_memory_hint("train.batch_size", t.batch_size):
-            with engine.autocast(self.device, self.runtime.amp):
-                losses, outputs = self.objective(images, engine.to_device(boxes, self.device),
-                                                 engine.to_device(labels, self.device))
-            grad_norm = engine.optimizer_step(losses["total"], self.state.optimizer, self.state.scaler,
-                                              self.trainable, t.grad_clip)
-        return {"loss": losses["total"], "losses": losses, "grad_norm": grad_norm, "image": images[0],
-                "outputs": outputs}
-
-    def log(self, step: int, output: dict[str, Any], images_per_second: float) -> dict[str, float]:
-        groups = self.state.optimizer.param_groups
-        losses = engine.mean_over_ranks(output["losses"], self.dist)     # the global batch's
-        return {**{f"loss/{name}": value for name, value in losses.items()},
-                "lr/backbone": groups[0]["lr"], "lr/new": groups[1]["lr"],
-                **({} if output["grad_norm"] is None else {"grad_norm": output["grad_norm"].item()}),
-                "images_per_second": images_per_second}
-
-
-@dataclass
-class SfcValidation:
-    """After a step: the TensorBoard CAM image every 10 logs, and every ``train.val_every``
-    steps (and at the end) the validation mIoUs, best.pt when their sum is the best yet."""
-
-    cfg: Config
-    dataset: SegmentationDataset
-    run: RunDir
-    state: engine.TrainState
-    device: torch.device
-    dist: engine.DistInfo
-    max_steps: int
-
-    def __call__(self, step: int, output: dict[str, Any], logger: engine.MetricsLogger) -> None:
-        t = self.cfg.train
-        if step % (10 * t.log_every) == 0:
-            _log_cam_image(logger, step, output["image"], output["outputs"])
-        if t.val_every == 0 or (step % t.val_every != 0 and step != self.max_steps):
-            return
-        scores = validate(self.state.model, self.dataset, self.cfg, self.device, self.dist)
-        logger.log(step, {f"val/{name}": value for name, value in scores.items()})
-        score = scores["miou_cam"] + scores["miou_prototype"]
-        if score > self.state.meta["best"]["score"]:
-            self.state.meta["best"] = {"score": score, "step": step, **scores}
-            self.state.save(self.run.best_checkpoint, self.dist, full=False)
 
 
 def _claim_run_dir(run: RunDir, cfg: Config, resume: bool) -> None:

@@ -15,7 +15,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from sfc_core import engine
+from sfc_core import engine, loop
 from sfc_core.config import Config
 from sfc_core.errors import SfcError
 
@@ -143,12 +143,11 @@ def _timer_worker(rank: int, world_size: int, port: int, out: str) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist = engine.setup_distributed()
-    answers = []
+    answers, plan = [], loop.Plan(4, log_every=2, checkpoint_every=100, checkpoint_minutes=1.0)
     for running_rank in (1, 0):
-        ticks = itertools.count(0.0, 1000.0)   # 1000 s a reading
+        ticks = itertools.count(1000.0, 1000.0)   # 1000 s a reading
         clock = ticks.__next__ if rank == running_rank else itertools.repeat(0.0).__next__
-        timer = engine.CheckpointTimer(1.0, log_every=2, clock=clock)
-        answers.append([timer.due(step, dist) for step in range(1, 5)])
+        answers.append([loop.due_by_wall_time(0.0, plan, step, dist, now=clock) for step in range(1, 5)])
     with open(f"{out}/rank{rank}.json", "w") as f:
         json.dump(answers, f)
     engine.cleanup_distributed(dist)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from sfc_core import engine
+from sfc_core import engine, loop
 from sfc_core.errors import SfcError
 from sfc_core.io import atomic_torch_save
 
@@ -191,46 +191,48 @@ class _Keyed(torch.utils.data.Dataset):
         return {"epoch": epoch, "index": index, "pid": os.getpid()}
 
 
-def _keyed_loop(max_steps: int, num_workers: int = 0) -> engine.Loop:
-    def order(epoch):
-        return [(epoch, int(i)) for i in np.random.default_rng([3, epoch]).permutation(10)]
-
-    return engine.Loop(_Keyed(), order, batch_size=3, steps_per_epoch=3, max_steps=max_steps, update=None,
-                       log=None, log_every=1, checkpoint_every=1, num_workers=num_workers)
+def _order(epoch):
+    return [(epoch, int(i)) for i in np.random.default_rng([3, epoch]).permutation(10)]
 
 
 @pytest.mark.parametrize("start,end", [(0, 8), (2, 8), (3, 7), (5, 6), (7, 7)])
-def test_step_batches_are_each_epochs_batches_from_the_resumed_step(start, end):
+def test_step_keys_are_each_epochs_batches_from_the_resumed_step(start, end):
     """Epoch e's batches are its keys cut in threes, the tenth key dropped; resuming at any
     step gives the rest of that sequence and stops at the end."""
-    loop = _keyed_loop(max_steps=8)
-    every = [loop.order(epoch)[b * 3:(b + 1) * 3] for epoch in range(3) for b in range(3)][:8]
-    sampler = engine.StepBatches(loop, start, end)
-    assert list(sampler) == every[start:end] and len(sampler) == end - start
+    every = [_order(epoch)[b * 3:(b + 1) * 3] for epoch in range(3) for b in range(3)][:8]
+    assert list(loop.step_keys(_order, 3, 3, range(start, end))) == every[start:end]
 
 
 def test_one_set_of_loader_workers_serves_every_epoch():
-    loop = _keyed_loop(max_steps=8, num_workers=2)
-    batches = list(engine.run_batches(loop, 1, 8))
+    batches = list(loop.batches(_Keyed(), _order, 3, 3, range(1, 8), 2, torch.device("cpu")))
     assert [list(zip(b["epoch"].tolist(), b["index"].tolist())) for b in batches] == \
-        list(engine.StepBatches(loop, 1, 8))
+        list(loop.step_keys(_order, 3, 3, range(1, 8)))
     assert len({pid for b in batches for pid in b["pid"].tolist()} - {os.getpid()}) == 2   # 7 batches, 3 epochs
 
 
-def test_checkpoint_timer_is_due_on_log_steps_once_the_minutes_have_passed():
+def test_plan_stops_after_a_step_as_if_interrupted_there():
+    plan = loop.Plan(max_steps=8, log_every=3, checkpoint_every=4)
+    assert plan.steps(2) == range(2, 8) and plan.steps(2, stop_after=5) == range(2, 5)
+    assert plan.steps(2, stop_after=8) == plan.steps(2, stop_after=1) == range(2, 8)
+    assert [step for step in range(1, 9) if plan.logs(step)] == [3, 6, 8]
+
+
+def test_wall_time_checkpoints_are_due_on_log_steps_once_the_minutes_have_passed():
     now = [100.0]
-    timer = engine.CheckpointTimer(2.0, log_every=5, clock=lambda: now[0])
+    plan, dist, saved = loop.Plan(20, log_every=5, checkpoint_every=100, checkpoint_minutes=2.0), engine.DistInfo(), 100.0
+
+    def due(step):
+        return loop.due_by_wall_time(saved, plan, step, dist, now=lambda: now[0])
     now[0] += 119
-    assert not timer.due(5, engine.DistInfo())            # 1 min 59 s
+    assert not due(5)                                      # 1 min 59 s
     now[0] += 1
-    assert not timer.due(7, engine.DistInfo())            # 2 min, but not a log step
-    assert timer.due(10, engine.DistInfo())
-    timer.restart()
+    assert not due(7)                                      # 2 min, but not a log step
+    assert due(10)
+    saved = now[0]
     now[0] += 60
-    assert not timer.due(15, engine.DistInfo())           # counts from the last checkpoint
-    off = engine.CheckpointTimer(0.0, log_every=1, clock=lambda: now[0])
+    assert not due(15)                                     # counts from the last checkpoint
     now[0] += 1e6
-    assert not off.due(20, engine.DistInfo())
+    assert not loop.due_by_wall_time(saved, loop.Plan(20, 1, 100), 20, dist, now=lambda: now[0])   # 0: off
 
 
 class _CountingState(engine.TrainState):
@@ -240,21 +242,47 @@ class _CountingState(engine.TrainState):
         self.meta.setdefault("saved", []).append(self.step)
 
 
-@pytest.mark.parametrize("minutes,saved", [(0.0, [4, 7]), (1e-9, [2, 4, 6, 7])])
-def test_run_loop_checkpoints_by_steps_and_by_wall_time_at_log_steps(tmp_path, minutes, saved):
-    """checkpoint_every=4, log_every=2, 7 steps: steps 4 and 7 (the last); with a timer that is
-    always due, every log step too."""
+def _counting_state() -> _CountingState:
     model = torch.nn.Linear(1, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    state = _CountingState(model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: 1.0),
-                           engine.make_grad_scaler(torch.device("cpu"), False), {}, {})
-    loop = _keyed_loop(max_steps=7)
-    loop.update = lambda batch: optimizer.step() or {"loss": torch.tensor(0.0)}
-    loop.log = lambda step, output, rate: {}
-    loop.log_every, loop.checkpoint_every, loop.checkpoint_minutes = 2, 4, minutes
-    engine.run_loop(state, loop, engine.LoopFiles(tmp_path / "last.pt", tmp_path / "metrics.jsonl"),
-                    engine.DistInfo())
+    return _CountingState(model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: 1.0),
+                          engine.make_grad_scaler(torch.device("cpu"), False), {}, {})
+
+
+@pytest.mark.parametrize("minutes,saved", [(0.0, [4, 7]), (1e-9, [2, 4, 6, 7])])
+def test_fit_checkpoints_by_steps_and_by_wall_time_at_log_steps(tmp_path, minutes, saved):
+    """checkpoint_every=4, log_every=2, 7 steps: steps 4 and 7 (the last); with a wall time that
+    is always due, every log step too. Each step is yielded after the schedule's step and
+    before its checkpoint."""
+    state, plan = _counting_state(), loop.Plan(7, log_every=2, checkpoint_every=4, checkpoint_minutes=minutes)
+    seen = []
+    for output in loop.fit(state, range(7), lambda batch: state.optimizer.step() or {"loss": torch.tensor(float(batch))}, plan,
+                           tmp_path / "last.pt", engine.DistInfo()):
+        seen.append((state.step, state.schedule.last_epoch, list(state.meta.get("saved", [])), float(output["loss"])))
+        assert (output["seconds_per_step"] is None) == (state.step == 1)
     assert state.step == 7 and state.meta["saved"] == saved
+    assert seen[3] == (4, 4, [s for s in saved if s < 4], 3.0)
+
+
+def test_fit_stops_a_diverged_run_at_a_log_step(tmp_path):
+    state = _counting_state()
+    with pytest.raises(SfcError, match="diverged: loss is nan at step 2"):
+        for _ in loop.fit(state, range(7), lambda batch: state.optimizer.step() or {"loss": torch.tensor(float("nan"))},
+                          loop.Plan(7, log_every=2, checkpoint_every=4), tmp_path / "last.pt", engine.DistInfo()):
+            pass
+    assert "saved" not in state.meta
+
+
+def test_sigterm_during_fit_checkpoints_the_step_and_raises_terminated(tmp_path, monkeypatch):
+    import sfc_core.io as io
+
+    state, plan = _counting_state(), loop.Plan(7, log_every=2, checkpoint_every=4)
+    with pytest.raises(io.Terminated, match="stopped after step 3, its checkpoint written"):
+        for _ in loop.fit(state, range(7), lambda batch: state.optimizer.step() or {"loss": torch.tensor(0.0)}, plan, tmp_path / "last.pt",
+                          engine.DistInfo()):
+            if state.step == 3:
+                monkeypatch.setitem(io._stop, "requested", True)
+    assert state.meta["saved"] == [3]
 
 
 class _OnDevice(torch.Tensor):
@@ -288,3 +316,19 @@ def test_train_state_save_gathers_the_extras_on_the_cpu(tmp_path, monkeypatch):
     state.save(tmp_path / "last.pt", engine.DistInfo())
     assert sent[0]["bank"] == {"images": "moved"} and sent[0]["none"] is None
     assert isinstance(sent[0]["rng"]["torch"], torch.Tensor)
+
+
+def test_loader_workers_killed_by_a_sigterm_to_the_group_end_in_terminated(tmp_path, monkeypatch):
+    """In the loop and in a trainer's validation alike (``loop.workers_stopped``); without a
+    SIGTERM the RuntimeError stays what it is."""
+    import sfc_core.io as io
+
+    died = RuntimeError("DataLoader worker (pid 123) is killed by signal: Terminated.")
+    with pytest.raises(RuntimeError, match="pid 123"):
+        with loop.workers_stopped(tmp_path / "last.pt"):
+            raise died
+    monkeypatch.setitem(io._stop, "requested", True)
+    with pytest.raises(io.Terminated, match=f"the loader's workers were stopped too; the last checkpoint is kept "
+                                            f"\\({tmp_path / 'last.pt'}\\)"):
+        with loop.workers_stopped(tmp_path / "last.pt"):
+            raise died

@@ -15,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from sfc_core import cams, engine
+from sfc_core import cams, engine, loop
 from sfc_core.cli import main
 from sfc_core.errors import SfcError
 
@@ -127,7 +127,7 @@ def test_train_and_segment_announce_their_runtime_once(smoke_config, smoke_datas
     from sfc_core.io import atomic_write_json
     from sfc_core.run_dir import RunDir
 
-    monkeypatch.setattr(train, "_setup", _stop)
+    monkeypatch.setattr(train, "build_trainer", _stop)
     with pytest.raises(_Stop):
         train.train(smoke_config, tmp_path / "train")
     run = RunDir(tmp_path / "run")
@@ -230,8 +230,9 @@ def test_a_compile_that_works_is_used_and_out_of_memory_is_no_compile_failure(mo
 
 
 def test_cudnn_autotunes_the_training_updates_only(tmp_path, monkeypatch):
-    """On around each update (fixed-size crops), off again for after_step (validation) and
-    after the loop; building SFC's step on a GPU no longer switches it on for the process."""
+    """On around each update (fixed-size crops), off again for the caller's work after a step
+    (validation) and after the loop; building SFC's step on a GPU no longer switches it on for
+    the process."""
     from sfc_core.config import Config
     from sfc_core.model.build import build_model, build_objective
     from sfc_core.train import step_objective
@@ -247,14 +248,14 @@ def test_cudnn_autotunes_the_training_updates_only(tmp_path, monkeypatch):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     state = engine.TrainState(model, optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: 1.0),
                               engine.make_grad_scaler(CPU, False), {}, {})
-    loop = engine.Loop(_Items(), lambda epoch: [(epoch, i) for i in range(4)], 2, 2, 3,
-                       update=lambda batch: optimizer.step() or seen["update"].append(torch.backends.cudnn.benchmark)
-                       or {"loss": torch.tensor(0.0)},
-                       log=lambda step, output, rate: {}, log_every=1, checkpoint_every=10,
-                       after_step=lambda step, output, logger: seen["after_step"].append(
-                           torch.backends.cudnn.benchmark))
-    engine.run_loop(state, loop, engine.LoopFiles(tmp_path / "last.pt", tmp_path / "metrics.jsonl"),
-                    engine.DistInfo())
+    batches = loop.batches(_Items(), lambda epoch: [(epoch, i) for i in range(4)], 2, 2, range(3), 0, CPU)
+
+    def update(batch):
+        optimizer.step()
+        seen["update"].append(torch.backends.cudnn.benchmark)
+        return {"loss": torch.tensor(0.0)}
+    for _ in loop.fit(state, batches, update, loop.Plan(3, 1, 10), tmp_path / "last.pt", engine.DistInfo()):
+        seen["after_step"].append(torch.backends.cudnn.benchmark)
     assert seen == {"update": [True] * 3, "after_step": [False] * 3}
     assert torch.backends.cudnn.benchmark is False
 
@@ -268,9 +269,8 @@ class _Items(torch.utils.data.Dataset):
 
 
 def test_loop_workers_keep_two_batches_ready():
-    loop = engine.Loop(_Items(), lambda epoch: [(epoch, i) for i in range(4)], 2, 2, 2, None, None, 1, 1,
-                       num_workers=1)
-    assert engine.run_batches(loop, 0, 2).prefetch_factor == engine.LOADER_PREFETCH == 2
+    batches = loop.batches(_Items(), lambda epoch: [(epoch, i) for i in range(4)], 2, 2, range(2), 1, CPU)
+    assert batches.prefetch_factor == loop.LOADER_PREFETCH == 2
 
 
 # -- CAMs in float32 ------------------------------------------------------------------------

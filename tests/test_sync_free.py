@@ -18,7 +18,7 @@ from sfc_core import engine
 from sfc_core.config import Config
 from sfc_core.method.bank import ImageBank
 from sfc_core.model.build import build_model, build_objective
-from sfc_core.train import SfcUpdate, build_optimizer
+from sfc_core.train import SfcTrainer, build_optimizer, sfc_step
 
 META = torch.device("meta")
 HOST_DATA_FACTORIES = {torch.tensor, torch.as_tensor}
@@ -65,8 +65,8 @@ class FactoryRecorder(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-def meta_update(cfg: Config, num_classes: int = 10, draws: int = 2) -> SfcUpdate:
-    """SFC's update as train._setup builds it (bank on), every tensor on the meta device."""
+def meta_trainer(cfg: Config, num_classes: int = 10, draws: int = 2) -> SfcTrainer:
+    """SFC's trainer as train.build_trainer builds it (bank on), every tensor on the meta device."""
     model = build_model(cfg.model, num_classes).to(META)
     objective = build_objective(model, torch.ones(num_classes), cfg).to(META)
     optimizer, schedule = build_optimizer(model, cfg.train, 10)
@@ -74,8 +74,7 @@ def meta_update(cfg: Config, num_classes: int = 10, draws: int = 2) -> SfcUpdate
     state = engine.TrainState(model, optimizer, schedule, engine.make_grad_scaler(torch.device("cpu"), False),
                               {}, cfg.to_dict(), builds=("model.",),
                               extras={"bank": bank, "generator": torch.Generator().manual_seed(0)}, meta={})
-    trainable = [p for group in model.parameter_groups().values() for p in group]
-    return SfcUpdate(objective, state, trainable, cfg.train, draws, cfg.runtime, META, engine.DistInfo())
+    return SfcTrainer(state, objective, cfg, draws, META, engine.DistInfo())
 
 
 def loader_batch(size: int, crop: int, num_classes: int) -> dict[str, torch.Tensor]:
@@ -87,12 +86,12 @@ def loader_batch(size: int, crop: int, num_classes: int) -> dict[str, torch.Tens
 
 def test_an_sfc_step_reads_nothing_back_and_never_blocks_on_a_copy():
     cfg = Config.from_preset("synthetic-smoke", {"model.pcm": True})      # the paper's network: PCM too
-    update = meta_update(cfg)
+    sfc = meta_trainer(cfg)
     batch = loader_batch(4, cfg.data.crop_size, 10)
-    update(batch)                                   # first step: per-device constants are made once
+    sfc_step(sfc, batch)                            # first step: per-device constants are made once
     syncs, factories = SyncRecorder(), FactoryRecorder()
     with factories, syncs:
-        output = update(batch)
+        output = sfc_step(sfc, batch)
     assert output["loss"].device == META            # the step ran on the device, all of it
     assert syncs.host_reads == []
     assert syncs.blocking_copies == []

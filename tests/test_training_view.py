@@ -14,7 +14,7 @@ from sfc_core import engine
 from sfc_core.analysis import training
 from sfc_core.data import TrainDataset
 from sfc_core.data.stats import class_weights
-from sfc_core.train import sfc_update
+from sfc_core.train import build_trainer, sfc_step
 
 
 def test_the_step_taken_apart_is_the_train_stages_step(smoke_config, smoke_dataset):
@@ -26,9 +26,9 @@ def test_the_step_taken_apart_is_the_train_stages_step(smoke_config, smoke_datas
     train_set = TrainDataset(smoke_dataset, cfg.data.train_list, cfg.data.crop_size, cfg.data.resize_long,
                              seed=cfg.runtime.seed)
     weights = torch.as_tensor(class_weights(smoke_dataset, cfg), dtype=torch.float32)
-    update = sfc_update(cfg, list(smoke_dataset.class_names), weights, cpu, engine.DistInfo(),
+    sfc = build_trainer(cfg, list(smoke_dataset.class_names), weights, cpu, engine.DistInfo(),
                         t.max_steps or t.epochs * (len(train_set) // t.batch_size))
-    out = update(torch.utils.data.default_collate([train_set[(0, i)] for i in range(t.batch_size)]))
+    out = sfc_step(sfc, torch.utils.data.default_collate([train_set[(0, i)] for i in range(t.batch_size)]))
     assert step["losses"] == pytest.approx({name: float(v.detach()) for name, v in out["losses"].items()}, rel=1e-6)
     assert step["grad_norm"] == pytest.approx(float(out["grad_norm"]), rel=1e-5)
     assert step["draws"] == t.bank_draws and len(step["batch_images"]) == t.batch_size + t.bank_draws

@@ -1,12 +1,8 @@
-"""SFC's training for notebook 02: one training step taken apart with the train stage's own
-functions, and a training run in the notebook's kernel with a loss plot that redraws as it trains.
+"""SFC's training for notebook 02: one step taken apart and a run with a live loss plot.
 
-Nothing here computes training math of its own: ``take_step`` builds the update the train stage
-builds (``train.sfc_update``: network, optimiser, schedule, image bank) and takes one step with
-its parts (``normalize_crops``, ``append_bank_draws``, ``SfcObjective``, ``engine.optimizer_step``),
-keeping what the stage's ``SfcUpdate`` hides; ``class_terms`` splits the objective's two
-consistency losses by class (both are linear in the class weights). tests/test_training_view.py
-checks that the terms add up to the objective's losses and that the step is the stage's step.
+``take_step`` takes the train stage's own step (``train.build_trainer``, ``train.sfc_step``) and
+keeps what the loop does not show; ``class_terms`` splits the two consistency losses by class
+(both are linear in the class weights): tests/test_training_view.py checks both.
 
     step = take_step(cfg, dataset, torch.device("cpu"))    # {"batch_images", "losses", ...}
     with live_losses(RunDir(run_dir).metrics_jsonl):        # the curves redrawn while it trains
@@ -35,10 +31,9 @@ from sfc_core.config import Config
 from sfc_core.data import SegmentationDataset, TrainDataset
 from sfc_core.data.stats import class_weights
 from sfc_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_crops
-from sfc_core.method.bank import append_bank_draws
 from sfc_core.method.losses import HALF_SCALE, SfcObjective
 from sfc_core.model.pretrained import resolve_backbone_weights
-from sfc_core.train import sfc_update
+from sfc_core.train import build_trainer, sfc_step
 
 WARM_BATCHES = 3      # loader batches written into the image bank before the step shown
 
@@ -64,32 +59,28 @@ def take_step(cfg: Config, dataset: SegmentationDataset, device: torch.device,
                              seed=cfg.runtime.seed)
     max_steps = t.max_steps or t.epochs * (len(train_set) // t.batch_size)
     weights = torch.as_tensor(class_weights(dataset, cfg), dtype=torch.float32)
-    update = sfc_update(cfg, list(dataset.class_names), weights, device, engine.DistInfo(), max_steps)
-    bank, generator = update.state.extras["bank"], update.state.extras["generator"]
+    sfc = build_trainer(cfg, list(dataset.class_names), weights, device, engine.DistInfo(), max_steps)
+    bank, generator = sfc.state.extras["bank"], sfc.state.extras["generator"]
     batches = [default_collate([train_set[(0, i % len(train_set))]
                                 for i in range(b * t.batch_size, (b + 1) * t.batch_size)])
                for b in range(warm_batches + 1)]
     for batch in batches[:-1] if bank is not None else []:
         bank.update(normalize_crops(batch["image"], batch["box"], device), batch["box"], batch["label"], generator)
-    batch = batches[-1]
-    images = normalize_crops(batch["image"], batch["box"], device)
-    images, boxes, labels = append_bank_draws(bank, images, batch["box"], batch["label"], update.draws, generator)
-    on_device = engine.to_device(boxes, device), engine.to_device(labels, device)
-    with engine.autocast(device, cfg.runtime.amp):
-        terms = class_terms(update.objective, images, *on_device, list(dataset.class_names))
-        losses, _ = update.objective(images, *on_device)
-    half = F.interpolate(images, scale_factor=HALF_SCALE, mode="bilinear", align_corners=True)
-    grad_norm = engine.optimizer_step(losses["total"], update.state.optimizer, update.state.scaler,
-                                      update.trainable, t.grad_clip)
-    update.state.schedule.step()
+    before = copy.deepcopy(sfc.objective)          # the network before the step: the per-class terms
+    out = sfc_step(sfc, batches[-1])
+    sfc.state.schedule.step()
+    images, labels = out["images"], out["labels"]
+    on_device = engine.to_device(out["boxes"], device), engine.to_device(labels, device)
     with torch.no_grad(), engine.autocast(device, cfg.runtime.amp):
-        after, _ = update.objective(images, *on_device)
-    return {"batch_images": crops_to_rgb(images), "labels": labels, "draws": len(labels) - len(batch["label"]),
-            "losses": {name: float(value.detach()) for name, value in losses.items()}, "terms": terms,
-            "grad_norm": None if grad_norm is None else float(grad_norm),
-            "lr": [group["lr"] for group in update.state.optimizer.param_groups],
+        terms = class_terms(before, images, *on_device, list(dataset.class_names))
+        after, _ = sfc.objective(images, *on_device)
+    half = F.interpolate(images, scale_factor=HALF_SCALE, mode="bilinear", align_corners=True)
+    return {"batch_images": crops_to_rgb(images), "labels": labels, "draws": len(labels) - t.batch_size,
+            "losses": {name: float(value.detach()) for name, value in out["losses"].items()}, "terms": terms,
+            "grad_norm": None if out["grad_norm"] is None else float(out["grad_norm"]),
+            "lr": [group["lr"] for group in sfc.state.optimizer.param_groups],
             "loss_after": float(after["total"]), "half_images": crops_to_rgb(half),
-            "grids": [update.state.model.feature_size(*x.shape[-2:]) for x in (images, half)]}
+            "grids": [sfc.state.model.feature_size(*x.shape[-2:]) for x in (images, half)]}
 
 
 @torch.no_grad()

@@ -1,32 +1,14 @@
 """IRN's class-boundary network (Ahn et al., CVPR 2019) and its training on relation labels.
 
-The network (docs/reference.md 5.2) is IRN's ``resnet50_irn.py`` boundary branch on a frozen
-backbone: five edge branches, on the stem (conv1, bn1, relu, maxpool: 64 channels for the
-ResNets) and on layer1..layer4, each a 1x1 conv to 32 channels and GroupNorm(4), brought to the
-stem's grid (stride 4) by a bilinear upsampling by its stride ratio (x2 layer2, x4 layer3/4 for
-the ResNets) cropped to that grid, then ReLU; a 1x1 conv (with bias) of their concatenation
-(160 channels) gives one boundary logit per pixel (``edge_layer_table``). The branch widths come
-from the backbone, so ``tiny`` (16-channel stem) gets its own. At inference (IRN's
-``EdgeDisplacement``) the image and its flip are padded on the right and bottom to the training
-crop, run as one batch, cut back to the image's grid ``((H-1)//4+1, (W-1)//4+1)`` and combined
-as ``sigmoid(logit / 2 + flipped logit of the flip / 2)`` (``edge_map``). IRN's displacement
-branch and mean-shift serve instance masks and do not touch the boundary map, so they are not
-built (quirk 26). Small images (the synthetic presets) go through the network and the walk
-rescaled by ``refine.irn_image_scale``.
-
-Training: random rescale (``refine.irn_scale_range``; the reference's effective [0.5, 1.0]),
-flip, random crop (image padded with 0 after normalisation, labels with 255), labels resized
-(nearest) to the boundary grid. Every pair of pixels within ``refine.irn_radius`` on that grid
-is a target (``affinity_targets``): both background (bg_pos), the same class (fg_pos), or
-different labels (neg); pairs touching 255 are ignored. The affinity of a pair is
-``1 - max(boundary on the path)``; the loss is IRN's
-``((mean_bgpos -log a + mean_fgpos -log a) / 2 + mean_neg -log(1 - a)) / 2``.
-SGD (momentum ``refine.irn_momentum``, 0 as IRN's), poly ``refine.irn_poly_power``, no gradient
-clipping, as the reference.
+``BoundaryNet``: IRN's ``resnet50_irn.py`` boundary branch on a frozen backbone (docs/reference.md
+5.2, ``edge_layer_table``); ``edge_map``: its ``EdgeDisplacement`` inference. The displacement
+branch and mean-shift serve instance masks only and are not built (quirk 26). ``train_irn``
+trains the branch on ``AffinityDataset``'s crops with ``affinity_targets`` and ``affinity_loss``
+(SGD, poly, no gradient clipping, as the reference) in ``loop.fit``. Small images (the synthetic
+presets) go through the network and the walk rescaled by ``refine.irn_image_scale``.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -36,7 +18,7 @@ from PIL import Image
 from torch import nn
 from torch.utils.data import Dataset
 
-from sfc_core import engine
+from sfc_core import engine, loop
 from sfc_core.config import Config, RefineConfig
 from sfc_core.data.dataset import SegmentationDataset
 from sfc_core.data.transforms import augment, normalize, normalize_crops, rescale
@@ -54,8 +36,12 @@ EPS = 1e-5
 
 
 class BoundaryNet(nn.Module):
-    """Frozen backbone + IRN's boundary branch. ``forward``: (N, 3, H, W) -> logits (N, h, w),
-    (h, w) = the grid of the backbone's stem, ``self.stride`` times smaller."""
+    """Frozen backbone + IRN's boundary branch: five edge branches, on the stem (conv1, bn1,
+    relu, maxpool) and on layer1..layer4, each a 1x1 conv to 32 channels and GroupNorm(4),
+    upsampled bilinearly by its stride ratio to the stem's grid (cropped to it), then ReLU; a
+    1x1 conv (with bias) of their concatenation gives one boundary logit per pixel. Branch
+    widths come from the backbone. ``forward``: (N, 3, H, W) -> logits (N, h, w), (h, w) = the
+    grid of the backbone's stem, ``self.stride`` times smaller."""
 
     def __init__(self, backbone: Backbone):
         super().__init__()
@@ -145,7 +131,9 @@ def affinity_targets(labels: torch.Tensor, index: PathIndex) -> tuple[torch.Tens
 
 def affinity_loss(affinity: torch.Tensor, bg_pos: torch.Tensor, fg_pos: torch.Tensor,
                   neg: torch.Tensor) -> torch.Tensor:
-    """IRN's boundary loss from path affinities and pair labels, all (N, D, h', w')."""
+    """IRN's boundary loss from path affinities ``a = 1 - max(boundary on the path)`` and pair
+    labels, all (N, D, h', w'): ``((mean_bgpos -log a + mean_fgpos -log a) / 2 + mean_neg
+    -log(1 - a)) / 2``."""
     def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return (values * mask).sum() / (mask.sum() + EPS)
 
@@ -157,7 +145,8 @@ def affinity_loss(affinity: torch.Tensor, bg_pos: torch.Tensor, fg_pos: torch.Te
 
 class AffinityDataset(Dataset):
     """Images with their relation labels, augmented as the reference's VOC12AffinityDataset
-    (scale ``irn_image_scale`` x U(``irn_scale_range``)), keyed by ``(epoch, index)``: a
+    (scale ``irn_image_scale`` x U(``irn_scale_range``: the reference's effective [0.5, 1.0]),
+    flip, random crop), keyed by ``(epoch, index)``: a
     function of (seed, epoch, index). Item: ``image`` uint8 (3, S, S) and ``box`` int64 (4,)
     for ``normalize_crops`` on the device (the reference's normalised, zero-padded crop),
     ``label`` uint8 (S, S) (255 in the padding), S = crop_size."""
@@ -240,14 +229,16 @@ def train_irn(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[
     if state.step >= max_steps:
         return
     net.train()
-    update = IrnUpdate(state, PathIndex.build(refine.irn_radius), device, cfg.runtime.amp)
-    loop = engine.Loop(data, partial(_epoch_order, len(data), seed), batch_size, steps_per_epoch, max_steps,
-                       update, update.log, refine.irn_log_every, refine.irn_checkpoint_every,
-                       num_workers=engine.loader_workers(cfg.runtime.num_workers, device),
-                       pin_memory=device.type == "cuda",
-                       desc="irn: train boundary net", checkpoint_minutes=cfg.runtime.checkpoint_minutes)
-    engine.run_loop(state, loop, engine.LoopFiles(run.irn_checkpoint, run.irn_metrics_jsonl), engine.DistInfo(),
-                    stop_after)
+    plan = loop.Plan(max_steps, refine.irn_log_every, refine.irn_checkpoint_every, cfg.runtime.checkpoint_minutes)
+    batches = loop.batches(data, partial(_epoch_order, len(data), seed), batch_size, steps_per_epoch,
+                           plan.steps(state.step, stop_after), engine.loader_workers(cfg.runtime.num_workers, device),
+                           device)
+    step = partial(irn_step, state, PathIndex.build(refine.irn_radius), device, cfg.runtime.amp)
+    with engine.MetricsLogger(run.irn_metrics_jsonl, resume_step=state.step) as logger:
+        for output in loop.fit(state, batches, step, plan, run.irn_checkpoint, engine.DistInfo(),
+                               desc="irn: train boundary net"):
+            if plan.logs(state.step):
+                logger.log(state.step, {"irn/loss": output["loss"].item(), "irn/lr": schedule.get_last_lr()[0]})
 
 
 def _epoch_order(size: int, seed: int, epoch: int) -> list[tuple[int, int]]:
@@ -255,26 +246,19 @@ def _epoch_order(size: int, seed: int, epoch: int) -> list[tuple[int, int]]:
     return [(epoch, index) for index in np.random.default_rng([seed, epoch]).permutation(size).tolist()]
 
 
-@dataclass
-class IrnUpdate:
-    """One update of the boundary branch on a batch of crops with relation labels, and its log."""
-
-    state: engine.TrainState
-    index: PathIndex
-    device: torch.device
-    amp: bool
-
-    def __call__(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        net = self.state.model
-        images = normalize_crops(batch["image"], batch["box"], self.device)
-        labels = batch["label"].to(self.device, non_blocking=True)
-        with engine.autocast(self.device, self.amp):
-            logits = net(images)
-        edge = torch.sigmoid(logits.float())
-        labels = F.interpolate(labels[:, None].float(), size=edge.shape[-2:], mode="nearest")[:, 0].long()
-        loss = affinity_loss(edge_to_affinity(edge, self.index), *affinity_targets(labels, self.index))
-        engine.optimizer_step(loss, self.state.optimizer, self.state.scaler, net.head_parameters(), grad_clip=0)
-        return {"loss": loss.detach()}
-
-    def log(self, step: int, output: dict[str, torch.Tensor], images_per_second: float) -> dict[str, float]:
-        return {"irn/loss": output["loss"].item(), "irn/lr": self.state.schedule.get_last_lr()[0]}
+def irn_step(state: engine.TrainState, index: PathIndex, device: torch.device, amp: bool,
+             batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """One update of the boundary branch on a batch of crops with relation labels."""
+    net = state.model
+    images = normalize_crops(batch["image"], batch["box"], device)
+    labels = batch["label"].to(device, non_blocking=True)
+    with engine.autocast(device, amp):
+        logits = net(images)
+    edge = torch.sigmoid(logits.float())
+    labels = F.interpolate(labels[:, None].float(), size=edge.shape[-2:], mode="nearest")[:, 0].long()
+    loss = affinity_loss(edge_to_affinity(edge, index), *affinity_targets(labels, index))
+    state.scaler.scale(loss).backward()
+    state.scaler.step(state.optimizer)          # no gradient clipping, as the reference
+    state.scaler.update()
+    state.optimizer.zero_grad(set_to_none=True)
+    return {"loss": loss.detach()}

@@ -1,0 +1,135 @@
+"""The one training loop of SFC, IRN and step 3: ``batches`` feeds it, ``fit`` runs it.
+
+    batches = loop.batches(data, order, batch_size, steps_per_epoch, plan.steps(state.step), workers, device)
+    for output in loop.fit(state, batches, step, plan, checkpoint, dist, desc="train"):
+        ...    # after each step: the caller's own logging and validation, written inline
+
+An epoch's order is a function of (seed, epoch) and each sample of (seed, epoch, index), so a
+resumed run reads the rest of the sequence unread batches skipped, and ends with the weights of
+one that never stopped.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from sfc_core.engine import DistInfo, TrainState, broadcast_from_main, check_finite, cudnn_autotune
+from sfc_core.io import Terminated, deferred_stop, kill_point, quiet_worker, stop_requested
+
+LOADER_PREFETCH = 2   # batches each DataLoader worker keeps ready (PyTorch's default)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How long a training runs, how often it logs and checkpoints (also every
+    ``checkpoint_minutes`` of wall time, checked at log steps; 0: off)."""
+
+    max_steps: int
+    log_every: int
+    checkpoint_every: int
+    checkpoint_minutes: float = 0.0
+
+    def logs(self, step: int) -> bool:
+        return step % self.log_every == 0 or step == self.max_steps
+
+    def steps(self, start: int, stop_after: int | None = None) -> range:
+        """The steps from ``start`` to the end, or to ``stop_after`` (as if interrupted there)."""
+        stop = stop_after if stop_after is not None and start <= stop_after < self.max_steps else self.max_steps
+        return range(start, stop)
+
+
+def step_keys(order: Callable[[int], Sequence], batch_size: int, steps_per_epoch: int,
+              steps: range) -> Iterator[list]:
+    """The sample keys of each step in ``steps``: epoch e's keys (``order(e)``) cut into batches."""
+    for step in steps:
+        epoch, index = divmod(step, steps_per_epoch)
+        if step == steps.start or index == 0:
+            keys = list(order(epoch))
+        yield keys[index * batch_size:(index + 1) * batch_size]
+
+
+def batches(data: Dataset, order: Callable[[int], Sequence], batch_size: int, steps_per_epoch: int,
+            steps: range, workers: int, device: torch.device) -> DataLoader:
+    """One DataLoader for ``steps``: its workers start once and serve every epoch (items are
+    functions of their keys, which carry the epoch), each keeping ``LOADER_PREFETCH`` ready."""
+    return DataLoader(data, batch_sampler=step_keys(order, batch_size, steps_per_epoch, steps),
+                      num_workers=workers, pin_memory=device.type == "cuda",
+                      prefetch_factor=LOADER_PREFETCH if workers else None,
+                      generator=torch.Generator().manual_seed(steps.start),   # leaves the global RNG alone
+                      worker_init_fn=quiet_worker if workers else None)
+
+
+def fit(state: TrainState, batches: Iterable, step: Callable[[Any], dict[str, Any]], plan: Plan,
+        checkpoint: Path, dist: DistInfo, desc: str = "train") -> Iterator[dict[str, Any]]:
+    """Train ``state``: for each batch, ``step(batch)`` (one update, returning at least
+    ``{"loss": 0-d tensor}``), the schedule's step, then the yield of that output with
+    ``seconds_per_step`` (None before two steps) while the caller logs and validates; then the
+    checkpoint every ``plan.checkpoint_every`` steps, by wall time and at the end.
+    SIGTERM (``io.sigterm_raises``) ends the step under way, writes its checkpoint and raises
+    ``io.Terminated``: a resume continues exactly from there."""
+    saved, first, timed = time.monotonic(), None, 0
+    with tqdm(total=plan.max_steps, initial=state.step, desc=desc, unit="step", disable=not dist.is_main) as bar, \
+            workers_stopped(checkpoint), deferred_stop():    # SIGTERM: the step ends, its checkpoint
+        for batch in batches:
+            with cudnn_autotune():            # fixed-size crops; the caller's validation runs outside
+                output = step(batch)
+            state.schedule.step()
+            state.step += 1
+            kill_point("step")     # interruption tests only (SFC_KILL_AT, sfc_core.io)
+            now = time.perf_counter()
+            first, timed = first or now, timed + (first is not None)
+            output["seconds_per_step"] = (now - first) / timed if timed else None
+            bar.update(1)
+            good = checkpoint if checkpoint.is_file() else None
+            if plan.logs(state.step):
+                bar.set_postfix(loss=f"{check_finite(output['loss'], state.step, good):.3f}")
+            yield output
+            last = state.step == plan.max_steps
+            due = state.step % plan.checkpoint_every == 0 or last or \
+                due_by_wall_time(saved, plan, state.step, dist)
+            stop = not last and stop_due(state.step, plan, dist)
+            if due or stop:
+                check_finite(output["loss"], state.step, good)
+                state.save(checkpoint, dist)
+                saved = time.monotonic()
+            if stop:
+                raise Terminated(f"stopped after step {state.step}, its checkpoint written ({checkpoint})")
+
+
+@contextlib.contextmanager
+def workers_stopped(checkpoint: Path) -> Iterator[None]:
+    """The RuntimeError of loader workers that died of a SIGTERM to the whole process group as
+    ``io.Terminated`` (for a caller's validation too: its loader's workers die alike)."""
+    try:
+        yield
+    except RuntimeError:
+        if stop_requested():
+            raise Terminated(f"the loader's workers were stopped too; the last checkpoint is kept "
+                             f"({checkpoint})") from None
+        raise
+
+
+def due_by_wall_time(saved: float, plan: Plan, step: int, dist: DistInfo,
+                     now: Callable[[], float] = time.monotonic) -> bool:
+    """Whether ``plan.checkpoint_minutes`` have passed since ``saved`` (a ``now()`` reading):
+    asked on log steps only, rank 0's clock deciding, so every rank writes at the same step
+    and no other step pays a collective."""
+    if plan.checkpoint_minutes <= 0 or step % plan.log_every:
+        return False
+    return bool(broadcast_from_main(now() - saved >= 60 * plan.checkpoint_minutes, dist))
+
+
+def stop_due(step: int, plan: Plan, dist: DistInfo) -> bool:
+    """Whether SIGTERM asks the loop to stop after ``step``: at once in one process; under
+    torchrun rank 0's answer, asked on log steps only."""
+    if dist.distributed and step % plan.log_every:
+        return False
+    return bool(broadcast_from_main(stop_requested(), dist))
