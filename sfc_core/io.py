@@ -62,7 +62,7 @@ class Terminated(KeyboardInterrupt):
         self.done = done
 
 
-_stop = {"deferred": 0, "requested": False}
+_stop = {"deferred": 0, "requested": False, "received": False}
 
 
 @contextlib.contextmanager
@@ -73,6 +73,8 @@ def sigterm_raises():
         yield
         return
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    if not isinstance(sys.unraisablehook, _QuietLoaderTeardown):
+        sys.unraisablehook = _QuietLoaderTeardown(sys.unraisablehook)
     try:
         yield
     finally:
@@ -80,7 +82,22 @@ def sigterm_raises():
         _stop["requested"] = False
 
 
+class _QuietLoaderTeardown:
+    """After a SIGTERM, a DataLoader iterator's teardown error (its workers ended by the same
+    signal: torch's SIGCHLD handler raises inside ``__del__``) prints nothing; the stop's own
+    message says what happened. Every other unraisable error prints as before."""
+
+    def __init__(self, report: Callable[[Any], None]):
+        self.report = report
+
+    def __call__(self, unraisable: Any) -> None:
+        teardown = "DataLoaderIter" in getattr(unraisable.object, "__qualname__", "")
+        if not (_stop["received"] and teardown and isinstance(unraisable.exc_value, RuntimeError)):
+            self.report(unraisable)
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
+    _stop["received"] = True
     if _stop["deferred"]:
         _stop["requested"] = True
     else:

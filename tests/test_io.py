@@ -88,3 +88,28 @@ def test_the_kill_hook_is_off_without_the_variable(tmp_path, monkeypatch):
         io.kill_point("step")
         io.atomic_write_text(tmp_path / "a.txt", "x")
     assert io._events_seen == {}
+
+
+def test_after_a_sigterm_only_the_loader_teardown_error_is_quiet(monkeypatch):
+    """torch's SIGCHLD handler raises inside a DataLoader iterator's __del__ when the workers were
+    ended by the same SIGTERM: that one prints nothing, every other unraisable error still does."""
+    from types import SimpleNamespace
+
+    from sfc_core import io
+
+    class _MultiProcessingDataLoaderIter:
+        def __del__(self):
+            pass
+
+    printed = []
+    hook = io._QuietLoaderTeardown(printed.append)
+    teardown = SimpleNamespace(object=_MultiProcessingDataLoaderIter.__del__,
+                               exc_value=RuntimeError("DataLoader worker (pid 7) is killed by signal: Terminated."))
+    other = SimpleNamespace(object=print, exc_value=RuntimeError("something else"))
+    monkeypatch.setitem(io._stop, "received", False)
+    hook(teardown)
+    assert printed == [teardown]                       # no SIGTERM yet: printed as before
+    monkeypatch.setitem(io._stop, "received", True)
+    hook(teardown)
+    hook(other)
+    assert printed == [teardown, other]
