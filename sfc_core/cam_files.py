@@ -5,9 +5,8 @@
     prototype    float16 (K', H, W)   max-normalised prototype CAM
     size         int64 (2,) = (H, W);  num_classes  int64 () = C of the run's class list
 
-``CAM_KINDS`` is the one registry of kinds: the stored maps and the kinds derived from them
-(``register_kind``); every later stage, table and the explorer iterate it. No background rule
-is baked in (docs/reference_quirks.md, quirk 23): ``method.fusion`` applies it on reading.
+``CAM_KINDS`` is the one registry of kinds (stored and derived, ``register_kind``); every later
+stage iterates it. No background rule is baked in (quirk 23): ``method.fusion`` applies it.
 """
 from __future__ import annotations
 

@@ -3,11 +3,9 @@
 
     python -m sfc_core.analysis.explorer_browser --run runs/synthetic-paper/sfc --out figures/explorer_screenshot.png
 
-writes the screenshot of the explorer as it opens: at the setting eval-cams chose for the run
-(cam_eval.json), which its setting line names. It needs Debian's ``chromium`` (``apt-get install
--y chromium``; run_tests.sh installs it on CI) and the ``playwright`` package (pinned in
-pyproject.toml), pointed at that browser. tests/test_explorer_browser.py drives the same
-page (``explorer_page``).
+writes the explorer as it opens, at the setting eval-cams chose (cam_eval.json). It needs
+Debian's ``chromium`` (run_tests.sh installs it on CI) and ``playwright`` (pinned in
+pyproject.toml). tests/test_explorer_browser.py drives the same page (``explorer_page``).
 """
 from __future__ import annotations
 

@@ -2,12 +2,10 @@
 
     python -m sfc_core prepare voc --voc VOCtrainval_11-May-2012.tar --sbd benchmark.tgz --out data/voc
 
-VOC 2012 trainval (``VOCdevkit/VOC2012`` or the tar) and SBD (``benchmark_RELEASE/dataset`` or
-``benchmark.tgz``, checked against their published MD5) -> under ROOT: a JPEGImages/ link,
-SegmentationClassAug/ (VOC's own masks, else SBD's cls/*.mat), the lists train_aug (VOC train +
-SBD train + SBD val, minus VOC val), train and val, cls_labels.json from Annotations/<id>.xml (as
-the reference's label file was made) and prepare_manifest.json (counts, checksums, and the images
-whose XML classes differ from their mask's). Atomic writes; a rerun keeps the masks written.
+VOC 2012 trainval and SBD (folders or archives, checked against their published MD5) -> under
+ROOT: a JPEGImages/ link, SegmentationClassAug/ (VOC's masks, else SBD's cls/*.mat), the lists
+train_aug (VOC train + SBD train + val, minus VOC val), train and val, cls_labels.json from the
+XML annotations and prepare_manifest.json. Atomic writes; a rerun keeps the masks written.
 """
 from __future__ import annotations
 

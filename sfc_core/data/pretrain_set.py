@@ -2,12 +2,10 @@
 
     images, labels = make_images(PretrainSpec(), "train")  # uint8 (N, 64, 64, 3), int64 (N,)
 
-One object per image on the benchmark's kind of background, drawn with ``synthetic``'s
-primitives. A class is a (shape, texture, colour) triple, each (shape, texture) pair in
-``colours_per_pair`` colours. Disjoint from the benchmark (``check_disjoint``): no class has a
-benchmark part's (shape, texture) pair or a colour within ``MIN_COLOUR_DISTANCE`` of one, and
-the random streams differ (keys start with ``STREAM``; default seed 1000). Made in memory;
-the backbone trained on it is what is cached (``model/pretrained.py``).
+One object per image, drawn with ``synthetic``'s primitives; a class is a (shape, texture,
+colour) triple. Disjoint from the benchmark (``check_disjoint``): no benchmark part's (shape,
+texture) pair, no colour within ``MIN_COLOUR_DISTANCE`` of one, other random streams (``STREAM``).
+Made in memory; the backbone trained on it is what is cached (``model/pretrained.py``).
 """
 from __future__ import annotations
 

@@ -1,10 +1,9 @@
 """A synthetic long-tailed weakly-supervised segmentation dataset, written in the VOC layout.
 
-Objects have a large part whose appearance every class of a group shares (a head class and two
-or three rarer ones, which mostly touch their head) and a small part of their own, often
-missing. A classifier on image labels learns the shared part as the head's cue and its CAMs
-take the rare classes' pixels: the problem SFC addresses. The control (``shared_parts=False``)
-gives every class's large part its own look. docs/synthetic.md explains the design.
+Objects have a large part every class of a group shares (a head class and rarer ones) and a
+small part of their own: a classifier on image labels learns the shared part as the head's cue,
+the problem SFC addresses. The control (``shared_parts=False``) gives every class its own large
+part. docs/synthetic.md explains the design.
 
     path = generate("data/synthetic", size="default", seed=0)   # JPEGImages/, SegmentationClass/,
     # SegmentationPart/ (1 large, 2 own part), lists, class_names.txt, cls_labels.json, COMPLETE.json

@@ -3,11 +3,9 @@
     backbone = BACKBONES["resnet50"](state_dict_or_None)   # x1, x2, x3, x4 = backbone(images)
     backbone.channels, backbone.feature_size(512, 512)    # (256, 512, 1024, 2048), (32, 32)
 
-``resnet50``/``resnet101``: torchvision's, strides (2, 2, 2, 1) without dilation (output stride
-16, as the reference), with the reference's freeze policy: BatchNorm statistics frozen, stem,
-layer1 and layer2 without gradient. ``tiny``: a width-reduced ResNet-18 (16-32-64-128, output
-stride 8) for the CPU presets; from scratch everything trains, with weights it gets that policy.
-A new backbone: a ``@register("name")`` function(state=None) -> ``Backbone``.
+``resnet50``/``resnet101``: torchvision's, output stride 16, the reference's freeze policy
+(BatchNorm statistics frozen, stem, layer1, layer2 without gradient). ``tiny``: a width-reduced
+ResNet-18 (output stride 8) for the CPU presets. A new one: ``@register("name")`` fn(state=None).
 """
 from __future__ import annotations
 

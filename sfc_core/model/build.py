@@ -6,7 +6,6 @@
     model = load_model(path, engine.load_checkpoint(path), cfg.model, class_names)
     cam, proto = multiscale_cams_batch(model, views_per_scale, labels, size)   # B images, upsampled
     net = for_inference(model, channels_last)                     # BatchNorms folded, a copy
-
 Every problem with a file (weights, checkpoint) is an SfcError naming it and the fix.
 """
 from __future__ import annotations

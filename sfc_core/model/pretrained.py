@@ -3,11 +3,9 @@
     path = pretrain("data/synthetic/pretrain")   # the verb: python -m sfc_core pretrain
     cfg = resolve_backbone_weights(cfg)          # model.backbone_weights="pretrain" -> that file
 
-``tiny`` + pooling + linear learns ``data/pretrain_set.py``'s classes (AdamW, one-cycle, flips).
-``<root>/<backbone>-<key>.pth`` holds the backbone's state dict, ``key`` a hash of the set and
-the recipe; its ``.json`` (written after it) marks it complete. The kit ships the default file
-(``SHIPPED``): a cache miss it matches copies it (the same weights on every machine).
-``resolve_backbone_weights`` (what ``train`` calls) never trains: a file to make is an SfcError.
+``<root>/<backbone>-<key>.pth`` holds the state dict, ``key`` a hash of the set and the recipe;
+its ``.json`` (written after it) marks it complete. The kit ships the default file (``SHIPPED``),
+copied on a matching cache miss. ``resolve_backbone_weights`` never trains: a file to make is an SfcError.
 """
 from __future__ import annotations
 

@@ -1,13 +1,11 @@
-"""Run independent jobs side by side, one process each, when that is faster.
+"""Run independent jobs side by side, one process each.
 
     run_side_by_side([partial(train, base_cfg, "runs/x/baseline"), partial(train, ctrl_cfg, "runs/x/ctrl")])
     run_side_by_side([(partial(train, cfg, "runs/x/sfc"), partial(make_cams, "runs/x/sfc")), ...])  # chains
 
-The synthetic networks are small: two runs side by side with one torch thread each finish
-sooner than one after the other with two. A job's steps are queued one at a time, so a free
-process takes the next waiting step of any job. On a GPU, with one core or for one job, the
-jobs run here in order. Workers come from ``sfc_core.pool`` (a killed one is one SfcError);
-their last checkpoints stay intact, so the same call resumes them.
+A job's steps are queued one at a time, so a free process takes the next waiting step of any
+job. On a GPU, with one core or for one job, the jobs run here in order. Workers come from
+``sfc_core.pool`` (a killed one is one SfcError); their checkpoints let the same call resume.
 """
 from __future__ import annotations
 

@@ -4,10 +4,8 @@
     pseudo_mask_runs(["runs/synthetic-paper/baseline", "runs/synthetic-paper/sfc"])  # step 2 + eval-seg
     segment_runs([("runs/synthetic-paper/sfc", "crf"), ("runs/synthetic-paper/sfc", "gt")])   # step 3
 
-Each stage skips finished work (training resumes or is reused, finished CAM files and pseudo
-masks are kept, evaluations are read back), so calling these again is cheap. Independent runs
-go through ``sfc_core.orchestration.parallel.run_side_by_side``: on a CPU machine the small synthetic runs
-finish sooner side by side, one torch thread each, than one after the other.
+Each stage skips finished work, so calling these again is cheap. Independent runs go through
+``sfc_core.orchestration.parallel.run_side_by_side``.
 """
 from __future__ import annotations
 
