@@ -36,10 +36,7 @@ def _as_uint8(labels: np.ndarray, what: str) -> np.ndarray:
 
 def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.ndarray:
     """Pixel counts int64 (K, K) ``conf[g, p]`` of ground-truth class g predicted as p.
-
-    pred, gt: integer arrays of one shape, values 0..K-1 (gt may also be 255 = ignore, where
-    pred may be anything). One ``np.bincount`` over ``gt * K + pred``: ignore pixels land past
-    row K-1 and are dropped, out-of-range ground truth lands in rows K..254 and is reported."""
+    pred, gt: one shape, 0..K-1 (gt 255 = ignore); out-of-range ground truth is reported."""
     pred, gt = _as_uint8(pred, "prediction"), _as_uint8(gt, "ground truth")
     if pred.shape != gt.shape:
         raise SfcError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}",
@@ -58,12 +55,8 @@ def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.n
 
 
 def confusion_counts(pred: torch.Tensor, gt: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``confusion_matrix``'s pixel counts on the tensors' device, for ``confusion_from_counts``.
-
-    pred: integer (...) class indices 0..K-1 (not checked: that would read the device); gt:
-    uint8 (...) on the same device, 0..K-1 or 255 = ignore. Returns int64 (256 * K,): the
-    counts of ``gt * K + pred`` (one ``torch.bincount``), ignore and out-of-range ground truth
-    included, so sums over images and ranks stay exact and the check waits for the host read."""
+    """``confusion_matrix``'s counts on the device: int64 (256 * K,) of ``gt * K + pred``,
+    ignore included, so sums over images and ranks stay exact and the check waits for the host."""
     if pred.shape != gt.shape:
         raise SfcError(f"prediction shape {tuple(pred.shape)} differs from ground truth {tuple(gt.shape)}",
                        fix="resize the prediction to the ground-truth mask's size")
@@ -86,11 +79,8 @@ def confusion_from_counts(counts: np.ndarray | torch.Tensor, num_classes: int) -
 
 def threshold_confusions(fg_class: np.ndarray, fg_score: np.ndarray, gt: np.ndarray,
                          thresholds: np.ndarray, num_classes: int) -> np.ndarray:
-    """Confusions int64 (T, K, K) of the predictions ``where(fg_score > t, fg_class, 0)`` for
-    every t at once. fg_class: int (P,) the best foreground class per pixel (1..C); fg_score:
-    float (P,) its score; gt: (P,) ground truth without ignore pixels; thresholds: (T,)
-    ascending. A pixel is foreground for exactly the thresholds below its score, so one
-    bincount of (gt, class, thresholds below the score) and a cumulative sum give all T."""
+    """Confusions int64 (T, K, K) of ``where(fg_score > t, fg_class, 0)`` for every
+    ascending threshold t at once: one bincount and a cumulative sum. fg_class, fg_score, gt: (P,)."""
     k, t = num_classes, len(thresholds)
     # in the scores' dtype, so ties break as `score > t` does on those arrays
     thresholds = np.asarray(thresholds, dtype=fg_score.dtype)

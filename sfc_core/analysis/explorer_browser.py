@@ -53,11 +53,7 @@ def _get_json(url: str) -> object:
 @contextmanager
 def jupyter_lab(root: Path, home: Path) -> Iterator[tuple[str, str]]:
     """A JupyterLab server on 127.0.0.1 serving ``root``; yields (base url, token).
-
-    Its configuration, settings and workspaces live under ``home`` (so no saved layout or
-    news prompt gets in the way); it is stopped through its own process, which is the
-    port's listener (started without a shell).
-    """
+    Its settings live under ``home`` (no saved layout); it is stopped through its own process."""
     config = home / "config"
     (config / "labconfig").mkdir(parents=True)
     (config / "labconfig" / "page_config.json").write_text(json.dumps(

@@ -73,11 +73,8 @@ def read_part_mask(root: str | Path, image_id: str) -> np.ndarray:
 
 
 def part_confusion(pred: np.ndarray, gt: np.ndarray, part: np.ndarray, num_classes: int) -> np.ndarray:
-    """Pixel counts ``counts[g, part, p]`` for one image.
-
-    pred, gt, part: integer (H, W); pred in 0..K-1, gt in 0..K-1 or 255 (ignored), part in
-    0..2. num_classes K = C + 1 (background included). Returns int64 (K, 3, K).
-    """
+    """Pixel counts int64 (K, 3, K) ``counts[g, part, p]`` for one image: pred, gt (255 ignored),
+    part (0..2) integer (H, W); K = C + 1."""
     pred, gt, part = (np.asarray(a) for a in (pred, gt, part))
     if not pred.shape == gt.shape == part.shape:
         raise SfcError(f"shapes differ: prediction {pred.shape}, ground truth {gt.shape}, parts {part.shape}",
@@ -119,11 +116,8 @@ def part_recall(counts: np.ndarray, part_value: int) -> np.ndarray:
 
 
 def lost_to_other_class(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per class, (share of GT pixels predicted as another foreground class, the top taker).
-
-    Returns float64 (C,) shares (nan for a class with no GT pixels) and int64 (C,) 0-based
-    index of the foreground class that took most of them (-1 where none was taken).
-    """
+    """Per class, (share of GT pixels predicted as another foreground class, the top taker):
+    float64 (C,) (nan: no GT pixels) and int64 (C,) 0-based (-1: none taken)."""
     conf = counts.sum(1)[1:, 1:]                              # (C, C) fg gt x fg pred
     taken = conf - np.diag(np.diag(conf))
     share = ratio(taken.sum(1), counts[1:].sum((1, 2)))
@@ -132,11 +126,8 @@ def lost_to_other_class(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def lost_to_head(counts: np.ndarray, groups: Groups, part_value: int | None = None) -> np.ndarray:
-    """float64 (C,): share of each class's GT pixels predicted as its group head (nan for heads).
-
-    With ``part_value``, only the pixels on that part (SHARED_PART: does the head's CAM take
-    the part it shares with this class?).
-    """
+    """float64 (C,): share of each class's GT pixels predicted as its group head (nan for heads);
+    with ``part_value``, only the pixels on that part."""
     c = len(groups.class_names)
     conf = counts.sum(1) if part_value is None else counts[:, part_value, :]   # (C+1, C+1)
     share = ratio(conf[1 + np.arange(c), 1 + groups.head], conf[1:].sum(1))
@@ -144,13 +135,9 @@ def lost_to_head(counts: np.ndarray, groups: Groups, part_value: int | None = No
 
 
 def mechanism_summary(counts: np.ndarray, groups: Groups) -> dict:
-    """The figures the benchmark's targets are stated in, plus the per-class rows.
-
-    ``heads_shared_part_recall``: mean over head classes of their shared-part recall;
-    ``non_head_lost``: pixels of non-head classes predicted as another foreground class, over
-    all their GT pixels (pooled); ``non_head_lost_to_head``: the same, taken by their head;
-    ``non_head_shared_part_to_head``: the same on their shared-part pixels only.
-    """
+    """The figures the benchmark's targets are stated in (heads' shared-part recall;
+    non-head pixels lost to another class, to their head, and on their shared part to their
+    head, each pooled), plus the per-class rows."""
     c = len(groups.class_names)
     if counts.shape != (c + 1, NUM_PART_VALUES, c + 1):
         raise SfcError(f"counts have shape {counts.shape}, expected {(c + 1, NUM_PART_VALUES, c + 1)} "

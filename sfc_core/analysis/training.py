@@ -40,18 +40,11 @@ WARM_BATCHES = 3      # loader batches written into the image bank before the st
 
 def take_step(cfg: Config, dataset: SegmentationDataset, device: torch.device,
               warm_batches: int = WARM_BATCHES) -> dict[str, Any]:
-    """One SFC training step from the start of training, its parts kept.
-
-    The update is the train stage's at ``cfg``'s settings (eager: ``runtime.compile`` off). The
-    first ``warm_batches`` loader batches of the training list are written into the image bank,
-    as each step writes its batch, so the next batch's draws come from earlier images; then that
-    batch takes the step: crops normalised, bank draws appended, both scales through the
-    network, the weighted losses, the clipped gradient step and the schedule's step. Returns
-    ``batch_images`` (B + draws, H, W, 3) uint8 (the draws last), ``labels`` (B + draws, C),
-    ``draws``, ``losses`` {name: float}, ``terms`` (``class_terms`` rows), ``grad_norm``, ``lr`` and ``loss_after`` (the same batch
-    after the step), ``half_images`` (the second scale, as the objective makes it) and ``grids``
-    (the CAM grid (h, w) at each scale).
-    """
+    """One SFC training step from the start of training (eager), its parts kept.
+    The first ``warm_batches`` batches fill the image bank, then one batch takes the train stage's
+    step. Returns ``batch_images`` (B + draws, H, W, 3) uint8 (draws last), ``labels``, ``draws``,
+    ``losses``, ``terms`` (``class_terms`` rows), ``grad_norm``, ``lr``, ``loss_after`` (the batch
+    after the step), ``half_images`` (the second scale) and ``grids`` (CAM grid per scale)."""
     cfg = resolve_backbone_weights(copy.deepcopy(cfg)).override({"runtime.compile": "off"})
     engine.seed_everything(cfg.runtime.seed)
     t = cfg.train
@@ -107,10 +100,8 @@ def class_terms(objective: SfcObjective, images: torch.Tensor, boxes: torch.Tens
 def split_by_class(losses_at: Callable[[torch.Tensor], tuple[float, float]], weights: torch.Tensor,
                    classes: Sequence[int], class_names: Sequence[str]) -> list[dict[str, Any]]:
     """Table rows of the (prototype, cross-scale) consistency losses split by class, from
-    ``losses_at(class weights (C,))``: both losses are linear in the weights. Rows: the background
-    (weight 1; no cross-scale term), each class of ``classes`` (its share of the loss's mean at
-    weight 1, the loss at its one-hot weight less the background's, and that times w_k), and
-    ``total``: the losses at ``weights``, which the weighted column sums to."""
+    ``losses_at(class weights (C,))`` (both linear in the weights): the background, each class of
+    ``classes`` and ``total`` (the losses at ``weights``, which the weighted column sums to)."""
     background, _ = losses_at(torch.zeros_like(weights))
     rows = [{"class": "background", "w_k": 1.0, "prototype term": background,
              "w_k x prototype term": background, "scale term": 0.0, "w_k x scale term": 0.0}]

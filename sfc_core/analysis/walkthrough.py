@@ -27,11 +27,8 @@ from sfc_core.method.network import SfcNet
 def pick_head_and_tail(labels: np.ndarray, counts: Sequence[int]) -> dict[str, tuple[int, int]]:
     """The walk-through's two images: ``{"head": (image index, class index), "tail": (...)}``.
 
-    labels (N, C) multi-hot of the list the images come from; counts (C,) training images per
-    class. The head class is the most frequent training class present in the list, the tail
-    class the least frequent (the first in class order on ties); each one's image is the one
-    containing it with the fewest classes, the first in list order on ties.
-    """
+    labels (N, C) multi-hot; counts (C,) training images per class. Head / tail: the most / least
+    frequent class present, each in its image with the fewest classes (first on ties)."""
     present = np.asarray(labels) > 0.5
     counts = np.asarray(counts, dtype=np.float64)
     in_list = present.any(axis=0)
@@ -79,10 +76,8 @@ def cam_panels(rows: Sequence[tuple[np.ndarray, Sequence[Any], Sequence[str]]], 
                size: float = 2.0) -> plt.Figure:
     """Rows of panels, one row per image: ``rows`` = [(image, panels, titles)].
 
-    image (H, W, 3) uint8. A panel (h, w) (CAM grid or image size) is drawn over the image,
-    upsampled (jet, half transparent) with its colour bar from 0 to ``vmax`` (None: the map's
-    own maximum); a panel (h, w, 3) (a label map in colour, a feature picture) is drawn as is.
-    """
+    A panel (h, w) is drawn upsampled over the image (H, W, 3) (jet, colour bar 0..``vmax``,
+    None: its maximum); a panel (h, w, 3) is drawn as is."""
     cols = max(len(panels) for _, panels, _ in rows)
     fig, axes = plt.subplots(len(rows), cols, figsize=(size * 1.3 * cols, size * len(rows)), squeeze=False)
     for ax_row, (image, panels, titles) in zip(axes, rows):

@@ -280,11 +280,9 @@ def _open_image(path: Path, what: str, decode: bool = True) -> Image.Image:
 
 
 class TrainDataset(Dataset):
-    """Training view of a list: the reference's augmentation (docs/reference.md 1.3): long-side
-    resize (integer L uniform in resize_long, bicubic), flip (p=0.5), crop_size crop, zero padding.
-    Keyed by `(epoch, index)`, an item a pure function of (seed, epoch, index). Item: `name`,
-    `image` uint8 (3, S, S) (0 outside the box), `box` int64 [y0, y1, x0, x1] of the real image in
-    the crop, `label` float32 (C,); the trainer normalises on its device (`normalize_crops`)."""
+    """Training view of a list with the reference's augmentation (docs/reference.md 1.3).
+    Keyed by `(epoch, index)`: an item is a pure function of (seed, epoch, index): `name`, `image`
+    uint8 (3, S, S), `box` int64 [y0, y1, x0, x1], `label` float32 (C,)."""
 
     def __init__(self, dataset: SegmentationDataset, list_name: str, crop_size: int = 512,
                  resize_long: tuple[int, int] = (320, 640), flip: bool = True, seed: int = 0):

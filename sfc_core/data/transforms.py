@@ -66,13 +66,9 @@ def hflip(image: np.ndarray) -> np.ndarray:
 
 def random_crop_box(size: tuple[int, int], crop_size: int,
                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Where a random crop_size x crop_size crop of an image of `size` = (H, W) comes from.
-
-    Per axis, independently (reference `get_random_crop_box`): an axis longer than the crop
-    is cut at a random offset in the image; a shorter one is placed at a random offset in
-    the crop. Returns two int64 (4,) boxes `[y0, y1, x0, x1]` (half-open) of the same shape:
-    `source` in image coordinates and `box` in crop coordinates.
-    """
+    """Where a random crop_size crop of an image of `size` = (H, W) comes from (reference
+    `get_random_crop_box`, each axis alone). Returns int64 (4,) boxes `[y0, y1, x0, x1]`:
+    `source` in image coordinates and `box` in crop coordinates."""
     source, box = [], []
     for length in size:
         if length > crop_size:
@@ -112,14 +108,9 @@ def augment(image: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator
             normalise: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """The joint training transform of an image and its mask (SFC, IRN and step 3 alike).
 
-    image uint8 (H, W, 3), mask (H, W) or None (image-level labels only). Rescale by `scale`
-    (image bicubic, mask nearest), ImageNet normalisation, horizontal flip with p = 0.5 (drawn
-    even when `flip` is off, so the crop stays the same), random crop into an (S, S) canvas,
-    S = crop_size, the image padded with 0 (the mean colour), the mask with `mask_fill`.
-    Returns the image float32 (S, S, 3), the mask (S, S) in its dtype (or None) and `box`
-    int64 (4,) = [y0, y1, x0, x1], the real image inside the crop. Without `normalise` the
-    image stays uint8, padded with 0, for `normalize_crops` to finish on the device.
-    """
+    Rescale (image bicubic, mask nearest), normalise, flip with p = 0.5 (drawn even when `flip`
+    is off), random crop into an (S, S) canvas padded with 0 (mask: `mask_fill`). Returns the
+    image float32 (S, S, 3) (uint8 without `normalise`), the mask or None, and `box` int64 (4,)."""
     image = rescale(image, scale)
     image = normalize(image) if normalise else image
     mask = None if mask is None else rescale_mask(mask, scale)
@@ -149,13 +140,8 @@ def inside_boxes(boxes: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) ->
 
 def normalize_crops(images: torch.Tensor, boxes: torch.Tensor,
                     device: torch.device | str | None = None) -> torch.Tensor:
-    """The float32 (N, 3, S, S) training crops on `device` from the loader's uint8 ones.
-
-    images uint8 (N, 3, S, S) as `augment(..., normalise=False)` pastes them, boxes (N, 4)
-    int64 the real image inside each crop. Normalised as `normalize_on_device`, the padding
-    outside the box set to 0 (the mean colour): equal bit for bit to the crops
-    `augment(..., normalise=True)` makes on the CPU.
-    """
+    """The float32 (N, 3, S, S) training crops on `device` from the loader's uint8 ones
+    (boxes (N, 4)): equal bit for bit to `augment(..., normalise=True)`'s CPU crops."""
     x = normalize_on_device(images, device)
     boxes = boxes.to(x.device, non_blocking=True)
     rows = torch.arange(x.shape[-2], device=x.device)
@@ -165,13 +151,8 @@ def normalize_crops(images: torch.Tensor, boxes: torch.Tensor,
 
 def valid_mask_from_boxes(boxes: torch.Tensor, labels: torch.Tensor, crop_size: int,
                           grid: tuple[int, int]) -> torch.Tensor:
-    """The label-masked valid mask of a batch, on the (h, w) feature grid.
-
-    boxes (N, 4) int64 `[y0, y1, x0, x1]` of the real image inside each crop; labels (N, C)
-    multi-hot. Returns (N, C+1, h, w) in the labels' dtype: the crop-resolution mask (1 inside
-    the box) downsampled to `grid` with nearest (as `F.interpolate(mode="nearest")`), channel 0
-    = validity, channel k = validity x labels[:, k-1]. Runs on the device of its inputs.
-    """
+    """The label-masked valid mask (N, C+1, h, w) of a batch on the feature grid:
+    1 inside each box (N, 4), nearest-downsampled; channel k also times labels[:, k-1]."""
     height, width = grid
     rows = nearest_source_index(height, crop_size, boxes.device)                 # (h,)
     cols = nearest_source_index(width, crop_size, boxes.device)                  # (w,)

@@ -121,11 +121,8 @@ def checkpoint_identity(model_cfg: ModelConfig, class_names: list[str]) -> dict:
 
 def load_model(path: Path, ckpt: dict, model_cfg: ModelConfig, class_names: list[str],
                device: torch.device | str | None = None) -> SfcNet:
-    """The SfcNet of a loaded checkpoint ``ckpt`` (read from ``path``, named in errors), in eval
-    mode on ``device`` (default: auto); the checkpoint must match ``model_cfg`` and
-    ``class_names`` (SfcError otherwise). The stage that loads picks the file
-    (``RunDir.inference_checkpoint``: best.pt, else last.pt) and reads it
-    (``engine.load_checkpoint``), so it can also record what made its outputs."""
+    """The SfcNet of checkpoint ``ckpt`` (read from ``path``), in eval mode on ``device``;
+    it must match ``model_cfg`` and ``class_names`` (SfcError otherwise)."""
     engine.check_compatible(ckpt, checkpoint_identity(model_cfg, class_names), path)
     model = build_model(dataclasses.replace(model_cfg, backbone_weights="none"), len(class_names))
     engine.check_shapes(ckpt, model, path, {"model": dataclasses.asdict(model_cfg)}, ("model.",),
@@ -138,15 +135,10 @@ def load_model(path: Path, ckpt: dict, model_cfg: ModelConfig, class_names: list
 
 def multiscale_cams_batch(model: SfcNet, images: list[torch.Tensor], labels: torch.Tensor, size: tuple[int, int],
                           mask_by_label: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Classifier and prototype CAMs of B images of one size over all scales, both
-    (B, C+1, H, W) float32 (the CAM stage; training-time validation: one scale, no flip).
+    """Classifier and prototype CAMs (B, C+1, H, W) float32 of B same-size images.
 
-    images: one (2B, 3, h_s, w_s) tensor per scale (the B images, then their B flips, as
-    ``transforms.device_views`` makes them), or (B, 3, h_s, w_s) without flips, on the
-    model's device; labels: (B, C) multi-hot. Each scale's (B, C+1, h, w) maps
-    (``SfcNet.infer_batch``) are upsampled bilinearly to `size`, summed over scales, then
-    max-normalised per image and channel (reference make_cam).
-    """
+    images: one (2B, 3, h_s, w_s) tensor per scale (images then flips) or (B, ...); labels (B, C).
+    Maps upsampled to `size`, summed over scales, max-normalised (reference make_cam)."""
     classifier = prototype = 0
     for views in images:
         scale_cams = model.infer_batch(views, labels, mask_by_label=mask_by_label)
@@ -158,12 +150,9 @@ def multiscale_cams_batch(model: SfcNet, images: list[torch.Tensor], labels: tor
 # -- inference copies ----------------------------------------------------------------------
 
 def fold_batchnorms(module: nn.Module) -> nn.Module:
-    """``module`` (eval mode: inference only) with each BatchNorm that directly follows a
-    convolution folded into that convolution's weight and bias, in place: the same function
-    up to float rounding, without the BatchNorm's pass over each activation
-    (``python -m benchmarks.speed_changes`` measures it). The pairs: ``convN`` / ``bnN``
-    attributes of one block (ResNet blocks) and a Conv2d directly followed by a BatchNorm2d in
-    an ``nn.Sequential`` (stems, downsamples); each BatchNorm becomes an ``nn.Identity``."""
+    """``module`` (eval mode) with each BatchNorm that directly follows a convolution folded
+    into it, in place (same function up to rounding): ``convN``/``bnN`` pairs of a block and
+    Conv2d + BatchNorm2d in an ``nn.Sequential``; each BatchNorm becomes an ``nn.Identity``."""
     if module.training:
         raise ValueError("fold_batchnorms is for a network in eval mode (its BatchNorms use running statistics)")
     for parent in list(module.modules()):

@@ -186,6 +186,6 @@ def resolve_backbone_weights(cfg: Config, spec: PretrainSpec = DEFAULT_SPEC,
         if path is None:
             raise SfcError(f"{key}=pretrain, and {root} holds no pretrained {backbone} backbone of these "
                            "parameters", path=root,
-                           fix=f"make it first (minutes): python -m sfc_core pretrain --out {root} --backbone {backbone}")
+                           fix=f"make it first: python -m sfc_core pretrain --out {root} --backbone {backbone}")
         changes[key] = str(path)
     return Config.from_dict(cfg.to_dict()).override(changes) if changes else cfg

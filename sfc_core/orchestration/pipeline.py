@@ -49,11 +49,8 @@ def evaluated(run_dir: str | Path) -> CamEval:
 
 def prepare_runs(configs: dict[str, Config], run_root: str | Path, force: bool = False,
                  processes: int = 2) -> dict[str, CamEval]:
-    """Train each ``{name: config}`` into ``run_root/name``, then make its evaluation and
-    held-out CAMs and score them, side by side in the given order (put the longest first);
-    returns ``{name: CamEval}``. Training and CAMs are separate steps (``parallel``'s chains).
-    Where at most one run has work left (a later notebook reading 01's runs), everything runs
-    here with every core's threads, starting no worker processes."""
+    """Train each ``{name: config}`` into ``run_root/name``, make and score its CAMs, side
+    by side (longest first); returns ``{name: CamEval}``. With one run left, all runs here."""
     jobs = [(partial(trained, cfg, Path(run_root) / name, force), partial(evaluated, Path(run_root) / name))
             for name, cfg in configs.items()]
     if not force:
