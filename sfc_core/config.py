@@ -284,16 +284,12 @@ def check_value(key: str, value: Any) -> Any:
     if limit is None:
         return value
     allowed = limit.describe(many=isinstance(value, tuple))
-    if not all(math.isfinite(v) for v in _numbers(value)):     # inf passes ">= 0"
+    items = value if isinstance(value, tuple) else (value,)
+    if not all(math.isfinite(v) for v in items if isinstance(v, float)):     # inf passes ">= 0"
         raise SfcError(f"{key}={_show(value)} is not a finite number", fix=f"set {key} to {allowed} (finite)")
     if not limit.allows(value):
         raise SfcError(f"{key}={_show(value)} is not allowed: {key} must be {allowed}", fix=f"set {key} to {allowed}")
     return value
-
-
-def _numbers(value: Any) -> list[float]:
-    """The floats in a value or a tuple of values."""
-    return [v for v in (value if isinstance(value, tuple) else (value,)) if isinstance(v, float)]
 
 
 def check_device(name: str, source: str = "the device") -> str:

@@ -77,18 +77,11 @@ def read_state_dict(path: Path, fix: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def imagenet_file(name: str) -> tuple[str, Path]:
-    """(url, cache path) of the IMAGENET1K_V1 file torchvision loads for the ResNet ``name``:
-    the name comes from torchvision's weight enum (``ResNet50_Weights.IMAGENET1K_V1.url``), the
-    folder is ``torch.hub.get_dir()/checkpoints`` ($TORCH_HOME/hub/checkpoints)."""
-    url = torchvision.models.get_model_weights(name).IMAGENET1K_V1.url
-    return url, Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-
-
 def imagenet_weights_error(name: str, weights_key: str, error: Exception) -> SfcError:
     """The one message when torchvision cannot load a ResNet's ImageNet weights (offline): the
-    file it looks for and where, and the --set route for a copy kept anywhere."""
-    url, cached = imagenet_file(name)
+    file it looks for (torchvision's IMAGENET1K_V1 in its hub cache) and the --set route."""
+    url = torchvision.models.get_model_weights(name).IMAGENET1K_V1.url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
     return SfcError(f"cannot load ImageNet weights for {name} ({type(error).__name__}: {error})", path=cached,
                     fix=f"put torchvision's file ({url}) at that path, or pass a local copy with "
                         f"--set {weights_key}=/path/{cached.name} (the authors' older "
