@@ -29,12 +29,8 @@ def register(name: str) -> Callable:
 
 
 class Backbone(nn.Module):
-    """Five stages (stem, layer1..layer4); ``forward`` returns the outputs of layer1..layer4.
-
-    frozen_stages: index of the last stage (0 = stem) that gets no gradient; its output is
-    detached and it and all stages before it have ``requires_grad=False``. -1: none frozen.
-    frozen_bn: every BatchNorm stays in eval mode (running statistics used, never updated).
-    """
+    """Five stages (stem, layer1..layer4); ``forward`` returns layer1..layer4's outputs.
+    frozen_stages: last stage without gradient (-1: none); frozen_bn: BatchNorms stay in eval mode."""
 
     def __init__(self, stages: list[nn.Module], channels: tuple[int, int, int, int],
                  output_stride: int, frozen_stages: int = -1, frozen_bn: bool = False):

@@ -69,11 +69,8 @@ class ImageBank:
 
 def append_bank_draws(bank: ImageBank | None, images: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
                       draws: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Write a loader batch into the image bank, then append ``draws`` slots drawn from it.
-
-    images (B, 3, S, S) on the bank's device, boxes (B, 4) and labels (B, C) on the CPU ->
-    the same with B + draws rows. Without a bank (None) the batch comes back unchanged.
-    """
+    """Write a loader batch into the image bank, then append ``draws`` slots drawn from it:
+    images (B, 3, S, S), boxes (B, 4), labels (B, C) -> B + draws rows (unchanged without a bank)."""
     if bank is None:
         return images, boxes, labels
     bank.update(images, boxes, labels, generator)
