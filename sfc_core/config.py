@@ -591,11 +591,8 @@ def read_changes(config_file: str | Path | None, overrides: list[str] | None) ->
 
 
 def read_config_file(path: str | Path) -> tuple[str | None, dict[str, Any]]:
-    """(preset or None, dotted overrides) of a ``--config`` file.
-
-    The file is a saved config.json (sections of fields, e.g. a run's), a JSON object of dotted
-    keys (``{"train.lr": 0.01}``), or text lines ``SECTION.FIELD=VALUE`` (``#`` comments).
-    """
+    """(preset or None, dotted overrides) of a ``--config`` file: a saved config.json, a JSON
+    object of dotted keys, or lines ``SECTION.FIELD=VALUE`` (``#`` comments)."""
     path = Path(path)
     fix = "give a run's config.json, a JSON object of SECTION.FIELD keys, or lines SECTION.FIELD=VALUE"
     try:

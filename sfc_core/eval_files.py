@@ -31,9 +31,8 @@ def _field(key: str, doc: str | None = None) -> property:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Over-/under-activation of one CAM kind: per-class activation ratio (predicted / GT
-    area), false-positive and false-negative shares, the Spearman correlation of the ratio
-    with log training-image count, and the mean ratio of the most / least frequent classes."""
+    """Over-/under-activation of one CAM kind: per-class activation ratio (predicted / GT area),
+    FP / FN shares, Spearman of the ratio with log image count, head / tail mean ratios."""
 
     activation_ratio: dict[str, float | None]
     fp_share: dict[str, float | None]
@@ -97,8 +96,7 @@ class CamEval(EvaluationFile):
 
     def authors_protocol(self, kind: str) -> dict[str, Any]:
         """The row of ``kind`` ("prototype" or "fused") under the authors' fixed rule, nothing
-        chosen on the list: lambda, miou, iou / precision / recall per class. The row to compare
-        with the paper; ``row`` is tuned on the list it reports."""
+        chosen on the list: the row to compare with the paper."""
         return self.data["authors_protocol"]["rows"][kind]
 
     def authors_miou(self, kind: str) -> float | None:

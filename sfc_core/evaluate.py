@@ -56,10 +56,8 @@ def cam_variants(lambdas: Sequence[float]) -> list[tuple[str, float]]:
 
 def image_confusions(record: CamRecord, gt: np.ndarray, num_classes: int, lambdas: Sequence[float],
                      thresholds: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """All confusions one image adds to a CAM evaluation: int64 (M, T, K, K) for the threshold
-    rule at every (ascending) threshold and (M, K, K) for the reference rule, M =
-    len(cam_variants(lambdas)), K = num_classes (background included). gt: uint8 (H, W), 255 =
-    ignore; its pixels are dropped once, before any kind is made."""
+    """All confusions one image adds to a CAM evaluation: int64 (M, T, K, K) (threshold rule,
+    ascending thresholds) and (M, K, K) (reference rule), M maps, K = C + 1; gt uint8 (H, W), 255 ignored."""
     valid = gt.ravel() != IGNORE
     gt_valid = gt.ravel()[valid]
     rows = len(record.keys)
@@ -150,9 +148,8 @@ def _variant_index(kind: str, lam: float | None, lambdas: Sequence[float]) -> in
 
 def choose_settings(sweep_miou: np.ndarray, lambdas: Sequence[float],
                     thresholds: Sequence[float]) -> dict[str, tuple[float | None, float]]:
-    """Per kind, the (lambda, threshold) with the best mIoU (lambda None for a kind not swept;
-    the first best on ties: the lowest threshold and lambda). sweep_miou: (M, T) mIoU of every
-    map of `cam_variants(lambdas)` at every threshold."""
+    """Per kind, the (lambda, threshold) with the best mIoU of sweep_miou (M, T) (lambda None
+    for a kind not swept; ties: the lowest threshold and lambda)."""
     miou = np.where(np.isfinite(sweep_miou), sweep_miou, -1.0)
     variants, best = cam_variants(lambdas), {}
     for kind, spec in CAM_KINDS.items():
@@ -168,9 +165,8 @@ AUTHORS_PROTOCOL = ("the authors' eval_cam.py rule: background + 0.4 against 2 x
 
 def authors_protocol(by_reference: np.ndarray, lambdas: Sequence[float], reference_lambda: float,
                      names: Sequence[str]) -> dict[str, Any]:
-    """The rows to compare with the paper: the prototype CAM under the 0.4 rule (what the
-    authors' eval_cam.py scores; their released log: 63.1) and the fused CAM at the configured
-    ``reference_lambda`` under the same rule (the paper's fused seeds: 64.7)."""
+    """The rows to compare with the paper: the prototype CAM and the fused CAM at
+    ``reference_lambda``, both under the authors' 0.4 rule (eval_cam.py)."""
     fused = by_reference[_variant_index("fused", reference_lambda, lambdas)]
     return {"rule": AUTHORS_PROTOCOL,
             "rows": {"prototype": {"lambda": None, **scores(by_reference[_variant_index("prototype", None, lambdas)], names)},
@@ -180,10 +176,8 @@ def authors_protocol(by_reference: np.ndarray, lambdas: Sequence[float], referen
 def cam_rows(by_threshold: np.ndarray, by_reference: np.ndarray, lambdas: Sequence[float],
              thresholds: Sequence[float], settings: dict[str, tuple[float | None, float]],
              reference_lambda: float, names: Sequence[str], counts: np.ndarray) -> dict[str, Any]:
-    """A row per kind at the given settings (tuned on the list), the reference rule beside each
-    (a swept kind at `reference_lambda`), the calibration block and the authors' protocol.
-    by_threshold (M, T, K, K), by_reference (M, K, K): `accumulate_cam_confusions`'s for
-    `lambdas` and `thresholds`; names: K class names, background first."""
+    """A row per kind at the given settings (tuned on the list), the reference rule beside each,
+    the calibration block and the authors' protocol. by_threshold (M, T, K, K), by_reference (M, K, K)."""
     rows, calib = {}, {}
     for kind, spec in CAM_KINDS.items():
         lam, threshold = settings[kind]
@@ -237,10 +231,8 @@ def cam_eval_record(run: RunDir, cfg: Config, list_name: str, held: str | None,
 @claims_run()
 def eval_cams(run: str | Path | RunDir, list_name: str | None = None,
               overrides: dict | None = None) -> dict[str, Any]:
-    """Score every CAM kind on the evaluation list (and the held-out list if its CAMs exist);
-    write RUN_DIR/cam_eval.json, print the tables, return the dict. A cam_eval.json made from
-    the same CAM files and settings, with a row per registered kind, is read back instead.
-    `overrides`: dotted config keys on top of the run's config.json."""
+    """Score every CAM kind on the evaluation list (and the held-out list if its CAMs exist) into
+    RUN_DIR/cam_eval.json, print the tables, return the dict; an up-to-date file is read back instead."""
     run = RunDir(run)
     cfg, class_names, dataset = _open(run, overrides)
     list_name = list_name or cfg.data.eval_list

@@ -111,10 +111,8 @@ def png_bytes(array: np.ndarray, width: int) -> bytes:
 
 
 class CamExplorer:
-    """The widget (``self.widget``) on the images of ``list_name`` (default: the evaluation
-    list) with CAMs, opened at ``kind``'s chosen setting. The controls are attributes (``image``,
-    ``cls``, ``kind``, ``lam``, ``background``, ``threshold``, ``chosen_button``,
-    ``reference_button``) so code can move them as a user would; ``setting_line`` says where."""
+    """The widget (``self.widget``) on the images of ``list_name`` with CAMs, opened at ``kind``'s
+    chosen setting; its controls are attributes so code can move them as a user would."""
 
     def __init__(self, run: str | Path | RunDir, list_name: str | None = None, width: int = 256,
                  kind: str = "fused"):

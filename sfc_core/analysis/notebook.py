@@ -25,10 +25,8 @@ REWRITTEN = re.compile(r"[^\n]*\r(?=[^\n])")   # a line's text up to a carriage 
 
 def setup(preset: str, data_root: str, run_root: str, figures_dir: str, smoke: bool,
           config_file: str = "", overrides: Sequence[str] = ()) -> tuple[Config, Path, Path]:
-    """(config, run root, figures folder) of a notebook's parameters, printed in one line. From
-    ``notebooks/`` (Jupyter) it moves to the repository root, where run_all.sh runs. ``smoke``:
-    the ``synthetic-smoke`` preset; ``config_file`` and ``overrides`` are the CLI's ``--config``
-    and ``--set``; ``data_root``, when given, replaces the dataset root."""
+    """(config, run root, figures folder) of a notebook's parameters, printed in one line; from
+    ``notebooks/`` it moves to the repository root. ``smoke``: the ``synthetic-smoke`` preset."""
     if Path.cwd().name == "notebooks":
         os.chdir("..")
     _inline_figures(os.environ.get(FIGURE_DPI_ENV))
@@ -42,9 +40,8 @@ def setup(preset: str, data_root: str, run_root: str, figures_dir: str, smoke: b
 
 
 def failure_message(executed: str | Path, log: str | Path) -> str:
-    """What stopped a notebook under run_all.sh, in one message without tracebacks: the first
-    error of the ``executed`` copy (an SfcError as the CLI prints it), else the last line of
-    papermill's ``log`` (no cell raised: papermill stopped before one ran, or the kernel died)."""
+    """What stopped a notebook under run_all.sh, in one message: the first error of the
+    ``executed`` copy, else the last line of papermill's ``log``."""
     try:
         cells = json.loads(Path(executed).read_text()).get("cells", [])
     except (OSError, ValueError):
@@ -62,8 +59,7 @@ def failure_message(executed: str | Path, log: str | Path) -> str:
 
 
 def _inline_figures(dpi: str | None) -> None:
-    """In a Jupyter kernel: figures shown inline (also where MPLBACKEND=Agg, as under run_all.sh
-    and the tests, which would leave the executed notebooks without figures), at ``dpi`` when
+    """In a Jupyter kernel: figures shown inline (also under MPLBACKEND=Agg), at ``dpi`` when
     given. Outside a kernel: nothing."""
     try:
         from IPython import get_ipython
@@ -93,10 +89,8 @@ def source_link(name: str) -> str:
 
 def publish_executed(executed: str | Path, out: str | Path, names: list[str],
                      root: str | Path = ".") -> list[tuple[Path, int]]:
-    """Copy the executed notebooks ``executed/NAME.ipynb`` (NAME in ``names``, all there) to
-    ``out``, the first cell's ``copy_link`` replaced by ``source_link``, stream outputs coalesced
-    (``coalesce_streams``) and every path under the repository ``root`` written relative to it (a
-    copy must not name the machine it ran on); returns (copy, bytes) of each."""
+    """Copy the executed notebooks ``names`` to ``out``: ``copy_link`` replaced by ``source_link``,
+    streams coalesced, paths under ``root`` made relative; returns (copy, bytes) of each."""
     prefix = f"{Path(root).resolve()}/"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,9 +110,8 @@ def publish_executed(executed: str | Path, out: str | Path, names: list[str],
 
 
 def coalesce_streams(outputs: list[dict]) -> list[dict]:
-    """A cell's outputs with each run of stream outputs of one name (stdout, stderr) joined into one,
-    every line as its last carriage return left it: a progress bar's hundreds of updates become its
-    final line, as a live notebook shows it (nbconvert's coalescing rule)."""
+    """A cell's outputs with each run of one stream's outputs joined, every line as its last
+    carriage return left it (nbconvert's rule: a progress bar becomes its final line)."""
     merged: list[dict] = []
     for out in outputs:
         if (out.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream"

@@ -78,9 +78,8 @@ def cam_overlays(image: np.ndarray, record: CamRecord, class_index: int,
 
 
 def kind_spread(record: CamRecord, lam: float, kinds: Sequence[str] | None = None) -> dict[int, float]:
-    """How much the CAM kinds (default: every registered one) disagree, per foreground class
-    of a record: ``{class index 1..C: mean over pixels of (largest - smallest) of the class's
-    maps over kinds}``, each clipped to [0, 1] as ``cam_overlay`` shows it."""
+    """Per foreground class of a record, how much the CAM kinds disagree: ``{class 1..C: mean
+    over pixels of (max - min) over kinds}``, maps clipped to [0, 1] as ``cam_overlay`` shows them."""
     kinds = list(CAM_KINDS) if kinds is None else kinds
     maps = np.stack([np.clip(kind_cam(record, kind, lam)[1:], 0, 1) for kind in kinds])   # (kinds, K'-1, H, W)
     spread = (maps.max(axis=0) - maps.min(axis=0)).mean(axis=(1, 2))
@@ -89,9 +88,8 @@ def kind_spread(record: CamRecord, lam: float, kinds: Sequence[str] | None = Non
 
 def pick_differing(candidates: Sequence[tuple[str, int, float]], tail_classes: Collection[int],
                    n: int = 4, n_tail: int = 2) -> list[tuple[str, int, float]]:
-    """The (image id, class, spread) candidates (``kind_spread``'s) to show: up to ``n_tail``
-    of the largest spreads among ``tail_classes``, then the largest of any class; one per
-    image, a class once while others remain, never a spread of 0; highest spread first."""
+    """The (image id, class, spread) candidates to show: up to ``n_tail`` among ``tail_classes``,
+    then any class; one per image, classes spread, never 0; highest spread first."""
     ranked = sorted((c for c in candidates if c[2] > 0), key=lambda c: -c[2])
     picked: list[tuple[str, int, float]] = []
 
@@ -217,19 +215,16 @@ def cooccurrence_heatmap(matrix: np.ndarray, class_names: Sequence[str], title: 
 
 
 def frequency_thirds(counts: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Class indices (int64) of the most frequent, the middle and the least frequent third of
-    the classes by image count (ties in class order): the outer thirds hold C // 3 classes
-    each (at least one), the middle third the rest. counts: (C,)."""
+    """Class indices (int64) of the most frequent, middle and least frequent thirds by image
+    count (C,) (ties in class order; outer thirds C // 3 classes, at least one)."""
     order = np.argsort(-np.asarray(counts), kind="stable")
     third = max(1, len(order) // 3)
     return order[:third], order[third:len(order) - third], order[len(order) - third:]
 
 
 def symptom_magnitude(counts: Sequence[int], ratios: Sequence[float]) -> dict[str, float]:
-    """How strongly the activation ratio (C,) follows the image count (C,). ``slope``: of
-    log(ratio) on log(count) over classes with both > 0 (nan with fewer than 2 or one count): 10x
-    the images, 10**slope times the ratio. ``most_frequent_third`` / ``middle_third`` /
-    ``least_frequent_third``: mean finite ratio of each third. Calibrated: slope 0, thirds near 1."""
+    """How strongly the activation ratio (C,) follows the image count (C,): ``slope`` of
+    log(ratio) on log(count) and the mean finite ratio of each frequency third. Calibrated: slope 0."""
     counts, ratios = np.asarray(counts, dtype=np.float64), np.asarray(ratios, dtype=np.float64)
     keep = np.isfinite(ratios) & (ratios > 0) & (counts > 0)
     slope = math.nan
@@ -265,9 +260,8 @@ def activation_ratio_scatter(counts: Sequence[int] | dict[str, Sequence[int]],
                              ratios: dict[str, Sequence[float]], class_names: Sequence[str],
                              title: str = "Over- and under-activation vs class frequency",
                              ax: plt.Axes | None = None) -> plt.Figure:
-    """Activation ratio per class against its image count (log-log), one series per ``{label:
-    (C,)}`` with its fitted line and ``symptom_magnitude`` in the label; counts (C,) or per
-    label. Ratios below RATIO_FLOOR are drawn on it as downward triangles."""
+    """Activation ratio per class against image count (log-log), one series per
+    ``{label: (C,)}`` with its fitted line; ratios below RATIO_FLOOR drawn on it as triangles."""
     fig, ax = _axes(ax, (7.5, 4.8))
     floored = False
     for label, ys in ratios.items():
@@ -417,9 +411,8 @@ def lambda_sweep(cam_evals: dict[str, CamEval], ax: plt.Axes | None = None) -> p
 
 
 def cam_table(cam_evals: dict[str, CamEval]) -> list[dict[str, Any]]:
-    """One row per (run, CAM kind) of cam_eval.json: mIoU % tuned on the evaluation list, under
-    the authors' fixed rule, on the held-out list, and the calibration figures
-    (``symptom_magnitude``, Spearman, head / tail mean ratio)."""
+    """One row per (run, CAM kind) of cam_eval.json: mIoU % tuned, under the authors' rule,
+    held-out, and the calibration figures."""
     rows = []
     for run_name, cam_eval in cam_evals.items():
         held = cam_eval.heldout

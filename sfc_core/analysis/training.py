@@ -79,9 +79,8 @@ def take_step(cfg: Config, dataset: SegmentationDataset, device: torch.device,
 @torch.no_grad()
 def class_terms(objective: SfcObjective, images: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
                 class_names: Sequence[str]) -> list[dict[str, Any]]:
-    """The objective's prototype and cross-scale consistency losses on a batch, split by class
-    (``split_by_class``: the losses at one-hot class weights), for the classes
-    present in the batch. ``objective.class_weights`` is restored afterwards."""
+    """The objective's prototype and cross-scale losses on a batch split by class
+    (``split_by_class``) for the classes present; ``objective.class_weights`` restored."""
     weights = objective.class_weights.clone()
 
     def losses_at(w: torch.Tensor) -> tuple[float, float]:
@@ -148,10 +147,8 @@ def loss_png(records: list[dict[str, float]], title: str) -> bytes:
 @contextmanager
 def live_losses(metrics: str | Path, every: float = 2.0, handle: Any = None,
                 title: str = "training losses, as logged") -> Iterator[Any]:
-    """While the block runs (a training, in this thread), the loss curves of ``metrics`` (a run's
-    metrics.jsonl) redrawn in one display every ``every`` seconds when new records came, and
-    once more at the end; an interrupt stops the block and the redrawing together.
-    handle: where the PNG goes (``.update(image)``); by default an IPython display."""
+    """While the block runs, the loss curves of ``metrics`` (metrics.jsonl) redrawn every ``every``
+    seconds and at the end into ``handle`` (default: an IPython display); an interrupt stops both."""
     if handle is None:
         from IPython.display import Markdown, display
 

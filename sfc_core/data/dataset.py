@@ -36,12 +36,8 @@ CLASS_NAMES_TXT = "class_names.txt"
 
 
 class SegmentationDataset:
-    """One dataset tree in the VOC layout: lists, images, masks and image-level labels.
-
-    Image-level labels come from, in order: `labels_file` (the kit's JSON, or the reference's
-    pickled-dict `.npy` of id -> float (C,) vectors), `<root>/cls_labels.json`, or the masks
-    (a class is present if any pixel has it; computed once per image and kept in memory).
-    """
+    """One dataset tree in the VOC layout: lists, images, masks and image-level labels
+    (from `labels_file` (JSON or the reference's `.npy`), else `<root>/cls_labels.json`, else the masks)."""
 
     def __init__(self, root: str | Path, class_names: list[str] | tuple[str, ...] | None = None,
                  mask_dir: str | None = None, image_dir: str = "JPEGImages",
@@ -310,10 +306,8 @@ class TrainDataset(Dataset):
 
 
 class MultiScaleDataset(Dataset):
-    """Inference view of a list (1.4). Item: `name`, `size` int64 (H, W), `label` float32 (C,),
-    `images` one uint8 (3, round(H*s), round(W*s)) tensor per scale (bicubic), and with `masks`
-    the ground truth `mask` uint8 (H, W); the consumer normalises and flips them on its device
-    (`transforms.device_views`)."""
+    """Inference view of a list (1.4). Item: `name`, `size` (H, W), `label` (C,), `images` one
+    uint8 tensor per scale (bicubic), with `masks` the `mask` uint8 (H, W); normalised on the device."""
 
     def __init__(self, dataset: SegmentationDataset, list_name: str,
                  scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0), masks: bool = False):
@@ -344,9 +338,8 @@ def _only_item(batch: list[dict]) -> dict:
 
 def item_loader(views: Dataset, num_workers: int, pin_memory: bool,
                 generator: torch.Generator | None = None) -> DataLoader:
-    """The items of ``views`` (a MultiScaleDataset or a Subset of one) one at a time, uncollated,
-    decoded in ``num_workers`` processes (none for an empty view). ``generator`` seeds the workers
-    (default: one draw from torch's global one; training-time validation passes its own)."""
+    """The items of ``views`` one at a time, uncollated, decoded in ``num_workers`` processes;
+    ``generator`` seeds the workers (default: one draw from torch's global one)."""
     return DataLoader(views, batch_size=1, collate_fn=_only_item, num_workers=num_workers if len(views) else 0,
                       pin_memory=pin_memory, generator=generator, worker_init_fn=quiet_worker)
 

@@ -87,9 +87,8 @@ def extract_archive(path: Path, kind: str, out: Path) -> Path:
 
 
 def unsafe_member(member: tarfile.TarInfo) -> str | None:
-    """What is wrong with extracting ``member`` (None: nothing): an absolute path, a ".."
-    component, a device or FIFO, or a link whose target leaves the extraction folder. The kit's
-    own checks, for Pythons whose tarfile lacks the "data" filter."""
+    """What is wrong with extracting ``member`` (None: nothing): an absolute path, "..", a
+    device or FIFO, or a link leaving the folder (for tarfiles without the "data" filter)."""
     name = posixpath.normpath(member.name)
     if posixpath.isabs(member.name) or name == ".." or name.startswith("../"):
         return "its path leaves the extraction folder"
@@ -200,9 +199,8 @@ def read_sbd_mask(path: str | Path) -> np.ndarray:
 
 
 def xml_classes(path: Path) -> list[int]:
-    """Sorted 0-based VOC classes of an ``Annotations/<id>.xml``, as the reference's label file was
-    made (IRN/PSA ``load_image_label_from_xml``): the text of every ``<name>`` element that is a
-    VOC class name (objects' names, difficult ones too; the body parts' names are not classes)."""
+    """Sorted 0-based VOC classes of an ``Annotations/<id>.xml`` as the reference's label file
+    was made (IRN/PSA ``load_image_label_from_xml``): every ``<name>`` that is a VOC class."""
     try:
         names = [element.text for element in ElementTree.parse(path).iter("name")]
     except (OSError, ElementTree.ParseError) as e:

@@ -383,11 +383,8 @@ def primary_quota(num_images: int, min_primary: int) -> np.ndarray:
 
 def stratified_subset(labels: list[list[int]], count: int, class_counts: np.ndarray,
                       rng: np.random.Generator) -> list[int]:
-    """Indices of ``count`` images whose per-class counts follow the whole set's.
-
-    Images are grouped by their rarest class; each group gives its share of ``count``
-    (largest remainders), so every class keeps its share in the subset.
-    """
+    """Indices of ``count`` images whose per-class counts follow the whole set's (grouped by
+    rarest class, largest remainders)."""
     strata: dict[int, list[int]] = {}
     for i, classes in enumerate(labels):
         strata.setdefault(min(classes, key=lambda k: class_counts[k]), []).append(i)
@@ -468,12 +465,8 @@ def check_settings(path: Path, settings: dict) -> None:
 
 def generate(root: str | Path, size: str = "default", seed: int = 0, shared_parts: bool = True,
              force: bool = False, num_images: int | None = None) -> Path:
-    """Write (or reuse) a synthetic dataset; returns ``Path(root) / dataset_name(...)``.
-
-    ``num_images`` overrides the size's training-image count (the lists scale with it).
-    Generation happens in a temporary sibling folder renamed at the end, so a killed run
-    leaves nothing half-done; the same arguments always give byte-identical files.
-    """
+    """Write (or reuse) a synthetic dataset; returns ``Path(root) / dataset_name(...)``. Made in a
+    sibling folder renamed at the end (a killed run leaves nothing); byte-identical per arguments."""
     parameters = _parameters(size, seed, shared_parts, num_images)
     path = Path(root) / dataset_name(size, seed, shared_parts, num_images)
     if not force and _is_complete(path, parameters):
@@ -500,11 +493,8 @@ SPLITS = ("train_aug", "val")   # generated splits; train.txt is drawn from trai
 
 
 def split_layouts(spec: SizeSpec, seed: int, split: str, classes: list[ClassInfo]):
-    """Yield ``(rng, objects)`` for every image of a generated split, in id order.
-
-    ``rng`` is the image's own generator, already advanced past its layout: rendering
-    continues from it, so an image depends only on (seed, split, index).
-    """
+    """Yield ``(rng, objects)`` for every image of a split in id order, ``rng`` the image's own
+    generator past its layout, so an image depends only on (seed, split, index)."""
     split_index = SPLITS.index(split)
     count = spec.num_train if split == "train_aug" else spec.num_heldout
     min_primary = math.ceil(spec.min_primary * count / spec.num_train)

@@ -172,9 +172,8 @@ WEIGHT_FIELDS = {"model.backbone_weights": "model.backbone",
 
 def resolve_backbone_weights(cfg: Config, spec: PretrainSpec = DEFAULT_SPEC,
                              recipe: Recipe = DEFAULT_RECIPE) -> Config:
-    """A copy of ``cfg`` where every weights field (``WEIGHT_FIELDS``) set to ``"pretrain"``
-    names the pretrained file of its backbone under ``<data.root>/pretrain`` (``cached``). It
-    trains nothing: a file still to make is one SfcError naming the ``pretrain`` command."""
+    """A copy of ``cfg`` where every weights field set to ``"pretrain"`` names its cached
+    file; a file still to make is one SfcError naming the ``pretrain`` command."""
     root = Path(cfg.data.root) / "pretrain"
     changes = {}
     for key, backbone_key in WEIGHT_FIELDS.items():

@@ -23,9 +23,8 @@ Job = Step | Sequence[Step]
 
 
 def run_side_by_side(jobs: Sequence[Job], processes: int = 2) -> list[Any]:
-    """``[job() for job in jobs]`` (a chain: its steps in order, the last one's result), run in
-    up to ``processes`` processes of ``cores // processes`` torch threads on a CPU machine.
-    Steps must pickle (module-level functions or partials of them); the first error is raised."""
+    """``[job() for job in jobs]`` (a chain: its steps in order) in up to ``processes`` processes
+    on a CPU machine; steps must pickle; the first error is raised."""
     chains = [list(job) if isinstance(job, (list, tuple)) else [job] for job in jobs]
     cores = os.cpu_count() or 1
     processes = min(processes, len(chains))

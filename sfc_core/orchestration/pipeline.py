@@ -60,9 +60,8 @@ def prepare_runs(configs: dict[str, Config], run_root: str | Path, force: bool =
 
 
 def pseudo_masks(run_dir: str | Path, method: str | None = None, force: bool = False) -> SegEval:
-    """Step 2 for one run: CAMs of the training list, pseudo masks by ``method`` ("irn" or
-    "crf"; default the run's ``refine.method``), and their evaluation (``eval_seg``, which reuses
-    the scores of masks unchanged since they were scored)."""
+    """Step 2 for one run: training-list CAMs, pseudo masks by ``method`` (default the run's
+    ``refine.method``) and their evaluation."""
     run = RunDir(run_dir)
     method = method or run.load_config().refine.method
     if force:
@@ -84,9 +83,8 @@ def pseudo_mask_runs(run_dirs: list[str | Path], method: str | None = None, forc
 
 
 def segmented(run_dir: str | Path, masks: str, force: bool = False) -> FinalEval:
-    """Step 3 for one run: a segmentation network trained on ``masks`` ("irn", "crf", "cam" or
-    "gt") and scored on the held-out list (``segment``; read back when finished from the same
-    masks and settings)."""
+    """Step 3 for one run: a segmentation network trained on ``masks`` ("irn", "crf", "cam",
+    "gt") and scored on the held-out list."""
     run = RunDir(run_dir)
     if force:
         shutil.rmtree(run.segment_dir(masks), ignore_errors=True)
