@@ -49,8 +49,7 @@ from sfc_core.run_lock import claims_run
 
 
 def cam_variants(lambdas: Sequence[float]) -> list[tuple[str, float]]:
-    """The maps a CAM evaluation scores: (kind, lambda) per registered kind, a swept kind at
-    every lambda."""
+    """The maps a CAM evaluation scores: (kind, lambda) per kind, a swept kind at every lambda."""
     return [(kind, float(lam)) for kind, spec in CAM_KINDS.items() for lam in (lambdas if spec.swept else [0.0])]
 
 
@@ -96,8 +95,7 @@ def _read_gt(dataset: SegmentationDataset, image_id: str, shape: tuple[int, ...]
 def accumulate_cam_confusions(run: RunDir, dataset: SegmentationDataset, list_name: str,
                               num_foreground: int, lambdas: Sequence[float], thresholds: Sequence[float]
                               ) -> tuple[np.ndarray, np.ndarray]:
-    """Sum of `image_confusions` over a list: int64 (M, T, K, K) and (M, K, K), K = C + 1.
-    num_foreground: C, the run's class count (CAM files made for another count are refused)."""
+    """Sum of `image_confusions` over a list, K = C + 1 (CAM files of another C refused)."""
     ids = dataset.ids(list_name)
     check_cams(run, ids, list_name)
     _check_masks(dataset, ids, list_name)
@@ -148,8 +146,7 @@ def _variant_index(kind: str, lam: float | None, lambdas: Sequence[float]) -> in
 
 def choose_settings(sweep_miou: np.ndarray, lambdas: Sequence[float],
                     thresholds: Sequence[float]) -> dict[str, tuple[float | None, float]]:
-    """Per kind, the (lambda, threshold) with the best mIoU of sweep_miou (M, T) (lambda None
-    for a kind not swept; ties: the lowest threshold and lambda)."""
+    """Per kind, the (lambda, threshold) of the best mIoU of sweep_miou (M, T); ties: lowest."""
     miou = np.where(np.isfinite(sweep_miou), sweep_miou, -1.0)
     variants, best = cam_variants(lambdas), {}
     for kind, spec in CAM_KINDS.items():
@@ -165,8 +162,7 @@ AUTHORS_PROTOCOL = ("the authors' eval_cam.py rule: background + 0.4 against 2 x
 
 def authors_protocol(by_reference: np.ndarray, lambdas: Sequence[float], reference_lambda: float,
                      names: Sequence[str]) -> dict[str, Any]:
-    """The rows to compare with the paper: the prototype CAM and the fused CAM at
-    ``reference_lambda``, both under the authors' 0.4 rule (eval_cam.py)."""
+    """The paper's rows: the prototype and fused CAMs under the authors' 0.4 rule (eval_cam.py)."""
     fused = by_reference[_variant_index("fused", reference_lambda, lambdas)]
     return {"rule": AUTHORS_PROTOCOL,
             "rows": {"prototype": {"lambda": None, **scores(by_reference[_variant_index("prototype", None, lambdas)], names)},
@@ -210,8 +206,7 @@ CAM_EVAL_LAYOUT = 2     # 2: the authors' protocol rows
 
 
 def files_fingerprint(paths: Sequence[Path]) -> str | None:
-    """A digest of the files' names, sizes and modification times (None when one is missing):
-    an evaluation made from them is stale once any of them changes."""
+    """A digest of the files' names, sizes and mtimes (None if one is missing): staleness."""
     try:
         stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
     except OSError:
@@ -221,8 +216,7 @@ def files_fingerprint(paths: Sequence[Path]) -> str | None:
 
 def cam_eval_record(run: RunDir, cfg: Config, list_name: str, held: str | None,
                     ids: Sequence[str]) -> dict[str, Any]:
-    """What cam_eval.json is made from: the CAMs' record and files ``ids`` (evaluation list, and
-    ``held`` when scored), the sweep settings and the file's layout (``CAM_EVAL_LAYOUT``)."""
+    """What cam_eval.json is made from: the CAMs' record, file ids, sweep settings, layout."""
     return {"layout": CAM_EVAL_LAYOUT, "cams": digest(read_record(run.cams)), "cam_files": files_fingerprint([run.cam_file(i) for i in ids]),
             "list": list_name, "heldout": held, "threshold_sweep": sorted(set(cfg.cams.threshold_sweep)),
             "lambda_sweep": sorted(set(cfg.cams.lambda_sweep)), "fusion_lambda": cfg.cams.fusion_lambda}
@@ -263,8 +257,7 @@ def eval_cams(run: str | Path | RunDir, list_name: str | None = None,
 
 def _score_cams(run: RunDir, cfg: Config, dataset: SegmentationDataset, class_names: list[str],
                 list_name: str) -> tuple[dict[str, Any], dict[str, tuple[float | None, float]]]:
-    """cam_eval.json's figures on ``list_name`` (all but ``heldout`` and ``made_from``), and
-    the (lambda, threshold) chosen per kind."""
+    """cam_eval.json's figures on ``list_name`` and the (lambda, threshold) chosen per kind."""
     names = ["background", *class_names]
     thresholds = sorted(set(cfg.cams.threshold_sweep))
     lambdas = sorted(set(cfg.cams.lambda_sweep) | {cfg.cams.fusion_lambda})
@@ -305,8 +298,7 @@ def _score_heldout(run: RunDir, cfg: Config, dataset: SegmentationDataset, resul
 
 
 def seg_eval_record(run: RunDir, method: str, ids: Sequence[str]) -> dict[str, Any]:
-    """What one method's scores in seg_eval.json are made from: its pseudo masks' record and
-    the files of the evaluation list ``ids``."""
+    """What one method's scores in seg_eval.json are made from: its masks' record and files."""
     folder = run.pseudo_masks(method)
     return {"pseudo": digest(read_record(folder.parent)),
             "files": files_fingerprint([folder / f"{i}.png" for i in ids])}
@@ -325,8 +317,7 @@ def _fresh_scores(run: RunDir, list_name: str, ids: Sequence[str]) -> dict[str, 
 
 def score_pseudo_masks(run: RunDir, dataset: SegmentationDataset, method: str, list_name: str,
                        names: Sequence[str]) -> dict[str, Any]:
-    """One method's block of seg_eval.json: its masks on ``list_name``, uncertain (255) pixels
-    scored as background and as ignored."""
+    """One method's block of seg_eval.json: uncertain (255) pixels as background and as ignored."""
     folder, k, ids = run.pseudo_masks(method), len(names), dataset.ids(list_name)
     paths = {i: folder / f"{i}.png" for i in ids}
     check_files(paths, f"pseudo mask ({method})", list_name,
@@ -353,8 +344,8 @@ def score_pseudo_masks(run: RunDir, dataset: SegmentationDataset, method: str, l
 @claims_run()
 def eval_seg(run: str | Path | RunDir, methods: Sequence[str] | None = None,
              overrides: dict | None = None) -> dict[str, Any]:
-    """Score the pseudo masks of ``methods`` (default: all the run has) on the evaluation list
-    into RUN_DIR/seg_eval.json; scores there of masks unchanged since (``made_from``) are kept."""
+    """Score the pseudo masks of ``methods`` (default: all) into RUN_DIR/seg_eval.json, keeping
+    the scores of masks unchanged since (``made_from``)."""
     run = RunDir(run)
     cfg, class_names, dataset = _open(run, overrides)
     names = ["background", *class_names]

@@ -35,8 +35,8 @@ def _as_uint8(labels: np.ndarray, what: str) -> np.ndarray:
 
 
 def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.ndarray:
-    """Pixel counts int64 (K, K) ``conf[g, p]`` of ground-truth class g predicted as p.
-    pred, gt: one shape, 0..K-1 (gt 255 = ignore); out-of-range ground truth is reported."""
+    """Pixel counts int64 (K, K) ``conf[g, p]``; pred, gt one shape in 0..K-1 (gt 255 =
+    ignore); out-of-range ground truth is reported."""
     pred, gt = _as_uint8(pred, "prediction"), _as_uint8(gt, "ground truth")
     if pred.shape != gt.shape:
         raise SfcError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}",
@@ -65,9 +65,8 @@ def confusion_counts(pred: torch.Tensor, gt: torch.Tensor, num_classes: int) -> 
 
 
 def confusion_from_counts(counts: np.ndarray | torch.Tensor, num_classes: int) -> np.ndarray:
-    """The int64 (K, K) confusion ``conf[g, p]`` from bincounts of ``gt * K + pred`` (at least
-    255 * K long: ``confusion_counts``, summed; on any device, read once). Ignore pixels
-    (row 255) are dropped; SfcError when ground truth has values in K..254."""
+    """The int64 (K, K) confusion from summed ``confusion_counts`` (read once); row 255
+    (ignore) dropped, SfcError for ground truth in K..254."""
     k = num_classes
     counts = counts.cpu().numpy() if isinstance(counts, torch.Tensor) else np.asarray(counts)
     if counts[k * k:IGNORE * k].any():
@@ -134,8 +133,7 @@ def activation_ratio(conf: np.ndarray) -> np.ndarray:
 
 
 def error_shares(conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(fp_share, fn_share), float64 (K,): FP and FN pixels over the class's union (so IoU +
-    fp_share + fn_share = 1 per class)."""
+    """(fp_share, fn_share) float64 (K,) over each class's union (IoU + both = 1)."""
     conf = np.asarray(conf, dtype=np.float64)
     tp = np.diag(conf)
     union = conf.sum(0) + conf.sum(1) - tp
@@ -143,9 +141,8 @@ def error_shares(conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def spearman_vs_count(values: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
-    """Spearman correlation (rho, p-value) of a per-class figure against log image count.
-    values, counts: (C,); classes with a non-finite value or a zero count are left out; fewer
-    than 3 left (or a constant) gives (nan, nan)."""
+    """Spearman (rho, p) of a per-class figure (C,) against log image count; (nan, nan) with
+    fewer than 3 usable classes or a constant."""
     values, counts = np.asarray(values, dtype=np.float64), np.asarray(counts, dtype=np.float64)
     keep = np.isfinite(values) & (counts > 0)
     if keep.sum() < 3 or np.ptp(values[keep]) == 0 or np.ptp(counts[keep]) == 0:

@@ -35,8 +35,7 @@ class Problem:
 
 def check_dataset(dataset: SegmentationDataset, lists: list[str], workers: int | None = None,
                   progress: bool = True) -> list[Problem]:
-    """Every problem of the images, masks and labels of ``lists`` (each image checked once), in
-    list order; ``workers`` decoding threads (default: one per CPU core)."""
+    """Every problem of the images, masks and labels of ``lists``, in list order."""
     problems: list[Problem] = []
     todo: dict[str, tuple[str, bool]] = {}       # image id -> (first list naming it, mask expected)
     for list_name in dict.fromkeys(lists):
@@ -68,8 +67,7 @@ def raise_on_problems(problems: list[Problem], lists: list[str], root: str | os.
 
 def _check_image(dataset: SegmentationDataset, image_id: str, list_name: str,
                  with_mask: bool) -> list[Problem]:
-    """The problems of one image: its decoding, then (if it decodes) its mask when expected or
-    present, and its entry in the label file."""
+    """The problems of one image: its decoding, then its mask and its label entry."""
     problems = []
 
     def passes(check) -> bool:

@@ -220,8 +220,8 @@ def _refuse_repeats(ids: list[str], list_name: str, path: Path) -> None:
 
 
 def read_labels_file(path: Path, num_classes: int, allow_pickle: bool = False) -> dict[str, np.ndarray]:
-    """id -> float32 (C,) image-level labels from the kit's JSON ({"<id>": [class indices]}) or the
-    reference's pickled `.npy` dict of id -> float (C,) vector (only with ``allow_pickle``)."""
+    """id -> float32 (C,) labels from the kit's JSON or the reference's pickled `.npy`
+    (only with ``allow_pickle``)."""
     npy = path.suffix == ".npy"
     if npy and not allow_pickle:
         raise SfcError("the label file is a pickled .npy: reading it can execute code stored in it, so the "
@@ -260,8 +260,7 @@ def read_labels_file(path: Path, num_classes: int, allow_pickle: bool = False) -
 
 
 def _open_image(path: Path, what: str, decode: bool = True) -> Image.Image:
-    """PIL open that turns a missing or undecodable file into an SfcError naming it. With `decode`
-    the pixels are decoded here (a truncated JPEG fails now); without, only the header is read."""
+    """PIL open (decoded with `decode`); a missing or undecodable file is an SfcError naming it."""
     if not os.path.exists(path):
         raise SfcError(f"{what} file is missing", path=path,
                        fix="re-extract the dataset or remove the id from its list")
@@ -345,8 +344,7 @@ def item_loader(views: Dataset, num_workers: int, pin_memory: bool,
 
 
 def same_size_batches(items: Iterable[dict], batch_size: int) -> Iterator[list[dict]]:
-    """Consecutive MultiScaleDataset items of the same ``size``, up to ``batch_size`` a list
-    (a list ends where the size changes): their scales (and masks) stack into one tensor each."""
+    """Consecutive MultiScaleDataset items of one ``size``, up to ``batch_size`` a list."""
     batch: list[dict] = []
     for item in items:
         if batch and (len(batch) == batch_size or not torch.equal(item["size"], batch[0]["size"])):
