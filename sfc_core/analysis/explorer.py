@@ -52,8 +52,7 @@ class Setting:
 
 
 def chosen_setting(run: RunDir, cfg: Config, kind: str = "fused") -> Setting:
-    """The setting eval-cams chose for ``kind`` (``CamEval.setting``) with its mIoU on the list
-    it was chosen on; the configuration's own setting when the run has no cam_eval.json."""
+    """The setting eval-cams chose for ``kind`` and its mIoU; the config's without cam_eval.json."""
     if not run.cam_eval_json.is_file():
         return Setting(kind, cfg.cams.fusion_lambda, cfg.cams.background, cfg.cams.bg_threshold,
                        f"the configuration's setting: this run has no cam_eval.json yet "
@@ -67,8 +66,7 @@ def chosen_setting(run: RunDir, cfg: Config, kind: str = "fused") -> Setting:
 
 
 def reference_setting(run: RunDir, cfg: Config, kind: str = "fused") -> Setting:
-    """The reference's rule (bg + 0.4 against 2 x fg) at the configuration's lambda, its mIoU
-    from cam_eval.json when there is one; the (unused) threshold stays the chosen one."""
+    """The reference's rule at the config's lambda, its mIoU from cam_eval.json when there is one."""
     chosen = chosen_setting(run, cfg, kind)
     score = ""
     if run.cam_eval_json.is_file():
@@ -187,8 +185,7 @@ class CamExplorer:
         self._redraw()
 
     def _at(self, setting: Setting) -> bool:
-        """Whether the controls stand at ``setting`` (a slider the browser sent back rounded
-        to its step still counts)."""
+        """Whether the controls stand at ``setting`` (a slider rounded to its step still counts)."""
         return (self.kind.value, self.background.value) == (setting.kind, setting.background) and \
             abs(self.lam.value - setting.lam) < 1e-6 and abs(self.threshold.value - setting.threshold) < 1e-6
 

@@ -52,8 +52,7 @@ def _get_json(url: str) -> object:
 
 @contextmanager
 def jupyter_lab(root: Path, home: Path) -> Iterator[tuple[str, str]]:
-    """A JupyterLab server on 127.0.0.1 serving ``root``; yields (base url, token).
-    Its settings live under ``home`` (no saved layout); it is stopped through its own process."""
+    """A JupyterLab server on 127.0.0.1 serving ``root`` (settings under ``home``); yields (url, token)."""
     config = home / "config"
     (config / "labconfig").mkdir(parents=True)
     (config / "labconfig" / "page_config.json").write_text(json.dumps(
@@ -105,8 +104,7 @@ def _wait_for_idle_kernel(base: str, token: str, timeout: float = 180) -> None:
 
 @contextmanager
 def explorer_page(run: RunDir, workdir: Path) -> Iterator[object]:
-    """A playwright page of JupyterLab that has run notebook 04 on ``run`` (its figures into
-    ``workdir``), the explorer drawn; yields the page. workdir: an empty scratch folder."""
+    """A playwright page of JupyterLab that ran notebook 04 on ``run``, the explorer drawn."""
     import papermill
     from playwright import sync_api
 

@@ -73,8 +73,7 @@ def read_part_mask(root: str | Path, image_id: str) -> np.ndarray:
 
 
 def part_confusion(pred: np.ndarray, gt: np.ndarray, part: np.ndarray, num_classes: int) -> np.ndarray:
-    """Pixel counts int64 (K, 3, K) ``counts[g, part, p]`` for one image: pred, gt (255 ignored),
-    part (0..2) integer (H, W); K = C + 1."""
+    """Pixel counts int64 (K, 3, K) ``counts[g, part, p]`` of one image (gt 255 ignored), K = C + 1."""
     pred, gt, part = (np.asarray(a) for a in (pred, gt, part))
     if not pred.shape == gt.shape == part.shape:
         raise SfcError(f"shapes differ: prediction {pred.shape}, ground truth {gt.shape}, parts {part.shape}",
@@ -107,17 +106,13 @@ def _nanmean(values: np.ndarray) -> float:
 
 
 def part_recall(counts: np.ndarray, part_value: int) -> np.ndarray:
-    """float64 (C,): share of each class's pixels on ``part_value`` predicted as that class.
-
-    nan for a class with no such pixels. counts: (C+1, 3, C+1) from part_confusion.
-    """
+    """float64 (C,): share of each class's pixels on ``part_value`` predicted as it (nan: none)."""
     on_part = counts[1:, part_value, :]                       # (C, C+1) gt class x pred
     return ratio(np.diagonal(on_part[:, 1:]), on_part.sum(1))
 
 
 def lost_to_other_class(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per class, (share of GT pixels predicted as another foreground class, the top taker):
-    float64 (C,) (nan: no GT pixels) and int64 (C,) 0-based (-1: none taken)."""
+    """Per class, the share of GT pixels taken by another class (C,) and the top taker (-1: none)."""
     conf = counts.sum(1)[1:, 1:]                              # (C, C) fg gt x fg pred
     taken = conf - np.diag(np.diag(conf))
     share = ratio(taken.sum(1), counts[1:].sum((1, 2)))
@@ -126,8 +121,7 @@ def lost_to_other_class(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def lost_to_head(counts: np.ndarray, groups: Groups, part_value: int | None = None) -> np.ndarray:
-    """float64 (C,): share of each class's GT pixels predicted as its group head (nan for heads);
-    with ``part_value``, only the pixels on that part."""
+    """float64 (C,): share of each class's GT pixels (on ``part_value``) taken by its group head."""
     c = len(groups.class_names)
     conf = counts.sum(1) if part_value is None else counts[:, part_value, :]   # (C+1, C+1)
     share = ratio(conf[1 + np.arange(c), 1 + groups.head], conf[1:].sum(1))
@@ -135,9 +129,8 @@ def lost_to_head(counts: np.ndarray, groups: Groups, part_value: int | None = No
 
 
 def mechanism_summary(counts: np.ndarray, groups: Groups) -> dict:
-    """The figures the benchmark's targets are stated in (heads' shared-part recall;
-    non-head pixels lost to another class, to their head, and on their shared part to their
-    head, each pooled), plus the per-class rows."""
+    """The figures the benchmark's targets are stated in (pooled over heads / non-heads),
+    plus the per-class rows."""
     c = len(groups.class_names)
     if counts.shape != (c + 1, NUM_PART_VALUES, c + 1):
         raise SfcError(f"counts have shape {counts.shape}, expected {(c + 1, NUM_PART_VALUES, c + 1)} "

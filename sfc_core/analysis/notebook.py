@@ -25,8 +25,7 @@ REWRITTEN = re.compile(r"[^\n]*\r(?=[^\n])")   # a line's text up to a carriage 
 
 def setup(preset: str, data_root: str, run_root: str, figures_dir: str, smoke: bool,
           config_file: str = "", overrides: Sequence[str] = ()) -> tuple[Config, Path, Path]:
-    """(config, run root, figures folder) of a notebook's parameters, printed in one line; from
-    ``notebooks/`` it moves to the repository root. ``smoke``: the ``synthetic-smoke`` preset."""
+    """(config, run root, figures folder) of a notebook's parameters, from the repository root."""
     if Path.cwd().name == "notebooks":
         os.chdir("..")
     _inline_figures(os.environ.get(FIGURE_DPI_ENV))
@@ -40,8 +39,7 @@ def setup(preset: str, data_root: str, run_root: str, figures_dir: str, smoke: b
 
 
 def failure_message(executed: str | Path, log: str | Path) -> str:
-    """What stopped a notebook under run_all.sh, in one message: the first error of the
-    ``executed`` copy, else the last line of papermill's ``log``."""
+    """What stopped a notebook: the executed copy's first error, else papermill's last log line."""
     try:
         cells = json.loads(Path(executed).read_text()).get("cells", [])
     except (OSError, ValueError):
@@ -59,8 +57,7 @@ def failure_message(executed: str | Path, log: str | Path) -> str:
 
 
 def _inline_figures(dpi: str | None) -> None:
-    """In a Jupyter kernel: figures shown inline (also under MPLBACKEND=Agg), at ``dpi`` when
-    given. Outside a kernel: nothing."""
+    """In a Jupyter kernel: figures inline (also under MPLBACKEND=Agg), at ``dpi`` when given."""
     try:
         from IPython import get_ipython
     except ImportError:

@@ -44,10 +44,8 @@ def pick_head_and_tail(labels: np.ndarray, counts: Sequence[int]) -> dict[str, t
 
 @torch.no_grad()
 def walk_image(model: SfcNet, views: MultiScaleDataset, index: int) -> dict[str, Any]:
-    """Image ``index`` of ``views`` (at its first scale, no flip: build them with scales=(1.0,))
-    through the network on its device, with the valid mask [1, label]: ``id``, ``image`` (H, W, 3)
-    uint8, ``images`` (1, 3, H, W) normalised, ``label`` (C,), ``classes`` (the image's class
-    indices, 0-based) and ``steps``: the forward's maps (``SfcNet.forward``, intermediates), batch dim kept."""
+    """Image ``index`` of ``views`` (first scale) through the network with mask [1, label]: ``id``,
+    ``image``, ``images``, ``label``, ``classes`` and ``steps`` (the forward's intermediates)."""
     item = views[index]
     device = next(model.parameters()).device
     images = device_views(item["images"][0], device, flip=False)
@@ -60,8 +58,7 @@ def walk_image(model: SfcNet, views: MultiScaleDataset, index: int) -> dict[str,
 
 def class_rows(walks: dict[str, dict[str, Any]], key: str,
                class_names: Sequence[str]) -> list[tuple[np.ndarray, list[torch.Tensor], list[str]]]:
-    """``cam_panels`` rows of one step: for each ``{role: walk_image(...)}``, the (h, w) map
-    ``steps[key]`` of each of the image's classes, titled "role: class"."""
+    """``cam_panels`` rows of one step: map ``steps[key]`` of each image's classes, "role: class"."""
     return [(walk["image"], [walk["steps"][key][0, k + 1] for k in walk["classes"]],
              [f"{role}: {class_names[k]}" for k in walk["classes"]]) for role, walk in walks.items()]
 
@@ -106,8 +103,7 @@ def prototype_similarity(prototypes: torch.Tensor) -> np.ndarray:
 
 
 def feature_rgb(features: torch.Tensor) -> np.ndarray:
-    """The hierarchical features (D, h, w) as an (h, w, 3) image in [0, 1]: their first three
-    principal components over the pixels, each stretched to [0, 1] (a picture, not a step)."""
+    """Features (D, h, w) as an (h, w, 3) picture in [0, 1]: their first three principal components."""
     d, h, w = features.shape
     x = features.reshape(d, h * w).T.double()
     x = x - x.mean(dim=0)

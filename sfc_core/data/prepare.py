@@ -63,8 +63,7 @@ def md5sum(path: Path) -> str:
 
 
 def extract_archive(path: Path, kind: str, out: Path) -> Path:
-    """Extract the members the kit needs into ``out``/extracted/<kind> (once: a finished
-    extraction is reused, a partial one is redone). Returns that folder."""
+    """Extract the members the kit needs into ``out``/extracted/<kind> once; returns that folder."""
     final = out / "extracted" / kind
     if (final / ".complete").is_file():
         return final
@@ -103,8 +102,7 @@ def unsafe_member(member: tarfile.TarInfo) -> str | None:
 
 
 def extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, into: Path, archive: Path) -> None:
-    """Extract one member under ``into``: with tarfile's "data" filter where this Python has it
-    (3.12, and the patch releases 3.8.17 / 3.9.17 / 3.10.12 / 3.11.4), else after ``unsafe_member``."""
+    """Extract one member under ``into``: tarfile's "data" filter where present, else ``unsafe_member``."""
     if hasattr(tarfile, "data_filter"):
         tar.extract(member, into, filter="data")
         return
@@ -118,8 +116,7 @@ def extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, into: Path, ar
 
 def open_source(path: str | Path, kind: str, out: Path, expected_md5: str | None,
                 flag: str) -> tuple[Path, dict | None]:
-    """A download (given with ``flag``) as a folder: the folder itself, or the archive, checked
-    against its published MD5 (or the one given with ``flag``-md5), extracted; and its record."""
+    """A download as a folder: itself, or the archive MD5-checked and extracted; and its record."""
     path = Path(path)
     if path.is_dir():
         return path, None
@@ -210,8 +207,7 @@ def xml_classes(path: Path) -> list[int]:
 
 
 def label_differences(xml: dict[str, list[int]], masks: dict[str, list[int]]) -> list[dict]:
-    """Every image whose XML classes differ from its mask's: id, the classes only the XML names
-    and those only the mask shows."""
+    """Every image whose XML classes differ from its mask's: id, XML-only and mask-only classes."""
     return [{"id": i, "xml_only": [VOC_CLASSES[k] for k in sorted(set(xml[i]) - set(masks[i]))],
              "mask_only": [VOC_CLASSES[k] for k in sorted(set(masks[i]) - set(xml[i]))]}
             for i in sorted(xml) if set(xml[i]) != set(masks[i])]
@@ -306,8 +302,7 @@ def prepare_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def check_prepared(kind: str, out: str | Path, manifest: dict) -> None:
-    """Decode every image and mask of the lists just written (``data.check``), the way the
-    stages will read them, so a bad download is named now rather than minutes into training."""
+    """Decode every image and mask just written (``data.check``), so a bad download is named now."""
     dataset = open_dataset(Config.from_preset(kind, {"data.root": str(out)}).data)
     lists = list(manifest["counts"])
     raise_on_problems(check_dataset(dataset, lists), lists, out)

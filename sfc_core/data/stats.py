@@ -54,8 +54,7 @@ def coefficient_inputs(dataset: SegmentationDataset, list_name: str, dataset_kin
 
 
 def class_weights(dataset: SegmentationDataset, cfg: Config) -> np.ndarray:
-    """float32 (C,) per-class weights of the consistency losses, for the training list of cfg:
-    the distribution coefficients, or ones when cfg.loss.class_weights == "uniform"."""
+    """float32 (C,) consistency-loss weights: the distribution coefficients, or ones ("uniform")."""
     if cfg.loss.class_weights == "uniform":
         return np.ones(dataset.num_classes, dtype=np.float32)
     if cfg.loss.class_weights != "distribution":
@@ -68,9 +67,8 @@ def class_weights(dataset: SegmentationDataset, cfg: Config) -> np.ndarray:
 
 def dataset_stats(dataset: SegmentationDataset, list_name: str, dataset_kind: str | None = None,
                   batch_size: int = 16, bank_draws: int = 4) -> dict:
-    """JSON-able summary of a list: class names, image counts, co-occurrence, the
-    distribution coefficients (None when a class has no image and there is no bank), imbalance
-    ratio and the histogram of labels per image."""
+    """JSON-able summary of a list: names, counts, co-occurrence, distribution coefficients,
+    imbalance ratio and labels-per-image histogram."""
     labels = dataset.labels(list_name) > 0
     counts = labels.sum(axis=0).astype(np.int64)
     try:
