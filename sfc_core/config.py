@@ -89,8 +89,7 @@ DEVICE_FORM = "auto, cpu, cuda or cuda:N"
 
 @dataclass
 class RuntimeConfig:
-    """Where and how fast every stage runs (SFC, IRN and step-3 training, CAMs, refinement),
-    and the seed every trainer starts from."""
+    """Where and how every stage runs (devices, precision, workers), and the trainers' seed."""
 
     device: str = "auto"                  # "auto" | "cpu" | "cuda" | "cuda:N" (check_device)
     amp: bool = True                      # mixed precision of the trainers on GPU (bf16 on compute
@@ -272,8 +271,7 @@ AUTO_KEYS = {"runtime.num_workers"}      # "auto" or a number within the key's l
 
 
 def check_value(key: str, value: Any) -> Any:
-    """``value`` if ``LIMITS[key]`` allows it (or the key has no limit), else SfcError naming
-    the key, the value and the allowed range."""
+    """``value`` if ``LIMITS[key]`` allows it (or has none), else SfcError naming key, value, range."""
     if key in DEVICE_KEYS:
         return check_device(value, key)
     if key in AUTO_KEYS:
@@ -293,8 +291,7 @@ def check_value(key: str, value: Any) -> Any:
 
 
 def check_device(name: str, source: str = "the device") -> str:
-    """``name`` if it is a device string the kit accepts (auto, cpu, cuda, cuda:N), else
-    SfcError naming ``source`` (the key or flag it came from)."""
+    """``name`` if the kit accepts it (auto, cpu, cuda, cuda:N), else SfcError naming ``source``."""
     kind, colon, index = str(name).partition(":")
     if (kind in ("auto", "cpu") and not colon) or (kind == "cuda" and (not colon or index.isdigit())):
         return name
@@ -584,8 +581,7 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
 
 
 def read_changes(config_file: str | Path | None, overrides: list[str] | None) -> tuple[str | None, dict[str, Any]]:
-    """(the file's preset or None, its dotted overrides updated by the ``--set`` items): a
-    ``--config FILE`` (``read_config_file``) and ``--set`` pair as the CLI and notebooks take them."""
+    """(the ``--config`` file's preset or None, its dotted overrides updated by the ``--set`` items)."""
     preset, changes = read_config_file(config_file) if config_file else (None, {})
     return preset, {**changes, **parse_overrides(overrides)}
 

@@ -60,15 +60,13 @@ def confident_labels(image: np.ndarray, fg_scores: np.ndarray, bg_scores: np.nda
 
 
 def rule_scores(cam: np.ndarray, background: str, threshold: float | None = None) -> np.ndarray:
-    """(K', ...) -> (K', ...): channel 0 replaced by the background score of a rule, so the
-    arg-max over channels is ``method.fusion.label_rows`` (ties to background)."""
+    """(K', ...) with channel 0 a rule's background score: its arg-max is ``fusion.label_rows``'s."""
     return np.concatenate([background_score(cam, background, threshold)[None], cam[1:]])
 
 
 def confidence_scores(fused: np.ndarray, cfg: RefineConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The foreground- and background-favouring (K', H, W) score maps of ``cfg.relation_rule``
-    from the fused CAM (K', H, W) at ``cfg.relation_lambda`` (a weighted mean: the reference's
-    sum of pad-tricked maps is a positive multiple of these scores, the same arg-max)."""
+    """The foreground- and background-favouring (K', H, W) scores of ``cfg.relation_rule`` from
+    the fused CAM at ``cfg.relation_lambda`` (the reference's arg-max)."""
     if cfg.relation_rule == "reference":
         fg_scores = rule_scores(fused, "reference")
         bg_scores = fg_scores.copy()           # explicit copy (quirk 27: no aliasing)

@@ -337,8 +337,7 @@ def _only_item(batch: list[dict]) -> dict:
 
 def item_loader(views: Dataset, num_workers: int, pin_memory: bool,
                 generator: torch.Generator | None = None) -> DataLoader:
-    """The items of ``views`` one at a time, uncollated, decoded in ``num_workers`` processes;
-    ``generator`` seeds the workers (default: one draw from torch's global one)."""
+    """The items of ``views`` uncollated, in ``num_workers`` processes seeded by ``generator``."""
     return DataLoader(views, batch_size=1, collate_fn=_only_item, num_workers=num_workers if len(views) else 0,
                       pin_memory=pin_memory, generator=generator, worker_init_fn=quiet_worker)
 

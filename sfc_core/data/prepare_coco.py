@@ -40,8 +40,7 @@ def annotation_mask(segmentation: list | dict, height: int, width: int) -> np.nd
 
 
 def class_mask(objects: list[tuple[int, int, float, list | dict]], height: int, width: int) -> np.ndarray:
-    """uint8 (H, W) mask of one image under the module's overlap rule; objects: (class 1..80,
-    iscrowd, area, segmentation) per annotation."""
+    """uint8 (H, W) mask of one image's objects (class, iscrowd, area, segmentation), overlap rule."""
     mask = np.zeros((height, width), np.uint8)
     things = sorted((o for o in objects if not o[1]), key=lambda o: -o[2])   # stable: ties keep order
     for cls, _, _, segmentation in things:

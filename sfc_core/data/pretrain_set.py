@@ -55,8 +55,7 @@ def benchmark_styles() -> list[PartStyle]:
 
 
 def palette() -> list[tuple[int, int, int]]:
-    """Candidate class colours: 24 hues x 4 saturation/value levels, minus those within
-    ``MIN_COLOUR_DISTANCE`` of a benchmark part's colour (66 remain)."""
+    """Candidate class colours: 24 hues x 4 levels, minus those near a benchmark part's colour."""
     taken = np.array([s.colour for s in benchmark_styles()], np.float32)
     colours = []
     for hue, (saturation, value) in itertools.product(range(24), LEVELS):
@@ -113,8 +112,7 @@ def render_image(rng: np.random.Generator, style: PartStyle, spec: PretrainSpec)
 
 
 def make_images(spec: PretrainSpec, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """All images of a split: uint8 (N, S, S, 3) and int64 labels (N,), classes interleaved;
-    image i depends only on (spec.seed, split, i)."""
+    """A split's uint8 (N, S, S, 3) images and int64 (N,) labels; image i depends on (seed, split, i)."""
     if split not in SPLITS:
         raise SfcError(f"unknown pretraining split {split!r}", fix=f"use one of: {', '.join(SPLITS)}")
     classes = class_definitions(spec)

@@ -383,8 +383,7 @@ def primary_quota(num_images: int, min_primary: int) -> np.ndarray:
 
 def stratified_subset(labels: list[list[int]], count: int, class_counts: np.ndarray,
                       rng: np.random.Generator) -> list[int]:
-    """Indices of ``count`` images whose per-class counts follow the whole set's (grouped by
-    rarest class, largest remainders)."""
+    """Indices of ``count`` images whose per-class counts follow the set's (largest remainders)."""
     strata: dict[int, list[int]] = {}
     for i, classes in enumerate(labels):
         strata.setdefault(min(classes, key=lambda k: class_counts[k]), []).append(i)

@@ -78,8 +78,7 @@ def read_state_dict(path: Path, fix: str) -> dict[str, torch.Tensor]:
 
 
 def imagenet_weights_error(name: str, weights_key: str, error: Exception) -> SfcError:
-    """The one message when torchvision cannot load a ResNet's ImageNet weights (offline): the
-    file it looks for (torchvision's IMAGENET1K_V1 in its hub cache) and the --set route."""
+    """The one message when torchvision cannot load a ResNet's ImageNet weights (offline)."""
     url = torchvision.models.get_model_weights(name).IMAGENET1K_V1.url
     cached = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
     return SfcError(f"cannot load ImageNet weights for {name} ({type(error).__name__}: {error})", path=cached,
@@ -96,8 +95,7 @@ def build_model(model_cfg: ModelConfig, num_classes: int) -> SfcNet:
 
 
 def build_objective(model: SfcNet, class_weights: torch.Tensor, cfg: Config) -> SfcObjective:
-    """SFC's objective for ``model``: the loss terms weighted by ``cfg.loss`` (its ``<term>_weight``
-    fields), class_weights (C,) (``data.stats.class_weights``), crops of ``data.crop_size``."""
+    """SFC's objective for ``model``: the terms weighted by ``cfg.loss``, class_weights (C,)."""
     try:
         return SfcObjective(model, class_weights, cfg.loss.term_weights(),
                             partial(valid_mask_from_boxes, crop_size=cfg.data.crop_size))
@@ -114,8 +112,7 @@ def checkpoint_identity(model_cfg: ModelConfig, class_names: list[str]) -> dict:
 
 def load_model(path: Path, ckpt: dict, model_cfg: ModelConfig, class_names: list[str],
                device: torch.device | str | None = None) -> SfcNet:
-    """The SfcNet of checkpoint ``ckpt`` (read from ``path``), in eval mode on ``device``;
-    it must match ``model_cfg`` and ``class_names`` (SfcError otherwise)."""
+    """The SfcNet of ``ckpt`` in eval mode on ``device``; SfcError unless it matches the config."""
     engine.check_compatible(ckpt, checkpoint_identity(model_cfg, class_names), path)
     model = build_model(dataclasses.replace(model_cfg, backbone_weights="none"), len(class_names))
     engine.check_shapes(ckpt, model, path, {"model": dataclasses.asdict(model_cfg)}, ("model.",),
@@ -161,14 +158,10 @@ def fold_batchnorms(module: nn.Module) -> nn.Module:
 
 
 def inference_layout(channels_last: bool) -> torch.memory_format:
-    """The memory format of an inference network and its inputs: channels-last on every device
-    when ``runtime.channels_last`` (on the CPU too, unlike training; BENCHMARKS.md has the
-    timings). A speed setting: the maps agree within rounding."""
+    """The memory format of an inference network and its inputs (``runtime.channels_last``)."""
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def for_inference(model: nn.Module, channels_last: bool) -> nn.Module:
-    """An eval-mode copy of ``model`` with its BatchNorms folded (``fold_batchnorms``), in
-    ``inference_layout(channels_last)``: what the CAM stage and step 3's evaluation run; the
-    caller's network is left as it is."""
+    """An eval-mode copy of ``model``, BatchNorms folded, in ``inference_layout``: the CAM stage's."""
     return fold_batchnorms(copy.deepcopy(model).eval()).to(memory_format=inference_layout(channels_last))

@@ -150,8 +150,7 @@ def pretrain(root: str | Path, spec: PretrainSpec = DEFAULT_SPEC, recipe: Recipe
 
 
 def cached(root: str | Path, spec: PretrainSpec = DEFAULT_SPEC, recipe: Recipe = DEFAULT_RECIPE) -> Path | None:
-    """The complete weights file of these parameters under ``root`` (the kit's shipped one
-    copied there on a miss whose parameters it matches), else None."""
+    """The complete weights file of these parameters under ``root`` (the shipped one on a miss), else None."""
     params, path = parameters(spec, recipe), weights_path(root, spec, recipe)
     if _is_complete(path, params):
         return path

@@ -36,8 +36,7 @@ def run_side_by_side(jobs: Sequence[Job], processes: int = 2) -> list[Any]:
 
 
 def _run_chains(pool: ProcessPoolExecutor, chains: list[list[Step]]) -> list[Any]:
-    """Each chain's steps in order in ``pool``, the next queued when the previous ends; the last
-    step's results in chain order. The first error is raised (steps not started are cancelled)."""
+    """Each chain's steps in order in ``pool``; the last results in chain order; first error raised."""
     results: list[Any] = [None] * len(chains)
     running: dict[Future, tuple[int, int]] = {pool.submit(chain[0]): (j, 0) for j, chain in enumerate(chains)}
     while running:

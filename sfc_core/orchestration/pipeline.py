@@ -27,8 +27,7 @@ from sfc_core.train import train
 
 
 def trained(cfg: Config, run_dir: str | Path, force: bool = False) -> None:
-    """Train one run into ``run_dir`` (resume an interrupted one, reuse a finished one;
-    start over with ``force``)."""
+    """Train one run into ``run_dir`` (resume or reuse; start over with ``force``)."""
     if force:
         shutil.rmtree(run_dir, ignore_errors=True)
     with recorded(run_dir, "train"):
@@ -36,8 +35,7 @@ def trained(cfg: Config, run_dir: str | Path, force: bool = False) -> None:
 
 
 def evaluated(run_dir: str | Path) -> CamEval:
-    """CAMs of a trained run's evaluation and held-out lists, and their evaluation
-    (``eval_cams``, which reads back a cam_eval.json made from the same CAMs)."""
+    """CAMs of a trained run's evaluation and held-out lists, and ``eval_cams`` on them."""
     run = RunDir(run_dir)
     cfg = run.load_config()
     for list_name in (cfg.data.eval_list, cfg.data.heldout_list):
@@ -60,8 +58,7 @@ def prepare_runs(configs: dict[str, Config], run_root: str | Path, force: bool =
 
 
 def pseudo_masks(run_dir: str | Path, method: str | None = None, force: bool = False) -> SegEval:
-    """Step 2 for one run: training-list CAMs, pseudo masks by ``method`` (default the run's
-    ``refine.method``) and their evaluation."""
+    """Step 2 for one run: training-list CAMs, pseudo masks by ``method`` and their evaluation."""
     run = RunDir(run_dir)
     method = method or run.load_config().refine.method
     if force:
@@ -83,8 +80,7 @@ def pseudo_mask_runs(run_dirs: list[str | Path], method: str | None = None, forc
 
 
 def segmented(run_dir: str | Path, masks: str, force: bool = False) -> FinalEval:
-    """Step 3 for one run: a segmentation network trained on ``masks`` ("irn", "crf", "cam",
-    "gt") and scored on the held-out list."""
+    """Step 3 for one run: a segmentation network trained on ``masks`` and scored held out."""
     run = RunDir(run_dir)
     if force:
         shutil.rmtree(run.segment_dir(masks), ignore_errors=True)

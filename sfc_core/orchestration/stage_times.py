@@ -31,8 +31,7 @@ def cpu_seconds() -> float:
 
 @contextmanager
 def recorded(run_dir: str | Path, stage: str) -> Iterator[None]:
-    """Time the block and append its record to ``run_dir/stage_times.jsonl`` (only when it
-    finishes: an interrupted stage records nothing)."""
+    """Time the block; append its record to ``run_dir/stage_times.jsonl`` once it finishes."""
     wall, cpu = time.perf_counter(), cpu_seconds()
     yield
     record = {"stage": stage, "wall_s": round(time.perf_counter() - wall, 3),
