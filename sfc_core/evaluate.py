@@ -1,12 +1,10 @@
 """The evaluation stages: CAMs (`eval-cams`) and pseudo masks (`eval-seg`).
 
-`eval_cams` scores every registered CAM kind (``cam_files.CAM_KINDS``; a swept kind at every
-lambda) at every background threshold and under the reference's "0.4 pad" rule, from one read
-of each image. Two kinds of rows: the authors' protocol (their eval_cam.py's fixed rule: the
-rows to compare with the paper) and rows tuned on the list they report (optimistic); held-out
-CAMs are scored at those settings. Calibration per class: activation ratio, FP / FN shares,
-Spearman of the ratio with log training-image count. `eval_seg` scores the pseudo masks, their
-uncertain (255) pixels as background (the reference) and as ignored. Scores are fractions.
+`eval_cams` scores every CAM kind (``cam_files.CAM_KINDS``) at every background threshold and
+under the reference's "0.4 pad" rule, from one read of each image: the authors' protocol (the
+rows to compare with the paper), rows tuned on the list (optimistic), held-out rows at those
+settings, and calibration per class. `eval_seg` scores the pseudo masks, uncertain (255)
+pixels as background (the reference) and as ignored. Scores are fractions.
 """
 from __future__ import annotations
 

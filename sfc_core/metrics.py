@@ -1,11 +1,8 @@
 """Segmentation metrics from one integer confusion matrix ``conf[gt, pred]`` (K, K) summed over an
-image list, as the VOC protocol does: IoU = TP / (GT + Pred - TP) per class, mIoU their mean over
-the classes in ground truth or prediction; ground truth 255 counts for nothing. On the device:
+image list, as the VOC protocol does (ground truth 255 counts for nothing); on the device:
 ``confusion_counts`` summed over the list (and ranks), then ``confusion_from_counts`` once.
-
-Calibration (the paper's over-/under-activation): ``activation_ratio`` (predicted / GT area),
-``error_shares`` (FP and FN pixels over the union: IoU + fp + fn = 1) and ``spearman_vs_count``
-(a per-class figure against the log of the class's training image count).
+Calibration (the paper's over-/under-activation): ``activation_ratio``, ``error_shares`` and
+``spearman_vs_count``.
 """
 from __future__ import annotations
 

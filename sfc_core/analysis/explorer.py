@@ -1,10 +1,8 @@
 """The interactive CAM explorer (ipywidgets): saved CAMs under any kind, lambda and background rule.
 
-Pick an image, one of its classes, a CAM kind (a button per registered kind,
-``cam_files.CAM_KINDS``), lambda and the background rule; the overlay, the predicted mask, the
-ground truth and the image's IoU update at once, computed from the saved CAM files (no network).
-It opens at the setting eval-cams chose (``chosen_setting``); two buttons switch between that
-and the reference's rule (``reference_setting``). ``explorer_view`` is the pure function behind it.
+Pick an image, a class, a CAM kind (a button per ``cam_files.CAM_KINDS``), lambda and the rule;
+overlay, predicted mask, ground truth and IoU update from the saved CAM files. It opens at the
+setting eval-cams chose; ``explorer_view`` is the pure function behind it.
 
     CamExplorer("runs/synthetic-paper/sfc")     # last line of a cell; screenshot: explorer_browser
 """

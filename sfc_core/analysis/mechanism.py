@@ -1,9 +1,7 @@
 """Mechanism diagnostics on the synthetic dataset, which knows which pixels are a shared part.
 
 The paper's claim: a head class's CAM learns the part it shares with rarer classes and so takes
-their pixels. ``part_recall(counts, SHARED_PART)`` (does a class's prediction cover its shared
-part?) and ``lost_to_other_class`` / ``lost_to_head`` (which class took a class's pixels?) test it
-from one table over an image list, ``counts[g, part, p]``: pixels of ground-truth class g on part
+their pixels. One table over an image list tests it, ``counts[g, part, p]``: pixels of class g on
 ``part`` (0 none, 1 shared, 2 own; ``SegmentationPart/``) predicted as class p:
 
     mechanism_summary(accumulate_part_confusion(((pred, gt, read_part_mask(root, i)) ...), C + 1), groups)

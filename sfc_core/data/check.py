@@ -3,10 +3,8 @@
     problems = check_dataset(dataset, ["train_aug", "val"])   # [] when the dataset is sound
     python -m sfc_core check --preset voc --data-root VOC2012 --lists train_aug,val
 
-Each problem (a list naming missing or repeated images; an image that does not decode; a mask
-missing, not a palette/grayscale PNG, of another size or with unknown classes; an id without
-a label) is the error the stage reading that file would stop with, minutes in. Files are
-decoded in threads (Pillow decodes outside the GIL); ``prepare`` runs it on what it wrote.
+Each problem is the error the stage reading that file would stop with, found before it runs.
+Files are decoded in threads; ``prepare`` runs it on what it wrote.
 """
 from __future__ import annotations
 

@@ -1,12 +1,9 @@
 """COCO 2014 from its downloads to the kit's layout (``python -m sfc_core prepare coco``).
 
 Reads ``train2014/``, ``val2014/`` and ``annotations/instances_{train,val}2014.json``; writes the
-layout ``data/coco.py`` reads (image links, palette masks in the kit's class order matched by
-name, 255 crowd; lists, cls_labels.json, prepare_manifest.json). Masks are decoded with
-pycocotools (polygons and RLE, as ``COCO.annToMask``). Overlaps: non-crowd instances are painted
-largest first, so the smaller keeps the pixels (a cup on a dining table stays a cup); crowd
-regions are 255 where no instance lies. Images without a non-crowd instance have no label:
-they are left out of the lists and named in the manifest.
+layout ``data/coco.py`` reads (masks decoded with pycocotools, 255 crowd). Overlaps: instances
+are painted largest first, so the smaller keeps the pixels; crowd regions are 255 where no
+instance lies. Images without a non-crowd instance are left out and named in the manifest.
 """
 from __future__ import annotations
 
