@@ -107,8 +107,7 @@ def png_bytes(array: np.ndarray, width: int) -> bytes:
 
 
 class CamExplorer:
-    """The widget (``self.widget``) on the images of ``list_name`` with CAMs, opened at ``kind``'s
-    chosen setting; its controls are attributes so code can move them as a user would."""
+    """The widget (``self.widget``) on ``list_name``'s CAMs; its controls are attributes code can move."""
 
     def __init__(self, run: str | Path | RunDir, list_name: str | None = None, width: int = 256,
                  kind: str = "fused"):

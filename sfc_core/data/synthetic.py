@@ -218,8 +218,7 @@ def _texture(texture: str, u: np.ndarray, v: np.ndarray, frequency: float) -> np
 
 def draw_part(image: np.ndarray, style: PartStyle, centre: tuple[float, float], radius: float,
               angle: float, brightness: float = 1.0) -> tuple[tuple[slice, slice], np.ndarray]:
-    """Paint one part into ``image`` (H, W, 3) float32, in place, working on its bounding box only.
-    Returns the box's slices and the part's boolean mask inside them (for the class/part masks)."""
+    """Paint one part into ``image`` (H, W, 3) float32 in place; returns its box slices and mask."""
     height, width = image.shape[:2]
     cy, cx = centre
     reach = radius * 1.1
@@ -348,8 +347,7 @@ def add_noise(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
 
 def render(rng: np.random.Generator, objects: list[PlacedObject], classes: list[ClassInfo],
            size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Draw background, clutter and objects: image uint8 (S, S, 3), class mask uint8 (S, S)
-    (0 bg, 1..C), part mask uint8 (S, S) (0 none, 1 large part, 2 own part)."""
+    """Draw background, clutter and objects: image uint8 (S, S, 3), class mask and part mask (S, S)."""
     image = render_background(rng, size)
     class_mask = np.zeros((size, size), np.uint8)
     part_mask = np.zeros((size, size), np.uint8)
@@ -465,7 +463,7 @@ def check_settings(path: Path, settings: dict) -> None:
 def generate(root: str | Path, size: str = "default", seed: int = 0, shared_parts: bool = True,
              force: bool = False, num_images: int | None = None) -> Path:
     """Write (or reuse) a synthetic dataset; returns ``Path(root) / dataset_name(...)``. Made in a
-    sibling folder renamed at the end (a killed run leaves nothing); byte-identical per arguments."""
+    sibling folder renamed at the end; byte-identical for the same arguments."""
     parameters = _parameters(size, seed, shared_parts, num_images)
     path = Path(root) / dataset_name(size, seed, shared_parts, num_images)
     if not force and _is_complete(path, parameters):
@@ -492,8 +490,7 @@ SPLITS = ("train_aug", "val")   # generated splits; train.txt is drawn from trai
 
 
 def split_layouts(spec: SizeSpec, seed: int, split: str, classes: list[ClassInfo]):
-    """Yield ``(rng, objects)`` for every image of a split in id order, ``rng`` the image's own
-    generator past its layout, so an image depends only on (seed, split, index)."""
+    """Yield ``(rng, objects)`` per image of a split; ``rng`` is the image's own, past its layout."""
     split_index = SPLITS.index(split)
     count = spec.num_train if split == "train_aug" else spec.num_heldout
     min_primary = math.ceil(spec.min_primary * count / spec.num_train)

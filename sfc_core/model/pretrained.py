@@ -171,8 +171,7 @@ WEIGHT_FIELDS = {"model.backbone_weights": "model.backbone",
 
 def resolve_backbone_weights(cfg: Config, spec: PretrainSpec = DEFAULT_SPEC,
                              recipe: Recipe = DEFAULT_RECIPE) -> Config:
-    """A copy of ``cfg`` where every weights field set to ``"pretrain"`` names its cached
-    file; a file still to make is one SfcError naming the ``pretrain`` command."""
+    """``cfg`` with each "pretrain" weights field naming its cached file (never trains)."""
     root = Path(cfg.data.root) / "pretrain"
     changes = {}
     for key, backbone_key in WEIGHT_FIELDS.items():
