@@ -31,8 +31,7 @@ def _field(key: str, doc: str | None = None) -> property:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Over-/under-activation of one CAM kind: per-class activation ratio (predicted / GT area),
-    FP / FN shares, Spearman of the ratio with log image count, head / tail mean ratios."""
+    """Over-/under-activation of one CAM kind: activation ratio, FP / FN shares, Spearman, head / tail."""
 
     activation_ratio: dict[str, float | None]
     fp_share: dict[str, float | None]

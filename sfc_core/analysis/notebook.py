@@ -107,8 +107,7 @@ def publish_executed(executed: str | Path, out: str | Path, names: list[str],
 
 
 def coalesce_streams(outputs: list[dict]) -> list[dict]:
-    """A cell's outputs with each run of one stream's outputs joined, every line as its last
-    carriage return left it (nbconvert's rule: a progress bar becomes its final line)."""
+    """A cell's outputs with each stream's runs joined, lines as their last carriage return left them."""
     merged: list[dict] = []
     for out in outputs:
         if (out.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream"

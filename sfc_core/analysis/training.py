@@ -40,11 +40,10 @@ WARM_BATCHES = 3      # loader batches written into the image bank before the st
 
 def take_step(cfg: Config, dataset: SegmentationDataset, device: torch.device,
               warm_batches: int = WARM_BATCHES) -> dict[str, Any]:
-    """One SFC training step from the start of training (eager), its parts kept.
-    The first ``warm_batches`` batches fill the image bank, then one batch takes the train stage's
-    step. Returns ``batch_images`` (B + draws, H, W, 3) uint8 (draws last), ``labels``, ``draws``,
-    ``losses``, ``terms`` (``class_terms`` rows), ``grad_norm``, ``lr``, ``loss_after`` (the batch
-    after the step), ``half_images`` (the second scale) and ``grids`` (CAM grid per scale)."""
+    """One SFC training step from the start of training (eager), its parts kept: the bank filled
+    by ``warm_batches`` batches, then the train stage's step on one batch. Returns ``batch_images``
+    (draws last), ``labels``, ``draws``, ``losses``, ``terms``, ``grad_norm``, ``lr``, ``loss_after``,
+    ``half_images`` and ``grids`` (CAM grid per scale)."""
     cfg = resolve_backbone_weights(copy.deepcopy(cfg)).override({"runtime.compile": "off"})
     engine.seed_everything(cfg.runtime.seed)
     t = cfg.train
@@ -79,8 +78,7 @@ def take_step(cfg: Config, dataset: SegmentationDataset, device: torch.device,
 @torch.no_grad()
 def class_terms(objective: SfcObjective, images: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
                 class_names: Sequence[str]) -> list[dict[str, Any]]:
-    """The objective's prototype and cross-scale losses on a batch split by class
-    (``split_by_class``) for the classes present; ``objective.class_weights`` restored."""
+    """The prototype and cross-scale losses on a batch split by class (``split_by_class``)."""
     weights = objective.class_weights.clone()
 
     def losses_at(w: torch.Tensor) -> tuple[float, float]:
@@ -98,9 +96,8 @@ def class_terms(objective: SfcObjective, images: torch.Tensor, boxes: torch.Tens
 
 def split_by_class(losses_at: Callable[[torch.Tensor], tuple[float, float]], weights: torch.Tensor,
                    classes: Sequence[int], class_names: Sequence[str]) -> list[dict[str, Any]]:
-    """Table rows of the (prototype, cross-scale) consistency losses split by class, from
-    ``losses_at(class weights (C,))`` (both linear in the weights): the background, each class of
-    ``classes`` and ``total`` (the losses at ``weights``, which the weighted column sums to)."""
+    """Rows of the two consistency losses split by class from ``losses_at(class weights (C,))``
+    (linear in them): the background, each of ``classes``, and ``total`` at ``weights``."""
     background, _ = losses_at(torch.zeros_like(weights))
     rows = [{"class": "background", "w_k": 1.0, "prototype term": background,
              "w_k x prototype term": background, "scale term": 0.0, "w_k x scale term": 0.0}]

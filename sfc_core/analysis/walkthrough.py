@@ -25,10 +25,8 @@ from sfc_core.method.network import SfcNet
 
 
 def pick_head_and_tail(labels: np.ndarray, counts: Sequence[int]) -> dict[str, tuple[int, int]]:
-    """The walk-through's two images: ``{"head": (image index, class index), "tail": (...)}``.
-
-    labels (N, C) multi-hot; counts (C,) training images per class. Head / tail: the most / least
-    frequent class present, each in its image with the fewest classes (first on ties)."""
+    """``{"head": (image index, class index), "tail": ...}``: the most / least frequent class
+    (counts (C,)) present in labels (N, C), each in its image with the fewest classes (first on ties)."""
     present = np.asarray(labels) > 0.5
     counts = np.asarray(counts, dtype=np.float64)
     in_list = present.any(axis=0)
@@ -71,10 +69,8 @@ def upsample(grid_map: torch.Tensor | np.ndarray, size: tuple[int, int]) -> np.n
 
 def cam_panels(rows: Sequence[tuple[np.ndarray, Sequence[Any], Sequence[str]]], vmax: float | None = 1.0,
                size: float = 2.0) -> plt.Figure:
-    """Rows of panels, one row per image: ``rows`` = [(image, panels, titles)].
-
-    A panel (h, w) is drawn upsampled over the image (H, W, 3) (jet, colour bar 0..``vmax``,
-    None: its maximum); a panel (h, w, 3) is drawn as is."""
+    """Rows of panels ``rows`` = [(image, panels, titles)]: an (h, w) panel upsampled over the
+    image (jet, colour bar 0..``vmax``, None: its maximum), an (h, w, 3) panel as is."""
     cols = max(len(panels) for _, panels, _ in rows)
     fig, axes = plt.subplots(len(rows), cols, figsize=(size * 1.3 * cols, size * len(rows)), squeeze=False)
     for ax_row, (image, panels, titles) in zip(axes, rows):
