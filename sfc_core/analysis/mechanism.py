@@ -98,11 +98,6 @@ def accumulate_part_confusion(samples: Iterable[tuple[np.ndarray, np.ndarray, np
     return total
 
 
-def _nanmean(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if finite.size else float("nan")
-
-
 def part_recall(counts: np.ndarray, part_value: int) -> np.ndarray:
     """float64 (C,): share of each class's pixels on ``part_value`` predicted as it (nan: none)."""
     on_part = counts[1:, part_value, :]                       # (C, C+1) gt class x pred
@@ -139,13 +134,14 @@ def mechanism_summary(counts: np.ndarray, groups: Groups) -> dict:
     shared_to_head = lost_to_head(counts, groups, SHARED_PART)
     gt_pixels, shared_pixels = counts[1:].sum((1, 2)), counts[1:, SHARED_PART].sum(1)
     non_head = ~groups.is_head
+    heads = shared[groups.is_head][np.isfinite(shared[groups.is_head])]
 
     def pooled(share: np.ndarray, pixels: np.ndarray) -> float:
         """Pixel-weighted mean over the non-head classes."""
         return float(ratio(np.nansum(share[non_head] * pixels[non_head]), pixels[non_head].sum()))
 
     return {
-        "heads_shared_part_recall": _nanmean(shared[groups.is_head]),
+        "heads_shared_part_recall": float(heads.mean()) if heads.size else float("nan"),
         "non_head_lost": pooled(lost, gt_pixels),
         "non_head_lost_to_head": pooled(to_head, gt_pixels),
         "non_head_shared_part_to_head": pooled(shared_to_head, shared_pixels),

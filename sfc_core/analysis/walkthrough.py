@@ -61,12 +61,6 @@ def class_rows(walks: dict[str, dict[str, Any]], key: str,
              [f"{role}: {class_names[k]}" for k in walk["classes"]]) for role, walk in walks.items()]
 
 
-def upsample(grid_map: torch.Tensor | np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """An (h, w) map of the CAM grid at the image's (H, W), bilinear as the cams stage, for display."""
-    x = torch.as_tensor(grid_map, dtype=torch.float32)[None, None]
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
-
-
 def cam_panels(rows: Sequence[tuple[np.ndarray, Sequence[Any], Sequence[str]]], vmax: float | None = 1.0,
                size: float = 2.0) -> plt.Figure:
     """Rows of panels ``rows`` = [(image, panels, titles)]: an (h, w) panel upsampled over the
@@ -83,7 +77,8 @@ def cam_panels(rows: Sequence[tuple[np.ndarray, Sequence[Any], Sequence[str]]], 
             if panel.ndim == 3:
                 ax.imshow(panel, interpolation="nearest")
                 continue
-            shown = upsample(panel, image.shape[:2])
+            grid = torch.as_tensor(panel, dtype=torch.float32)[None, None]   # bilinear, as the cams stage
+            shown = F.interpolate(grid, size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0].numpy()
             ax.imshow(image)
             top = vmax if vmax is not None else max(float(shown.max()), 1e-8)
             im = ax.imshow(shown, cmap="jet", alpha=0.5, vmin=0.0, vmax=top, interpolation="nearest")
