@@ -16,8 +16,7 @@ from pathlib import Path
 
 from sfc_core.config import Config, read_changes
 
-# The resolution of the figures a notebook displays (its outputs; the PNGs written to the
-# figures folder keep plots.save_figure's). run_all.sh sets it so the executed copies stay small.
+# The resolution of the figures a notebook displays (not of the PNGs written): keeps executed copies small.
 FIGURE_DPI_ENV = "SFC_FIGURE_DPI"
 MAX_COPY_BYTES = 2 * 1024 * 1024     # the size an executed copy in docs/notebooks/ must stay under
 REWRITTEN = re.compile(r"[^\n]*\r(?=[^\n])")   # a line's text up to a carriage return that rewrites it

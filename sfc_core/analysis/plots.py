@@ -30,8 +30,7 @@ from sfc_core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from sfc_core.masks import IGNORE, cam_overlay
 from sfc_core.run_dir import RunDir
 
-# Published results quoted from docs/published.md, shown beside the kit's own numbers and
-# always labelled "published": they are other people's measurements, not this kit's output.
+# Published results quoted from docs/published.md, always labelled "published" (not this kit's output).
 PUBLISHED: list[dict[str, Any]] = [
     {"source": "SFC (AAAI 2024), published", "what": "CAM seeds (fused CAM)", "split": "VOC train", "mIoU %": 64.7},
     {"source": "SFC (AAAI 2024), published", "what": "final segmentation (DeepLab, ResNet-101)", "split": "VOC val", "mIoU %": 71.2},

@@ -39,8 +39,7 @@ from sfc_core.data.prepare_coco import prepare_coco
 from sfc_core.errors import SfcError
 from sfc_core.pool import pool_map
 
-# The published MD5 of each official archive (the same values torchvision's VOC and SBD
-# datasets check), keyed by what the archive is.
+# The published MD5 of each official archive (as torchvision's VOC and SBD datasets check).
 PUBLISHED_MD5 = {"voc": ("VOCtrainval_11-May-2012.tar", "6cd6e144f989b92b3379bac3b3de84fd"),
                  "sbd": ("benchmark.tgz", "82b4d87ceb2ed10f6038a1cba92111cb")}
 # What the official downloads give (docs/reference.md 1.1).

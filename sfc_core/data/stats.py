@@ -14,8 +14,7 @@ from sfc_core.data.dataset import VOC_CLASSES, SegmentationDataset
 from sfc_core.errors import SfcError
 from sfc_core.method.coefficients import bank_extra, default_second_counts, distribution_coefficients
 
-# The reference's b_k ("ben", docs/reference.md 3.4), reordered from its frequency order into
-# VOC class order (aeroplane ... tvmonitor).
+# The reference's b_k ("ben", docs/reference.md 3.4), reordered into VOC class order.
 VOC_REFERENCE_SECOND_COUNTS = np.array(
     [7536, 7698, 8062, 8032, 8134, 9036, 12784, 11044, 13956, 11118,
      7582, 13316, 8308, 7792, 66642, 7626, 10524, 7726, 7704, 7536], dtype=np.float64)

@@ -31,8 +31,7 @@ from sfc_core.method.losses import SfcObjective
 from sfc_core.method.network import SfcNet
 
 ARCHITECTURE = "sfc"   # recorded in checkpoints and checked when loading
-# The authors' ImageNet files (torchvision's older release of the same IMAGENET1K_V1 weights,
-# the same keys): torchvision no longer looks for them, but they load through --set.
+# The authors' ImageNet files (torchvision's older release of the same weights): they load through --set.
 AUTHORS_IMAGENET_FILES = {"resnet50": "resnet50-19c8e357.pth", "resnet101": "resnet101-5d3b4d8f.pth"}
 
 
