@@ -85,8 +85,7 @@ def source_link(name: str) -> str:
 
 def publish_executed(executed: str | Path, out: str | Path, names: list[str],
                      root: str | Path = ".") -> list[tuple[Path, int]]:
-    """Copy the executed notebooks ``names`` to ``out``: ``copy_link`` replaced by ``source_link``,
-    streams coalesced, paths under ``root`` made relative; returns (copy, bytes) of each."""
+    """Copy executed notebooks ``names`` to ``out``, links swapped, streams coalesced, paths relative."""
     prefix = f"{Path(root).resolve()}/"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

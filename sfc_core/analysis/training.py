@@ -144,8 +144,7 @@ def loss_png(records: list[dict[str, float]], title: str) -> bytes:
 @contextmanager
 def live_losses(metrics: str | Path, every: float = 2.0, handle: Any = None,
                 title: str = "training losses, as logged") -> Iterator[Any]:
-    """While the block runs, the loss curves of ``metrics`` (metrics.jsonl) redrawn every ``every``
-    seconds and at the end into ``handle`` (default: an IPython display); an interrupt stops both."""
+    """While the block runs, ``metrics``' loss curves redrawn every ``every`` seconds into ``handle``."""
     if handle is None:
         from IPython.display import Markdown, display
 
