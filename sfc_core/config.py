@@ -29,8 +29,8 @@ from sfc_core.errors import SfcError
 
 @dataclass(frozen=True)
 class Limit:
-    """Numbers in [low, high] (``low_open``/``high_open``: that end excluded), or, with
-    ``choices``, one of those strings. ``ordered``: a (low, high) pair, first <= second."""
+    """Numbers in [low, high] (``low_open``/``high_open``: that end excluded), or one of ``choices``;
+    ``ordered``: a (low, high) pair, first <= second."""
 
     low: float = -math.inf
     high: float = math.inf

@@ -104,7 +104,7 @@ def _wait_for_idle_kernel(base: str, token: str, timeout: float = 180) -> None:
 
 @contextmanager
 def explorer_page(run: RunDir, workdir: Path) -> Iterator[object]:
-    """A playwright page of JupyterLab that ran notebook 04 on ``run``, the explorer drawn."""
+    """A playwright page of JupyterLab that ran notebook 04 on ``run`` (figures into ``workdir``)."""
     import papermill
     from playwright import sync_api
 

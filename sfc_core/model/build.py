@@ -36,10 +36,8 @@ AUTHORS_IMAGENET_FILES = {"resnet50": "resnet50-19c8e357.pth", "resnet101": "res
 
 
 def build_backbone(name: str, weights: str = "none", weights_key: str = "model.backbone_weights") -> Backbone:
-    """The registered backbone ``name`` (``method.backbones.BACKBONES``) with ``weights``:
-    "imagenet" (the ResNets: torchvision's IMAGENET1K_V1, from torch's hub cache or a download),
-    a state-dict path (torchvision's layout for the ResNets, e.g. the authors' older file), or
-    "none". ``weights_key``: the config field they came from, named in each error's fix."""
+    """The registered backbone ``name`` with ``weights``: "imagenet" (torchvision's, the ResNets),
+    a state-dict path, or "none"; ``weights_key`` (the config field) is named in each error's fix."""
     if name not in BACKBONES:
         raise SfcError(f"unknown backbone {name!r}", fix=f"set model.backbone to one of: {', '.join(BACKBONES)}")
     if weights == "imagenet" and name in AUTHORS_IMAGENET_FILES:
@@ -139,9 +137,8 @@ def multiscale_cams_batch(model: SfcNet, images: list[torch.Tensor], labels: tor
 # -- inference copies ----------------------------------------------------------------------
 
 def fold_batchnorms(module: nn.Module) -> nn.Module:
-    """``module`` (eval mode) with each BatchNorm that directly follows a convolution folded
-    into it, in place (same function up to rounding): ``convN``/``bnN`` pairs of a block and
-    Conv2d + BatchNorm2d in an ``nn.Sequential``; each BatchNorm becomes an ``nn.Identity``."""
+    """``module`` (eval mode) with each BatchNorm right after a convolution (``convN``/``bnN``
+    of a block, or in an ``nn.Sequential``) folded into it, in place; the BatchNorm becomes Identity."""
     if module.training:
         raise ValueError("fold_batchnorms is for a network in eval mode (its BatchNorms use running statistics)")
     for parent in list(module.modules()):
