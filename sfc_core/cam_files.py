@@ -5,9 +5,8 @@
     prototype    float16 (K', H, W)   max-normalised prototype CAM
     size         int64 (2,) = (H, W);  num_classes  int64 () = C of the run's class list
 
-``CAM_KINDS`` is the one registry of kinds: the stored maps and the kinds derived from them
-(``register_kind``); every later stage, table and the explorer iterate it. No background rule
-is baked in (docs/reference_quirks.md, quirk 23): ``method.fusion`` applies it on reading.
+``CAM_KINDS`` is the one registry of kinds (stored and derived, ``register_kind``); every later
+stage iterates it. No background rule is baked in (quirk 23): ``method.fusion`` applies it.
 """
 from __future__ import annotations
 
@@ -29,8 +28,7 @@ CAM_FIELDS = ("keys", *STORED_MAPS, "size", "num_classes")
 
 @dataclass(frozen=True)
 class CamKind:
-    """A CAM kind: ``make(maps)`` (or ``make(maps, lam)`` when ``swept``: eval-cams sweeps lam
-    over cams.lambda_sweep) gives its (K', ...) map from a record's named maps."""
+    """A CAM kind: ``make(maps)`` (``make(maps, lam)`` when ``swept``) -> its (K', ...) map."""
 
     make: Callable[..., np.ndarray]
     swept: bool = False
@@ -49,8 +47,7 @@ register_kind("fused", lambda maps, lam: fuse(maps["classifier"], maps["prototyp
 
 @dataclass
 class CamRecord:
-    """One image's saved CAMs: ``maps`` {name: float32 (K', H, W)}, rows follow ``keys`` (int64
-    (K',): 0 then the image's classes); ``num_classes``: C of the run's class list."""
+    """One image's CAMs: ``maps`` {name: float32 (K', H, W)} over ``keys`` (K',); C = num_classes."""
 
     image_id: str
     keys: np.ndarray

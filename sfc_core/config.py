@@ -29,8 +29,8 @@ from sfc_core.errors import SfcError
 
 @dataclass(frozen=True)
 class Limit:
-    """Numbers in [low, high] (``low_open``/``high_open``: that end excluded), or, with
-    ``choices``, one of those strings. ``ordered``: a (low, high) pair, first <= second."""
+    """Numbers in [low, high] (``low_open``/``high_open``: that end excluded), or one of ``choices``;
+    ``ordered``: a (low, high) pair, first <= second."""
 
     low: float = -math.inf
     high: float = math.inf
@@ -89,8 +89,7 @@ DEVICE_FORM = "auto, cpu, cuda or cuda:N"
 
 @dataclass
 class RuntimeConfig:
-    """Where and how fast every stage runs (SFC, IRN and step-3 training, CAMs, refinement),
-    and the seed every trainer starts from."""
+    """Where and how every stage runs (devices, precision, workers), and the trainers' seed."""
 
     device: str = "auto"                  # "auto" | "cpu" | "cuda" | "cuda:N" (check_device)
     amp: bool = True                      # mixed precision of the trainers on GPU (bf16 on compute
@@ -272,8 +271,7 @@ AUTO_KEYS = {"runtime.num_workers"}      # "auto" or a number within the key's l
 
 
 def check_value(key: str, value: Any) -> Any:
-    """``value`` if ``LIMITS[key]`` allows it (or the key has no limit), else SfcError naming
-    the key, the value and the allowed range."""
+    """``value`` if ``LIMITS[key]`` allows it (or has none), else SfcError naming key, value, range."""
     if key in DEVICE_KEYS:
         return check_device(value, key)
     if key in AUTO_KEYS:
@@ -284,21 +282,16 @@ def check_value(key: str, value: Any) -> Any:
     if limit is None:
         return value
     allowed = limit.describe(many=isinstance(value, tuple))
-    if not all(math.isfinite(v) for v in _numbers(value)):     # inf passes ">= 0"
+    items = value if isinstance(value, tuple) else (value,)
+    if not all(math.isfinite(v) for v in items if isinstance(v, float)):     # inf passes ">= 0"
         raise SfcError(f"{key}={_show(value)} is not a finite number", fix=f"set {key} to {allowed} (finite)")
     if not limit.allows(value):
         raise SfcError(f"{key}={_show(value)} is not allowed: {key} must be {allowed}", fix=f"set {key} to {allowed}")
     return value
 
 
-def _numbers(value: Any) -> list[float]:
-    """The floats in a value or a tuple of values."""
-    return [v for v in (value if isinstance(value, tuple) else (value,)) if isinstance(v, float)]
-
-
 def check_device(name: str, source: str = "the device") -> str:
-    """``name`` if it is a device string the kit accepts (auto, cpu, cuda, cuda:N), else
-    SfcError naming ``source`` (the key or flag it came from)."""
+    """``name`` if the kit accepts it (auto, cpu, cuda, cuda:N), else SfcError naming ``source``."""
     kind, colon, index = str(name).partition(":")
     if (kind in ("auto", "cpu") and not colon) or (kind == "cuda" and (not colon or index.isdigit())):
         return name
@@ -437,14 +430,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     return value
 
 
-# Presets: dotted overrides on the VOC defaults above, one short reason per line; the
-# measurements behind the synthetic values are in docs/synthetic.md ("The synthetic presets'
-# values"). A preset named in PRESET_BASES starts from that preset's overrides.
-# Step 3 of the `voc` preset: DeepLab-v2 ResNet-101 as kazuto1011/deeplab-pytorch trains it on VOC
-# (configs/voc12.yaml, main.py), the network the SFC authors' step 3 points to. Its init, a
-# COCO-pretrained DeepLab-v1 converted from Caffe, cannot be had offline: torchvision's ImageNet
-# ResNet-101 instead (with torchvision's normalisation, not the Caffe BGR means), so expect lower
-# figures than a COCO-initialised run. The kit's lr is the head's: backbone = lr x backbone_lr_mult.
+# Presets: dotted overrides on the VOC defaults above, one short reason per line (the evidence
+# for the synthetic values: docs/synthetic.md); a preset in PRESET_BASES starts from its base's.
+# Step 3 of `voc`: DeepLab-v2 ResNet-101 as kazuto1011/deeplab-pytorch trains it (configs/voc12.yaml,
+# main.py), from torchvision's ImageNet ResNet-101 (its COCO-pretrained Caffe init is not to be had
+# offline). The kit's lr is the head's: backbone = lr x backbone_lr_mult.
 DEEPLAB_V2_VOC: dict[str, Any] = {
     "segment.network": "deeplabv2_resnet101",   # MODEL.NAME DeepLabV2_ResNet101_MSC, ATROUS_RATES 6/12/18/24
     "segment.crop_size": 321,             # IMAGE.SIZE.TRAIN (SIZE.TEST 513 is unused by its test: whole images)
@@ -491,7 +481,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "train.new_layer_lr_mult": 1.0,
         "train.weight_decay": 1e-4,
         "train.batch_size": 32,
-        "train.epochs": 12,               # 744 steps: 20 epochs cost 1.7x for no CAM gain
+        "train.epochs": 12,               # more epochs gave no CAM gain
         "train.val_every": 0,
         "train.checkpoint_every": 100,
         # upsampled 12x12 CAMs are wide: their best thresholds lie at 0.7-0.8, above VOC's sweep
@@ -513,34 +503,29 @@ PRESETS: dict[str, dict[str, Any]] = {
         "segment.crop_size": 64,          # 96 px images rescaled by 0.5-2.0, cut to 64 px
         "segment.backbone_lr_mult": 1.0,  # from scratch: one learning rate for all layers
         "segment.lr": 0.1,
-        "segment.iterations": 500,        # 4 epochs of 2,000 images; keeps run_all.sh near 15 minutes
+        "segment.iterations": 500,        # 4 epochs of 2,000 images
         "segment.eval_scales": (0.75, 1.0, 1.25),
         "segment.checkpoint_every": 100,
     },
-    # The paper's recipe (the `voc` values) on a backbone pretrained on the synthetic
-    # pretraining set (sfc_core/pretrain.py), as VOC's starts from ImageNet; what scales with
-    # the 96 px images (crop, resize range, CAM grid, CRF/IRN spatial constants) comes from
-    # `synthetic`, and so does the optimiser (AdamW 2e-3 one-cycle: SGD's constants gave 35.0
-    # against 43.1). The measurements behind each line: docs/synthetic.md, "The paper's recipe
-    # on a pretrained backbone" and "Four epochs instead of six".
+    # The paper's recipe (the `voc` values) on a backbone pretrained on the synthetic pretraining
+    # set (model/pretrained.py); what scales with the 96 px images, and the optimiser, come from
+    # `synthetic` (docs/synthetic.md, "The paper's recipe on a pretrained backbone").
     "synthetic-paper": {
         "model.backbone_weights": "pretrain",   # made once; frozen BN, stem, layer1, layer2 (voc)
-        "model.pcm": False,               # PCM (SEAM's, not SFC's) flattens these CAMs: SFC 26.3 -> 10.5
+        "model.pcm": False,               # PCM (SEAM's, not SFC's) flattens these CAMs
         "model.seed_background_scale": 4.0,   # seeds at fg > 0.8, these broad CAMs' best threshold
         "train.batch_size": 16,           # voc: 16 + 4 bank draws
-        "train.epochs": 4,                # voc: 6; 4 fit the default run's 10 minutes, every fix target met
-        # widened (voc's lambdas stop at 1.0, where SFC's fused CAM chose it on every seed); the
-        # largest is still chosen on every reporting seed: the fused CAM's best is the prototype
-        # CAM itself (lambda -> infinity); docs/synthetic.md, "The reporting seeds"
+        "train.epochs": 4,                # voc: 6; 4 meet every fix target
+        # widened past voc's 1.0: the fused CAM's best is the prototype CAM itself (lambda -> infinity)
         "cams.lambda_sweep": (0.0, 0.1, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0),
-        # to 0.99: the baseline's prototype CAM chose 0.95, then the top, on reporting seeds 104, 109
+        # to 0.99: the baseline's prototype CAM chose the top of shorter sweeps
         "cams.threshold_sweep": (0.1, 0.2, 0.3, 0.4, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95,
                                  0.975, 0.99),
         "refine.method": "crf",           # IRN's masks scored below the CAMs they start from, the CRF's above
         "refine.irn_backbone_weights": "pretrain",  # IRN's own frozen pretrained backbone (voc: ImageNet)
         "refine.walk_exp_times": 5,       # voc's 2^8 steps on a 128-cell grid; 48 cells here
         "refine.walk_bg_constant": 0.25,  # voc
-        "segment.batch_size": 8,          # `synthetic`: 16; half the CPU, mIoU within 0.3
+        "segment.batch_size": 8,          # `synthetic`: 16; half the CPU, same mIoU
     },
     "synthetic-smoke": {                  # the synthetic preset, small enough for tests
         "data.synthetic_size": "smoke",
@@ -596,18 +581,14 @@ def parse_overrides(items: list[str] | None) -> dict[str, str]:
 
 
 def read_changes(config_file: str | Path | None, overrides: list[str] | None) -> tuple[str | None, dict[str, Any]]:
-    """(the file's preset or None, its dotted overrides updated by the ``--set`` items): a
-    ``--config FILE`` (``read_config_file``) and ``--set`` pair as the CLI and notebooks take them."""
+    """(the ``--config`` file's preset or None, its dotted overrides updated by the ``--set`` items)."""
     preset, changes = read_config_file(config_file) if config_file else (None, {})
     return preset, {**changes, **parse_overrides(overrides)}
 
 
 def read_config_file(path: str | Path) -> tuple[str | None, dict[str, Any]]:
-    """(preset or None, dotted overrides) of a ``--config`` file.
-
-    The file is a saved config.json (sections of fields, e.g. a run's), a JSON object of dotted
-    keys (``{"train.lr": 0.01}``), or text lines ``SECTION.FIELD=VALUE`` (``#`` comments).
-    """
+    """(preset or None, dotted overrides) of a ``--config`` file: a saved config.json, a JSON
+    object of dotted keys, or lines ``SECTION.FIELD=VALUE`` (``#`` comments)."""
     path = Path(path)
     fix = "give a run's config.json, a JSON object of SECTION.FIELD keys, or lines SECTION.FIELD=VALUE"
     try:

@@ -27,10 +27,8 @@ def crf_labels(image: np.ndarray, label_maps: Sequence[np.ndarray], n_labels: in
                cfg: RefineConfig) -> list[np.ndarray]:
     """Smooth hard label maps of one image with a fully connected CRF (Krähenbühl and Koltun).
 
-    image: uint8 (H, W, 3) RGB; label_maps: int (H, W) maps in [0, n_labels). Returns one
-    int64 (H, W) per map. Unary from the hard labels (``cfg.crf_label_confidence`` for the
-    given label), Gaussian and bilateral pairwise terms (built once for every map), mean-field
-    iterations, arg-max; constants from ``cfg`` (reference: 10 it., 3/3, 50/5/10, 0.7)."""
+    image: uint8 (H, W, 3) RGB; label_maps: int (H, W) in [0, n_labels) -> one int64 (H, W)
+    per map. Pairwise terms built once for every map; constants from ``cfg``."""
     height, width = image.shape[:2]
     if n_labels < 2:  # nothing to choose between
         return [np.zeros((height, width), np.int64) for _ in label_maps]
@@ -51,11 +49,8 @@ def crf_labels(image: np.ndarray, label_maps: Sequence[np.ndarray], n_labels: in
 
 def confident_labels(image: np.ndarray, fg_scores: np.ndarray, bg_scores: np.ndarray,
                      keys: np.ndarray, cfg: RefineConfig) -> np.ndarray:
-    """Confident labels uint8 (H, W) from two score maps, each arg-maxed and CRF-smoothed.
-
-    image: uint8 (H, W, 3); fg_scores, bg_scores: (K', H, W) over ``keys`` (K',) (0, then the
-    present classes), favouring foreground and background. A class where ``fg_scores`` says
-    so, 0 where both say background, 255 elsewhere."""
+    """Confident labels uint8 (H, W): a class where ``fg_scores`` says so, 0 where both
+    say background, 255 elsewhere. fg_scores, bg_scores: (K', H, W) over ``keys`` (K',)."""
     keys = np.asarray(keys, np.int64)
     fg, bg = (keys[smooth] for smooth in crf_labels(image, [fg_scores.argmax(0), bg_scores.argmax(0)],
                                                      len(keys), cfg))
@@ -65,15 +60,13 @@ def confident_labels(image: np.ndarray, fg_scores: np.ndarray, bg_scores: np.nda
 
 
 def rule_scores(cam: np.ndarray, background: str, threshold: float | None = None) -> np.ndarray:
-    """(K', ...) -> (K', ...): channel 0 replaced by the background score of a rule, so the
-    arg-max over channels is ``method.fusion.label_rows`` (ties to background)."""
+    """(K', ...) with channel 0 a rule's background score: its arg-max is ``fusion.label_rows``'s."""
     return np.concatenate([background_score(cam, background, threshold)[None], cam[1:]])
 
 
 def confidence_scores(fused: np.ndarray, cfg: RefineConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The foreground- and background-favouring (K', H, W) score maps of ``cfg.relation_rule``
-    from the fused CAM (K', H, W) at ``cfg.relation_lambda`` (a weighted mean: the reference's
-    sum of pad-tricked maps is a positive multiple of these scores, the same arg-max)."""
+    """The foreground- and background-favouring (K', H, W) scores of ``cfg.relation_rule`` from
+    the fused CAM at ``cfg.relation_lambda`` (the reference's arg-max)."""
     if cfg.relation_rule == "reference":
         fg_scores = rule_scores(fused, "reference")
         bg_scores = fg_scores.copy()           # explicit copy (quirk 27: no aliasing)

@@ -31,9 +31,7 @@ def _field(key: str, doc: str | None = None) -> property:
 
 @dataclass(frozen=True)
 class Calibration:
-    """Over-/under-activation of one CAM kind: per-class activation ratio (predicted / GT
-    area), false-positive and false-negative shares, the Spearman correlation of the ratio
-    with log training-image count, and the mean ratio of the most / least frequent classes."""
+    """Over-/under-activation of one CAM kind: activation ratio, FP / FN shares, Spearman, head / tail."""
 
     activation_ratio: dict[str, float | None]
     fp_share: dict[str, float | None]
@@ -53,8 +51,7 @@ class Calibration:
 
 @dataclass(frozen=True)
 class EvaluationFile:
-    """What every evaluation file holds: its JSON ``data``, the list it scores (``list_name``,
-    ``num_images``) and the record of what made it (``made_from``)."""
+    """An evaluation file: its JSON ``data``, the list it scores and ``made_from``."""
 
     data: dict[str, Any]
     list_name = _field("list")
@@ -67,8 +64,7 @@ class EvaluationFile:
 
 @dataclass(frozen=True)
 class CamEval(EvaluationFile):
-    """cam_eval.json: a row per CAM kind at the settings chosen on the evaluation list (tuned on
-    it), and the authors' protocol (a fixed rule: the rows to compare with the paper)."""
+    """cam_eval.json: a row per CAM kind tuned on the evaluation list, and the authors' protocol."""
 
     classes = _field("classes", "Every class the rows score, background first.")
     image_counts = _field("image_counts", "Training images per foreground class (``image_counts_list``).")
@@ -81,8 +77,7 @@ class CamEval(EvaluationFile):
         return list(self.data["rows"])
 
     def row(self, kind: str) -> dict[str, Any]:
-        """The row of ``kind`` tuned on the list it reports: threshold, lambda, miou, iou /
-        precision / recall per class, reference_rule."""
+        """The row of ``kind`` tuned on the list it reports (threshold, lambda, miou, per class)."""
         return self.data["rows"][kind]
 
     def miou(self, kind: str) -> float | None:
@@ -96,17 +91,14 @@ class CamEval(EvaluationFile):
         return self.row(kind)["reference_rule"]["miou"]
 
     def authors_protocol(self, kind: str) -> dict[str, Any]:
-        """The row of ``kind`` ("prototype" or "fused") under the authors' fixed rule, nothing
-        chosen on the list: lambda, miou, iou / precision / recall per class. The row to compare
-        with the paper; ``row`` is tuned on the list it reports."""
+        """The row of ``kind`` under the authors' fixed rule: the one to compare with the paper."""
         return self.data["authors_protocol"]["rows"][kind]
 
     def authors_miou(self, kind: str) -> float | None:
         return self.authors_protocol(kind)["miou"]
 
     def setting(self, kind: str) -> dict[str, Any]:
-        """What eval-cams chose for ``kind``, as ``cam_files.predict_mask``'s keyword arguments:
-        ``{"kind", "lam", "background": "threshold", "threshold"}``."""
+        """What eval-cams chose for ``kind``, as ``cam_files.predict_mask``'s keyword arguments."""
         row = self.row(kind)
         return {"kind": kind, "lam": row["lambda"] or 0.0, "background": row["background"],
                 "threshold": row["threshold"]}
@@ -122,8 +114,7 @@ class CamEval(EvaluationFile):
         return Calibration.from_dict(self.data["calibration"][kind])
 
     def sweep(self, rule: str = "threshold_rule") -> dict[str, Any]:
-        """mIoU per variant ("classifier", "prototype", "fused@<lambda>", ...): a list over
-        ``thresholds`` for the threshold rule, one number for the reference rule."""
+        """mIoU per variant: a list over ``thresholds`` (threshold rule) or one number (reference)."""
         return self.data["sweep"][rule]
 
     @property
@@ -152,8 +143,7 @@ class SegEval(EvaluationFile):
         return self.data["methods"][name]
 
     def scores(self, name: str, uncertain: str = "background") -> dict[str, Any]:
-        """miou and per-class iou / precision / recall of ``name``'s masks, their uncertain (255)
-        pixels counted as background (the reference) or as ignored."""
+        """miou and per-class scores of ``name``'s masks, 255 counted as background or ignored."""
         if uncertain not in ("background", "ignored"):
             raise ValueError(f"uncertain must be 'background' or 'ignored', not {uncertain!r}")
         return self.method(name)["uncertain_as_background" if uncertain == "background" else "uncertain_ignored"]

@@ -1,12 +1,10 @@
 """The evaluation stages: CAMs (`eval-cams`) and pseudo masks (`eval-seg`).
 
-`eval_cams` scores every registered CAM kind (``cam_files.CAM_KINDS``; a swept kind at every
-lambda) at every background threshold and under the reference's "0.4 pad" rule, from one read
-of each image. Two kinds of rows: the authors' protocol (their eval_cam.py's fixed rule: the
-rows to compare with the paper) and rows tuned on the list they report (optimistic); held-out
-CAMs are scored at those settings. Calibration per class: activation ratio, FP / FN shares,
-Spearman of the ratio with log training-image count. `eval_seg` scores the pseudo masks, their
-uncertain (255) pixels as background (the reference) and as ignored. Scores are fractions.
+`eval_cams` scores every CAM kind (``cam_files.CAM_KINDS``) at every background threshold and
+under the reference's "0.4 pad" rule, from one read of each image: the authors' protocol (the
+rows to compare with the paper), rows tuned on the list (optimistic), held-out rows at those
+settings, and calibration per class. `eval_seg` scores the pseudo masks, uncertain (255)
+pixels as background (the reference) and as ignored. Scores are fractions.
 """
 from __future__ import annotations
 
@@ -49,17 +47,14 @@ from sfc_core.run_lock import claims_run
 
 
 def cam_variants(lambdas: Sequence[float]) -> list[tuple[str, float]]:
-    """The maps a CAM evaluation scores: (kind, lambda) per registered kind, a swept kind at
-    every lambda."""
+    """The maps a CAM evaluation scores: (kind, lambda) per kind, a swept kind at every lambda."""
     return [(kind, float(lam)) for kind, spec in CAM_KINDS.items() for lam in (lambdas if spec.swept else [0.0])]
 
 
 def image_confusions(record: CamRecord, gt: np.ndarray, num_classes: int, lambdas: Sequence[float],
                      thresholds: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """All confusions one image adds to a CAM evaluation: int64 (M, T, K, K) for the threshold
-    rule at every (ascending) threshold and (M, K, K) for the reference rule, M =
-    len(cam_variants(lambdas)), K = num_classes (background included). gt: uint8 (H, W), 255 =
-    ignore; its pixels are dropped once, before any kind is made."""
+    """All confusions one image adds to a CAM evaluation: int64 (M, T, K, K) (threshold rule,
+    ascending thresholds) and (M, K, K) (reference rule), M maps, K = C + 1; gt uint8 (H, W), 255 ignored."""
     valid = gt.ravel() != IGNORE
     gt_valid = gt.ravel()[valid]
     rows = len(record.keys)
@@ -98,8 +93,7 @@ def _read_gt(dataset: SegmentationDataset, image_id: str, shape: tuple[int, ...]
 def accumulate_cam_confusions(run: RunDir, dataset: SegmentationDataset, list_name: str,
                               num_foreground: int, lambdas: Sequence[float], thresholds: Sequence[float]
                               ) -> tuple[np.ndarray, np.ndarray]:
-    """Sum of `image_confusions` over a list: int64 (M, T, K, K) and (M, K, K), K = C + 1.
-    num_foreground: C, the run's class count (CAM files made for another count are refused)."""
+    """Sum of `image_confusions` over a list, K = C + 1 (CAM files of another C refused)."""
     ids = dataset.ids(list_name)
     check_cams(run, ids, list_name)
     _check_masks(dataset, ids, list_name)
@@ -150,9 +144,7 @@ def _variant_index(kind: str, lam: float | None, lambdas: Sequence[float]) -> in
 
 def choose_settings(sweep_miou: np.ndarray, lambdas: Sequence[float],
                     thresholds: Sequence[float]) -> dict[str, tuple[float | None, float]]:
-    """Per kind, the (lambda, threshold) with the best mIoU (lambda None for a kind not swept;
-    the first best on ties: the lowest threshold and lambda). sweep_miou: (M, T) mIoU of every
-    map of `cam_variants(lambdas)` at every threshold."""
+    """Per kind, the (lambda, threshold) of the best mIoU of sweep_miou (M, T); ties: lowest."""
     miou = np.where(np.isfinite(sweep_miou), sweep_miou, -1.0)
     variants, best = cam_variants(lambdas), {}
     for kind, spec in CAM_KINDS.items():
@@ -168,9 +160,7 @@ AUTHORS_PROTOCOL = ("the authors' eval_cam.py rule: background + 0.4 against 2 x
 
 def authors_protocol(by_reference: np.ndarray, lambdas: Sequence[float], reference_lambda: float,
                      names: Sequence[str]) -> dict[str, Any]:
-    """The rows to compare with the paper: the prototype CAM under the 0.4 rule (what the
-    authors' eval_cam.py scores; their released log: 63.1) and the fused CAM at the configured
-    ``reference_lambda`` under the same rule (the paper's fused seeds: 64.7)."""
+    """The paper's rows: the prototype and fused CAMs under the authors' 0.4 rule (eval_cam.py)."""
     fused = by_reference[_variant_index("fused", reference_lambda, lambdas)]
     return {"rule": AUTHORS_PROTOCOL,
             "rows": {"prototype": {"lambda": None, **scores(by_reference[_variant_index("prototype", None, lambdas)], names)},
@@ -180,10 +170,8 @@ def authors_protocol(by_reference: np.ndarray, lambdas: Sequence[float], referen
 def cam_rows(by_threshold: np.ndarray, by_reference: np.ndarray, lambdas: Sequence[float],
              thresholds: Sequence[float], settings: dict[str, tuple[float | None, float]],
              reference_lambda: float, names: Sequence[str], counts: np.ndarray) -> dict[str, Any]:
-    """A row per kind at the given settings (tuned on the list), the reference rule beside each
-    (a swept kind at `reference_lambda`), the calibration block and the authors' protocol.
-    by_threshold (M, T, K, K), by_reference (M, K, K): `accumulate_cam_confusions`'s for
-    `lambdas` and `thresholds`; names: K class names, background first."""
+    """A row per kind at the given settings (tuned on the list), the reference rule beside each,
+    the calibration block and the authors' protocol. by_threshold (M, T, K, K), by_reference (M, K, K)."""
     rows, calib = {}, {}
     for kind, spec in CAM_KINDS.items():
         lam, threshold = settings[kind]
@@ -216,8 +204,7 @@ CAM_EVAL_LAYOUT = 2     # 2: the authors' protocol rows
 
 
 def files_fingerprint(paths: Sequence[Path]) -> str | None:
-    """A digest of the files' names, sizes and modification times (None when one is missing):
-    an evaluation made from them is stale once any of them changes."""
+    """A digest of the files' names, sizes and mtimes (None if one is missing): staleness."""
     try:
         stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in paths]
     except OSError:
@@ -227,8 +214,7 @@ def files_fingerprint(paths: Sequence[Path]) -> str | None:
 
 def cam_eval_record(run: RunDir, cfg: Config, list_name: str, held: str | None,
                     ids: Sequence[str]) -> dict[str, Any]:
-    """What cam_eval.json is made from: the CAMs' record and files ``ids`` (evaluation list, and
-    ``held`` when scored), the sweep settings and the file's layout (``CAM_EVAL_LAYOUT``)."""
+    """What cam_eval.json is made from: the CAMs' record, file ids, sweep settings, layout."""
     return {"layout": CAM_EVAL_LAYOUT, "cams": digest(read_record(run.cams)), "cam_files": files_fingerprint([run.cam_file(i) for i in ids]),
             "list": list_name, "heldout": held, "threshold_sweep": sorted(set(cfg.cams.threshold_sweep)),
             "lambda_sweep": sorted(set(cfg.cams.lambda_sweep)), "fusion_lambda": cfg.cams.fusion_lambda}
@@ -237,10 +223,8 @@ def cam_eval_record(run: RunDir, cfg: Config, list_name: str, held: str | None,
 @claims_run()
 def eval_cams(run: str | Path | RunDir, list_name: str | None = None,
               overrides: dict | None = None) -> dict[str, Any]:
-    """Score every CAM kind on the evaluation list (and the held-out list if its CAMs exist);
-    write RUN_DIR/cam_eval.json, print the tables, return the dict. A cam_eval.json made from
-    the same CAM files and settings, with a row per registered kind, is read back instead.
-    `overrides`: dotted config keys on top of the run's config.json."""
+    """Score every CAM kind on the evaluation list (and the held-out list if its CAMs exist) into
+    RUN_DIR/cam_eval.json, print the tables, return the dict; an up-to-date file is read back instead."""
     run = RunDir(run)
     cfg, class_names, dataset = _open(run, overrides)
     list_name = list_name or cfg.data.eval_list
@@ -271,8 +255,7 @@ def eval_cams(run: str | Path | RunDir, list_name: str | None = None,
 
 def _score_cams(run: RunDir, cfg: Config, dataset: SegmentationDataset, class_names: list[str],
                 list_name: str) -> tuple[dict[str, Any], dict[str, tuple[float | None, float]]]:
-    """cam_eval.json's figures on ``list_name`` (all but ``heldout`` and ``made_from``), and
-    the (lambda, threshold) chosen per kind."""
+    """cam_eval.json's figures on ``list_name`` and the (lambda, threshold) chosen per kind."""
     names = ["background", *class_names]
     thresholds = sorted(set(cfg.cams.threshold_sweep))
     lambdas = sorted(set(cfg.cams.lambda_sweep) | {cfg.cams.fusion_lambda})
@@ -313,8 +296,7 @@ def _score_heldout(run: RunDir, cfg: Config, dataset: SegmentationDataset, resul
 
 
 def seg_eval_record(run: RunDir, method: str, ids: Sequence[str]) -> dict[str, Any]:
-    """What one method's scores in seg_eval.json are made from: its pseudo masks' record and
-    the files of the evaluation list ``ids``."""
+    """What one method's scores in seg_eval.json are made from: its masks' record and files."""
     folder = run.pseudo_masks(method)
     return {"pseudo": digest(read_record(folder.parent)),
             "files": files_fingerprint([folder / f"{i}.png" for i in ids])}
@@ -333,8 +315,7 @@ def _fresh_scores(run: RunDir, list_name: str, ids: Sequence[str]) -> dict[str, 
 
 def score_pseudo_masks(run: RunDir, dataset: SegmentationDataset, method: str, list_name: str,
                        names: Sequence[str]) -> dict[str, Any]:
-    """One method's block of seg_eval.json: its masks on ``list_name``, uncertain (255) pixels
-    scored as background and as ignored."""
+    """One method's block of seg_eval.json: uncertain (255) pixels as background and as ignored."""
     folder, k, ids = run.pseudo_masks(method), len(names), dataset.ids(list_name)
     paths = {i: folder / f"{i}.png" for i in ids}
     check_files(paths, f"pseudo mask ({method})", list_name,
@@ -361,8 +342,8 @@ def score_pseudo_masks(run: RunDir, dataset: SegmentationDataset, method: str, l
 @claims_run()
 def eval_seg(run: str | Path | RunDir, methods: Sequence[str] | None = None,
              overrides: dict | None = None) -> dict[str, Any]:
-    """Score the pseudo masks of ``methods`` (default: all the run has) on the evaluation list
-    into RUN_DIR/seg_eval.json; scores there of masks unchanged since (``made_from``) are kept."""
+    """Score the pseudo masks of ``methods`` (default: all) into RUN_DIR/seg_eval.json, keeping
+    the scores of masks unchanged since (``made_from``)."""
     run = RunDir(run)
     cfg, class_names, dataset = _open(run, overrides)
     names = ["background", *class_names]

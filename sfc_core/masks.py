@@ -53,8 +53,7 @@ def read_pseudo_mask(path: Path) -> np.ndarray:
 
 
 def cam_overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5, vmax: float = 1.0) -> np.ndarray:
-    """Blend a CAM onto an image with the jet colour map: image (H, W, 3) uint8, cam (H, W)
-    float shown on [0, vmax] (clipped) -> (H, W, 3) uint8 (1 - alpha) * image + alpha * jet."""
+    """A CAM (H, W) on [0, vmax] over an image (H, W, 3) uint8 with jet at ``alpha`` -> uint8."""
     from matplotlib import colormaps
 
     heat = colormaps["jet"](np.clip(np.asarray(cam, dtype=np.float32) / max(vmax, 1e-8), 0, 1))[..., :3]

@@ -1,11 +1,8 @@
 """Segmentation metrics from one integer confusion matrix ``conf[gt, pred]`` (K, K) summed over an
-image list, as the VOC protocol does: IoU = TP / (GT + Pred - TP) per class, mIoU their mean over
-the classes in ground truth or prediction; ground truth 255 counts for nothing. On the device:
+image list, as the VOC protocol does (ground truth 255 counts for nothing); on the device:
 ``confusion_counts`` summed over the list (and ranks), then ``confusion_from_counts`` once.
-
-Calibration (the paper's over-/under-activation): ``activation_ratio`` (predicted / GT area),
-``error_shares`` (FP and FN pixels over the union: IoU + fp + fn = 1) and ``spearman_vs_count``
-(a per-class figure against the log of the class's training image count).
+Calibration (the paper's over-/under-activation): ``activation_ratio``, ``error_shares`` and
+``spearman_vs_count``.
 """
 from __future__ import annotations
 
@@ -35,11 +32,8 @@ def _as_uint8(labels: np.ndarray, what: str) -> np.ndarray:
 
 
 def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.ndarray:
-    """Pixel counts int64 (K, K) ``conf[g, p]`` of ground-truth class g predicted as p.
-
-    pred, gt: integer arrays of one shape, values 0..K-1 (gt may also be 255 = ignore, where
-    pred may be anything). One ``np.bincount`` over ``gt * K + pred``: ignore pixels land past
-    row K-1 and are dropped, out-of-range ground truth lands in rows K..254 and is reported."""
+    """Pixel counts int64 (K, K) ``conf[g, p]``; pred, gt one shape in 0..K-1 (gt 255 =
+    ignore); out-of-range ground truth is reported."""
     pred, gt = _as_uint8(pred, "prediction"), _as_uint8(gt, "ground truth")
     if pred.shape != gt.shape:
         raise SfcError(f"prediction shape {pred.shape} differs from ground truth {gt.shape}",
@@ -58,12 +52,8 @@ def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> np.n
 
 
 def confusion_counts(pred: torch.Tensor, gt: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """``confusion_matrix``'s pixel counts on the tensors' device, for ``confusion_from_counts``.
-
-    pred: integer (...) class indices 0..K-1 (not checked: that would read the device); gt:
-    uint8 (...) on the same device, 0..K-1 or 255 = ignore. Returns int64 (256 * K,): the
-    counts of ``gt * K + pred`` (one ``torch.bincount``), ignore and out-of-range ground truth
-    included, so sums over images and ranks stay exact and the check waits for the host read."""
+    """``confusion_matrix``'s counts on the device: int64 (256 * K,) of ``gt * K + pred``,
+    ignore included, so sums over images and ranks stay exact and the check waits for the host."""
     if pred.shape != gt.shape:
         raise SfcError(f"prediction shape {tuple(pred.shape)} differs from ground truth {tuple(gt.shape)}",
                        fix="resize the prediction to the ground-truth mask's size")
@@ -72,9 +62,8 @@ def confusion_counts(pred: torch.Tensor, gt: torch.Tensor, num_classes: int) -> 
 
 
 def confusion_from_counts(counts: np.ndarray | torch.Tensor, num_classes: int) -> np.ndarray:
-    """The int64 (K, K) confusion ``conf[g, p]`` from bincounts of ``gt * K + pred`` (at least
-    255 * K long: ``confusion_counts``, summed; on any device, read once). Ignore pixels
-    (row 255) are dropped; SfcError when ground truth has values in K..254."""
+    """The int64 (K, K) confusion from summed ``confusion_counts`` (read once); row 255
+    (ignore) dropped, SfcError for ground truth in K..254."""
     k = num_classes
     counts = counts.cpu().numpy() if isinstance(counts, torch.Tensor) else np.asarray(counts)
     if counts[k * k:IGNORE * k].any():
@@ -86,11 +75,8 @@ def confusion_from_counts(counts: np.ndarray | torch.Tensor, num_classes: int) -
 
 def threshold_confusions(fg_class: np.ndarray, fg_score: np.ndarray, gt: np.ndarray,
                          thresholds: np.ndarray, num_classes: int) -> np.ndarray:
-    """Confusions int64 (T, K, K) of the predictions ``where(fg_score > t, fg_class, 0)`` for
-    every t at once. fg_class: int (P,) the best foreground class per pixel (1..C); fg_score:
-    float (P,) its score; gt: (P,) ground truth without ignore pixels; thresholds: (T,)
-    ascending. A pixel is foreground for exactly the thresholds below its score, so one
-    bincount of (gt, class, thresholds below the score) and a cumulative sum give all T."""
+    """Confusions int64 (T, K, K) of ``where(fg_score > t, fg_class, 0)`` for every
+    ascending threshold t at once: one bincount and a cumulative sum. fg_class, fg_score, gt: (P,)."""
     k, t = num_classes, len(thresholds)
     # in the scores' dtype, so ties break as `score > t` does on those arrays
     thresholds = np.asarray(thresholds, dtype=fg_score.dtype)
@@ -144,8 +130,7 @@ def activation_ratio(conf: np.ndarray) -> np.ndarray:
 
 
 def error_shares(conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(fp_share, fn_share), float64 (K,): FP and FN pixels over the class's union (so IoU +
-    fp_share + fn_share = 1 per class)."""
+    """(fp_share, fn_share) float64 (K,) over each class's union (IoU + both = 1)."""
     conf = np.asarray(conf, dtype=np.float64)
     tp = np.diag(conf)
     union = conf.sum(0) + conf.sum(1) - tp
@@ -153,9 +138,8 @@ def error_shares(conf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def spearman_vs_count(values: np.ndarray, counts: np.ndarray) -> tuple[float, float]:
-    """Spearman correlation (rho, p-value) of a per-class figure against log image count.
-    values, counts: (C,); classes with a non-finite value or a zero count are left out; fewer
-    than 3 left (or a constant) gives (nan, nan)."""
+    """Spearman (rho, p) of a per-class figure (C,) against log image count; (nan, nan) with
+    fewer than 3 usable classes or a constant."""
     values, counts = np.asarray(values, dtype=np.float64), np.asarray(counts, dtype=np.float64)
     keep = np.isfinite(values) & (counts > 0)
     if keep.sum() < 3 or np.ptp(values[keep]) == 0 or np.ptp(counts[keep]) == 0:

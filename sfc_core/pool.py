@@ -30,8 +30,7 @@ PARENT_CHECK_SECONDS = 0.5     # how often a worker checks that its parent still
 @contextmanager
 def process_pool(processes: int, fix: str, path: str | Path | None = None,
                  threads: int | None = None) -> Iterator[ProcessPoolExecutor]:
-    """A pool of ``processes`` spawned workers (each with ``threads`` torch threads when given).
-    A dead worker ends the block in one SfcError (``path``, ``fix``)."""
+    """A pool of spawned workers (``threads`` torch threads each); a dead one is one SfcError."""
     pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_start_worker, initargs=(threads, os.getpid()))
     try:
@@ -48,8 +47,7 @@ def process_pool(processes: int, fix: str, path: str | Path | None = None,
 
 def pool_map(task: Callable[[Any], Any], items: Sequence, processes: int, desc: str, fix: str,
              path: str | Path | None = None) -> list:
-    """``[task(item) for item in items]`` with a progress bar, in ``processes`` workers (1: here).
-    ``task`` and the items must pickle; big chunks, so a task is pickled a few times per worker."""
+    """``[task(item) for item in items]`` with a progress bar in ``processes`` workers (1: here)."""
     processes = min(processes, len(items))
     with tqdm(total=len(items), desc=desc, unit="img") as bar:
         if processes <= 1:
@@ -73,8 +71,7 @@ def _start_worker(threads: int | None, parent: int) -> None:
 
 
 def _end_with_parent(parent: int) -> None:
-    """A worker's watch: exit once the process that started it is gone (killed, or its notebook
-    kernel stopped), instead of working on as an orphan."""
+    """A worker's watch: exit once the process that started it is gone (no orphans)."""
     while os.getppid() == parent:
         time.sleep(PARENT_CHECK_SECONDS)
     os._exit(1)

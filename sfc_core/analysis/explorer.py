@@ -1,10 +1,8 @@
 """The interactive CAM explorer (ipywidgets): saved CAMs under any kind, lambda and background rule.
 
-Pick an image, one of its classes, a CAM kind (a button per registered kind,
-``cam_files.CAM_KINDS``), lambda and the background rule; the overlay, the predicted mask, the
-ground truth and the image's IoU update at once, computed from the saved CAM files (no network).
-It opens at the setting eval-cams chose (``chosen_setting``); two buttons switch between that
-and the reference's rule (``reference_setting``). ``explorer_view`` is the pure function behind it.
+Pick an image, a class, a CAM kind (a button per ``cam_files.CAM_KINDS``), lambda and the rule;
+overlay, predicted mask, ground truth and IoU update from the saved CAM files. It opens at the
+setting eval-cams chose; ``explorer_view`` is the pure function behind it.
 
     CamExplorer("runs/synthetic-paper/sfc")     # last line of a cell; screenshot: explorer_browser
 """
@@ -52,8 +50,7 @@ class Setting:
 
 
 def chosen_setting(run: RunDir, cfg: Config, kind: str = "fused") -> Setting:
-    """The setting eval-cams chose for ``kind`` (``CamEval.setting``) with its mIoU on the list
-    it was chosen on; the configuration's own setting when the run has no cam_eval.json."""
+    """The setting eval-cams chose for ``kind`` and its mIoU; the config's without cam_eval.json."""
     if not run.cam_eval_json.is_file():
         return Setting(kind, cfg.cams.fusion_lambda, cfg.cams.background, cfg.cams.bg_threshold,
                        f"the configuration's setting: this run has no cam_eval.json yet "
@@ -67,8 +64,7 @@ def chosen_setting(run: RunDir, cfg: Config, kind: str = "fused") -> Setting:
 
 
 def reference_setting(run: RunDir, cfg: Config, kind: str = "fused") -> Setting:
-    """The reference's rule (bg + 0.4 against 2 x fg) at the configuration's lambda, its mIoU
-    from cam_eval.json when there is one; the (unused) threshold stays the chosen one."""
+    """The reference's rule at the config's lambda, its mIoU from cam_eval.json when there is one."""
     chosen = chosen_setting(run, cfg, kind)
     score = ""
     if run.cam_eval_json.is_file():
@@ -111,10 +107,7 @@ def png_bytes(array: np.ndarray, width: int) -> bytes:
 
 
 class CamExplorer:
-    """The widget (``self.widget``) on the images of ``list_name`` (default: the evaluation
-    list) with CAMs, opened at ``kind``'s chosen setting. The controls are attributes (``image``,
-    ``cls``, ``kind``, ``lam``, ``background``, ``threshold``, ``chosen_button``,
-    ``reference_button``) so code can move them as a user would; ``setting_line`` says where."""
+    """The widget (``self.widget``) on ``list_name``'s CAMs; its controls are attributes code can move."""
 
     def __init__(self, run: str | Path | RunDir, list_name: str | None = None, width: int = 256,
                  kind: str = "fused"):
@@ -189,8 +182,7 @@ class CamExplorer:
         self._redraw()
 
     def _at(self, setting: Setting) -> bool:
-        """Whether the controls stand at ``setting`` (a slider the browser sent back rounded
-        to its step still counts)."""
+        """Whether the controls stand at ``setting`` (a slider rounded to its step still counts)."""
         return (self.kind.value, self.background.value) == (setting.kind, setting.background) and \
             abs(self.lam.value - setting.lam) < 1e-6 and abs(self.threshold.value - setting.threshold) < 1e-6
 

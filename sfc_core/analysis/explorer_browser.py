@@ -3,11 +3,9 @@
 
     python -m sfc_core.analysis.explorer_browser --run runs/synthetic-paper/sfc --out figures/explorer_screenshot.png
 
-writes the screenshot of the explorer as it opens: at the setting eval-cams chose for the run
-(cam_eval.json), which its setting line names. It needs Debian's ``chromium`` (``apt-get install
--y chromium``; run_tests.sh installs it on CI) and the ``playwright`` package (pinned in
-pyproject.toml), pointed at that browser. tests/test_explorer_browser.py drives the same
-page (``explorer_page``).
+writes the explorer as it opens, at the setting eval-cams chose (cam_eval.json). It needs
+Debian's ``chromium`` (run_tests.sh installs it on CI) and ``playwright`` (pinned in
+pyproject.toml). tests/test_explorer_browser.py drives the same page (``explorer_page``).
 """
 from __future__ import annotations
 
@@ -54,12 +52,7 @@ def _get_json(url: str) -> object:
 
 @contextmanager
 def jupyter_lab(root: Path, home: Path) -> Iterator[tuple[str, str]]:
-    """A JupyterLab server on 127.0.0.1 serving ``root``; yields (base url, token).
-
-    Its configuration, settings and workspaces live under ``home`` (so no saved layout or
-    news prompt gets in the way); it is stopped through its own process, which is the
-    port's listener (started without a shell).
-    """
+    """A JupyterLab server on 127.0.0.1 serving ``root`` (settings under ``home``); yields (url, token)."""
     config = home / "config"
     (config / "labconfig").mkdir(parents=True)
     (config / "labconfig" / "page_config.json").write_text(json.dumps(
@@ -111,8 +104,7 @@ def _wait_for_idle_kernel(base: str, token: str, timeout: float = 180) -> None:
 
 @contextmanager
 def explorer_page(run: RunDir, workdir: Path) -> Iterator[object]:
-    """A playwright page of JupyterLab that has run notebook 04 on ``run`` (its figures into
-    ``workdir``), the explorer drawn; yields the page. workdir: an empty scratch folder."""
+    """A playwright page of JupyterLab that ran notebook 04 on ``run`` (figures into ``workdir``)."""
     import papermill
     from playwright import sync_api
 

@@ -1,9 +1,7 @@
 """Mechanism diagnostics on the synthetic dataset, which knows which pixels are a shared part.
 
 The paper's claim: a head class's CAM learns the part it shares with rarer classes and so takes
-their pixels. ``part_recall(counts, SHARED_PART)`` (does a class's prediction cover its shared
-part?) and ``lost_to_other_class`` / ``lost_to_head`` (which class took a class's pixels?) test it
-from one table over an image list, ``counts[g, part, p]``: pixels of ground-truth class g on part
+their pixels. One table over an image list tests it, ``counts[g, part, p]``: pixels of class g on
 ``part`` (0 none, 1 shared, 2 own; ``SegmentationPart/``) predicted as class p:
 
     mechanism_summary(accumulate_part_confusion(((pred, gt, read_part_mask(root, i)) ...), C + 1), groups)
@@ -73,11 +71,7 @@ def read_part_mask(root: str | Path, image_id: str) -> np.ndarray:
 
 
 def part_confusion(pred: np.ndarray, gt: np.ndarray, part: np.ndarray, num_classes: int) -> np.ndarray:
-    """Pixel counts ``counts[g, part, p]`` for one image.
-
-    pred, gt, part: integer (H, W); pred in 0..K-1, gt in 0..K-1 or 255 (ignored), part in
-    0..2. num_classes K = C + 1 (background included). Returns int64 (K, 3, K).
-    """
+    """Pixel counts int64 (K, 3, K) ``counts[g, part, p]`` of one image (gt 255 ignored), K = C + 1."""
     pred, gt, part = (np.asarray(a) for a in (pred, gt, part))
     if not pred.shape == gt.shape == part.shape:
         raise SfcError(f"shapes differ: prediction {pred.shape}, ground truth {gt.shape}, parts {part.shape}",
@@ -104,26 +98,14 @@ def accumulate_part_confusion(samples: Iterable[tuple[np.ndarray, np.ndarray, np
     return total
 
 
-def _nanmean(values: np.ndarray) -> float:
-    finite = values[np.isfinite(values)]
-    return float(finite.mean()) if finite.size else float("nan")
-
-
 def part_recall(counts: np.ndarray, part_value: int) -> np.ndarray:
-    """float64 (C,): share of each class's pixels on ``part_value`` predicted as that class.
-
-    nan for a class with no such pixels. counts: (C+1, 3, C+1) from part_confusion.
-    """
+    """float64 (C,): share of each class's pixels on ``part_value`` predicted as it (nan: none)."""
     on_part = counts[1:, part_value, :]                       # (C, C+1) gt class x pred
     return ratio(np.diagonal(on_part[:, 1:]), on_part.sum(1))
 
 
 def lost_to_other_class(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per class, (share of GT pixels predicted as another foreground class, the top taker).
-
-    Returns float64 (C,) shares (nan for a class with no GT pixels) and int64 (C,) 0-based
-    index of the foreground class that took most of them (-1 where none was taken).
-    """
+    """Per class, the share of GT pixels taken by another class (C,) and the top taker (-1: none)."""
     conf = counts.sum(1)[1:, 1:]                              # (C, C) fg gt x fg pred
     taken = conf - np.diag(np.diag(conf))
     share = ratio(taken.sum(1), counts[1:].sum((1, 2)))
@@ -132,11 +114,7 @@ def lost_to_other_class(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def lost_to_head(counts: np.ndarray, groups: Groups, part_value: int | None = None) -> np.ndarray:
-    """float64 (C,): share of each class's GT pixels predicted as its group head (nan for heads).
-
-    With ``part_value``, only the pixels on that part (SHARED_PART: does the head's CAM take
-    the part it shares with this class?).
-    """
+    """float64 (C,): share of each class's GT pixels (on ``part_value``) taken by its group head."""
     c = len(groups.class_names)
     conf = counts.sum(1) if part_value is None else counts[:, part_value, :]   # (C+1, C+1)
     share = ratio(conf[1 + np.arange(c), 1 + groups.head], conf[1:].sum(1))
@@ -144,13 +122,8 @@ def lost_to_head(counts: np.ndarray, groups: Groups, part_value: int | None = No
 
 
 def mechanism_summary(counts: np.ndarray, groups: Groups) -> dict:
-    """The figures the benchmark's targets are stated in, plus the per-class rows.
-
-    ``heads_shared_part_recall``: mean over head classes of their shared-part recall;
-    ``non_head_lost``: pixels of non-head classes predicted as another foreground class, over
-    all their GT pixels (pooled); ``non_head_lost_to_head``: the same, taken by their head;
-    ``non_head_shared_part_to_head``: the same on their shared-part pixels only.
-    """
+    """The figures the benchmark's targets are stated in (pooled over heads / non-heads),
+    plus the per-class rows."""
     c = len(groups.class_names)
     if counts.shape != (c + 1, NUM_PART_VALUES, c + 1):
         raise SfcError(f"counts have shape {counts.shape}, expected {(c + 1, NUM_PART_VALUES, c + 1)} "
@@ -161,13 +134,14 @@ def mechanism_summary(counts: np.ndarray, groups: Groups) -> dict:
     shared_to_head = lost_to_head(counts, groups, SHARED_PART)
     gt_pixels, shared_pixels = counts[1:].sum((1, 2)), counts[1:, SHARED_PART].sum(1)
     non_head = ~groups.is_head
+    heads = shared[groups.is_head][np.isfinite(shared[groups.is_head])]
 
     def pooled(share: np.ndarray, pixels: np.ndarray) -> float:
         """Pixel-weighted mean over the non-head classes."""
         return float(ratio(np.nansum(share[non_head] * pixels[non_head]), pixels[non_head].sum()))
 
     return {
-        "heads_shared_part_recall": _nanmean(shared[groups.is_head]),
+        "heads_shared_part_recall": float(heads.mean()) if heads.size else float("nan"),
         "non_head_lost": pooled(lost, gt_pixels),
         "non_head_lost_to_head": pooled(to_head, gt_pixels),
         "non_head_shared_part_to_head": pooled(shared_to_head, shared_pixels),

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from sfc_core.config import Config, read_changes
 
-# The resolution of the figures a notebook displays (its outputs; the PNGs written to the
-# figures folder keep plots.save_figure's). run_all.sh sets it so the executed copies stay small.
+# The resolution of the figures a notebook displays (not of the PNGs written): keeps executed copies small.
 FIGURE_DPI_ENV = "SFC_FIGURE_DPI"
 MAX_COPY_BYTES = 2 * 1024 * 1024     # the size an executed copy in docs/notebooks/ must stay under
 REWRITTEN = re.compile(r"[^\n]*\r(?=[^\n])")   # a line's text up to a carriage return that rewrites it
@@ -25,10 +24,7 @@ REWRITTEN = re.compile(r"[^\n]*\r(?=[^\n])")   # a line's text up to a carriage 
 
 def setup(preset: str, data_root: str, run_root: str, figures_dir: str, smoke: bool,
           config_file: str = "", overrides: Sequence[str] = ()) -> tuple[Config, Path, Path]:
-    """(config, run root, figures folder) of a notebook's parameters, printed in one line. From
-    ``notebooks/`` (Jupyter) it moves to the repository root, where run_all.sh runs. ``smoke``:
-    the ``synthetic-smoke`` preset; ``config_file`` and ``overrides`` are the CLI's ``--config``
-    and ``--set``; ``data_root``, when given, replaces the dataset root."""
+    """(config, run root, figures folder) of a notebook's parameters, from the repository root."""
     if Path.cwd().name == "notebooks":
         os.chdir("..")
     _inline_figures(os.environ.get(FIGURE_DPI_ENV))
@@ -42,9 +38,7 @@ def setup(preset: str, data_root: str, run_root: str, figures_dir: str, smoke: b
 
 
 def failure_message(executed: str | Path, log: str | Path) -> str:
-    """What stopped a notebook under run_all.sh, in one message without tracebacks: the first
-    error of the ``executed`` copy (an SfcError as the CLI prints it), else the last line of
-    papermill's ``log`` (no cell raised: papermill stopped before one ran, or the kernel died)."""
+    """What stopped a notebook: the executed copy's first error, else papermill's last log line."""
     try:
         cells = json.loads(Path(executed).read_text()).get("cells", [])
     except (OSError, ValueError):
@@ -62,9 +56,7 @@ def failure_message(executed: str | Path, log: str | Path) -> str:
 
 
 def _inline_figures(dpi: str | None) -> None:
-    """In a Jupyter kernel: figures shown inline (also where MPLBACKEND=Agg, as under run_all.sh
-    and the tests, which would leave the executed notebooks without figures), at ``dpi`` when
-    given. Outside a kernel: nothing."""
+    """In a Jupyter kernel: figures inline (also under MPLBACKEND=Agg), at ``dpi`` when given."""
     try:
         from IPython import get_ipython
     except ImportError:
@@ -93,10 +85,7 @@ def source_link(name: str) -> str:
 
 def publish_executed(executed: str | Path, out: str | Path, names: list[str],
                      root: str | Path = ".") -> list[tuple[Path, int]]:
-    """Copy the executed notebooks ``executed/NAME.ipynb`` (NAME in ``names``, all there) to
-    ``out``, the first cell's ``copy_link`` replaced by ``source_link``, stream outputs coalesced
-    (``coalesce_streams``) and every path under the repository ``root`` written relative to it (a
-    copy must not name the machine it ran on); returns (copy, bytes) of each."""
+    """Copy executed notebooks ``names`` to ``out``, links swapped, streams coalesced, paths relative."""
     prefix = f"{Path(root).resolve()}/"
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -116,9 +105,7 @@ def publish_executed(executed: str | Path, out: str | Path, names: list[str],
 
 
 def coalesce_streams(outputs: list[dict]) -> list[dict]:
-    """A cell's outputs with each run of stream outputs of one name (stdout, stderr) joined into one,
-    every line as its last carriage return left it: a progress bar's hundreds of updates become its
-    final line, as a live notebook shows it (nbconvert's coalescing rule)."""
+    """A cell's outputs with each stream's runs joined, lines as their last carriage return left them."""
     merged: list[dict] = []
     for out in outputs:
         if (out.get("output_type") == "stream" and merged and merged[-1].get("output_type") == "stream"

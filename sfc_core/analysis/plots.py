@@ -30,8 +30,7 @@ from sfc_core.io import atomic_write_bytes, atomic_write_json, atomic_write_text
 from sfc_core.masks import IGNORE, cam_overlay
 from sfc_core.run_dir import RunDir
 
-# Published results quoted from docs/published.md, shown beside the kit's own numbers and
-# always labelled "published": they are other people's measurements, not this kit's output.
+# Published results quoted from docs/published.md, always labelled "published" (not this kit's output).
 PUBLISHED: list[dict[str, Any]] = [
     {"source": "SFC (AAAI 2024), published", "what": "CAM seeds (fused CAM)", "split": "VOC train", "mIoU %": 64.7},
     {"source": "SFC (AAAI 2024), published", "what": "final segmentation (DeepLab, ResNet-101)", "split": "VOC val", "mIoU %": 71.2},
@@ -50,8 +49,7 @@ PUBLISHED: list[dict[str, Any]] = [
 
 
 def mask_to_rgb(mask: np.ndarray) -> np.ndarray:
-    """Colour a label map (H, W) uint8 -> (H, W, 3) uint8: background black, ignore (255)
-    white, class k colour k-1 of matplotlib's tab20 (cycling past 20 classes)."""
+    """Label map (H, W) uint8 -> (H, W, 3) uint8: background black, ignore white, class k tab20[k-1]."""
     mask = np.asarray(mask)
     table = np.zeros((256, 3), dtype=np.uint8)
     colours = np.asarray(colormaps["tab20"].colors)
@@ -64,23 +62,20 @@ PART_COLOURS = np.array([[0, 0, 0], [255, 127, 14], [44, 160, 44]], dtype=np.uin
 
 
 def part_mask_to_rgb(part: np.ndarray) -> np.ndarray:
-    """Colour a synthetic part mask: (H, W) uint8 (0 none, 1 shared part, 2 own part) -> (H, W, 3)
-    uint8 (black, orange, green)."""
+    """Part mask (H, W) (0 none, 1 shared, 2 own) -> (H, W, 3) uint8 (black, orange, green)."""
     return PART_COLOURS[np.asarray(part)]
 
 
 def cam_overlays(image: np.ndarray, record: CamRecord, class_index: int,
                  variants: Sequence[tuple[str, float]]) -> list[np.ndarray]:
-    """One class's CAM (class_index 1..C, one of record.keys) over the image (H, W, 3) uint8
-    for each (kind, lambda): a list of (H, W, 3) uint8."""
+    """One class's CAM over the image (H, W, 3) uint8 for each (kind, lambda): (H, W, 3) uint8 each."""
     row = [int(k) for k in record.keys].index(class_index)
     return [cam_overlay(image, kind_cam(record, kind, lam)[row]) for kind, lam in variants]
 
 
 def kind_spread(record: CamRecord, lam: float, kinds: Sequence[str] | None = None) -> dict[int, float]:
-    """How much the CAM kinds (default: every registered one) disagree, per foreground class
-    of a record: ``{class index 1..C: mean over pixels of (largest - smallest) of the class's
-    maps over kinds}``, each clipped to [0, 1] as ``cam_overlay`` shows it."""
+    """Per foreground class of a record, how much the CAM kinds disagree: ``{class 1..C: mean
+    over pixels of (max - min) over kinds}``, maps clipped to [0, 1] as ``cam_overlay`` shows them."""
     kinds = list(CAM_KINDS) if kinds is None else kinds
     maps = np.stack([np.clip(kind_cam(record, kind, lam)[1:], 0, 1) for kind in kinds])   # (kinds, K'-1, H, W)
     spread = (maps.max(axis=0) - maps.min(axis=0)).mean(axis=(1, 2))
@@ -89,9 +84,8 @@ def kind_spread(record: CamRecord, lam: float, kinds: Sequence[str] | None = Non
 
 def pick_differing(candidates: Sequence[tuple[str, int, float]], tail_classes: Collection[int],
                    n: int = 4, n_tail: int = 2) -> list[tuple[str, int, float]]:
-    """The (image id, class, spread) candidates (``kind_spread``'s) to show: up to ``n_tail``
-    of the largest spreads among ``tail_classes``, then the largest of any class; one per
-    image, a class once while others remain, never a spread of 0; highest spread first."""
+    """The (image id, class, spread) candidates to show: up to ``n_tail`` among ``tail_classes``,
+    then any class; one per image, classes spread, never 0; highest spread first."""
     ranked = sorted((c for c in candidates if c[2] > 0), key=lambda c: -c[2])
     picked: list[tuple[str, int, float]] = []
 
@@ -121,8 +115,7 @@ def class_values(per_class: dict[str, float | None], class_names: Sequence[str])
 
 def chosen_predictions(run: str | Path | RunDir, dataset: SegmentationDataset, kind: str,
                        list_name: str | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
-    """(image id, prediction, ground truth) over a list (default: the one cam_eval.json scored),
-    each uint8 (H, W), for one CAM kind at the setting eval-cams chose for it."""
+    """(image id, prediction, ground truth) uint8 (H, W) of one kind at its chosen setting."""
     run = RunDir(run)
     if not run.cam_eval_json.is_file():
         raise SfcError("the run has no CAM evaluation", path=run.cam_eval_json,
@@ -135,8 +128,7 @@ def chosen_predictions(run: str | Path | RunDir, dataset: SegmentationDataset, k
 
 
 def run_mechanism(run: str | Path | RunDir, dataset: SegmentationDataset, kind: str) -> dict[str, Any]:
-    """``sfc_core.analysis.mechanism.mechanism_summary`` of a run's CAM kind on the list cam_eval.json
-    scored (synthetic datasets only: it reads their part masks and groups)."""
+    """``mechanism_summary`` of a run's CAM kind on the list cam_eval.json scored (synthetic only)."""
     from sfc_core.analysis import mechanism
 
     samples = ((pred, truth, mechanism.read_part_mask(dataset.root, image_id))
@@ -146,8 +138,7 @@ def run_mechanism(run: str | Path | RunDir, dataset: SegmentationDataset, kind: 
 
 
 def coefficients_caption(second_counts: Sequence[float], extra: float) -> str:
-    """The distribution coefficients' formula and where b_k (C,) and E come from (the
-    reference's VOC constants or the kit's rule), as ``data.stats.coefficient_inputs`` gives them."""
+    """The distribution coefficients' formula and where b_k and E come from."""
     from sfc_core.data.stats import VOC_REFERENCE_SECOND_COUNTS
 
     formula = "w_k = b_k / (n_k + E), normalised to mean 1; n_k = training images of class k"
@@ -200,8 +191,7 @@ def class_count_bar(counts: Sequence[int], class_names: Sequence[str], title: st
 
 def cooccurrence_heatmap(matrix: np.ndarray, class_names: Sequence[str], title: str = "Co-occurrence",
                          normalize: bool = True, ax: plt.Axes | None = None) -> plt.Figure:
-    """Heat map of a (C, C) co-occurrence count matrix; normalize: row k as the share of class
-    k's images that also hold class j."""
+    """Heat map of a (C, C) co-occurrence matrix; normalize: rows as shares of class k's images."""
     import seaborn as sns
 
     matrix = np.asarray(matrix, dtype=float)
@@ -217,19 +207,16 @@ def cooccurrence_heatmap(matrix: np.ndarray, class_names: Sequence[str], title: 
 
 
 def frequency_thirds(counts: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Class indices (int64) of the most frequent, the middle and the least frequent third of
-    the classes by image count (ties in class order): the outer thirds hold C // 3 classes
-    each (at least one), the middle third the rest. counts: (C,)."""
+    """Class indices (int64) of the most frequent, middle and least frequent thirds by image
+    count (C,) (ties in class order; outer thirds C // 3 classes, at least one)."""
     order = np.argsort(-np.asarray(counts), kind="stable")
     third = max(1, len(order) // 3)
     return order[:third], order[third:len(order) - third], order[len(order) - third:]
 
 
 def symptom_magnitude(counts: Sequence[int], ratios: Sequence[float]) -> dict[str, float]:
-    """How strongly the activation ratio (C,) follows the image count (C,). ``slope``: of
-    log(ratio) on log(count) over classes with both > 0 (nan with fewer than 2 or one count): 10x
-    the images, 10**slope times the ratio. ``most_frequent_third`` / ``middle_third`` /
-    ``least_frequent_third``: mean finite ratio of each third. Calibrated: slope 0, thirds near 1."""
+    """How strongly the activation ratio (C,) follows the image count (C,): ``slope`` of
+    log(ratio) on log(count) and the mean finite ratio of each frequency third. Calibrated: slope 0."""
     counts, ratios = np.asarray(counts, dtype=np.float64), np.asarray(ratios, dtype=np.float64)
     keep = np.isfinite(ratios) & (ratios > 0) & (counts > 0)
     slope = math.nan
@@ -247,8 +234,7 @@ def symptom_magnitude(counts: Sequence[int], ratios: Sequence[float]) -> dict[st
 
 def symptom_rows(counts: Sequence[int], ratios: Sequence[float], class_names: Sequence[str],
                  scope: str) -> list[dict[str, Any]]:
-    """``symptom_magnitude`` as rows of a targets table without a target (``measured_row``),
-    each third naming its classes."""
+    """``symptom_magnitude`` as targets-table rows without a target, each third naming its classes."""
     magnitude = symptom_magnitude(counts, ratios)
     thirds = dict(zip(("most frequent", "middle", "least frequent"), frequency_thirds(counts)))
     rows = [measured_row("slope of log(activation ratio) on log(image count)", magnitude["slope"], scope)]
@@ -265,9 +251,8 @@ def activation_ratio_scatter(counts: Sequence[int] | dict[str, Sequence[int]],
                              ratios: dict[str, Sequence[float]], class_names: Sequence[str],
                              title: str = "Over- and under-activation vs class frequency",
                              ax: plt.Axes | None = None) -> plt.Figure:
-    """Activation ratio per class against its image count (log-log), one series per ``{label:
-    (C,)}`` with its fitted line and ``symptom_magnitude`` in the label; counts (C,) or per
-    label. Ratios below RATIO_FLOOR are drawn on it as downward triangles."""
+    """Activation ratio per class against image count (log-log), one series per
+    ``{label: (C,)}`` with its fitted line; ratios below RATIO_FLOOR drawn on it as triangles."""
     fig, ax = _axes(ax, (7.5, 4.8))
     floored = False
     for label, ys in ratios.items():
@@ -311,8 +296,7 @@ def activation_ratio_scatter(counts: Sequence[int] | dict[str, Sequence[int]],
 
 def iou_gain_bars(counts: Sequence[int], iou_before: Sequence[float], iou_after: Sequence[float],
                   class_names: Sequence[str], title: str = "", ax: plt.Axes | None = None) -> plt.Figure:
-    """A bar per frequency third: its mean IoU gain in points (``iou_gain_by_frequency``), each
-    class's gain a dot on it, its classes under it. counts, iou_*: (C,), IoU in [0, 1] or nan."""
+    """A bar per frequency third: its mean IoU gain in points, each class's gain a dot on it."""
     fig, ax = _axes(ax, (7.0, 4.2))
     gains = iou_gain_by_frequency(counts, iou_before, iou_after)
     per_class = 100 * (np.asarray(iou_after, dtype=float) - np.asarray(iou_before, dtype=float))
@@ -350,8 +334,7 @@ def curves(records: list[dict[str, float]], keys: Sequence[str], x: str = "step"
 
 
 def sweep_edges(cam_eval: CamEval) -> list[str]:
-    """One sentence per chosen setting of cam_eval.json that lies at an end of its sweep
-    (threshold or, for a swept kind, lambda): the best value may lie beyond the swept range."""
+    """One sentence per chosen setting at an end of its sweep (the best may lie beyond)."""
     notes = []
     for kind in cam_eval.kinds:
         swept = [("threshold", cam_eval.chosen_threshold(kind), cam_eval.thresholds)]
@@ -366,8 +349,7 @@ def sweep_edges(cam_eval: CamEval) -> list[str]:
 
 
 def threshold_sweep(cam_eval: CamEval, title: str = "", ax: plt.Axes | None = None) -> plt.Figure:
-    """mIoU against the background threshold, one line per CAM variant (from cam_eval.json);
-    a star on each kind's chosen setting, named "(edge)" where it is an end of the sweep."""
+    """mIoU against the threshold, a line per CAM variant, a star on each kind's chosen setting."""
     fig, ax = _axes(ax, (7.0, 4.0))
     colours = {}
     for name, values in cam_eval.sweep("threshold_rule").items():
@@ -392,8 +374,7 @@ def threshold_sweep(cam_eval: CamEval, title: str = "", ax: plt.Axes | None = No
 
 
 def lambda_sweep(cam_evals: dict[str, CamEval], ax: plt.Axes | None = None) -> plt.Figure:
-    """mIoU of the fused CAM against lambda, per run: best threshold (solid), reference rule
-    (dashed), a star on the chosen lambda ("(edge)" at an end of the sweep)."""
+    """mIoU of the fused CAM against lambda per run (best threshold, reference rule), chosen starred."""
     fig, ax = _axes(ax, (7.0, 4.0))
     for run_name, cam_eval in cam_evals.items():
         lambdas = cam_eval.lambdas
@@ -417,9 +398,7 @@ def lambda_sweep(cam_evals: dict[str, CamEval], ax: plt.Axes | None = None) -> p
 
 
 def cam_table(cam_evals: dict[str, CamEval]) -> list[dict[str, Any]]:
-    """One row per (run, CAM kind) of cam_eval.json: mIoU % tuned on the evaluation list, under
-    the authors' fixed rule, on the held-out list, and the calibration figures
-    (``symptom_magnitude``, Spearman, head / tail mean ratio)."""
+    """One row per (run, CAM kind) of cam_eval.json: tuned, authors' rule, held-out, calibration."""
     rows = []
     for run_name, cam_eval in cam_evals.items():
         held = cam_eval.heldout
@@ -451,8 +430,7 @@ def published(source: str, what: str) -> dict[str, Any]:
 
 
 def paper_comparison(cam_eval: CamEval) -> list[dict[str, Any]]:
-    """The authors'-protocol rows beside the published figures they compare with, and the fused
-    row tuned on the list it reports, which compares with neither (optimistic)."""
+    """The authors'-protocol rows beside the published figures, and the (optimistic) tuned row."""
     paper = published("SFC (AAAI 2024), published", "CAM seeds (fused CAM)")
     log = published("SFC released log", "CAM evaluation (prototype CAM, 4 scales + flip)")
     fused = cam_eval.authors_protocol("fused")
@@ -483,8 +461,8 @@ CAM_COLOURBAR = "CAM value (jet, blended over the image; clipped to 0-1)"
 def image_grid(panels: list[list[np.ndarray]], titles: list[list[str]] | None = None,
                col_titles: Sequence[str] | None = None, size: float = 2.2,
                colorbar: str | None = None) -> plt.Figure:
-    """Rows of images: ``panels[r][c]`` is (H, W, 3) uint8 or (H, W) float (gray). colorbar: the
-    label of a jet colour bar on 0..1 at the right (the CAM overlays' scale, e.g. CAM_COLOURBAR)."""
+    """Rows of images: ``panels[r][c]`` (H, W, 3) uint8 or (H, W) float (gray); colorbar: the
+    label of a jet colour bar on 0..1 at the right."""
     rows, cols = len(panels), max(len(row) for row in panels)
     fig, axes = plt.subplots(rows, cols, figsize=(size * cols + (0.9 if colorbar else 0), size * rows),
                              squeeze=False)
@@ -548,14 +526,12 @@ def target_row(figure: str, measured: float | None, op: str, bound: float, scope
 
 
 def measured_row(figure: str, measured: float | None, scope: str = "") -> dict[str, Any]:
-    """A row of a targets table that reports a figure without a target (target and met empty;
-    ``targets_summary`` leaves it out)."""
+    """A targets-table row without a target (``targets_summary`` leaves it out)."""
     return {"figure": figure, "scope": scope, "target": "", "measured": as_float(measured), "met": ""}
 
 
 def targets_summary(rows: list[dict[str, Any]]) -> str:
-    """A plain sentence: every target met, or which ones were missed and by what (rows
-    without a target left out)."""
+    """A plain sentence: every target met, or which ones were missed and by what."""
     rows = [row for row in rows if row["target"]]
     missed = [row for row in rows if row["met"] != "yes"]
     if not missed:
@@ -570,8 +546,7 @@ GAIN_KEYS = ("head_third_gain", "middle_third_gain", "tail_third_gain")
 
 def iou_gain_by_frequency(counts: Sequence[int], iou_before: Sequence[float],
                           iou_after: Sequence[float]) -> dict[str, float]:
-    """Mean IoU gain (after - before) per ``frequency_thirds`` third, keyed by GAIN_KEYS (nan
-    where a third has no finite gain). counts, iou_before, iou_after: (C,)."""
+    """Mean IoU gain (after - before) per frequency third, keyed by GAIN_KEYS (nan: none)."""
     gain = np.asarray(iou_after, dtype=float) - np.asarray(iou_before, dtype=float)
     out = {}
     for key, classes in zip(GAIN_KEYS, frequency_thirds(counts)):
@@ -581,8 +556,8 @@ def iou_gain_by_frequency(counts: Sequence[int], iou_before: Sequence[float],
 
 
 def mean_std_rows(rows: list[dict[str, Any]], key: str, drop: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """Rows grouped by ``row[key]`` (first-seen order, ``n`` = size), ``drop`` left out: numeric
-    columns as their mean and a ``"<column> std"`` (ddof=1), others their first value."""
+    """Rows grouped by ``row[key]`` (first-seen order, ``n``), ``drop`` left out: numbers as mean
+    and ``"<column> std"`` (ddof=1), others their first value."""
     groups: dict[Any, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(row[key], []).append(row)

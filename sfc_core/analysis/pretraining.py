@@ -20,8 +20,7 @@ from sfc_core.model.pretrained import DEFAULT_SPEC, to_tensor
 
 
 def class_examples(spec: PretrainSpec = DEFAULT_SPEC, count: int = 16) -> tuple[list[np.ndarray], list[str]]:
-    """The first training image of ``count`` classes spread over the set (uint8 (S, S, 3)
-    each) and their class names."""
+    """The first training image (S, S, 3) uint8 of ``count`` classes spread over the set, and names."""
     classes = class_definitions(spec)
     chosen = np.linspace(0, len(classes) - 1, min(count, len(classes))).round().astype(int)
     return [image_at(spec, classes, "train", int(k)) for k in chosen], [classes[k].name for k in chosen]
@@ -29,8 +28,6 @@ def class_examples(spec: PretrainSpec = DEFAULT_SPEC, count: int = 16) -> tuple[
 
 @torch.no_grad()
 def feature_pictures(backbone: Backbone, images: Sequence[np.ndarray], stage: int = -1) -> list[np.ndarray]:
-    """For each uint8 image (H, W, 3): its ``stage`` features (layer4 by default) as a colour
-    picture, the first three principal components over the pixels (``walkthrough.feature_rgb``):
-    pixels the backbone describes alike get alike colours."""
+    """Each image's ``stage`` features as a picture of their first three principal components."""
     backbone.eval()
     return [feature_rgb(backbone(to_tensor(image[None]))[stage][0]) for image in images]

@@ -40,18 +40,10 @@ WARM_BATCHES = 3      # loader batches written into the image bank before the st
 
 def take_step(cfg: Config, dataset: SegmentationDataset, device: torch.device,
               warm_batches: int = WARM_BATCHES) -> dict[str, Any]:
-    """One SFC training step from the start of training, its parts kept.
-
-    The update is the train stage's at ``cfg``'s settings (eager: ``runtime.compile`` off). The
-    first ``warm_batches`` loader batches of the training list are written into the image bank,
-    as each step writes its batch, so the next batch's draws come from earlier images; then that
-    batch takes the step: crops normalised, bank draws appended, both scales through the
-    network, the weighted losses, the clipped gradient step and the schedule's step. Returns
-    ``batch_images`` (B + draws, H, W, 3) uint8 (the draws last), ``labels`` (B + draws, C),
-    ``draws``, ``losses`` {name: float}, ``terms`` (``class_terms`` rows), ``grad_norm``, ``lr`` and ``loss_after`` (the same batch
-    after the step), ``half_images`` (the second scale, as the objective makes it) and ``grids``
-    (the CAM grid (h, w) at each scale).
-    """
+    """One SFC training step from the start of training (eager), its parts kept: the bank filled
+    by ``warm_batches`` batches, then the train stage's step on one batch. Returns ``batch_images``
+    (draws last), ``labels``, ``draws``, ``losses``, ``terms``, ``grad_norm``, ``lr``, ``loss_after``,
+    ``half_images`` and ``grids`` (CAM grid per scale)."""
     cfg = resolve_backbone_weights(copy.deepcopy(cfg)).override({"runtime.compile": "off"})
     engine.seed_everything(cfg.runtime.seed)
     t = cfg.train
@@ -86,9 +78,7 @@ def take_step(cfg: Config, dataset: SegmentationDataset, device: torch.device,
 @torch.no_grad()
 def class_terms(objective: SfcObjective, images: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
                 class_names: Sequence[str]) -> list[dict[str, Any]]:
-    """The objective's prototype and cross-scale consistency losses on a batch, split by class
-    (``split_by_class``: the losses at one-hot class weights), for the classes
-    present in the batch. ``objective.class_weights`` is restored afterwards."""
+    """The prototype and cross-scale losses on a batch split by class (``split_by_class``)."""
     weights = objective.class_weights.clone()
 
     def losses_at(w: torch.Tensor) -> tuple[float, float]:
@@ -106,11 +96,8 @@ def class_terms(objective: SfcObjective, images: torch.Tensor, boxes: torch.Tens
 
 def split_by_class(losses_at: Callable[[torch.Tensor], tuple[float, float]], weights: torch.Tensor,
                    classes: Sequence[int], class_names: Sequence[str]) -> list[dict[str, Any]]:
-    """Table rows of the (prototype, cross-scale) consistency losses split by class, from
-    ``losses_at(class weights (C,))``: both losses are linear in the weights. Rows: the background
-    (weight 1; no cross-scale term), each class of ``classes`` (its share of the loss's mean at
-    weight 1, the loss at its one-hot weight less the background's, and that times w_k), and
-    ``total``: the losses at ``weights``, which the weighted column sums to."""
+    """Rows of the two consistency losses split by class from ``losses_at(class weights (C,))``
+    (linear in them): the background, each of ``classes``, and ``total`` at ``weights``."""
     background, _ = losses_at(torch.zeros_like(weights))
     rows = [{"class": "background", "w_k": 1.0, "prototype term": background,
              "w_k x prototype term": background, "scale term": 0.0, "w_k x scale term": 0.0}]
@@ -157,10 +144,7 @@ def loss_png(records: list[dict[str, float]], title: str) -> bytes:
 @contextmanager
 def live_losses(metrics: str | Path, every: float = 2.0, handle: Any = None,
                 title: str = "training losses, as logged") -> Iterator[Any]:
-    """While the block runs (a training, in this thread), the loss curves of ``metrics`` (a run's
-    metrics.jsonl) redrawn in one display every ``every`` seconds when new records came, and
-    once more at the end; an interrupt stops the block and the redrawing together.
-    handle: where the PNG goes (``.update(image)``); by default an IPython display."""
+    """While the block runs, ``metrics``' loss curves redrawn every ``every`` seconds into ``handle``."""
     if handle is None:
         from IPython.display import Markdown, display
 

@@ -25,13 +25,8 @@ from sfc_core.method.network import SfcNet
 
 
 def pick_head_and_tail(labels: np.ndarray, counts: Sequence[int]) -> dict[str, tuple[int, int]]:
-    """The walk-through's two images: ``{"head": (image index, class index), "tail": (...)}``.
-
-    labels (N, C) multi-hot of the list the images come from; counts (C,) training images per
-    class. The head class is the most frequent training class present in the list, the tail
-    class the least frequent (the first in class order on ties); each one's image is the one
-    containing it with the fewest classes, the first in list order on ties.
-    """
+    """``{"head": (image index, class index), "tail": ...}``: the most / least frequent class
+    (counts (C,)) present in labels (N, C), each in its image with the fewest classes (first on ties)."""
     present = np.asarray(labels) > 0.5
     counts = np.asarray(counts, dtype=np.float64)
     in_list = present.any(axis=0)
@@ -47,10 +42,8 @@ def pick_head_and_tail(labels: np.ndarray, counts: Sequence[int]) -> dict[str, t
 
 @torch.no_grad()
 def walk_image(model: SfcNet, views: MultiScaleDataset, index: int) -> dict[str, Any]:
-    """Image ``index`` of ``views`` (at its first scale, no flip: build them with scales=(1.0,))
-    through the network on its device, with the valid mask [1, label]: ``id``, ``image`` (H, W, 3)
-    uint8, ``images`` (1, 3, H, W) normalised, ``label`` (C,), ``classes`` (the image's class
-    indices, 0-based) and ``steps``: the forward's maps (``SfcNet.forward``, intermediates), batch dim kept."""
+    """Image ``index`` of ``views`` (first scale) through the network with mask [1, label]: ``id``,
+    ``image``, ``images``, ``label``, ``classes`` and ``steps`` (the forward's intermediates)."""
     item = views[index]
     device = next(model.parameters()).device
     images = device_views(item["images"][0], device, flip=False)
@@ -63,26 +56,15 @@ def walk_image(model: SfcNet, views: MultiScaleDataset, index: int) -> dict[str,
 
 def class_rows(walks: dict[str, dict[str, Any]], key: str,
                class_names: Sequence[str]) -> list[tuple[np.ndarray, list[torch.Tensor], list[str]]]:
-    """``cam_panels`` rows of one step: for each ``{role: walk_image(...)}``, the (h, w) map
-    ``steps[key]`` of each of the image's classes, titled "role: class"."""
+    """``cam_panels`` rows of one step: map ``steps[key]`` of each image's classes, "role: class"."""
     return [(walk["image"], [walk["steps"][key][0, k + 1] for k in walk["classes"]],
              [f"{role}: {class_names[k]}" for k in walk["classes"]]) for role, walk in walks.items()]
 
 
-def upsample(grid_map: torch.Tensor | np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """An (h, w) map of the CAM grid at the image's (H, W), bilinear as the cams stage, for display."""
-    x = torch.as_tensor(grid_map, dtype=torch.float32)[None, None]
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)[0, 0].numpy()
-
-
 def cam_panels(rows: Sequence[tuple[np.ndarray, Sequence[Any], Sequence[str]]], vmax: float | None = 1.0,
                size: float = 2.0) -> plt.Figure:
-    """Rows of panels, one row per image: ``rows`` = [(image, panels, titles)].
-
-    image (H, W, 3) uint8. A panel (h, w) (CAM grid or image size) is drawn over the image,
-    upsampled (jet, half transparent) with its colour bar from 0 to ``vmax`` (None: the map's
-    own maximum); a panel (h, w, 3) (a label map in colour, a feature picture) is drawn as is.
-    """
+    """Rows of panels ``rows`` = [(image, panels, titles)]: an (h, w) panel upsampled over the
+    image (jet, colour bar 0..``vmax``, None: its maximum), an (h, w, 3) panel as is."""
     cols = max(len(panels) for _, panels, _ in rows)
     fig, axes = plt.subplots(len(rows), cols, figsize=(size * 1.3 * cols, size * len(rows)), squeeze=False)
     for ax_row, (image, panels, titles) in zip(axes, rows):
@@ -95,7 +77,8 @@ def cam_panels(rows: Sequence[tuple[np.ndarray, Sequence[Any], Sequence[str]]], 
             if panel.ndim == 3:
                 ax.imshow(panel, interpolation="nearest")
                 continue
-            shown = upsample(panel, image.shape[:2])
+            grid = torch.as_tensor(panel, dtype=torch.float32)[None, None]   # bilinear, as the cams stage
+            shown = F.interpolate(grid, size=image.shape[:2], mode="bilinear", align_corners=False)[0, 0].numpy()
             ax.imshow(image)
             top = vmax if vmax is not None else max(float(shown.max()), 1e-8)
             im = ax.imshow(shown, cmap="jet", alpha=0.5, vmin=0.0, vmax=top, interpolation="nearest")
@@ -111,8 +94,7 @@ def prototype_similarity(prototypes: torch.Tensor) -> np.ndarray:
 
 
 def feature_rgb(features: torch.Tensor) -> np.ndarray:
-    """The hierarchical features (D, h, w) as an (h, w, 3) image in [0, 1]: their first three
-    principal components over the pixels, each stretched to [0, 1] (a picture, not a step)."""
+    """Features (D, h, w) as an (h, w, 3) picture in [0, 1]: their first three principal components."""
     d, h, w = features.shape
     x = features.reshape(d, h * w).T.double()
     x = x - x.mean(dim=0)

@@ -45,8 +45,7 @@ def open_dataset(data: DataConfig, generate: bool = False) -> SegmentationDatase
 
 
 def synthetic_dataset(data: DataConfig, generate: bool = False) -> Path:
-    """The synthetic dataset folder ``data`` names: ``data.root`` when it is one (checked against
-    the settings it was generated with), else the generated one inside it."""
+    """The synthetic dataset ``data`` names: ``data.root`` if it is one (checked), else inside it."""
     from sfc_core.data import synthetic
 
     root = Path(data.root)

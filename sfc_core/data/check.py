@@ -3,10 +3,8 @@
     problems = check_dataset(dataset, ["train_aug", "val"])   # [] when the dataset is sound
     python -m sfc_core check --preset voc --data-root VOC2012 --lists train_aug,val
 
-Each problem (a list naming missing or repeated images; an image that does not decode; a mask
-missing, not a palette/grayscale PNG, of another size or with unknown classes; an id without
-a label) is the error the stage reading that file would stop with, minutes in. Files are
-decoded in threads (Pillow decodes outside the GIL); ``prepare`` runs it on what it wrote.
+Each problem is the error the stage reading that file would stop with, found before it runs.
+Files are decoded in threads; ``prepare`` runs it on what it wrote.
 """
 from __future__ import annotations
 
@@ -35,8 +33,7 @@ class Problem:
 
 def check_dataset(dataset: SegmentationDataset, lists: list[str], workers: int | None = None,
                   progress: bool = True) -> list[Problem]:
-    """Every problem of the images, masks and labels of ``lists`` (each image checked once), in
-    list order; ``workers`` decoding threads (default: one per CPU core)."""
+    """Every problem of the images, masks and labels of ``lists``, in list order."""
     problems: list[Problem] = []
     todo: dict[str, tuple[str, bool]] = {}       # image id -> (first list naming it, mask expected)
     for list_name in dict.fromkeys(lists):
@@ -68,8 +65,7 @@ def raise_on_problems(problems: list[Problem], lists: list[str], root: str | os.
 
 def _check_image(dataset: SegmentationDataset, image_id: str, list_name: str,
                  with_mask: bool) -> list[Problem]:
-    """The problems of one image: its decoding, then (if it decodes) its mask when expected or
-    present, and its entry in the label file."""
+    """The problems of one image: its decoding, then its mask and its label entry."""
     problems = []
 
     def passes(check) -> bool:

@@ -5,9 +5,8 @@
       ImageSets/{train,val}.txt (or the reference's train_coco.txt / val_coco.txt),
       cls_labels.json (optional, as for VOC)
 
-An id's image and mask sub-folder is the split named in it (the reference reads every id from
-``train2014/``, which breaks on val); ``mask_layout="flat"`` reads ``SegmentationClass/<id>.png``,
-the layout of the mask release WSSS code shares. ``prepare coco`` writes this layout.
+An id's sub-folder is the split named in it (the reference reads all from ``train2014/``);
+``mask_layout="flat"`` reads ``SegmentationClass/<id>.png``. ``prepare coco`` writes this layout.
 """
 from __future__ import annotations
 

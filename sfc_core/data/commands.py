@@ -1,6 +1,4 @@
-"""The dataset verbs, thin over the data layer: ``synth`` (write a synthetic dataset:
-``synthetic.generate``), ``stats`` (class statistics: ``stats.dataset_stats``) and ``check``
-(decode every image and mask of some lists, report every problem: ``check.check_dataset``).
+"""The dataset verbs, thin over the data layer: ``synth``, ``stats`` and ``check``.
 
     python -m sfc_core synth --size default --out data/synthetic --seed 0
     python -m sfc_core stats --preset synthetic --data-root data/synthetic --list train_aug

@@ -36,12 +36,8 @@ CLASS_NAMES_TXT = "class_names.txt"
 
 
 class SegmentationDataset:
-    """One dataset tree in the VOC layout: lists, images, masks and image-level labels.
-
-    Image-level labels come from, in order: `labels_file` (the kit's JSON, or the reference's
-    pickled-dict `.npy` of id -> float (C,) vectors), `<root>/cls_labels.json`, or the masks
-    (a class is present if any pixel has it; computed once per image and kept in memory).
-    """
+    """One dataset tree in the VOC layout: lists, images, masks and image-level labels
+    (from `labels_file` (JSON or the reference's `.npy`), else `<root>/cls_labels.json`, else the masks)."""
 
     def __init__(self, root: str | Path, class_names: list[str] | tuple[str, ...] | None = None,
                  mask_dir: str | None = None, image_dir: str = "JPEGImages",
@@ -224,8 +220,8 @@ def _refuse_repeats(ids: list[str], list_name: str, path: Path) -> None:
 
 
 def read_labels_file(path: Path, num_classes: int, allow_pickle: bool = False) -> dict[str, np.ndarray]:
-    """id -> float32 (C,) image-level labels from the kit's JSON ({"<id>": [class indices]}) or the
-    reference's pickled `.npy` dict of id -> float (C,) vector (only with ``allow_pickle``)."""
+    """id -> float32 (C,) labels from the kit's JSON or the reference's pickled `.npy`
+    (only with ``allow_pickle``)."""
     npy = path.suffix == ".npy"
     if npy and not allow_pickle:
         raise SfcError("the label file is a pickled .npy: reading it can execute code stored in it, so the "
@@ -264,8 +260,7 @@ def read_labels_file(path: Path, num_classes: int, allow_pickle: bool = False) -
 
 
 def _open_image(path: Path, what: str, decode: bool = True) -> Image.Image:
-    """PIL open that turns a missing or undecodable file into an SfcError naming it. With `decode`
-    the pixels are decoded here (a truncated JPEG fails now); without, only the header is read."""
+    """PIL open (decoded with `decode`); a missing or undecodable file is an SfcError naming it."""
     if not os.path.exists(path):
         raise SfcError(f"{what} file is missing", path=path,
                        fix="re-extract the dataset or remove the id from its list")
@@ -280,11 +275,9 @@ def _open_image(path: Path, what: str, decode: bool = True) -> Image.Image:
 
 
 class TrainDataset(Dataset):
-    """Training view of a list: the reference's augmentation (docs/reference.md 1.3): long-side
-    resize (integer L uniform in resize_long, bicubic), flip (p=0.5), crop_size crop, zero padding.
-    Keyed by `(epoch, index)`, an item a pure function of (seed, epoch, index). Item: `name`,
-    `image` uint8 (3, S, S) (0 outside the box), `box` int64 [y0, y1, x0, x1] of the real image in
-    the crop, `label` float32 (C,); the trainer normalises on its device (`normalize_crops`)."""
+    """Training view of a list with the reference's augmentation (docs/reference.md 1.3).
+    Keyed by `(epoch, index)`: an item is a pure function of (seed, epoch, index): `name`, `image`
+    uint8 (3, S, S), `box` int64 [y0, y1, x0, x1], `label` float32 (C,)."""
 
     def __init__(self, dataset: SegmentationDataset, list_name: str, crop_size: int = 512,
                  resize_long: tuple[int, int] = (320, 640), flip: bool = True, seed: int = 0):
@@ -312,10 +305,8 @@ class TrainDataset(Dataset):
 
 
 class MultiScaleDataset(Dataset):
-    """Inference view of a list (1.4). Item: `name`, `size` int64 (H, W), `label` float32 (C,),
-    `images` one uint8 (3, round(H*s), round(W*s)) tensor per scale (bicubic), and with `masks`
-    the ground truth `mask` uint8 (H, W); the consumer normalises and flips them on its device
-    (`transforms.device_views`)."""
+    """Inference view of a list (1.4). Item: `name`, `size` (H, W), `label` (C,), `images` one
+    uint8 tensor per scale (bicubic), with `masks` the `mask` uint8 (H, W); normalised on the device."""
 
     def __init__(self, dataset: SegmentationDataset, list_name: str,
                  scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0), masks: bool = False):
@@ -346,16 +337,13 @@ def _only_item(batch: list[dict]) -> dict:
 
 def item_loader(views: Dataset, num_workers: int, pin_memory: bool,
                 generator: torch.Generator | None = None) -> DataLoader:
-    """The items of ``views`` (a MultiScaleDataset or a Subset of one) one at a time, uncollated,
-    decoded in ``num_workers`` processes (none for an empty view). ``generator`` seeds the workers
-    (default: one draw from torch's global one; training-time validation passes its own)."""
+    """The items of ``views`` uncollated, in ``num_workers`` processes seeded by ``generator``."""
     return DataLoader(views, batch_size=1, collate_fn=_only_item, num_workers=num_workers if len(views) else 0,
                       pin_memory=pin_memory, generator=generator, worker_init_fn=quiet_worker)
 
 
 def same_size_batches(items: Iterable[dict], batch_size: int) -> Iterator[list[dict]]:
-    """Consecutive MultiScaleDataset items of the same ``size``, up to ``batch_size`` a list
-    (a list ends where the size changes): their scales (and masks) stack into one tensor each."""
+    """Consecutive MultiScaleDataset items of one ``size``, up to ``batch_size`` a list."""
     batch: list[dict] = []
     for item in items:
         if batch and (len(batch) == batch_size or not torch.equal(item["size"], batch[0]["size"])):

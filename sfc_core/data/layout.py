@@ -19,8 +19,7 @@ MANIFEST = "prepare_manifest.json"
 
 
 def keep_or_write(image_id: str, out_path: str, make: Callable[[], tuple[np.ndarray, str]]) -> tuple[str, list[int], str]:
-    """(id, classes, source) of one class mask: the file a run already wrote ("kept"), else the
-    mask and source ``make()`` gives, written to ``out_path``."""
+    """(id, classes, source) of one class mask: the file already written, else ``make()``'s."""
     if os.path.exists(out_path):
         return image_id, present_classes(read_index_png(out_path)), "kept"
     mask, source = make()
@@ -47,8 +46,7 @@ def read_index_png(path: str | Path) -> np.ndarray:
 
 
 def staging_path(final: Path) -> Path:
-    """Where a mask folder is written: ``final`` once a run completed it, else a hidden sibling (a
-    rerun resumes in it) that ``commit_folder`` renames to ``final`` when every mask is written."""
+    """``final`` once complete, else a hidden sibling (resumable) that ``commit_folder`` renames."""
     return final if final.is_dir() else final.with_name(f".{final.name}.partial")
 
 

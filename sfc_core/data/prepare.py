@@ -2,12 +2,10 @@
 
     python -m sfc_core prepare voc --voc VOCtrainval_11-May-2012.tar --sbd benchmark.tgz --out data/voc
 
-VOC 2012 trainval (``VOCdevkit/VOC2012`` or the tar) and SBD (``benchmark_RELEASE/dataset`` or
-``benchmark.tgz``, checked against their published MD5) -> under ROOT: a JPEGImages/ link,
-SegmentationClassAug/ (VOC's own masks, else SBD's cls/*.mat), the lists train_aug (VOC train +
-SBD train + SBD val, minus VOC val), train and val, cls_labels.json from Annotations/<id>.xml (as
-the reference's label file was made) and prepare_manifest.json (counts, checksums, and the images
-whose XML classes differ from their mask's). Atomic writes; a rerun keeps the masks written.
+VOC 2012 trainval and SBD (folders or archives, checked against their published MD5) -> under
+ROOT: a JPEGImages/ link, SegmentationClassAug/ (VOC's masks, else SBD's cls/*.mat), the lists
+train_aug (VOC train + SBD train + val, minus VOC val), train and val, cls_labels.json from the
+XML annotations and prepare_manifest.json. Atomic writes; a rerun keeps the masks written.
 """
 from __future__ import annotations
 
@@ -41,8 +39,7 @@ from sfc_core.data.prepare_coco import prepare_coco
 from sfc_core.errors import SfcError
 from sfc_core.pool import pool_map
 
-# The published MD5 of each official archive (the same values torchvision's VOC and SBD
-# datasets check), keyed by what the archive is.
+# The published MD5 of each official archive (as torchvision's VOC and SBD datasets check).
 PUBLISHED_MD5 = {"voc": ("VOCtrainval_11-May-2012.tar", "6cd6e144f989b92b3379bac3b3de84fd"),
                  "sbd": ("benchmark.tgz", "82b4d87ceb2ed10f6038a1cba92111cb")}
 # What the official downloads give (docs/reference.md 1.1).
@@ -65,8 +62,7 @@ def md5sum(path: Path) -> str:
 
 
 def extract_archive(path: Path, kind: str, out: Path) -> Path:
-    """Extract the members the kit needs into ``out``/extracted/<kind> (once: a finished
-    extraction is reused, a partial one is redone). Returns that folder."""
+    """Extract the members the kit needs into ``out``/extracted/<kind> once; returns that folder."""
     final = out / "extracted" / kind
     if (final / ".complete").is_file():
         return final
@@ -89,9 +85,8 @@ def extract_archive(path: Path, kind: str, out: Path) -> Path:
 
 
 def unsafe_member(member: tarfile.TarInfo) -> str | None:
-    """What is wrong with extracting ``member`` (None: nothing): an absolute path, a ".."
-    component, a device or FIFO, or a link whose target leaves the extraction folder. The kit's
-    own checks, for Pythons whose tarfile lacks the "data" filter."""
+    """What is wrong with extracting ``member`` (None: nothing): an absolute path, "..", a
+    device or FIFO, or a link leaving the folder (for tarfiles without the "data" filter)."""
     name = posixpath.normpath(member.name)
     if posixpath.isabs(member.name) or name == ".." or name.startswith("../"):
         return "its path leaves the extraction folder"
@@ -106,8 +101,7 @@ def unsafe_member(member: tarfile.TarInfo) -> str | None:
 
 
 def extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, into: Path, archive: Path) -> None:
-    """Extract one member under ``into``: with tarfile's "data" filter where this Python has it
-    (3.12, and the patch releases 3.8.17 / 3.9.17 / 3.10.12 / 3.11.4), else after ``unsafe_member``."""
+    """Extract one member under ``into``: tarfile's "data" filter where present, else ``unsafe_member``."""
     if hasattr(tarfile, "data_filter"):
         tar.extract(member, into, filter="data")
         return
@@ -121,8 +115,7 @@ def extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, into: Path, ar
 
 def open_source(path: str | Path, kind: str, out: Path, expected_md5: str | None,
                 flag: str) -> tuple[Path, dict | None]:
-    """A download (given with ``flag``) as a folder: the folder itself, or the archive, checked
-    against its published MD5 (or the one given with ``flag``-md5), extracted; and its record."""
+    """A download as a folder: itself, or the archive MD5-checked and extracted; and its record."""
     path = Path(path)
     if path.is_dir():
         return path, None
@@ -202,9 +195,8 @@ def read_sbd_mask(path: str | Path) -> np.ndarray:
 
 
 def xml_classes(path: Path) -> list[int]:
-    """Sorted 0-based VOC classes of an ``Annotations/<id>.xml``, as the reference's label file was
-    made (IRN/PSA ``load_image_label_from_xml``): the text of every ``<name>`` element that is a
-    VOC class name (objects' names, difficult ones too; the body parts' names are not classes)."""
+    """Sorted 0-based VOC classes of an ``Annotations/<id>.xml`` as the reference's label file
+    was made (IRN/PSA ``load_image_label_from_xml``): every ``<name>`` that is a VOC class."""
     try:
         names = [element.text for element in ElementTree.parse(path).iter("name")]
     except (OSError, ElementTree.ParseError) as e:
@@ -214,8 +206,7 @@ def xml_classes(path: Path) -> list[int]:
 
 
 def label_differences(xml: dict[str, list[int]], masks: dict[str, list[int]]) -> list[dict]:
-    """Every image whose XML classes differ from its mask's: id, the classes only the XML names
-    and those only the mask shows."""
+    """Every image whose XML classes differ from its mask's: id, XML-only and mask-only classes."""
     return [{"id": i, "xml_only": [VOC_CLASSES[k] for k in sorted(set(xml[i]) - set(masks[i]))],
              "mask_only": [VOC_CLASSES[k] for k in sorted(set(masks[i]) - set(xml[i]))]}
             for i in sorted(xml) if set(xml[i]) != set(masks[i])]
@@ -310,8 +301,7 @@ def prepare_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def check_prepared(kind: str, out: str | Path, manifest: dict) -> None:
-    """Decode every image and mask of the lists just written (``data.check``), the way the
-    stages will read them, so a bad download is named now rather than minutes into training."""
+    """Decode every image and mask just written (``data.check``), so a bad download is named now."""
     dataset = open_dataset(Config.from_preset(kind, {"data.root": str(out)}).data)
     lists = list(manifest["counts"])
     raise_on_problems(check_dataset(dataset, lists), lists, out)

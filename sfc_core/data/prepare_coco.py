@@ -1,12 +1,9 @@
 """COCO 2014 from its downloads to the kit's layout (``python -m sfc_core prepare coco``).
 
 Reads ``train2014/``, ``val2014/`` and ``annotations/instances_{train,val}2014.json``; writes the
-layout ``data/coco.py`` reads (image links, palette masks in the kit's class order matched by
-name, 255 crowd; lists, cls_labels.json, prepare_manifest.json). Masks are decoded with
-pycocotools (polygons and RLE, as ``COCO.annToMask``). Overlaps: non-crowd instances are painted
-largest first, so the smaller keeps the pixels (a cup on a dining table stays a cup); crowd
-regions are 255 where no instance lies. Images without a non-crowd instance have no label:
-they are left out of the lists and named in the manifest.
+layout ``data/coco.py`` reads (masks decoded with pycocotools, 255 crowd). Overlaps: instances
+are painted largest first, so the smaller keeps the pixels; crowd regions are 255 where no
+instance lies. Images without a non-crowd instance are left out and named in the manifest.
 """
 from __future__ import annotations
 
@@ -40,10 +37,7 @@ def annotation_mask(segmentation: list | dict, height: int, width: int) -> np.nd
 
 
 def class_mask(objects: list[tuple[int, int, float, list | dict]], height: int, width: int) -> np.ndarray:
-    """uint8 (H, W) mask of one image under the module's overlap rule.
-
-    objects: (class 1..80, iscrowd, area, segmentation) per annotation, in annotation order.
-    """
+    """uint8 (H, W) mask of one image's objects (class, iscrowd, area, segmentation), overlap rule."""
     mask = np.zeros((height, width), np.uint8)
     things = sorted((o for o in objects if not o[1]), key=lambda o: -o[2])   # stable: ties keep order
     for cls, _, _, segmentation in things:

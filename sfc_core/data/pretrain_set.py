@@ -2,12 +2,10 @@
 
     images, labels = make_images(PretrainSpec(), "train")  # uint8 (N, 64, 64, 3), int64 (N,)
 
-One object per image on the benchmark's kind of background, drawn with ``synthetic``'s
-primitives. A class is a (shape, texture, colour) triple, each (shape, texture) pair in
-``colours_per_pair`` colours. Disjoint from the benchmark (``check_disjoint``): no class has a
-benchmark part's (shape, texture) pair or a colour within ``MIN_COLOUR_DISTANCE`` of one, and
-the random streams differ (keys start with ``STREAM``; default seed 1000). Made in memory;
-the backbone trained on it is what is cached (``model/pretrained.py``).
+One object per image, drawn with ``synthetic``'s primitives; a class is a (shape, texture,
+colour) triple. Disjoint from the benchmark (``check_disjoint``): no benchmark part's (shape,
+texture) pair, no colour within ``MIN_COLOUR_DISTANCE`` of one, other random streams (``STREAM``).
+Made in memory; the backbone trained on it is what is cached (``model/pretrained.py``).
 """
 from __future__ import annotations
 
@@ -57,8 +55,7 @@ def benchmark_styles() -> list[PartStyle]:
 
 
 def palette() -> list[tuple[int, int, int]]:
-    """Candidate class colours: 24 hues x 4 saturation/value levels, minus those within
-    ``MIN_COLOUR_DISTANCE`` of a benchmark part's colour (66 remain)."""
+    """Candidate class colours: 24 hues x 4 levels, minus those near a benchmark part's colour."""
     taken = np.array([s.colour for s in benchmark_styles()], np.float32)
     colours = []
     for hue, (saturation, value) in itertools.product(range(24), LEVELS):
@@ -115,8 +112,7 @@ def render_image(rng: np.random.Generator, style: PartStyle, spec: PretrainSpec)
 
 
 def make_images(spec: PretrainSpec, split: str = "train") -> tuple[np.ndarray, np.ndarray]:
-    """All images of a split: uint8 (N, S, S, 3) and int64 labels (N,), classes interleaved;
-    image i depends only on (spec.seed, split, i)."""
+    """A split's uint8 (N, S, S, 3) images and int64 (N,) labels; image i depends on (seed, split, i)."""
     if split not in SPLITS:
         raise SfcError(f"unknown pretraining split {split!r}", fix=f"use one of: {', '.join(SPLITS)}")
     classes = class_definitions(spec)

@@ -14,8 +14,7 @@ from sfc_core.data.dataset import VOC_CLASSES, SegmentationDataset
 from sfc_core.errors import SfcError
 from sfc_core.method.coefficients import bank_extra, default_second_counts, distribution_coefficients
 
-# The reference's b_k ("ben", docs/reference.md 3.4), reordered from its frequency order into
-# VOC class order (aeroplane ... tvmonitor).
+# The reference's b_k ("ben", docs/reference.md 3.4), reordered into VOC class order.
 VOC_REFERENCE_SECOND_COUNTS = np.array(
     [7536, 7698, 8062, 8032, 8134, 9036, 12784, 11044, 13956, 11118,
      7582, 13316, 8308, 7792, 66642, 7626, 10524, 7726, 7704, 7536], dtype=np.float64)
@@ -38,12 +37,8 @@ def coefficient_inputs(dataset: SegmentationDataset, list_name: str, dataset_kin
                        batch_size: int, bank_draws: int) -> tuple[np.ndarray, np.ndarray, float]:
     """(n int64 (C,), b float64 (C,), E) for `distribution_coefficients` on a training list.
 
-    VOC (dataset_kind "voc" with VOC's 20 classes): the reference's b_k and E = 396, with n
-    counted from the list's image labels: ``prepare voc`` writes them from the XML annotations,
-    as the reference's label file was made, so on trainaug n is the reference's ``Images_num``
-    and its weights come out (labels from masks would differ on a few images). Any other
-    dataset: E from `bank_extra` and b from `default_second_counts`.
-    """
+    VOC: the reference's b_k and E = 396, n from the list's XML-made image labels (so on trainaug
+    the reference's weights come out). Other datasets: E from `bank_extra`, b `default_second_counts`."""
     counts = class_counts(dataset, list_name)
     if dataset_kind == "voc" and tuple(dataset.class_names) == VOC_CLASSES:
         return counts, VOC_REFERENCE_SECOND_COUNTS, VOC_REFERENCE_EXTRA
@@ -58,8 +53,7 @@ def coefficient_inputs(dataset: SegmentationDataset, list_name: str, dataset_kin
 
 
 def class_weights(dataset: SegmentationDataset, cfg: Config) -> np.ndarray:
-    """float32 (C,) per-class weights of the consistency losses, for the training list of cfg:
-    the distribution coefficients, or ones when cfg.loss.class_weights == "uniform"."""
+    """float32 (C,) consistency-loss weights: the distribution coefficients, or ones ("uniform")."""
     if cfg.loss.class_weights == "uniform":
         return np.ones(dataset.num_classes, dtype=np.float32)
     if cfg.loss.class_weights != "distribution":
@@ -72,11 +66,8 @@ def class_weights(dataset: SegmentationDataset, cfg: Config) -> np.ndarray:
 
 def dataset_stats(dataset: SegmentationDataset, list_name: str, dataset_kind: str | None = None,
                   batch_size: int = 16, bank_draws: int = 4) -> dict:
-    """JSON-able summary of a list: class names, image counts, co-occurrence, the distribution
-    coefficients as `class_weights` would make them for this list as the training list
-    (dataset_kind "voc" selects the reference's b_k; None when a class has no image and there
-    is no bank), imbalance ratio (most / least frequent class; None if a class is absent) and
-    the histogram of labels per image."""
+    """JSON-able summary of a list: names, counts, co-occurrence, distribution coefficients,
+    imbalance ratio and labels-per-image histogram."""
     labels = dataset.labels(list_name) > 0
     counts = labels.sum(axis=0).astype(np.int64)
     try:

@@ -1,10 +1,9 @@
 """A synthetic long-tailed weakly-supervised segmentation dataset, written in the VOC layout.
 
-Objects have a large part whose appearance every class of a group shares (a head class and two
-or three rarer ones, which mostly touch their head) and a small part of their own, often
-missing. A classifier on image labels learns the shared part as the head's cue and its CAMs
-take the rare classes' pixels: the problem SFC addresses. The control (``shared_parts=False``)
-gives every class's large part its own look. docs/synthetic.md explains the design.
+Objects have a large part every class of a group shares (a head class and rarer ones) and a
+small part of their own: a classifier on image labels learns the shared part as the head's cue,
+the problem SFC addresses. The control (``shared_parts=False``) gives every class its own large
+part. docs/synthetic.md explains the design.
 
     path = generate("data/synthetic", size="default", seed=0)   # JPEGImages/, SegmentationClass/,
     # SegmentationPart/ (1 large, 2 own part), lists, class_names.txt, cls_labels.json, COMPLETE.json
@@ -219,8 +218,7 @@ def _texture(texture: str, u: np.ndarray, v: np.ndarray, frequency: float) -> np
 
 def draw_part(image: np.ndarray, style: PartStyle, centre: tuple[float, float], radius: float,
               angle: float, brightness: float = 1.0) -> tuple[tuple[slice, slice], np.ndarray]:
-    """Paint one part into ``image`` (H, W, 3) float32, in place, working on its bounding box only.
-    Returns the box's slices and the part's boolean mask inside them (for the class/part masks)."""
+    """Paint one part into ``image`` (H, W, 3) float32 in place; returns its box slices and mask."""
     height, width = image.shape[:2]
     cy, cx = centre
     reach = radius * 1.1
@@ -349,8 +347,7 @@ def add_noise(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
 
 def render(rng: np.random.Generator, objects: list[PlacedObject], classes: list[ClassInfo],
            size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Draw background, clutter and objects: image uint8 (S, S, 3), class mask uint8 (S, S)
-    (0 bg, 1..C), part mask uint8 (S, S) (0 none, 1 large part, 2 own part)."""
+    """Draw background, clutter and objects: image uint8 (S, S, 3), class mask and part mask (S, S)."""
     image = render_background(rng, size)
     class_mask = np.zeros((size, size), np.uint8)
     part_mask = np.zeros((size, size), np.uint8)
@@ -384,11 +381,7 @@ def primary_quota(num_images: int, min_primary: int) -> np.ndarray:
 
 def stratified_subset(labels: list[list[int]], count: int, class_counts: np.ndarray,
                       rng: np.random.Generator) -> list[int]:
-    """Indices of ``count`` images whose per-class counts follow the whole set's.
-
-    Images are grouped by their rarest class; each group gives its share of ``count``
-    (largest remainders), so every class keeps its share in the subset.
-    """
+    """Indices of ``count`` images whose per-class counts follow the set's (largest remainders)."""
     strata: dict[int, list[int]] = {}
     for i, classes in enumerate(labels):
         strata.setdefault(min(classes, key=lambda k: class_counts[k]), []).append(i)
@@ -469,12 +462,8 @@ def check_settings(path: Path, settings: dict) -> None:
 
 def generate(root: str | Path, size: str = "default", seed: int = 0, shared_parts: bool = True,
              force: bool = False, num_images: int | None = None) -> Path:
-    """Write (or reuse) a synthetic dataset; returns ``Path(root) / dataset_name(...)``.
-
-    ``num_images`` overrides the size's training-image count (the lists scale with it).
-    Generation happens in a temporary sibling folder renamed at the end, so a killed run
-    leaves nothing half-done; the same arguments always give byte-identical files.
-    """
+    """Write (or reuse) a synthetic dataset; returns ``Path(root) / dataset_name(...)``. Made in a
+    sibling folder renamed at the end; byte-identical for the same arguments."""
     parameters = _parameters(size, seed, shared_parts, num_images)
     path = Path(root) / dataset_name(size, seed, shared_parts, num_images)
     if not force and _is_complete(path, parameters):
@@ -501,11 +490,7 @@ SPLITS = ("train_aug", "val")   # generated splits; train.txt is drawn from trai
 
 
 def split_layouts(spec: SizeSpec, seed: int, split: str, classes: list[ClassInfo]):
-    """Yield ``(rng, objects)`` for every image of a generated split, in id order.
-
-    ``rng`` is the image's own generator, already advanced past its layout: rendering
-    continues from it, so an image depends only on (seed, split, index).
-    """
+    """Yield ``(rng, objects)`` per image of a split; ``rng`` is the image's own, past its layout."""
     split_index = SPLITS.index(split)
     count = spec.num_train if split == "train_aug" else spec.num_heldout
     min_primary = math.ceil(spec.min_primary * count / spec.num_train)

@@ -19,8 +19,7 @@ IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
 
 def rescale(image: np.ndarray, scale: float, resample=Image.Resampling.BICUBIC) -> np.ndarray:
-    """PIL resize (bicubic) of a uint8 (H, W, ...) array to (round(H*s), round(W*s), ...); a
-    scale of 1 returns the array itself, as the reference does."""
+    """PIL bicubic resize of a uint8 (H, W, ...) array by ``scale`` (1: the array itself, as reference)."""
     if scale == 1:
         return image
     height, width = image.shape[:2]
@@ -34,27 +33,23 @@ def normalize(image: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=8)
 def _normalisation_constants(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(255, mean, std) as float32 (3, 1, 1) tensors on `device`, made once per device (as
-    normal tensors, also when first asked for under inference mode)."""
+    """(255, mean, std) float32 (3, 1, 1) on `device`, made once per device."""
     with torch.inference_mode(False):
         return tuple(torch.from_numpy(v).reshape(3, 1, 1).to(device)
                      for v in (np.full(3, 255.0, dtype=np.float32), IMAGENET_MEAN, IMAGENET_STD))
 
 
 def normalize_on_device(images: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
-    """uint8 (..., 3, H, W) RGB -> float32 on `device` (default: where `images` are), `normalize`'s
-    float32 operations, each correctly rounded (the divisors are tensors, so no device turns a
-    division into a multiplication by a reciprocal): equal to `normalize` of the HWC image bit
-    for bit. The copy is non-blocking (it overlaps when `images` are in pinned memory)."""
+    """uint8 (..., 3, H, W) RGB -> float32 on `device` (default: the images'), equal to `normalize`
+    bit for bit (tensor divisors: no reciprocal multiplication); non-blocking copy."""
     x = images.to(device if device is not None else images.device, non_blocking=True).float()
     full, mean, std = _normalisation_constants(x.device)
     return (x / full - mean) / std
 
 
 def device_views(image: torch.Tensor, device: torch.device | str | None = None, flip: bool = True) -> torch.Tensor:
-    """One uint8 (3, h, w) image -> its normalised views on `device`: float32 (2, 3, h, w),
-    the image and its horizontal flip, or (1, 3, h, w) without `flip`. B images (B, 3, h, w)
-    -> (2B, 3, h, w): the B images, then their B flips in the same order (or (B, 3, h, w))."""
+    """B uint8 (B, 3, h, w) images (or one (3, h, w)) -> float32 (2B, 3, h, w) on `device`: the
+    images, then their flips (or (B, 3, h, w) without `flip`)."""
     x = normalize_on_device(image.reshape(-1, *image.shape[-3:]), device)
     return torch.cat([x, x.flip(-1)]) if flip else x
 
@@ -66,13 +61,9 @@ def hflip(image: np.ndarray) -> np.ndarray:
 
 def random_crop_box(size: tuple[int, int], crop_size: int,
                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Where a random crop_size x crop_size crop of an image of `size` = (H, W) comes from.
-
-    Per axis, independently (reference `get_random_crop_box`): an axis longer than the crop
-    is cut at a random offset in the image; a shorter one is placed at a random offset in
-    the crop. Returns two int64 (4,) boxes `[y0, y1, x0, x1]` (half-open) of the same shape:
-    `source` in image coordinates and `box` in crop coordinates.
-    """
+    """Where a random crop_size crop of an image of `size` = (H, W) comes from (reference
+    `get_random_crop_box`, each axis alone). Returns int64 (4,) boxes `[y0, y1, x0, x1]`:
+    `source` in image coordinates and `box` in crop coordinates."""
     source, box = [], []
     for length in size:
         if length > crop_size:
@@ -100,8 +91,7 @@ def paste_crop(array: np.ndarray, source: np.ndarray, box: np.ndarray, crop_size
 
 
 def long_side_scale(size: tuple[int, int], long_range: tuple[int, int], rng: np.random.Generator) -> float:
-    """The scale that gives an image of `size` = (H, W) a random long side, an integer drawn
-    uniformly in `long_range` (both ends included): the reference's random resize."""
+    """The scale giving `size` = (H, W) a long side drawn uniformly in `long_range` (ends included)."""
     low, high = long_range
     height, width = size
     return int(rng.integers(low, high + 1)) / (height if width < height else width)
@@ -112,14 +102,9 @@ def augment(image: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator
             normalise: bool = True) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     """The joint training transform of an image and its mask (SFC, IRN and step 3 alike).
 
-    image uint8 (H, W, 3), mask (H, W) or None (image-level labels only). Rescale by `scale`
-    (image bicubic, mask nearest), ImageNet normalisation, horizontal flip with p = 0.5 (drawn
-    even when `flip` is off, so the crop stays the same), random crop into an (S, S) canvas,
-    S = crop_size, the image padded with 0 (the mean colour), the mask with `mask_fill`.
-    Returns the image float32 (S, S, 3), the mask (S, S) in its dtype (or None) and `box`
-    int64 (4,) = [y0, y1, x0, x1], the real image inside the crop. Without `normalise` the
-    image stays uint8, padded with 0, for `normalize_crops` to finish on the device.
-    """
+    Rescale (image bicubic, mask nearest), normalise, flip with p = 0.5 (drawn even when `flip`
+    is off), random crop into an (S, S) canvas padded with 0 (mask: `mask_fill`). Returns the
+    image float32 (S, S, 3) (uint8 without `normalise`), the mask or None, and `box` int64 (4,)."""
     image = rescale(image, scale)
     image = normalize(image) if normalise else image
     mask = None if mask is None else rescale_mask(mask, scale)
@@ -131,17 +116,14 @@ def augment(image: np.ndarray, mask: np.ndarray | None, rng: np.random.Generator
 
 
 def nearest_source_index(out_size: int, in_size: int, device: torch.device | None = None) -> torch.Tensor:
-    """int64 (out_size,): the input pixel each output pixel takes under
-    `F.interpolate(mode="nearest")`, i.e. floor(i * in/out) computed in float32 as PyTorch
-    does, so the result matches it bit for bit."""
+    """int64 (out_size,): the input pixel `F.interpolate(mode="nearest")` takes, bit for bit."""
     scale = torch.full((), in_size, dtype=torch.float32, device=device) / out_size   # made there: no copy
     index = (torch.arange(out_size, dtype=torch.float32, device=device) * scale).floor().long()
     return index.clamp_(max=in_size - 1)
 
 
 def inside_boxes(boxes: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
-    """bool (N, h, w): whether crop pixel (rows[i], cols[j]) lies in each box of boxes (N, 4)
-    int64 `[y0, y1, x0, x1]` (half-open); rows (h,), cols (w,) crop coordinates."""
+    """bool (N, h, w): crop pixel (rows[i], cols[j]) inside each box (N, 4) `[y0, y1, x0, x1]`."""
     inside_rows = (rows >= boxes[:, 0:1]) & (rows < boxes[:, 1:2])              # (N, h)
     inside_cols = (cols >= boxes[:, 2:3]) & (cols < boxes[:, 3:4])              # (N, w)
     return inside_rows[:, :, None] & inside_cols[:, None, :]
@@ -149,13 +131,8 @@ def inside_boxes(boxes: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) ->
 
 def normalize_crops(images: torch.Tensor, boxes: torch.Tensor,
                     device: torch.device | str | None = None) -> torch.Tensor:
-    """The float32 (N, 3, S, S) training crops on `device` from the loader's uint8 ones.
-
-    images uint8 (N, 3, S, S) as `augment(..., normalise=False)` pastes them, boxes (N, 4)
-    int64 the real image inside each crop. Normalised as `normalize_on_device`, the padding
-    outside the box set to 0 (the mean colour): equal bit for bit to the crops
-    `augment(..., normalise=True)` makes on the CPU.
-    """
+    """The float32 (N, 3, S, S) training crops on `device` from the loader's uint8 ones
+    (boxes (N, 4)): equal bit for bit to `augment(..., normalise=True)`'s CPU crops."""
     x = normalize_on_device(images, device)
     boxes = boxes.to(x.device, non_blocking=True)
     rows = torch.arange(x.shape[-2], device=x.device)
@@ -165,13 +142,8 @@ def normalize_crops(images: torch.Tensor, boxes: torch.Tensor,
 
 def valid_mask_from_boxes(boxes: torch.Tensor, labels: torch.Tensor, crop_size: int,
                           grid: tuple[int, int]) -> torch.Tensor:
-    """The label-masked valid mask of a batch, on the (h, w) feature grid.
-
-    boxes (N, 4) int64 `[y0, y1, x0, x1]` of the real image inside each crop; labels (N, C)
-    multi-hot. Returns (N, C+1, h, w) in the labels' dtype: the crop-resolution mask (1 inside
-    the box) downsampled to `grid` with nearest (as `F.interpolate(mode="nearest")`), channel 0
-    = validity, channel k = validity x labels[:, k-1]. Runs on the device of its inputs.
-    """
+    """The label-masked valid mask (N, C+1, h, w) of a batch on the feature grid:
+    1 inside each box (N, 4), nearest-downsampled; channel k also times labels[:, k-1]."""
     height, width = grid
     rows = nearest_source_index(height, crop_size, boxes.device)                 # (h,)
     cols = nearest_source_index(width, crop_size, boxes.device)                  # (w,)

@@ -3,11 +3,9 @@
     backbone = BACKBONES["resnet50"](state_dict_or_None)   # x1, x2, x3, x4 = backbone(images)
     backbone.channels, backbone.feature_size(512, 512)    # (256, 512, 1024, 2048), (32, 32)
 
-``resnet50``/``resnet101``: torchvision's, strides (2, 2, 2, 1) without dilation (output stride
-16, as the reference), with the reference's freeze policy: BatchNorm statistics frozen, stem,
-layer1 and layer2 without gradient. ``tiny``: a width-reduced ResNet-18 (16-32-64-128, output
-stride 8) for the CPU presets; from scratch everything trains, with weights it gets that policy.
-A new backbone: a ``@register("name")`` function(state=None) -> ``Backbone``.
+``resnet50``/``resnet101``: torchvision's, output stride 16, the reference's freeze policy
+(BatchNorm statistics frozen, stem, layer1, layer2 without gradient). ``tiny``: a width-reduced
+ResNet-18 (output stride 8) for the CPU presets. A new one: ``@register("name")`` fn(state=None).
 """
 from __future__ import annotations
 
@@ -31,12 +29,8 @@ def register(name: str) -> Callable:
 
 
 class Backbone(nn.Module):
-    """Five stages (stem, layer1..layer4); ``forward`` returns the outputs of layer1..layer4.
-
-    frozen_stages: index of the last stage (0 = stem) that gets no gradient; its output is
-    detached and it and all stages before it have ``requires_grad=False``. -1: none frozen.
-    frozen_bn: every BatchNorm stays in eval mode (running statistics used, never updated).
-    """
+    """Five stages (stem, layer1..layer4); ``forward`` returns layer1..layer4's outputs.
+    frozen_stages: last stage without gradient (-1: none); frozen_bn: BatchNorms stay in eval mode."""
 
     def __init__(self, stages: list[nn.Module], channels: tuple[int, int, int, int],
                  output_stride: int, frozen_stages: int = -1, frozen_bn: bool = False):

@@ -26,9 +26,8 @@ class ImageBank:
 
     def update(self, images: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
                generator: torch.Generator) -> None:
-        """Write a batch: images (N, 3, S, S) on the bank's device; boxes (N, 4) and labels
-        (N, C) on the CPU. For every class present, the slot gets the image containing it
-        that comes last in a random order of the batch."""
+        """Write a batch (images on the bank's device, boxes and labels on the CPU): each class present
+        gets the image containing it that comes last in a random order of the batch."""
         order = torch.randperm(len(labels), generator=generator)
         position = torch.empty_like(order)
         position[order] = torch.arange(1, len(order) + 1)                    # 1-based write order
@@ -44,8 +43,7 @@ class ImageBank:
         self.filled[classes] = True
 
     def draw(self, k: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """k slots uniformly with replacement among the filled ones: images (k, 3, S, S) on the
-        bank's device, boxes (k, 4) and labels (k, C) on the CPU."""
+        """k filled slots, uniformly with replacement: images (k, 3, S, S), boxes (k, 4), labels (k, C)."""
         filled = self.filled.nonzero().squeeze(1)
         if len(filled) == 0:
             raise ValueError("the image bank is empty: no training image so far has a class label "
@@ -69,11 +67,8 @@ class ImageBank:
 
 def append_bank_draws(bank: ImageBank | None, images: torch.Tensor, boxes: torch.Tensor, labels: torch.Tensor,
                       draws: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Write a loader batch into the image bank, then append ``draws`` slots drawn from it.
-
-    images (B, 3, S, S) on the bank's device, boxes (B, 4) and labels (B, C) on the CPU ->
-    the same with B + draws rows. Without a bank (None) the batch comes back unchanged.
-    """
+    """Write a loader batch into the image bank, then append ``draws`` slots drawn from it:
+    images (B, 3, S, S), boxes (B, 4), labels (B, C) -> B + draws rows (unchanged without a bank)."""
     if bank is None:
         return images, boxes, labels
     bank.update(images, boxes, labels, generator)

@@ -28,13 +28,9 @@ def l2_normalise(x: torch.Tensor, dim: int = 1, eps: float = EPS) -> torch.Tenso
 
 
 def classifier_cam(logit_map: torch.Tensor, valid_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Max-normalised classifier CAM with a background channel.
-
-    logit_map (N, C, h, w) raw classifier map; valid_mask (N, K, h, w) or broadcastable
-    (e.g. (1, K, 1, 1) = [1, label]), or None for no masking. Returns (N, K, h, w):
-    channel 0 = 1 - max over all C classes, channels 1..C = maxnorm(relu(logit_map)),
-    all multiplied by the valid mask.
-    """
+    """Max-normalised classifier CAM with a background channel: (N, C, h, w) raw map ->
+    (N, K, h, w), channel 0 = 1 - max over classes, 1..C = maxnorm(relu(map)), times ``valid_mask``
+    ((N, K, h, w), broadcastable, or None)."""
     foreground = max_normalise(F.relu(logit_map))
     background = 1 - foreground.amax(dim=1, keepdim=True)
     cam = torch.cat([background, foreground], dim=1)
@@ -42,12 +38,8 @@ def classifier_cam(logit_map: torch.Tensor, valid_mask: torch.Tensor | None = No
 
 
 def pixel_correlation(cam: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-    """PCM (SEAM): propagate the CAM twice through the features' pixel affinity.
-
-    cam (N, K, h, w); features (N, D, h, w). Each pixel's feature is L2-normalised, the
-    affinity A = relu(f^T f) (N, P, P) is column-normalised (each column sums to 1, eps 1e-5),
-    and the result is cam @ A @ A, reshaped to (N, K, h, w). Not re-normalised.
-    """
+    """PCM (SEAM): cam (N, K, h, w) @ A @ A with A = relu(f^T f) of the L2-normalised
+    features (N, D, h, w), column-normalised (eps 1e-5); not re-normalised."""
     n, k, h, w = cam.shape
     f = l2_normalise(features.flatten(2))                          # (N, D, P)
     affinity = F.relu(torch.bmm(f.transpose(1, 2), f))             # (N, P, P)
@@ -57,24 +49,16 @@ def pixel_correlation(cam: torch.Tensor, features: torch.Tensor) -> torch.Tensor
 
 
 def hierarchical_features(sides: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
-    """Concatenate per-pixel L2-normalised side features on one grid.
-
-    sides: [(N, D_i, h_i, w_i)]; each is L2-normalised over channels, then resized to
-    ``size`` = (h, w) with plain bilinear (align_corners=False, no anti-aliasing).
-    Returns (N, sum D_i, h, w).
-    """
+    """Side features [(N, D_i, h_i, w_i)] each L2-normalised over channels, resized to
+    ``size`` (bilinear, align_corners=False, no anti-aliasing) and concatenated: (N, sum D_i, h, w)."""
     return torch.cat([F.interpolate(l2_normalise(side), size=size, mode="bilinear", align_corners=False)
                       for side in sides], dim=1)
 
 
 @torch.no_grad()
 def seeds(cam: torch.Tensor, valid_mask: torch.Tensor, background_scale: float = 0.3) -> torch.Tensor:
-    """One-hot seeds of the arg-max class, background scaled first. No gradient.
-
-    cam (N, K, h, w); valid_mask (N, K, h, w) or broadcastable (label-masked). Returns
-    (N, K, h, w) in cam's dtype: onehot(argmax_k cam_k * [background_scale, 1, ..., 1])
-    times the valid mask, so seeds of absent classes and padding are 0.
-    """
+    """One-hot seeds (N, K, h, w) of argmax_k cam_k * [background_scale, 1, ..., 1], times the
+    valid mask (absent classes and padding 0). No gradient."""
     scale = torch.ones(cam.shape[1], dtype=cam.dtype, device=cam.device)
     scale[0] = background_scale
     winner = (cam * scale[:, None, None]).argmax(dim=1)                     # (N, h, w)
@@ -83,13 +67,9 @@ def seeds(cam: torch.Tensor, valid_mask: torch.Tensor, background_scale: float =
 
 
 def correlation_iou(cam: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-    """SIPE's seed scores: per pixel i and channel k, the IoU of pixel i's feature-correlation
-    row with the CAM of k (SIPE's ``get_seed``, before its background x 0.5 and arg-max).
-
-    cam (N, K, h, w); features (N, D, h, w) -> (N, K, h, w). With f the features L2-normalised
-    per pixel (eps 1e-5) and corr = relu(f^T f) (N, P, P): inter_k(i) = sum_j corr(i, j) cam_k(j),
-    union_k(i) = sum_j corr(i, j) + sum_j cam_k(j) - inter_k(i).
-    """
+    """SIPE's seed scores (its ``get_seed`` before background x 0.5 and arg-max): per pixel
+    i and channel k, the IoU of i's feature-correlation row (relu(f^T f), f L2-normalised, eps
+    1e-5) with cam_k. cam (N, K, h, w); features (N, D, h, w) -> (N, K, h, w)."""
     n, k, h, w = cam.shape
     f = features.flatten(2)
     f = f / (f.norm(dim=1, keepdim=True) + 1e-5)
@@ -101,21 +81,15 @@ def correlation_iou(cam: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
 
 
 def prototypes(seeds: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-    """Image-specific class prototypes: the seed-masked sum of features over all P pixels / P.
-
-    seeds (N, K, h, w); features (N, D, h, w) -> (N, K, D). Dividing by P, not the seed count,
-    follows the reference; only the direction is used. A class without seeds gets zero.
-    """
+    """Image-specific class prototypes (N, K, D): the seed-masked feature sum over all P pixels
+    / P (the reference's; only the direction is used). seeds (N, K, h, w); features (N, D, h, w)."""
     n, k, h, w = seeds.shape
     return torch.einsum("nkp,ncp->nkc", seeds.reshape(n, k, h * w), features.flatten(2)) / (h * w)
 
 
 def prototype_cam(features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
-    """ReLU of the cosine similarity between every pixel's feature and each prototype.
-
-    features (N, D, h, w); prototypes (N, K, D) -> (N, K, h, w). Cosine as
-    torch.cosine_similarity (each vector divided by max(norm, 1e-8)): a zero prototype gives 0.
-    """
+    """ReLU of the cosine similarity (torch.cosine_similarity) between every pixel's feature
+    (N, D, h, w) and each prototype (N, K, D) -> (N, K, h, w); a zero prototype gives 0."""
     n, d, h, w = features.shape
     f = features.flatten(2)
     f = f / f.norm(dim=1, keepdim=True).clamp_min(COSINE_EPS)

@@ -31,13 +31,9 @@ def bank_extra(num_images: int, batch_size: int, bank_draws: int, num_classes: i
 
 
 def default_second_counts(image_counts: np.ndarray, extra: float) -> np.ndarray:
-    """The kit's b_k for datasets other than VOC: float64 (C,) b_k = t_k^2 / m + m, with t_k = n_k + E
-    a class's expected training samples and m = mean_k t_k, so w_k is proportional to s_k + 1/s_k,
-    s_k = t_k / m: the simplest weight of the shape the reference's undocumented b_k gives (the most
-    frequent and the rarest classes weigh most, the middling ones least; the paper's argument that
-    heads are over- and tails under-activated), smallest at the average share. The VOC preset keeps
-    the reference's b_k and E (``data.stats.coefficient_inputs``), so its weights are exact.
-    """
+    """The kit's b_k for datasets other than VOC: float64 (C,) b_k = t_k^2 / m + m, t_k = n_k + E,
+    m = mean_k t_k, so w_k ~ s_k + 1/s_k (s_k = t_k / m): heads and tails weigh most, the average
+    least, the shape of the reference's b_k. VOC keeps the reference's b_k and E."""
     samples = np.asarray(image_counts, dtype=np.float64) + extra
     mean = samples.mean()
     return samples ** 2 / mean + mean

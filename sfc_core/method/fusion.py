@@ -53,7 +53,6 @@ def best_foreground(cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def label_rows(cam: np.ndarray, background: str, threshold: float | None = None) -> np.ndarray:
-    """Row of each pixel's label: (K', ...) -> int64 (...): the best foreground row where its
-    score exceeds the background score, else 0."""
+    """Row of each pixel's label (K', ...) -> int64 (...): the best foreground row above background or 0."""
     row, score = best_foreground(cam)
     return np.where(score > background_score(cam, background, threshold), row, 0)

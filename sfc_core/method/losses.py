@@ -59,10 +59,8 @@ def prototype_consistency(full: dict[str, torch.Tensor], half: dict[str, torch.T
 @loss_term("scale")
 def scale_consistency(full: dict[str, torch.Tensor], half: dict[str, torch.Tensor], labels: torch.Tensor,
                       class_weights: torch.Tensor) -> torch.Tensor:
-    """mean(|down(cam_full) * y - cam_half * y| * w) over the foreground channels, N*C*h'*w'.
-
-    ``down`` resizes the scale-1 CAM to the half scale's (h', w') grid, bilinear
-    align_corners=True (as the reference); absent classes (y = 0) contribute 0."""
+    """mean(|down(cam_full) * y - cam_half * y| * w) over the foreground channels, N*C*h'*w';
+    ``down``: bilinear to the half scale's grid, align_corners=True (as the reference)."""
     cam_half = half["cam"]
     down = F.interpolate(full["cam"].float(), size=cam_half.shape[-2:], mode="bilinear", align_corners=True)
     weights = (labels * class_weights)[:, :, None, None]                     # (N, C, 1, 1)
@@ -70,11 +68,8 @@ def scale_consistency(full: dict[str, torch.Tensor], half: dict[str, torch.Tenso
 
 
 class SfcObjective(nn.Module):
-    """The losses of one batch as one module call, so DDP sees a single forward.
-
-    weights: {term: weight} for every registered term (``LOSS_TERMS``; 0: off). valid_mask(boxes,
-    labels, grid=(h, w)) -> the (N, K, h, w) label-masked valid mask of the crops on a CAM grid.
-    """
+    """The losses of one batch as one module call, so DDP sees a single forward. weights: {term:
+    weight} (``LOSS_TERMS``; 0: off); valid_mask(boxes, labels, grid) -> (N, K, h, w)."""
 
     def __init__(self, model: SfcNet, class_weights: torch.Tensor, weights: dict[str, float],
                  valid_mask: Callable[..., torch.Tensor]):

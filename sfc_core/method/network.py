@@ -56,11 +56,8 @@ class SfcNet(nn.Module):
         return cam_math.pixel_correlation(cam, self._pcm_features(small, x4))
 
     def _pcm_features(self, small: torch.Tensor, x4: torch.Tensor) -> torch.Tensor:
-        """f9(concat(small, x4)) as the sum of its two parts: the 1x1 convolution's weight
-        (C4, 3 + C4, 1, 1) sliced into the image's 3 input channels and x4's C4, so no
-        (N, 3 + C4, h, w) concatenation is made (in float32 under autocast: the image is
-        float32, x4 bf16) and the large part keeps C4 input channels (2048: aligned).
-        small (N, 3, h, w), x4 (N, C4, h, w) -> (N, C4, h, w)."""
+        """f9(concat(small, x4)) as the sum of its two parts (f9's weight sliced), so no
+        (N, 3 + C4, h, w) concatenation is made. small (N, 3, h, w), x4 (N, C4, h, w) -> (N, C4, h, w)."""
         weight = self.pcm_projection.weight
         return F.conv2d(x4, weight[:, 3:]) + F.conv2d(small, weight[:, :3])
 
@@ -82,15 +79,11 @@ class SfcNet(nn.Module):
     # -- training ----------------------------------------------------------------------------
     def forward(self, images: torch.Tensor, valid_mask: torch.Tensor, with_prototype_cam: bool = True,
                 intermediates: bool = False) -> dict[str, torch.Tensor]:
-        """images (N, 3, H, W); valid_mask (N, C+1, h, w), label-masked (or broadcastable,
-        e.g. (N, C+1, 1, 1) = [1, label] for uncropped validation images).
+        """images (N, 3, H, W); valid_mask (N, C+1, h, w), label-masked (or broadcastable).
 
-        Returns ``score`` (N, C) class logits (GAP of the classifier map), ``cam`` (N, C+1, h, w)
-        the PCM-refined classifier CAM (unrefined when ``pcm`` is off) and, unless
-        ``with_prototype_cam`` is False, ``prototype_cam`` (N, C+1, h, w). ``intermediates``:
-        also ``stages`` (x1..x4), ``classifier_cam`` (before PCM; ``cam`` itself without PCM),
-        ``features`` (N, D, h, w) hierarchical, ``seed_scores``, ``seeds``, ``prototypes``.
-        """
+        Returns ``score`` (N, C) logits, ``cam`` (N, C+1, h, w) (PCM-refined when ``pcm``) and, unless
+        ``with_prototype_cam`` is False, ``prototype_cam``. ``intermediates``: also ``stages``,
+        ``classifier_cam``, ``features``, ``seed_scores``, ``seeds``, ``prototypes``."""
         stages = self.backbone(images)
         x4 = stages[3]
         logit_map = self.classifier(x4)
@@ -106,11 +99,8 @@ class SfcNet(nn.Module):
     @torch.no_grad()
     def infer(self, images: torch.Tensor, label: torch.Tensor,
               mask_by_label: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """CAMs of one image at one scale (docs/reference.md 2.4): ``infer_batch`` of one image.
-
-        images (2, 3, H, W) = the image and its horizontal flip, or (1, 3, H, W); label (C,).
-        Returns (cam, prototype_cam), each (C+1, h, w).
-        """
+        """CAMs of one image at one scale: ``infer_batch`` of one image; images (2 or 1, 3, H, W),
+        label (C,) -> (cam, prototype_cam), each (C+1, h, w)."""
         cam, prototype_cam = self.infer_batch(images, label[None], mask_by_label)
         return cam[0], prototype_cam[0]
 
@@ -119,14 +109,9 @@ class SfcNet(nn.Module):
                     mask_by_label: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """CAMs of B same-size images at one scale (docs/reference.md 2.4).
 
-        images (2B, 3, H, W) = the B images then their B horizontal flips in the same order,
-        or (B, 3, H, W); labels (B, C). With flips, each image's classifier map, hierarchical
-        features, x4 and image are summed with its flipped view mirrored back, before any
-        normalisation. The seeds are masked by [1, label]; the classifier CAM only when
-        ``mask_by_label`` (the reference does not). Every step is per image (BatchNorm in eval
-        mode uses its running statistics), so an image's CAMs do not depend on the others.
-        Returns (cam, prototype_cam), each (B, C+1, h, w).
-        """
+        images (2B, 3, H, W) = the images then their flips, or (B, 3, H, W); labels (B, C). Each flip
+        is mirrored back and summed before any normalisation; seeds masked by [1, label], the classifier
+        CAM only with ``mask_by_label``. Per image throughout. -> (cam, prototype_cam) (B, C+1, h, w)."""
         count = labels.shape[0]
         stages = self.backbone(images)
         x4 = stages[3]

@@ -6,7 +6,6 @@
     model = load_model(path, engine.load_checkpoint(path), cfg.model, class_names)
     cam, proto = multiscale_cams_batch(model, views_per_scale, labels, size)   # B images, upsampled
     net = for_inference(model, channels_last)                     # BatchNorms folded, a copy
-
 Every problem with a file (weights, checkpoint) is an SfcError naming it and the fix.
 """
 from __future__ import annotations
@@ -32,16 +31,13 @@ from sfc_core.method.losses import SfcObjective
 from sfc_core.method.network import SfcNet
 
 ARCHITECTURE = "sfc"   # recorded in checkpoints and checked when loading
-# The authors' ImageNet files (torchvision's older release of the same IMAGENET1K_V1 weights,
-# the same keys): torchvision no longer looks for them, but they load through --set.
+# The authors' ImageNet files (torchvision's older release of the same weights): they load through --set.
 AUTHORS_IMAGENET_FILES = {"resnet50": "resnet50-19c8e357.pth", "resnet101": "resnet101-5d3b4d8f.pth"}
 
 
 def build_backbone(name: str, weights: str = "none", weights_key: str = "model.backbone_weights") -> Backbone:
-    """The registered backbone ``name`` (``method.backbones.BACKBONES``) with ``weights``:
-    "imagenet" (the ResNets: torchvision's IMAGENET1K_V1, from torch's hub cache or a download),
-    a state-dict path (torchvision's layout for the ResNets, e.g. the authors' older file), or
-    "none". ``weights_key``: the config field they came from, named in each error's fix."""
+    """The registered backbone ``name`` with ``weights``: "imagenet" (torchvision's, the ResNets),
+    a state-dict path, or "none"; ``weights_key`` (the config field) is named in each error's fix."""
     if name not in BACKBONES:
         raise SfcError(f"unknown backbone {name!r}", fix=f"set model.backbone to one of: {', '.join(BACKBONES)}")
     if weights == "imagenet" and name in AUTHORS_IMAGENET_FILES:
@@ -78,18 +74,10 @@ def read_state_dict(path: Path, fix: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def imagenet_file(name: str) -> tuple[str, Path]:
-    """(url, cache path) of the IMAGENET1K_V1 file torchvision loads for the ResNet ``name``:
-    the name comes from torchvision's weight enum (``ResNet50_Weights.IMAGENET1K_V1.url``), the
-    folder is ``torch.hub.get_dir()/checkpoints`` ($TORCH_HOME/hub/checkpoints)."""
-    url = torchvision.models.get_model_weights(name).IMAGENET1K_V1.url
-    return url, Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
-
-
 def imagenet_weights_error(name: str, weights_key: str, error: Exception) -> SfcError:
-    """The one message when torchvision cannot load a ResNet's ImageNet weights (offline): the
-    file it looks for and where, and the --set route for a copy kept anywhere."""
-    url, cached = imagenet_file(name)
+    """The one message when torchvision cannot load a ResNet's ImageNet weights (offline)."""
+    url = torchvision.models.get_model_weights(name).IMAGENET1K_V1.url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
     return SfcError(f"cannot load ImageNet weights for {name} ({type(error).__name__}: {error})", path=cached,
                     fix=f"put torchvision's file ({url}) at that path, or pass a local copy with "
                         f"--set {weights_key}=/path/{cached.name} (the authors' older "
@@ -104,8 +92,7 @@ def build_model(model_cfg: ModelConfig, num_classes: int) -> SfcNet:
 
 
 def build_objective(model: SfcNet, class_weights: torch.Tensor, cfg: Config) -> SfcObjective:
-    """SFC's objective for ``model``: the loss terms weighted by ``cfg.loss`` (its ``<term>_weight``
-    fields), class_weights (C,) (``data.stats.class_weights``), crops of ``data.crop_size``."""
+    """SFC's objective for ``model``: the terms weighted by ``cfg.loss``, class_weights (C,)."""
     try:
         return SfcObjective(model, class_weights, cfg.loss.term_weights(),
                             partial(valid_mask_from_boxes, crop_size=cfg.data.crop_size))
@@ -122,11 +109,7 @@ def checkpoint_identity(model_cfg: ModelConfig, class_names: list[str]) -> dict:
 
 def load_model(path: Path, ckpt: dict, model_cfg: ModelConfig, class_names: list[str],
                device: torch.device | str | None = None) -> SfcNet:
-    """The SfcNet of a loaded checkpoint ``ckpt`` (read from ``path``, named in errors), in eval
-    mode on ``device`` (default: auto); the checkpoint must match ``model_cfg`` and
-    ``class_names`` (SfcError otherwise). The stage that loads picks the file
-    (``RunDir.inference_checkpoint``: best.pt, else last.pt) and reads it
-    (``engine.load_checkpoint``), so it can also record what made its outputs."""
+    """The SfcNet of ``ckpt`` in eval mode on ``device``; SfcError unless it matches the config."""
     engine.check_compatible(ckpt, checkpoint_identity(model_cfg, class_names), path)
     model = build_model(dataclasses.replace(model_cfg, backbone_weights="none"), len(class_names))
     engine.check_shapes(ckpt, model, path, {"model": dataclasses.asdict(model_cfg)}, ("model.",),
@@ -139,15 +122,10 @@ def load_model(path: Path, ckpt: dict, model_cfg: ModelConfig, class_names: list
 
 def multiscale_cams_batch(model: SfcNet, images: list[torch.Tensor], labels: torch.Tensor, size: tuple[int, int],
                           mask_by_label: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Classifier and prototype CAMs of B images of one size over all scales, both
-    (B, C+1, H, W) float32 (the CAM stage; training-time validation: one scale, no flip).
+    """Classifier and prototype CAMs (B, C+1, H, W) float32 of B same-size images.
 
-    images: one (2B, 3, h_s, w_s) tensor per scale (the B images, then their B flips, as
-    ``transforms.device_views`` makes them), or (B, 3, h_s, w_s) without flips, on the
-    model's device; labels: (B, C) multi-hot. Each scale's (B, C+1, h, w) maps
-    (``SfcNet.infer_batch``) are upsampled bilinearly to `size`, summed over scales, then
-    max-normalised per image and channel (reference make_cam).
-    """
+    images: one (2B, 3, h_s, w_s) tensor per scale (images then flips) or (B, ...); labels (B, C).
+    Maps upsampled to `size`, summed over scales, max-normalised (reference make_cam)."""
     classifier = prototype = 0
     for views in images:
         scale_cams = model.infer_batch(views, labels, mask_by_label=mask_by_label)
@@ -159,12 +137,8 @@ def multiscale_cams_batch(model: SfcNet, images: list[torch.Tensor], labels: tor
 # -- inference copies ----------------------------------------------------------------------
 
 def fold_batchnorms(module: nn.Module) -> nn.Module:
-    """``module`` (eval mode: inference only) with each BatchNorm that directly follows a
-    convolution folded into that convolution's weight and bias, in place: the same function
-    up to float rounding, without the BatchNorm's pass over each activation
-    (``python -m benchmarks.speed_changes`` measures it). The pairs: ``convN`` / ``bnN``
-    attributes of one block (ResNet blocks) and a Conv2d directly followed by a BatchNorm2d in
-    an ``nn.Sequential`` (stems, downsamples); each BatchNorm becomes an ``nn.Identity``."""
+    """``module`` (eval mode) with each BatchNorm right after a convolution (``convN``/``bnN``
+    of a block, or in an ``nn.Sequential``) folded into it, in place; the BatchNorm becomes Identity."""
     if module.training:
         raise ValueError("fold_batchnorms is for a network in eval mode (its BatchNorms use running statistics)")
     for parent in list(module.modules()):
@@ -180,14 +154,10 @@ def fold_batchnorms(module: nn.Module) -> nn.Module:
 
 
 def inference_layout(channels_last: bool) -> torch.memory_format:
-    """The memory format of an inference network and its inputs: channels-last on every device
-    when ``runtime.channels_last`` (on the CPU too, unlike training; BENCHMARKS.md has the
-    timings). A speed setting: the maps agree within rounding."""
+    """The memory format of an inference network and its inputs (``runtime.channels_last``)."""
     return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def for_inference(model: nn.Module, channels_last: bool) -> nn.Module:
-    """An eval-mode copy of ``model`` with its BatchNorms folded (``fold_batchnorms``), in
-    ``inference_layout(channels_last)``: what the CAM stage and step 3's evaluation run; the
-    caller's network is left as it is."""
+    """An eval-mode copy of ``model``, BatchNorms folded, in ``inference_layout``: the CAM stage's."""
     return fold_batchnorms(copy.deepcopy(model).eval()).to(memory_format=inference_layout(channels_last))

@@ -3,11 +3,9 @@
     path = pretrain("data/synthetic/pretrain")   # the verb: python -m sfc_core pretrain
     cfg = resolve_backbone_weights(cfg)          # model.backbone_weights="pretrain" -> that file
 
-``tiny`` + pooling + linear learns ``data/pretrain_set.py``'s classes (AdamW, one-cycle, flips).
-``<root>/<backbone>-<key>.pth`` holds the backbone's state dict, ``key`` a hash of the set and
-the recipe; its ``.json`` (written after it) marks it complete. The kit ships the default file
-(``SHIPPED``): a cache miss it matches copies it (the same weights on every machine).
-``resolve_backbone_weights`` (what ``train`` calls) never trains: a file to make is an SfcError.
+``<root>/<backbone>-<key>.pth`` holds the state dict, ``key`` a hash of the set and the recipe;
+its ``.json`` (written after it) marks it complete. The kit ships the default file (``SHIPPED``),
+copied on a matching cache miss. ``resolve_backbone_weights`` never trains: a file to make is an SfcError.
 """
 from __future__ import annotations
 
@@ -152,8 +150,7 @@ def pretrain(root: str | Path, spec: PretrainSpec = DEFAULT_SPEC, recipe: Recipe
 
 
 def cached(root: str | Path, spec: PretrainSpec = DEFAULT_SPEC, recipe: Recipe = DEFAULT_RECIPE) -> Path | None:
-    """The complete weights file of these parameters under ``root`` (the kit's shipped one
-    copied there on a miss whose parameters it matches), else None."""
+    """The complete weights file of these parameters under ``root`` (the shipped one on a miss), else None."""
     params, path = parameters(spec, recipe), weights_path(root, spec, recipe)
     if _is_complete(path, params):
         return path
@@ -174,9 +171,7 @@ WEIGHT_FIELDS = {"model.backbone_weights": "model.backbone",
 
 def resolve_backbone_weights(cfg: Config, spec: PretrainSpec = DEFAULT_SPEC,
                              recipe: Recipe = DEFAULT_RECIPE) -> Config:
-    """A copy of ``cfg`` where every weights field (``WEIGHT_FIELDS``) set to ``"pretrain"``
-    names the pretrained file of its backbone under ``<data.root>/pretrain`` (``cached``). It
-    trains nothing: a file still to make is one SfcError naming the ``pretrain`` command."""
+    """``cfg`` with each "pretrain" weights field naming its cached file (never trains)."""
     root = Path(cfg.data.root) / "pretrain"
     changes = {}
     for key, backbone_key in WEIGHT_FIELDS.items():
@@ -188,6 +183,6 @@ def resolve_backbone_weights(cfg: Config, spec: PretrainSpec = DEFAULT_SPEC,
         if path is None:
             raise SfcError(f"{key}=pretrain, and {root} holds no pretrained {backbone} backbone of these "
                            "parameters", path=root,
-                           fix=f"make it first (minutes): python -m sfc_core pretrain --out {root} --backbone {backbone}")
+                           fix=f"make it first: python -m sfc_core pretrain --out {root} --backbone {backbone}")
         changes[key] = str(path)
     return Config.from_dict(cfg.to_dict()).override(changes) if changes else cfg

@@ -1,13 +1,11 @@
-"""Run independent jobs side by side, one process each, when that is faster.
+"""Run independent jobs side by side, one process each.
 
     run_side_by_side([partial(train, base_cfg, "runs/x/baseline"), partial(train, ctrl_cfg, "runs/x/ctrl")])
     run_side_by_side([(partial(train, cfg, "runs/x/sfc"), partial(make_cams, "runs/x/sfc")), ...])  # chains
 
-The synthetic networks are small: two runs side by side with one torch thread each finish
-sooner than one after the other with two. A job's steps are queued one at a time, so a free
-process takes the next waiting step of any job. On a GPU, with one core or for one job, the
-jobs run here in order. Workers come from ``sfc_core.pool`` (a killed one is one SfcError);
-their last checkpoints stay intact, so the same call resumes them.
+A job's steps are queued one at a time, so a free process takes the next waiting step of any
+job. On a GPU, with one core or for one job, the jobs run here in order. Workers come from
+``sfc_core.pool`` (a killed one is one SfcError); their checkpoints let the same call resume.
 """
 from __future__ import annotations
 
@@ -25,9 +23,8 @@ Job = Step | Sequence[Step]
 
 
 def run_side_by_side(jobs: Sequence[Job], processes: int = 2) -> list[Any]:
-    """``[job() for job in jobs]`` (a chain: its steps in order, the last one's result), run in
-    up to ``processes`` processes of ``cores // processes`` torch threads on a CPU machine.
-    Steps must pickle (module-level functions or partials of them); the first error is raised."""
+    """``[job() for job in jobs]`` (a chain: its steps in order) in up to ``processes`` processes
+    on a CPU machine; steps must pickle; the first error is raised."""
     chains = [list(job) if isinstance(job, (list, tuple)) else [job] for job in jobs]
     cores = os.cpu_count() or 1
     processes = min(processes, len(chains))
@@ -39,8 +36,7 @@ def run_side_by_side(jobs: Sequence[Job], processes: int = 2) -> list[Any]:
 
 
 def _run_chains(pool: ProcessPoolExecutor, chains: list[list[Step]]) -> list[Any]:
-    """Each chain's steps in order in ``pool``, the next queued when the previous ends; the last
-    step's results in chain order. The first error is raised (steps not started are cancelled)."""
+    """Each chain's steps in order in ``pool``; the last results in chain order; first error raised."""
     results: list[Any] = [None] * len(chains)
     running: dict[Future, tuple[int, int]] = {pool.submit(chain[0]): (j, 0) for j, chain in enumerate(chains)}
     while running:

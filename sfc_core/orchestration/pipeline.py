@@ -4,10 +4,8 @@
     pseudo_mask_runs(["runs/synthetic-paper/baseline", "runs/synthetic-paper/sfc"])  # step 2 + eval-seg
     segment_runs([("runs/synthetic-paper/sfc", "crf"), ("runs/synthetic-paper/sfc", "gt")])   # step 3
 
-Each stage skips finished work (training resumes or is reused, finished CAM files and pseudo
-masks are kept, evaluations are read back), so calling these again is cheap. Independent runs
-go through ``sfc_core.orchestration.parallel.run_side_by_side``: on a CPU machine the small synthetic runs
-finish sooner side by side, one torch thread each, than one after the other.
+Each stage skips finished work, so calling these again is cheap. Independent runs go through
+``sfc_core.orchestration.parallel.run_side_by_side``.
 """
 from __future__ import annotations
 
@@ -29,8 +27,7 @@ from sfc_core.train import train
 
 
 def trained(cfg: Config, run_dir: str | Path, force: bool = False) -> None:
-    """Train one run into ``run_dir`` (resume an interrupted one, reuse a finished one;
-    start over with ``force``)."""
+    """Train one run into ``run_dir`` (resume or reuse; start over with ``force``)."""
     if force:
         shutil.rmtree(run_dir, ignore_errors=True)
     with recorded(run_dir, "train"):
@@ -38,8 +35,7 @@ def trained(cfg: Config, run_dir: str | Path, force: bool = False) -> None:
 
 
 def evaluated(run_dir: str | Path) -> CamEval:
-    """CAMs of a trained run's evaluation and held-out lists, and their evaluation
-    (``eval_cams``, which reads back a cam_eval.json made from the same CAMs)."""
+    """CAMs of a trained run's evaluation and held-out lists, and ``eval_cams`` on them."""
     run = RunDir(run_dir)
     cfg = run.load_config()
     for list_name in (cfg.data.eval_list, cfg.data.heldout_list):
@@ -51,11 +47,8 @@ def evaluated(run_dir: str | Path) -> CamEval:
 
 def prepare_runs(configs: dict[str, Config], run_root: str | Path, force: bool = False,
                  processes: int = 2) -> dict[str, CamEval]:
-    """Train each ``{name: config}`` into ``run_root/name``, then make its evaluation and
-    held-out CAMs and score them, side by side in the given order (put the longest first);
-    returns ``{name: CamEval}``. Training and CAMs are separate steps (``parallel``'s chains).
-    Where at most one run has work left (a later notebook reading 01's runs), everything runs
-    here with every core's threads, starting no worker processes."""
+    """Train each ``{name: config}`` into ``run_root/name``, make and score its CAMs, side
+    by side (longest first); returns ``{name: CamEval}``. With one run left, all runs here."""
     jobs = [(partial(trained, cfg, Path(run_root) / name, force), partial(evaluated, Path(run_root) / name))
             for name, cfg in configs.items()]
     if not force:
@@ -65,9 +58,7 @@ def prepare_runs(configs: dict[str, Config], run_root: str | Path, force: bool =
 
 
 def pseudo_masks(run_dir: str | Path, method: str | None = None, force: bool = False) -> SegEval:
-    """Step 2 for one run: CAMs of the training list, pseudo masks by ``method`` ("irn" or
-    "crf"; default the run's ``refine.method``), and their evaluation (``eval_seg``, which reuses
-    the scores of masks unchanged since they were scored)."""
+    """Step 2 for one run: training-list CAMs, pseudo masks by ``method`` and their evaluation."""
     run = RunDir(run_dir)
     method = method or run.load_config().refine.method
     if force:
@@ -89,9 +80,7 @@ def pseudo_mask_runs(run_dirs: list[str | Path], method: str | None = None, forc
 
 
 def segmented(run_dir: str | Path, masks: str, force: bool = False) -> FinalEval:
-    """Step 3 for one run: a segmentation network trained on ``masks`` ("irn", "crf", "cam" or
-    "gt") and scored on the held-out list (``segment``; read back when finished from the same
-    masks and settings)."""
+    """Step 3 for one run: a segmentation network trained on ``masks`` and scored held out."""
     run = RunDir(run_dir)
     if force:
         shutil.rmtree(run.segment_dir(masks), ignore_errors=True)

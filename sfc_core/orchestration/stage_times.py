@@ -1,12 +1,11 @@
-"""What each stage of a run cost: wall and CPU seconds, appended to the run directory.
+"""What each stage of a run cost: wall and CPU seconds, appended to ``<run>/stage_times.jsonl``.
 
     with recorded(run_dir, "train"):        # pipeline.trained, evaluated, pseudo_masks, segmented
         train(cfg, run_dir)
     rows = read_stage_times("runs/synthetic-paper")   # every run's records, oldest first
 
-One line of ``<run>/stage_times.jsonl`` per finished stage: its wall seconds, CPU seconds (this
-process and its ended children: loader workers, CRF processes) and torch threads.
-``python -m benchmarks.stage_costs RUN_ROOT`` prints them as BENCHMARKS.md's table.
+CPU seconds count this process and its ended children; ``python -m benchmarks.stage_costs``
+prints them as BENCHMARKS.md's table.
 """
 from __future__ import annotations
 
@@ -31,8 +30,7 @@ def cpu_seconds() -> float:
 
 @contextmanager
 def recorded(run_dir: str | Path, stage: str) -> Iterator[None]:
-    """Time the block and append its record to ``run_dir/stage_times.jsonl`` (only when it
-    finishes: an interrupted stage records nothing)."""
+    """Time the block; append its record to ``run_dir/stage_times.jsonl`` once it finishes."""
     wall, cpu = time.perf_counter(), cpu_seconds()
     yield
     record = {"stage": stage, "wall_s": round(time.perf_counter() - wall, 3),
