@@ -434,7 +434,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
 # for the synthetic values: docs/synthetic.md); a preset in PRESET_BASES starts from its base's.
 # Step 3 of `voc`: DeepLab-v2 ResNet-101 as kazuto1011/deeplab-pytorch trains it (configs/voc12.yaml,
 # main.py), from torchvision's ImageNet ResNet-101 (its COCO-pretrained Caffe init is not to be had
-# offline). The kit's lr is the head's: backbone = lr x backbone_lr_mult.
+# offline: expect lower figures than a COCO-initialised run). The kit's lr is the head's:
+# backbone = lr x backbone_lr_mult.
 DEEPLAB_V2_VOC: dict[str, Any] = {
     "segment.network": "deeplabv2_resnet101",   # MODEL.NAME DeepLabV2_ResNet101_MSC, ATROUS_RATES 6/12/18/24
     "segment.crop_size": 321,             # IMAGE.SIZE.TRAIN (SIZE.TEST 513 is unused by its test: whole images)
@@ -515,7 +516,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model.pcm": False,               # PCM (SEAM's, not SFC's) flattens these CAMs
         "model.seed_background_scale": 4.0,   # seeds at fg > 0.8, these broad CAMs' best threshold
         "train.batch_size": 16,           # voc: 16 + 4 bank draws
-        "train.epochs": 4,                # voc: 6; 4 meet every fix target
+        "train.epochs": 4,                # voc: 6; 4 for the default run's time budget
         # widened past voc's 1.0: the fused CAM's best is the prototype CAM itself (lambda -> infinity)
         "cams.lambda_sweep": (0.0, 0.1, 0.3, 0.5, 0.7, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0),
         # to 0.99: the baseline's prototype CAM chose the top of shorter sweeps
@@ -525,7 +526,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "refine.irn_backbone_weights": "pretrain",  # IRN's own frozen pretrained backbone (voc: ImageNet)
         "refine.walk_exp_times": 5,       # voc's 2^8 steps on a 128-cell grid; 48 cells here
         "refine.walk_bg_constant": 0.25,  # voc
-        "segment.batch_size": 8,          # `synthetic`: 16; half the CPU, same mIoU
+        "segment.batch_size": 8,          # `synthetic`: 16; half the CPU
     },
     "synthetic-smoke": {                  # the synthetic preset, small enough for tests
         "data.synthetic_size": "smoke",
