@@ -2,11 +2,9 @@
 
     batches = loop.batches(data, order, batch_size, steps_per_epoch, plan.steps(state.step), workers, device)
     for output in loop.fit(state, batches, step, plan, checkpoint, dist, desc="train"):
-        ...    # after each step: the caller's own logging and validation, written inline
+        ...    # the caller's own logging and validation, inline
 
-An epoch's order is a function of (seed, epoch) and each sample of (seed, epoch, index), so a
-resumed run reads the rest of the sequence unread batches skipped, and ends with the weights of
-one that never stopped.
+Orders and samples are functions of (seed, epoch, index): a resumed run ends as one that never stopped.
 """
 from __future__ import annotations
 
@@ -29,8 +27,7 @@ LOADER_PREFETCH = 2   # batches each DataLoader worker keeps ready (PyTorch's de
 
 @dataclass(frozen=True)
 class Plan:
-    """How long a training runs, how often it logs and checkpoints (also every
-    ``checkpoint_minutes`` of wall time, checked at log steps; 0: off)."""
+    """How long a training runs, how often it logs and checkpoints (``checkpoint_minutes``: 0 off)."""
 
     max_steps: int
     log_every: int
@@ -69,12 +66,9 @@ def batches(data: Dataset, order: Callable[[int], Sequence], batch_size: int, st
 
 def fit(state: TrainState, batches: Iterable, step: Callable[[Any], dict[str, Any]], plan: Plan,
         checkpoint: Path, dist: DistInfo, desc: str = "train") -> Iterator[dict[str, Any]]:
-    """Train ``state``: for each batch, ``step(batch)`` (one update, returning at least
-    ``{"loss": 0-d tensor}``), the schedule's step, then the yield of that output with
-    ``seconds_per_step`` (None before two steps) while the caller logs and validates; then the
-    checkpoint every ``plan.checkpoint_every`` steps, by wall time and at the end.
-    SIGTERM (``io.sigterm_raises``) ends the step under way, writes its checkpoint and raises
-    ``io.Terminated``: a resume continues exactly from there."""
+    """Train ``state``: per batch ``step(batch)`` (returning at least ``{"loss"}``), the schedule's
+    step, the yield of the output (with ``seconds_per_step``), then the checkpoint when due.
+    SIGTERM ends the step under way, writes its checkpoint and raises ``io.Terminated``."""
     saved, first, timed = time.monotonic(), None, 0
     with tqdm(total=plan.max_steps, initial=state.step, desc=desc, unit="step", disable=not dist.is_main) as bar, \
             workers_stopped(checkpoint), deferred_stop():    # SIGTERM: the step ends, its checkpoint
@@ -119,9 +113,8 @@ def workers_stopped(checkpoint: Path) -> Iterator[None]:
 
 def due_by_wall_time(saved: float, plan: Plan, step: int, dist: DistInfo,
                      now: Callable[[], float] = time.monotonic) -> bool:
-    """Whether ``plan.checkpoint_minutes`` have passed since ``saved`` (a ``now()`` reading):
-    asked on log steps only, rank 0's clock deciding, so every rank writes at the same step
-    and no other step pays a collective."""
+    """Whether ``plan.checkpoint_minutes`` passed since ``saved``: on log steps only, rank 0's
+    clock deciding, so every rank writes at the same step."""
     if plan.checkpoint_minutes <= 0 or step % plan.log_every:
         return False
     return bool(broadcast_from_main(now() - saved >= 60 * plan.checkpoint_minutes, dist))
