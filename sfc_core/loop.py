@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -41,6 +42,14 @@ class Plan:
         """The steps from ``start`` to the end, or to ``stop_after`` (as if interrupted there)."""
         stop = stop_after if stop_after is not None and start <= stop_after < self.max_steps else self.max_steps
         return range(start, stop)
+
+
+def epoch_keys(num_images: int, seed: int, epoch: int, dist: DistInfo) -> list[tuple[int, int]]:
+    """This rank's (epoch, index) keys of one epoch: a permutation drawn from (seed, epoch), dealt
+    out rank by rank (a tail shorter than the world size is dropped, so ranks stay in step)."""
+    order = np.random.default_rng([seed, epoch]).permutation(num_images)
+    order = order[: num_images - num_images % dist.world_size]
+    return [(epoch, int(i)) for i in order[dist.rank::dist.world_size]]
 
 
 def step_keys(order: Callable[[int], Sequence], batch_size: int, steps_per_epoch: int,

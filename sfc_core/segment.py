@@ -156,14 +156,6 @@ def crop_scale(rng: np.random.Generator, seg: SegmentConfig) -> float:
     return float(rng.choice(grid))
 
 
-def epoch_keys(num_images: int, seed: int, epoch: int, dist: engine.DistInfo) -> list[tuple[int, int]]:
-    """This rank's (epoch, index) keys of one epoch: a permutation drawn from (seed, epoch), dealt
-    out rank by rank (a tail shorter than the world size is dropped, so ranks stay in step)."""
-    order = np.random.default_rng([seed, epoch]).permutation(num_images)
-    order = order[: num_images - num_images % dist.world_size]
-    return [(epoch, int(i)) for i in order[dist.rank::dist.world_size]]
-
-
 # -- the network ------------------------------------------------------------------------------
 
 
@@ -481,7 +473,7 @@ def _train(state: engine.TrainState, cfg: Config, crops: MaskedCrops, out: RunDi
     """Train from ``state.step`` to cfg.segment.iterations; returns images/s (None: untimed)."""
     seg, seed = cfg.segment, cfg.runtime.seed
     local_batch = engine.per_process(seg.batch_size, "segment.batch_size", dist)
-    steps_per_epoch = len(epoch_keys(len(crops), seed, 0, dist)) // local_batch
+    steps_per_epoch = len(loop.epoch_keys(len(crops), seed, 0, dist)) // local_batch
     if steps_per_epoch == 0:
         raise SfcError(f"the training list has {len(crops)} images, fewer than one batch of "
                        f"{seg.batch_size}", fix="lower segment.batch_size")
@@ -490,7 +482,7 @@ def _train(state: engine.TrainState, cfg: Config, crops: MaskedCrops, out: RunDi
     ddp_model = engine.wrap_ddp(state.model, dist, device, gradient_as_bucket_view=True, static_graph=True)
     ddp_model.train()
     plan = loop.Plan(seg.iterations, seg.log_every, seg.checkpoint_every, cfg.runtime.checkpoint_minutes)
-    batches = loop.batches(crops, partial(epoch_keys, len(crops), seed, dist=dist), local_batch, steps_per_epoch,
+    batches = loop.batches(crops, partial(loop.epoch_keys, len(crops), seed, dist=dist), local_batch, steps_per_epoch,
                            plan.steps(state.step), engine.loader_workers(cfg.runtime.num_workers, device), device)
     losses, rate = [], None
     with engine.MetricsLogger(out.metrics_jsonl, out.tensorboard, enabled=dist.is_main,
