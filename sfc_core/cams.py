@@ -1,11 +1,9 @@
 """The `cams` stage: multi-scale + flip classifier and prototype CAMs (docs/method.md, inference).
 
-Per image and scale (default 1.0, 0.5, 1.5, 2.0) with its flip, the network gives its named
-maps on the stride-16 grid, upsampled to the image, summed over scales and max-normalised per
-channel; the background row and the image's classes are kept (``sfc_core.cam_files``). Complete
-files are kept while ``cams/provenance.json`` records the same checkpoint and settings. Same-size
-images go through the network together (up to `cams.batch_size`); writer threads save files
-while the device goes on. Under torchrun each rank takes an interleaved shard:
+The network's named maps per image, scale and flip, upsampled, summed over scales and
+max-normalised; the background row and the image's classes are saved (``cam_files``). Complete
+files are kept while ``cams/provenance.json`` records the same inputs. Under torchrun each rank
+takes an interleaved shard:
 
     torchrun --nproc_per_node 4 -m sfc_core -- cams --run RUN_DIR     (-- keeps --run from torchrun)
 """
@@ -46,16 +44,14 @@ from sfc_core.run_lock import claims_run
 
 def multiscale_cams(model, images: list[torch.Tensor], label: torch.Tensor, size: tuple[int, int],
                     mask_by_label: bool = False) -> tuple[torch.Tensor, ...]:
-    """``multiscale_cams_batch`` of one image: its maps (STORED_MAPS' order), each (C+1, H, W)
-    (images: one (2, 3, h_s, w_s) image-and-flip tensor per scale; label: (C,) multi-hot)."""
+    """``multiscale_cams_batch`` of one image: its maps, each (C+1, H, W)."""
     return tuple(m[0] for m in multiscale_cams_batch(model, images, label[None], size, mask_by_label))
 
 
 def cams_record(cfg: Config, checkpoint: dict[str, Any], class_names: list[str],
                 scales: tuple[float, ...]) -> dict[str, Any]:
-    """What the CAM files are made from (``cams/provenance.json``): checkpoint, class list,
-    scales, flip, label masking, AMP and the network's settings but its weights file. Not
-    ``cams.batch_size``: like ``runtime.num_workers`` it changes speed, not the maps."""
+    """What the CAM files are made from (``cams/provenance.json``); not ``cams.batch_size``, which
+    leaves the maps as they are."""
     model = {key: value for key, value in dataclasses.asdict(cfg.model).items() if key != "backbone_weights"}
     return {"checkpoint": checkpoint, "class_names": list(class_names), "scales": list(scales),
             "flip": cfg.cams.flip, "mask_by_label": cfg.cams.mask_by_label, "amp": cfg.cams.amp,
@@ -80,9 +76,8 @@ def _todo(run: RunDir, ids: list[str]) -> list[int]:
 def make_cams(run: str | Path | RunDir, list_name: str | None = None,
               scales: tuple[float, ...] | None = None, device: str | torch.device | None = None,
               overrides: dict | None = None) -> Path:
-    """CAMs of every image of `list_name` (default: the training list) into RUN_DIR/cams/,
-    returned; complete files kept while cams/provenance.json records the same checkpoint and
-    settings. `overrides`: dotted config keys on top of the run's config.json."""
+    """CAMs of every image of `list_name` (default: the training list) into RUN_DIR/cams/, returned.
+    `overrides`: dotted config keys on top of the run's config.json."""
     run = RunDir(run)
     cfg = run.load_config(overrides)
     list_name = list_name or cfg.data.train_list
@@ -121,9 +116,8 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
 
 def write_cams(run: RunDir, cfg: Config, model: torch.nn.Module, views: Dataset, device: torch.device,
                desc: str | None = None, missing: set[str] | None = None) -> None:
-    """The CAM file of every image of ``views`` (MultiScaleDataset items) named in ``missing``
-    (None: all), in same-size batches of up to ``cams.batch_size``, written by a
-    `BackgroundWriter` beside the device (BatchNorms folded: ``model.build.fold_batchnorms``). ``desc``: the progress bar's title (None: no bar)."""
+    """The CAM file of every image of ``views`` named in ``missing`` (None: all), in same-size
+    batches, written by a `BackgroundWriter` beside the device. ``desc``: the bar's title (None: none)."""
     loader = item_loader(views, loader_workers(cfg.runtime.num_workers, device), device.type == "cuda")
     items = tqdm(loader, desc=desc, total=len(views), disable=desc is None, unit="img")
     model = for_inference(model, cfg.runtime.channels_last)
@@ -140,10 +134,9 @@ def write_cams(run: RunDir, cfg: Config, model: torch.nn.Module, views: Dataset,
 
 def _kept_maps(model: torch.nn.Module, cfg: Config, batch: list[dict], device: torch.device
                ) -> tuple[list[tuple[np.ndarray, torch.Tensor]], torch.cuda.Event | None]:
-    """Per image of ``batch`` (same-size items), its kept rows ``keys`` (background and its
-    classes) and their STORED_MAPS stacked, float16 (maps, K', H, W) on the host, copied
-    without blocking; and the event after which every copy is complete (None on the CPU)."""
-    layout = inference_layout(cfg.runtime.channels_last)   # like the batch size, a speed setting: CAMs kept
+    """Per image of ``batch``, its kept rows ``keys`` and their maps, float16 (maps, K', H, W),
+    copied to the host without blocking; and the event that ends the copies (None on the CPU)."""
+    layout = inference_layout(cfg.runtime.channels_last)
     images = [device_views(torch.stack(scale), device, cfg.cams.flip).contiguous(memory_format=layout)
               for scale in zip(*(item["images"] for item in batch))]
     labels = torch.stack([item["label"] for item in batch]).to(device, non_blocking=True)
@@ -158,8 +151,7 @@ def _kept_maps(model: torch.nn.Module, cfg: Config, batch: list[dict], device: t
 
 
 def copies_done(device: torch.device) -> torch.cuda.Event | None:
-    """An event on ``device``'s current stream, where the copies were queued (not the current
-    device's: with ``--device cuda:1`` that may be another GPU); None on the CPU."""
+    """An event on ``device``'s current stream (not the current device's); None on the CPU."""
     if device.type != "cuda":
         return None
     ready = torch.cuda.Event()

@@ -2,12 +2,10 @@
 
     python -m sfc_core refine --run RUN_DIR --method irn|crf
 
-``crf`` (COCO): the CRF-smoothed confident labels of the fused CAM (``sfc_core.crf``); 255 where
-the two confidence maps disagree. ``irn`` (VOC): those labels train IRN's boundary network
-(``irn.py``), whose boundaries carry the hybrid random walk of the fused CAM (``random_walk.py``).
-Output for every image of ``data.train_list``: palette PNGs in ``RunDir.pseudo_masks(method)`` and
-the VOC ``train_aug.txt``-style list ``RunDir.pseudo_list``. Resumable (complete PNGs kept, IRN
-resumes) while provenance.json records the same CAMs and settings; the CRF runs in a pool.
+``crf`` (COCO): the CRF-smoothed confident labels of the fused CAM (255 where uncertain).
+``irn`` (VOC): those labels train IRN's boundary network (``irn.py``), whose boundaries carry the
+hybrid random walk of the fused CAM (``random_walk.py``). Resumable while provenance.json records
+the same CAMs and settings.
 """
 from __future__ import annotations
 
@@ -41,9 +39,8 @@ METHODS = ("irn", "crf")
 @claims_run()
 def refine(run: str | Path | RunDir, method: str | None = None, device: str | torch.device | None = None,
            overrides: dict | None = None) -> Path:
-    """Pseudo masks of every training image by ``method`` ("irn" or "crf"; default the run's
-    ``refine.method``); returns their folder. ``overrides``: dotted config keys on top of the
-    run's config.json (e.g. refine.irn_backbone_weights=PATH)."""
+    """Pseudo masks of every training image by ``method`` (default: ``refine.method``); returns
+    their folder. ``overrides``: dotted config keys on top of the run's config.json."""
     run = RunDir(run)
     if method is not None and method not in METHODS:     # a mistyped method is named first
         raise _unknown_method(method)
@@ -76,8 +73,7 @@ def refine(run: str | Path | RunDir, method: str | None = None, device: str | to
 
 
 def refine_record(run: RunDir, cfg: Config, method: str) -> dict:
-    """What a method's pseudo masks (and IRN's work files) are made from: the CAMs' record, the
-    training list, the refinement settings, the CAM background rule and the seed."""
+    """What a method's pseudo masks (and IRN's work files) are made from."""
     return {"method": method, "cams": digest(read_record(run.cams)), "list": cfg.data.train_list,
             "refine": dataclasses.asdict(cfg.refine), "background": cfg.cams.background,
             "bg_threshold": cfg.cams.bg_threshold, "seed": cfg.runtime.seed}
@@ -109,9 +105,8 @@ def _confident_label_task(run: RunDir, cfg: Config, dataset: SegmentationDataset
 
 
 def crf_processes(setting: int | str) -> int:
-    """Processes for the CRF: a ``runtime.num_workers`` count as given; ``"auto"``: this
-    process's torch threads, i.e. the machine's cores alone, its share beside other runs (one:
-    the CRF runs here, no processes to start)."""
+    """Processes for the CRF: ``runtime.num_workers``; ``"auto"``: this process's torch threads
+    (its share of the cores; one: no processes started)."""
     return int(setting) if setting != "auto" else torch.get_num_threads()
 
 
@@ -134,7 +129,7 @@ def write_walk_masks(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids
         return
     net = load_boundary_net(run, cfg, device)
     threads = torch.get_num_threads()
-    if device.type == "cpu":    # 2^k small sequential products: one thread is fastest (no sync)
+    if device.type == "cpu":    # 2^k small sequential products: one thread
         torch.set_num_threads(1)
     try:
         with torch.inference_mode():
