@@ -162,35 +162,21 @@ def crop_scale(rng: np.random.Generator, seg: SegmentConfig) -> float:
 def build_network(name: str, num_classes: int, backbone_weights: str) -> nn.Module:
     """A torchvision segmentation network (or ``model/deeplab_v2.py``) with `num_classes` outputs,
     no auxiliary head; backbone_weights: "imagenet", "none" or a torchvision ImageNet checkpoint."""
-    if name == DEEPLAB_V2:
-        return _deeplab_v2(num_classes, backbone_weights)
     names = [*torchvision.models.list_models(module=torchvision.models.segmentation), DEEPLAB_V2]
     if name not in names:
         raise SfcError(f"unknown segmentation network {name!r}",
                        fix=f"set segment.network to one of torchvision's: {', '.join(names)}")
-    builder = torchvision.models.get_model_builder(name)
-    if backbone_weights == "imagenet":   # the builder's default backbone weights: ImageNet
-        try:
-            return builder(weights=None, num_classes=num_classes, aux_loss=False)
-        except (urllib.error.URLError, OSError) as e:
-            raise _offline(name, e) from None
-    model = builder(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
-    if backbone_weights != "none":
-        load_backbone(model, Path(backbone_weights))
-    return model
-
-
-def _offline(name: str, error: Exception) -> SfcError:
-    return SfcError(f"cannot download the ImageNet weights of {name}'s backbone ({error})",
-                    fix="copy torchvision's ImageNet checkpoint of the backbone to this machine "
-                        "and pass --set segment.backbone_weights=PATH")
-
-
-def _deeplab_v2(num_classes: int, backbone_weights: str) -> DeepLabV2:
+    imagenet = backbone_weights == "imagenet"
     try:
-        model = DeepLabV2(num_classes, "imagenet" if backbone_weights == "imagenet" else "none")
+        if name == DEEPLAB_V2:
+            model = DeepLabV2(num_classes, "imagenet" if imagenet else "none")
+        else:   # the builder's default backbone weights: ImageNet
+            model = torchvision.models.get_model_builder(name)(
+                weights=None, num_classes=num_classes, aux_loss=False, **({} if imagenet else {"weights_backbone": None}))
     except (urllib.error.URLError, OSError) as e:
-        raise _offline(DEEPLAB_V2, e) from None
+        raise SfcError(f"cannot download the ImageNet weights of {name}'s backbone ({e})",
+                       fix="copy torchvision's ImageNet checkpoint of the backbone to this machine "
+                           "and pass --set segment.backbone_weights=PATH") from None
     if backbone_weights not in ("imagenet", "none"):
         load_backbone(model, Path(backbone_weights))
     return model
