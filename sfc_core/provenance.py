@@ -11,6 +11,7 @@ import hashlib
 import json
 import shutil
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +108,15 @@ def refuse_other_inputs(folder: Path, record: dict[str, Any], what: str, fix: st
 def is_fresh(made_from: Any, record: dict[str, Any]) -> bool:
     """Whether ``made_from`` (a folder's or evaluation file's record, or None) equals ``record``."""
     return made_from is not None and canonical(made_from) == canonical(record)
+
+
+def unfinished(paths: dict[str, Path], complete: Callable[[Path], bool], what: str, files: str) -> list[str]:
+    """The ids whose file is missing or incomplete, the incomplete ones counted in one line."""
+    todo = [image_id for image_id, path in paths.items() if not complete(path)]
+    broken = [image_id for image_id in todo if paths[image_id].exists()]
+    if broken:
+        print(f"{what}: {len(broken)} unreadable {files} made again, first: {broken[0]}")
+    return todo
 
 
 def png_complete(path: Path) -> bool:

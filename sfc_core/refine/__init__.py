@@ -28,7 +28,7 @@ from sfc_core.errors import SfcError
 from sfc_core.io import atomic_write_text
 from sfc_core.masks import save_mask
 from sfc_core.pool import pool_map
-from sfc_core.provenance import claim_folder, digest, png_complete, read_record
+from sfc_core.provenance import claim_folder, digest, png_complete, read_record, unfinished
 from sfc_core.refine.irn import load_boundary_net, train_irn, walk_scores
 from sfc_core.run_dir import RunDir, check_cams
 from sfc_core.run_lock import claims_run
@@ -79,13 +79,8 @@ def refine_record(run: RunDir, cfg: Config, method: str) -> dict:
             "bg_threshold": cfg.cams.bg_threshold, "seed": cfg.runtime.seed}
 
 
-def unfinished(out_dir: Path, ids: list[str], what: str) -> list[str]:
-    """The ids whose PNG in ``out_dir`` is missing or incomplete (the latter named in one line)."""
-    todo = [image_id for image_id in ids if not png_complete(out_dir / f"{image_id}.png")]
-    broken = [image_id for image_id in todo if (out_dir / f"{image_id}.png").exists()]
-    if broken:
-        print(f"{what}: {len(broken)} unreadable PNG(s) made again, first: {broken[0]}")
-    return todo
+def _unfinished(out_dir: Path, ids: list[str], what: str) -> list[str]:
+    return unfinished({i: out_dir / f"{i}.png" for i in ids}, png_complete, what, "PNG(s)")
 
 
 def _unknown_method(name: str) -> SfcError:
@@ -113,7 +108,7 @@ def crf_processes(setting: int | str) -> int:
 def write_confident_labels(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[str],
                            out_dir: Path) -> None:
     """CRF-smoothed confident labels of ``ids`` into ``out_dir`` (skips finished images)."""
-    todo = unfinished(out_dir, ids, "refine: confident labels")
+    todo = _unfinished(out_dir, ids, "refine: confident labels")
     pool_map(partial(_confident_label_task, run, cfg, dataset, out_dir), todo, crf_processes(cfg.runtime.num_workers),
              f"refine: confident labels -> {out_dir.name}", path=out_dir,
              fix=f"run the same command again (finished masks are kept), or lower runtime.num_workers "
@@ -124,7 +119,7 @@ def write_walk_masks(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids
                      device: torch.device) -> None:
     """IRN pseudo masks: the hybrid random walk of each image's fused CAM on its boundary map."""
     out_dir = run.pseudo_masks("irn")
-    todo = unfinished(out_dir, ids, "refine: random walk")
+    todo = _unfinished(out_dir, ids, "refine: random walk")
     if not todo:
         return
     net = load_boundary_net(run, cfg, device)
