@@ -100,7 +100,6 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def all_reduce_sum(tensor: torch.Tensor, dist: DistInfo) -> torch.Tensor:
-    """Sum a tensor over ranks in place."""
     if dist.distributed:
         torch.distributed.all_reduce(tensor)
     return tensor
@@ -112,7 +111,6 @@ def barrier(dist: DistInfo) -> None:
 
 
 def gather_objects(obj: Any, dist: DistInfo) -> list[Any]:
-    """Every rank's ``obj``, in rank order."""
     if not dist.distributed:
         return [obj]
     out: list[Any] = [None] * dist.world_size
@@ -326,7 +324,6 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what ``rng_state()`` returned."""
     python = state["python"]
     random.setstate((python[0], tuple(python[1]), python[2]))
     numpy = state["numpy"]
@@ -543,7 +540,6 @@ def _quiet_tensorboard_threads() -> None:
 
 
 def _state_of(obj: Any) -> Any:
-    """The state of an extra (generator, module or bank; None stays None)."""
     if obj is None:
         return None
     return obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()

@@ -204,7 +204,6 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this id runs on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -136,7 +136,6 @@ def _taking_over(path: Path, holder: dict[str, Any]) -> None:
 
 
 def _unwritable(path: Path, error: OSError, size: int) -> SfcError:
-    """The error of a lock file that cannot be made or written (``size`` bytes)."""
     if out_of_space(error):
         return disk_full(path.parent, f"the run lock {path.name}", size)
     return SfcError(f"cannot lock {path.parent} ({error.strerror or error})", path=path,
@@ -152,7 +151,6 @@ def _held_error(path: Path, holder: dict[str, Any], stale_fix: bool) -> SfcError
 
 
 def _holder(path: Path) -> dict[str, Any]:
-    """The holder's details in the lock file; {} when there is none."""
     try:
         return _parse(path.read_bytes())
     except FileNotFoundError:

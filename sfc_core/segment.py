@@ -53,8 +53,6 @@ MASK_SOURCES = ("irn", "crf", "cam", "gt")
 
 @dataclass(frozen=True)
 class MaskSource:
-    """Where the training masks of one ``--masks`` choice come from."""
-
     name: str
     read: Callable[[str], np.ndarray]   # image id -> uint8 (H, W): 0 bg, 1..C, 255 ignored
     path: Callable[[str], Path]         # image id -> the file its mask is made from
@@ -86,11 +84,9 @@ def cam_mask_settings(run: RunDir, cfg: Config) -> dict[str, Any]:
 
 
 def mask_source(run: RunDir, dataset: SegmentationDataset, masks: str, cfg: Config) -> MaskSource:
-    """The reader of the training masks named by ``masks`` (one of MASK_SOURCES)."""
     if masks == "gt":
         return MaskSource("gt", dataset.read_mask, dataset.mask_path,
-                          "the dataset has no masks for these images: train on --masks irn|crf|cam",
-                          {})
+                          "the dataset has no masks for these images: train on --masks irn|crf|cam", {})
     if masks in ("irn", "crf"):
         folder = run.pseudo_masks(masks)
         return MaskSource(masks, partial(_read_pseudo, folder), partial(_pseudo_path, folder),
@@ -440,7 +436,6 @@ def _memory_format(cfg: Config, device: torch.device) -> torch.memory_format:
 
 
 def _train_state(cfg: Config, dataset: SegmentationDataset, masks: str, device: torch.device) -> engine.TrainState:
-    """Step 3's network (seeded), optimiser, poly schedule and scaler, at step 0."""
     seg = cfg.segment
     engine.seed_everything(cfg.runtime.seed)
     model = build_network(seg.network, dataset.num_classes + 1, seg.backbone_weights)

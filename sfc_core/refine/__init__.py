@@ -42,12 +42,11 @@ def refine(run: str | Path | RunDir, method: str | None = None, device: str | to
     """Pseudo masks of every training image by ``method`` (default: ``refine.method``); returns
     their folder. ``overrides``: dotted config keys on top of the run's config.json."""
     run = RunDir(run)
-    if method is not None and method not in METHODS:     # a mistyped method is named first
-        raise _unknown_method(method)
+    if method is not None and method not in METHODS:     # refine.method itself is checked by the config
+        raise SfcError(f"unknown refinement method {method!r}",
+                       fix=f"use --method {' or '.join(METHODS)} (or set refine.method to one of them)")
     cfg = run.load_config(overrides)
     method = method or cfg.refine.method
-    if method not in METHODS:
-        raise _unknown_method(method)
     dataset = open_dataset(cfg.data)
     list_name = cfg.data.train_list
     ids = dataset.ids(list_name)
@@ -81,11 +80,6 @@ def refine_record(run: RunDir, cfg: Config, method: str) -> dict:
 
 def _unfinished(out_dir: Path, ids: list[str], what: str) -> list[str]:
     return unfinished({i: out_dir / f"{i}.png" for i in ids}, png_complete, what, "PNG(s)")
-
-
-def _unknown_method(name: str) -> SfcError:
-    return SfcError(f"unknown refinement method {name!r}",
-                    fix=f"use --method {' or '.join(METHODS)} (or set refine.method to one of them)")
 
 
 def _confident_label_task(run: RunDir, cfg: Config, dataset: SegmentationDataset, out_dir: Path,

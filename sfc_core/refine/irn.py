@@ -177,7 +177,6 @@ def initial_backbone(run: RunDir, cfg: Config) -> Backbone:
 
 
 def load_boundary_net(run: RunDir, cfg: Config, device: torch.device) -> BoundaryNet:
-    """The trained boundary network of a run (after ``train_irn``), in eval mode."""
     checkpoint = engine.load_checkpoint(run.irn_checkpoint, device)
     engine.check_compatible(checkpoint, {"backbone": cfg.refine.irn_backbone, "architecture": ARCHITECTURE},
                             run.irn_checkpoint)
@@ -227,7 +226,6 @@ def train_irn(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[
 
 def irn_step(state: engine.TrainState, index: PathIndex, device: torch.device, amp: bool,
              batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """One update of the boundary branch on a batch of crops with relation labels."""
     net = state.model
     images = normalize_crops(batch["image"], batch["box"], device)
     labels = batch["label"].to(device, non_blocking=True)
