@@ -16,7 +16,11 @@ from pathlib import Path
 
 import torch
 
+from sfc_core.cli import add_config_arguments, config_from_args
 from sfc_core.config import Config
+from sfc_core.data import open_dataset
+from sfc_core.data.coco import COCO_CLASSES
+from sfc_core.data.dataset import VOC_CLASSES
 from sfc_core.errors import SfcError
 from sfc_core.io import atomic_torch_save, atomic_write_json
 from sfc_core.model.build import build_model, checkpoint_identity
@@ -154,8 +158,6 @@ def import_checkpoint(path: str | Path, fmt: str, out: str | Path, cfg: Config,
 
 
 def import_checkpoint_arguments(p: argparse.ArgumentParser) -> None:
-    from sfc_core.cli import add_config_arguments
-
     add_config_arguments(p, preset_default="voc")
     p.add_argument("file", help="the checkpoint (.pth) to import")
     p.add_argument("--format", required=True, choices=sorted(FORMATS),
@@ -164,8 +166,6 @@ def import_checkpoint_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def import_checkpoint_command(args: argparse.Namespace) -> int:
-    from sfc_core.cli import config_from_args
-
     cfg = config_from_args(args)
     absent = import_checkpoint(args.file, args.format, args.out, cfg, preset_class_names(cfg))
     note = f"; absent from the checkpoint: {', '.join(absent)} (left at initialisation)" if absent else ""
@@ -176,13 +176,5 @@ def import_checkpoint_command(args: argparse.Namespace) -> int:
 def preset_class_names(cfg: Config) -> list[str]:
     """The configured dataset's class names (data.root's, else VOC's or COCO's)."""
     if cfg.data.root:
-        from sfc_core.data import open_dataset
-
         return list(open_dataset(cfg.data).class_names)
-    if cfg.data.dataset == "coco":
-        from sfc_core.data.coco import COCO_CLASSES
-
-        return list(COCO_CLASSES)
-    from sfc_core.data.dataset import VOC_CLASSES
-
-    return list(VOC_CLASSES)
+    return list(COCO_CLASSES if cfg.data.dataset == "coco" else VOC_CLASSES)

@@ -25,6 +25,7 @@ from torch.utils.data import DistributedSampler, Subset
 from tqdm import tqdm
 
 from sfc_core import engine, loop
+from sfc_core.cli import add_config_arguments, config_from_args
 from sfc_core.config import ABLATIONS, Config, TrainConfig, flat_dict, parse_overrides
 from sfc_core.data import (
     MultiScaleDataset,
@@ -38,7 +39,7 @@ from sfc_core.data.stats import class_weights
 from sfc_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, device_views, normalize_crops
 from sfc_core.errors import SfcError
 from sfc_core.io import atomic_write_json
-from sfc_core.masks import IGNORE
+from sfc_core.masks import IGNORE, cam_overlay
 from sfc_core.method.bank import ImageBank, append_bank_draws
 from sfc_core.method.cam import max_normalise
 from sfc_core.method.losses import SfcObjective
@@ -289,8 +290,6 @@ def _log_cam_image(logger: engine.MetricsLogger, step: int, image: torch.Tensor,
     """TensorBoard: the batch's first image beside its refined and prototype CAMs."""
     if not logger.enabled:
         return
-    from sfc_core.masks import cam_overlay
-
     rgb = image.detach().float().cpu().numpy().transpose(1, 2, 0) * IMAGENET_STD + IMAGENET_MEAN
     rgb = np.clip(rgb * 255, 0, 255).astype(np.uint8)
     panels = [rgb]
@@ -306,8 +305,6 @@ def _log_cam_image(logger: engine.MetricsLogger, step: int, image: torch.Tensor,
 
 
 def train_arguments(p: argparse.ArgumentParser) -> None:
-    from sfc_core.cli import add_config_arguments
-
     add_config_arguments(p)
     p.add_argument("--out", required=True, help="run directory to create (or resume)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
@@ -321,8 +318,6 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from sfc_core.cli import config_from_args
-
     cfg = config_from_args(args)
     for name, overrides in ABLATIONS.items():
         if getattr(args, name.replace("-", "_")):
