@@ -67,8 +67,7 @@ def setup_distributed() -> DistInfo:
 
 
 def per_process(total: int, key: str, dist: DistInfo) -> int:
-    """This process's share ``total / world_size`` of a global count (SfcError naming ``key``
-    when it does not divide), so N processes train the recipe one process trains."""
+    """This process's share of a global count (SfcError naming ``key`` when it does not divide)."""
     if total % dist.world_size:
         raise SfcError(f"{key}={total} is global and does not split over {dist.world_size} processes",
                        fix=f"pass --set {key}=<a multiple of {dist.world_size}>, or run "
@@ -210,8 +209,7 @@ MAX_LOADER_WORKERS = 8   # "auto" on a GPU: enough to feed it; more only cost me
 
 
 def loader_workers(setting: int | str, device: torch.device) -> int:
-    """DataLoader workers for ``runtime.num_workers``; ``"auto"`` on a GPU: this process's share
-    of the node's cores minus one, within 1..MAX_LOADER_WORKERS."""
+    """DataLoader workers; ``"auto"`` on a GPU: this process's share of the cores minus one."""
     if setting != "auto":
         return int(setting)
     if device.type != "cuda":
@@ -226,9 +224,8 @@ GPU_PRESETS = ("voc", "coco")   # ResNets on full-size images: "auto" on a CPU s
 
 def select_device(name: str = "auto", dist: DistInfo | None = None, option: str = "runtime.device",
                   preset: str | None = None) -> torch.device:
-    """``"auto"``: this rank's GPU, else the CPU, except for GPU_PRESETS, which ask for the CPU by
-    name. A bad name, or a missing GPU, is an SfcError whose fix names ``option`` (a config key
-    or a verb's flag). A GPU chosen becomes the process's current device."""
+    """``"auto"``: this rank's GPU, else the CPU (GPU_PRESETS: only by name); a bad name or a
+    missing GPU is an SfcError naming ``option``. A GPU chosen becomes the current device."""
     check_device(name, option)
     local_rank = dist.local_rank if dist is not None else 0
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
@@ -263,8 +260,7 @@ def amp_dtype(device: torch.device) -> torch.dtype:
 
 def announce_runtime(stage: str, device: torch.device, dist: DistInfo, workers: int, amp: bool,
                      backend: str | None = None) -> None:
-    """One line on stderr (rank 0): device, AMP, compile, loader workers and world size, so a
-    CPU fallback or a surprising setting shows."""
+    """One line on stderr (rank 0) naming device, AMP, compile, workers and world size."""
     if not dist.is_main:
         return
     if device.type == "cuda":
@@ -350,8 +346,7 @@ def make_optimizer(name: str, groups: list[dict[str, Any]], momentum: float,
 
 def make_schedule(optimizer: torch.optim.Optimizer, name: str, max_steps: int,
                   power: float = 0.9) -> torch.optim.lr_scheduler.LRScheduler:
-    """``"poly"``: lr0 * (1 - t/T)^power (the paper); ``"onecycle"``: torch's, peaking at each
-    group's lr (the from-scratch synthetic recipe). ``.step()`` after every update."""
+    """``"poly"`` (the paper) or ``"onecycle"`` (the from-scratch synthetic recipe)."""
     if name == "poly":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: max(0.0, 1.0 - t / max_steps) ** power)
     if name == "onecycle":
@@ -427,8 +422,7 @@ def check_compatible(ckpt: dict[str, Any], expected: dict[str, Any], path: str |
 
 def check_shapes(ckpt: dict[str, Any], model: nn.Module, path: str | Path, config: dict[str, Any],
                  builds: tuple[str, ...], fix: str = FRESH_RUN_FIX) -> None:
-    """SfcError naming the first tensor whose shape differs, and the first config field under
-    ``builds`` that differs."""
+    """SfcError naming the first tensor whose shape differs and the first differing ``builds`` field."""
     own, saved = model.state_dict(), ckpt["model"]
 
     def shape(state: dict[str, torch.Tensor], key: str) -> tuple[int, ...] | None:
@@ -463,8 +457,8 @@ def check_finite(loss: torch.Tensor | float, step: int, last_checkpoint: str | P
 
 
 class MetricsLogger:
-    """Scalars to metrics.jsonl and TensorBoard, images to TensorBoard; a no-op when not
-    ``enabled``. Resumed at ``resume_step``, it drops what was logged after that step."""
+    """Scalars to metrics.jsonl and TensorBoard (a no-op when not ``enabled``); resumed at
+    ``resume_step``, it drops what was logged after it."""
 
     def __init__(self, metrics_path: str | Path, tensorboard_dir: str | Path | None = None,
                  enabled: bool = True, resume_step: int | None = None):
@@ -565,10 +559,8 @@ def _restore(obj: Any, state: Any) -> None:
 
 @dataclass
 class TrainState:
-    """Everything a training is at one step: what its checkpoint holds and a resume restores.
-    ``identity`` is checked on resume; ``builds``: the config prefixes that decide tensor shapes;
-    ``extras``: per-process states (SFC: bank, generator), saved with the RNG states; ``meta``:
-    plain values beside the weights (SFC: best)."""
+    """What a checkpoint holds and a resume restores. ``builds``: the config prefixes that decide
+    tensor shapes; ``extras``: per-process states (SFC: bank, generator); ``meta``: SFC's best."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer

@@ -258,9 +258,8 @@ def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> Path:
 
 
 class BackgroundWriter:
-    """Runs write calls in ``threads`` threads beside the caller, at most ``depth`` waiting.
-    A call's first error is raised in the caller by the next ``submit`` or at the block's end
-    (which waits for every call); the caller's own error drops the calls not started."""
+    """Write calls in ``threads`` threads beside the caller, at most ``depth`` waiting; a call's
+    first error is raised by the next ``submit`` or at the block's end (which waits for all)."""
 
     def __init__(self, threads: int = 2, depth: int = 8):
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="sfc-writer")

@@ -64,8 +64,7 @@ def step_keys(order: Callable[[int], Sequence], batch_size: int, steps_per_epoch
 
 def batches(data: Dataset, order: Callable[[int], Sequence], batch_size: int, steps_per_epoch: int,
             steps: range, workers: int, device: torch.device) -> DataLoader:
-    """One DataLoader for ``steps``: its workers start once and serve every epoch (items are
-    functions of their keys, which carry the epoch), each keeping ``LOADER_PREFETCH`` ready."""
+    """One DataLoader for ``steps``: its workers start once and serve every epoch."""
     return DataLoader(data, batch_sampler=step_keys(order, batch_size, steps_per_epoch, steps),
                       num_workers=workers, pin_memory=device.type == "cuda",
                       prefetch_factor=LOADER_PREFETCH if workers else None,
@@ -75,9 +74,8 @@ def batches(data: Dataset, order: Callable[[int], Sequence], batch_size: int, st
 
 def fit(state: TrainState, batches: Iterable, step: Callable[[Any], dict[str, Any]], plan: Plan,
         checkpoint: Path, dist: DistInfo, desc: str = "train") -> Iterator[dict[str, Any]]:
-    """Train ``state``: per batch ``step(batch)`` (returning at least ``{"loss"}``), the schedule's
-    step, the yield of the output (with ``seconds_per_step``), then the checkpoint when due.
-    SIGTERM ends the step under way, writes its checkpoint and raises ``io.Terminated``."""
+    """Per batch: ``step(batch)`` (returning ``{"loss", ...}``), the schedule's step, the yield of the
+    output, the checkpoint when due; SIGTERM: the step's checkpoint, then ``io.Terminated``."""
     saved, first, timed = time.monotonic(), None, 0
     with tqdm(total=plan.max_steps, initial=state.step, desc=desc, unit="step", disable=not dist.is_main) as bar, \
             workers_stopped(checkpoint), deferred_stop():    # SIGTERM: the step ends, its checkpoint
@@ -109,8 +107,7 @@ def fit(state: TrainState, batches: Iterable, step: Callable[[Any], dict[str, An
 
 @contextlib.contextmanager
 def workers_stopped(checkpoint: Path) -> Iterator[None]:
-    """The RuntimeError of loader workers that died of a SIGTERM to the whole process group as
-    ``io.Terminated`` (for a caller's validation too: its loader's workers die alike)."""
+    """Loader workers killed by a SIGTERM to the process group: ``io.Terminated``, not RuntimeError."""
     try:
         yield
     except RuntimeError:
@@ -130,8 +127,7 @@ def due_by_wall_time(saved: float, plan: Plan, step: int, dist: DistInfo,
 
 
 def stop_due(step: int, plan: Plan, dist: DistInfo) -> bool:
-    """Whether SIGTERM asks the loop to stop after ``step``: at once in one process; under
-    torchrun rank 0's answer, asked on log steps only."""
+    """Whether SIGTERM asks the loop to stop after ``step`` (under torchrun: rank 0's, at log steps)."""
     if dist.distributed and step % plan.log_every:
         return False
     return bool(broadcast_from_main(stop_requested(), dist))

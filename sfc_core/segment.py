@@ -143,8 +143,7 @@ class MaskedCrops(Dataset):
 
 
 def crop_scale(rng: np.random.Generator, seg: SegmentConfig) -> float:
-    """A crop's rescale factor: U(segment.scale_range), or uniform on its grid at segment.scale_step
-    (deeplab-pytorch's random.choice)."""
+    """A crop's rescale factor: U(segment.scale_range), or uniform on its segment.scale_step grid."""
     if seg.scale_step == 0:
         return float(rng.uniform(*seg.scale_range))
     low, high = seg.scale_range
@@ -156,8 +155,8 @@ def crop_scale(rng: np.random.Generator, seg: SegmentConfig) -> float:
 
 
 def build_network(name: str, num_classes: int, backbone_weights: str) -> nn.Module:
-    """A torchvision segmentation network (or ``model/deeplab_v2.py``) with `num_classes` outputs,
-    no auxiliary head; backbone_weights: "imagenet", "none" or a torchvision ImageNet checkpoint."""
+    """A torchvision segmentation network (or DeepLab-v2) without auxiliary head; backbone_weights:
+    "imagenet", "none" or a torchvision ImageNet checkpoint."""
     names = [*torchvision.models.list_models(module=torchvision.models.segmentation), DEEPLAB_V2]
     if name not in names:
         raise SfcError(f"unknown segmentation network {name!r}",
@@ -209,8 +208,7 @@ def parameter_groups(model: nn.Module, seg: SegmentConfig) -> list[dict[str, Any
 
 
 def deeplab_v2_groups(model: DeepLabV2, seg: SegmentConfig) -> list[dict[str, Any]]:
-    """deeplab-pytorch's groups: trunk convolutions, ASPP biases (own lr and decay), ASPP weights
-    last (the logged lr is the head's)."""
+    """deeplab-pytorch's groups; the ASPP weights last, so the logged lr is the head's."""
     kinds = model.parameter_kinds()
     return [{"params": kinds["backbone"], "lr": seg.lr * seg.backbone_lr_mult},
             {"params": kinds["head_biases"], "lr": seg.lr * seg.head_bias_lr_mult,
@@ -279,9 +277,8 @@ def crf_prediction(image: np.ndarray, pred: np.ndarray, refine_cfg: RefineConfig
 def evaluate_network(model: nn.Module, dataset: SegmentationDataset, list_name: str, cfg: Config,
                      device: torch.device, dist: engine.DistInfo,
                      predictions: Path | None = None) -> dict[str, np.ndarray]:
-    """Confusions (K, K) on a list: "single_scale", "multi_scale_flip" and with segment.eval_crf
-    "multi_scale_flip_crf"; with `predictions`, the last kind's maps as palette PNGs. Same-size
-    images are batched and counted on the device, summed over ranks, read once."""
+    """Confusions (K, K) on a list per kind ("single_scale", "multi_scale_flip", with eval_crf
+    "multi_scale_flip_crf"), counted on the device; with `predictions`, the last kind's PNGs."""
     seg, k = cfg.segment, dataset.num_classes + 1
     layout = inference_layout(cfg.runtime.channels_last)
     model = for_inference(model, cfg.runtime.channels_last)
@@ -332,8 +329,7 @@ def batch_labels(model: nn.Module, images: list[list[torch.Tensor]], scales: tup
 
 
 def segment_record(run: RunDir, cfg: Config, masks: str) -> dict[str, Any]:
-    """What a step-3 run is made from (provenance.json, ``made_from``): the masks' record, the
-    training list, the seed and the step-3 settings but ``eval_*``."""
+    """What a step-3 run is made from (provenance.json, ``made_from``); not the ``eval_*`` settings."""
     if masks in ("irn", "crf"):
         source: Any = digest(read_record(run.pseudo_masks(masks).parent))
     elif masks == "cam":
@@ -347,8 +343,7 @@ def segment_record(run: RunDir, cfg: Config, masks: str) -> dict[str, Any]:
 
 def _resume_from_same_inputs(state: engine.TrainState, run: RunDir, out: RunDir, masks: str,
                              made_from: dict[str, Any], force: bool, dist: engine.DistInfo) -> None:
-    """Resume ``state`` from segment/<masks>/ only when its provenance.json equals ``made_from``
-    (else an SfcError naming --force; with ``force`` the folder is emptied first)."""
+    """Resume ``state`` only when provenance.json equals ``made_from`` (else SfcError; ``force`` empties)."""
     if force and dist.is_main:
         claim_folder(out.root, made_from, f"segment {masks}")
     engine.gather_objects(None, dist)
@@ -364,9 +359,8 @@ def _resume_from_same_inputs(state: engine.TrainState, run: RunDir, out: RunDir,
 @claims_run(lambda run, masks, *args, **kwargs: RunDir(run).segment_dir(masks))
 def segment(run: str | Path | RunDir, masks: str, overrides: dict[str, Any] | None = None,
             save_predictions: bool = False, force: bool = False) -> dict[str, Any]:
-    """Train cfg.segment.network on `masks`, score it on the held-out list; returns final_eval.json.
-    Resumes when provenance.json records the same inputs; others are refused, or with ``force``
-    trained again. `overrides`: dotted keys on top of the run's config.json."""
+    """Train cfg.segment.network on `masks` (resumed when provenance.json records the same inputs,
+    else refused, or trained again with ``force``), score it; returns final_eval.json."""
     run = RunDir(run)
     cfg = run.load_config().override(overrides or {})
     seg = cfg.segment
@@ -494,8 +488,8 @@ def segment_step(model: nn.Module, state: engine.TrainState, cfg: Config, device
 
 
 def sync_batchnorm(model: nn.Module, dist: engine.DistInfo, device: torch.device) -> nn.Module:
-    """SyncBatchNorm under torchrun on GPUs when a BatchNorm trains: statistics of the global
-    batch, as one GPU sees; same parameters and checkpoint keys. CPU (gloo) jobs keep their own."""
+    """SyncBatchNorm under torchrun on GPUs when a BatchNorm trains (global batch statistics, as
+    one GPU sees; the same checkpoint keys); CPU (gloo) jobs keep per-process statistics."""
     trains = any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None
                  and m.weight.requires_grad for m in model.modules())
     if not (dist.distributed and device.type == "cuda" and trains):

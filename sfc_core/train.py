@@ -122,8 +122,7 @@ def _train(cfg: Config, run: RunDir, resume: bool, stop_after: int | None, dist:
 
 
 def _fit(sfc: SfcTrainer, batches: Iterable, plan: loop.Plan, dataset: SegmentationDataset, run: RunDir) -> float:
-    """``loop.fit`` around ``sfc_step`` with the logs, CAM images and validation (best.pt when
-    the mIoUs' sum is the best yet). Returns images/s (0: untimed)."""
+    """``loop.fit`` around ``sfc_step``, logging and validating inline; returns images/s."""
     state, t, dist, rate = sfc.state, sfc.cfg.train, sfc.dist, 0.0
     with engine.MetricsLogger(run.metrics_jsonl, run.tensorboard, enabled=dist.is_main,
                               resume_step=state.step) as logger:
@@ -219,9 +218,8 @@ def build_trainer(cfg: Config, class_names: list[str], weights: torch.Tensor, de
 
 def step_objective(objective: SfcObjective, cfg: Config, dist: engine.DistInfo,
                    device: torch.device) -> nn.Module:
-    """``objective`` under DDP (inside the compile, so its hooks see the compiled graphs), compiled
-    as ``runtime.compile`` says. A switched-off part's unused parameters are found each step,
-    else the graph is static; buffers are broadcast only when the BatchNorm trains."""
+    """``objective`` under DDP (static graph unless a part is switched off; buffers broadcast only
+    when the BatchNorm trains), compiled as ``runtime.compile`` says."""
     unused = cfg.loss.prototype_weight == 0 or not cfg.model.pcm
     wrapped = engine.wrap_ddp(objective, dist, device, find_unused_parameters=unused, static_graph=not unused,
                               gradient_as_bucket_view=True,
@@ -230,8 +228,7 @@ def step_objective(objective: SfcObjective, cfg: Config, dist: engine.DistInfo,
 
 
 def _claim_run_dir(run: RunDir, cfg: Config, resume: bool) -> None:
-    """Refuse a run with a checkpoint without --resume, or resumed with another configuration;
-    a run directory without a checkpoint is started over."""
+    """Refuse a run with a checkpoint without --resume, or resumed with another configuration."""
     if not run.last_checkpoint.is_file():
         return
     if not resume:
@@ -259,8 +256,7 @@ def _epoch_order(sampler: DistributedSampler, epoch: int) -> list[tuple[int, int
 def validate(model: SfcNet, dataset: SegmentationDataset, cfg: Config, device: torch.device,
              dist: engine.DistInfo | None = None) -> dict[str, float]:
     """Single-scale, no-flip arg-max mIoU of the refined and the prototype CAM on
-    ``cfg.data.eval_list`` (the reference's training-time validation). Same-size images are
-    batched and counted on the device, summed over ranks, read once."""
+    ``cfg.data.eval_list`` (the reference's training-time validation), counted on the device."""
     dist = dist or engine.DistInfo()
     list_name, k = cfg.data.eval_list, dataset.num_classes + 1
     items = MultiScaleDataset(dataset, list_name, scales=(1.0,), masks=True)

@@ -108,8 +108,7 @@ def walk_scores(net: BoundaryNet, image: np.ndarray, scores: torch.Tensor, refin
 
 
 def affinity_targets(labels: torch.Tensor, index: PathIndex) -> tuple[torch.Tensor, ...]:
-    """IRN's pair labels bg_pos, fg_pos, neg, bool (N, D, h', w'), from label maps (N, h, w);
-    a pair with an end at 255 is in none."""
+    """IRN's pair labels bg_pos, fg_pos, neg, bool (N, D, h', w'), of label maps (N, h, w)."""
     hs, ws = index.source_shape(*labels.shape[-2:])
     m = index.margin
     source = labels[:, None, :hs, m:m + ws]                     # (N, 1, h', w')
@@ -132,9 +131,8 @@ def affinity_loss(affinity: torch.Tensor, bg_pos: torch.Tensor, fg_pos: torch.Te
 
 
 class AffinityDataset(Dataset):
-    """Images with their relation labels, augmented as the reference's VOC12AffinityDataset, a
-    function of (seed, epoch, index). Item: ``image`` uint8 (3, S, S), ``box`` int64 (4,),
-    ``label`` uint8 (S, S) (255 in the padding)."""
+    """Crops with relation labels as the reference's VOC12AffinityDataset, by (seed, epoch, index):
+    ``image`` uint8 (3, S, S), ``box`` int64 (4,), ``label`` uint8 (S, S) (255 in the padding)."""
 
     def __init__(self, dataset: SegmentationDataset, ids: list[str], run: RunDir, refine: RefineConfig,
                  seed: int):
