@@ -33,8 +33,6 @@ from sfc_core.io import (
     quiet_thread_errors,
 )
 
-# -- distributed ---------------------------------------------------------------------------
-
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -134,8 +132,6 @@ def gather_to_main(obj: Any, dist: DistInfo) -> list[Any] | None:
     torch.distributed.gather_object(obj, out, dst=0)
     return out
 
-
-# -- devices and precision -----------------------------------------------------------------
 
 def compile_backend(setting: str, device: torch.device) -> str | None:
     """The torch.compile backend of ``runtime.compile`` on ``device``, None for eager; ``"auto"``:
@@ -296,9 +292,6 @@ def out_of_memory_hint(batch_size_key: str, batch_size: int) -> Iterator[None]:
                            "or keep runtime.amp=true") from None
 
 
-# -- reproducibility -----------------------------------------------------------------------
-
-
 def seed_everything(seed: int) -> None:
     """Seed Python's ``random``, NumPy's global generator and torch (CPU and every GPU)."""
     random.seed(seed)
@@ -331,9 +324,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-# -- optimisation --------------------------------------------------------------------------
-
-
 def make_optimizer(name: str, groups: list[dict[str, Any]], momentum: float,
                    weight_decay: float) -> torch.optim.Optimizer:
     """``"sgd"`` (the paper) or ``"adamw"`` over parameter groups, each with its own ``"lr"``."""
@@ -354,9 +344,6 @@ def make_schedule(optimizer: torch.optim.Optimizer, name: str, max_steps: int,
             optimizer, max_lr=[group["lr"] for group in optimizer.param_groups],
             total_steps=max_steps, cycle_momentum="betas" in optimizer.defaults)
     raise SfcError(f"unknown schedule {name!r}", fix="set train.schedule to poly or onecycle")
-
-
-# -- checkpoints ---------------------------------------------------------------------------
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -453,9 +440,6 @@ def check_finite(loss: torch.Tensor | float, step: int, last_checkpoint: str | P
                    fix="lower train.lr (or set runtime.amp=false) and resume with --resume")
 
 
-# -- logging -------------------------------------------------------------------------------
-
-
 class MetricsLogger:
     """Scalars to metrics.jsonl and TensorBoard (a no-op when not ``enabled``); resumed at
     ``resume_step``, it drops what was logged after it."""
@@ -528,9 +512,6 @@ def _quiet_tensorboard_threads() -> None:
     if not getattr(threading.excepthook, "quiets_tensorboard", False):
         quiet_thread_errors(lambda args: type(args.thread).__module__.startswith("tensorboard."))
         threading.excepthook.quiets_tensorboard = True
-
-
-# -- the train state ----------------------------------------------------------------------
 
 
 def _state_of(obj: Any) -> Any:

@@ -48,8 +48,6 @@ from sfc_core.run_lock import claims_run
 
 MASK_SOURCES = ("irn", "crf", "cam", "gt")
 
-# -- training masks ---------------------------------------------------------------------------
-
 
 @dataclass(frozen=True)
 class MaskSource:
@@ -117,9 +115,6 @@ def check_masks(source: MaskSource, dataset: SegmentationDataset, list_name: str
                            path=source.path(image_id), fix=source.fix)
 
 
-# -- training samples -------------------------------------------------------------------------
-
-
 class MaskedCrops(Dataset):
     """Images with their masks under the joint `augment` (mask padded with 255), a pure function
     of (seed, epoch, index). Item: image uint8 (3, S, S), mask uint8 (S, S), box int64 (4,)."""
@@ -149,9 +144,6 @@ def crop_scale(rng: np.random.Generator, seg: SegmentConfig) -> float:
     low, high = seg.scale_range
     grid = low + seg.scale_step * np.arange(int((high - low) / seg.scale_step + 1e-6) + 1)
     return float(rng.choice(grid))
-
-
-# -- the network ------------------------------------------------------------------------------
 
 
 def build_network(name: str, num_classes: int, backbone_weights: str) -> nn.Module:
@@ -253,9 +245,6 @@ def train_step(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, opti
     return loss
 
 
-# -- evaluation -------------------------------------------------------------------------------
-
-
 @torch.no_grad()
 def scale_probabilities(model: nn.Module, views: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Softmax of one scale's views (B images then their flips), flips undone, upsampled:
@@ -323,9 +312,6 @@ def batch_labels(model: nn.Module, images: list[list[torch.Tensor]], scales: tup
         if scale in eval_scales:
             total = probs[0] + probs[1] if total is None else total + (probs[0] + probs[1])
     return {"single_scale": single, "multi_scale_flip": total.argmax(1)}
-
-
-# -- the stage --------------------------------------------------------------------------------
 
 
 def segment_record(run: RunDir, cfg: Config, masks: str) -> dict[str, Any]:
@@ -495,9 +481,6 @@ def sync_batchnorm(model: nn.Module, dist: engine.DistInfo, device: torch.device
     if not (dist.distributed and device.type == "cuda" and trains):
         return model
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
-
-
-# -- CLI --------------------------------------------------------------------------------------
 
 
 def segment_arguments(p: argparse.ArgumentParser) -> None:

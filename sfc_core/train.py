@@ -297,9 +297,6 @@ def _log_cam_image(logger: engine.MetricsLogger, step: int, image: torch.Tensor,
     logger.image("cams/image_refined_prototype", step, np.concatenate(panels, axis=1))
 
 
-# -- the verb ------------------------------------------------------------------------------
-
-
 def train_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p)
     p.add_argument("--out", required=True, help="run directory to create (or resume)")
