@@ -85,7 +85,6 @@ def cleanup_distributed(dist: DistInfo) -> None:
 
 
 def wrap_ddp(model: nn.Module, dist: DistInfo, device: torch.device, **ddp_kwargs: Any) -> nn.Module:
-    """DistributedDataParallel with ``ddp_kwargs`` when distributed, else the model itself."""
     if not dist.distributed:
         return model
     device_ids = [device.index] if device.type == "cuda" else None
@@ -293,7 +292,6 @@ def out_of_memory_hint(batch_size_key: str, batch_size: int) -> Iterator[None]:
 
 
 def seed_everything(seed: int) -> None:
-    """Seed Python's ``random``, NumPy's global generator and torch (CPU and every GPU)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

@@ -184,7 +184,6 @@ class _Counter(io.RawIOBase):
 
 
 def temporary_sibling(path: str | Path) -> Path:
-    """A fresh hidden name beside ``path``, owned by this process (see the module docstring)."""
     path = Path(path)
     return path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{_TMP_SUFFIX}"
 
@@ -300,7 +299,6 @@ def atomic_torch_save(path: str | Path, obj: Any) -> Path:
 
 
 def atomic_save_png(path: str | Path, image: Any) -> Path:
-    """Save a ``PIL.Image`` as PNG atomically (palette images keep their palette)."""
     return _atomic(path, lambda f: image.save(f, format="PNG"))
 
 

@@ -106,7 +106,6 @@ def refuse_other_inputs(folder: Path, record: dict[str, Any], what: str, fix: st
 
 
 def is_fresh(made_from: Any, record: dict[str, Any]) -> bool:
-    """Whether ``made_from`` (a folder's or evaluation file's record, or None) equals ``record``."""
     return made_from is not None and canonical(made_from) == canonical(record)
 
 
