@@ -1,11 +1,9 @@
 """The `cams` stage: multi-scale + flip classifier and prototype CAMs (docs/method.md, inference).
 
-Per image and scale (default 1.0, 0.5, 1.5, 2.0) with its flip, the network gives its named
-maps on the stride-16 grid, upsampled to the image, summed over scales and max-normalised per
-channel; the background row and the image's classes are kept (``sfc_core.cam_files``). Complete
-files are kept while ``cams/provenance.json`` records the same checkpoint and settings. Same-size
-images go through the network together (up to `cams.batch_size`); writer threads save files
-while the device goes on. Under torchrun each rank takes an interleaved shard:
+The network's named maps per image, scale and flip, upsampled, summed over scales and
+max-normalised; the background row and the image's classes are saved (``cam_files``). Complete
+files are kept while ``cams/provenance.json`` records the same inputs. Under torchrun each rank
+takes an interleaved shard:
 
     torchrun --nproc_per_node 4 -m sfc_core -- cams --run RUN_DIR     (-- keeps --run from torchrun)
 """
@@ -13,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,68 +20,42 @@ import torch
 from torch.utils.data import Dataset, Subset
 from tqdm import tqdm
 
+from sfc_core import engine
 from sfc_core.cam_files import CAM_FIELDS, STORED_MAPS, present_keys, save_cam
 from sfc_core.cli import add_override_arguments, overrides_from_args
 from sfc_core.config import Config
 from sfc_core.data import MultiScaleDataset, item_loader, open_dataset, same_size_batches
 from sfc_core.data.transforms import device_views
-from sfc_core.engine import (
-    announce_runtime,
-    autocast,
-    cleanup_distributed,
-    gather_objects,
-    load_checkpoint,
-    loader_workers,
-    select_device,
-    setup_distributed,
-)
 from sfc_core.errors import SfcError
 from sfc_core.io import BackgroundWriter
 from sfc_core.model.build import for_inference, inference_layout, load_model, multiscale_cams_batch
-from sfc_core.provenance import checkpoint_record, claim_folder, npz_complete
+from sfc_core.provenance import checkpoint_record, claim_folder, npz_complete, unfinished
 from sfc_core.run_dir import RunDir
 from sfc_core.run_lock import claims_run
 
 
 def multiscale_cams(model, images: list[torch.Tensor], label: torch.Tensor, size: tuple[int, int],
                     mask_by_label: bool = False) -> tuple[torch.Tensor, ...]:
-    """``multiscale_cams_batch`` of one image: its maps (STORED_MAPS' order), each (C+1, H, W)
-    (images: one (2, 3, h_s, w_s) image-and-flip tensor per scale; label: (C,) multi-hot)."""
+    """``multiscale_cams_batch`` of one image: its maps, each (C+1, H, W)."""
     return tuple(m[0] for m in multiscale_cams_batch(model, images, label[None], size, mask_by_label))
 
 
 def cams_record(cfg: Config, checkpoint: dict[str, Any], class_names: list[str],
                 scales: tuple[float, ...]) -> dict[str, Any]:
-    """What the CAM files are made from (``cams/provenance.json``): checkpoint, class list,
-    scales, flip, label masking, AMP and the network's settings but its weights file. Not
-    ``cams.batch_size``: like ``runtime.num_workers`` it changes speed, not the maps."""
+    """What the CAM files are made from (``cams/provenance.json``); not ``cams.batch_size``, which
+    leaves the maps as they are."""
     model = {key: value for key, value in dataclasses.asdict(cfg.model).items() if key != "backbone_weights"}
     return {"checkpoint": checkpoint, "class_names": list(class_names), "scales": list(scales),
             "flip": cfg.cams.flip, "mask_by_label": cfg.cams.mask_by_label, "amp": cfg.cams.amp,
             "model": model}
 
 
-def _todo(run: RunDir, ids: list[str]) -> list[int]:
-    """Indices of the images whose CAM file is missing or incomplete (the latter named once)."""
-    todo, broken = [], []
-    for i, image_id in enumerate(ids):
-        path = run.cam_file(image_id)
-        if not npz_complete(path, CAM_FIELDS):
-            todo.append(i)
-            if path.exists():
-                broken.append(image_id)
-    if broken:
-        print(f"cams: {len(broken)} unreadable CAM file(s) made again, first: {broken[0]}")
-    return todo
-
-
 @claims_run()
 def make_cams(run: str | Path | RunDir, list_name: str | None = None,
               scales: tuple[float, ...] | None = None, device: str | torch.device | None = None,
               overrides: dict | None = None) -> Path:
-    """CAMs of every image of `list_name` (default: the training list) into RUN_DIR/cams/,
-    returned; complete files kept while cams/provenance.json records the same checkpoint and
-    settings. `overrides`: dotted config keys on top of the run's config.json."""
+    """CAMs of every image of `list_name` (default: the training list) into RUN_DIR/cams/, returned.
+    `overrides`: dotted config keys on top of the run's config.json."""
     run = RunDir(run)
     cfg = run.load_config(overrides)
     list_name = list_name or cfg.data.train_list
@@ -97,23 +70,24 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
                        fix="point data.root at the dataset the run was trained on")
     views = MultiScaleDataset(dataset, list_name, scales=scales)
     path = run.inference_checkpoint
-    ckpt = load_checkpoint(path)
-    dist = setup_distributed()
-    device = select_device(str(device or cfg.runtime.device), dist, "--device", cfg.preset)   # before writes
-    announce_runtime("cams", device, dist, loader_workers(cfg.runtime.num_workers, device), cfg.cams.amp)
+    ckpt = engine.load_checkpoint(path)
+    dist = engine.setup_distributed()
+    device = engine.select_device(str(device or cfg.runtime.device), dist, "--device", cfg.preset)   # before writes
+    engine.announce_runtime("cams", device, dist, engine.loader_workers(cfg.runtime.num_workers, device), cfg.cams.amp)
     model = load_model(path, ckpt, cfg.model, class_names, device)   # a refused checkpoint touches no CAM
     if dist.is_main:
         claim_folder(run.cams, cams_record(cfg, checkpoint_record(path, ckpt), class_names, scales), "cams")
-    gather_objects(None, dist)                      # the other ranks wait for the claim
-    todo = _todo(run, views.ids)
+    engine.gather_objects(None, dist)                      # the other ranks wait for the claim
+    missing = set(unfinished({i: run.cam_file(i) for i in views.ids}, partial(npz_complete, fields=CAM_FIELDS),
+                             "cams", "CAM file(s)"))
+    todo = [i for i, image_id in enumerate(views.ids) if image_id in missing]
     # every rank's share of the whole list, so a resumed run forms the batches an uninterrupted one
     # did (CPU kernels can give other last bits at another batch size); files present are kept
     shard = list(range(len(views)))[dist.rank::dist.world_size]
-    missing = {views.ids[i] for i in todo}
     write_cams(run, cfg, model, Subset(views, shard), device,
                f"cams {run.root.name}: {list_name} ({len(scales)} scales)" if dist.is_main else None, missing)
-    made = sum(gather_objects(len(set(shard) & set(todo)), dist))     # also waits for every rank's files
-    cleanup_distributed(dist)
+    made = sum(engine.gather_objects(len(set(shard) & set(todo)), dist))     # also waits for every rank's files
+    engine.cleanup_distributed(dist)
     if dist.is_main:
         print(f"cams: {made} image(s) made, {len(views) - len(todo)} already there -> {run.cams}")
     return run.cams
@@ -121,10 +95,9 @@ def make_cams(run: str | Path | RunDir, list_name: str | None = None,
 
 def write_cams(run: RunDir, cfg: Config, model: torch.nn.Module, views: Dataset, device: torch.device,
                desc: str | None = None, missing: set[str] | None = None) -> None:
-    """The CAM file of every image of ``views`` (MultiScaleDataset items) named in ``missing``
-    (None: all), in same-size batches of up to ``cams.batch_size``, written by a
-    `BackgroundWriter` beside the device (BatchNorms folded: ``model.build.fold_batchnorms``). ``desc``: the progress bar's title (None: no bar)."""
-    loader = item_loader(views, loader_workers(cfg.runtime.num_workers, device), device.type == "cuda")
+    """The CAM file of every image of ``views`` named in ``missing`` (None: all), in same-size
+    batches, written by a `BackgroundWriter` beside the device. ``desc``: the bar's title (None: none)."""
+    loader = item_loader(views, engine.loader_workers(cfg.runtime.num_workers, device), device.type == "cuda")
     items = tqdm(loader, desc=desc, total=len(views), disable=desc is None, unit="img")
     model = for_inference(model, cfg.runtime.channels_last)
     with torch.inference_mode(), BackgroundWriter() as writer:
@@ -140,14 +113,13 @@ def write_cams(run: RunDir, cfg: Config, model: torch.nn.Module, views: Dataset,
 
 def _kept_maps(model: torch.nn.Module, cfg: Config, batch: list[dict], device: torch.device
                ) -> tuple[list[tuple[np.ndarray, torch.Tensor]], torch.cuda.Event | None]:
-    """Per image of ``batch`` (same-size items), its kept rows ``keys`` (background and its
-    classes) and their STORED_MAPS stacked, float16 (maps, K', H, W) on the host, copied
-    without blocking; and the event after which every copy is complete (None on the CPU)."""
-    layout = inference_layout(cfg.runtime.channels_last)   # like the batch size, a speed setting: CAMs kept
+    """Per image of ``batch``, its kept rows ``keys`` and their maps, float16 (maps, K', H, W),
+    copied to the host without blocking; and the event that ends the copies (None on the CPU)."""
+    layout = inference_layout(cfg.runtime.channels_last)
     images = [device_views(torch.stack(scale), device, cfg.cams.flip).contiguous(memory_format=layout)
               for scale in zip(*(item["images"] for item in batch))]
     labels = torch.stack([item["label"] for item in batch]).to(device, non_blocking=True)
-    with autocast(device, cfg.cams.amp):           # float32 unless asked (the reference's maps)
+    with engine.autocast(device, cfg.cams.amp):           # float32 unless asked (the reference's maps)
         maps = multiscale_cams_batch(model, images, labels, tuple(batch[0]["size"].tolist()), cfg.cams.mask_by_label)
     kept = []
     for i, item in enumerate(batch):
@@ -158,8 +130,7 @@ def _kept_maps(model: torch.nn.Module, cfg: Config, batch: list[dict], device: t
 
 
 def copies_done(device: torch.device) -> torch.cuda.Event | None:
-    """An event on ``device``'s current stream, where the copies were queued (not the current
-    device's: with ``--device cuda:1`` that may be another GPU); None on the CPU."""
+    """An event on ``device``'s current stream (not the current device's); None on the CPU."""
     if device.type != "cuda":
         return None
     ready = torch.cuda.Event()

@@ -1,8 +1,7 @@
 """``python -m sfc_core <verb>``: each verb parses its arguments and calls one stage function.
 
-A verb lives in the module of its stage as two functions, ``<name>_arguments(parser)`` and
-``<name>_command(args) -> int``; this table only says where (the modules are imported by
-name when the parser is built, so this module's own imports name no stage).
+A verb lives in its stage's module as ``<name>_arguments(parser)`` and ``<name>_command(args)``;
+``VERBS`` says where (imported by name, so this module imports no stage).
 """
 from __future__ import annotations
 
@@ -18,9 +17,7 @@ from sfc_core.errors import SfcError
 from sfc_core.io import NO_SPACE_FIX, DiskFull, Terminated, sigterm_raises
 
 DEBUG_ENV = "SFC_DEBUG"     # set (to anything): an error also prints its traceback (and a worker's)
-# Exit statuses: 0 done, 2 an error (one message), 130 interrupted (SIGINT), TERMINATED_EXIT on
-# SIGTERM (preemption, a time limit): stopped in order (`train` after writing a checkpoint of the
-# step under way), finished work kept; the printed command continues (sysexits' EX_TEMPFAIL).
+# exit statuses: 0 done, 2 an error, 130 SIGINT, TERMINATED_EXIT SIGTERM (sysexits' EX_TEMPFAIL)
 TERMINATED_EXIT = 75
 
 #  verb           module                      function prefix   one-line help
@@ -63,8 +60,7 @@ def add_config_arguments(p: argparse.ArgumentParser, preset_default: str | None 
 
 
 def add_override_arguments(p: argparse.ArgumentParser) -> None:
-    """--config FILE and --set KEY=VALUE: on every verb that reads a configuration (on a run's
-    verbs they apply on top of RUN_DIR/config.json, for this command only)."""
+    """--config FILE and --set KEY=VALUE (a run's verbs: on top of RUN_DIR/config.json)."""
     p.add_argument("--config", default=None, metavar="FILE",
                    help="a saved config.json or a file of overrides (JSON, or SECTION.FIELD=VALUE lines)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -110,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _end_progress_bars() -> None:
-    """Close the progress bars an error left on screen, each kept on its line, so that the
-    message starts on a line of its own."""
+    """Close the progress bars an error left on screen, so its message starts on a line of its own."""
     from tqdm import tqdm
 
     with tqdm.get_lock():

@@ -1,11 +1,7 @@
-"""Shared trainer plumbing of SFC, IRN and step 3 (the loop itself: ``sfc_core.loop``).
-
-Sections: distributed (torchrun: ``DistInfo``, ``setup_distributed``, ``per_process`` and the
-collectives, each a no-op in one process); devices and precision (``select_device``,
-``loader_workers``, ``compiled``, ``autocast``, ``announce_runtime``); reproducibility (global
-RNG states); optimisation (``make_optimizer``, ``make_schedule``); checkpoints and logs
-(``load_checkpoint``, the compatibility checks, ``MetricsLogger``, ``TrainState``). Checkpoints
-hold only tensors and plain Python values, so they load with ``torch.load(weights_only=True)``.
+"""Shared trainer plumbing of SFC, IRN and step 3 (the loop itself: ``sfc_core.loop``): torchrun
+collectives (no-ops in one process), devices and precision, global RNG states, optimisers and
+schedules, checkpoints (tensors and plain values only: ``weights_only`` loadable), the metrics
+logger and ``TrainState``.
 """
 from __future__ import annotations
 
@@ -37,8 +33,6 @@ from sfc_core.io import (
     quiet_thread_errors,
 )
 
-# -- distributed ---------------------------------------------------------------------------
-
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -58,8 +52,7 @@ class DistInfo:
 
 
 def setup_distributed() -> DistInfo:
-    """Join the process group torchrun describes (RANK, WORLD_SIZE, LOCAL_RANK), NCCL on CUDA,
-    gloo otherwise (a CPU torchrun job works too); else one process."""
+    """Join torchrun's process group (NCCL on CUDA, else gloo), or one process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistInfo()
@@ -72,9 +65,7 @@ def setup_distributed() -> DistInfo:
 
 
 def per_process(total: int, key: str, dist: DistInfo) -> int:
-    """This process's share of a global count: ``total / world_size`` (``train.batch_size``,
-    ``train.bank_draws`` and ``segment.batch_size`` are global, so N processes train the
-    recipe one process trains). SfcError naming ``key`` when it does not divide."""
+    """This process's share of a global count (SfcError naming ``key`` when it does not divide)."""
     if total % dist.world_size:
         raise SfcError(f"{key}={total} is global and does not split over {dist.world_size} processes",
                        fix=f"pass --set {key}=<a multiple of {dist.world_size}>, or run "
@@ -83,8 +74,7 @@ def per_process(total: int, key: str, dist: DistInfo) -> int:
 
 
 def mean_over_ranks(values: dict[str, torch.Tensor], dist: DistInfo) -> dict[str, float]:
-    """Scalar tensors (e.g. this rank's losses) averaged over ranks: the global batch's means
-    when every rank holds the same number of images. Every rank must call it."""
+    """Scalar tensors averaged over ranks (every rank must call it)."""
     stacked = torch.stack([value.detach().float().reshape(()) for value in values.values()])
     return dict(zip(values, (all_reduce_sum(stacked, dist) / dist.world_size).tolist()))
 
@@ -95,8 +85,6 @@ def cleanup_distributed(dist: DistInfo) -> None:
 
 
 def wrap_ddp(model: nn.Module, dist: DistInfo, device: torch.device, **ddp_kwargs: Any) -> nn.Module:
-    """DistributedDataParallel (with ``ddp_kwargs``, e.g. find_unused_parameters) when
-    distributed, the model itself otherwise."""
     if not dist.distributed:
         return model
     device_ids = [device.index] if device.type == "cuda" else None
@@ -108,20 +96,17 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def all_reduce_sum(tensor: torch.Tensor, dist: DistInfo) -> torch.Tensor:
-    """Sum a tensor over ranks in place (e.g. confusion matrices); identity in one process."""
     if dist.distributed:
         torch.distributed.all_reduce(tensor)
     return tensor
 
 
 def barrier(dist: DistInfo) -> None:
-    """Wait for every rank (no-op in one process)."""
     if dist.distributed:
         torch.distributed.barrier()
 
 
 def gather_objects(obj: Any, dist: DistInfo) -> list[Any]:
-    """Every rank's ``obj``, in rank order (``[obj]`` in one process)."""
     if not dist.distributed:
         return [obj]
     out: list[Any] = [None] * dist.world_size
@@ -130,7 +115,7 @@ def gather_objects(obj: Any, dist: DistInfo) -> list[Any]:
 
 
 def broadcast_from_main(obj: Any, dist: DistInfo) -> Any:
-    """Rank 0's ``obj`` on every rank (``obj`` itself in one process). Every rank must call it."""
+    """Rank 0's ``obj`` on every rank (every rank must call it)."""
     if not dist.distributed:
         return obj
     box = [obj]
@@ -139,8 +124,7 @@ def broadcast_from_main(obj: Any, dist: DistInfo) -> Any:
 
 
 def gather_to_main(obj: Any, dist: DistInfo) -> list[Any] | None:
-    """Every rank's ``obj`` in rank order on rank 0, None on the other ranks (which send theirs
-    and receive nothing: a checkpoint's banks travel once, to the rank that writes them)."""
+    """Every rank's ``obj`` on rank 0 (the checkpoint's writer), None on the others."""
     if not dist.distributed:
         return [obj]
     out: list[Any] | None = [None] * dist.world_size if dist.is_main else None
@@ -148,31 +132,23 @@ def gather_to_main(obj: Any, dist: DistInfo) -> list[Any] | None:
     return out
 
 
-# -- devices and precision -----------------------------------------------------------------
-
 def compile_backend(setting: str, device: torch.device) -> str | None:
-    """The torch.compile backend ``runtime.compile`` asks for on ``device``, None for eager.
-    ``"auto"``: inductor on CUDA, eager on the CPU (inductor's C++ build of a training graph
-    takes minutes on a small CPU: BENCHMARKS.md); a backend name (config.LIMITS) as given."""
+    """The torch.compile backend of ``runtime.compile`` on ``device``, None for eager; ``"auto"``:
+    inductor on CUDA, eager on the CPU (BENCHMARKS.md says why)."""
     if setting == "auto":
         return "inductor" if device.type == "cuda" else None
     return None if setting == "off" else setting
 
 
 def compiled(module: nn.Module, setting: str, device: torch.device) -> nn.Module:
-    """``module`` under torch.compile with ``compile_backend(setting, device)`` (compiled on
-    its first call; eager if compiling fails: ``CompiledOrEager``), or ``module`` itself for
-    eager. The wrapper shares ``module``'s parameters and buffers, so checkpoints and
-    optimisers keep using ``module``."""
+    """``module`` under torch.compile (``CompiledOrEager``, sharing its parameters), or itself."""
     backend = compile_backend(setting, device)
     return module if backend is None else CompiledOrEager(module, backend)
 
 
 class CompiledOrEager(nn.Module):
-    """``module`` under torch.compile until compiling fails, then ``module`` itself: an error of
-    torch.compile, or of the first call (where the graph is traced and compiled), gives one
-    warning that names ``--set runtime.compile=off``, no traceback. Out of memory is no
-    compile failure: it propagates (``out_of_memory_hint``)."""
+    """``module`` compiled until compiling (or the first call) fails, then eager, with one warning
+    naming ``--set runtime.compile=off``. Out of memory propagates."""
 
     def __init__(self, module: nn.Module, backend: str):
         super().__init__()
@@ -207,9 +183,7 @@ class CompiledOrEager(nn.Module):
 
 @contextlib.contextmanager
 def cudnn_autotune() -> Iterator[None]:
-    """cuDNN's autotuner (``cudnn.benchmark``) on inside, as before outside: for the training
-    updates, whose crops all have one size; validation, CAMs and evaluation see many image
-    shapes, each of which it would time anew."""
+    """cuDNN's autotuner on inside (the training's fixed-size crops), as before outside."""
     before = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = True
     try:
@@ -219,8 +193,7 @@ def cudnn_autotune() -> Iterator[None]:
 
 
 def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """``tensor`` (on the CPU) on ``device`` without the host waiting: a non-blocking copy, from
-    pinned memory on CUDA (a copy from pageable memory would wait for the GPU's queue)."""
+    """A CPU tensor on ``device`` without the host waiting (non-blocking, pinned on CUDA)."""
     if device.type == "cuda" and not tensor.is_pinned():
         tensor = tensor.pin_memory()
     return tensor.to(device, non_blocking=True)
@@ -231,10 +204,7 @@ MAX_LOADER_WORKERS = 8   # "auto" on a GPU: enough to feed it; more only cost me
 
 
 def loader_workers(setting: int | str, device: torch.device) -> int:
-    """The worker processes of each DataLoader for ``runtime.num_workers``: a count as given;
-    ``"auto"`` on a GPU = the cores this process may use (``os.sched_getaffinity``) divided by
-    the processes on this node (torchrun's LOCAL_WORLD_SIZE), minus 1 for the process itself,
-    between 1 and MAX_LOADER_WORKERS; CPU_LOADER_WORKERS on a CPU."""
+    """DataLoader workers; ``"auto"`` on a GPU: this process's share of the cores minus one."""
     if setting != "auto":
         return int(setting)
     if device.type != "cuda":
@@ -249,12 +219,8 @@ GPU_PRESETS = ("voc", "coco")   # ResNets on full-size images: "auto" on a CPU s
 
 def select_device(name: str = "auto", dist: DistInfo | None = None, option: str = "runtime.device",
                   preset: str | None = None) -> torch.device:
-    """``"auto"``: this rank's GPU when CUDA is available, else the CPU, except for a
-    ``preset`` of GPU_PRESETS, where an "auto" that finds no GPU raises SfcError (an old driver
-    is enough to hide one): the CPU must be asked for by name. A malformed name, or ``"cuda"``
-    without a GPU, raises SfcError; each fix names ``option``: the configuration key
-    (``--set runtime.device=cpu``) or the verb's flag (``"--device"``: ``--device cpu``). A
-    GPU chosen becomes the process's current device (``torch.cuda.set_device``)."""
+    """``"auto"``: this rank's GPU, else the CPU (GPU_PRESETS: only by name); a bad name or a
+    missing GPU is an SfcError naming ``option``. A GPU chosen becomes the current device."""
     check_device(name, option)
     local_rank = dist.local_rank if dist is not None else 0
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name)
@@ -281,18 +247,15 @@ def select_device(name: str = "auto", dist: DistInfo | None = None, option: str 
 
 
 def amp_dtype(device: torch.device) -> torch.dtype:
-    """bfloat16 where the GPU has it natively (compute capability 8.0 and up: no loss scaling
-    needed), else float16 (with ``make_grad_scaler``'s scaling). Not
-    ``torch.cuda.is_bf16_supported()``: it also counts emulated bfloat16 (T4, RTX 20xx)."""
+    """bfloat16 where the GPU has it natively (compute capability 8.0+), else float16 (scaled).
+    Not ``torch.cuda.is_bf16_supported()``: it counts emulated bfloat16 too."""
     major, _ = torch.cuda.get_device_capability(device)
     return torch.bfloat16 if major >= 8 else torch.float16
 
 
 def announce_runtime(stage: str, device: torch.device, dist: DistInfo, workers: int, amp: bool,
                      backend: str | None = None) -> None:
-    """One line (rank 0, stderr) at the start of a verb that runs a network: where (the GPU's
-    name and how many this process sees, or the CPU), the AMP dtype, torch.compile's backend,
-    the loader workers and the world size, so a CPU fallback or a surprising setting shows."""
+    """One line on stderr (rank 0) naming device, AMP, compile, workers and world size."""
     if not dist.is_main:
         return
     if device.type == "cuda":
@@ -312,7 +275,7 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
 
 
 def make_grad_scaler(device: torch.device, enabled: bool = True) -> torch.amp.GradScaler:
-    """A loss scaler that is active only for float16 autocast on CUDA (a pass-through otherwise)."""
+    """A loss scaler, active only for float16 autocast on CUDA."""
     active = enabled and device.type == "cuda" and amp_dtype(device) == torch.float16
     return torch.amp.GradScaler("cuda", enabled=active)
 
@@ -328,11 +291,7 @@ def out_of_memory_hint(batch_size_key: str, batch_size: int) -> Iterator[None]:
                            "or keep runtime.amp=true") from None
 
 
-# -- reproducibility -----------------------------------------------------------------------
-
-
 def seed_everything(seed: int) -> None:
-    """Seed Python's ``random``, NumPy's global generator and torch (CPU and every GPU)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
@@ -352,7 +311,6 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what ``rng_state()`` returned."""
     python = state["python"]
     random.setstate((python[0], tuple(python[1]), python[2]))
     numpy = state["numpy"]
@@ -364,13 +322,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-# -- optimisation --------------------------------------------------------------------------
-
-
 def make_optimizer(name: str, groups: list[dict[str, Any]], momentum: float,
                    weight_decay: float) -> torch.optim.Optimizer:
-    """``"sgd"`` (the paper: momentum from config, 0 by default) or ``"adamw"`` over torch
-    parameter groups, each with its own ``"lr"``."""
+    """``"sgd"`` (the paper) or ``"adamw"`` over parameter groups, each with its own ``"lr"``."""
     if name == "sgd":
         return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=momentum, weight_decay=weight_decay)
     if name == "adamw":
@@ -380,9 +334,7 @@ def make_optimizer(name: str, groups: list[dict[str, Any]], momentum: float,
 
 def make_schedule(optimizer: torch.optim.Optimizer, name: str, max_steps: int,
                   power: float = 0.9) -> torch.optim.lr_scheduler.LRScheduler:
-    """``"poly"``: lr0 * (1 - t/T)^power per group (the paper). ``"onecycle"``: torch's one-cycle
-    policy peaking at each group's lr (the from-scratch synthetic recipe); it also cycles
-    Adam's beta1 when the optimizer has betas. Call ``.step()`` after every update."""
+    """``"poly"`` (the paper) or ``"onecycle"`` (the from-scratch synthetic recipe)."""
     if name == "poly":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda t: max(0.0, 1.0 - t / max_steps) ** power)
     if name == "onecycle":
@@ -390,9 +342,6 @@ def make_schedule(optimizer: torch.optim.Optimizer, name: str, max_steps: int,
             optimizer, max_lr=[group["lr"] for group in optimizer.param_groups],
             total_steps=max_steps, cycle_momentum="betas" in optimizer.defaults)
     raise SfcError(f"unknown schedule {name!r}", fix="set train.schedule to poly or onecycle")
-
-
-# -- checkpoints ---------------------------------------------------------------------------
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -411,8 +360,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def _damage(error: Exception) -> str:
-    """What torch.load's error says about a file, in one whole sentence, without torch's
-    advice to load it with ``weights_only=False`` (unsafe for a file of unknown origin)."""
+    """torch.load's error in one sentence, without its unsafe ``weights_only=False`` advice."""
     text = str(error)
     if "WeightsUnpickler error:" in text:       # the safe loader refused its contents
         detail = _first_sentence(text.split("WeightsUnpickler error:", 1)[1].split("Check the documentation")[0])
@@ -442,8 +390,7 @@ FRESH_RUN_FIX = "use a fresh --out, or the preset and dataset the checkpoint was
 
 def check_compatible(ckpt: dict[str, Any], expected: dict[str, Any], path: str | Path,
                      fix: str = FRESH_RUN_FIX) -> None:
-    """Raise SfcError when the checkpoint's recorded ``num_classes`` / ``class_names`` /
-    ``backbone`` / ``architecture`` (whichever ``expected`` names) differ from this run's."""
+    """SfcError when the checkpoint's identity fields named in ``expected`` differ."""
     differ = [key for key, value in expected.items() if ckpt.get(key) != value]
     if not differ:
         return
@@ -460,9 +407,7 @@ def check_compatible(ckpt: dict[str, Any], expected: dict[str, Any], path: str |
 
 def check_shapes(ckpt: dict[str, Any], model: nn.Module, path: str | Path, config: dict[str, Any],
                  builds: tuple[str, ...], fix: str = FRESH_RUN_FIX) -> None:
-    """SfcError naming the first tensor that ``ckpt["model"]`` and ``model`` do not both have
-    with one shape, and the first field under ``builds`` where the checkpoint's ``config``
-    and ``config`` (both ``Config.to_dict()``) differ, when the checkpoint records one."""
+    """SfcError naming the first tensor whose shape differs and the first differing ``builds`` field."""
     own, saved = model.state_dict(), ckpt["model"]
 
     def shape(state: dict[str, torch.Tensor], key: str) -> tuple[int, ...] | None:
@@ -483,8 +428,7 @@ def check_shapes(ckpt: dict[str, Any], model: nn.Module, path: str | Path, confi
 
 
 def check_finite(loss: torch.Tensor | float, step: int, last_checkpoint: str | Path | None) -> float:
-    """The loss as a float; a diverged run (NaN/inf loss) stops with the step and the last good
-    checkpoint."""
+    """The loss as a float; NaN/inf stops with the step and the last good checkpoint."""
     value = torch.as_tensor(loss).detach().item()
     if math.isfinite(value):
         return value
@@ -494,16 +438,9 @@ def check_finite(loss: torch.Tensor | float, step: int, last_checkpoint: str | P
                    fix="lower train.lr (or set runtime.amp=false) and resume with --resume")
 
 
-# -- logging -------------------------------------------------------------------------------
-
-
 class MetricsLogger:
-    """Scalars to ``metrics_path`` (one JSON line per call) and TensorBoard; images to TensorBoard.
-
-    With ``enabled=False`` (ranks other than 0) every call does nothing. A run resumed from
-    the checkpoint of step ``resume_step`` drops what was logged after that step (it is about
-    to be logged again): lines of metrics.jsonl and TensorBoard events alike.
-    """
+    """Scalars to metrics.jsonl and TensorBoard (a no-op when not ``enabled``); resumed at
+    ``resume_step``, it drops what was logged after it."""
 
     def __init__(self, metrics_path: str | Path, tensorboard_dir: str | Path | None = None,
                  enabled: bool = True, resume_step: int | None = None):
@@ -559,8 +496,7 @@ class MetricsLogger:
 
     @contextlib.contextmanager
     def _disk_full_said(self) -> Iterator[None]:
-        """The TensorBoard writer's error (its thread's, raised again here) as ``io.DiskFull``
-        when the disk is full."""
+        """The TensorBoard writer's error as ``io.DiskFull`` when the disk is full."""
         try:
             yield
         except OSError as e:
@@ -570,29 +506,20 @@ class MetricsLogger:
 
 
 def _quiet_tensorboard_threads() -> None:
-    """TensorBoard's writer thread prints no traceback of its own: its error comes back in
-    the next ``MetricsLogger`` call, which says it in one message. (Installed again where
-    something replaced the hook since, as pytest does for each test.)"""
+    """TensorBoard's writer thread prints no traceback: the next ``MetricsLogger`` call says it."""
     if not getattr(threading.excepthook, "quiets_tensorboard", False):
         quiet_thread_errors(lambda args: type(args.thread).__module__.startswith("tensorboard."))
         threading.excepthook.quiets_tensorboard = True
 
 
-# -- the train state ----------------------------------------------------------------------
-
-
 def _state_of(obj: Any) -> Any:
-    """A checkpoint-safe state of an extra: a generator's, a module's or a bank's; None stays None."""
     if obj is None:
         return None
     return obj.get_state() if isinstance(obj, torch.Generator) else obj.state_dict()
 
 
 def on_cpu(obj: Any) -> Any:
-    """``obj`` with every tensor in it (in dicts, lists and tuples, nested) moved to the CPU;
-    other values as they are. What a rank sends to ``gather_to_main`` (pickled): no device
-    tensor crosses NCCL's object path, whatever an extra's state holds (SFC's image bank
-    lives on the GPU)."""
+    """``obj`` with every nested tensor on the CPU: no device tensor crosses NCCL's object path."""
     if isinstance(obj, torch.Tensor):
         return obj.cpu()
     if isinstance(obj, dict):
@@ -611,16 +538,8 @@ def _restore(obj: Any, state: Any) -> None:
 
 @dataclass
 class TrainState:
-    """Everything a training is at one step: what its checkpoint holds and a resume restores.
-
-    ``identity``: what the network is (architecture, backbone, classes, ...), recorded in each
-    checkpoint and checked on resume (``check_compatible``); ``config``: the run's
-    ``Config.to_dict()``, recorded too; ``builds``: the configuration keys (prefixes) that
-    decide the network's tensor shapes, named when a checkpoint's tensors do not fit.
-    ``extras``: per-process objects with a state (SFC: the image bank and the trainer's
-    generator; None allowed); ``meta``: plain values kept beside the weights (SFC: best).
-    The global RNG states are saved with the extras, per process.
-    """
+    """What a checkpoint holds and a resume restores. ``builds``: the config prefixes that decide
+    tensor shapes; ``extras``: per-process states (SFC: bank, generator); ``meta``: SFC's best."""
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -634,9 +553,7 @@ class TrainState:
     step: int = 0
 
     def save(self, path: Path, dist: DistInfo, full: bool = True) -> None:
-        """Write the checkpoint (rank 0; every rank must call it): the weights, step, config,
-        meta and identity; ``full`` adds what a resume needs (optimiser, schedule, scaler and,
-        per process, the extras and RNG states, on the CPU before they are gathered)."""
+        """Write the checkpoint (rank 0 writes; every rank calls); ``full`` adds what a resume needs."""
         state = {"model": unwrap(self.model).state_dict(), "step": self.step, "config": self.config,
                  **self.meta, **self.identity}
         if full:
@@ -647,8 +564,7 @@ class TrainState:
             atomic_torch_save(path, state)     # a killed run leaves the previous checkpoint
 
     def resume(self, path: Path, dist: DistInfo, fix: str = FRESH_RUN_FIX) -> None:
-        """Continue from the checkpoint at ``path`` when there is one: check it is this
-        training's (identity, every tensor's shape, world size), then restore everything."""
+        """Continue from ``path`` if it exists, after checking identity, shapes and world size."""
         if not path.is_file():
             return
         ckpt = load_checkpoint(path)

@@ -5,20 +5,10 @@ from pathlib import Path
 
 
 class SfcError(Exception):
-    """A user-facing error. The CLI prints it without a traceback and exits with status 2.
-
-    ``SfcError("image list names 3 missing images", path="data/x/ImageSets/...",
-    fix="regenerate the list or add the images")`` prints as::
-
-        error: image list names 3 missing images
-          file: data/x/ImageSets/...
-          fix:  regenerate the list or add the images
-
-    Raised in a DataLoader worker, torch re-raises it in the main process as
-    ``SfcError("Caught SfcError in DataLoader worker process 0.\\nOriginal Traceback ...")``;
-    that message is unwrapped here into the worker's problem, path and fix, and the worker's
-    traceback is kept in ``worker_traceback`` (the CLI prints it with SFC_DEBUG=1).
-    """
+    """A user-facing error, printed by the CLI as ``error: PROBLEM`` / ``  file: PATH`` /
+    ``  fix:  FIX`` without a traceback (exit status 2). Re-raised by torch from a DataLoader
+    worker, it is unwrapped here into the worker's problem, path and fix (its traceback kept in
+    ``worker_traceback``, printed with SFC_DEBUG=1)."""
 
     def __init__(self, problem: str, *, path: str | Path | None = None, fix: str | None = None):
         self.worker_traceback: str | None = None

@@ -2,11 +2,9 @@
 
     python -m sfc_core import-checkpoint --format sfc-reference res50_SFC.pth --out runs/sfc-authors
 
-``sfc-reference``: the SFC authors' ``{'net': state_dict}``, each backbone tensor under three
-aliases and each new layer under two (``kit_key``); aliases must hold equal tensors and the result
-must fill the kit's network exactly. ``sipe``: SIPE's, without ``f9``; the run gets SIPE's
-settings (``FORMAT_OVERRIDES``: no PCM, its seed rule). The run directory is what ``train``
-writes, assembled beside ``--out`` and renamed into place: a refused import leaves nothing.
+``sfc-reference``: the SFC authors' ``{'net': state_dict}`` with aliased keys (``kit_key``; aliases
+must be equal, the result must fill the kit's network); ``sipe``: SIPE's, with its settings. The
+run directory is assembled beside ``--out`` and renamed into place: a refused import leaves nothing.
 """
 from __future__ import annotations
 
@@ -18,7 +16,11 @@ from pathlib import Path
 
 import torch
 
+from sfc_core.cli import add_config_arguments, config_from_args
 from sfc_core.config import Config
+from sfc_core.data import open_dataset
+from sfc_core.data.coco import COCO_CLASSES
+from sfc_core.data.dataset import VOC_CLASSES
 from sfc_core.errors import SfcError
 from sfc_core.io import atomic_torch_save, atomic_write_json
 from sfc_core.model.build import build_model, checkpoint_identity
@@ -36,11 +38,8 @@ STEM = {"conv1": "0", "bn1": "1"}     # the reference's stem = Sequential(conv1,
 
 
 def kit_key(key: str, new_layers: tuple[str, ...]) -> str | None:
-    """The kit's name for one key of the reference layout (None: not part of that layout).
-
-    'resnet50.layer3.0.conv1.weight', 'stage3.0.0.conv1.weight', 'backbone.3.0.0.conv1.weight'
-    -> 'backbone.stages.3.0.conv1.weight'; 'newly_added.1.weight' -> 'pcm_projection.weight'.
-    """
+    """The kit's name for a reference key (None: not in that layout), e.g. 'resnet50.layer3.0.conv1.weight',
+    'stage3.0.0.conv1.weight' -> 'backbone.stages.3.0.conv1.weight'."""
     head, _, rest = key.partition(".")
     first, _, tail = rest.partition(".")
     if head == "module":                                  # saved from a DataParallel wrapper
@@ -91,8 +90,8 @@ def _format_fix(fmt: str) -> str:
 
 def check_fits(mapped: dict[str, torch.Tensor], model_state: dict[str, torch.Tensor], fmt: str,
                path: Path, network: str) -> list[str]:
-    """The kit keys the checkpoint lacks (only the PCM projection may be absent, in the ``sipe``
-    format); SfcError on any other difference of names, shapes or class count."""
+    """The kit keys the checkpoint lacks (only ``sipe``'s PCM projection); SfcError on any other
+    difference of names, shapes or class count."""
     classes, wanted = mapped.get("classifier.weight"), model_state["classifier.weight"].shape[0]
     if classes is not None and classes.shape[0] != wanted:
         raise SfcError(f"the checkpoint's classifier has {classes.shape[0]} classes, the configured "
@@ -159,8 +158,6 @@ def import_checkpoint(path: str | Path, fmt: str, out: str | Path, cfg: Config,
 
 
 def import_checkpoint_arguments(p: argparse.ArgumentParser) -> None:
-    from sfc_core.cli import add_config_arguments
-
     add_config_arguments(p, preset_default="voc")
     p.add_argument("file", help="the checkpoint (.pth) to import")
     p.add_argument("--format", required=True, choices=sorted(FORMATS),
@@ -169,8 +166,6 @@ def import_checkpoint_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def import_checkpoint_command(args: argparse.Namespace) -> int:
-    from sfc_core.cli import config_from_args
-
     cfg = config_from_args(args)
     absent = import_checkpoint(args.file, args.format, args.out, cfg, preset_class_names(cfg))
     note = f"; absent from the checkpoint: {', '.join(absent)} (left at initialisation)" if absent else ""
@@ -179,16 +174,7 @@ def import_checkpoint_command(args: argparse.Namespace) -> int:
 
 
 def preset_class_names(cfg: Config) -> list[str]:
-    """The class names of the configured dataset: its class_names.txt when data.root is given,
-    else the VOC or COCO names."""
+    """The configured dataset's class names (data.root's, else VOC's or COCO's)."""
     if cfg.data.root:
-        from sfc_core.data import open_dataset
-
         return list(open_dataset(cfg.data).class_names)
-    if cfg.data.dataset == "coco":
-        from sfc_core.data.coco import COCO_CLASSES
-
-        return list(COCO_CLASSES)
-    from sfc_core.data.dataset import VOC_CLASSES
-
-    return list(VOC_CLASSES)
+    return list(COCO_CLASSES if cfg.data.dataset == "coco" else VOC_CLASSES)

@@ -1,12 +1,7 @@
-"""Atomic file writes: a temporary ``.<name>.<pid>.<token>.tmp`` beside the file, then a rename,
-so a run killed at any moment leaves the old file or the new one, never half of one (a claim
-deletes the temporaries of dead writers: ``remove_stale_temporaries``). Permissions are the
-umask's. A full disk (ENOSPC, EDQUOT) is one ``DiskFull`` naming folder, file and bytes needed.
-``BackgroundWriter`` runs writes in threads beside the caller.
-
-Stopping: under the CLI (``sigterm_raises``) SIGTERM raises ``Terminated``; inside
-``deferred_stop()`` (the training loop) it only sets ``stop_requested()``. DataLoader workers
-(``quiet_worker``) ignore SIGINT. Interruption tests kill at set points (``kill_point``).
+"""Atomic file writes (a temporary ``.<name>.<pid>.<token>.tmp`` beside the file, then a rename:
+a kill leaves the old file or the new one), ``DiskFull``, the ``BackgroundWriter`` threads, and
+stopping: SIGTERM raises ``Terminated`` under ``sigterm_raises``, or only sets ``stop_requested()``
+inside ``deferred_stop()``; interruption tests kill at set points (``kill_point``).
 """
 from __future__ import annotations
 
@@ -37,10 +32,8 @@ _events_seen: dict[str, int] = {}
 
 
 def kill_point(event: str) -> None:
-    """With ``SFC_KILL_AT=EVENT:N``, SIGKILL this process (``SFC_KILL_SIGNAL``: another signal) at
-    the N-th event whose name starts with EVENT, counted per process; a worker of a stage kills
-    its parent first. Events: ``write/<file name>`` before an atomic write's rename, ``step``
-    after a training step. A no-op when the variable is unset."""
+    """With ``SFC_KILL_AT=EVENT:N``, SIGKILL this process (and a worker's parent) at the N-th event
+    starting with EVENT: ``write/<file name>`` before a rename, ``step`` after a training step."""
     spec = os.environ.get(KILL_AT_ENV)
     if not spec:
         return
@@ -67,8 +60,7 @@ _stop = {"deferred": 0, "requested": False, "received": False}
 
 @contextlib.contextmanager
 def sigterm_raises():
-    """In the block, SIGTERM raises ``Terminated`` in the main thread (or, inside
-    ``deferred_stop()``, is recorded); the previous handler comes back after it."""
+    """In the block, SIGTERM raises ``Terminated`` in the main thread (recorded in ``deferred_stop()``)."""
     if threading.current_thread() is not threading.main_thread():   # only the main thread may
         yield
         return
@@ -84,8 +76,7 @@ def sigterm_raises():
 
 class _QuietLoaderTeardown:
     """After a SIGTERM, a DataLoader iterator's teardown error (its workers ended by the same
-    signal: torch's SIGCHLD handler raises inside ``__del__``) prints nothing; the stop's own
-    message says what happened. Every other unraisable error prints as before."""
+    signal) prints nothing; every other unraisable error prints as before."""
 
     def __init__(self, report: Callable[[Any], None]):
         self.report = report
@@ -119,8 +110,7 @@ def stop_requested() -> bool:
 
 
 def quiet_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: the worker ignores SIGINT (its parent shuts it down in
-    order; SIGTERM stays fatal), and the broken connections of a teardown print no traceback."""
+    """DataLoader ``worker_init_fn``: SIGINT ignored, a teardown's broken connections silent."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     report = sys.excepthook          # what resource_sharer's thread calls with its error
 
@@ -132,8 +122,7 @@ def quiet_worker(worker_id: int) -> None:
 
 
 def quiet_thread_errors(quiet: Callable[[threading.ExceptHookArgs], bool]) -> None:
-    """From now on, the uncaught errors of threads that ``quiet(args)`` selects print nothing
-    (every other one prints as before)."""
+    """From now on, uncaught errors of threads that ``quiet(args)`` selects print nothing."""
     report = threading.excepthook
 
     def hook(args: threading.ExceptHookArgs) -> None:
@@ -144,8 +133,7 @@ def quiet_thread_errors(quiet: Callable[[threading.ExceptHookArgs], bool]) -> No
 
 
 class DiskFull(SfcError):
-    """A write found its disk full (or the quota used up): the same command continues once
-    there is space."""
+    """A write found its disk full (or quota used up): the same command continues once freed."""
 
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
@@ -153,8 +141,7 @@ NO_SPACE_FIX = "free space on that disk (or quota), or move the folder to a larg
 
 
 def out_of_space(error: BaseException) -> bool:
-    """Whether ``error``, or an error it was raised from or while handling, is ENOSPC or
-    EDQUOT (torch.save raises its own RuntimeError while handling the OSError of a write)."""
+    """Whether ``error`` or one in its chain is ENOSPC or EDQUOT (torch.save wraps the OSError)."""
     seen = set()
     while error is not None and id(error) not in seen:
         if isinstance(error, OSError) and error.errno in NO_SPACE:
@@ -197,14 +184,12 @@ class _Counter(io.RawIOBase):
 
 
 def temporary_sibling(path: str | Path) -> Path:
-    """A fresh hidden name beside ``path``, owned by this process (see the module docstring)."""
     path = Path(path)
     return path.parent / f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{_TMP_SUFFIX}"
 
 
 def remove_stale_temporaries(folder: str | Path) -> list[Path]:
-    """Delete, anywhere under ``folder``, the temporary files and folders of writes whose
-    process no longer runs on this machine. Returns what was removed."""
+    """Delete (and return) the temporaries under ``folder`` whose writer no longer runs here."""
     removed = []
     for parent, dirs, files in os.walk(folder):
         for name in [*dirs, *files]:
@@ -218,7 +203,6 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
 
 
 def pid_alive(pid: int) -> bool:
-    """Whether a process with this id runs on this machine."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -268,19 +252,13 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 
 
 def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> Path:
-    """``np.savez`` (stored, not deflated: BENCHMARKS.md, "Feeding the device") written atomically."""
+    """``np.savez`` (stored, not deflated) written atomically."""
     return _atomic(path, lambda f: np.savez(f, **arrays))
 
 
 class BackgroundWriter:
-    """Runs write calls in ``threads`` threads beside the caller; ``submit`` blocks while
-    ``depth`` calls wait, so memory stays bounded when writing is the slower side.
-
-    The first error a call raises is raised again in the caller, by the next ``submit`` or
-    by leaving the ``with`` block (which waits for every call). Leaving the block on an
-    error of the caller's own drops the calls not started yet; running ones finish (atomic
-    writes leave no partial file either way).
-    """
+    """Write calls in ``threads`` threads beside the caller, at most ``depth`` waiting; a call's
+    first error is raised by the next ``submit`` or at the block's end (which waits for all)."""
 
     def __init__(self, threads: int = 2, depth: int = 8):
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="sfc-writer")
@@ -321,13 +299,11 @@ def atomic_torch_save(path: str | Path, obj: Any) -> Path:
 
 
 def atomic_save_png(path: str | Path, image: Any) -> Path:
-    """Save a ``PIL.Image`` as PNG atomically (palette images keep their palette)."""
     return _atomic(path, lambda f: image.save(f, format="PNG"))
 
 
 def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
-    """Append one JSON line (a line is written whole by one ``write`` call; on a full disk none
-    of it is left, and the error is ``DiskFull``)."""
+    """Append one JSON line in one ``write`` call (on a full disk none of it, and ``DiskFull``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(record, default=_json_default) + "\n").encode()

@@ -2,11 +2,9 @@
 
     batches = loop.batches(data, order, batch_size, steps_per_epoch, plan.steps(state.step), workers, device)
     for output in loop.fit(state, batches, step, plan, checkpoint, dist, desc="train"):
-        ...    # after each step: the caller's own logging and validation, written inline
+        ...    # the caller's own logging and validation, inline
 
-An epoch's order is a function of (seed, epoch) and each sample of (seed, epoch, index), so a
-resumed run reads the rest of the sequence unread batches skipped, and ends with the weights of
-one that never stopped.
+Orders and samples are functions of (seed, epoch, index): a resumed run ends as one that never stopped.
 """
 from __future__ import annotations
 
@@ -17,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -29,8 +28,7 @@ LOADER_PREFETCH = 2   # batches each DataLoader worker keeps ready (PyTorch's de
 
 @dataclass(frozen=True)
 class Plan:
-    """How long a training runs, how often it logs and checkpoints (also every
-    ``checkpoint_minutes`` of wall time, checked at log steps; 0: off)."""
+    """How long a training runs, how often it logs and checkpoints (``checkpoint_minutes``: 0 off)."""
 
     max_steps: int
     log_every: int
@@ -46,6 +44,14 @@ class Plan:
         return range(start, stop)
 
 
+def epoch_keys(num_images: int, seed: int, epoch: int, dist: DistInfo) -> list[tuple[int, int]]:
+    """This rank's (epoch, index) keys of one epoch: a permutation drawn from (seed, epoch), dealt
+    out rank by rank (a tail shorter than the world size is dropped, so ranks stay in step)."""
+    order = np.random.default_rng([seed, epoch]).permutation(num_images)
+    order = order[: num_images - num_images % dist.world_size]
+    return [(epoch, int(i)) for i in order[dist.rank::dist.world_size]]
+
+
 def step_keys(order: Callable[[int], Sequence], batch_size: int, steps_per_epoch: int,
               steps: range) -> Iterator[list]:
     """The sample keys of each step in ``steps``: epoch e's keys (``order(e)``) cut into batches."""
@@ -58,8 +64,7 @@ def step_keys(order: Callable[[int], Sequence], batch_size: int, steps_per_epoch
 
 def batches(data: Dataset, order: Callable[[int], Sequence], batch_size: int, steps_per_epoch: int,
             steps: range, workers: int, device: torch.device) -> DataLoader:
-    """One DataLoader for ``steps``: its workers start once and serve every epoch (items are
-    functions of their keys, which carry the epoch), each keeping ``LOADER_PREFETCH`` ready."""
+    """One DataLoader for ``steps``: its workers start once and serve every epoch."""
     return DataLoader(data, batch_sampler=step_keys(order, batch_size, steps_per_epoch, steps),
                       num_workers=workers, pin_memory=device.type == "cuda",
                       prefetch_factor=LOADER_PREFETCH if workers else None,
@@ -69,12 +74,8 @@ def batches(data: Dataset, order: Callable[[int], Sequence], batch_size: int, st
 
 def fit(state: TrainState, batches: Iterable, step: Callable[[Any], dict[str, Any]], plan: Plan,
         checkpoint: Path, dist: DistInfo, desc: str = "train") -> Iterator[dict[str, Any]]:
-    """Train ``state``: for each batch, ``step(batch)`` (one update, returning at least
-    ``{"loss": 0-d tensor}``), the schedule's step, then the yield of that output with
-    ``seconds_per_step`` (None before two steps) while the caller logs and validates; then the
-    checkpoint every ``plan.checkpoint_every`` steps, by wall time and at the end.
-    SIGTERM (``io.sigterm_raises``) ends the step under way, writes its checkpoint and raises
-    ``io.Terminated``: a resume continues exactly from there."""
+    """Per batch: ``step(batch)`` (returning ``{"loss", ...}``), the schedule's step, the yield of the
+    output, the checkpoint when due; SIGTERM: the step's checkpoint, then ``io.Terminated``."""
     saved, first, timed = time.monotonic(), None, 0
     with tqdm(total=plan.max_steps, initial=state.step, desc=desc, unit="step", disable=not dist.is_main) as bar, \
             workers_stopped(checkpoint), deferred_stop():    # SIGTERM: the step ends, its checkpoint
@@ -106,8 +107,7 @@ def fit(state: TrainState, batches: Iterable, step: Callable[[Any], dict[str, An
 
 @contextlib.contextmanager
 def workers_stopped(checkpoint: Path) -> Iterator[None]:
-    """The RuntimeError of loader workers that died of a SIGTERM to the whole process group as
-    ``io.Terminated`` (for a caller's validation too: its loader's workers die alike)."""
+    """Loader workers killed by a SIGTERM to the process group: ``io.Terminated``, not RuntimeError."""
     try:
         yield
     except RuntimeError:
@@ -119,17 +119,15 @@ def workers_stopped(checkpoint: Path) -> Iterator[None]:
 
 def due_by_wall_time(saved: float, plan: Plan, step: int, dist: DistInfo,
                      now: Callable[[], float] = time.monotonic) -> bool:
-    """Whether ``plan.checkpoint_minutes`` have passed since ``saved`` (a ``now()`` reading):
-    asked on log steps only, rank 0's clock deciding, so every rank writes at the same step
-    and no other step pays a collective."""
+    """Whether ``plan.checkpoint_minutes`` passed since ``saved``: on log steps only, rank 0's
+    clock deciding, so every rank writes at the same step."""
     if plan.checkpoint_minutes <= 0 or step % plan.log_every:
         return False
     return bool(broadcast_from_main(now() - saved >= 60 * plan.checkpoint_minutes, dist))
 
 
 def stop_due(step: int, plan: Plan, dist: DistInfo) -> bool:
-    """Whether SIGTERM asks the loop to stop after ``step``: at once in one process; under
-    torchrun rank 0's answer, asked on log steps only."""
+    """Whether SIGTERM asks the loop to stop after ``step`` (under torchrun: rank 0's, at log steps)."""
     if dist.distributed and step % plan.log_every:
         return False
     return bool(broadcast_from_main(stop_requested(), dist))

@@ -1,10 +1,6 @@
-"""The ``pretrain`` verb: pretrain the small backbone on the synthetic pretraining set, once.
+"""The ``pretrain`` verb over ``model.pretrained``: the small backbone on the synthetic pretraining set.
 
     python -m sfc_core pretrain --out data/synthetic/pretrain      # prints the weights file
-    python -m sfc_core train --preset synthetic-paper --out runs/sfc  # backbone_weights=pretrain
-
-A thin stage over the foundation's ``model.pretrained`` (which ``train`` also calls when
-``model.backbone_weights`` is ``pretrain``) and ``data.pretrain_set``.
 """
 from __future__ import annotations
 

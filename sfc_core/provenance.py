@@ -1,12 +1,9 @@
 """What made a stage's outputs, so that a stage reuses them only when they are what it would make.
 
-Every output folder of a run holds a record, ``<folder>/provenance.json``: a JSON object saying
-what the outputs were made from (the checkpoint's step and a digest of its weights, the
-inputs' own records, the settings). Every evaluation file carries the same kind of record
-under its ``made_from`` key. A stage computes the record of what it is about to make and
-compares: equal, it keeps the finished files that pass a cheap readability check; different
-(or absent), it says so in one line and makes everything again. This is how the synthetic
-generator's cache already works (``data/synthetic.py``: ``.complete`` holds its parameters).
+Every output folder holds ``provenance.json`` (what its outputs were made from: a checkpoint's
+weights digest, the inputs' records, the settings), every evaluation file a ``made_from``. A
+stage compares the record of what it would make: equal, finished files are kept; else one line
+says what changed and everything is made again.
 """
 from __future__ import annotations
 
@@ -14,6 +11,7 @@ import hashlib
 import json
 import shutil
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,13 +74,8 @@ def _short(value: Any) -> str:
 
 
 def claim_folder(folder: Path, record: dict[str, Any], what: str) -> bool:
-    """Make ``folder`` the home of outputs made by ``record``.
-
-    When the folder's record equals ``record``, its files are kept (True). Otherwise one line
-    says what changed, the folder's contents are deleted and the new record is written
-    (False), so no output of other inputs or settings is ever reused. ``what`` names the
-    outputs in that line ("cams", "pseudo masks (crf)").
-    """
+    """Make ``folder`` the home of outputs made by ``record``: kept when its record is equal
+    (True), else emptied with one line naming ``what`` changed, and the record written (False)."""
     folder = Path(folder)
     old = read_record(folder)
     if is_fresh(old, record):
@@ -103,8 +96,8 @@ def _outputs(folder: Path) -> list[Path]:
 
 
 def refuse_other_inputs(folder: Path, record: dict[str, Any], what: str, fix: str) -> None:
-    """SfcError when ``folder`` holds outputs whose record differs from ``record`` (or that
-    have none): for outputs too costly to remake silently. ``fix`` names the flag that does."""
+    """SfcError when ``folder`` holds outputs of another (or no) record: for outputs too costly
+    to remake silently; ``fix`` names the flag that does."""
     folder = Path(folder)
     old = read_record(folder)
     if _outputs(folder) and not is_fresh(old, record):
@@ -113,8 +106,16 @@ def refuse_other_inputs(folder: Path, record: dict[str, Any], what: str, fix: st
 
 
 def is_fresh(made_from: Any, record: dict[str, Any]) -> bool:
-    """Whether ``made_from`` (a folder's or evaluation file's record, or None) equals ``record``."""
     return made_from is not None and canonical(made_from) == canonical(record)
+
+
+def unfinished(paths: dict[str, Path], complete: Callable[[Path], bool], what: str, files: str) -> list[str]:
+    """The ids whose file is missing or incomplete, the incomplete ones counted in one line."""
+    todo = [image_id for image_id, path in paths.items() if not complete(path)]
+    broken = [image_id for image_id in todo if paths[image_id].exists()]
+    if broken:
+        print(f"{what}: {len(broken)} unreadable {files} made again, first: {broken[0]}")
+    return todo
 
 
 def png_complete(path: Path) -> bool:
@@ -128,8 +129,7 @@ def png_complete(path: Path) -> bool:
 
 
 def npz_complete(path: Path, fields: tuple[str, ...]) -> bool:
-    """A cheap check that an .npz was written to its end: its zip directory (at the end of the
-    file) opens and lists every field. The arrays themselves are not decoded."""
+    """A cheap check that an .npz was written to its end: its zip directory lists every field."""
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())

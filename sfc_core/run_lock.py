@@ -3,10 +3,8 @@
     @claims_run()                                         # the run directory, first argument
     def make_cams(run, ...): ...
 
-Another process stops with one message naming the holder (pid, host, command, start time); a
-dead holder's lock is taken over with a message. The lock is filelock's: an flock (released by
-the kernel when its holder dies; filelock closes it in forked workers), or its SoftFileLock
-marker where the filesystem has no flock. Nested claims are allowed; under torchrun rank 0 claims.
+Another process stops with one message naming the holder; a dead holder's lock is taken over.
+The lock is filelock's flock, or its SoftFileLock marker without flock (docs/architecture.md).
 """
 from __future__ import annotations
 
@@ -62,8 +60,7 @@ def claim(folder: str | Path) -> Iterator[None]:
 
 
 def claims_run(folder: Callable[..., str | Path] | None = None) -> Callable:
-    """Decorator: the stage runs holding the lock of ``folder(*args, **kwargs)`` (default: its
-    first argument, the run directory)."""
+    """Decorator: the stage holds the lock of ``folder(*args, **kwargs)`` (default: its first argument)."""
     def decorate(stage: Callable) -> Callable:
         @functools.wraps(stage)
         def run_claimed(*args: Any, **kwargs: Any) -> Any:
@@ -74,8 +71,7 @@ def claims_run(folder: Callable[..., str | Path] | None = None) -> Callable:
 
 
 def _remove_if_empty(folders: list[Path]) -> None:
-    """Remove the folders a claim created (deepest first) if the stage wrote nothing there:
-    a stage that stopped at its first check leaves the tree as it was."""
+    """Remove the folders a claim created (deepest first) where the stage wrote nothing."""
     for folder in folders:
         try:
             folder.rmdir()
@@ -84,9 +80,8 @@ def _remove_if_empty(folders: list[Path]) -> None:
 
 
 def _acquire(path: Path) -> BaseFileLock:
-    """``path`` locked, with this process's details in it (flock), else filelock's marker. One
-    SfcError, naming the folder, when that cannot be done (a full disk: ``io.DiskFull``, and no
-    ``.lock`` is left behind)."""
+    """``path`` locked with this process's details in it (flock), else filelock's marker; one
+    SfcError naming the folder when that cannot be done."""
     me = (json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": shlex.join(sys.orig_argv)[:500],
                       "started": time.strftime("%Y-%m-%d %H:%M:%S %z")}) + "\n").encode()
     native = False
@@ -107,8 +102,7 @@ def _acquire(path: Path) -> BaseFileLock:
 
 
 def _flock_works(path: Path) -> bool:
-    """Whether the filesystem of ``path`` has flock (some NFS and Lustre mounts have not),
-    tried on a temporary file of this process beside it."""
+    """Whether the filesystem of ``path`` has flock, tried on a temporary file beside it."""
     probe = temporary_sibling(path)
     fd = os.open(probe, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     try:
@@ -124,8 +118,7 @@ def _flock_works(path: Path) -> bool:
 
 
 def _write_details(path: Path, me: bytes, fd: int) -> None:
-    """filelock's ``on_acquired``: the details a holder that died left say who is taken over
-    from; this process's replace them (a failed write removes the file, still held)."""
+    """filelock's ``on_acquired``: name the dead holder taken over from, write this process's details."""
     previous = _parse(os.pread(fd, 65536, 0))
     if previous:
         _taking_over(path, previous)
@@ -143,7 +136,6 @@ def _taking_over(path: Path, holder: dict[str, Any]) -> None:
 
 
 def _unwritable(path: Path, error: OSError, size: int) -> SfcError:
-    """The error of a lock file that cannot be made or written (``size`` bytes)."""
     if out_of_space(error):
         return disk_full(path.parent, f"the run lock {path.name}", size)
     return SfcError(f"cannot lock {path.parent} ({error.strerror or error})", path=path,
@@ -151,8 +143,7 @@ def _unwritable(path: Path, error: OSError, size: int) -> SfcError:
 
 
 def _held_error(path: Path, holder: dict[str, Any], stale_fix: bool) -> SfcError:
-    """The error of a folder another process holds (``stale_fix``: a marker, which a holder on
-    another host may have left)."""
+    """The error of a folder another process holds (``stale_fix``: a marker, maybe left behind)."""
     fix = f"wait until it ends, or stop it (kill {holder.get('pid', 'PID')}), or use another run directory"
     if stale_fix:
         fix += f"; if no process writes there any more, delete {path}"
@@ -160,7 +151,6 @@ def _held_error(path: Path, holder: dict[str, Any], stale_fix: bool) -> SfcError
 
 
 def _holder(path: Path) -> dict[str, Any]:
-    """The holder's details in the lock file; {} when there is none."""
     try:
         return _parse(path.read_bytes())
     except FileNotFoundError:
@@ -168,8 +158,7 @@ def _holder(path: Path) -> dict[str, Any]:
 
 
 def _parse(data: bytes) -> dict[str, Any]:
-    """Details written by ``_write_details`` (JSON), or by filelock's SoftFileLock (lines: pid,
-    host, start token); {} for no data."""
+    """Details written by ``_write_details`` (JSON) or by filelock's SoftFileLock; {} for no data."""
     with contextlib.suppress(ValueError):
         holder = json.loads(data or b"{}")
         if isinstance(holder, dict):

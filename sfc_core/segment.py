@@ -1,26 +1,11 @@
-"""Step 3: a torchvision segmentation network trained on pseudo masks (docs/method.md 5).
+"""Step 3: a segmentation network trained on one kind of mask, scored on the held-out list.
 
     python -m sfc_core segment --run RUN_DIR --masks irn|crf|cam|gt [--crf] [--save-predictions]
-    torchrun --nproc_per_node 4 -m sfc_core -- segment --run RUN_DIR --masks irn   (DDP; the --
-                                                  keeps torchrun from reading --run)
+    torchrun --nproc_per_node 4 -m sfc_core -- segment --run RUN_DIR --masks irn   (-- keeps --run ours)
 
-Trains ``cfg.segment.network`` (VOC: DeepLab-v2 ResNet-101 with multi-scale inputs under
-deeplab-pytorch's VOC recipe, ``model/deeplab_v2.py``, as the SFC authors trained step 3; COCO:
-DeepLabV3-ResNet-101; both with ImageNet weights; a small network from scratch on the synthetic
-presets) on one kind of mask of the training list, then scores it on the held-out list,
-single-scale and multi-scale + flip (optionally followed by the refinement stage's dense CRF).
-The masks:
-
-- ``irn`` / ``crf``: the refinement stage's pseudo masks (palette PNGs, 255 = ignored);
-- ``cam``: the fused CAM's arg-max, at the lambda and background threshold eval-cams chose
-  (``cam_eval.json``), else at ``cams.fusion_lambda`` with the reference background rule;
-- ``gt``: the dataset's own masks of the same images (the fully supervised upper bound).
-
-Everything lands in ``RUN_DIR/segment/<masks>/``, laid out like a run directory (config.json,
-checkpoints/last.pt, metrics.jsonl, tb/) plus final_eval.json and predictions/. A sample's
-augmentation is a function of (seed, epoch, index), an epoch's order of (seed, epoch), and
-checkpoints hold every state, so a killed run resumes (run the same command again) to the
-weights of one that never stopped; a finished run is only evaluated again.
+Masks: ``irn`` / ``crf`` (refine's pseudo masks), ``cam`` (the fused CAM's arg-max at eval-cams'
+choice), ``gt`` (the fully supervised upper bound). Output: ``RUN_DIR/segment/<masks>/``, laid out
+like a run directory; a killed run resumes to the same weights (docs/architecture.md, docs/method.md 5).
 """
 from __future__ import annotations
 
@@ -63,13 +48,9 @@ from sfc_core.run_lock import claims_run
 
 MASK_SOURCES = ("irn", "crf", "cam", "gt")
 
-# -- training masks ---------------------------------------------------------------------------
-
 
 @dataclass(frozen=True)
 class MaskSource:
-    """Where the training masks of one ``--masks`` choice come from."""
-
     name: str
     read: Callable[[str], np.ndarray]   # image id -> uint8 (H, W): 0 bg, 1..C, 255 ignored
     path: Callable[[str], Path]         # image id -> the file its mask is made from
@@ -101,11 +82,9 @@ def cam_mask_settings(run: RunDir, cfg: Config) -> dict[str, Any]:
 
 
 def mask_source(run: RunDir, dataset: SegmentationDataset, masks: str, cfg: Config) -> MaskSource:
-    """The reader of the training masks named by ``masks`` (one of MASK_SOURCES)."""
     if masks == "gt":
         return MaskSource("gt", dataset.read_mask, dataset.mask_path,
-                          "the dataset has no masks for these images: train on --masks irn|crf|cam",
-                          {})
+                          "the dataset has no masks for these images: train on --masks irn|crf|cam", {})
     if masks in ("irn", "crf"):
         folder = run.pseudo_masks(masks)
         return MaskSource(masks, partial(_read_pseudo, folder), partial(_pseudo_path, folder),
@@ -136,14 +115,9 @@ def check_masks(source: MaskSource, dataset: SegmentationDataset, list_name: str
                            path=source.path(image_id), fix=source.fix)
 
 
-# -- training samples -------------------------------------------------------------------------
-
-
 class MaskedCrops(Dataset):
-    """Images of a list with their masks under the joint `augment` (rescale by s ~
-    U(segment.scale_range), flip, crop; mask padded with 255), keyed by (epoch, index): a pure
-    function of (seed, epoch, index). Item: image uint8 (3, S, S) and its box int64 (4,) for
-    ``normalize_crops`` on the device (the normalised crop padded with 0), mask uint8 (S, S)."""
+    """Images with their masks under the joint `augment` (mask padded with 255), a pure function
+    of (seed, epoch, index). Item: image uint8 (3, S, S), mask uint8 (S, S), box int64 (4,)."""
 
     def __init__(self, dataset: SegmentationDataset, ids: list[str], read_mask: Callable[[str], np.ndarray],
                  seg: SegmentConfig, seed: int):
@@ -164,9 +138,7 @@ class MaskedCrops(Dataset):
 
 
 def crop_scale(rng: np.random.Generator, seg: SegmentConfig) -> float:
-    """A training crop's rescale factor: U(segment.scale_range), or, with segment.scale_step > 0,
-    one of the range's grid at that step, uniformly (deeplab-pytorch: random.choice of 0.5, 0.75,
-    1.0, 1.25, 1.5)."""
+    """A crop's rescale factor: U(segment.scale_range), or uniform on its segment.scale_step grid."""
     if seg.scale_step == 0:
         return float(rng.uniform(*seg.scale_range))
     low, high = seg.scale_range
@@ -174,61 +146,31 @@ def crop_scale(rng: np.random.Generator, seg: SegmentConfig) -> float:
     return float(rng.choice(grid))
 
 
-def epoch_keys(num_images: int, seed: int, epoch: int, dist: engine.DistInfo) -> list[tuple[int, int]]:
-    """This rank's (epoch, index) keys of one epoch: a permutation drawn from (seed, epoch), dealt
-    out rank by rank (a tail shorter than the world size is dropped, so ranks stay in step)."""
-    order = np.random.default_rng([seed, epoch]).permutation(num_images)
-    order = order[: num_images - num_images % dist.world_size]
-    return [(epoch, int(i)) for i in order[dist.rank::dist.world_size]]
-
-
-# -- the network ------------------------------------------------------------------------------
-
-
 def build_network(name: str, num_classes: int, backbone_weights: str) -> nn.Module:
-    """A torchvision segmentation network with `num_classes` outputs and no auxiliary head.
-    backbone_weights: "imagenet" (torchvision's, downloaded into torch's cache on first use),
-    "none" (from scratch), or the path of a torchvision ImageNet classifier checkpoint of the
-    backbone (e.g. resnet101-63fe2227.pth). ``deeplabv2_resnet101``: ``model/deeplab_v2.py``."""
-    if name == DEEPLAB_V2:
-        return _deeplab_v2(num_classes, backbone_weights)
+    """A torchvision segmentation network (or DeepLab-v2) without auxiliary head; backbone_weights:
+    "imagenet", "none" or a torchvision ImageNet checkpoint."""
     names = [*torchvision.models.list_models(module=torchvision.models.segmentation), DEEPLAB_V2]
     if name not in names:
         raise SfcError(f"unknown segmentation network {name!r}",
                        fix=f"set segment.network to one of torchvision's: {', '.join(names)}")
-    builder = torchvision.models.get_model_builder(name)
-    if backbone_weights == "imagenet":   # the builder's default backbone weights: ImageNet
-        try:
-            return builder(weights=None, num_classes=num_classes, aux_loss=False)
-        except (urllib.error.URLError, OSError) as e:
-            raise _offline(name, e) from None
-    model = builder(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
-    if backbone_weights != "none":
-        load_backbone(model, Path(backbone_weights))
-    return model
-
-
-def _offline(name: str, error: Exception) -> SfcError:
-    return SfcError(f"cannot download the ImageNet weights of {name}'s backbone ({error})",
-                    fix="copy torchvision's ImageNet checkpoint of the backbone to this machine "
-                        "and pass --set segment.backbone_weights=PATH")
-
-
-def _deeplab_v2(num_classes: int, backbone_weights: str) -> DeepLabV2:
-    """DeepLab-v2 ResNet-101 with its trunk's weights: "imagenet", "none" or a torchvision
-    ResNet-101 checkpoint (its ``fc`` ignored)."""
+    imagenet = backbone_weights == "imagenet"
     try:
-        model = DeepLabV2(num_classes, "imagenet" if backbone_weights == "imagenet" else "none")
+        if name == DEEPLAB_V2:
+            model = DeepLabV2(num_classes, "imagenet" if imagenet else "none")
+        else:   # the builder's default backbone weights: ImageNet
+            model = torchvision.models.get_model_builder(name)(
+                weights=None, num_classes=num_classes, aux_loss=False, **({} if imagenet else {"weights_backbone": None}))
     except (urllib.error.URLError, OSError) as e:
-        raise _offline(DEEPLAB_V2, e) from None
+        raise SfcError(f"cannot download the ImageNet weights of {name}'s backbone ({e})",
+                       fix="copy torchvision's ImageNet checkpoint of the backbone to this machine "
+                           "and pass --set segment.backbone_weights=PATH") from None
     if backbone_weights not in ("imagenet", "none"):
         load_backbone(model, Path(backbone_weights))
     return model
 
 
 def load_backbone(model: nn.Module, path: Path) -> None:
-    """Load an ImageNet classifier's state dict (torchvision layout) into ``model.backbone``
-    (the head's keys are ignored; MobileNet's ``features.`` prefix is stripped)."""
+    """An ImageNet classifier's state dict into ``model.backbone`` (head ignored, ``features.`` stripped)."""
     fix = "pass the torchvision ImageNet checkpoint of this network's backbone: --set segment.backbone_weights=PATH"
     if not path.is_file():
         raise SfcError("backbone weights file not found", path=path, fix=fix)
@@ -248,8 +190,7 @@ def load_backbone(model: nn.Module, path: Path) -> None:
 
 
 def parameter_groups(model: nn.Module, seg: SegmentConfig) -> list[dict[str, Any]]:
-    """Backbone at lr x backbone_lr_mult, the head (everything else) at lr (DeepLab-v2:
-    ``deeplab_v2_groups``)."""
+    """Backbone at lr x backbone_lr_mult, the head at lr (DeepLab-v2: ``deeplab_v2_groups``)."""
     if isinstance(model, DeepLabV2):
         return deeplab_v2_groups(model, seg)
     backbone = list(model.backbone.parameters())
@@ -259,10 +200,7 @@ def parameter_groups(model: nn.Module, seg: SegmentConfig) -> list[dict[str, Any
 
 
 def deeplab_v2_groups(model: DeepLabV2, seg: SegmentConfig) -> list[dict[str, Any]]:
-    """deeplab-pytorch's three groups: the trunk's convolutions at lr x backbone_lr_mult, the
-    ASPP biases at lr x head_bias_lr_mult with weight decay head_bias_weight_decay, the ASPP
-    weights at lr (last, so the logged lr is the head's as for the other networks); the frozen
-    BatchNorms in none."""
+    """deeplab-pytorch's groups; the ASPP weights last, so the logged lr is the head's."""
     kinds = model.parameter_kinds()
     return [{"params": kinds["backbone"], "lr": seg.lr * seg.backbone_lr_mult},
             {"params": kinds["head_biases"], "lr": seg.lr * seg.head_bias_lr_mult,
@@ -271,16 +209,13 @@ def deeplab_v2_groups(model: DeepLabV2, seg: SegmentConfig) -> list[dict[str, An
 
 
 def pixel_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the pixels that are not 255 (0, not nan, when there are none):
-    (N, K, H, W), int64 (N, H, W) -> ()."""
+    """Mean cross-entropy over pixels not 255 (0 when none): (N, K, H, W), int64 (N, H, W) -> ()."""
     total = F.cross_entropy(logits.float(), masks, ignore_index=IGNORE, reduction="sum")
     return total / (masks != IGNORE).sum().clamp(min=1)
 
 
 def msc_loss(output: dict[str, Any], masks: torch.Tensor) -> torch.Tensor:
-    """DeepLab-v2's training loss (deeplab-pytorch main.py): ``pixel_loss`` on each of its four
-    outputs (scales 1.0, 0.5, 0.75 and their max), the masks resized to each (nearest, as PIL's),
-    summed."""
+    """DeepLab-v2's loss: ``pixel_loss`` summed over its four outputs, masks resized (nearest)."""
     total = torch.zeros((), device=masks.device)
     for logits in (*output["scales"], output["out"]):
         resized = F.interpolate(masks[:, None].float(), size=logits.shape[-2:], mode="nearest-exact")
@@ -295,9 +230,8 @@ def network_loss(output: dict[str, Any], masks: torch.Tensor) -> torch.Tensor:
 
 def train_step(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, optimizer: torch.optim.Optimizer,
                scaler: torch.amp.GradScaler, amp: bool, accumulation: int = 1) -> torch.Tensor:
-    """One update on a batch (images (N, 3, S, S), masks (N, S, S)); returns the loss (0-d).
-    ``accumulation``: the batch goes through the network in that many equal chunks, each
-    chunk's loss / accumulation backpropagated, then one step (deeplab-pytorch's ITER_SIZE)."""
+    """One update on images (N, 3, S, S), masks (N, S, S) in ``accumulation`` equal chunks
+    (deeplab-pytorch's ITER_SIZE); returns the loss (0-d)."""
     loss = torch.zeros((), device=images.device)
     for chunk, chunk_masks in zip(images.chunk(accumulation), masks.chunk(accumulation)):
         with engine.autocast(images.device, amp):
@@ -311,14 +245,10 @@ def train_step(model: nn.Module, images: torch.Tensor, masks: torch.Tensor, opti
     return loss
 
 
-# -- evaluation -------------------------------------------------------------------------------
-
-
 @torch.no_grad()
 def scale_probabilities(model: nn.Module, views: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Softmax of one scale's views, flips undone, upsampled: (2B, 3, h, w) -> (2B, K, H, W).
-    Views B..2B-1 are the horizontal flips of views 0..B-1 (``transforms.device_views``' layout).
-    """
+    """Softmax of one scale's views (B images then their flips), flips undone, upsampled:
+    (2B, 3, h, w) -> (2B, K, H, W)."""
     logits = model(views)["out"].float()
     half = len(logits) // 2
     logits = torch.cat([logits[:half], logits[half:].flip(-1)])
@@ -336,17 +266,8 @@ def crf_prediction(image: np.ndarray, pred: np.ndarray, refine_cfg: RefineConfig
 def evaluate_network(model: nn.Module, dataset: SegmentationDataset, list_name: str, cfg: Config,
                      device: torch.device, dist: engine.DistInfo,
                      predictions: Path | None = None) -> dict[str, np.ndarray]:
-    """Confusions (K, K) of the network on a list: "single_scale" (scale 1, no flip),
-    "multi_scale_flip" (softmax summed over cfg.segment.eval_scales and flips) and, with
-    cfg.segment.eval_crf, "multi_scale_flip_crf"; with `predictions`, the last kind's label
-    maps are written there as palette PNGs.
-
-    As training-time validation (``train.validate``): up to ``segment.batch_size`` consecutive
-    same-size images go through ``batch_labels`` and are counted on the device
-    (``metrics.confusion_counts``), summed over DDP ranks and read once at the end; only the
-    CRF (on the host) and the PNGs read label maps back. The network runs with its BatchNorms
-    folded, channels-last with ``runtime.channels_last`` (LR-ASPP on the CPU: 0.80-0.83x the
-    CPU, ``python -m benchmarks.speed_changes``; scores within rounding)."""
+    """Confusions (K, K) on a list per kind ("single_scale", "multi_scale_flip", with eval_crf
+    "multi_scale_flip_crf"), counted on the device; with `predictions`, the last kind's PNGs."""
     seg, k = cfg.segment, dataset.num_classes + 1
     layout = inference_layout(cfg.runtime.channels_last)
     model = for_inference(model, cfg.runtime.channels_last)
@@ -379,10 +300,8 @@ def evaluate_network(model: nn.Module, dataset: SegmentationDataset, list_name: 
 def batch_labels(model: nn.Module, images: list[list[torch.Tensor]], scales: tuple[float, ...],
                  eval_scales: tuple[float, ...], size: tuple[int, int], device: torch.device,
                  layout: torch.memory_format) -> dict[str, torch.Tensor]:
-    """The label maps of B same-size images on ``device``: ``images[b][s]`` is image b
-    at ``scales[s]`` (uint8 (3, h_s, w_s), MultiScaleDataset's ``images``). Returns int64
-    (B, H, W) "single_scale" (scale 1, no flip) and "multi_scale_flip" (the arg-max of the
-    softmax summed over the flips and ``eval_scales``, in the order of ``scales``)."""
+    """Label maps int64 (B, H, W) "single_scale" and "multi_scale_flip" of B same-size images;
+    ``images[b][s]``: image b at ``scales[s]``, uint8 (3, h_s, w_s)."""
     single, total = None, None
     for s, scale in enumerate(scales):
         stacked = torch.stack([views[s] for views in images])
@@ -395,13 +314,8 @@ def batch_labels(model: nn.Module, images: list[list[torch.Tensor]], scales: tup
     return {"single_scale": single, "multi_scale_flip": total.argmax(1)}
 
 
-# -- the stage --------------------------------------------------------------------------------
-
-
 def segment_record(run: RunDir, cfg: Config, masks: str) -> dict[str, Any]:
-    """What a step-3 run is made from (its provenance.json, final_eval.json's ``made_from``):
-    the masks' record (for ``cam`` the CAMs' and the chosen setting; for ``gt`` the dataset),
-    the training list, the seed and the step-3 settings but ``eval_*`` (they train nothing)."""
+    """What a step-3 run is made from (provenance.json, ``made_from``); not the ``eval_*`` settings."""
     if masks in ("irn", "crf"):
         source: Any = digest(read_record(run.pseudo_masks(masks).parent))
     elif masks == "cam":
@@ -415,8 +329,7 @@ def segment_record(run: RunDir, cfg: Config, masks: str) -> dict[str, Any]:
 
 def _resume_from_same_inputs(state: engine.TrainState, run: RunDir, out: RunDir, masks: str,
                              made_from: dict[str, Any], force: bool, dist: engine.DistInfo) -> None:
-    """Resume ``state`` from segment/<masks>/ only when its provenance.json equals ``made_from``
-    (else an SfcError naming --force; with ``force`` the folder is emptied first)."""
+    """Resume ``state`` only when provenance.json equals ``made_from`` (else SfcError; ``force`` empties)."""
     if force and dist.is_main:
         claim_folder(out.root, made_from, f"segment {masks}")
     engine.gather_objects(None, dist)
@@ -432,13 +345,8 @@ def _resume_from_same_inputs(state: engine.TrainState, run: RunDir, out: RunDir,
 @claims_run(lambda run, masks, *args, **kwargs: RunDir(run).segment_dir(masks))
 def segment(run: str | Path | RunDir, masks: str, overrides: dict[str, Any] | None = None,
             save_predictions: bool = False, force: bool = False) -> dict[str, Any]:
-    """Train cfg.segment.network on `masks` of the training list, score it on the held-out list.
-
-    `overrides`: dotted keys on top of the run's config.json. Resumes from
-    segment/<masks>/checkpoints/last.pt when its provenance.json records the same masks and
-    settings; other inputs are refused (SfcError), or trained again from scratch with ``force``.
-    Writes and returns final_eval.json: mIoU and per-class IoU (fractions in [0, 1]),
-    single-scale and multi-scale + flip (+ CRF with segment.eval_crf)."""
+    """Train cfg.segment.network on `masks` (resumed when provenance.json records the same inputs,
+    else refused, or trained again with ``force``), score it; returns final_eval.json."""
     run = RunDir(run)
     cfg = run.load_config().override(overrides or {})
     seg = cfg.segment
@@ -446,7 +354,7 @@ def segment(run: str | Path | RunDir, masks: str, overrides: dict[str, Any] | No
     dataset = open_dataset(cfg.data)
     ids = dataset.ids(cfg.data.train_list)
 
-    # Every check before anything is written: masks, network, an existing checkpoint.
+    # every check before anything is written
     source = mask_source(run, dataset, masks, cfg)
     check_masks(source, dataset, cfg.data.train_list)
     if not dataset.has_masks(cfg.data.heldout_list):
@@ -508,7 +416,6 @@ def _memory_format(cfg: Config, device: torch.device) -> torch.memory_format:
 
 
 def _train_state(cfg: Config, dataset: SegmentationDataset, masks: str, device: torch.device) -> engine.TrainState:
-    """Step 3's network (seeded), optimiser, poly schedule and scaler, at step 0."""
     seg = cfg.segment
     engine.seed_everything(cfg.runtime.seed)
     model = build_network(seg.network, dataset.num_classes + 1, seg.backbone_weights)
@@ -524,22 +431,19 @@ def _train_state(cfg: Config, dataset: SegmentationDataset, masks: str, device: 
 
 def _train(state: engine.TrainState, cfg: Config, crops: MaskedCrops, out: RunDir, device: torch.device,
            dist: engine.DistInfo, name: str) -> float | None:
-    """Train from ``state.step`` to cfg.segment.iterations; images/s over this call (all ranks;
-    None if it ran no timed step)."""
+    """Train from ``state.step`` to cfg.segment.iterations; returns images/s (None: untimed)."""
     seg, seed = cfg.segment, cfg.runtime.seed
     local_batch = engine.per_process(seg.batch_size, "segment.batch_size", dist)
-    steps_per_epoch = len(epoch_keys(len(crops), seed, 0, dist)) // local_batch
+    steps_per_epoch = len(loop.epoch_keys(len(crops), seed, 0, dist)) // local_batch
     if steps_per_epoch == 0:
         raise SfcError(f"the training list has {len(crops)} images, fewer than one batch of "
                        f"{seg.batch_size}", fix="lower segment.batch_size")
-    # the same parameters get a gradient every step (a static graph: DDP plans its buckets
-    # once), gradients live in the buckets (no copy); the BatchNorm trains, so its running
-    # statistics keep DDP's broadcast from rank 0 (broadcast_buffers, the default)
+    # a static graph; a training BatchNorm keeps DDP's buffer broadcast from rank 0
     state.model = sync_batchnorm(state.model, dist, device)
     ddp_model = engine.wrap_ddp(state.model, dist, device, gradient_as_bucket_view=True, static_graph=True)
     ddp_model.train()
     plan = loop.Plan(seg.iterations, seg.log_every, seg.checkpoint_every, cfg.runtime.checkpoint_minutes)
-    batches = loop.batches(crops, partial(epoch_keys, len(crops), seed, dist=dist), local_batch, steps_per_epoch,
+    batches = loop.batches(crops, partial(loop.epoch_keys, len(crops), seed, dist=dist), local_batch, steps_per_epoch,
                            plan.steps(state.step), engine.loader_workers(cfg.runtime.num_workers, device), device)
     losses, rate = [], None
     with engine.MetricsLogger(out.metrics_jsonl, out.tensorboard, enabled=dist.is_main,
@@ -558,8 +462,7 @@ def _train(state: engine.TrainState, cfg: Config, crops: MaskedCrops, out: RunDi
 
 def segment_step(model: nn.Module, state: engine.TrainState, cfg: Config, device: torch.device,
                  batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> dict[str, Any]:
-    """One step-3 update (``train_step``; ``model``: the network, under DDP when distributed)
-    on a batch of crops, masks and boxes; returns its loss and the head's lr in it."""
+    """One step-3 update on a batch of crops, masks and boxes; returns its loss and the head's lr."""
     images, masks, boxes = batch
     images = normalize_crops(images, boxes, device).contiguous(memory_format=_memory_format(cfg, device))
     lr = state.schedule.get_last_lr()[-1]
@@ -571,19 +474,13 @@ def segment_step(model: nn.Module, state: engine.TrainState, cfg: Config, device
 
 
 def sync_batchnorm(model: nn.Module, dist: engine.DistInfo, device: torch.device) -> nn.Module:
-    """``model`` with SyncBatchNorm for BatchNorm under torchrun on GPUs when a BatchNorm trains
-    (its weight does): statistics over the global batch (``segment.batch_size`` images, as one GPU
-    sees), not over this rank's 1/N. The same parameters and buffers (the optimiser and the
-    checkpoint keys are unchanged); a frozen network is left as it is. torch's SyncBatchNorm
-    runs on GPUs only: a CPU (gloo) job keeps per-process statistics."""
+    """SyncBatchNorm under torchrun on GPUs when a BatchNorm trains (global batch statistics, as
+    one GPU sees; the same checkpoint keys); CPU (gloo) jobs keep per-process statistics."""
     trains = any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None
                  and m.weight.requires_grad for m in model.modules())
     if not (dist.distributed and device.type == "cuda" and trains):
         return model
     return nn.SyncBatchNorm.convert_sync_batchnorm(model)
-
-
-# -- CLI --------------------------------------------------------------------------------------
 
 
 def segment_arguments(p: argparse.ArgumentParser) -> None:

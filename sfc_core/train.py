@@ -4,9 +4,7 @@
     python -m sfc_core train --preset synthetic --out runs/sfc [--baseline] [--resume]
     torchrun --nproc_per_node 4 -m sfc_core train --preset voc --data-root VOC2012 --out runs/voc
 
-Writes config.json, class_names.json, metrics.jsonl, tb/, checkpoints/last.pt and best.pt.
-Under DDP ``train.batch_size`` and ``train.bank_draws`` are global (each of N processes takes
-1/N: ``engine.per_process``); each rank keeps its own image bank and logs the ranks' mean.
+Under DDP ``train.batch_size`` and ``train.bank_draws`` are global; each rank keeps its own bank.
 """
 from __future__ import annotations
 
@@ -27,6 +25,7 @@ from torch.utils.data import DistributedSampler, Subset
 from tqdm import tqdm
 
 from sfc_core import engine, loop
+from sfc_core.cli import add_config_arguments, config_from_args
 from sfc_core.config import ABLATIONS, Config, TrainConfig, flat_dict, parse_overrides
 from sfc_core.data import (
     MultiScaleDataset,
@@ -40,7 +39,7 @@ from sfc_core.data.stats import class_weights
 from sfc_core.data.transforms import IMAGENET_MEAN, IMAGENET_STD, device_views, normalize_crops
 from sfc_core.errors import SfcError
 from sfc_core.io import atomic_write_json
-from sfc_core.masks import IGNORE
+from sfc_core.masks import IGNORE, cam_overlay
 from sfc_core.method.bank import ImageBank, append_bank_draws
 from sfc_core.method.cam import max_normalise
 from sfc_core.method.losses import SfcObjective
@@ -51,9 +50,7 @@ from sfc_core.model.pretrained import resolve_backbone_weights
 from sfc_core.run_dir import RunDir
 from sfc_core.run_lock import claims_run
 
-# What a resumed training must not change: the sections that decide what is computed (later
-# stages' sections, cams/refine/segment, may change freely), except where things are and how
-# fast they run.
+# what a resumed training must not change (later stages' sections may), but where and how fast
 TRAINING_SECTIONS = ("runtime.", "data.", "model.", "loss.", "train.")
 RESUMABLE_CHANGES = {"data.root", "runtime.num_workers", "runtime.device", "runtime.compile",
                      "runtime.checkpoint_minutes", "train.log_every"}
@@ -61,8 +58,7 @@ RESUMABLE_CHANGES = {"data.root", "runtime.num_workers", "runtime.device", "runt
 
 def build_optimizer(model: SfcNet, t: TrainConfig, max_steps: int) -> tuple[torch.optim.Optimizer,
                                                                             torch.optim.lr_scheduler.LRScheduler]:
-    """The optimiser over the model's trainable parameters (backbone at ``t.lr``, new layers at
-    ``t.lr * t.new_layer_lr_mult``) and its schedule over ``max_steps`` updates."""
+    """The optimiser (new layers at ``t.lr * t.new_layer_lr_mult``) and its schedule."""
     groups = model.parameter_groups()
     optimizer = engine.make_optimizer(t.optimizer, [{"params": groups["backbone"], "lr": t.lr},
                                                     {"params": groups["new"], "lr": t.lr * t.new_layer_lr_mult}],
@@ -72,13 +68,8 @@ def build_optimizer(model: SfcNet, t: TrainConfig, max_steps: int) -> tuple[torc
 
 @claims_run(lambda cfg, out, *args, **kwargs: out)
 def train(cfg: Config, out: str | Path, resume: bool = False, stop_after: int | None = None) -> dict:
-    """Train SFC (or the baseline / an ablation, by config) into the run directory ``out``.
-
-    resume: continue from ``out``/checkpoints/last.pt (exactly; see the module docstring).
-    stop_after: stop once this many steps are done, writing nothing extra: simulates an
-    interruption (the last periodic checkpoint is what a resume starts from).
-    Returns a summary: steps, seconds, images_per_second, best validation, checkpoint paths.
-    """
+    """Train SFC (or the baseline / an ablation, by config) into the run directory ``out``;
+    ``resume`` from its last.pt; ``stop_after`` steps, as if interrupted. Returns a summary."""
     cfg = resolve_backbone_weights(cfg)       # "pretrain" -> the pretrained file (never trained here)
     dist = engine.setup_distributed()
     try:
@@ -131,9 +122,7 @@ def _train(cfg: Config, run: RunDir, resume: bool, stop_after: int | None, dist:
 
 
 def _fit(sfc: SfcTrainer, batches: Iterable, plan: loop.Plan, dataset: SegmentationDataset, run: RunDir) -> float:
-    """The loop (``loop.fit``) around ``sfc_step``: the log every ``train.log_every`` steps, the
-    TensorBoard CAM image every 10 logs, and every ``train.val_every`` steps (and at the end)
-    the validation mIoUs, best.pt when their sum is the best yet. Returns images/s (0: untimed)."""
+    """``loop.fit`` around ``sfc_step``, logging and validating inline; returns images/s."""
     state, t, dist, rate = sfc.state, sfc.cfg.train, sfc.dist, 0.0
     with engine.MetricsLogger(run.metrics_jsonl, run.tensorboard, enabled=dist.is_main,
                               resume_step=state.step) as logger:
@@ -164,9 +153,8 @@ def _fit(sfc: SfcTrainer, batches: Iterable, plan: loop.Plan, dataset: Segmentat
 
 @dataclass
 class SfcTrainer:
-    """What an SFC step works with: the train state (network, optimiser, schedule, scaler, and
-    as extras the image bank and the trainer's generator), the objective as the step calls it
-    (``step_objective``: DDP, compile), this process's share of ``train.bank_draws``."""
+    """What an SFC step works with: the train state, the objective as the step calls it
+    (``step_objective``) and this process's share of ``train.bank_draws``."""
 
     state: engine.TrainState
     objective: nn.Module
@@ -211,8 +199,7 @@ def sfc_step(sfc: SfcTrainer, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
 
 def build_trainer(cfg: Config, class_names: list[str], weights: torch.Tensor, device: torch.device,
                   dist: engine.DistInfo, max_steps: int) -> SfcTrainer:
-    """SFC's trainer at step 0 for ``max_steps`` updates, at ``cfg``'s settings on ``device``.
-    weights (C,): the per-class loss weights (``data.stats.class_weights``)."""
+    """SFC's trainer at step 0; weights (C,): the per-class loss weights."""
     t = cfg.train
     model = build_model(cfg.model, len(class_names)).to(device)
     if device.type == "cuda" and cfg.runtime.channels_last:
@@ -231,15 +218,8 @@ def build_trainer(cfg: Config, class_names: list[str], weights: torch.Tensor, de
 
 def step_objective(objective: SfcObjective, cfg: Config, dist: engine.DistInfo,
                    device: torch.device) -> nn.Module:
-    """What a step calls: ``objective`` under DDP when distributed, compiled as
-    ``runtime.compile`` says (DDP inside, so its gradient hooks see the compiled graphs; exact
-    resume holds with it off; eager with a warning if compiling fails).
-
-    DDP: the parameters a switched-off part leaves without gradient (the side layers without
-    the prototype loss, the PCM projection without PCM) are found each step; with every part
-    on, the graph is static (DDP plans buckets once). Gradients live in the buckets (no copy).
-    Buffers are not broadcast when the backbone's BatchNorm is frozen (the ResNets always,
-    ``tiny`` with loaded weights); a BatchNorm that trains keeps DDP's broadcast from rank 0."""
+    """``objective`` under DDP (static graph unless a part is switched off; buffers broadcast only
+    when the BatchNorm trains), compiled as ``runtime.compile`` says."""
     unused = cfg.loss.prototype_weight == 0 or not cfg.model.pcm
     wrapped = engine.wrap_ddp(objective, dist, device, find_unused_parameters=unused, static_graph=not unused,
                               gradient_as_bucket_view=True,
@@ -248,9 +228,7 @@ def step_objective(objective: SfcObjective, cfg: Config, dist: engine.DistInfo,
 
 
 def _claim_run_dir(run: RunDir, cfg: Config, resume: bool) -> None:
-    """Refuse to train over a run with a finished step (a checkpoint) without --resume, or to
-    resume it with a different configuration. A directory without a checkpoint (a start that
-    failed before its first one) holds no training run: it is started over, --resume or not."""
+    """Refuse a run with a checkpoint without --resume, or resumed with another configuration."""
     if not run.last_checkpoint.is_file():
         return
     if not resume:
@@ -269,8 +247,7 @@ def _claim_run_dir(run: RunDir, cfg: Config, resume: bool) -> None:
 
 
 def _epoch_order(sampler: DistributedSampler, epoch: int) -> list[tuple[int, int]]:
-    """This process's (epoch, index) sample keys of ``epoch`` (DistributedSampler: a function
-    of seed and epoch)."""
+    """This process's (epoch, index) sample keys of ``epoch``."""
     sampler.set_epoch(epoch)
     return [(epoch, index) for index in sampler]
 
@@ -278,15 +255,8 @@ def _epoch_order(sampler: DistributedSampler, epoch: int) -> list[tuple[int, int
 @torch.no_grad()
 def validate(model: SfcNet, dataset: SegmentationDataset, cfg: Config, device: torch.device,
              dist: engine.DistInfo | None = None) -> dict[str, float]:
-    """Single-scale, no-flip arg-max mIoU of the refined CAM and of the prototype CAM on
-    ``cfg.data.eval_list`` (the reference's training-time validation): each image at full
-    size with the valid mask [1, label], CAMs upsampled bilinearly to the image,
-    max-normalised, arg-max over C+1.
-
-    On the device, like the CAM stage: the loader's workers decode images and masks, up to
-    ``cams.batch_size`` consecutive same-size images go through ``multiscale_cams_batch`` as
-    one batch, and each arg-max is counted there (``metrics.confusion_counts``); under DDP each
-    rank scores its share and the counts are summed; the host reads them once, at the end."""
+    """Single-scale, no-flip arg-max mIoU of the refined and the prototype CAM on
+    ``cfg.data.eval_list`` (the reference's training-time validation), counted on the device."""
     dist = dist or engine.DistInfo()
     list_name, k = cfg.data.eval_list, dataset.num_classes + 1
     items = MultiScaleDataset(dataset, list_name, scales=(1.0,), masks=True)
@@ -313,12 +283,9 @@ def validate(model: SfcNet, dataset: SegmentationDataset, cfg: Config, device: t
 
 def _log_cam_image(logger: engine.MetricsLogger, step: int, image: torch.Tensor,
                    outputs: dict[str, torch.Tensor]) -> None:
-    """TensorBoard: the first image of the batch beside its refined and prototype CAMs
-    (maximum over foreground channels, upsampled)."""
+    """TensorBoard: the batch's first image beside its refined and prototype CAMs."""
     if not logger.enabled:
         return
-    from sfc_core.masks import cam_overlay
-
     rgb = image.detach().float().cpu().numpy().transpose(1, 2, 0) * IMAGENET_STD + IMAGENET_MEAN
     rgb = np.clip(rgb * 255, 0, 255).astype(np.uint8)
     panels = [rgb]
@@ -330,12 +297,7 @@ def _log_cam_image(logger: engine.MetricsLogger, step: int, image: torch.Tensor,
     logger.image("cams/image_refined_prototype", step, np.concatenate(panels, axis=1))
 
 
-# -- the verb ------------------------------------------------------------------------------
-
-
 def train_arguments(p: argparse.ArgumentParser) -> None:
-    from sfc_core.cli import add_config_arguments
-
     add_config_arguments(p)
     p.add_argument("--out", required=True, help="run directory to create (or resume)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from checkpoints/last.pt")
@@ -349,8 +311,6 @@ def train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def train_command(args: argparse.Namespace) -> int:
-    from sfc_core.cli import config_from_args
-
     cfg = config_from_args(args)
     for name, overrides in ABLATIONS.items():
         if getattr(args, name.replace("-", "_")):

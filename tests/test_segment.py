@@ -12,6 +12,7 @@ import torch.nn.functional as F
 import torchvision
 from PIL import Image
 
+from sfc_core import loop
 from sfc_core import segment as seg
 from sfc_core.engine import DistInfo
 from sfc_core.errors import SfcError
@@ -26,11 +27,11 @@ FAST = {"segment.iterations": 3, "segment.batch_size": 4, "segment.crop_size": 4
 
 
 def test_epoch_keys_deal_one_permutation_to_the_ranks():
-    whole = seg.epoch_keys(10, seed=3, epoch=1, dist=DistInfo())
+    whole = loop.epoch_keys(10, seed=3, epoch=1, dist=DistInfo())
     assert sorted(i for _, i in whole) == list(range(10)) and {e for e, _ in whole} == {1}
-    assert whole == seg.epoch_keys(10, seed=3, epoch=1, dist=DistInfo())
-    assert whole != seg.epoch_keys(10, seed=3, epoch=2, dist=DistInfo())
-    ranks = [seg.epoch_keys(10, 3, 1, DistInfo(rank=r, world_size=3)) for r in range(3)]
+    assert whole == loop.epoch_keys(10, seed=3, epoch=1, dist=DistInfo())
+    assert whole != loop.epoch_keys(10, seed=3, epoch=2, dist=DistInfo())
+    ranks = [loop.epoch_keys(10, 3, 1, DistInfo(rank=r, world_size=3)) for r in range(3)]
     assert [len(r) for r in ranks] == [3, 3, 3]
     flat = [i for r in ranks for _, i in r]
     assert len(set(flat)) == 9 and set(flat) <= set(range(10))

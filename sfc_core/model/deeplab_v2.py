@@ -1,25 +1,12 @@
 """DeepLab-v2 ResNet-101 with multi-scale inputs: step 3's network as the SFC authors trained it
 (kazuto1011/deeplab-pytorch, ``libs/models/deeplabv2.py`` and ``msc.py``; docs/method.md 5).
 
-    model = DeepLabV2(num_classes=21, backbone_weights="imagenet")
-    model.train(); out = model(images)   # {"out": max (N, K, h, w), "scales": (x1, x0.5, x0.75)}
-    model.eval(); model(images)["out"]   # the pixel-wise max only, (N, K, h, w), h = ceil(H / 8)
+    model.train(); model(images)   # {"out": max of the scales (N, K, h, w), "scales": (x1, x0.5, x0.75)}
+    model.eval(); model(images)["out"]   # h = ceil(H / 8)
 
-- Trunk: torchvision's ResNet-101 (blocks 3, 4, 23, 3) at output stride 8: layer3 and layer4
-  keep stride 1 and dilate their 3x3 convolutions by 2 and 4, every block of the layer
-  (deeplab-pytorch's ``_ResBlock``; torchvision would leave each layer's first block at the
-  previous dilation). Every BatchNorm frozen (eval mode, no gradient), as deeplab-pytorch's
-  ``freeze_bn``. ``self.backbone`` holds torchvision's names, so its ImageNet weights load as
-  they are (``segment.load_backbone``).
-- Head (ASPP): four 3x3 convolutions on the 2048 channels, dilation = padding = 6, 12, 18, 24,
-  with bias, each straight to the class logits, summed; weights N(0, 0.01), biases 0.
-- MSC: the logits of the image at 1.0, 0.5 and 0.75 (``int(size * scale)``, bilinear), the
-  smaller ones upsampled (bilinear) to the 1.0 logits' grid, and their pixel-wise max. Training
-  takes the loss on each of the four outputs (``segment.msc_loss``), the test the max only.
-
-The init deeplab-pytorch starts VOC from (a COCO-pretrained DeepLab-v1 converted from Caffe,
-``deeplabv1_resnet101-coco.pth``) cannot be had offline: here the trunk starts from torchvision's
-ImageNet weights, with torchvision's normalisation (not the Caffe BGR means).
+Trunk at output stride 8 (every block of layer3/4 dilated, BatchNorm frozen, torchvision's names),
+ASPP 6/12/18/24 summed, MSC max. It starts from torchvision's ImageNet weights: deeplab-pytorch's
+COCO-pretrained Caffe init cannot be had offline.
 """
 from __future__ import annotations
 
@@ -54,8 +41,8 @@ class ASPP(nn.Module):
 
 
 def dilated_resnet101(resnet: nn.Module) -> nn.Sequential:
-    """torchvision's ResNet-101 (classifier dropped) at output stride 8, every block of layer3
-    and layer4 dilated by 2 and 4 (deeplab-pytorch's layer4 and layer5)."""
+    """torchvision's ResNet-101 without its classifier at output stride 8: every block of layer3
+    and layer4 dilated by 2 and 4 (torchvision would leave each first block undilated)."""
     for name, dilation in LAYER_DILATIONS.items():
         for index, block in enumerate(getattr(resnet, name)):
             block.conv2.dilation, block.conv2.padding = (dilation, dilation), (dilation, dilation)
@@ -66,8 +53,7 @@ def dilated_resnet101(resnet: nn.Module) -> nn.Sequential:
 
 
 class DeepLabV2(nn.Module):
-    """DeepLab-v2 ResNet-101 with MSC (module docstring). ``backbone_weights``: "imagenet"
-    (torchvision's download or hub cache) or "none"; a path is loaded by the caller."""
+    """``backbone_weights``: "imagenet" or "none" (a path is loaded by the caller)."""
 
     def __init__(self, num_classes: int, backbone_weights: str = "none"):
         super().__init__()
@@ -102,8 +88,7 @@ class DeepLabV2(nn.Module):
         return {"out": best}
 
     def parameter_kinds(self) -> dict[str, list[nn.Parameter]]:
-        """deeplab-pytorch's optimiser groups: the trunk's convolution weights ("backbone"),
-        the ASPP weights ("head_weights") and biases ("head_biases"); BatchNorm in none."""
+        """deeplab-pytorch's optimiser groups (the frozen BatchNorms in none)."""
         convs = [m.weight for m in self.backbone.modules() if isinstance(m, nn.Conv2d)]
         return {"backbone": convs, "head_weights": [c.weight for c in self.aspp.convs],
                 "head_biases": [c.bias for c in self.aspp.convs]}

@@ -2,12 +2,10 @@
 
     python -m sfc_core refine --run RUN_DIR --method irn|crf
 
-``crf`` (COCO): the CRF-smoothed confident labels of the fused CAM (``sfc_core.crf``); 255 where
-the two confidence maps disagree. ``irn`` (VOC): those labels train IRN's boundary network
-(``irn.py``), whose boundaries carry the hybrid random walk of the fused CAM (``random_walk.py``).
-Output for every image of ``data.train_list``: palette PNGs in ``RunDir.pseudo_masks(method)`` and
-the VOC ``train_aug.txt``-style list ``RunDir.pseudo_list``. Resumable (complete PNGs kept, IRN
-resumes) while provenance.json records the same CAMs and settings; the CRF runs in a pool.
+``crf`` (COCO): the CRF-smoothed confident labels of the fused CAM (255 where uncertain).
+``irn`` (VOC): those labels train IRN's boundary network (``irn.py``), whose boundaries carry the
+hybrid random walk of the fused CAM (``random_walk.py``). Resumable while provenance.json records
+the same CAMs and settings.
 """
 from __future__ import annotations
 
@@ -30,7 +28,7 @@ from sfc_core.errors import SfcError
 from sfc_core.io import atomic_write_text
 from sfc_core.masks import save_mask
 from sfc_core.pool import pool_map
-from sfc_core.provenance import claim_folder, digest, png_complete, read_record
+from sfc_core.provenance import claim_folder, digest, png_complete, read_record, unfinished
 from sfc_core.refine.irn import load_boundary_net, train_irn, walk_scores
 from sfc_core.run_dir import RunDir, check_cams
 from sfc_core.run_lock import claims_run
@@ -41,16 +39,14 @@ METHODS = ("irn", "crf")
 @claims_run()
 def refine(run: str | Path | RunDir, method: str | None = None, device: str | torch.device | None = None,
            overrides: dict | None = None) -> Path:
-    """Pseudo masks of every training image by ``method`` ("irn" or "crf"; default the run's
-    ``refine.method``); returns their folder. ``overrides``: dotted config keys on top of the
-    run's config.json (e.g. refine.irn_backbone_weights=PATH)."""
+    """Pseudo masks of every training image by ``method`` (default: ``refine.method``); returns
+    their folder. ``overrides``: dotted config keys on top of the run's config.json."""
     run = RunDir(run)
-    if method is not None and method not in METHODS:     # a mistyped method is named first
-        raise _unknown_method(method)
+    if method is not None and method not in METHODS:     # refine.method itself is checked by the config
+        raise SfcError(f"unknown refinement method {method!r}",
+                       fix=f"use --method {' or '.join(METHODS)} (or set refine.method to one of them)")
     cfg = run.load_config(overrides)
     method = method or cfg.refine.method
-    if method not in METHODS:
-        raise _unknown_method(method)
     dataset = open_dataset(cfg.data)
     list_name = cfg.data.train_list
     ids = dataset.ids(list_name)
@@ -76,25 +72,14 @@ def refine(run: str | Path | RunDir, method: str | None = None, device: str | to
 
 
 def refine_record(run: RunDir, cfg: Config, method: str) -> dict:
-    """What a method's pseudo masks (and IRN's work files) are made from: the CAMs' record, the
-    training list, the refinement settings, the CAM background rule and the seed."""
+    """What a method's pseudo masks (and IRN's work files) are made from."""
     return {"method": method, "cams": digest(read_record(run.cams)), "list": cfg.data.train_list,
             "refine": dataclasses.asdict(cfg.refine), "background": cfg.cams.background,
             "bg_threshold": cfg.cams.bg_threshold, "seed": cfg.runtime.seed}
 
 
-def unfinished(out_dir: Path, ids: list[str], what: str) -> list[str]:
-    """The ids whose PNG in ``out_dir`` is missing or incomplete (the latter named in one line)."""
-    todo = [image_id for image_id in ids if not png_complete(out_dir / f"{image_id}.png")]
-    broken = [image_id for image_id in todo if (out_dir / f"{image_id}.png").exists()]
-    if broken:
-        print(f"{what}: {len(broken)} unreadable PNG(s) made again, first: {broken[0]}")
-    return todo
-
-
-def _unknown_method(name: str) -> SfcError:
-    return SfcError(f"unknown refinement method {name!r}",
-                    fix=f"use --method {' or '.join(METHODS)} (or set refine.method to one of them)")
+def _unfinished(out_dir: Path, ids: list[str], what: str) -> list[str]:
+    return unfinished({i: out_dir / f"{i}.png" for i in ids}, png_complete, what, "PNG(s)")
 
 
 def _confident_label_task(run: RunDir, cfg: Config, dataset: SegmentationDataset, out_dir: Path,
@@ -109,16 +94,15 @@ def _confident_label_task(run: RunDir, cfg: Config, dataset: SegmentationDataset
 
 
 def crf_processes(setting: int | str) -> int:
-    """Processes for the CRF: a ``runtime.num_workers`` count as given; ``"auto"``: this
-    process's torch threads, i.e. the machine's cores alone, its share beside other runs (one:
-    the CRF runs here, no processes to start)."""
+    """Processes for the CRF: ``runtime.num_workers``; ``"auto"``: this process's torch threads
+    (its share of the cores; one: no processes started)."""
     return int(setting) if setting != "auto" else torch.get_num_threads()
 
 
 def write_confident_labels(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[str],
                            out_dir: Path) -> None:
     """CRF-smoothed confident labels of ``ids`` into ``out_dir`` (skips finished images)."""
-    todo = unfinished(out_dir, ids, "refine: confident labels")
+    todo = _unfinished(out_dir, ids, "refine: confident labels")
     pool_map(partial(_confident_label_task, run, cfg, dataset, out_dir), todo, crf_processes(cfg.runtime.num_workers),
              f"refine: confident labels -> {out_dir.name}", path=out_dir,
              fix=f"run the same command again (finished masks are kept), or lower runtime.num_workers "
@@ -129,12 +113,12 @@ def write_walk_masks(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids
                      device: torch.device) -> None:
     """IRN pseudo masks: the hybrid random walk of each image's fused CAM on its boundary map."""
     out_dir = run.pseudo_masks("irn")
-    todo = unfinished(out_dir, ids, "refine: random walk")
+    todo = _unfinished(out_dir, ids, "refine: random walk")
     if not todo:
         return
     net = load_boundary_net(run, cfg, device)
     threads = torch.get_num_threads()
-    if device.type == "cpu":    # 2^k small sequential products: one thread is fastest (no sync)
+    if device.type == "cpu":    # 2^k small sequential products: one thread
         torch.set_num_threads(1)
     try:
         with torch.inference_mode():

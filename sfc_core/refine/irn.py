@@ -1,11 +1,8 @@
 """IRN's class-boundary network (Ahn et al., CVPR 2019) and its training on relation labels.
 
 ``BoundaryNet``: IRN's ``resnet50_irn.py`` boundary branch on a frozen backbone (docs/reference.md
-5.2, ``edge_layer_table``); ``edge_map``: its ``EdgeDisplacement`` inference. The displacement
-branch and mean-shift serve instance masks only and are not built (quirk 26). ``train_irn``
-trains the branch on ``AffinityDataset``'s crops with ``affinity_targets`` and ``affinity_loss``
-(SGD, poly, no gradient clipping, as the reference) in ``loop.fit``. Small images (the synthetic
-presets) go through the network and the walk rescaled by ``refine.irn_image_scale``.
+5.2); ``edge_map``: its ``EdgeDisplacement`` inference; the displacement branch (instance masks
+only) is not built (quirk 26). ``train_irn`` trains the branch in ``loop.fit`` as the reference.
 """
 from __future__ import annotations
 
@@ -36,12 +33,9 @@ EPS = 1e-5
 
 
 class BoundaryNet(nn.Module):
-    """Frozen backbone + IRN's boundary branch: five edge branches, on the stem (conv1, bn1,
-    relu, maxpool) and on layer1..layer4, each a 1x1 conv to 32 channels and GroupNorm(4),
-    upsampled bilinearly by its stride ratio to the stem's grid (cropped to it), then ReLU; a
-    1x1 conv (with bias) of their concatenation gives one boundary logit per pixel. Branch
-    widths come from the backbone. ``forward``: (N, 3, H, W) -> logits (N, h, w), (h, w) = the
-    grid of the backbone's stem, ``self.stride`` times smaller."""
+    """Frozen backbone + IRN's five edge branches (stem, layer1..4: 1x1 conv, GroupNorm, upsampled
+    to the stem's grid, ReLU) and a 1x1 conv of their concatenation: (N, 3, H, W) -> logits (N, h, w)
+    on the stem's grid, ``self.stride`` times smaller."""
 
     def __init__(self, backbone: Backbone):
         super().__init__()
@@ -85,10 +79,8 @@ def edge_layer_table(net: BoundaryNet) -> list[tuple[str, int, int, int]]:
 
 
 def edge_map(net: BoundaryNet, image: torch.Tensor, crop_size: int) -> torch.Tensor:
-    """Boundary probabilities of one normalised image (3, H, W) as IRN's ``EdgeDisplacement``:
-    the image and its flip padded (0) on the right and bottom to ``crop_size`` (the training
-    crop: the network sees the sizes it trained on), one batch, cut back to the image's grid,
-    ``sigmoid(logit / 2 + flip(logit of the flip) / 2)`` -> (h, w)."""
+    """Boundary probabilities (h, w) of a normalised image (3, H, W) as IRN's ``EdgeDisplacement``:
+    image and flip padded to the training ``crop_size``, ``sigmoid`` of their mean logit."""
     height, width = image.shape[-2:]
     grid = ((height - 1) // net.stride + 1, (width - 1) // net.stride + 1)
     pad = (0, max(crop_size - width, 0), 0, max(crop_size - height, 0))
@@ -98,9 +90,8 @@ def edge_map(net: BoundaryNet, image: torch.Tensor, crop_size: int) -> torch.Ten
 
 def walk_scores(net: BoundaryNet, image: np.ndarray, scores: torch.Tensor, refine: RefineConfig,
                 amp: bool) -> torch.Tensor:
-    """The hybrid random walk of ``scores`` on the boundary map of ``image``: uint8 (H, W, 3),
-    (K', H, W) on the walk's device (fused CAM after the background rule) -> (K', H, W). Both
-    are rescaled by ``refine.irn_image_scale`` for the network and the walk, the result back."""
+    """The hybrid random walk of ``scores`` (K', H, W) on the boundary map of ``image`` uint8
+    (H, W, 3), both at ``refine.irn_image_scale``, the result back at (K', H, W)."""
     size = image.shape[:2]
     scaled = normalize(rescale(image, refine.irn_image_scale))
     with engine.autocast(scores.device, amp):
@@ -117,9 +108,7 @@ def walk_scores(net: BoundaryNet, image: np.ndarray, scores: torch.Tensor, refin
 
 
 def affinity_targets(labels: torch.Tensor, index: PathIndex) -> tuple[torch.Tensor, ...]:
-    """IRN's pair labels from label maps (N, h, w) (0 bg, 1..C, 255 ignored): bg_pos, fg_pos,
-    neg, each bool (N, D, h', w') in the layout of ``edge_to_affinity``: both ends background;
-    both the same class; different labels. A pair with an end at 255 is in none of them."""
+    """IRN's pair labels bg_pos, fg_pos, neg, bool (N, D, h', w'), of label maps (N, h, w)."""
     hs, ws = index.source_shape(*labels.shape[-2:])
     m = index.margin
     source = labels[:, None, :hs, m:m + ws]                     # (N, 1, h', w')
@@ -131,9 +120,7 @@ def affinity_targets(labels: torch.Tensor, index: PathIndex) -> tuple[torch.Tens
 
 def affinity_loss(affinity: torch.Tensor, bg_pos: torch.Tensor, fg_pos: torch.Tensor,
                   neg: torch.Tensor) -> torch.Tensor:
-    """IRN's boundary loss from path affinities ``a = 1 - max(boundary on the path)`` and pair
-    labels, all (N, D, h', w'): ``((mean_bgpos -log a + mean_fgpos -log a) / 2 + mean_neg
-    -log(1 - a)) / 2``."""
+    """IRN's boundary loss from path affinities and pair labels, all (N, D, h', w')."""
     def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return (values * mask).sum() / (mask.sum() + EPS)
 
@@ -144,12 +131,8 @@ def affinity_loss(affinity: torch.Tensor, bg_pos: torch.Tensor, fg_pos: torch.Te
 
 
 class AffinityDataset(Dataset):
-    """Images with their relation labels, augmented as the reference's VOC12AffinityDataset
-    (scale ``irn_image_scale`` x U(``irn_scale_range``: the reference's effective [0.5, 1.0]),
-    flip, random crop), keyed by ``(epoch, index)``: a
-    function of (seed, epoch, index). Item: ``image`` uint8 (3, S, S) and ``box`` int64 (4,)
-    for ``normalize_crops`` on the device (the reference's normalised, zero-padded crop),
-    ``label`` uint8 (S, S) (255 in the padding), S = crop_size."""
+    """Crops with relation labels as the reference's VOC12AffinityDataset, by (seed, epoch, index):
+    ``image`` uint8 (3, S, S), ``box`` int64 (4,), ``label`` uint8 (S, S) (255 in the padding)."""
 
     def __init__(self, dataset: SegmentationDataset, ids: list[str], run: RunDir, refine: RefineConfig,
                  seed: int):
@@ -177,9 +160,8 @@ class AffinityDataset(Dataset):
 
 
 def initial_backbone(run: RunDir, cfg: Config) -> Backbone:
-    """IRN's frozen backbone before training: ``refine.irn_backbone_weights`` = "imagenet" or a
-    path (the reference), or "sfc": the run's own trained backbone (best, else last checkpoint),
-    the only useful choice when the backbone was trained from scratch."""
+    """IRN's frozen backbone: ``refine.irn_backbone_weights`` "imagenet", a path, or "sfc" (the
+    run's own, for backbones trained from scratch)."""
     refine = cfg.refine
     if refine.irn_backbone_weights != "sfc":
         return build_backbone(refine.irn_backbone, refine.irn_backbone_weights, "refine.irn_backbone_weights")
@@ -193,7 +175,6 @@ def initial_backbone(run: RunDir, cfg: Config) -> Backbone:
 
 
 def load_boundary_net(run: RunDir, cfg: Config, device: torch.device) -> BoundaryNet:
-    """The trained boundary network of a run (after ``train_irn``), in eval mode."""
     checkpoint = engine.load_checkpoint(run.irn_checkpoint, device)
     engine.check_compatible(checkpoint, {"backbone": cfg.refine.irn_backbone, "architecture": ARCHITECTURE},
                             run.irn_checkpoint)
@@ -206,8 +187,7 @@ def load_boundary_net(run: RunDir, cfg: Config, device: torch.device) -> Boundar
 def train_irn(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[str],
               device: torch.device, stop_after: int | None = None) -> None:
     """Train the boundary network on the relation labels of ``ids`` into ``run.irn_checkpoint``,
-    resuming from it (returns at once when it is finished). ``stop_after``: stop after this
-    many steps, as if interrupted."""
+    resuming from it; ``stop_after`` steps, as if interrupted."""
     refine, seed = cfg.refine, cfg.runtime.seed
     data = AffinityDataset(dataset, ids, run, refine, seed)
     batch_size = refine.irn_batch_size
@@ -230,7 +210,8 @@ def train_irn(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[
         return
     net.train()
     plan = loop.Plan(max_steps, refine.irn_log_every, refine.irn_checkpoint_every, cfg.runtime.checkpoint_minutes)
-    batches = loop.batches(data, partial(_epoch_order, len(data), seed), batch_size, steps_per_epoch,
+    batches = loop.batches(data, partial(loop.epoch_keys, len(data), seed, dist=engine.DistInfo()),
+                           batch_size, steps_per_epoch,
                            plan.steps(state.step, stop_after), engine.loader_workers(cfg.runtime.num_workers, device),
                            device)
     step = partial(irn_step, state, PathIndex.build(refine.irn_radius), device, cfg.runtime.amp)
@@ -241,14 +222,8 @@ def train_irn(run: RunDir, cfg: Config, dataset: SegmentationDataset, ids: list[
                 logger.log(state.step, {"irn/loss": output["loss"].item(), "irn/lr": schedule.get_last_lr()[0]})
 
 
-def _epoch_order(size: int, seed: int, epoch: int) -> list[tuple[int, int]]:
-    """The (epoch, index) sample keys of ``epoch``: a permutation of ``size`` drawn from (seed, epoch)."""
-    return [(epoch, index) for index in np.random.default_rng([seed, epoch]).permutation(size).tolist()]
-
-
 def irn_step(state: engine.TrainState, index: PathIndex, device: torch.device, amp: bool,
              batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """One update of the boundary branch on a batch of crops with relation labels."""
     net = state.model
     images = normalize_crops(batch["image"], batch["box"], device)
     labels = batch["label"].to(device, non_blocking=True)

@@ -1,11 +1,8 @@
 """IRN's paths, path affinities from a boundary map, and the random walk on them.
 
-Ahn et al. (CVPR 2019): ``affinity = 1 - max(boundary on the straight path)`` for every pair of
-pixels within a radius, one per direction of a half disk. The random walk (docs/reference.md
-5.3) propagates CAM scores: with ``A`` the symmetric affinities (ones on the diagonal) and
-``T = A^beta`` normalised per column, the result is ``cam . T^(2^k)``. ``T`` is kept sparse,
-built once per image (quirk 25) and applied ``2^k`` times to both walks of the hybrid at once:
-the same product as squaring a dense ``(hw, hw)`` matrix, in O(hw) memory.
+Ahn et al. (CVPR 2019): ``affinity = 1 - max(boundary on the straight path)`` for pixel pairs
+within a radius; the walk (docs/reference.md 5.3) gives ``cam . T^(2^k)``, ``T`` kept sparse,
+built once per image (quirk 25) and applied ``2^k`` times: O(hw) memory, not (hw)^2.
 """
 from __future__ import annotations
 
@@ -19,14 +16,8 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class PathIndex:
-    """The directions of radius ``radius`` and the lattice path of each.
-
-    ``offsets`` (D, 2) int64: destination offsets (dy, dx) with dy >= 0, x^2 + y^2 < r^2
-    (D = 34 for r = 5, 152 for r = 10). ``paths[d]`` (L_d, 2): the lattice points of the box
-    spanned by (0, 0) and ``offsets[d]`` whose distance to the segment between them is < 1
-    (both ends included). A source pixel (y, x) has all its destinations inside an (h, w) grid
-    when 0 <= y < h - margin and margin <= x < w - margin.
-    """
+    """The directions of a half disk of ``radius``: ``offsets`` (D, 2) int64 (dy >= 0), and
+    ``paths[d]`` (L_d, 2), the lattice points within distance < 1 of the segment to ``offsets[d]``."""
 
     radius: int
     offsets: np.ndarray
@@ -76,13 +67,9 @@ def edge_to_affinity(edge: torch.Tensor, index: PathIndex) -> torch.Tensor:
 
 
 def transition_matrix(edge: torch.Tensor, radius: int, beta: float) -> torch.Tensor:
-    """The random walk's one-step operator for a boundary map, as a sparse (n, n) CSR matrix.
-
-    edge: (h, w) boundary probabilities, n = h * w. Pairs within ``radius`` get affinity
-    ``(1 - max edge on the path)^beta`` (a pair leaving the image gets 0), the matrix is made
-    symmetric with ones on the diagonal, and each row is divided by its sum. Since the
-    affinities are symmetric, this is the transpose of IRN's column-normalised ``T``, so
-    ``M @ x`` (x: (n, K)) computes IRN's ``x^T . T``."""
+    """The walk's one-step operator of a boundary map (h, w): a sparse (n, n) CSR matrix, n = h * w,
+    of symmetric affinities^beta (ones on the diagonal) divided by their row sums: ``M @ x``
+    computes IRN's ``x^T . T``."""
     index = PathIndex.build(radius)
     height, width = edge.shape
     m = index.margin
@@ -120,17 +107,10 @@ def random_walk(cams: torch.Tensor, edge: torch.Tensor, transition: torch.Tensor
 
 def hybrid_walk(scores: torch.Tensor, edge: torch.Tensor, stride: int, *, radius: int, beta: float,
                 exp_times: int, power: float, bg_constant: float) -> torch.Tensor:
-    """The reference's make_seg_labels (docs/reference.md 5.3): the sum of two walks.
-
-    scores: (K', H, W) fused CAM after the background rule, channel 0 = background;
-    edge: (h, w) boundary map at ``stride`` (IRN: 4), h = ceil(H / stride). The CAM is
-    resized to the edge grid, walked there, and upsampled by ``stride`` and cropped back.
-    Both walks use one transition matrix:
-      1. IRN's: the foreground channels ^ power, walked, normalised by their global max,
-         beside a constant background ``bg_constant``;
-      2. SIPE's: all channels ^ power^2 (the reference applies the power twice), walked,
-         normalised by the global max.
-    Returns (K', H, W); its arg-max over channels is the pseudo label."""
+    """The reference's make_seg_labels (docs/reference.md 5.3): IRN's walk (foreground ^ power
+    beside a constant ``bg_constant``) plus SIPE's (all channels ^ power^2), each normalised by
+    its max, on one transition matrix. scores (K', H, W) (channel 0 background), edge (h, w) at
+    ``stride``; returns (K', H, W), whose arg-max is the pseudo label."""
     k, height, width = scores.shape
     small = F.interpolate(scores[None], size=edge.shape, mode="bilinear", align_corners=False)[0] ** power
     stack = torch.cat([small[1:], small ** power])             # (K'-1 + K', h4, w4)
