@@ -220,7 +220,7 @@ def step_objective(objective: SfcObjective, cfg: Config, dist: engine.DistInfo,
                    device: torch.device) -> nn.Module:
     """``objective`` under DDP (static graph unless a part is switched off; buffers broadcast only
     when the BatchNorm trains), compiled as ``runtime.compile`` says."""
-    unused = cfg.loss.prototype_weight == 0 or not cfg.model.pcm
+    unused = not objective.uses_prototype_cam or not cfg.model.pcm   # side layers / PCM projection idle
     wrapped = engine.wrap_ddp(objective, dist, device, find_unused_parameters=unused, static_graph=not unused,
                               gradient_as_bucket_view=True,
                               broadcast_buffers=not objective.model.backbone.frozen_bn)

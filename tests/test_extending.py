@@ -59,3 +59,22 @@ def test_a_term_without_its_weight_field_is_one_error_naming_the_field(smoke_con
     with pytest.raises(SfcError, match="toy") as caught:
         build_objective(build_model(smoke_config.model, 3), torch.ones(3), smoke_config)
     assert "LossConfig" in caught.value.fix
+
+
+def test_ddp_keeps_a_static_graph_for_a_new_term_that_reads_the_prototype_cam(smoke_config, monkeypatch):
+    """The side layers feed only the prototype CAM: DDP may plan a static graph whenever some
+    term reads it, whichever term that is (here a new one, with the prototype loss off)."""
+    from sfc_core import engine
+    from sfc_core.model.build import build_model, build_objective
+    from sfc_core.train import step_objective
+
+    monkeypatch.setattr(losses, "LOSS_TERMS", dict(losses.LOSS_TERMS))
+    losses.loss_term("toy", uses_prototype_cam=True)(lambda full, half, labels, w: full["prototype_cam"].mean())
+    seen = {}
+    monkeypatch.setattr(engine, "wrap_ddp", lambda objective, dist, device, **kwargs: seen.update(kwargs) or objective)
+    cfg = Config.from_dict(smoke_config.to_dict()).override({"model.pcm": True, "loss.prototype_weight": 0.0})
+    for toy_weight, static in ((0.5, True), (0.0, False)):
+        cfg.loss = ToyLossConfig(**{**dataclasses.asdict(cfg.loss), "toy_weight": toy_weight})
+        objective = build_objective(build_model(cfg.model, 3), torch.ones(3), cfg)
+        step_objective(objective, cfg, engine.DistInfo(), torch.device("cpu"))
+        assert seen["static_graph"] is static and seen["find_unused_parameters"] is not static
