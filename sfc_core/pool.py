@@ -31,8 +31,8 @@ PARENT_CHECK_SECONDS = 0.5     # how often a worker checks that its parent still
 def process_pool(processes: int, fix: str, path: str | Path | None = None,
                  threads: int | None = None) -> Iterator[ProcessPoolExecutor]:
     """A pool of spawned workers (``threads`` torch threads each); a dead one is one SfcError."""
-    pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_start_worker, initargs=(threads, os.getpid()))
+    pool = _Executor(processes, mp_context=multiprocessing.get_context("spawn"),
+                     initializer=_start_worker, initargs=(threads, os.getpid()))
     try:
         yield pool
     except BrokenProcessPool:
@@ -43,6 +43,17 @@ def process_pool(processes: int, fix: str, path: str | Path | None = None,
         raise
     finally:
         pool.shutdown(cancel_futures=True)
+
+
+class _Executor(ProcessPoolExecutor):
+    """CPython before 3.12 wakes the executor's manager thread before it spawns the worker a
+    submit needs, so the manager watches the workers without it and a death of that worker
+    would go unseen (a hang): wake it again once the worker exists."""
+
+    def submit(self, fn: Callable, /, *args: Any, **kwargs: Any) -> Any:
+        future = super().submit(fn, *args, **kwargs)
+        self._executor_manager_thread_wakeup.wakeup()
+        return future
 
 
 def pool_map(task: Callable[[Any], Any], items: Sequence, processes: int, desc: str, fix: str,
