@@ -108,15 +108,21 @@ def extra_figures(rows: list[dict[str, Any]]) -> list[str]:
 def variant_figures(rows: list[dict[str, Any]], seeds: dict[int, tuple]) -> dict[str, dict[int, float]]:
     """Each other variant's figures on the seeds it ran (``--variants``, the ablations): its three
     CAMs, its CAM (``"CAM"``: classifier for "baseline...", else fused) against the seed's
-    baseline classifier CAM and SFC's fused CAM, its Spearman, its pseudo masks and step 3."""
+    baseline classifier CAM and SFC's fused CAM, the same split as SFC's (what its training adds:
+    its prototype and fused CAMs against the baseline's own; its fusion against its prototype
+    CAM), its Spearman, its pseudo masks and step 3."""
     out: dict[str, dict[int, float]] = {}
     for row in rows:
         variant, seed, kind = row["variant"], row["seed"], row.get("CAM", "fused")
         if variant in OWN_ROWS or seed not in seeds:
             continue
-        mine = row[f"{kind} CAM mIoU % (eval)"]
+        mine, base = row[f"{kind} CAM mIoU % (eval)"], seeds[seed][0]
         values = {**{f"{variant} {k} CAM mIoU % (eval)": row[f"{k} CAM mIoU % (eval)"] for k in KINDS},
-                  f"gain: {variant} {kind} - baseline classifier": mine - seeds[seed][0]["classifier CAM mIoU % (eval)"],
+                  f"gain: {variant} {kind} - baseline classifier": mine - base["classifier CAM mIoU % (eval)"],
+                  **{f"{variant}'s training: {variant} {k} - baseline {k}": row[f"{k} CAM mIoU % (eval)"]
+                     - base[f"{k} CAM mIoU % (eval)"] for k in ("prototype", "fused")},
+                  f"{variant} fused - {variant} prototype": row["fused CAM mIoU % (eval)"]
+                  - row["prototype CAM mIoU % (eval)"],
                   f"{variant} {kind} - SFC fused": mine - seeds[seed][1]["fused CAM mIoU % (eval)"],
                   f"{variant} {kind} Spearman": row["Spearman"],
                   **{f"{variant} {key}": row[key] for key in extra_figures(rows) if key in row}}
@@ -146,8 +152,16 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"seeds": list(seeds), "figures": {name: {"per seed": values, **spread(list(values.values()))}
                                               for name, values in figures.items()},
             "targets": targets, "fused CAM not above the prototype CAM": fused_not_above,
-            "sweep edges": {f"{row['variant']} seed {row['seed']}": row["sweep edges"]
-                            for row in rows if row.get("sweep edges")}}
+            "sweep edges": edges_by_note(rows)}
+
+
+def edges_by_note(rows: list[dict[str, Any]]) -> dict[str, dict[str, list[int]]]:
+    """Each sweep-edge note (``plots.sweep_edges``) -> variant -> the seeds whose run has it."""
+    out: dict[str, dict[str, list[int]]] = {}
+    for row in rows:
+        for note in row.get("sweep edges") or []:
+            out.setdefault(note, {}).setdefault(row["variant"], []).append(row["seed"])
+    return out
 
 
 def _cell(value: float, digits: int = 1) -> str:
@@ -176,6 +190,8 @@ def markdown(result: dict[str, Any], planned: list[int]) -> str:
         f"{variant} on {len(found)} of {len(seeds)} seeds" + (f" ({' '.join(map(str, found))})" if found else "")
         for variant, found in result["fused CAM not above the prototype CAM"].items()) + "."]
     edges = result["sweep edges"]
-    lines += ["", "Chosen settings at an end of their sweep: "
-              + ("; ".join(f"{run}: {', '.join(notes)}" for run, notes in edges.items()) if edges else "none") + "."]
+    lines += ["", "Chosen settings at an end of their sweep" + (":" if edges else ": none.")]
+    lines += [f"- {note}: " + "; ".join(f"{variant} on seeds {' '.join(map(str, found))}"
+                                        for variant, found in by_variant.items())
+              for note, by_variant in edges.items()]
     return "\n".join(lines) + "\n"

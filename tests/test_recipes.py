@@ -90,7 +90,7 @@ def test_the_summary_gives_spread_and_the_seeds_meeting_each_target():
     table = seed_table.markdown(result, [100, 101, 102])
     assert "Seeds: 2 of the 3 planned (100 101); not finished: 102." in table
     assert "| CAM mIoU gain >= 3 points | fix (SFC fused vs baseline classifier) | 1 of 2 | 101 |" in table
-    assert "sfc seed 101: fused: the chosen lambda 30 is the largest swept" in table
+    assert "- fused: the chosen lambda 30 is the largest swept (0-30): sfc on seeds 101\n" in table
     assert "| chosen threshold: baseline prototype | 0.975 ± 0.000 | 0.975..0.975 | 2 | 0.975 | 0.975 |" in table
     assert "| lost to head >= 10 points above the control | mechanism (baseline) | not measured | - |" in table
     assert result["fused CAM not above the prototype CAM"] == {"baseline": [100, 101], "SFC": [100, 101]}
@@ -171,6 +171,9 @@ def test_the_summary_gives_each_variant_its_rows():
     assert figures["toy fused CAM mIoU % (eval)"]["per seed"] == {100: 38.0}
     assert figures["gain: toy fused - baseline classifier"]["per seed"] == {100: 8.0}
     assert figures["toy fused - SFC fused"]["per seed"] == {100: -4.0}
+    assert figures["toy's training: toy prototype - baseline prototype"]["per seed"] == {100: 4.0}
+    assert figures["toy's training: toy fused - baseline fused"]["per seed"] == {100: 7.0}
+    assert figures["toy fused - toy prototype"]["per seed"] == {100: -1.0}
     assert figures["toy fused Spearman"]["n"] == 1
     table = seed_table.markdown(seed_table.summary(rows), [100, 101])
     assert "| gain: toy fused - baseline classifier | 8.0 ± n/a | 8.0..8.0 | 1 | 8.0 | n/a |" in table
