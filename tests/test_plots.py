@@ -70,10 +70,7 @@ def test_sweep_edges_name_the_settings_at_an_end_of_their_sweep():
     assert plots.sweep_edges(e) == [
         "prototype: the chosen threshold 0.9 is the largest swept (0.1-0.9)",
         "fused: the chosen threshold 0.1 is the smallest swept (0.1-0.9)",
-        "fused: the chosen lambda 1 is the largest swept (0-1), and its limit, the prototype CAM alone, "
-        "scores at least as high"]
-    e.data["rows"]["prototype"]["miou"] = 0.3
-    assert plots.sweep_edges(e)[-1].endswith("its limit, the prototype CAM alone, scores lower")
+        "fused: the chosen lambda 1 is the largest swept (0-1)"]
     inside = _cam_eval([0.1, 0.5, 0.9], [0.0, 0.5, 1.0],
                        {"classifier": (None, 0.5), "prototype": (None, 0.5), "fused": (0.5, 0.5)})
     assert plots.sweep_edges(inside) == []

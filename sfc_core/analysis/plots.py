@@ -334,9 +334,7 @@ def curves(records: list[dict[str, float]], keys: Sequence[str], x: str = "step"
 
 
 def sweep_edges(cam_eval: CamEval) -> list[str]:
-    """One sentence per chosen setting at an end of its sweep (the best may lie beyond). The
-    fused CAM's lambda at the largest also says how its limit (lambda -> infinity: the prototype
-    CAM alone, scored as its own kind) compares."""
+    """One sentence per chosen setting at an end of its sweep (the best may lie beyond)."""
     notes = []
     for kind in cam_eval.kinds:
         swept = [("threshold", cam_eval.chosen_threshold(kind), cam_eval.thresholds)]
@@ -345,12 +343,8 @@ def sweep_edges(cam_eval: CamEval) -> list[str]:
         for what, value, sweep in swept:
             if value is not None and len(sweep) > 1 and value in (min(sweep), max(sweep)):
                 end = "largest" if value == max(sweep) else "smallest"
-                note = f"{kind}: the chosen {what} {value:g} is the {end} swept ({min(sweep):g}-{max(sweep):g})"
-                if (kind, what, end) == ("fused", "lambda", "largest") and "prototype" in cam_eval.kinds:
-                    limit = as_float(cam_eval.miou("prototype")) >= as_float(cam_eval.miou("fused"))
-                    note += (", and its limit, the prototype CAM alone, scores "
-                             + ("at least as high" if limit else "lower"))
-                notes.append(note)
+                notes.append(f"{kind}: the chosen {what} {value:g} is the {end} swept "
+                             f"({min(sweep):g}-{max(sweep):g})")
     return notes
 
 
