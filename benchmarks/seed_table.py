@@ -46,6 +46,8 @@ FIGURES: list[tuple[str, Reading]] = [
     ("SFC head-3 ratio (fused)", lambda b, s, c: s["head ratio"]),
     ("SFC tail-3 ratio (fused)", lambda b, s, c: s["tail ratio"]),
     ("baseline heads' shared-part recall", lambda b, s, c: b["heads' shared-part recall"]),
+    ("control heads' shared-part recall", lambda b, s, c: c and c["heads' shared-part recall"]),
+    ("control classifier Spearman", lambda b, s, c: c and c["Spearman"]),
     ("baseline non-head px lost to head %", lambda b, s, c: b["non-head lost to head %"]),
     ("SFC non-head px lost to head %", lambda b, s, c: s["non-head lost to head %"]),
     ("control non-head px lost to head %", lambda b, s, c: c and c["non-head lost to head %"]),

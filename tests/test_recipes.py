@@ -87,6 +87,15 @@ def test_the_summary_gives_spread_and_the_seeds_meeting_each_target():
     assert targets["CAM mIoU gain >= 3 points"]["missed on seeds"] == [101]
     assert targets["Spearman lower"]["missed on seeds"] == [101]
     assert targets["lost to head >= 10 points above the control"]["seeds measured"] == 0
+    assert result["figures"]["control heads' shared-part recall"]["n"] == 0
+    with_control = seed_table.summary([*rows, {**_row(100, "baseline-control", 60.0, 60.0, 60.0, -0.1, 2.0),
+                                               "heads' shared-part recall": 0.8}])
+    recall = with_control["figures"]["control heads' shared-part recall"]
+    assert recall["per seed"][100] == 0.8 and math.isnan(recall["per seed"][101]) and recall["n"] == 1
+    assert with_control["figures"]["control classifier Spearman"]["per seed"][100] == -0.1
+    control_targets = {t["target"]: t for t in with_control["targets"]}
+    assert control_targets["lost to head >= 10 points above the control"]["seeds meeting it"] == 1
+    assert control_targets["heads' shared-part recall >= 0.1 above the control"]["missed on seeds"] == [100]
     table = seed_table.markdown(result, [100, 101, 102])
     assert "Seeds: 2 of the 3 planned (100 101); not finished: 102." in table
     assert "| CAM mIoU gain >= 3 points | fix (SFC fused vs baseline classifier) | 1 of 2 | 101 |" in table
