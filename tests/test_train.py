@@ -162,9 +162,13 @@ def test_validation_on_the_device_equals_the_per_image_numpy_scores(smoke_config
     scores = train_module.validate(model, smoke_dataset, cfg, torch.device("cpu"))
     assert model.training                                                       # left as it was
     assert max(batches) == batch_size and sum(batches) == len(smoke_dataset.ids(cfg.data.eval_list))
-    np.testing.assert_array_equal(seen[0], expected["cam"])
-    np.testing.assert_array_equal(seen[1], expected["prototype_cam"])
-    assert scores == {"miou_cam": mean_iou(expected["cam"]), "miou_prototype": mean_iou(expected["prototype_cam"])}
+    # a batch of 8 goes through other convolution kernels than one image: on some CPUs (AVX2
+    # dispatch) an arg-max near-tie flips a pixel, so batches may move a few pixels, never more
+    moved = 0 if batch_size == 1 else 4
+    for conf, key in zip(seen, ("cam", "prototype_cam")):
+        assert conf.sum() == expected[key].sum() and np.abs(conf - expected[key]).sum() <= 2 * moved, key
+    miou = {"miou_cam": mean_iou(expected["cam"]), "miou_prototype": mean_iou(expected["prototype_cam"])}
+    assert scores == (miou if batch_size == 1 else pytest.approx(miou, abs=1e-3))
 
 
 def test_train_verb_applies_ablation_flags_then_explicit_sets(monkeypatch, tmp_path):
